@@ -1,0 +1,566 @@
+//! The cart: what a shopper intends to buy, until it is checked out or expires.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{check_quantity, CustomerId, Decider, Money, OrderId, Rejection, Sku, Currency};
+
+/// Most distinct lines one cart may hold.
+pub const CART_LINES_MAX: usize = 100;
+/// Most units of one line.
+pub const LINE_QUANTITY_MAX: u32 = 10_000;
+/// Longest free-text field (names, address lines, codes), in bytes.
+pub const TEXT_BYTES_MAX: usize = 256;
+
+/// Who the cart belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Customer {
+    Registered { customer_id: CustomerId, email: Option<String> },
+    Guest { email: String },
+}
+
+/// A postal address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Address {
+    pub name: String,
+    pub line1: String,
+    #[serde(default)]
+    pub line2: Option<String>,
+    pub city: String,
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2, upper case.
+    pub country: String,
+}
+
+impl Address {
+    pub fn check(&self) -> Result<(), Rejection> {
+        for (field, value) in [
+            ("address.name", &self.name),
+            ("address.line1", &self.line1),
+            ("address.city", &self.city),
+            ("address.postal_code", &self.postal_code),
+        ] {
+            check_text(field, value)?;
+        }
+        if let Some(line2) = &self.line2 {
+            if line2.len() > TEXT_BYTES_MAX {
+                return Err(Rejection::invalid(format!(
+                    "address.line2: longer than {TEXT_BYTES_MAX} bytes"
+                )));
+            }
+        }
+        if self.country.len() != 2 || !self.country.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err(Rejection::invalid(format!(
+                "address.country: '{}' is not an ISO 3166-1 alpha-2 code such as 'DE'",
+                self.country
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a required free-text field.
+pub fn check_text(field: &str, value: &str) -> Result<(), Rejection> {
+    if value.trim().is_empty() {
+        return Err(Rejection::invalid(format!("{field}: must not be empty")));
+    }
+    if value.len() > TEXT_BYTES_MAX {
+        return Err(Rejection::invalid(format!("{field}: longer than {TEXT_BYTES_MAX} bytes")));
+    }
+    Ok(())
+}
+
+/// Checks an email address's shape (local part, one '@', a dotted domain).
+pub fn check_email(field: &str, email: &str) -> Result<(), Rejection> {
+    let bad = || Rejection::invalid(format!("{field}: '{email}' is not an email address"));
+    if email.len() > 254 || email.chars().any(char::is_whitespace) {
+        return Err(bad());
+    }
+    let (local, domain) = email.split_once('@').ok_or_else(bad)?;
+    if local.is_empty() || domain.contains('@') || !domain.contains('.') || domain.starts_with('.') || domain.ends_with('.') {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// A discount code and what it takes off the subtotal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discount {
+    pub code: String,
+    pub kind: DiscountKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DiscountKind {
+    /// A share of the subtotal, in basis points (1 000 = 10 %).
+    Percentage { basis_points: u32 },
+    /// A fixed amount, never more than the subtotal.
+    Fixed { amount: Money },
+}
+
+/// A selected shipping method and its price.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippingMethod {
+    pub id: String,
+    pub price: Money,
+}
+
+/// One line of a cart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CartLine {
+    pub sku: Sku,
+    pub quantity: u32,
+    /// The unit price when the item was added (a snapshot, not a live price).
+    pub unit_price: Money,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CartStatus {
+    #[default]
+    NotCreated,
+    Open,
+    CheckedOut { order_id: OrderId },
+    Expired,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CartState {
+    pub status: CartStatus,
+    pub currency: Option<Currency>,
+    pub customer: Option<Customer>,
+    pub lines: BTreeMap<Sku, CartLine>,
+    pub discount: Option<Discount>,
+    pub contact_email: Option<String>,
+    pub shipping_address: Option<Address>,
+    pub shipping_method: Option<ShippingMethod>,
+}
+
+/// A cart's totals before tax. Every amount is ≥ 0.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CartTotals {
+    pub subtotal: Money,
+    pub discount: Money,
+    pub shipping: Money,
+}
+
+impl CartState {
+    /// Subtotal, discount (capped at the subtotal, so totals never go negative) and shipping.
+    pub fn totals(&self) -> Result<CartTotals, Rejection> {
+        let currency = self
+            .currency
+            .ok_or_else(|| Rejection::not_found("cart: does not exist"))?;
+        let mut subtotal = Money::zero(currency);
+        for line in self.lines.values() {
+            subtotal = subtotal.checked_add(line.unit_price.checked_mul(line.quantity)?)?;
+        }
+        let discount = match &self.discount {
+            None => Money::zero(currency),
+            Some(Discount { kind: DiscountKind::Percentage { basis_points }, .. }) => {
+                subtotal.share_bps(*basis_points)?
+            }
+            Some(Discount { kind: DiscountKind::Fixed { amount }, .. }) => {
+                Money::new(amount.amount.min(subtotal.amount), currency)
+            }
+        };
+        let shipping = self
+            .shipping_method
+            .as_ref()
+            .map_or(Money::zero(currency), |m| m.price);
+        Ok(CartTotals { subtotal, discount, shipping })
+    }
+
+    /// The email an order confirmation goes to.
+    pub fn email(&self) -> Option<&str> {
+        self.contact_email.as_deref().or(match &self.customer {
+            Some(Customer::Guest { email }) => Some(email.as_str()),
+            Some(Customer::Registered { email, .. }) => email.as_deref(),
+            None => None,
+        })
+    }
+
+    fn open(&self) -> Result<Currency, Rejection> {
+        match &self.status {
+            CartStatus::NotCreated => Err(Rejection::not_found("cart: does not exist")),
+            CartStatus::Open => Ok(self.currency.expect("an open cart has a currency")),
+            CartStatus::CheckedOut { order_id } => Err(Rejection::conflict(format!(
+                "cart: already checked out as order {order_id}; it can no longer change"
+            ))),
+            CartStatus::Expired => Err(Rejection::conflict("cart: expired; it can no longer change")),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CartCommand {
+    Create { currency: Currency, customer: Customer },
+    AddItem { sku: Sku, quantity: u32, unit_price: Money },
+    ChangeQuantity { sku: Sku, quantity: u32 },
+    RemoveItem { sku: Sku },
+    ApplyDiscount { discount: Discount },
+    RemoveDiscount {},
+    SetContact { email: String },
+    SetShippingAddress { address: Address },
+    SelectShippingMethod { method: ShippingMethod },
+    Expire {},
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CartEvent {
+    CartCreated { currency: Currency, customer: Customer },
+    ItemAdded { sku: Sku, quantity: u32, unit_price: Money },
+    ItemQuantityChanged { sku: Sku, quantity: u32 },
+    ItemRemoved { sku: Sku },
+    DiscountApplied { discount: Discount },
+    DiscountRemoved { code: String },
+    ContactSet { email: String },
+    ShippingAddressSet { address: Address },
+    ShippingMethodSelected { method: ShippingMethod },
+    CartCheckedOut { order_id: OrderId },
+    CartExpired {},
+}
+
+pub struct Cart;
+
+impl Decider for Cart {
+    type Command = CartCommand;
+    type Event = CartEvent;
+    type State = CartState;
+
+    fn decide(command: &CartCommand, state: &CartState) -> Result<Vec<CartEvent>, Rejection> {
+        use CartCommand as C;
+        use CartEvent as E;
+        if let C::Create { currency, customer } = command {
+            if state.status != CartStatus::NotCreated {
+                return Err(Rejection::conflict("cart: already exists"));
+            }
+            match customer {
+                Customer::Guest { email } => check_email("customer.email", email)?,
+                Customer::Registered { email: Some(email), .. } => {
+                    check_email("customer.email", email)?
+                }
+                Customer::Registered { email: None, .. } => {}
+            }
+            return Ok(vec![E::CartCreated { currency: *currency, customer: customer.clone() }]);
+        }
+        let currency = state.open()?;
+        let event = match command {
+            C::Create { .. } => unreachable!("handled above"),
+            C::AddItem { sku, quantity, unit_price } => {
+                check_quantity("quantity", *quantity)?;
+                check_price(currency, *unit_price, "unit_price")?;
+                let existing = state.lines.get(sku).map_or(0, |l| l.quantity);
+                if existing == 0 && state.lines.len() >= CART_LINES_MAX {
+                    return Err(Rejection::conflict(format!(
+                        "cart: already holds {CART_LINES_MAX} lines"
+                    )));
+                }
+                check_line_quantity(existing.saturating_add(*quantity))?;
+                E::ItemAdded { sku: sku.clone(), quantity: *quantity, unit_price: *unit_price }
+            }
+            C::ChangeQuantity { sku, quantity } => {
+                check_quantity("quantity", *quantity)?;
+                check_line_quantity(*quantity)?;
+                let line = state.lines.get(sku).ok_or_else(|| no_line(sku))?;
+                if line.quantity == *quantity {
+                    return Ok(vec![]);
+                }
+                E::ItemQuantityChanged { sku: sku.clone(), quantity: *quantity }
+            }
+            C::RemoveItem { sku } => {
+                state.lines.get(sku).ok_or_else(|| no_line(sku))?;
+                E::ItemRemoved { sku: sku.clone() }
+            }
+            C::ApplyDiscount { discount } => {
+                check_text("discount.code", &discount.code)?;
+                match &discount.kind {
+                    DiscountKind::Percentage { basis_points } => {
+                        if *basis_points == 0 || *basis_points > 10_000 {
+                            return Err(Rejection::invalid(
+                                "discount.basis_points: must be between 1 and 10000",
+                            ));
+                        }
+                    }
+                    DiscountKind::Fixed { amount } => {
+                        check_price(currency, *amount, "discount.amount")?;
+                        if amount.amount == 0 {
+                            return Err(Rejection::invalid("discount.amount: must be positive"));
+                        }
+                    }
+                }
+                if state.discount.as_ref() == Some(discount) {
+                    return Ok(vec![]);
+                }
+                E::DiscountApplied { discount: discount.clone() }
+            }
+            C::RemoveDiscount {} => match &state.discount {
+                None => return Ok(vec![]),
+                Some(d) => E::DiscountRemoved { code: d.code.clone() },
+            },
+            C::SetContact { email } => {
+                check_email("email", email)?;
+                E::ContactSet { email: email.clone() }
+            }
+            C::SetShippingAddress { address } => {
+                address.check()?;
+                E::ShippingAddressSet { address: address.clone() }
+            }
+            C::SelectShippingMethod { method } => {
+                check_text("shipping_method.id", &method.id)?;
+                check_price(currency, method.price, "shipping_method.price")?;
+                E::ShippingMethodSelected { method: method.clone() }
+            }
+            C::Expire {} => E::CartExpired {},
+        };
+        Ok(vec![event])
+    }
+
+    fn evolve(mut state: CartState, event: &CartEvent) -> CartState {
+        use CartEvent as E;
+        match event {
+            E::CartCreated { currency, customer } => {
+                state.status = CartStatus::Open;
+                state.currency = Some(*currency);
+                state.customer = Some(customer.clone());
+            }
+            E::ItemAdded { sku, quantity, unit_price } => {
+                let line = state.lines.entry(sku.clone()).or_insert(CartLine {
+                    sku: sku.clone(),
+                    quantity: 0,
+                    unit_price: *unit_price,
+                });
+                line.quantity = line.quantity.saturating_add(*quantity);
+                line.unit_price = *unit_price;
+            }
+            E::ItemQuantityChanged { sku, quantity } => {
+                if let Some(line) = state.lines.get_mut(sku) {
+                    line.quantity = *quantity;
+                }
+            }
+            E::ItemRemoved { sku } => {
+                state.lines.remove(sku);
+            }
+            E::DiscountApplied { discount } => state.discount = Some(discount.clone()),
+            E::DiscountRemoved { .. } => state.discount = None,
+            E::ContactSet { email } => state.contact_email = Some(email.clone()),
+            E::ShippingAddressSet { address } => state.shipping_address = Some(address.clone()),
+            E::ShippingMethodSelected { method } => state.shipping_method = Some(method.clone()),
+            E::CartCheckedOut { order_id } => {
+                state.status = CartStatus::CheckedOut { order_id: order_id.clone() }
+            }
+            E::CartExpired {} => state.status = CartStatus::Expired,
+        }
+        state
+    }
+}
+
+fn no_line(sku: &Sku) -> Rejection {
+    Rejection::not_found(format!("sku: cart has no line for {sku}"))
+}
+
+fn check_line_quantity(quantity: u32) -> Result<(), Rejection> {
+    if quantity > LINE_QUANTITY_MAX {
+        return Err(Rejection::invalid(format!(
+            "quantity: {quantity} exceeds the limit of {LINE_QUANTITY_MAX} units per line"
+        )));
+    }
+    Ok(())
+}
+
+/// A price must be in the cart's currency and not negative.
+pub fn check_price(currency: Currency, price: Money, field: &str) -> Result<(), Rejection> {
+    if price.currency != currency {
+        return Err(Rejection::invalid(format!(
+            "{field}: currency {} differs from the cart's {currency}",
+            price.currency
+        )));
+    }
+    if price.amount < 0 {
+        return Err(Rejection::invalid(format!("{field}: must not be negative")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{given_when, RejectionKind};
+
+    fn eur() -> Currency {
+        Currency::parse("EUR").unwrap()
+    }
+    fn sku(s: &str) -> Sku {
+        Sku::parse(s).unwrap()
+    }
+    fn created() -> CartEvent {
+        CartEvent::CartCreated {
+            currency: eur(),
+            customer: Customer::Guest { email: "ann@example.com".into() },
+        }
+    }
+    fn added(s: &str, q: u32, price: i64) -> CartEvent {
+        CartEvent::ItemAdded { sku: sku(s), quantity: q, unit_price: Money::new(price, eur()) }
+    }
+
+    #[test]
+    fn create_a_guest_cart() {
+        let cmd = CartCommand::Create {
+            currency: eur(),
+            customer: Customer::Guest { email: "ann@example.com".into() },
+        };
+        assert_eq!(given_when::<Cart>(&[], &cmd).unwrap(), vec![created()]);
+    }
+
+    #[test]
+    fn a_guest_needs_an_email() {
+        let cmd = CartCommand::Create {
+            currency: eur(),
+            customer: Customer::Guest { email: "not-an-email".into() },
+        };
+        let err = given_when::<Cart>(&[], &cmd).unwrap_err();
+        assert_eq!(err.kind, RejectionKind::Invalid);
+        assert!(err.reason.contains("customer.email"), "{}", err.reason);
+    }
+
+    #[test]
+    fn creating_twice_is_refused() {
+        let cmd = CartCommand::Create {
+            currency: eur(),
+            customer: Customer::Guest { email: "ann@example.com".into() },
+        };
+        assert_eq!(given_when::<Cart>(&[created()], &cmd).unwrap_err().kind, RejectionKind::Conflict);
+    }
+
+    #[test]
+    fn commands_on_a_missing_cart_are_not_found() {
+        let err = given_when::<Cart>(&[], &CartCommand::Expire {}).unwrap_err();
+        assert_eq!(err.kind, RejectionKind::NotFound);
+    }
+
+    #[test]
+    fn add_item_and_adding_again_sums_quantities() {
+        let cmd = CartCommand::AddItem { sku: sku("mug"), quantity: 2, unit_price: Money::new(900, eur()) };
+        assert_eq!(given_when::<Cart>(&[created()], &cmd).unwrap(), vec![added("mug", 2, 900)]);
+        let state = Cart::fold(&[created(), added("mug", 2, 900), added("mug", 3, 900)]);
+        assert_eq!(state.lines[&sku("mug")].quantity, 5);
+    }
+
+    #[test]
+    fn add_item_refuses_zero_quantity_other_currency_and_negative_price() {
+        let zero = CartCommand::AddItem { sku: sku("mug"), quantity: 0, unit_price: Money::new(1, eur()) };
+        assert!(given_when::<Cart>(&[created()], &zero).unwrap_err().reason.contains("quantity"));
+        let usd = CartCommand::AddItem {
+            sku: sku("mug"),
+            quantity: 1,
+            unit_price: Money::new(1, Currency::parse("USD").unwrap()),
+        };
+        assert!(given_when::<Cart>(&[created()], &usd).unwrap_err().reason.contains("USD"));
+        let negative = CartCommand::AddItem { sku: sku("mug"), quantity: 1, unit_price: Money::new(-1, eur()) };
+        assert!(given_when::<Cart>(&[created()], &negative).unwrap_err().reason.contains("negative"));
+        let huge = CartCommand::AddItem { sku: sku("mug"), quantity: LINE_QUANTITY_MAX + 1, unit_price: Money::new(1, eur()) };
+        assert!(given_when::<Cart>(&[created()], &huge).is_err());
+    }
+
+    #[test]
+    fn change_and_remove_need_the_line() {
+        let change = CartCommand::ChangeQuantity { sku: sku("mug"), quantity: 4 };
+        assert_eq!(given_when::<Cart>(&[created()], &change).unwrap_err().kind, RejectionKind::NotFound);
+        assert_eq!(
+            given_when::<Cart>(&[created(), added("mug", 1, 900)], &change).unwrap(),
+            vec![CartEvent::ItemQuantityChanged { sku: sku("mug"), quantity: 4 }]
+        );
+        let same = CartCommand::ChangeQuantity { sku: sku("mug"), quantity: 1 };
+        assert!(given_when::<Cart>(&[created(), added("mug", 1, 900)], &same).unwrap().is_empty());
+        let remove = CartCommand::RemoveItem { sku: sku("mug") };
+        assert_eq!(
+            given_when::<Cart>(&[created(), added("mug", 1, 900)], &remove).unwrap(),
+            vec![CartEvent::ItemRemoved { sku: sku("mug") }]
+        );
+        assert!(given_when::<Cart>(&[created()], &remove).is_err());
+    }
+
+    #[test]
+    fn discounts_never_make_totals_negative() {
+        let fixed = Discount {
+            code: "BIG".into(),
+            kind: DiscountKind::Fixed { amount: Money::new(5_000, eur()) },
+        };
+        let state = Cart::fold(&[
+            created(),
+            added("mug", 1, 900),
+            CartEvent::DiscountApplied { discount: fixed },
+        ]);
+        let totals = state.totals().unwrap();
+        assert_eq!(totals.discount.amount, 900);
+        assert_eq!(totals.subtotal.amount - totals.discount.amount, 0);
+    }
+
+    #[test]
+    fn discount_apply_and_remove() {
+        let d = Discount { code: "TEN".into(), kind: DiscountKind::Percentage { basis_points: 1_000 } };
+        let cmd = CartCommand::ApplyDiscount { discount: d.clone() };
+        assert_eq!(
+            given_when::<Cart>(&[created()], &cmd).unwrap(),
+            vec![CartEvent::DiscountApplied { discount: d.clone() }]
+        );
+        let bad = CartCommand::ApplyDiscount {
+            discount: Discount { code: "X".into(), kind: DiscountKind::Percentage { basis_points: 10_001 } },
+        };
+        assert!(given_when::<Cart>(&[created()], &bad).is_err());
+        let remove = CartCommand::RemoveDiscount {};
+        assert!(given_when::<Cart>(&[created()], &remove).unwrap().is_empty());
+        assert_eq!(
+            given_when::<Cart>(&[created(), CartEvent::DiscountApplied { discount: d }], &remove).unwrap(),
+            vec![CartEvent::DiscountRemoved { code: "TEN".into() }]
+        );
+    }
+
+    #[test]
+    fn contact_address_and_shipping_method() {
+        let contact = CartCommand::SetContact { email: "bob@example.org".into() };
+        assert_eq!(
+            given_when::<Cart>(&[created()], &contact).unwrap(),
+            vec![CartEvent::ContactSet { email: "bob@example.org".into() }]
+        );
+        let bad_contact = CartCommand::SetContact { email: "bob@".into() };
+        assert!(given_when::<Cart>(&[created()], &bad_contact).is_err());
+        let address = Address {
+            name: "Ann".into(),
+            line1: "Main St 1".into(),
+            line2: None,
+            city: "Berlin".into(),
+            postal_code: "10115".into(),
+            country: "DE".into(),
+        };
+        let set = CartCommand::SetShippingAddress { address: address.clone() };
+        assert_eq!(
+            given_when::<Cart>(&[created()], &set).unwrap(),
+            vec![CartEvent::ShippingAddressSet { address: address.clone() }]
+        );
+        let bad = CartCommand::SetShippingAddress { address: Address { country: "Germany".into(), ..address } };
+        assert!(given_when::<Cart>(&[created()], &bad).unwrap_err().reason.contains("country"));
+        let method = ShippingMethod { id: "dhl".into(), price: Money::new(490, eur()) };
+        let select = CartCommand::SelectShippingMethod { method: method.clone() };
+        assert_eq!(
+            given_when::<Cart>(&[created()], &select).unwrap(),
+            vec![CartEvent::ShippingMethodSelected { method }]
+        );
+    }
+
+    #[test]
+    fn checked_out_and_expired_carts_are_frozen() {
+        let order_id = OrderId::parse("o1").unwrap();
+        let add = CartCommand::AddItem { sku: sku("mug"), quantity: 1, unit_price: Money::new(1, eur()) };
+        let checked_out = [created(), CartEvent::CartCheckedOut { order_id }];
+        let err = given_when::<Cart>(&checked_out, &add).unwrap_err();
+        assert_eq!(err.kind, RejectionKind::Conflict);
+        assert!(err.reason.contains("o1"));
+        let expired = [created(), CartEvent::CartExpired {}];
+        assert!(given_when::<Cart>(&expired, &add).unwrap_err().reason.contains("expired"));
+        assert_eq!(given_when::<Cart>(&[created()], &CartCommand::Expire {}).unwrap(), vec![CartEvent::CartExpired {}]);
+    }
+}

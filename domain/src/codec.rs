@@ -1,0 +1,235 @@
+//! The stored form of events: a stable type name, a schema version and a JSON payload.
+//!
+//! The type name is the variant's name (`CartCreated`); the payload is the variant's
+//! fields as a JSON object. Names and payload shapes are a contract with every log ever
+//! written: rename nothing, and raise [`SCHEMA_VERSION`] of a type (with an upcaster)
+//! when its shape changes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::cart::CartEvent;
+use crate::order::OrderEvent;
+use crate::shipment::ShipmentEvent;
+use crate::stock::StockEvent;
+
+/// The schema version every event type is written with by this build.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Which aggregate a stream or an event belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AggregateKind {
+    Cart,
+    Order,
+    Stock,
+    Shipment,
+}
+
+impl AggregateKind {
+    /// The aggregate a stream id names by its prefix (`cart-`, `order-`, `stock-`, `shipment-`).
+    pub fn of_stream(stream_id: &str) -> Option<AggregateKind> {
+        let (prefix, rest) = stream_id.split_once('-')?;
+        if rest.is_empty() {
+            return None;
+        }
+        match prefix {
+            "cart" => Some(AggregateKind::Cart),
+            "order" => Some(AggregateKind::Order),
+            "stock" => Some(AggregateKind::Stock),
+            "shipment" => Some(AggregateKind::Shipment),
+            _ => None,
+        }
+    }
+}
+
+/// Any event of any aggregate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DomainEvent {
+    Cart(CartEvent),
+    Order(OrderEvent),
+    Stock(StockEvent),
+    Shipment(ShipmentEvent),
+}
+
+/// Why a stored event could not be turned back into a domain event.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    #[error("unknown event type '{event_type}'")]
+    UnknownType { event_type: String },
+    #[error("event type '{event_type}' has schema version {found}, newer than the {supported} this build knows")]
+    NewerSchema { event_type: String, found: u32, supported: u32 },
+    #[error("event type '{event_type}' has schema version {found}, and no upcaster for it exists")]
+    OlderSchema { event_type: String, found: u32 },
+    #[error("event type '{event_type}': payload does not match its schema: {detail}")]
+    Payload { event_type: String, detail: String },
+}
+
+macro_rules! event_types {
+    ($enum:ident, $kind:ident, [$($variant:ident),+ $(,)?]) => {
+        impl $enum {
+            /// Every stored type name of this aggregate's events.
+            pub const TYPES: &'static [&'static str] = &[$(stringify!($variant)),+];
+
+            /// The stable name this event is stored under.
+            pub fn event_type(&self) -> &'static str {
+                match self {
+                    $(Self::$variant { .. } => stringify!($variant),)+
+                }
+            }
+        }
+
+        impl From<$enum> for DomainEvent {
+            fn from(event: $enum) -> DomainEvent {
+                DomainEvent::$kind(event)
+            }
+        }
+
+        impl TryFrom<DomainEvent> for $enum {
+            type Error = DomainEvent;
+            fn try_from(event: DomainEvent) -> Result<$enum, DomainEvent> {
+                match event {
+                    DomainEvent::$kind(e) => Ok(e),
+                    other => Err(other),
+                }
+            }
+        }
+    };
+}
+
+event_types!(CartEvent, Cart, [
+    CartCreated, ItemAdded, ItemQuantityChanged, ItemRemoved, DiscountApplied, DiscountRemoved,
+    ContactSet, ShippingAddressSet, ShippingMethodSelected, CartCheckedOut, CartExpired,
+]);
+event_types!(OrderEvent, Order, [
+    OrderPlaced, PaymentAuthorized, OrderConfirmed, PaymentCaptured, PaymentVoided,
+    PaymentRefunded, PaymentFailed, LinesShipped, LinesDelivered, OrderCompleted,
+    OrderCancelled, OrderExpired, ReturnRequested, ReturnReceived,
+]);
+event_types!(StockEvent, Stock, [
+    StockReceived, StockAdjusted, StockReserved, ReservationReleased, StockCommitted,
+    SafetyStockSet, IncomingExpected, BackordersSet,
+]);
+event_types!(ShipmentEvent, Shipment, [
+    ShipmentCreated, ShipmentPacked, ShipmentShipped, CarrierEventRecorded, ShipmentCancelled,
+]);
+
+impl DomainEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            DomainEvent::Cart(e) => e.event_type(),
+            DomainEvent::Order(e) => e.event_type(),
+            DomainEvent::Stock(e) => e.event_type(),
+            DomainEvent::Shipment(e) => e.event_type(),
+        }
+    }
+
+    pub fn kind(&self) -> AggregateKind {
+        match self {
+            DomainEvent::Cart(_) => AggregateKind::Cart,
+            DomainEvent::Order(_) => AggregateKind::Order,
+            DomainEvent::Stock(_) => AggregateKind::Stock,
+            DomainEvent::Shipment(_) => AggregateKind::Shipment,
+        }
+    }
+
+    pub fn schema_version(&self) -> u32 {
+        SCHEMA_VERSION
+    }
+
+    /// The payload: the variant's fields as a JSON object.
+    pub fn payload(&self) -> String {
+        let tagged = match self {
+            DomainEvent::Cart(e) => serde_json::to_value(e),
+            DomainEvent::Order(e) => serde_json::to_value(e),
+            DomainEvent::Stock(e) => serde_json::to_value(e),
+            DomainEvent::Shipment(e) => serde_json::to_value(e),
+        }
+        .expect("domain events always serialize");
+        match tagged {
+            serde_json::Value::Object(map) if map.len() == 1 => {
+                map.into_iter().next().expect("one entry").1.to_string()
+            }
+            other => unreachable!("externally tagged struct variants serialize as one-key objects, got {other}"),
+        }
+    }
+
+    /// Turns a stored type, schema version and payload back into an event.
+    pub fn decode(event_type: &str, schema_version: u32, payload: &str) -> Result<DomainEvent, DecodeError> {
+        let kind = if CartEvent::TYPES.contains(&event_type) {
+            AggregateKind::Cart
+        } else if OrderEvent::TYPES.contains(&event_type) {
+            AggregateKind::Order
+        } else if StockEvent::TYPES.contains(&event_type) {
+            AggregateKind::Stock
+        } else if ShipmentEvent::TYPES.contains(&event_type) {
+            AggregateKind::Shipment
+        } else {
+            return Err(DecodeError::UnknownType { event_type: event_type.to_string() });
+        };
+        if schema_version > SCHEMA_VERSION {
+            return Err(DecodeError::NewerSchema {
+                event_type: event_type.to_string(),
+                found: schema_version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if schema_version < SCHEMA_VERSION || schema_version == 0 {
+            return Err(DecodeError::OlderSchema { event_type: event_type.to_string(), found: schema_version });
+        }
+        let payload_err = |e: serde_json::Error| DecodeError::Payload {
+            event_type: event_type.to_string(),
+            detail: e.to_string(),
+        };
+        let value: serde_json::Value = serde_json::from_str(payload).map_err(payload_err)?;
+        let tagged = serde_json::Value::Object(serde_json::Map::from_iter([(event_type.to_string(), value)]));
+        Ok(match kind {
+            AggregateKind::Cart => DomainEvent::Cart(serde_json::from_value(tagged).map_err(payload_err)?),
+            AggregateKind::Order => DomainEvent::Order(serde_json::from_value(tagged).map_err(payload_err)?),
+            AggregateKind::Stock => DomainEvent::Stock(serde_json::from_value(tagged).map_err(payload_err)?),
+            AggregateKind::Shipment => DomainEvent::Shipment(serde_json::from_value(tagged).map_err(payload_err)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_are_unique_across_aggregates() {
+        let mut all: Vec<&str> = [CartEvent::TYPES, OrderEvent::TYPES, StockEvent::TYPES, ShipmentEvent::TYPES].concat();
+        let count = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), count);
+    }
+
+    #[test]
+    fn payload_is_the_fields_only() {
+        let event = DomainEvent::Stock(StockEvent::StockReceived { quantity: 3 });
+        assert_eq!(event.event_type(), "StockReceived");
+        assert_eq!(event.payload(), r#"{"quantity":3}"#);
+        assert_eq!(DomainEvent::decode("StockReceived", 1, r#"{"quantity":3}"#).unwrap(), event);
+    }
+
+    #[test]
+    fn decode_errors_name_the_problem() {
+        assert_eq!(
+            DomainEvent::decode("Teleported", 1, "{}").unwrap_err().to_string(),
+            "unknown event type 'Teleported'"
+        );
+        assert!(DomainEvent::decode("StockReceived", 7, "{}").unwrap_err().to_string().contains("newer"));
+        assert!(matches!(
+            DomainEvent::decode("StockReceived", 1, r#"{"quantity":-1}"#),
+            Err(DecodeError::Payload { .. })
+        ));
+    }
+
+    #[test]
+    fn stream_prefixes() {
+        assert_eq!(AggregateKind::of_stream("stock-mug@berlin"), Some(AggregateKind::Stock));
+        assert_eq!(AggregateKind::of_stream("cart-"), None);
+        assert_eq!(AggregateKind::of_stream("invoice-1"), None);
+    }
+}

@@ -1,0 +1,146 @@
+//! Identifiers and the stream ids built from them.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Rejection;
+
+/// Longest id accepted anywhere, in bytes.
+pub const ID_BYTES_MAX: usize = 128;
+
+fn check_id(kind: &str, value: &str) -> Result<(), Rejection> {
+    if value.is_empty() {
+        return Err(Rejection::invalid(format!("{kind}: must not be empty")));
+    }
+    if value.len() > ID_BYTES_MAX {
+        return Err(Rejection::invalid(format!(
+            "{kind}: longer than {ID_BYTES_MAX} bytes"
+        )));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+    {
+        return Err(Rejection::invalid(format!(
+            "{kind}: '{value}' contains '{c}'; use letters, digits, '-', '_', '.' or ':'"
+        )));
+    }
+    Ok(())
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Checks the id's characters and length.
+            pub fn parse(value: impl Into<String>) -> Result<Self, Rejection> {
+                let value = value.into();
+                check_id($kind, &value)?;
+                Ok(Self(value))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A cart's id; its stream is `cart-{id}`.
+    CartId,
+    "cart_id"
+);
+id_type!(
+    /// An order's id; its stream is `order-{id}`.
+    OrderId,
+    "order_id"
+);
+id_type!(
+    /// A shipment's id; its stream is `shipment-{id}`.
+    ShipmentId,
+    "shipment_id"
+);
+id_type!(
+    /// A stock keeping unit.
+    Sku,
+    "sku"
+);
+id_type!(
+    /// A stock location (warehouse, store).
+    LocationId,
+    "location"
+);
+id_type!(
+    /// A registered customer.
+    CustomerId,
+    "customer_id"
+);
+id_type!(
+    /// A return (RMA) within an order.
+    ReturnId,
+    "return_id"
+);
+
+/// One stock item: a SKU at a location; its stream is `stock-{sku}@{location}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StockKey {
+    pub sku: Sku,
+    pub location: LocationId,
+}
+
+impl StockKey {
+    pub fn new(sku: Sku, location: LocationId) -> StockKey {
+        StockKey { sku, location }
+    }
+}
+
+/// Stream ids of the four aggregates.
+pub mod stream {
+    use super::*;
+
+    pub fn cart(id: &CartId) -> String {
+        format!("cart-{id}")
+    }
+    pub fn order(id: &OrderId) -> String {
+        format!("order-{id}")
+    }
+    pub fn stock(key: &StockKey) -> String {
+        format!("stock-{}@{}", key.sku, key.location)
+    }
+    pub fn shipment(id: &ShipmentId) -> String {
+        format!("shipment-{id}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_refuse_empty_long_and_odd_characters() {
+        assert!(Sku::parse("").unwrap_err().reason.contains("sku"));
+        assert!(Sku::parse("a".repeat(200)).is_err());
+        let err = Sku::parse("a@b").unwrap_err();
+        assert!(err.reason.contains('@'), "{}", err.reason);
+        assert!(Sku::parse("TSHIRT-RED_XL.2").is_ok());
+    }
+
+    #[test]
+    fn stream_ids_follow_the_naming_rule() {
+        let key = StockKey::new(Sku::parse("mug").unwrap(), LocationId::parse("berlin").unwrap());
+        assert_eq!(stream::stock(&key), "stock-mug@berlin");
+        assert_eq!(stream::cart(&CartId::parse("c1").unwrap()), "cart-c1");
+    }
+}

@@ -1,0 +1,707 @@
+//! The order: placed at checkout, then confirmed, shipped, delivered and completed, or
+//! cancelled or expired; with its payment lifecycle and its returns.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cart::{check_text, Address, Customer, ShippingMethod};
+use crate::{check_quantity, CartId, Currency, Decider, LocationId, Money, Rejection, ReturnId, ShipmentId, Sku};
+
+/// Order states. The derived order (`Ord`) is the lifecycle: an order never moves to a
+/// smaller state, and `Cancelled` and `Expired` are terminal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    #[default]
+    NotPlaced,
+    Placed,
+    Confirmed,
+    PartiallyShipped,
+    Shipped,
+    Delivered,
+    Completed,
+    Cancelled,
+    Expired,
+}
+
+impl OrderStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, OrderStatus::Cancelled | OrderStatus::Expired)
+    }
+}
+
+/// One line of a placed order and the stock item that supplies it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub sku: Sku,
+    pub location: LocationId,
+    pub quantity: u32,
+    pub unit_price: Money,
+}
+
+/// Every amount of a placed order. `total = subtotal - discount + shipping + tax`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderTotals {
+    pub subtotal: Money,
+    pub discount: Money,
+    pub shipping: Money,
+    pub tax: Money,
+    pub total: Money,
+}
+
+/// What the order was placed with: a copy of the cart at checkout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedOrder {
+    pub cart_id: CartId,
+    pub customer: Customer,
+    pub email: String,
+    pub currency: Currency,
+    pub lines: Vec<OrderLine>,
+    pub discount_code: Option<String>,
+    pub tax_rate_bps: u32,
+    pub totals: OrderTotals,
+    pub shipping_address: Address,
+    pub shipping_method: ShippingMethod,
+}
+
+/// A quantity of one SKU.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineQuantity {
+    pub sku: Sku,
+    pub quantity: u32,
+}
+
+/// A returned line as received: put back on sale or written off.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReturnedLine {
+    pub sku: Sku,
+    pub quantity: u32,
+    pub restock: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LineProgress {
+    pub ordered: u32,
+    pub shipped: u32,
+    pub delivered: u32,
+    /// Units in requested returns (received or not).
+    pub return_requested: u32,
+    pub returned: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PaymentState {
+    pub authorized: i64,
+    pub captured: i64,
+    pub refunded: i64,
+    pub voided: bool,
+    pub failures: u32,
+    pub provider_refs: BTreeSet<String>,
+    pub provider_events: BTreeSet<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReturnState {
+    pub lines: BTreeMap<Sku, u32>,
+    pub received: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OrderState {
+    pub status: OrderStatus,
+    pub placed: Option<PlacedOrder>,
+    pub lines: BTreeMap<Sku, LineProgress>,
+    pub payment: PaymentState,
+    pub shipped: BTreeSet<ShipmentId>,
+    pub delivered: BTreeSet<ShipmentId>,
+    pub returns: BTreeMap<ReturnId, ReturnState>,
+}
+
+impl OrderState {
+    fn placed(&self) -> Result<&PlacedOrder, Rejection> {
+        self.placed.as_ref().ok_or_else(|| Rejection::not_found("order: does not exist"))
+    }
+
+    fn nothing_shipped(&self) -> bool {
+        self.lines.values().all(|l| l.shipped == 0)
+    }
+
+    /// The fulfilment state implied by the line counts, once payment is authorized.
+    fn fulfilment_status(&self) -> OrderStatus {
+        let all = |f: fn(&LineProgress) -> bool| self.lines.values().all(f);
+        if all(|l| l.delivered == l.ordered) {
+            OrderStatus::Delivered
+        } else if all(|l| l.shipped == l.ordered) {
+            OrderStatus::Shipped
+        } else if self.lines.values().any(|l| l.shipped > 0) {
+            OrderStatus::PartiallyShipped
+        } else {
+            OrderStatus::Confirmed
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OrderCommand {
+    /// Only through checkout, which builds `order` from the cart.
+    Place { order: PlacedOrder },
+    AuthorizePayment { amount: Money, provider_ref: String, provider_event_id: String },
+    CapturePayment { amount: Money, provider_event_id: String },
+    VoidPayment { provider_event_id: String },
+    RefundPayment { amount: Money, provider_event_id: String },
+    RecordPaymentFailure { reason: String, provider_event_id: String },
+    /// Only through shipping a shipment, which also commits the stock.
+    RecordShipped { shipment_id: ShipmentId, lines: Vec<LineQuantity> },
+    RecordDelivered { shipment_id: ShipmentId, lines: Vec<LineQuantity> },
+    Complete {},
+    /// Through the cancel flow, which also releases every reservation.
+    Cancel { reason: String },
+    /// Through the expire flow, which also releases every reservation.
+    Expire {},
+    RequestReturn { return_id: ReturnId, lines: Vec<LineQuantity>, reason: String },
+    ReceiveReturn { return_id: ReturnId, lines: Vec<ReturnedLine> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderEvent {
+    OrderPlaced { order: PlacedOrder },
+    PaymentAuthorized { amount: Money, provider_ref: String, provider_event_id: String },
+    OrderConfirmed {},
+    PaymentCaptured { amount: Money, provider_event_id: String },
+    PaymentVoided { provider_event_id: String },
+    PaymentRefunded { amount: Money, provider_event_id: String },
+    PaymentFailed { reason: String, provider_event_id: String },
+    LinesShipped { shipment_id: ShipmentId, lines: Vec<LineQuantity> },
+    LinesDelivered { shipment_id: ShipmentId, lines: Vec<LineQuantity> },
+    OrderCompleted {},
+    OrderCancelled { reason: String },
+    OrderExpired {},
+    ReturnRequested { return_id: ReturnId, lines: Vec<LineQuantity>, reason: String },
+    ReturnReceived { return_id: ReturnId, lines: Vec<ReturnedLine> },
+}
+
+pub struct Order;
+
+impl Decider for Order {
+    type Command = OrderCommand;
+    type Event = OrderEvent;
+    type State = OrderState;
+
+    fn decide(command: &OrderCommand, state: &OrderState) -> Result<Vec<OrderEvent>, Rejection> {
+        use OrderCommand as C;
+        use OrderEvent as E;
+        if let C::Place { order } = command {
+            if state.status != OrderStatus::NotPlaced {
+                return Err(Rejection::conflict("order: already placed"));
+            }
+            if order.lines.is_empty() {
+                return Err(Rejection::invalid("lines: an order needs at least one line"));
+            }
+            return Ok(vec![E::OrderPlaced { order: order.clone() }]);
+        }
+        let placed = state.placed()?;
+        let currency = placed.currency;
+        if let Some(id) = provider_event_id(command) {
+            check_text("provider_event_id", id)?;
+            if state.payment.provider_events.contains(id) {
+                return Ok(vec![]);
+            }
+        }
+        let p = &state.payment;
+        let events = match command {
+            C::Place { .. } => unreachable!("handled above"),
+            C::AuthorizePayment { amount, provider_ref, provider_event_id } => {
+                check_text("provider_ref", provider_ref)?;
+                not_terminal(state)?;
+                if p.authorized > 0 && !p.voided {
+                    return Err(Rejection::conflict("payment: already authorized"));
+                }
+                if *amount != placed.totals.total {
+                    return Err(Rejection::invalid(format!(
+                        "amount: authorization of {amount} does not match the order total {}",
+                        placed.totals.total
+                    )));
+                }
+                let mut events = vec![E::PaymentAuthorized {
+                    amount: *amount,
+                    provider_ref: provider_ref.clone(),
+                    provider_event_id: provider_event_id.clone(),
+                }];
+                if state.status == OrderStatus::Placed {
+                    events.push(E::OrderConfirmed {});
+                }
+                events
+            }
+            C::CapturePayment { amount, provider_event_id } => {
+                positive(currency, *amount)?;
+                not_terminal(state)?;
+                if p.voided {
+                    return Err(Rejection::conflict("payment: authorization was voided"));
+                }
+                if p.captured + amount.amount > p.authorized {
+                    return Err(Rejection::conflict(format!(
+                        "amount: capturing {amount} would exceed the authorized {}",
+                        Money::new(p.authorized - p.captured, currency)
+                    )));
+                }
+                vec![E::PaymentCaptured { amount: *amount, provider_event_id: provider_event_id.clone() }]
+            }
+            C::VoidPayment { provider_event_id } => {
+                if p.authorized == 0 || p.voided {
+                    return Err(Rejection::conflict("payment: nothing authorized to void"));
+                }
+                if p.captured > 0 {
+                    return Err(Rejection::conflict(
+                        "payment: already captured; refund instead of voiding",
+                    ));
+                }
+                vec![E::PaymentVoided { provider_event_id: provider_event_id.clone() }]
+            }
+            C::RefundPayment { amount, provider_event_id } => {
+                positive(currency, *amount)?;
+                if p.refunded + amount.amount > p.captured {
+                    return Err(Rejection::conflict(format!(
+                        "amount: refunding {amount} would exceed the captured {} not yet refunded",
+                        Money::new(p.captured - p.refunded, currency)
+                    )));
+                }
+                vec![E::PaymentRefunded { amount: *amount, provider_event_id: provider_event_id.clone() }]
+            }
+            C::RecordPaymentFailure { reason, provider_event_id } => {
+                check_text("reason", reason)?;
+                vec![E::PaymentFailed { reason: reason.clone(), provider_event_id: provider_event_id.clone() }]
+            }
+            C::RecordShipped { shipment_id, lines } => {
+                if state.shipped.contains(shipment_id) {
+                    return Ok(vec![]);
+                }
+                not_terminal(state)?;
+                if state.status < OrderStatus::Confirmed {
+                    return Err(Rejection::conflict(
+                        "order: not confirmed; payment must be authorized before shipping",
+                    ));
+                }
+                check_lines(state, lines, |l| l.ordered - l.shipped, "ordered and not yet shipped")?;
+                vec![E::LinesShipped { shipment_id: shipment_id.clone(), lines: lines.clone() }]
+            }
+            C::RecordDelivered { shipment_id, lines } => {
+                if state.delivered.contains(shipment_id) {
+                    return Ok(vec![]);
+                }
+                if !state.shipped.contains(shipment_id) {
+                    return Err(Rejection::conflict(format!(
+                        "shipment {shipment_id}: has not shipped for this order"
+                    )));
+                }
+                check_lines(state, lines, |l| l.shipped - l.delivered, "shipped and not yet delivered")?;
+                vec![E::LinesDelivered { shipment_id: shipment_id.clone(), lines: lines.clone() }]
+            }
+            C::Complete {} => {
+                if state.status != OrderStatus::Delivered {
+                    return Err(Rejection::conflict(format!(
+                        "order: is {:?}; only a delivered order can be completed",
+                        state.status
+                    )));
+                }
+                vec![E::OrderCompleted {}]
+            }
+            C::Cancel { reason } => {
+                check_text("reason", reason)?;
+                if !matches!(state.status, OrderStatus::Placed | OrderStatus::Confirmed)
+                    || !state.nothing_shipped()
+                {
+                    return Err(Rejection::conflict(format!(
+                        "order: is {:?}; only an order with nothing shipped can be cancelled",
+                        state.status
+                    )));
+                }
+                vec![E::OrderCancelled { reason: reason.clone() }]
+            }
+            C::Expire {} => {
+                if state.status != OrderStatus::Placed {
+                    return Err(Rejection::conflict(format!(
+                        "order: is {:?}; only an unpaid placed order can expire",
+                        state.status
+                    )));
+                }
+                vec![E::OrderExpired {}]
+            }
+            C::RequestReturn { return_id, lines, reason } => {
+                check_text("reason", reason)?;
+                if state.returns.contains_key(return_id) {
+                    return Err(Rejection::conflict(format!("return {return_id}: already requested")));
+                }
+                check_lines(state, lines, |l| l.delivered - l.return_requested, "delivered and not yet returned")?;
+                vec![E::ReturnRequested { return_id: return_id.clone(), lines: lines.clone(), reason: reason.clone() }]
+            }
+            C::ReceiveReturn { return_id, lines } => {
+                let ret = state.returns.get(return_id).ok_or_else(|| {
+                    Rejection::not_found(format!("return {return_id}: was never requested"))
+                })?;
+                if ret.received {
+                    return Err(Rejection::conflict(format!("return {return_id}: already received")));
+                }
+                let mut seen = BTreeMap::<&Sku, u32>::new();
+                for line in lines {
+                    check_quantity("lines.quantity", line.quantity)?;
+                    *seen.entry(&line.sku).or_default() += line.quantity;
+                }
+                for (sku, quantity) in seen {
+                    let requested = ret.lines.get(sku).copied().unwrap_or(0);
+                    if quantity > requested {
+                        return Err(Rejection::conflict(format!(
+                            "lines: {quantity} of {sku} received but only {requested} requested for return"
+                        )));
+                    }
+                }
+                if lines.is_empty() {
+                    return Err(Rejection::invalid("lines: a return needs at least one line"));
+                }
+                vec![E::ReturnReceived { return_id: return_id.clone(), lines: lines.clone() }]
+            }
+        };
+        Ok(events)
+    }
+
+    fn evolve(mut state: OrderState, event: &OrderEvent) -> OrderState {
+        use OrderEvent as E;
+        match event {
+            E::OrderPlaced { order } => {
+                state.status = OrderStatus::Placed;
+                for line in &order.lines {
+                    state.lines.entry(line.sku.clone()).or_default().ordered += line.quantity;
+                }
+                state.placed = Some(order.clone());
+            }
+            E::PaymentAuthorized { amount, provider_ref, provider_event_id } => {
+                state.payment.authorized = amount.amount;
+                state.payment.voided = false;
+                state.payment.provider_refs.insert(provider_ref.clone());
+                state.payment.provider_events.insert(provider_event_id.clone());
+            }
+            E::OrderConfirmed {} => state.status = state.status.max(OrderStatus::Confirmed),
+            E::PaymentCaptured { amount, provider_event_id } => {
+                state.payment.captured += amount.amount;
+                state.payment.provider_events.insert(provider_event_id.clone());
+            }
+            E::PaymentVoided { provider_event_id } => {
+                state.payment.voided = true;
+                state.payment.provider_events.insert(provider_event_id.clone());
+            }
+            E::PaymentRefunded { amount, provider_event_id } => {
+                state.payment.refunded += amount.amount;
+                state.payment.provider_events.insert(provider_event_id.clone());
+            }
+            E::PaymentFailed { provider_event_id, .. } => {
+                state.payment.failures += 1;
+                state.payment.provider_events.insert(provider_event_id.clone());
+            }
+            E::LinesShipped { shipment_id, lines } => {
+                state.shipped.insert(shipment_id.clone());
+                for l in lines {
+                    state.lines.entry(l.sku.clone()).or_default().shipped += l.quantity;
+                }
+                state.status = state.status.max(state.fulfilment_status());
+            }
+            E::LinesDelivered { shipment_id, lines } => {
+                state.delivered.insert(shipment_id.clone());
+                for l in lines {
+                    state.lines.entry(l.sku.clone()).or_default().delivered += l.quantity;
+                }
+                state.status = state.status.max(state.fulfilment_status());
+            }
+            E::OrderCompleted {} => state.status = OrderStatus::Completed,
+            E::OrderCancelled { .. } => state.status = OrderStatus::Cancelled,
+            E::OrderExpired {} => state.status = OrderStatus::Expired,
+            E::ReturnRequested { return_id, lines, .. } => {
+                let mut ret = ReturnState::default();
+                for l in lines {
+                    *ret.lines.entry(l.sku.clone()).or_default() += l.quantity;
+                    state.lines.entry(l.sku.clone()).or_default().return_requested += l.quantity;
+                }
+                state.returns.insert(return_id.clone(), ret);
+            }
+            E::ReturnReceived { return_id, lines } => {
+                if let Some(ret) = state.returns.get_mut(return_id) {
+                    ret.received = true;
+                }
+                for l in lines {
+                    state.lines.entry(l.sku.clone()).or_default().returned += l.quantity;
+                }
+            }
+        }
+        state
+    }
+}
+
+fn provider_event_id(command: &OrderCommand) -> Option<&String> {
+    use OrderCommand as C;
+    match command {
+        C::AuthorizePayment { provider_event_id, .. }
+        | C::CapturePayment { provider_event_id, .. }
+        | C::VoidPayment { provider_event_id }
+        | C::RefundPayment { provider_event_id, .. }
+        | C::RecordPaymentFailure { provider_event_id, .. } => Some(provider_event_id),
+        _ => None,
+    }
+}
+
+fn not_terminal(state: &OrderState) -> Result<(), Rejection> {
+    if state.status.is_terminal() {
+        return Err(Rejection::conflict(format!("order: is {:?}", state.status)));
+    }
+    Ok(())
+}
+
+fn positive(currency: Currency, amount: Money) -> Result<(), Rejection> {
+    if amount.currency != currency {
+        return Err(Rejection::invalid(format!(
+            "amount: currency {} differs from the order's {currency}",
+            amount.currency
+        )));
+    }
+    if amount.amount <= 0 {
+        return Err(Rejection::invalid("amount: must be positive"));
+    }
+    Ok(())
+}
+
+/// Checks that every line names an order line, that quantities are ≥ 1, and that the
+/// summed quantity per SKU stays within `room` of that line.
+fn check_lines(
+    state: &OrderState,
+    lines: &[LineQuantity],
+    room: fn(&LineProgress) -> u32,
+    what: &str,
+) -> Result<(), Rejection> {
+    if lines.is_empty() {
+        return Err(Rejection::invalid("lines: at least one line is needed"));
+    }
+    let mut sums = BTreeMap::<&Sku, u32>::new();
+    for line in lines {
+        check_quantity("lines.quantity", line.quantity)?;
+        *sums.entry(&line.sku).or_default() += line.quantity;
+    }
+    for (sku, quantity) in sums {
+        let progress = state
+            .lines
+            .get(sku)
+            .ok_or_else(|| Rejection::not_found(format!("lines: the order has no line for {sku}")))?;
+        let room = room(progress);
+        if quantity > room {
+            return Err(Rejection::conflict(format!(
+                "lines: {quantity} of {sku} exceeds the {room} {what}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::{given_when, RejectionKind};
+
+    pub fn eur() -> Currency {
+        Currency::parse("EUR").unwrap()
+    }
+    fn sku(s: &str) -> Sku {
+        Sku::parse(s).unwrap()
+    }
+    fn ship(s: &str) -> ShipmentId {
+        ShipmentId::parse(s).unwrap()
+    }
+    pub fn placed_order(total: i64) -> PlacedOrder {
+        let m = |a| Money::new(a, eur());
+        PlacedOrder {
+            cart_id: CartId::parse("c1").unwrap(),
+            customer: Customer::Guest { email: "ann@example.com".into() },
+            email: "ann@example.com".into(),
+            currency: eur(),
+            lines: vec![OrderLine {
+                sku: sku("mug"),
+                location: LocationId::parse("berlin").unwrap(),
+                quantity: 2,
+                unit_price: m(total / 2),
+            }],
+            discount_code: None,
+            tax_rate_bps: 0,
+            totals: OrderTotals { subtotal: m(total), discount: m(0), shipping: m(0), tax: m(0), total: m(total) },
+            shipping_address: Address {
+                name: "Ann".into(),
+                line1: "Main St 1".into(),
+                line2: None,
+                city: "Berlin".into(),
+                postal_code: "10115".into(),
+                country: "DE".into(),
+            },
+            shipping_method: ShippingMethod { id: "dhl".into(), price: m(0) },
+        }
+    }
+    fn placed() -> OrderEvent {
+        OrderEvent::OrderPlaced { order: placed_order(2_000) }
+    }
+    fn authorized() -> Vec<OrderEvent> {
+        vec![
+            placed(),
+            OrderEvent::PaymentAuthorized {
+                amount: Money::new(2_000, eur()),
+                provider_ref: "pi_1".into(),
+                provider_event_id: "evt_1".into(),
+            },
+            OrderEvent::OrderConfirmed {},
+        ]
+    }
+    fn lines(q: u32) -> Vec<LineQuantity> {
+        vec![LineQuantity { sku: sku("mug"), quantity: q }]
+    }
+
+    #[test]
+    fn place_once() {
+        let cmd = OrderCommand::Place { order: placed_order(2_000) };
+        assert_eq!(given_when::<Order>(&[], &cmd).unwrap(), vec![placed()]);
+        assert_eq!(given_when::<Order>(&[placed()], &cmd).unwrap_err().kind, RejectionKind::Conflict);
+    }
+
+    #[test]
+    fn authorization_confirms_the_order() {
+        let cmd = OrderCommand::AuthorizePayment {
+            amount: Money::new(2_000, eur()),
+            provider_ref: "pi_1".into(),
+            provider_event_id: "evt_1".into(),
+        };
+        assert_eq!(given_when::<Order>(&[placed()], &cmd).unwrap(), authorized()[1..].to_vec());
+        assert!(given_when::<Order>(&authorized(), &cmd).unwrap().is_empty(), "a provider event seen twice changes nothing");
+        let wrong = OrderCommand::AuthorizePayment {
+            amount: Money::new(1_999, eur()),
+            provider_ref: "pi_1".into(),
+            provider_event_id: "evt_2".into(),
+        };
+        assert!(given_when::<Order>(&[placed()], &wrong).unwrap_err().reason.contains("total"));
+        assert_eq!(given_when::<Order>(&[], &cmd).unwrap_err().kind, RejectionKind::NotFound);
+    }
+
+    #[test]
+    fn captures_never_exceed_the_authorization() {
+        let capture = |a, id: &str| OrderCommand::CapturePayment { amount: Money::new(a, eur()), provider_event_id: id.into() };
+        assert_eq!(given_when::<Order>(&authorized(), &capture(1_500, "c1")).unwrap().len(), 1);
+        let mut given = authorized();
+        given.push(OrderEvent::PaymentCaptured { amount: Money::new(1_500, eur()), provider_event_id: "c1".into() });
+        assert!(given_when::<Order>(&given, &capture(600, "c2")).unwrap_err().reason.contains("exceed"));
+        assert_eq!(given_when::<Order>(&given, &capture(500, "c2")).unwrap().len(), 1);
+        assert!(given_when::<Order>(&[placed()], &capture(1, "c3")).is_err());
+        assert!(given_when::<Order>(&given, &capture(0, "c4")).unwrap_err().reason.contains("positive"));
+    }
+
+    #[test]
+    fn void_only_while_nothing_is_captured() {
+        let void = OrderCommand::VoidPayment { provider_event_id: "v1".into() };
+        assert_eq!(
+            given_when::<Order>(&authorized(), &void).unwrap(),
+            vec![OrderEvent::PaymentVoided { provider_event_id: "v1".into() }]
+        );
+        let mut captured = authorized();
+        captured.push(OrderEvent::PaymentCaptured { amount: Money::new(1, eur()), provider_event_id: "c1".into() });
+        assert!(given_when::<Order>(&captured, &void).unwrap_err().reason.contains("refund"));
+        assert!(given_when::<Order>(&[placed()], &void).is_err());
+    }
+
+    #[test]
+    fn refunds_never_exceed_captures() {
+        let refund = |a| OrderCommand::RefundPayment { amount: Money::new(a, eur()), provider_event_id: "r1".into() };
+        assert!(given_when::<Order>(&authorized(), &refund(1)).is_err());
+        let mut captured = authorized();
+        captured.push(OrderEvent::PaymentCaptured { amount: Money::new(2_000, eur()), provider_event_id: "c1".into() });
+        assert_eq!(given_when::<Order>(&captured, &refund(500)).unwrap().len(), 1);
+        assert!(given_when::<Order>(&captured, &refund(2_001)).is_err());
+    }
+
+    #[test]
+    fn payment_failure_is_recorded_once() {
+        let fail = OrderCommand::RecordPaymentFailure { reason: "card declined".into(), provider_event_id: "f1".into() };
+        let events = given_when::<Order>(&[placed()], &fail).unwrap();
+        assert_eq!(events.len(), 1);
+        let mut given = vec![placed()];
+        given.extend(events);
+        assert!(given_when::<Order>(&given, &fail).unwrap().is_empty());
+    }
+
+    #[test]
+    fn shipping_needs_confirmation_and_never_exceeds_ordered() {
+        let ship1 = OrderCommand::RecordShipped { shipment_id: ship("s1"), lines: lines(1) };
+        assert!(given_when::<Order>(&[placed()], &ship1).unwrap_err().reason.contains("not confirmed"));
+        let events = given_when::<Order>(&authorized(), &ship1).unwrap();
+        let mut given = authorized();
+        given.extend(events);
+        assert_eq!(Order::fold(&given).status, OrderStatus::PartiallyShipped);
+        assert!(given_when::<Order>(&given, &ship1).unwrap().is_empty(), "same shipment twice");
+        let too_many = OrderCommand::RecordShipped { shipment_id: ship("s2"), lines: lines(2) };
+        assert!(given_when::<Order>(&given, &too_many).unwrap_err().reason.contains("exceeds"));
+        let unknown = OrderCommand::RecordShipped {
+            shipment_id: ship("s3"),
+            lines: vec![LineQuantity { sku: sku("tea"), quantity: 1 }],
+        };
+        assert_eq!(given_when::<Order>(&given, &unknown).unwrap_err().kind, RejectionKind::NotFound);
+    }
+
+    #[test]
+    fn delivered_then_completed() {
+        let mut given = authorized();
+        given.push(OrderEvent::LinesShipped { shipment_id: ship("s1"), lines: lines(2) });
+        assert_eq!(Order::fold(&given).status, OrderStatus::Shipped);
+        let complete = OrderCommand::Complete {};
+        assert!(given_when::<Order>(&given, &complete).is_err());
+        let deliver_unknown = OrderCommand::RecordDelivered { shipment_id: ship("s9"), lines: lines(2) };
+        assert!(given_when::<Order>(&given, &deliver_unknown).is_err());
+        let deliver = OrderCommand::RecordDelivered { shipment_id: ship("s1"), lines: lines(2) };
+        given.extend(given_when::<Order>(&given, &deliver).unwrap());
+        assert_eq!(Order::fold(&given).status, OrderStatus::Delivered);
+        assert_eq!(given_when::<Order>(&given, &complete).unwrap(), vec![OrderEvent::OrderCompleted {}]);
+    }
+
+    #[test]
+    fn cancel_only_while_nothing_shipped() {
+        let cancel = OrderCommand::Cancel { reason: "customer asked".into() };
+        assert_eq!(given_when::<Order>(&authorized(), &cancel).unwrap().len(), 1);
+        let mut shipped = authorized();
+        shipped.push(OrderEvent::LinesShipped { shipment_id: ship("s1"), lines: lines(1) });
+        assert!(given_when::<Order>(&shipped, &cancel).is_err());
+        let mut cancelled = authorized();
+        cancelled.push(OrderEvent::OrderCancelled { reason: "x".into() });
+        assert!(given_when::<Order>(&cancelled, &cancel).is_err());
+        let capture = OrderCommand::CapturePayment { amount: Money::new(1, eur()), provider_event_id: "c9".into() };
+        assert!(given_when::<Order>(&cancelled, &capture).is_err(), "no capture after cancel");
+        let void = OrderCommand::VoidPayment { provider_event_id: "v9".into() };
+        assert!(given_when::<Order>(&cancelled, &void).is_ok(), "void after cancel");
+    }
+
+    #[test]
+    fn expire_only_unpaid_placed_orders() {
+        assert_eq!(given_when::<Order>(&[placed()], &OrderCommand::Expire {}).unwrap(), vec![OrderEvent::OrderExpired {}]);
+        assert!(given_when::<Order>(&authorized(), &OrderCommand::Expire {}).is_err());
+    }
+
+    #[test]
+    fn returns_never_exceed_delivered() {
+        let mut given = authorized();
+        given.push(OrderEvent::LinesShipped { shipment_id: ship("s1"), lines: lines(2) });
+        given.push(OrderEvent::LinesDelivered { shipment_id: ship("s1"), lines: lines(1) });
+        let rid = ReturnId::parse("r1").unwrap();
+        let too_many = OrderCommand::RequestReturn { return_id: rid.clone(), lines: lines(2), reason: "too big".into() };
+        assert!(given_when::<Order>(&given, &too_many).is_err());
+        let request = OrderCommand::RequestReturn { return_id: rid.clone(), lines: lines(1), reason: "too big".into() };
+        given.extend(given_when::<Order>(&given, &request).unwrap());
+        assert!(given_when::<Order>(&given, &request).is_err(), "same return id twice");
+        let receive = OrderCommand::ReceiveReturn {
+            return_id: rid.clone(),
+            lines: vec![ReturnedLine { sku: sku("mug"), quantity: 1, restock: true }],
+        };
+        given.extend(given_when::<Order>(&given, &receive).unwrap());
+        assert_eq!(Order::fold(&given).lines[&sku("mug")].returned, 1);
+        assert!(given_when::<Order>(&given, &receive).unwrap_err().reason.contains("already received"));
+        let unknown = OrderCommand::ReceiveReturn { return_id: ReturnId::parse("r2").unwrap(), lines: vec![] };
+        assert_eq!(given_when::<Order>(&given, &unknown).unwrap_err().kind, RejectionKind::NotFound);
+    }
+}
