@@ -1,1 +1,210 @@
-//! store
+//! The orderlog event store: an append-only log of event envelopes, grouped in streams.
+//!
+//! [`EventStore`] is the one interface: an atomic append to one or more streams, each with
+//! an [`ExpectedVersion`]; reading a stream from a version; reading the global log in order
+//! from a position; waiting for events after a position; the head position. Backends:
+//! [`MemoryStore`] (tests, simulations) and [`SqliteStore`] (the embedded default, a file in
+//! WAL mode). [`conformance`] holds the test bodies that every backend must pass.
+//!
+//! The store knows events as envelopes ([`NewEvent`], [`RecordedEvent`]), never as domain
+//! types. Each envelope carries an integrity hash chaining it to the previous event of its
+//! stream ([`hash`]).
+
+pub mod append;
+pub mod conformance;
+pub mod hash;
+pub mod memory;
+pub mod sqlite;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+/// Most streams one append may touch.
+pub const APPEND_STREAMS_MAX: usize = 1_024;
+/// Most events one append may carry.
+pub const APPEND_EVENTS_MAX: usize = 10_000;
+/// Largest payload of one event, in bytes.
+pub const PAYLOAD_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Longest stream id, in bytes.
+pub const STREAM_ID_BYTES_MAX: usize = 256;
+/// Most events one read returns; larger limits are cut to this.
+pub const READ_EVENTS_MAX: u32 = 10_000;
+
+/// Who did something, as part of which command and business flow.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// The principal that issued the command.
+    pub actor: String,
+    /// The command's idempotency key.
+    pub command_id: String,
+    /// A digest of the command, so that a reused command id with another command is caught.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_hash: Option<String>,
+    /// The business flow this event belongs to (a checkout, a return).
+    pub correlation_id: String,
+    /// The command or event that caused this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+}
+
+/// An event to append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: u32,
+    /// A JSON document, stored and returned byte for byte.
+    pub payload: String,
+    pub metadata: Metadata,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// An event as stored, with its place in its stream and in the global log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    /// 1-based position in the global log.
+    pub position: u64,
+    pub stream_id: String,
+    /// 1-based version within the stream.
+    pub version: u64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub payload: String,
+    pub metadata: Metadata,
+    pub recorded_at: DateTime<Utc>,
+    /// Hex SHA-256 chaining this event to the previous one of its stream.
+    pub hash: String,
+}
+
+/// The version a stream must be at for an append to go ahead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpectedVersion {
+    /// No check.
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream must be at exactly this version (0 means no stream).
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    pub fn allows(self, current: u64) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => current == 0,
+            ExpectedVersion::Exact(v) => v == current,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any version"),
+            ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => f.write_str("no stream"),
+            ExpectedVersion::Exact(v) => write!(f, "version {v}"),
+        }
+    }
+}
+
+/// What to append to one stream. No events means "only check the version": the stream's
+/// state took part in the decision, so the append must fail if it moved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamAppend {
+    pub stream_id: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+}
+
+/// A stream's version after an append.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamVersion {
+    pub stream_id: String,
+    pub version: u64,
+}
+
+/// The result of an append.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendOutcome {
+    /// Every stream of the append, at its version afterwards.
+    pub streams: Vec<StreamVersion>,
+    /// Global positions of the first and last event appended; `None` if no events.
+    pub first_position: Option<u64>,
+    pub last_position: Option<u64>,
+    /// True when every event was already in the log (an idempotent repeat): nothing new
+    /// was appended, and the positions are those of the first append.
+    pub duplicate: bool,
+}
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("wrong expected version for stream '{stream_id}': expected {expected}, actual {}", describe_version(*.actual))]
+    WrongExpectedVersion { stream_id: String, expected: ExpectedVersion, actual: u64 },
+    #[error("event {event_id} is already in the log {detail}; an append must repeat all of its events exactly or none")]
+    DuplicateEvent { event_id: Uuid, detail: String },
+    #[error("invalid append: {0}")]
+    InvalidAppend(String),
+    #[error("'{path}' is not an orderlog database: {detail}; it was left untouched")]
+    NotOrderlog { path: String, detail: String },
+    #[error("'{path}' has orderlog schema version {found}, newer than the {supported} this build knows; upgrade orderlog. The file was left untouched")]
+    SchemaTooNew { path: String, found: u32, supported: u32 },
+    #[error("migration {version} ({name}) differs from the one applied to this database (checksum {applied} applied, {current} in this build); applied migrations must never change")]
+    MigrationChanged { version: u32, name: String, applied: String, current: String },
+    #[error("storage error: {0}")]
+    Backend(String),
+    #[error("the store is closed")]
+    Closed,
+}
+
+fn describe_version(v: u64) -> String {
+    if v == 0 {
+        "no stream".to_string()
+    } else {
+        format!("version {v}")
+    }
+}
+
+impl StoreError {
+    /// True for a version conflict, which a caller may resolve by reloading and retrying.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::WrongExpectedVersion { .. })
+    }
+}
+
+/// An append-only event log.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends to every stream of `appends` in one transaction: either every stream's
+    /// expected version holds and all events are appended, or nothing is.
+    async fn append(&self, appends: Vec<StreamAppend>) -> Result<AppendOutcome, StoreError>;
+
+    /// Events of one stream with version ≥ `from_version`, in order, at most `limit`.
+    async fn read_stream(&self, stream_id: &str, from_version: u64, limit: u32) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Events of the global log with position > `after`, in order, at most `limit`.
+    async fn read_all(&self, after: u64, limit: u32) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The events that one command appended, in log order.
+    async fn read_command(&self, command_id: &str) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// A stream's current version (0: no stream).
+    async fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError>;
+
+    /// The position of the last event in the log (0: empty).
+    async fn head(&self) -> Result<u64, StoreError>;
+
+    /// Waits until the head passes `after` or `timeout` ends; returns the head.
+    async fn wait_for(&self, after: u64, timeout: Duration) -> Result<u64, StoreError>;
+}

@@ -1,0 +1,210 @@
+//! The rules of an append, shared by every backend: input checks, idempotency by event id,
+//! expected-version checks, positions, versions and hashes. A backend supplies look-ups and
+//! the write inside its own transaction ([`AppendTarget`]).
+
+use std::collections::HashSet;
+
+use serde::de::IgnoredAny;
+use uuid::Uuid;
+
+use crate::hash::{event_hash, GENESIS};
+use crate::{
+    AppendOutcome, RecordedEvent, StoreError, StreamAppend, StreamVersion, APPEND_EVENTS_MAX,
+    APPEND_STREAMS_MAX, PAYLOAD_BYTES_MAX, STREAM_ID_BYTES_MAX,
+};
+
+/// Where an event already in the log sits.
+#[derive(Clone, Debug)]
+pub struct EventLocation {
+    pub position: u64,
+    pub stream_id: String,
+    pub version: u64,
+}
+
+/// The last event of a stream.
+#[derive(Clone, Debug)]
+pub struct StreamHead {
+    pub version: u64,
+    pub hash: String,
+}
+
+/// What a backend provides inside its transaction.
+pub trait AppendTarget {
+    fn find_event(&mut self, event_id: &Uuid) -> Result<Option<EventLocation>, StoreError>;
+    fn stream_head(&mut self, stream_id: &str) -> Result<Option<StreamHead>, StoreError>;
+    /// Writes the new events and the new heads of the streams they went to.
+    fn write(&mut self, events: &[RecordedEvent], heads: &[(&str, StreamHead)]) -> Result<(), StoreError>;
+}
+
+/// Checks an append's shape before anything is looked up or written.
+pub fn validate(appends: &[StreamAppend]) -> Result<(), StoreError> {
+    let bad = |m: String| Err(StoreError::InvalidAppend(m));
+    if appends.is_empty() {
+        return bad("no streams to append to".into());
+    }
+    if appends.len() > APPEND_STREAMS_MAX {
+        return bad(format!("{} streams exceed the limit of {APPEND_STREAMS_MAX}", appends.len()));
+    }
+    let total: usize = appends.iter().map(|a| a.events.len()).sum();
+    if total > APPEND_EVENTS_MAX {
+        return bad(format!("{total} events exceed the limit of {APPEND_EVENTS_MAX}"));
+    }
+    let mut streams = HashSet::new();
+    let mut ids = HashSet::new();
+    for append in appends {
+        let s = &append.stream_id;
+        if s.is_empty() || s.len() > STREAM_ID_BYTES_MAX || s.chars().any(char::is_control) {
+            return bad(format!(
+                "stream id '{}' must be 1 to {STREAM_ID_BYTES_MAX} bytes without control characters",
+                s.escape_debug()
+            ));
+        }
+        if !streams.insert(s.as_str()) {
+            return bad(format!("stream '{s}' appears twice in one append"));
+        }
+        for event in &append.events {
+            if event.event_type.is_empty() || event.event_type.len() > STREAM_ID_BYTES_MAX {
+                return bad(format!("an event of stream '{s}' has an empty or overlong type"));
+            }
+            if event.schema_version == 0 {
+                return bad(format!("event {} has schema version 0; versions start at 1", event.event_id));
+            }
+            if event.payload.len() > PAYLOAD_BYTES_MAX {
+                return bad(format!(
+                    "event {} has a payload of {} bytes, over the limit of {PAYLOAD_BYTES_MAX}",
+                    event.event_id,
+                    event.payload.len()
+                ));
+            }
+            if let Err(e) = serde_json::from_str::<IgnoredAny>(&event.payload) {
+                return bad(format!("event {} ({}) payload is not JSON: {e}", event.event_id, event.event_type));
+            }
+            if !ids.insert(event.event_id) {
+                return bad(format!("event id {} appears twice in one append", event.event_id));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies a validated append at `next_position` (the position the first new event gets).
+/// Returns the outcome and the events written (none for an idempotent repeat).
+pub fn apply(
+    target: &mut impl AppendTarget,
+    next_position: u64,
+    appends: &[StreamAppend],
+) -> Result<(AppendOutcome, Vec<RecordedEvent>), StoreError> {
+    if let Some(outcome) = repeated(target, appends)? {
+        return Ok((outcome, Vec::new()));
+    }
+    let mut position = next_position;
+    let mut written = Vec::new();
+    let mut heads = Vec::new();
+    let mut streams = Vec::with_capacity(appends.len());
+    for append in appends {
+        let head = target.stream_head(&append.stream_id)?;
+        let current = head.as_ref().map_or(0, |h| h.version);
+        if !append.expected.allows(current) {
+            return Err(StoreError::WrongExpectedVersion {
+                stream_id: append.stream_id.clone(),
+                expected: append.expected,
+                actual: current,
+            });
+        }
+        let mut prev_hash = head.map_or_else(|| GENESIS.to_string(), |h| h.hash);
+        let mut version = current;
+        for event in &append.events {
+            version += 1;
+            let mut recorded = RecordedEvent {
+                position,
+                stream_id: append.stream_id.clone(),
+                version,
+                event_id: event.event_id,
+                event_type: event.event_type.clone(),
+                schema_version: event.schema_version,
+                payload: event.payload.clone(),
+                metadata: event.metadata.clone(),
+                recorded_at: event.recorded_at,
+                hash: String::new(),
+            };
+            recorded.hash = event_hash(&prev_hash, &recorded);
+            prev_hash.clone_from(&recorded.hash);
+            written.push(recorded);
+            position += 1;
+        }
+        if !append.events.is_empty() {
+            heads.push((append.stream_id.as_str(), StreamHead { version, hash: prev_hash }));
+        }
+        streams.push(StreamVersion { stream_id: append.stream_id.clone(), version });
+    }
+    target.write(&written, &heads)?;
+    let outcome = AppendOutcome {
+        streams,
+        first_position: written.first().map(|e| e.position),
+        last_position: written.last().map(|e| e.position),
+        duplicate: false,
+    };
+    Ok((outcome, written))
+}
+
+/// If every event of the append is already in the log, in the same streams and order,
+/// the outcome of that first append; if none is, `None`; anything between is an error.
+fn repeated(target: &mut impl AppendTarget, appends: &[StreamAppend]) -> Result<Option<AppendOutcome>, StoreError> {
+    let mut found = 0usize;
+    let mut total = 0usize;
+    let mut first_missing = None;
+    let mut first_found = None;
+    let mut locations = Vec::new();
+    for append in appends {
+        for event in &append.events {
+            total += 1;
+            match target.find_event(&event.event_id)? {
+                Some(location) => {
+                    found += 1;
+                    first_found.get_or_insert(event.event_id);
+                    locations.push((append.stream_id.as_str(), location));
+                }
+                None => {
+                    first_missing.get_or_insert(event.event_id);
+                }
+            }
+        }
+    }
+    if found == 0 {
+        return Ok(None);
+    }
+    let first_found = first_found.expect("found > 0");
+    if found < total {
+        return Err(StoreError::DuplicateEvent {
+            event_id: first_found,
+            detail: format!("but event {} of the same append is not", first_missing.expect("found < total")),
+        });
+    }
+    // Every event exists: it must be the same append, repeated.
+    let mut streams = Vec::with_capacity(appends.len());
+    let mut at = 0;
+    for append in appends {
+        let mine = &locations[at..at + append.events.len()];
+        at += append.events.len();
+        for (i, (stream, loc)) in mine.iter().enumerate() {
+            let consecutive = i == 0 || loc.version == mine[i - 1].1.version + 1;
+            if loc.stream_id != *stream || !consecutive {
+                return Err(StoreError::DuplicateEvent {
+                    event_id: append.events[i].event_id,
+                    detail: format!("in stream '{}' at version {}", loc.stream_id, loc.version),
+                });
+            }
+        }
+        let version = match mine.last() {
+            Some((_, loc)) => loc.version,
+            None => target.stream_head(&append.stream_id)?.map_or(0, |h| h.version),
+        };
+        streams.push(StreamVersion { stream_id: append.stream_id.clone(), version });
+    }
+    Ok(Some(AppendOutcome {
+        streams,
+        first_position: locations.iter().map(|(_, l)| l.position).min(),
+        last_position: locations.iter().map(|(_, l)| l.position).max(),
+        duplicate: true,
+    }))
+}

@@ -1,0 +1,53 @@
+//! Integrity hashes: each event's hash covers its own fields and the hash of the previous
+//! event of its stream, so changing, removing or reordering events of a stream breaks the
+//! chain from that point on.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::RecordedEvent;
+
+/// The "previous hash" of a stream's first event.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The one text form of a recorded time: RFC 3339, UTC, nanoseconds.
+pub fn format_time(time: &DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+/// The hash of `event` given the hash of the previous event of its stream. Ignores
+/// `event.hash` and `event.position` (the position is covered by the log digest).
+pub fn event_hash(prev_hash: &str, event: &RecordedEvent) -> String {
+    let metadata = serde_json::to_string(&event.metadata).expect("metadata serializes");
+    let mut hasher = Sha256::new();
+    for field in [
+        prev_hash.as_bytes(),
+        event.stream_id.as_bytes(),
+        &event.version.to_le_bytes(),
+        event.event_id.as_bytes(),
+        event.event_type.as_bytes(),
+        &event.schema_version.to_le_bytes(),
+        format_time(&event.recorded_at).as_bytes(),
+        metadata.as_bytes(),
+        event.payload.as_bytes(),
+    ] {
+        hasher.update((field.len() as u64).to_le_bytes());
+        hasher.update(field);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Checks a stream's events (in version order, from version 1) against their hashes;
+/// returns the first event whose hash does not follow.
+pub fn verify_stream<'a>(events: impl IntoIterator<Item = &'a RecordedEvent>) -> Result<(), &'a RecordedEvent> {
+    let mut prev = GENESIS.to_string();
+    let mut expected_version = 1;
+    for event in events {
+        if event.version != expected_version || event_hash(&prev, event) != event.hash {
+            return Err(event);
+        }
+        prev.clone_from(&event.hash);
+        expected_version += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! An in-memory event store, for tests and simulations. Same rules as every backend; gone
+//! when dropped.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::append::{apply, validate, AppendTarget, EventLocation, StreamHead};
+use crate::{AppendOutcome, EventStore, RecordedEvent, StoreError, StreamAppend, READ_EVENTS_MAX};
+
+#[derive(Default)]
+struct Log {
+    events: Vec<RecordedEvent>,
+    streams: HashMap<String, (Vec<usize>, String)>,
+    by_id: HashMap<Uuid, usize>,
+    by_command: HashMap<String, Vec<usize>>,
+}
+
+/// The event log in memory.
+pub struct MemoryStore {
+    log: Mutex<Log>,
+    head: watch::Sender<u64>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore { log: Mutex::new(Log::default()), head: watch::Sender::new(0) }
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+}
+
+/// Looks up in the committed log; writes are staged and applied only on success.
+struct Staging<'a> {
+    log: &'a Log,
+    written: Vec<RecordedEvent>,
+}
+
+impl AppendTarget for Staging<'_> {
+    fn find_event(&mut self, event_id: &Uuid) -> Result<Option<EventLocation>, StoreError> {
+        Ok(self.log.by_id.get(event_id).map(|&i| {
+            let e = &self.log.events[i];
+            EventLocation { position: e.position, stream_id: e.stream_id.clone(), version: e.version }
+        }))
+    }
+
+    fn stream_head(&mut self, stream_id: &str) -> Result<Option<StreamHead>, StoreError> {
+        Ok(self
+            .log
+            .streams
+            .get(stream_id)
+            .map(|(indexes, hash)| StreamHead { version: indexes.len() as u64, hash: hash.clone() }))
+    }
+
+    fn write(&mut self, events: &[RecordedEvent], _heads: &[(&str, StreamHead)]) -> Result<(), StoreError> {
+        self.written = events.to_vec();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn append(&self, appends: Vec<StreamAppend>) -> Result<AppendOutcome, StoreError> {
+        validate(&appends)?;
+        let mut log = self.log.lock().expect("memory log lock");
+        let next = log.events.len() as u64 + 1;
+        let mut staging = Staging { log: &log, written: Vec::new() };
+        let (outcome, _) = apply(&mut staging, next, &appends)?;
+        let written = staging.written;
+        for event in written {
+            let index = log.events.len();
+            let entry = log.streams.entry(event.stream_id.clone()).or_default();
+            entry.0.push(index);
+            entry.1.clone_from(&event.hash);
+            log.by_id.insert(event.event_id, index);
+            log.by_command.entry(event.metadata.command_id.clone()).or_default().push(index);
+            log.events.push(event);
+        }
+        let head = log.events.len() as u64;
+        drop(log);
+        self.head.send_replace(head);
+        Ok(outcome)
+    }
+
+    async fn read_stream(&self, stream_id: &str, from_version: u64, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
+        let log = self.log.lock().expect("memory log lock");
+        let Some((indexes, _)) = log.streams.get(stream_id) else {
+            return Ok(Vec::new());
+        };
+        let skip = from_version.saturating_sub(1) as usize;
+        Ok(indexes
+            .iter()
+            .skip(skip)
+            .take(limit.min(READ_EVENTS_MAX) as usize)
+            .map(|&i| log.events[i].clone())
+            .collect())
+    }
+
+    async fn read_all(&self, after: u64, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
+        let log = self.log.lock().expect("memory log lock");
+        let start = (after as usize).min(log.events.len());
+        let end = (start + limit.min(READ_EVENTS_MAX) as usize).min(log.events.len());
+        Ok(log.events[start..end].to_vec())
+    }
+
+    async fn read_command(&self, command_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {
+        let log = self.log.lock().expect("memory log lock");
+        Ok(log
+            .by_command
+            .get(command_id)
+            .map(|indexes| indexes.iter().map(|&i| log.events[i].clone()).collect())
+            .unwrap_or_default())
+    }
+
+    async fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
+        let log = self.log.lock().expect("memory log lock");
+        Ok(log.streams.get(stream_id).map_or(0, |(i, _)| i.len() as u64))
+    }
+
+    async fn head(&self) -> Result<u64, StoreError> {
+        Ok(*self.head.borrow())
+    }
+
+    async fn wait_for(&self, after: u64, timeout: Duration) -> Result<u64, StoreError> {
+        let mut rx = self.head.subscribe();
+        let waited = tokio::time::timeout(timeout, rx.wait_for(|&head| head > after)).await;
+        match waited {
+            Ok(Ok(head)) => Ok(*head),
+            Ok(Err(_)) => Err(StoreError::Closed),
+            Err(_) => Ok(*self.head.borrow()),
+        }
+    }
+}

@@ -1,0 +1,509 @@
+//! The embedded default: the log in one SQLite file, in WAL mode with `synchronous=FULL`,
+//! so an append that returned `Ok` survives a crash of the process or the machine.
+//!
+//! One writer thread owns the writing connection and commits appends in batches (group
+//! commit): each append of a batch runs inside its own savepoint, so a failing append
+//! leaves the others untouched, and no caller hears `Ok` before the batch is durable.
+//! Reads run on a small pool of reading connections, in parallel with the writer.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use crate::append::{apply, validate, AppendTarget, EventLocation, StreamHead};
+use crate::hash::format_time;
+use crate::{AppendOutcome, EventStore, RecordedEvent, StoreError, StreamAppend, READ_EVENTS_MAX};
+
+/// `PRAGMA application_id` of an orderlog database ("ORLG").
+pub const APPLICATION_ID: i32 = 0x4F52_4C47;
+/// Appends committed together in one transaction, at most.
+pub const BATCH_APPENDS_MAX: usize = 256;
+/// Appends waiting for the writer, at most; callers wait beyond that.
+pub const APPEND_QUEUE_MAX: usize = 4_096;
+/// Idle reading connections kept open, at most.
+pub const READERS_IDLE_MAX: usize = 8;
+/// How long a connection waits for a lock held by another process.
+pub const BUSY_TIMEOUT_MS: u64 = 10_000;
+/// How often a waiting reader looks for appends made by other processes.
+pub const WAIT_POLL_MS: u64 = 100;
+
+/// One schema migration: plain SQL, applied once, in order, never edited.
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// This build's migrations.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "event_log",
+    sql: include_str!("../migrations/sqlite/0001_event_log.sql"),
+}];
+
+fn checksum(sql: &str) -> String {
+    hex::encode(Sha256::digest(sql.as_bytes()))
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+struct AppendRequest {
+    appends: Vec<StreamAppend>,
+    reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+}
+
+/// The event log in a SQLite file.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: mpsc::Sender<AppendRequest>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    head: watch::Sender<u64>,
+    applied: Vec<u32>,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store at `path` and brings its schema up to date. A file
+    /// that is not an orderlog database, or one of a newer schema, is refused untouched.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let display = path.display().to_string();
+        let fresh = identify(&path)?;
+        let mut conn = Connection::open(&path).map_err(|e| open_error(&display, e))?;
+        conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS)).map_err(backend)?;
+        if fresh {
+            // Written while the file is still in rollback-journal mode, so the header on
+            // disk names the application from the first commit on.
+            conn.pragma_update(None, "application_id", APPLICATION_ID).map_err(backend)?;
+        }
+        check_schema_version(&conn, &display)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
+        let applied = migrate(&mut conn)?;
+        let head: u64 = conn
+            .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| r.get(0))
+            .map_err(backend)?;
+        let (tx, rx) = mpsc::channel(APPEND_QUEUE_MAX);
+        let head_tx = watch::Sender::new(head);
+        let thread_head = head_tx.clone();
+        std::thread::Builder::new()
+            .name("orderlog-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, thread_head))
+            .map_err(backend)?;
+        Ok(SqliteStore { path, writer: tx, readers: Arc::new(Mutex::new(Vec::new())), head: head_tx, applied })
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Migrations this `open` applied (empty when the schema was already current).
+    pub fn applied_migrations(&self) -> &[u32] {
+        &self.applied
+    }
+
+    async fn with_reader<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = Arc::clone(&self.readers);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.lock().expect("reader pool lock").pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open_reader(&path)?,
+            };
+            let result = f(&conn);
+            let mut pool = readers.lock().expect("reader pool lock");
+            if pool.len() < READERS_IDLE_MAX {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(backend)?;
+    conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS)).map_err(backend)?;
+    conn.pragma_update(None, "query_only", true).map_err(backend)?;
+    Ok(conn)
+}
+
+fn open_error(path: &str, e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => {
+            StoreError::NotOrderlog { path: path.to_string(), detail: "not a SQLite database".into() }
+        }
+        _ => StoreError::Backend(format!("cannot open '{path}': {e}")),
+    }
+}
+
+/// Reads the file header without opening the database: true for a new (absent or empty)
+/// file; an error for anything that is not an orderlog database.
+fn identify(path: &Path) -> Result<bool, StoreError> {
+    let display = path.display().to_string();
+    let not_ours = |detail: &str| StoreError::NotOrderlog { path: display.clone(), detail: detail.to_string() };
+    let mut file = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(StoreError::Backend(format!("cannot read '{display}': {e}"))),
+    };
+    if file.metadata().map_err(backend)?.is_dir() {
+        return Err(not_ours("it is a directory"));
+    }
+    let mut header = Vec::with_capacity(100);
+    file.by_ref().take(100).read_to_end(&mut header).map_err(backend)?;
+    if header.is_empty() {
+        return Ok(true);
+    }
+    if header.len() < 100 || &header[..16] != b"SQLite format 3\0" {
+        return Err(not_ours("not a SQLite database"));
+    }
+    let application_id = i32::from_be_bytes(header[68..72].try_into().expect("4 bytes"));
+    if application_id != APPLICATION_ID {
+        return Err(not_ours(&format!(
+            "a SQLite database of another application (application_id {application_id:#x})"
+        )));
+    }
+    Ok(false)
+}
+
+fn check_schema_version(conn: &Connection, path: &str) -> Result<(), StoreError> {
+    let exists: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'orderlog_migrations')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| open_error(path, e))?;
+    if !exists {
+        return Ok(());
+    }
+    let found: u32 = conn
+        .query_row("SELECT COALESCE(MAX(version), 0) FROM orderlog_migrations", [], |r| r.get(0))
+        .map_err(backend)?;
+    let supported = MIGRATIONS.last().map_or(0, |m| m.version);
+    if found > supported {
+        return Err(StoreError::SchemaTooNew { path: path.to_string(), found, supported });
+    }
+    Ok(())
+}
+
+/// Applies the missing migrations in order, in one transaction that also locks out other
+/// processes migrating the same file; refuses if an applied migration changed.
+fn migrate(conn: &mut Connection) -> Result<Vec<u32>, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS orderlog_migrations (
+            version    INTEGER PRIMARY KEY,
+            name       TEXT NOT NULL,
+            checksum   TEXT NOT NULL,
+            applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+        )",
+    )
+    .map_err(backend)?;
+    let mut applied = Vec::new();
+    for m in MIGRATIONS {
+        let current = checksum(m.sql);
+        let existing: Option<String> = tx
+            .query_row("SELECT checksum FROM orderlog_migrations WHERE version = ?1", [m.version], |r| r.get(0))
+            .optional()
+            .map_err(backend)?;
+        match existing {
+            Some(applied_sum) if applied_sum == current => {}
+            Some(applied_sum) => {
+                return Err(StoreError::MigrationChanged {
+                    version: m.version,
+                    name: m.name.to_string(),
+                    applied: applied_sum,
+                    current,
+                })
+            }
+            None => {
+                tx.execute_batch(m.sql).map_err(|e| backend(format!("migration {} ({}): {e}", m.version, m.name)))?;
+                tx.execute(
+                    "INSERT INTO orderlog_migrations (version, name, checksum) VALUES (?1, ?2, ?3)",
+                    params![m.version, m.name, current],
+                )
+                .map_err(backend)?;
+                applied.push(m.version);
+            }
+        }
+    }
+    tx.commit().map_err(backend)?;
+    Ok(applied)
+}
+
+struct SqliteTarget<'c> {
+    conn: &'c Connection,
+}
+
+impl AppendTarget for SqliteTarget<'_> {
+    fn find_event(&mut self, event_id: &Uuid) -> Result<Option<EventLocation>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT position, stream_id, version FROM events WHERE event_id = ?1")
+            .map_err(backend)?;
+        stmt.query_row([event_id.to_string()], |r| {
+            Ok(EventLocation { position: r.get(0)?, stream_id: r.get(1)?, version: r.get(2)? })
+        })
+        .optional()
+        .map_err(backend)
+    }
+
+    fn stream_head(&mut self, stream_id: &str) -> Result<Option<StreamHead>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT version, hash FROM streams WHERE stream_id = ?1")
+            .map_err(backend)?;
+        stmt.query_row([stream_id], |r| Ok(StreamHead { version: r.get(0)?, hash: r.get(1)? }))
+            .optional()
+            .map_err(backend)
+    }
+
+    fn write(&mut self, events: &[RecordedEvent], heads: &[(&str, StreamHead)]) -> Result<(), StoreError> {
+        let mut insert = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version,
+                                     payload, metadata, command_id, recorded_at, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )
+            .map_err(backend)?;
+        for e in events {
+            let metadata = serde_json::to_string(&e.metadata).map_err(backend)?;
+            insert
+                .execute(params![
+                    e.position,
+                    e.stream_id,
+                    e.version,
+                    e.event_id.to_string(),
+                    e.event_type,
+                    e.schema_version,
+                    e.payload,
+                    metadata,
+                    e.metadata.command_id,
+                    format_time(&e.recorded_at),
+                    e.hash,
+                ])
+                .map_err(backend)?;
+        }
+        let mut upsert = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO streams (stream_id, version, hash) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, hash = excluded.hash",
+            )
+            .map_err(backend)?;
+        for (stream_id, head) in heads {
+            upsert.execute(params![stream_id, head.version, head.hash]).map_err(backend)?;
+        }
+        Ok(())
+    }
+}
+
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<AppendRequest>, head: watch::Sender<u64>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH_APPENDS_MAX {
+            match rx.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let (results, last) = write_batch(&mut conn, &batch);
+        if let Some(last) = last {
+            head.send_if_modified(|h| {
+                let moved = last > *h;
+                *h = (*h).max(last);
+                moved
+            });
+        }
+        for (request, result) in batch.into_iter().zip(results) {
+            let _ = request.reply.send(result);
+        }
+    }
+}
+
+/// Commits a batch of appends in one transaction; each append in its own savepoint.
+fn write_batch(conn: &mut Connection, batch: &[AppendRequest]) -> (Vec<Result<AppendOutcome, StoreError>>, Option<u64>) {
+    let fail_all = |e: StoreError| {
+        let message = e.to_string();
+        (batch.iter().map(|_| Err(StoreError::Backend(message.clone()))).collect(), None)
+    };
+    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => return fail_all(backend(e)),
+    };
+    let mut next: u64 = match tx.query_row("SELECT COALESCE(MAX(position), 0) + 1 FROM events", [], |r| r.get(0)) {
+        Ok(n) => n,
+        Err(e) => return fail_all(backend(e)),
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    for request in batch {
+        let result = (|| {
+            tx.execute_batch("SAVEPOINT append").map_err(backend)?;
+            match apply(&mut SqliteTarget { conn: &tx }, next, &request.appends) {
+                Ok((outcome, written)) => {
+                    tx.execute_batch("RELEASE append").map_err(backend)?;
+                    next += written.len() as u64;
+                    Ok(outcome)
+                }
+                Err(e) => {
+                    tx.execute_batch("ROLLBACK TO append; RELEASE append").map_err(backend)?;
+                    Err(e)
+                }
+            }
+        })();
+        results.push(result);
+    }
+    if let Err(e) = tx.commit() {
+        return fail_all(backend(e));
+    }
+    (results, Some(next - 1))
+}
+
+const SELECT_EVENT: &str = "SELECT position, stream_id, version, event_id, event_type, schema_version,
+                                   payload, metadata, recorded_at, hash FROM events";
+
+fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<RecordedEvent, StoreError>> {
+    let position: u64 = row.get(0)?;
+    let event_id: String = row.get(3)?;
+    let metadata: String = row.get(7)?;
+    let recorded_at: String = row.get(8)?;
+    let broken = |what: &str, e: &dyn std::fmt::Display| {
+        StoreError::Backend(format!("event at position {position} has an unreadable {what}: {e}"))
+    };
+    let event_id = match Uuid::parse_str(&event_id) {
+        Ok(id) => id,
+        Err(e) => return Ok(Err(broken("event id", &e))),
+    };
+    let metadata = match serde_json::from_str(&metadata) {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(broken("metadata", &e))),
+    };
+    let recorded_at = match recorded_at.parse() {
+        Ok(t) => t,
+        Err(e) => return Ok(Err(broken("recorded time", &e))),
+    };
+    Ok(Ok(RecordedEvent {
+        position,
+        stream_id: row.get(1)?,
+        version: row.get(2)?,
+        event_id,
+        event_type: row.get(4)?,
+        schema_version: row.get(5)?,
+        payload: row.get(6)?,
+        metadata,
+        recorded_at,
+        hash: row.get(9)?,
+    }))
+}
+
+fn query_events(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(backend)?;
+    let rows = stmt.query_map(params, event_from_row).map_err(backend)?;
+    let mut events = Vec::new();
+    for row in rows {
+        events.push(row.map_err(backend)??);
+    }
+    Ok(events)
+}
+
+fn read_head(conn: &Connection) -> Result<u64, StoreError> {
+    conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| r.get(0)).map_err(backend)
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn append(&self, appends: Vec<StreamAppend>) -> Result<AppendOutcome, StoreError> {
+        validate(&appends)?;
+        let (reply, answer) = oneshot::channel();
+        self.writer.send(AppendRequest { appends, reply }).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read_stream(&self, stream_id: &str, from_version: u64, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
+        let stream_id = stream_id.to_string();
+        let limit = limit.min(READ_EVENTS_MAX);
+        self.with_reader(move |conn| {
+            query_events(
+                conn,
+                &format!("{SELECT_EVENT} WHERE stream_id = ?1 AND version >= ?2 ORDER BY version LIMIT ?3"),
+                params![stream_id, from_version, limit],
+            )
+        })
+        .await
+    }
+
+    async fn read_all(&self, after: u64, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
+        let limit = limit.min(READ_EVENTS_MAX);
+        self.with_reader(move |conn| {
+            query_events(
+                conn,
+                &format!("{SELECT_EVENT} WHERE position > ?1 ORDER BY position LIMIT ?2"),
+                params![after, limit],
+            )
+        })
+        .await
+    }
+
+    async fn read_command(&self, command_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {
+        let command_id = command_id.to_string();
+        self.with_reader(move |conn| {
+            query_events(conn, &format!("{SELECT_EVENT} WHERE command_id = ?1 ORDER BY position"), params![command_id])
+        })
+        .await
+    }
+
+    async fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
+        let stream_id = stream_id.to_string();
+        self.with_reader(move |conn| {
+            conn.query_row("SELECT version FROM streams WHERE stream_id = ?1", [stream_id], |r| r.get(0))
+                .optional()
+                .map(|v| v.unwrap_or(0))
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn head(&self) -> Result<u64, StoreError> {
+        let head = self.with_reader(read_head).await?;
+        self.head.send_if_modified(|h| {
+            let moved = head > *h;
+            *h = (*h).max(head);
+            moved
+        });
+        Ok(head)
+    }
+
+    async fn wait_for(&self, after: u64, timeout: Duration) -> Result<u64, StoreError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.head.subscribe();
+        loop {
+            // Appends of this process wake us at once; those of other processes are seen
+            // by polling the file.
+            let head = self.head().await?;
+            if head > after || tokio::time::Instant::now() >= deadline {
+                return Ok(head);
+            }
+            let poll = tokio::time::Instant::now() + Duration::from_millis(WAIT_POLL_MS);
+            let _ = tokio::time::timeout_at(poll.min(deadline), rx.wait_for(|&h| h > after)).await;
+        }
+    }
+}
