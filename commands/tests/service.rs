@@ -1,0 +1,402 @@
+//! The command service against real stores: idempotency, conflicts and retries, metadata,
+//! and the anchors' recurring bugs (oversell, stuck reservations, double payment).
+
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use orderlog_commands::{
+    Command, CommandEnvelope, CommandError, CommandOutcome, CommandService, ManualClock, SequentialIds,
+};
+use orderlog_domain::cart::{Address, CartCommand, Customer, ShippingMethod};
+use orderlog_domain::checkout::CheckoutCommand;
+use orderlog_domain::order::{LineQuantity, OrderCommand};
+use orderlog_domain::shipment::{CarrierEventKind, ShipmentCommand};
+use orderlog_domain::stock::StockCommand;
+use orderlog_domain::{CartId, Currency, LocationId, Money, OrderId, RejectionKind, ShipmentId, Sku, StockKey};
+use orderlog_store::{EventStore, ExpectedVersion, MemoryStore, Metadata, NewEvent, SqliteStore, StreamAppend};
+
+struct Shop {
+    service: Arc<CommandService>,
+    store: Arc<dyn EventStore>,
+    clock: Arc<ManualClock>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn eur(amount: i64) -> Money {
+    Money::new(amount, Currency::parse("EUR").unwrap())
+}
+fn sku(s: &str) -> Sku {
+    Sku::parse(s).unwrap()
+}
+fn berlin() -> LocationId {
+    LocationId::parse("berlin").unwrap()
+}
+fn stock_key(s: &str) -> StockKey {
+    StockKey::new(sku(s), berlin())
+}
+
+impl Shop {
+    fn memory() -> Shop {
+        Shop::on(Arc::new(MemoryStore::new()), None)
+    }
+
+    fn sqlite() -> Shop {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("orderlog.db")).unwrap();
+        Shop::on(Arc::new(store), Some(dir))
+    }
+
+    fn on(store: Arc<dyn EventStore>, dir: Option<tempfile::TempDir>) -> Shop {
+        let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap()));
+        let service = Arc::new(CommandService::new(store.clone(), clock.clone(), Arc::new(SequentialIds::new("id-"))));
+        Shop { service, store, clock, _dir: dir }
+    }
+
+    async fn run(&self, id: &str, command: Command) -> Result<CommandOutcome, CommandError> {
+        self.service.execute(CommandEnvelope::new(id, "tester", command)).await
+    }
+
+    async fn receive(&self, s: &str, quantity: u32) {
+        let cmd = Command::Stock { stock: stock_key(s), command: StockCommand::Receive { quantity } };
+        self.run(&format!("receive-{s}-{quantity}-{}", self.service.next_id()), cmd).await.unwrap();
+    }
+
+    async fn cart(&self, cart: &str, items: &[(&str, u32)]) {
+        let cart_id = CartId::parse(cart).unwrap();
+        let mut commands = vec![CartCommand::Create {
+            currency: Currency::parse("EUR").unwrap(),
+            customer: Customer::Guest { email: "ann@example.com".into() },
+        }];
+        for (s, q) in items {
+            commands.push(CartCommand::AddItem { sku: sku(s), quantity: *q, unit_price: eur(1_000) });
+        }
+        commands.push(CartCommand::SetShippingAddress {
+            address: Address {
+                name: "Ann".into(),
+                line1: "Main St 1".into(),
+                line2: None,
+                city: "Berlin".into(),
+                postal_code: "10115".into(),
+                country: "DE".into(),
+            },
+        });
+        commands.push(CartCommand::SelectShippingMethod { method: ShippingMethod { id: "dhl".into(), price: eur(0) } });
+        for (i, command) in commands.into_iter().enumerate() {
+            self.run(&format!("{cart}-op-{i}"), Command::Cart { cart_id: cart_id.clone(), command }).await.unwrap();
+        }
+    }
+
+    fn checkout_command(cart: &str, order: &str) -> Command {
+        Command::Checkout {
+            checkout: CheckoutCommand {
+                cart_id: CartId::parse(cart).unwrap(),
+                order_id: OrderId::parse(order).unwrap(),
+                location: berlin(),
+                sources: Default::default(),
+                tax_rate_bps: 0,
+            },
+        }
+    }
+
+    async fn checkout(&self, cart: &str, order: &str) -> Result<CommandOutcome, CommandError> {
+        self.run(&format!("checkout-{cart}-{order}"), Shop::checkout_command(cart, order)).await
+    }
+
+    async fn stock(&self, s: &str) -> orderlog_domain::stock::StockState {
+        let events = self.store.read_stream(&format!("stock-{s}@berlin"), 1, 10_000).await.unwrap();
+        let decoded: Vec<_> = events
+            .iter()
+            .map(|e| match orderlog_domain::codec::DomainEvent::decode(&e.event_type, e.schema_version, &e.payload).unwrap() {
+                orderlog_domain::codec::DomainEvent::Stock(s) => s,
+                other => panic!("not a stock event: {other:?}"),
+            })
+            .collect();
+        <orderlog_domain::stock::Stock as orderlog_domain::Decider>::fold(&decoded)
+    }
+
+    async fn authorize(&self, order: &str, amount: i64, provider_event: &str, command_id: &str) -> Result<CommandOutcome, CommandError> {
+        let cmd = Command::Order {
+            order_id: OrderId::parse(order).unwrap(),
+            command: OrderCommand::AuthorizePayment {
+                amount: eur(amount),
+                provider_ref: format!("pi_{order}"),
+                provider_event_id: provider_event.into(),
+            },
+        };
+        self.run(command_id, cmd).await
+    }
+}
+
+#[tokio::test]
+async fn checkout_appends_cart_order_and_stock_in_one_go() {
+    let shop = Shop::memory();
+    shop.receive("mug", 5).await;
+    shop.cart("c1", &[("mug", 2)]).await;
+    let head = shop.store.head().await.unwrap();
+    let outcome = shop.checkout("c1", "o1").await.unwrap();
+    assert_eq!(outcome.events_appended, 3);
+    assert_eq!(outcome.order_id, Some(OrderId::parse("o1").unwrap()));
+    assert_eq!(outcome.position, Some(head + 3));
+    let names: Vec<&str> = outcome.streams.iter().map(|s| s.stream_id.as_str()).collect();
+    assert_eq!(names, ["cart-c1", "order-o1", "stock-mug@berlin"]);
+    let stock = shop.stock("mug").await;
+    assert_eq!((stock.on_hand, stock.reserved, stock.available()), (5, 2, 3));
+}
+
+#[tokio::test]
+async fn the_same_command_id_returns_the_first_result_and_appends_nothing() {
+    let shop = Shop::memory();
+    shop.receive("mug", 5).await;
+    shop.cart("c1", &[("mug", 1)]).await;
+    let first = shop.checkout("c1", "o1").await.unwrap();
+    let head = shop.store.head().await.unwrap();
+    let again = shop.checkout("c1", "o1").await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.position, first.position);
+    assert_eq!(again.order_id, first.order_id);
+    assert_eq!(again.events_appended, first.events_appended);
+    assert_eq!(shop.store.head().await.unwrap(), head);
+}
+
+#[tokio::test]
+async fn the_same_command_id_with_another_command_is_refused() {
+    let shop = Shop::memory();
+    shop.receive("mug", 5).await;
+    let head = shop.store.head().await.unwrap();
+    let other = Command::Stock { stock: stock_key("mug"), command: StockCommand::Receive { quantity: 9 } };
+    let err = shop.run("receive-mug-5-id-1", other).await.unwrap_err();
+    assert!(matches!(err, CommandError::IdempotencyKeyReused { .. }), "{err}");
+    assert_eq!(shop.store.head().await.unwrap(), head);
+}
+
+#[tokio::test]
+async fn checking_out_a_cart_again_returns_the_same_order() {
+    let shop = Shop::memory();
+    shop.receive("mug", 5).await;
+    shop.cart("c1", &[("mug", 1)]).await;
+    shop.checkout("c1", "o1").await.unwrap();
+    let head = shop.store.head().await.unwrap();
+    let second = shop.checkout("c1", "o2").await.unwrap();
+    assert_eq!(second.order_id, Some(OrderId::parse("o1").unwrap()));
+    assert_eq!(second.events_appended, 0);
+    assert_eq!(shop.store.head().await.unwrap(), head);
+    assert_eq!(shop.stock("mug").await.reserved, 1, "reserved once");
+}
+
+#[tokio::test]
+async fn rejected_commands_leave_the_log_unchanged() {
+    let shop = Shop::memory();
+    shop.receive("mug", 1).await;
+    shop.cart("c1", &[("mug", 3)]).await;
+    let before = shop.store.read_all(0, 1_000).await.unwrap();
+    let err = shop.checkout("c1", "o1").await.unwrap_err();
+    let CommandError::Rejected(rejection) = err else { panic!("expected a rejection") };
+    assert_eq!(rejection.kind, RejectionKind::OutOfStock);
+    assert!(rejection.reason.contains("mug at berlin: 3 requested, 1 available"), "{}", rejection.reason);
+    let bad = Command::Cart {
+        cart_id: CartId::parse("c1").unwrap(),
+        command: CartCommand::ChangeQuantity { sku: sku("mug"), quantity: 0 },
+    };
+    assert!(matches!(shop.run("bad-1", bad).await, Err(CommandError::Rejected(_))));
+    let direct = Command::Stock {
+        stock: stock_key("mug"),
+        command: StockCommand::Reserve { order_id: OrderId::parse("x").unwrap(), quantity: 1 },
+    };
+    assert!(matches!(shop.run("bad-2", direct).await, Err(CommandError::Invalid(_))));
+    assert_eq!(shop.store.read_all(0, 1_000).await.unwrap(), before);
+}
+
+#[tokio::test]
+async fn every_event_records_who_why_and_when() {
+    let shop = Shop::memory();
+    shop.clock.set(Utc.with_ymd_and_hms(2026, 5, 6, 7, 8, 9).unwrap());
+    let mut envelope = CommandEnvelope::new(
+        "cmd-7",
+        "clerk@shop",
+        Command::Stock { stock: stock_key("mug"), command: StockCommand::Receive { quantity: 4 } },
+    )
+    .correlated("delivery-123");
+    envelope.causation_id = Some("po-55".into());
+    shop.service.execute(envelope).await.unwrap();
+    let events = shop.store.read_all(0, 10).await.unwrap();
+    let m = &events[0].metadata;
+    assert_eq!(
+        (m.actor.as_str(), m.command_id.as_str(), m.correlation_id.as_str(), m.causation_id.as_deref()),
+        ("clerk@shop", "cmd-7", "delivery-123", Some("po-55"))
+    );
+    assert!(m.command_hash.is_some());
+    assert_eq!(events[0].recorded_at, Utc.with_ymd_and_hms(2026, 5, 6, 7, 8, 9).unwrap());
+}
+
+async fn last_unit_race(shop: Shop) {
+    const SHOPPERS: usize = 24;
+    shop.receive("flash", 1).await;
+    for i in 0..SHOPPERS {
+        shop.cart(&format!("c{i}"), &[("flash", 1)]).await;
+    }
+    let mut tasks = Vec::new();
+    for i in 0..SHOPPERS {
+        let service = Arc::clone(&shop.service);
+        tasks.push(tokio::spawn(async move {
+            let cmd = Shop::checkout_command(&format!("c{i}"), &format!("o{i}"));
+            service.execute(CommandEnvelope::new(format!("checkout-{i}"), "shopper", cmd)).await
+        }));
+    }
+    let mut placed = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(outcome) => {
+                assert_eq!(outcome.events_appended, 3);
+                placed += 1;
+            }
+            Err(CommandError::Rejected(r)) => assert_eq!(r.kind, RejectionKind::OutOfStock, "{}", r.reason),
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(placed, 1, "exactly one checkout of the last unit wins");
+    let stock = shop.stock("flash").await;
+    assert_eq!((stock.on_hand, stock.reserved, stock.available()), (1, 1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_checkouts_of_the_last_unit_on_memory() {
+    last_unit_race(Shop::memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_checkouts_of_the_last_unit_on_sqlite() {
+    last_unit_race(Shop::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_changes_to_one_cart_are_retried_not_lost() {
+    let shop = Shop::sqlite();
+    shop.cart("c1", &[]).await;
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let service = Arc::clone(&shop.service);
+        tasks.push(tokio::spawn(async move {
+            let cmd = Command::Cart {
+                cart_id: CartId::parse("c1").unwrap(),
+                command: CartCommand::AddItem { sku: sku(&format!("sku{i}")), quantity: 1, unit_price: eur(100) },
+            };
+            service.execute(CommandEnvelope::new(format!("add-{i}"), "shopper", cmd)).await.unwrap()
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let events = shop.store.read_stream("cart-c1", 1, 100).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.event_type == "ItemAdded").count(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_webhook_racing_the_client_authorizes_once() {
+    let shop = Shop::sqlite();
+    shop.receive("mug", 5).await;
+    shop.cart("c1", &[("mug", 1)]).await;
+    shop.checkout("c1", "o1").await.unwrap();
+    // The client's confirmation and the provider's webhook report the same provider event
+    // under different command ids, at the same time.
+    let (a, b) = tokio::join!(
+        shop.authorize("o1", 1_000, "evt_auth_1", "client-confirm"),
+        shop.authorize("o1", 1_000, "evt_auth_1", "webhook-evt_auth_1"),
+    );
+    let appended = a.unwrap().events_appended + b.unwrap().events_appended;
+    assert_eq!(appended, 2, "one PaymentAuthorized and one OrderConfirmed, once");
+    let events = shop.store.read_stream("order-o1", 1, 100).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.event_type == "PaymentAuthorized").count(), 1);
+}
+
+#[tokio::test]
+async fn cancelling_or_expiring_releases_every_reservation() {
+    let shop = Shop::memory();
+    shop.receive("mug", 5).await;
+    shop.receive("tea", 5).await;
+    shop.cart("c1", &[("mug", 2), ("tea", 1)]).await;
+    shop.cart("c2", &[("mug", 1)]).await;
+    shop.checkout("c1", "o1").await.unwrap();
+    shop.checkout("c2", "o2").await.unwrap();
+    shop.authorize("o1", 3_000, "evt_1", "auth-o1").await.unwrap();
+    let cancel = Command::CancelOrder { order_id: OrderId::parse("o1").unwrap(), reason: "customer asked".into() };
+    let outcome = shop.run("cancel-o1", cancel).await.unwrap();
+    assert_eq!(outcome.events_appended, 3, "OrderCancelled and two releases");
+    shop.run("expire-o2", Command::ExpireOrder { order_id: OrderId::parse("o2").unwrap() }).await.unwrap();
+    assert_eq!(shop.stock("mug").await.reserved, 0);
+    assert_eq!(shop.stock("tea").await.reserved, 0);
+    assert_eq!(shop.stock("mug").await.available(), 5);
+    let missing = Command::CancelOrder { order_id: OrderId::parse("nope").unwrap(), reason: "x".into() };
+    assert!(matches!(shop.run("cancel-nope", missing).await, Err(CommandError::Rejected(r)) if r.kind == RejectionKind::NotFound));
+}
+
+#[tokio::test]
+async fn shipping_commits_stock_and_delivery_completes_the_order() {
+    let shop = Shop::memory();
+    shop.receive("mug", 5).await;
+    shop.cart("c1", &[("mug", 2)]).await;
+    shop.checkout("c1", "o1").await.unwrap();
+    shop.authorize("o1", 2_000, "evt_1", "auth-o1").await.unwrap();
+    let shipment_id = ShipmentId::parse("s1").unwrap();
+    let ship = |command| Command::Shipment { shipment_id: shipment_id.clone(), command };
+    shop.run(
+        "ship-create",
+        ship(ShipmentCommand::Create {
+            order_id: OrderId::parse("o1").unwrap(),
+            location: berlin(),
+            lines: vec![LineQuantity { sku: sku("mug"), quantity: 2 }],
+        }),
+    )
+    .await
+    .unwrap();
+    shop.run("ship-pack", ship(ShipmentCommand::Pack {})).await.unwrap();
+    let shipped = shop
+        .run("ship-ship", ship(ShipmentCommand::Ship { carrier: "DHL".into(), tracking_number: "T1".into() }))
+        .await
+        .unwrap();
+    assert_eq!(shipped.events_appended, 3, "ShipmentShipped, LinesShipped, StockCommitted");
+    let stock = shop.stock("mug").await;
+    assert_eq!((stock.on_hand, stock.reserved), (3, 0));
+    let delivered = shop
+        .run(
+            "carrier-1",
+            ship(ShipmentCommand::RecordCarrierEvent {
+                event_id: "dhl-1".into(),
+                kind: CarrierEventKind::Delivered,
+                occurred_at: Utc.with_ymd_and_hms(2026, 3, 3, 12, 0, 0).unwrap(),
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(delivered.events_appended, 2);
+    let complete = Command::Order { order_id: OrderId::parse("o1").unwrap(), command: OrderCommand::Complete {} };
+    assert_eq!(shop.run("complete-o1", complete).await.unwrap().events_appended, 1);
+}
+
+#[tokio::test]
+async fn an_event_this_build_cannot_read_is_named_not_skipped() {
+    let shop = Shop::memory();
+    shop.cart("c1", &[]).await;
+    let version = shop.store.stream_version("cart-c1").await.unwrap();
+    shop.store
+        .append(vec![StreamAppend {
+            stream_id: "cart-c1".into(),
+            expected: ExpectedVersion::Exact(version),
+            events: vec![NewEvent {
+                event_id: uuid::Uuid::new_v4(),
+                event_type: "CartTeleported".into(),
+                schema_version: 1,
+                payload: "{}".into(),
+                metadata: Metadata { actor: "x".into(), command_id: "x".into(), correlation_id: "x".into(), ..Metadata::default() },
+                recorded_at: Utc::now(),
+            }],
+        }])
+        .await
+        .unwrap();
+    let head = shop.store.head().await.unwrap();
+    let cmd = Command::Cart { cart_id: CartId::parse("c1").unwrap(), command: CartCommand::Expire {} };
+    let err = shop.run("expire-c1", cmd).await.unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains(&format!("position {head}")), "{message}");
+    assert!(message.contains("CartTeleported"), "{message}");
+    assert_eq!(shop.store.head().await.unwrap(), head);
+}
