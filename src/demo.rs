@@ -1,0 +1,555 @@
+//! `orderlog demo`: a seeded, simulated shop against a real store. Stock arrives at two
+//! locations; shoppers fill carts (most abandon them); checkouts reserve stock; payments are
+//! authorized and captured; some orders are cancelled or expire; shipments ship and are
+//! delivered; a few items come back. Then a flash sale: many shoppers check out the last
+//! units of one SKU at the same moment. The report is folded from the log afterwards.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use chrono::{Duration, TimeZone, Utc};
+use orderlog_commands::{Clock, Command, CommandEnvelope, CommandError, CommandService, ManualClock, SequentialIds};
+use orderlog_domain::cart::{Address, CartCommand, Customer, Discount, DiscountKind, ShippingMethod};
+use orderlog_domain::checkout::CheckoutCommand;
+use orderlog_domain::codec::DomainEvent;
+use orderlog_domain::order::{LineQuantity, OrderCommand, OrderEvent, ReturnedLine};
+use orderlog_domain::shipment::{CarrierEventKind, ShipmentCommand};
+use orderlog_domain::stock::StockCommand;
+use orderlog_domain::{
+    CartId, Currency, CustomerId, LocationId, Money, OrderId, RejectionKind, ReturnId, ShipmentId, Sku, StockKey,
+};
+use orderlog_store::EventStore;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::report::{fold_log, LogReport};
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// A SQLite file path; created if absent, continued if it holds an earlier run.
+    #[arg(long, default_value = crate::DEFAULT_DATABASE)]
+    database: String,
+    /// Seed of the simulation: the same seed on the same file makes the same shoppers.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Orders to aim for (about 3 carts are abandoned for each one checked out).
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    orders: u32,
+    /// Shoppers running at the same time.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    shoppers: u32,
+    /// Print one JSON object instead of the summary.
+    #[arg(long)]
+    json: bool,
+}
+
+const CHECKOUT_SHARE: f64 = 0.3;
+const SKUS: usize = 24;
+const LOCATIONS: [&str; 2] = ["berlin", "hamburg"];
+const FLASH_SKU: &str = "flash-sneaker";
+const FLASH_LOCATION: &str = "berlin";
+const FLASH_UNITS: u32 = 10;
+const TAX_RATE_BPS: u32 = 1_900;
+
+#[derive(Default)]
+struct Counters {
+    commands: AtomicU64,
+    carts: AtomicU64,
+    cart_operations: AtomicU64,
+    checkouts_placed: AtomicU64,
+    checkouts_rejected_out_of_stock: AtomicU64,
+    abandoned_carts: AtomicU64,
+    payment_failures: AtomicU64,
+    cancellations: AtomicU64,
+    shipments: AtomicU64,
+    returns: AtomicU64,
+    conflict_retries: AtomicU64,
+    flash_winners: AtomicU64,
+    flash_rejected: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+struct Catalogue {
+    skus: Vec<(Sku, i64)>,
+}
+
+struct Sim {
+    service: CommandService,
+    clock: Arc<ManualClock>,
+    tag: String,
+    eur: Currency,
+    catalogue: Catalogue,
+    counters: Counters,
+}
+
+/// One shopper: its own random stream and command numbering.
+struct Shopper {
+    index: u32,
+    rng: ChaCha8Rng,
+    next_command: u64,
+}
+
+impl Sim {
+    async fn run(&self, shopper: &mut Shopper, command: Command) -> Result<Result<orderlog_commands::CommandOutcome, orderlog_domain::Rejection>> {
+        shopper.next_command += 1;
+        let command_id = format!("{}-s{}-{}", self.tag, shopper.index, shopper.next_command);
+        self.clock.advance(Duration::seconds(shopper.rng.random_range(1..30)));
+        bump(&self.counters.commands);
+        let envelope = CommandEnvelope::new(command_id, format!("shopper-{}", shopper.index), command);
+        match self.service.execute(envelope).await {
+            Ok(outcome) => {
+                self.counters.conflict_retries.fetch_add(u64::from(outcome.retries), Ordering::Relaxed);
+                Ok(Ok(outcome))
+            }
+            Err(CommandError::Rejected(r)) => Ok(Err(r)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs a command that the simulation expects to succeed.
+    async fn must(&self, shopper: &mut Shopper, command: Command) -> Result<orderlog_commands::CommandOutcome> {
+        let what = format!("{command:?}");
+        match self.run(shopper, command).await? {
+            Ok(outcome) => Ok(outcome),
+            Err(r) => bail!("the simulation expected this to succeed: {what}: {}", r.reason),
+        }
+    }
+
+    fn eur(&self, amount: i64) -> Money {
+        Money::new(amount, self.eur)
+    }
+
+    async fn cart_op(&self, shopper: &mut Shopper, cart_id: &CartId, command: CartCommand) -> Result<()> {
+        bump(&self.counters.cart_operations);
+        self.must(shopper, Command::Cart { cart_id: cart_id.clone(), command }).await?;
+        Ok(())
+    }
+
+    /// Creates a cart and fills it; returns the cart id and whether its customer is
+    /// registered (and so still needs a contact email).
+    async fn fill_cart(&self, shopper: &mut Shopper, n: u64, items: &[(Sku, u32, i64)]) -> Result<(CartId, bool)> {
+        bump(&self.counters.carts);
+        let cart_id = CartId::parse(format!("{}-s{}-c{n}", self.tag, shopper.index))?;
+        let registered = shopper.rng.random_bool(0.4);
+        let customer = if !registered {
+            Customer::Guest { email: format!("guest{}.{n}@example.com", shopper.index) }
+        } else {
+            let id = shopper.rng.random_range(1..5_000);
+            Customer::Registered { customer_id: CustomerId::parse(format!("cust-{id}"))?, email: None }
+        };
+        self.cart_op(shopper, &cart_id, CartCommand::Create { currency: self.eur, customer }).await?;
+        for (sku, quantity, price) in items {
+            let add = CartCommand::AddItem { sku: sku.clone(), quantity: *quantity, unit_price: self.eur(*price) };
+            self.cart_op(shopper, &cart_id, add).await?;
+        }
+        Ok((cart_id, registered))
+    }
+
+    fn pick_items(&self, rng: &mut ChaCha8Rng) -> Vec<(Sku, u32, i64)> {
+        let lines = match rng.random_range(0..100) {
+            0..=64 => 1,
+            65..=92 => 2,
+            _ => 3,
+        };
+        let mut items: Vec<(Sku, u32, i64)> = Vec::new();
+        while items.len() < lines {
+            let (sku, price) = &self.catalogue.skus[rng.random_range(0..self.catalogue.skus.len())];
+            if items.iter().all(|(s, _, _)| s != sku) {
+                let quantity = if rng.random_bool(0.7) { 1 } else { 2 };
+                items.push((sku.clone(), quantity, *price));
+            }
+        }
+        items
+    }
+
+    async fn prepare_for_checkout(&self, shopper: &mut Shopper, cart_id: &CartId, registered: bool) -> Result<()> {
+        if shopper.rng.random_bool(0.15) {
+            let discount = Discount { code: "WELCOME10".into(), kind: DiscountKind::Percentage { basis_points: 1_000 } };
+            self.cart_op(shopper, cart_id, CartCommand::ApplyDiscount { discount }).await?;
+        }
+        if registered {
+            let email = format!("customer{}@example.com", shopper.rng.random_range(1..5_000));
+            self.cart_op(shopper, cart_id, CartCommand::SetContact { email }).await?;
+        }
+        let address = Address {
+            name: format!("Shopper {}", shopper.index),
+            line1: format!("Hauptstraße {}", shopper.rng.random_range(1..200)),
+            line2: None,
+            city: if shopper.rng.random_bool(0.5) { "Berlin".into() } else { "Hamburg".into() },
+            postal_code: format!("{:05}", shopper.rng.random_range(10_000..99_999)),
+            country: "DE".into(),
+        };
+        self.cart_op(shopper, cart_id, CartCommand::SetShippingAddress { address }).await?;
+        let method = if shopper.rng.random_bool(0.8) {
+            ShippingMethod { id: "standard".into(), price: self.eur(490) }
+        } else {
+            ShippingMethod { id: "express".into(), price: self.eur(990) }
+        };
+        self.cart_op(shopper, cart_id, CartCommand::SelectShippingMethod { method }).await
+    }
+
+    async fn order_total(&self, order_id: &OrderId) -> Result<Money> {
+        let events = self.service.store().read_stream(&orderlog_domain::stream::order(order_id), 1, 1).await?;
+        let first = events.first().ok_or_else(|| anyhow::anyhow!("order {order_id} has no events"))?;
+        match DomainEvent::decode(&first.event_type, first.schema_version, &first.payload)? {
+            DomainEvent::Order(OrderEvent::OrderPlaced { order }) => Ok(order.totals.total),
+            other => bail!("order {order_id} starts with {}", other.event_type()),
+        }
+    }
+
+    /// One shopper's visit: a cart, and for about 30 % of carts, an order and its life.
+    async fn visit(&self, shopper: &mut Shopper, n: u64) -> Result<()> {
+        let items = self.pick_items(&mut shopper.rng);
+        let (cart_id, registered) = self.fill_cart(shopper, n, &items).await?;
+        if items.len() > 1 && shopper.rng.random_bool(0.2) {
+            let change = CartCommand::ChangeQuantity { sku: items[0].0.clone(), quantity: items[0].1 + 1 };
+            self.cart_op(shopper, &cart_id, change).await?;
+        }
+        if items.len() > 1 && shopper.rng.random_bool(0.1) {
+            self.cart_op(shopper, &cart_id, CartCommand::RemoveItem { sku: items[1].0.clone() }).await?;
+        }
+        if !shopper.rng.random_bool(CHECKOUT_SHARE) {
+            bump(&self.counters.abandoned_carts);
+            if shopper.rng.random_bool(0.2) {
+                self.cart_op(shopper, &cart_id, CartCommand::Expire {}).await?;
+            }
+            return Ok(());
+        }
+        self.prepare_for_checkout(shopper, &cart_id, registered).await?;
+        let order_id = OrderId::parse(format!("{}-s{}-o{n}", self.tag, shopper.index))?;
+        let location = LOCATIONS[usize::from(shopper.rng.random_bool(0.4))];
+        let checkout = CheckoutCommand {
+            cart_id,
+            order_id: order_id.clone(),
+            location: LocationId::parse(location)?,
+            sources: Default::default(),
+            tax_rate_bps: TAX_RATE_BPS,
+        };
+        match self.run(shopper, Command::Checkout { checkout }).await? {
+            Ok(_) => bump(&self.counters.checkouts_placed),
+            Err(r) if r.kind == RejectionKind::OutOfStock => {
+                bump(&self.counters.checkouts_rejected_out_of_stock);
+                return Ok(());
+            }
+            Err(r) => bail!("checkout of order {order_id} was rejected: {}", r.reason),
+        }
+        self.order_life(shopper, &order_id, location).await
+    }
+
+    async fn order_life(&self, shopper: &mut Shopper, order_id: &OrderId, location: &str) -> Result<()> {
+        let order = |command| Command::Order { order_id: order_id.clone(), command };
+        let provider_ref = format!("pi_{order_id}");
+        let event = |kind: &str| format!("evt_{kind}_{order_id}");
+        if shopper.rng.random_bool(0.04) {
+            bump(&self.counters.payment_failures);
+            let fail = OrderCommand::RecordPaymentFailure { reason: "card declined".into(), provider_event_id: event("failed") };
+            self.must(shopper, order(fail)).await?;
+            self.must(shopper, Command::ExpireOrder { order_id: order_id.clone() }).await?;
+            return Ok(());
+        }
+        let total = self.order_total(order_id).await?;
+        let authorize = OrderCommand::AuthorizePayment { amount: total, provider_ref, provider_event_id: event("authorized") };
+        self.must(shopper, order(authorize)).await?;
+        if shopper.rng.random_bool(0.05) {
+            bump(&self.counters.cancellations);
+            let cancel = Command::CancelOrder { order_id: order_id.clone(), reason: "customer changed their mind".into() };
+            self.must(shopper, cancel).await?;
+            self.must(shopper, order(OrderCommand::VoidPayment { provider_event_id: event("voided") })).await?;
+            return Ok(());
+        }
+        let placed = self.service.store().read_stream(&orderlog_domain::stream::order(order_id), 1, 1).await?;
+        let lines = match DomainEvent::decode(&placed[0].event_type, placed[0].schema_version, &placed[0].payload)? {
+            DomainEvent::Order(OrderEvent::OrderPlaced { order }) => order
+                .lines
+                .iter()
+                .map(|l| LineQuantity { sku: l.sku.clone(), quantity: l.quantity })
+                .collect::<Vec<_>>(),
+            _ => bail!("order {order_id} does not start with OrderPlaced"),
+        };
+        let shipment_id = ShipmentId::parse(format!("{order_id}-p1"))?;
+        let shipment = |command| Command::Shipment { shipment_id: shipment_id.clone(), command };
+        let create = ShipmentCommand::Create { order_id: order_id.clone(), location: LocationId::parse(location)?, lines: lines.clone() };
+        self.must(shopper, shipment(create)).await?;
+        self.must(shopper, shipment(ShipmentCommand::Pack {})).await?;
+        let tracking_number = format!("TRK{:010}", shopper.rng.random_range(0..9_999_999_999u64));
+        self.must(shopper, shipment(ShipmentCommand::Ship { carrier: "DHL".into(), tracking_number })).await?;
+        bump(&self.counters.shipments);
+        self.must(shopper, order(OrderCommand::CapturePayment { amount: total, provider_event_id: event("captured") })).await?;
+        let now = self.clock.now();
+        if shopper.rng.random_bool(0.1) {
+            let failed = ShipmentCommand::RecordCarrierEvent {
+                event_id: format!("dhl-{shipment_id}-1"),
+                kind: CarrierEventKind::DeliveryFailed { reason: "recipient not at home".into() },
+                occurred_at: now + Duration::days(1),
+            };
+            self.must(shopper, shipment(failed)).await?;
+        }
+        let delivered = ShipmentCommand::RecordCarrierEvent {
+            event_id: format!("dhl-{shipment_id}-2"),
+            kind: CarrierEventKind::Delivered,
+            occurred_at: now + Duration::days(2),
+        };
+        self.must(shopper, shipment(delivered)).await?;
+        self.must(shopper, order(OrderCommand::Complete {})).await?;
+        if shopper.rng.random_bool(0.03) {
+            bump(&self.counters.returns);
+            let return_id = ReturnId::parse(format!("{order_id}-r1"))?;
+            let line = LineQuantity { sku: lines[0].sku.clone(), quantity: 1 };
+            let request = OrderCommand::RequestReturn { return_id: return_id.clone(), lines: vec![line.clone()], reason: "does not fit".into() };
+            self.must(shopper, order(request)).await?;
+            let receive = Command::ReceiveReturn {
+                order_id: order_id.clone(),
+                return_id,
+                lines: vec![ReturnedLine { sku: line.sku.clone(), quantity: 1, restock: true }],
+            };
+            self.must(shopper, receive).await?;
+            let price = self.catalogue.skus.iter().find(|(s, _)| *s == line.sku).map_or(0, |(_, p)| *p);
+            let refund = OrderCommand::RefundPayment { amount: self.eur(price), provider_event_id: event("refunded") };
+            self.must(shopper, order(refund)).await?;
+        }
+        Ok(())
+    }
+}
+
+fn catalogue(seed: u64) -> Catalogue {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let names = ["tshirt", "hoodie", "mug", "cap", "socks", "tote", "poster", "sticker"];
+    let skus = (0..SKUS)
+        .map(|i| {
+            let sku = Sku::parse(format!("{}-{}", names[i % names.len()], i / names.len() + 1)).expect("valid sku");
+            (sku, rng.random_range(5..90) * 100 - 1)
+        })
+        .collect();
+    Catalogue { skus }
+}
+
+#[derive(Serialize)]
+struct DemoSummary {
+    database: String,
+    seed: u64,
+    shoppers: u32,
+    events_appended: u64,
+    events_total: u64,
+    events_per_sec: f64,
+    commands: u64,
+    carts: u64,
+    cart_operations: u64,
+    cart_operations_per_checkout: f64,
+    abandoned_carts: u64,
+    orders_placed: u64,
+    checkouts_rejected_out_of_stock: u64,
+    oversold_units: i64,
+    payment_failures: u64,
+    cancellations: u64,
+    shipments: u64,
+    returns: u64,
+    conflict_retries: u64,
+    flash_sale: FlashSale,
+    log: LogReport,
+    elapsed_ms: u64,
+}
+
+#[derive(Serialize)]
+struct FlashSale {
+    sku: String,
+    location: String,
+    units: u32,
+    shoppers: u64,
+    winners: u64,
+    rejected_out_of_stock: u64,
+}
+
+pub async fn run(args: DemoArgs) -> Result<()> {
+    let store = crate::open_store(&args.database)?;
+    let started = Instant::now();
+    let head_before = store.head().await?;
+    let start_time = match store.read_all(head_before.saturating_sub(1), 1).await?.first() {
+        Some(last) => last.recorded_at + Duration::hours(1),
+        None => Utc.with_ymd_and_hms(2026, 1, 5, 8, 0, 0).single().expect("valid start"),
+    };
+    let clock = Arc::new(ManualClock::new(start_time));
+    let tag = format!("h{head_before}");
+    let service = CommandService::new(store.clone(), clock.clone(), Arc::new(SequentialIds::new(format!("{tag}-id-"))));
+    let sim = Arc::new(Sim {
+        service,
+        clock,
+        tag: tag.clone(),
+        eur: Currency::parse("EUR")?,
+        catalogue: catalogue(args.seed),
+        counters: Counters::default(),
+    });
+
+    receive_stock(&sim, args.orders, args.seed).await?;
+    let carts_total = (f64::from(args.orders) / CHECKOUT_SHARE).ceil() as u64;
+    let mut tasks = Vec::new();
+    for index in 0..args.shoppers {
+        let sim = Arc::clone(&sim);
+        let seed = args.seed;
+        let shoppers = u64::from(args.shoppers);
+        tasks.push(tokio::spawn(async move {
+            let mut shopper = Shopper {
+                index: index + 1,
+                rng: ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(index)),
+                next_command: 0,
+            };
+            let mut n = u64::from(index);
+            while n < carts_total {
+                sim.visit(&mut shopper, n).await?;
+                n += shoppers;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let flash_shoppers = flash_sale(&sim, args.orders, args.seed).await?;
+
+    let report = fold_log(&*store, head_before).await?;
+    let elapsed = started.elapsed();
+    let c = &sim.counters;
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let summary = DemoSummary {
+        database: args.database.clone(),
+        seed: args.seed,
+        shoppers: args.shoppers,
+        events_appended: report.events_since,
+        events_total: report.events,
+        events_per_sec: report.events_since as f64 / elapsed.as_secs_f64(),
+        commands: load(&c.commands),
+        carts: load(&c.carts),
+        cart_operations: load(&c.cart_operations),
+        cart_operations_per_checkout: load(&c.cart_operations) as f64 / (load(&c.checkouts_placed).max(1)) as f64,
+        abandoned_carts: load(&c.abandoned_carts),
+        orders_placed: report.orders_placed_since,
+        checkouts_rejected_out_of_stock: load(&c.checkouts_rejected_out_of_stock) + load(&c.flash_rejected),
+        oversold_units: report.oversold_units,
+        payment_failures: load(&c.payment_failures),
+        cancellations: load(&c.cancellations),
+        shipments: load(&c.shipments),
+        returns: load(&c.returns),
+        conflict_retries: load(&c.conflict_retries),
+        flash_sale: FlashSale {
+            sku: FLASH_SKU.into(),
+            location: FLASH_LOCATION.into(),
+            units: FLASH_UNITS,
+            shoppers: flash_shoppers,
+            winners: load(&c.flash_winners),
+            rejected_out_of_stock: load(&c.flash_rejected),
+        },
+        log: report,
+        elapsed_ms: elapsed.as_millis() as u64,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    if summary.oversold_units != 0 {
+        bail!("the log shows {} units oversold", summary.oversold_units);
+    }
+    Ok(())
+}
+
+/// Stock for about the demand the orders will make, a little short on purpose, at both
+/// locations; some of it announced as incoming first.
+async fn receive_stock(sim: &Sim, orders: u32, seed: u64) -> Result<()> {
+    let mut shopper = Shopper { index: 0, rng: ChaCha8Rng::seed_from_u64(seed ^ 0xA5A5), next_command: 0 };
+    let per_item = (f64::from(orders) * 2.1 / (SKUS * LOCATIONS.len()) as f64).ceil() as u32 + 1;
+    for (sku, _) in &sim.catalogue.skus {
+        for location in LOCATIONS {
+            let stock = StockKey::new(sku.clone(), LocationId::parse(location)?);
+            let quantity = shopper.rng.random_range(per_item * 8 / 10..=per_item * 12 / 10).max(1);
+            if shopper.rng.random_bool(0.3) {
+                sim.must(&mut shopper, Command::Stock { stock: stock.clone(), command: StockCommand::ExpectIncoming { quantity } }).await?;
+            }
+            sim.must(&mut shopper, Command::Stock { stock, command: StockCommand::Receive { quantity } }).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Many shoppers check out the last units of one SKU at the same moment.
+async fn flash_sale(sim: &Arc<Sim>, orders: u32, seed: u64) -> Result<u64> {
+    let mut setup = Shopper { index: 0, rng: ChaCha8Rng::seed_from_u64(seed ^ 0xF1A5), next_command: 1_000_000 };
+    let stock = StockKey::new(Sku::parse(FLASH_SKU)?, LocationId::parse(FLASH_LOCATION)?);
+    sim.must(&mut setup, Command::Stock { stock, command: StockCommand::Receive { quantity: FLASH_UNITS } }).await?;
+    let shoppers = u64::from((orders / 20).clamp(50, 500));
+    let mut ready = Vec::new();
+    for n in 0..shoppers {
+        let mut shopper = Shopper { index: 10_000 + n as u32, rng: ChaCha8Rng::seed_from_u64(seed ^ n), next_command: 0 };
+        let items = [(Sku::parse(FLASH_SKU)?, 1, 12_999)];
+        let (cart_id, registered) = sim.fill_cart(&mut shopper, n, &items).await?;
+        sim.prepare_for_checkout(&mut shopper, &cart_id, registered).await?;
+        ready.push((shopper, cart_id));
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(ready.len()));
+    let mut tasks = Vec::new();
+    for (mut shopper, cart_id) in ready {
+        let sim = Arc::clone(sim);
+        let barrier = Arc::clone(&barrier);
+        tasks.push(tokio::spawn(async move {
+            let order_id = OrderId::parse(format!("{}-flash-{}", sim.tag, shopper.index))?;
+            let checkout = CheckoutCommand {
+                cart_id,
+                order_id,
+                location: LocationId::parse(FLASH_LOCATION)?,
+                sources: Default::default(),
+                tax_rate_bps: TAX_RATE_BPS,
+            };
+            barrier.wait().await;
+            match sim.run(&mut shopper, Command::Checkout { checkout }).await? {
+                Ok(_) => bump(&sim.counters.flash_winners),
+                Err(r) if r.kind == RejectionKind::OutOfStock => bump(&sim.counters.flash_rejected),
+                Err(r) => bail!("flash-sale checkout rejected: {}", r.reason),
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(shoppers)
+}
+
+fn money(minor: i64) -> String {
+    format!("{}.{:02}", minor / 100, (minor % 100).abs())
+}
+
+fn print_summary(s: &DemoSummary) {
+    println!("orderlog demo on {} (seed {}, {} shoppers)", s.database, s.seed, s.shoppers);
+    println!();
+    println!("  events appended     {:>10}   ({:.0} events/s, {} ms)", s.events_appended, s.events_per_sec, s.elapsed_ms);
+    println!("  events in the log   {:>10}", s.events_total);
+    println!("  commands            {:>10}   ({} retried after a version conflict)", s.commands, s.conflict_retries);
+    println!("  carts               {:>10}   ({} abandoned, {:.1} cart operations per checkout)", s.carts, s.abandoned_carts, s.cart_operations_per_checkout);
+    println!("  orders placed       {:>10}", s.orders_placed);
+    println!("  out of stock        {:>10}   checkouts rejected", s.checkouts_rejected_out_of_stock);
+    println!("  payment failures    {:>10}", s.payment_failures);
+    println!("  cancellations       {:>10}", s.cancellations);
+    println!("  shipments           {:>10}", s.shipments);
+    println!("  returns             {:>10}", s.returns);
+    println!(
+        "  flash sale          {:>10}   shoppers raced for {} units of {} at {}: {} won, {} were told it sold out",
+        s.flash_sale.shoppers, s.flash_sale.units, s.flash_sale.sku, s.flash_sale.location, s.flash_sale.winners, s.flash_sale.rejected_out_of_stock
+    );
+    println!("  oversold units      {:>10}   (folded from the whole log)", s.oversold_units);
+    println!();
+    println!("Whole log: {} orders placed, {} completed, {} cancelled, {} expired", s.log.orders_placed, s.log.orders_completed, s.log.orders_cancelled, s.log.orders_expired);
+    for (currency, gross) in &s.log.gross_by_currency {
+        let captured = s.log.captured_by_currency.get(currency).copied().unwrap_or(0);
+        let refunded = s.log.refunded_by_currency.get(currency).copied().unwrap_or(0);
+        println!("  {currency}: placed {} | captured {} | refunded {}", money(*gross), money(captured), money(refunded));
+    }
+    println!();
+    println!("Inventory (stock item: on hand / reserved / available)");
+    for (stream, level) in &s.log.stock {
+        println!("  {:<34} {:>6} / {:>6} / {:>6}", stream.trim_start_matches("stock-"), level.on_hand, level.reserved, level.available);
+    }
+}
