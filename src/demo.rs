@@ -96,7 +96,11 @@ struct Shopper {
 }
 
 impl Sim {
-    async fn run(&self, shopper: &mut Shopper, command: Command) -> Result<Result<orderlog_commands::CommandOutcome, orderlog_domain::Rejection>> {
+    async fn run(
+        &self,
+        shopper: &mut Shopper,
+        command: Command,
+    ) -> Result<Result<orderlog_commands::CommandOutcome, orderlog_domain::Rejection>> {
         shopper.next_command += 1;
         let command_id = format!("{}-s{}-{}", self.tag, shopper.index, shopper.next_command);
         self.clock.advance(Duration::seconds(shopper.rng.random_range(1..30)));
@@ -170,7 +174,8 @@ impl Sim {
 
     async fn prepare_for_checkout(&self, shopper: &mut Shopper, cart_id: &CartId, registered: bool) -> Result<()> {
         if shopper.rng.random_bool(0.15) {
-            let discount = Discount { code: "WELCOME10".into(), kind: DiscountKind::Percentage { basis_points: 1_000 } };
+            let discount =
+                Discount { code: "WELCOME10".into(), kind: DiscountKind::Percentage { basis_points: 1_000 } };
             self.cart_op(shopper, cart_id, CartCommand::ApplyDiscount { discount }).await?;
         }
         if registered {
@@ -248,17 +253,22 @@ impl Sim {
         let event = |kind: &str| format!("evt_{kind}_{order_id}");
         if shopper.rng.random_bool(0.04) {
             bump(&self.counters.payment_failures);
-            let fail = OrderCommand::RecordPaymentFailure { reason: "card declined".into(), provider_event_id: event("failed") };
+            let fail = OrderCommand::RecordPaymentFailure {
+                reason: "card declined".into(),
+                provider_event_id: event("failed"),
+            };
             self.must(shopper, order(fail)).await?;
             self.must(shopper, Command::ExpireOrder { order_id: order_id.clone() }).await?;
             return Ok(());
         }
         let total = self.order_total(order_id).await?;
-        let authorize = OrderCommand::AuthorizePayment { amount: total, provider_ref, provider_event_id: event("authorized") };
+        let authorize =
+            OrderCommand::AuthorizePayment { amount: total, provider_ref, provider_event_id: event("authorized") };
         self.must(shopper, order(authorize)).await?;
         if shopper.rng.random_bool(0.05) {
             bump(&self.counters.cancellations);
-            let cancel = Command::CancelOrder { order_id: order_id.clone(), reason: "customer changed their mind".into() };
+            let cancel =
+                Command::CancelOrder { order_id: order_id.clone(), reason: "customer changed their mind".into() };
             self.must(shopper, cancel).await?;
             self.must(shopper, order(OrderCommand::VoidPayment { provider_event_id: event("voided") })).await?;
             return Ok(());
@@ -274,13 +284,18 @@ impl Sim {
         };
         let shipment_id = ShipmentId::parse(format!("{order_id}-p1"))?;
         let shipment = |command| Command::Shipment { shipment_id: shipment_id.clone(), command };
-        let create = ShipmentCommand::Create { order_id: order_id.clone(), location: LocationId::parse(location)?, lines: lines.clone() };
+        let create = ShipmentCommand::Create {
+            order_id: order_id.clone(),
+            location: LocationId::parse(location)?,
+            lines: lines.clone(),
+        };
         self.must(shopper, shipment(create)).await?;
         self.must(shopper, shipment(ShipmentCommand::Pack {})).await?;
         let tracking_number = format!("TRK{:010}", shopper.rng.random_range(0..9_999_999_999u64));
         self.must(shopper, shipment(ShipmentCommand::Ship { carrier: "DHL".into(), tracking_number })).await?;
         bump(&self.counters.shipments);
-        self.must(shopper, order(OrderCommand::CapturePayment { amount: total, provider_event_id: event("captured") })).await?;
+        self.must(shopper, order(OrderCommand::CapturePayment { amount: total, provider_event_id: event("captured") }))
+            .await?;
         let now = self.clock.now();
         if shopper.rng.random_bool(0.1) {
             let failed = ShipmentCommand::RecordCarrierEvent {
@@ -301,7 +316,11 @@ impl Sim {
             bump(&self.counters.returns);
             let return_id = ReturnId::parse(format!("{order_id}-r1"))?;
             let line = LineQuantity { sku: lines[0].sku.clone(), quantity: 1 };
-            let request = OrderCommand::RequestReturn { return_id: return_id.clone(), lines: vec![line.clone()], reason: "does not fit".into() };
+            let request = OrderCommand::RequestReturn {
+                return_id: return_id.clone(),
+                lines: vec![line.clone()],
+                reason: "does not fit".into(),
+            };
             self.must(shopper, order(request)).await?;
             let receive = Command::ReceiveReturn {
                 order_id: order_id.clone(),
@@ -467,7 +486,11 @@ async fn receive_stock(sim: &Sim, orders: u32, seed: u64) -> Result<()> {
             let stock = StockKey::new(sku.clone(), LocationId::parse(location)?);
             let quantity = shopper.rng.random_range(per_item * 8 / 10..=per_item * 12 / 10).max(1);
             if shopper.rng.random_bool(0.3) {
-                sim.must(&mut shopper, Command::Stock { stock: stock.clone(), command: StockCommand::ExpectIncoming { quantity } }).await?;
+                sim.must(
+                    &mut shopper,
+                    Command::Stock { stock: stock.clone(), command: StockCommand::ExpectIncoming { quantity } },
+                )
+                .await?;
             }
             sim.must(&mut shopper, Command::Stock { stock, command: StockCommand::Receive { quantity } }).await?;
         }
@@ -483,7 +506,8 @@ async fn flash_sale(sim: &Arc<Sim>, orders: u32, seed: u64) -> Result<u64> {
     let shoppers = u64::from((orders / 20).clamp(50, 500));
     let mut ready = Vec::new();
     for n in 0..shoppers {
-        let mut shopper = Shopper { index: 10_000 + n as u32, rng: ChaCha8Rng::seed_from_u64(seed ^ n), next_command: 0 };
+        let mut shopper =
+            Shopper { index: 10_000 + n as u32, rng: ChaCha8Rng::seed_from_u64(seed ^ n), next_command: 0 };
         let items = [(Sku::parse(FLASH_SKU)?, 1, 12_999)];
         let (cart_id, registered) = sim.fill_cart(&mut shopper, n, &items).await?;
         sim.prepare_for_checkout(&mut shopper, &cart_id, registered).await?;
@@ -525,10 +549,16 @@ fn money(minor: i64) -> String {
 fn print_summary(s: &DemoSummary) {
     println!("orderlog demo on {} (seed {}, {} shoppers)", s.database, s.seed, s.shoppers);
     println!();
-    println!("  events appended     {:>10}   ({:.0} events/s, {} ms)", s.events_appended, s.events_per_sec, s.elapsed_ms);
+    println!(
+        "  events appended     {:>10}   ({:.0} events/s, {} ms)",
+        s.events_appended, s.events_per_sec, s.elapsed_ms
+    );
     println!("  events in the log   {:>10}", s.events_total);
     println!("  commands            {:>10}   ({} retried after a version conflict)", s.commands, s.conflict_retries);
-    println!("  carts               {:>10}   ({} abandoned, {:.1} cart operations per checkout)", s.carts, s.abandoned_carts, s.cart_operations_per_checkout);
+    println!(
+        "  carts               {:>10}   ({} abandoned, {:.1} cart operations per checkout)",
+        s.carts, s.abandoned_carts, s.cart_operations_per_checkout
+    );
     println!("  orders placed       {:>10}", s.orders_placed);
     println!("  out of stock        {:>10}   checkouts rejected", s.checkouts_rejected_out_of_stock);
     println!("  payment failures    {:>10}", s.payment_failures);
@@ -537,19 +567,38 @@ fn print_summary(s: &DemoSummary) {
     println!("  returns             {:>10}", s.returns);
     println!(
         "  flash sale          {:>10}   shoppers raced for {} units of {} at {}: {} won, {} were told it sold out",
-        s.flash_sale.shoppers, s.flash_sale.units, s.flash_sale.sku, s.flash_sale.location, s.flash_sale.winners, s.flash_sale.rejected_out_of_stock
+        s.flash_sale.shoppers,
+        s.flash_sale.units,
+        s.flash_sale.sku,
+        s.flash_sale.location,
+        s.flash_sale.winners,
+        s.flash_sale.rejected_out_of_stock
     );
     println!("  oversold units      {:>10}   (folded from the whole log)", s.oversold_units);
     println!();
-    println!("Whole log: {} orders placed, {} completed, {} cancelled, {} expired", s.log.orders_placed, s.log.orders_completed, s.log.orders_cancelled, s.log.orders_expired);
+    println!(
+        "Whole log: {} orders placed, {} completed, {} cancelled, {} expired",
+        s.log.orders_placed, s.log.orders_completed, s.log.orders_cancelled, s.log.orders_expired
+    );
     for (currency, gross) in &s.log.gross_by_currency {
         let captured = s.log.captured_by_currency.get(currency).copied().unwrap_or(0);
         let refunded = s.log.refunded_by_currency.get(currency).copied().unwrap_or(0);
-        println!("  {currency}: placed {} | captured {} | refunded {}", money(*gross), money(captured), money(refunded));
+        println!(
+            "  {currency}: placed {} | captured {} | refunded {}",
+            money(*gross),
+            money(captured),
+            money(refunded)
+        );
     }
     println!();
     println!("Inventory (stock item: on hand / reserved / available)");
     for (stream, level) in &s.log.stock {
-        println!("  {:<34} {:>6} / {:>6} / {:>6}", stream.trim_start_matches("stock-"), level.on_hand, level.reserved, level.available);
+        println!(
+            "  {:<34} {:>6} / {:>6} / {:>6}",
+            stream.trim_start_matches("stock-"),
+            level.on_hand,
+            level.reserved,
+            level.available
+        );
     }
 }

@@ -42,14 +42,16 @@ pub fn open_store(database: &str) -> Result<Arc<SqliteStore>> {
     if database.is_empty() {
         bail!("--database: give a SQLite file path such as {DEFAULT_DATABASE}");
     }
-    let store = SqliteStore::open(PathBuf::from(database)).with_context(|| format!("cannot open the store '{database}'"))?;
+    let store =
+        SqliteStore::open(PathBuf::from(database)).with_context(|| format!("cannot open the store '{database}'"))?;
     Ok(Arc::new(store))
 }
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();

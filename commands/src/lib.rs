@@ -28,16 +28,39 @@ pub use service::{CommandService, ServiceConfig};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "target", rename_all = "snake_case")]
 pub enum Command {
-    Cart { cart_id: CartId, command: CartCommand },
-    Checkout { checkout: CheckoutCommand },
+    Cart {
+        cart_id: CartId,
+        command: CartCommand,
+    },
+    Checkout {
+        checkout: CheckoutCommand,
+    },
     /// Payment events, completion and return requests of one order.
-    Order { order_id: OrderId, command: OrderCommand },
-    CancelOrder { order_id: OrderId, reason: String },
-    ExpireOrder { order_id: OrderId },
-    ReceiveReturn { order_id: OrderId, return_id: ReturnId, lines: Vec<ReturnedLine> },
+    Order {
+        order_id: OrderId,
+        command: OrderCommand,
+    },
+    CancelOrder {
+        order_id: OrderId,
+        reason: String,
+    },
+    ExpireOrder {
+        order_id: OrderId,
+    },
+    ReceiveReturn {
+        order_id: OrderId,
+        return_id: ReturnId,
+        lines: Vec<ReturnedLine>,
+    },
     /// Receipts, adjustments, safety stock, incoming and backorder policy of one stock item.
-    Stock { stock: StockKey, command: StockCommand },
-    Shipment { shipment_id: ShipmentId, command: ShipmentCommand },
+    Stock {
+        stock: StockKey,
+        command: StockCommand,
+    },
+    Shipment {
+        shipment_id: ShipmentId,
+        command: ShipmentCommand,
+    },
 }
 
 /// A command with its idempotency key and its provenance.

@@ -20,10 +20,10 @@ pub const CACHE_STREAMS_MAX: usize = 20_000;
 
 #[derive(Clone)]
 pub(crate) enum AnyState {
-    Cart(CartState),
-    Order(OrderState),
-    Stock(StockState),
-    Shipment(ShipmentState),
+    Cart(Box<CartState>),
+    Order(Box<OrderState>),
+    Stock(Box<StockState>),
+    Shipment(Box<ShipmentState>),
 }
 
 /// A decider whose state can sit in the cache and whose events can be told apart.
@@ -40,11 +40,11 @@ macro_rules! loadable {
     ($decider:ident, $variant:ident) => {
         impl Loadable for $decider {
             fn wrap(state: Self::State) -> AnyState {
-                AnyState::$variant(state)
+                AnyState::$variant(Box::new(state))
             }
             fn unwrap(state: AnyState) -> Option<Self::State> {
                 match state {
-                    AnyState::$variant(s) => Some(s),
+                    AnyState::$variant(s) => Some(*s),
                     _ => None,
                 }
             }

@@ -109,7 +109,10 @@ impl CommandService {
             if decision.event_count() == 0 {
                 outcome.streams = appends
                     .iter()
-                    .map(|a| orderlog_store::StreamVersion { stream_id: a.stream_id.clone(), version: reads[&a.stream_id] })
+                    .map(|a| orderlog_store::StreamVersion {
+                        stream_id: a.stream_id.clone(),
+                        version: reads[&a.stream_id],
+                    })
                     .collect();
                 return Ok(outcome);
             }
@@ -151,10 +154,8 @@ impl CommandService {
             let v = streams.entry(&e.stream_id).or_default();
             *v = (*v).max(e.version);
         }
-        let order_id = events
-            .iter()
-            .find_map(|e| e.stream_id.strip_prefix("order-"))
-            .and_then(|id| OrderId::parse(id).ok());
+        let order_id =
+            events.iter().find_map(|e| e.stream_id.strip_prefix("order-")).and_then(|id| OrderId::parse(id).ok());
         Ok(Some(CommandOutcome {
             command_id: envelope.command_id.clone(),
             events_appended: events.len() as u32,
@@ -169,7 +170,13 @@ impl CommandService {
         }))
     }
 
-    fn appends(&self, envelope: &CommandEnvelope, command_hash: &str, decision: &Decision, reads: &Reads) -> Vec<StreamAppend> {
+    fn appends(
+        &self,
+        envelope: &CommandEnvelope,
+        command_hash: &str,
+        decision: &Decision,
+        reads: &Reads,
+    ) -> Vec<StreamAppend> {
         let now = self.clock.now();
         let metadata = Metadata {
             actor: envelope.actor.clone(),
@@ -240,7 +247,10 @@ impl CommandService {
                 decide_receive_return(order_id, return_id, lines, &order, &stocks)?
             }
             Command::Stock { stock, command } => {
-                if matches!(command, StockCommand::Reserve { .. } | StockCommand::Release { .. } | StockCommand::Commit { .. }) {
+                if matches!(
+                    command,
+                    StockCommand::Reserve { .. } | StockCommand::Release { .. } | StockCommand::Commit { .. }
+                ) {
                     return Err(CommandError::Invalid(
                         "stock: reservations are made by checkout, released by cancelling or expiring the order, and committed by shipping".into(),
                     ));
@@ -259,7 +269,12 @@ impl CommandService {
                     _ => shipment.order_id.clone(),
                 };
                 let order = match (&order_id, command) {
-                    (Some(id), ShipmentCommand::Create { .. } | ShipmentCommand::Ship { .. } | ShipmentCommand::RecordCarrierEvent { .. }) => {
+                    (
+                        Some(id),
+                        ShipmentCommand::Create { .. }
+                        | ShipmentCommand::Ship { .. }
+                        | ShipmentCommand::RecordCarrierEvent { .. },
+                    ) => {
                         let os = stream::order(id);
                         let (order, v) = self.cache.load::<Order>(&*self.store, &os).await?;
                         reads.insert(os, v);
@@ -268,10 +283,13 @@ impl CommandService {
                     _ => None,
                 };
                 match (command, order) {
-                    (ShipmentCommand::Create { .. }, Some(order)) => decide_create_shipment(shipment_id, command, &shipment, &order)?,
+                    (ShipmentCommand::Create { .. }, Some(order)) => {
+                        decide_create_shipment(shipment_id, command, &shipment, &order)?
+                    }
                     (ShipmentCommand::Ship { .. }, Some(order)) => {
                         let location = shipment.location.clone().expect("a created shipment has a location");
-                        let keys = shipment.lines.iter().map(|l| StockKey::new(l.sku.clone(), location.clone())).collect();
+                        let keys =
+                            shipment.lines.iter().map(|l| StockKey::new(l.sku.clone(), location.clone())).collect();
                         let stocks = self.load_stocks(keys, &mut reads).await?;
                         decide_ship(shipment_id, command, &shipment, &order, &stocks)?
                     }
@@ -289,7 +307,12 @@ impl CommandService {
         Ok((decision, reads))
     }
 
-    async fn end_order(&self, order_id: &OrderId, command: &OrderCommand, reads: &mut Reads) -> Result<Decision, CommandError> {
+    async fn end_order(
+        &self,
+        order_id: &OrderId,
+        command: &OrderCommand,
+        reads: &mut Reads,
+    ) -> Result<Decision, CommandError> {
         let s = stream::order(order_id);
         let (order, v) = self.cache.load::<Order>(&*self.store, &s).await?;
         reads.insert(s, v);
@@ -300,7 +323,11 @@ impl CommandService {
         Ok(decide_end_order(order_id, command, &order, &stocks)?)
     }
 
-    async fn load_stocks(&self, keys: Vec<StockKey>, reads: &mut Reads) -> Result<BTreeMap<StockKey, StockState>, CommandError> {
+    async fn load_stocks(
+        &self,
+        keys: Vec<StockKey>,
+        reads: &mut Reads,
+    ) -> Result<BTreeMap<StockKey, StockState>, CommandError> {
         let mut stocks = BTreeMap::new();
         for key in keys {
             let s = stream::stock(&key);
@@ -320,7 +347,9 @@ fn order_route(command: &OrderCommand) -> Option<&'static str> {
         OrderCommand::RecordDelivered { .. } => Some("order: lines are delivered by a shipment's carrier events"),
         OrderCommand::Cancel { .. } => Some("order: cancel with the cancel-order command, which also releases stock"),
         OrderCommand::Expire {} => Some("order: expire with the expire-order command, which also releases stock"),
-        OrderCommand::ReceiveReturn { .. } => Some("order: receive returns with the receive-return command, which also restocks"),
+        OrderCommand::ReceiveReturn { .. } => {
+            Some("order: receive returns with the receive-return command, which also restocks")
+        }
         _ => None,
     }
 }

@@ -106,15 +106,24 @@ impl Shop {
         let events = self.store.read_stream(&format!("stock-{s}@berlin"), 1, 10_000).await.unwrap();
         let decoded: Vec<_> = events
             .iter()
-            .map(|e| match orderlog_domain::codec::DomainEvent::decode(&e.event_type, e.schema_version, &e.payload).unwrap() {
-                orderlog_domain::codec::DomainEvent::Stock(s) => s,
-                other => panic!("not a stock event: {other:?}"),
+            .map(|e| {
+                match orderlog_domain::codec::DomainEvent::decode(&e.event_type, e.schema_version, &e.payload).unwrap()
+                {
+                    orderlog_domain::codec::DomainEvent::Stock(s) => s,
+                    other => panic!("not a stock event: {other:?}"),
+                }
             })
             .collect();
         <orderlog_domain::stock::Stock as orderlog_domain::Decider>::fold(&decoded)
     }
 
-    async fn authorize(&self, order: &str, amount: i64, provider_event: &str, command_id: &str) -> Result<CommandOutcome, CommandError> {
+    async fn authorize(
+        &self,
+        order: &str,
+        amount: i64,
+        provider_event: &str,
+        command_id: &str,
+    ) -> Result<CommandOutcome, CommandError> {
         let cmd = Command::Order {
             order_id: OrderId::parse(order).unwrap(),
             command: OrderCommand::AuthorizePayment {
@@ -326,7 +335,9 @@ async fn cancelling_or_expiring_releases_every_reservation() {
     assert_eq!(shop.stock("tea").await.reserved, 0);
     assert_eq!(shop.stock("mug").await.available(), 5);
     let missing = Command::CancelOrder { order_id: OrderId::parse("nope").unwrap(), reason: "x".into() };
-    assert!(matches!(shop.run("cancel-nope", missing).await, Err(CommandError::Rejected(r)) if r.kind == RejectionKind::NotFound));
+    assert!(
+        matches!(shop.run("cancel-nope", missing).await, Err(CommandError::Rejected(r)) if r.kind == RejectionKind::NotFound)
+    );
 }
 
 #[tokio::test]
@@ -386,7 +397,12 @@ async fn an_event_this_build_cannot_read_is_named_not_skipped() {
                 event_type: "CartTeleported".into(),
                 schema_version: 1,
                 payload: "{}".into(),
-                metadata: Metadata { actor: "x".into(), command_id: "x".into(), correlation_id: "x".into(), ..Metadata::default() },
+                metadata: Metadata {
+                    actor: "x".into(),
+                    command_id: "x".into(),
+                    correlation_id: "x".into(),
+                    ..Metadata::default()
+                },
                 recorded_at: Utc::now(),
             }],
         }])

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{check_quantity, CustomerId, Decider, Money, OrderId, Rejection, Sku, Currency};
+use crate::{check_quantity, Currency, CustomerId, Decider, Money, OrderId, Rejection, Sku};
 
 /// Most distinct lines one cart may hold.
 pub const CART_LINES_MAX: usize = 100;
@@ -47,9 +47,7 @@ impl Address {
         }
         if let Some(line2) = &self.line2 {
             if line2.len() > TEXT_BYTES_MAX {
-                return Err(Rejection::invalid(format!(
-                    "address.line2: longer than {TEXT_BYTES_MAX} bytes"
-                )));
+                return Err(Rejection::invalid(format!("address.line2: longer than {TEXT_BYTES_MAX} bytes")));
             }
         }
         if self.country.len() != 2 || !self.country.chars().all(|c| c.is_ascii_uppercase()) {
@@ -80,7 +78,12 @@ pub fn check_email(field: &str, email: &str) -> Result<(), Rejection> {
         return Err(bad());
     }
     let (local, domain) = email.split_once('@').ok_or_else(bad)?;
-    if local.is_empty() || domain.contains('@') || !domain.contains('.') || domain.starts_with('.') || domain.ends_with('.') {
+    if local.is_empty()
+        || domain.contains('@')
+        || !domain.contains('.')
+        || domain.starts_with('.')
+        || domain.ends_with('.')
+    {
         return Err(bad());
     }
     Ok(())
@@ -123,7 +126,9 @@ pub enum CartStatus {
     #[default]
     NotCreated,
     Open,
-    CheckedOut { order_id: OrderId },
+    CheckedOut {
+        order_id: OrderId,
+    },
     Expired,
 }
 
@@ -150,9 +155,7 @@ pub struct CartTotals {
 impl CartState {
     /// Subtotal, discount (capped at the subtotal, so totals never go negative) and shipping.
     pub fn totals(&self) -> Result<CartTotals, Rejection> {
-        let currency = self
-            .currency
-            .ok_or_else(|| Rejection::not_found("cart: does not exist"))?;
+        let currency = self.currency.ok_or_else(|| Rejection::not_found("cart: does not exist"))?;
         let mut subtotal = Money::zero(currency);
         for line in self.lines.values() {
             subtotal = subtotal.checked_add(line.unit_price.checked_mul(line.quantity)?)?;
@@ -166,10 +169,7 @@ impl CartState {
                 Money::new(amount.amount.min(subtotal.amount), currency)
             }
         };
-        let shipping = self
-            .shipping_method
-            .as_ref()
-            .map_or(Money::zero(currency), |m| m.price);
+        let shipping = self.shipping_method.as_ref().map_or(Money::zero(currency), |m| m.price);
         Ok(CartTotals { subtotal, discount, shipping })
     }
 
@@ -240,9 +240,7 @@ impl Decider for Cart {
             }
             match customer {
                 Customer::Guest { email } => check_email("customer.email", email)?,
-                Customer::Registered { email: Some(email), .. } => {
-                    check_email("customer.email", email)?
-                }
+                Customer::Registered { email: Some(email), .. } => check_email("customer.email", email)?,
                 Customer::Registered { email: None, .. } => {}
             }
             return Ok(vec![E::CartCreated { currency: *currency, customer: customer.clone() }]);
@@ -255,9 +253,7 @@ impl Decider for Cart {
                 check_price(currency, *unit_price, "unit_price")?;
                 let existing = state.lines.get(sku).map_or(0, |l| l.quantity);
                 if existing == 0 && state.lines.len() >= CART_LINES_MAX {
-                    return Err(Rejection::conflict(format!(
-                        "cart: already holds {CART_LINES_MAX} lines"
-                    )));
+                    return Err(Rejection::conflict(format!("cart: already holds {CART_LINES_MAX} lines")));
                 }
                 check_line_quantity(existing.saturating_add(*quantity))?;
                 E::ItemAdded { sku: sku.clone(), quantity: *quantity, unit_price: *unit_price }
@@ -280,9 +276,7 @@ impl Decider for Cart {
                 match &discount.kind {
                     DiscountKind::Percentage { basis_points } => {
                         if *basis_points == 0 || *basis_points > 10_000 {
-                            return Err(Rejection::invalid(
-                                "discount.basis_points: must be between 1 and 10000",
-                            ));
+                            return Err(Rejection::invalid("discount.basis_points: must be between 1 and 10000"));
                         }
                     }
                     DiscountKind::Fixed { amount } => {
@@ -349,9 +343,7 @@ impl Decider for Cart {
             E::ContactSet { email } => state.contact_email = Some(email.clone()),
             E::ShippingAddressSet { address } => state.shipping_address = Some(address.clone()),
             E::ShippingMethodSelected { method } => state.shipping_method = Some(method.clone()),
-            E::CartCheckedOut { order_id } => {
-                state.status = CartStatus::CheckedOut { order_id: order_id.clone() }
-            }
+            E::CartCheckedOut { order_id } => state.status = CartStatus::CheckedOut { order_id: order_id.clone() },
             E::CartExpired {} => state.status = CartStatus::Expired,
         }
         state
@@ -397,10 +389,7 @@ mod tests {
         Sku::parse(s).unwrap()
     }
     fn created() -> CartEvent {
-        CartEvent::CartCreated {
-            currency: eur(),
-            customer: Customer::Guest { email: "ann@example.com".into() },
-        }
+        CartEvent::CartCreated { currency: eur(), customer: Customer::Guest { email: "ann@example.com".into() } }
     }
     fn added(s: &str, q: u32, price: i64) -> CartEvent {
         CartEvent::ItemAdded { sku: sku(s), quantity: q, unit_price: Money::new(price, eur()) }
@@ -408,19 +397,14 @@ mod tests {
 
     #[test]
     fn create_a_guest_cart() {
-        let cmd = CartCommand::Create {
-            currency: eur(),
-            customer: Customer::Guest { email: "ann@example.com".into() },
-        };
+        let cmd =
+            CartCommand::Create { currency: eur(), customer: Customer::Guest { email: "ann@example.com".into() } };
         assert_eq!(given_when::<Cart>(&[], &cmd).unwrap(), vec![created()]);
     }
 
     #[test]
     fn a_guest_needs_an_email() {
-        let cmd = CartCommand::Create {
-            currency: eur(),
-            customer: Customer::Guest { email: "not-an-email".into() },
-        };
+        let cmd = CartCommand::Create { currency: eur(), customer: Customer::Guest { email: "not-an-email".into() } };
         let err = given_when::<Cart>(&[], &cmd).unwrap_err();
         assert_eq!(err.kind, RejectionKind::Invalid);
         assert!(err.reason.contains("customer.email"), "{}", err.reason);
@@ -428,10 +412,8 @@ mod tests {
 
     #[test]
     fn creating_twice_is_refused() {
-        let cmd = CartCommand::Create {
-            currency: eur(),
-            customer: Customer::Guest { email: "ann@example.com".into() },
-        };
+        let cmd =
+            CartCommand::Create { currency: eur(), customer: Customer::Guest { email: "ann@example.com".into() } };
         assert_eq!(given_when::<Cart>(&[created()], &cmd).unwrap_err().kind, RejectionKind::Conflict);
     }
 
@@ -461,7 +443,8 @@ mod tests {
         assert!(given_when::<Cart>(&[created()], &usd).unwrap_err().reason.contains("USD"));
         let negative = CartCommand::AddItem { sku: sku("mug"), quantity: 1, unit_price: Money::new(-1, eur()) };
         assert!(given_when::<Cart>(&[created()], &negative).unwrap_err().reason.contains("negative"));
-        let huge = CartCommand::AddItem { sku: sku("mug"), quantity: LINE_QUANTITY_MAX + 1, unit_price: Money::new(1, eur()) };
+        let huge =
+            CartCommand::AddItem { sku: sku("mug"), quantity: LINE_QUANTITY_MAX + 1, unit_price: Money::new(1, eur()) };
         assert!(given_when::<Cart>(&[created()], &huge).is_err());
     }
 
@@ -485,15 +468,8 @@ mod tests {
 
     #[test]
     fn discounts_never_make_totals_negative() {
-        let fixed = Discount {
-            code: "BIG".into(),
-            kind: DiscountKind::Fixed { amount: Money::new(5_000, eur()) },
-        };
-        let state = Cart::fold(&[
-            created(),
-            added("mug", 1, 900),
-            CartEvent::DiscountApplied { discount: fixed },
-        ]);
+        let fixed = Discount { code: "BIG".into(), kind: DiscountKind::Fixed { amount: Money::new(5_000, eur()) } };
+        let state = Cart::fold(&[created(), added("mug", 1, 900), CartEvent::DiscountApplied { discount: fixed }]);
         let totals = state.totals().unwrap();
         assert_eq!(totals.discount.amount, 900);
         assert_eq!(totals.subtotal.amount - totals.discount.amount, 0);

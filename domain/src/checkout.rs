@@ -86,10 +86,7 @@ pub fn decide_checkout(
     if cart.lines.is_empty() {
         return Err(Rejection::invalid("cart: has no lines to check out"));
     }
-    let email = cart
-        .email()
-        .ok_or_else(|| Rejection::invalid("email: the cart has no contact email"))?
-        .to_string();
+    let email = cart.email().ok_or_else(|| Rejection::invalid("email: the cart has no contact email"))?.to_string();
     let shipping_address = cart
         .shipping_address
         .clone()
@@ -99,10 +96,7 @@ pub fn decide_checkout(
         .clone()
         .ok_or_else(|| Rejection::invalid("shipping_method: the cart has no shipping method"))?;
     if command.tax_rate_bps > TAX_RATE_BPS_MAX {
-        return Err(Rejection::invalid(format!(
-            "tax_rate_bps: {} exceeds {TAX_RATE_BPS_MAX}",
-            command.tax_rate_bps
-        )));
+        return Err(Rejection::invalid(format!("tax_rate_bps: {} exceeds {TAX_RATE_BPS_MAX}", command.tax_rate_bps)));
     }
     let totals = cart.totals()?;
     let taxable = totals.subtotal.checked_sub(totals.discount)?.checked_add(totals.shipping)?;
@@ -161,7 +155,7 @@ pub fn decide_checkout(
         shipping_address,
         shipping_method,
     };
-    let order_events = Order::decide(&OrderCommand::Place { order: placed }, order)?;
+    let order_events = Order::decide(&OrderCommand::Place { order: Box::new(placed) }, order)?;
     let cart_events = vec![CartEvent::CartCheckedOut { order_id: command.order_id.clone() }];
     debug_assert_eq!(
         Cart::evolve(cart.clone(), &cart_events[0]).status,
@@ -209,7 +203,9 @@ mod tests {
                 country: "DE".into(),
             },
         });
-        run(CartCommand::SelectShippingMethod { method: ShippingMethod { id: "dhl".into(), price: Money::new(500, eur()) } });
+        run(CartCommand::SelectShippingMethod {
+            method: ShippingMethod { id: "dhl".into(), price: Money::new(500, eur()) },
+        });
         state
     }
     fn stock_of(units: u32) -> StockState {
@@ -271,10 +267,16 @@ mod tests {
     fn checkout_needs_lines_address_and_method() {
         let stocks = BTreeMap::new();
         let mut cart = ready_cart(&[]);
-        assert!(decide_checkout(&command(), &cart, &OrderState::default(), &stocks).unwrap_err().reason.contains("no lines"));
+        assert!(decide_checkout(&command(), &cart, &OrderState::default(), &stocks)
+            .unwrap_err()
+            .reason
+            .contains("no lines"));
         cart = ready_cart(&[("mug", 1, 1)]);
         cart.shipping_address = None;
-        assert!(decide_checkout(&command(), &cart, &OrderState::default(), &stocks).unwrap_err().reason.contains("shipping_address"));
+        assert!(decide_checkout(&command(), &cart, &OrderState::default(), &stocks)
+            .unwrap_err()
+            .reason
+            .contains("shipping_address"));
         assert_eq!(
             decide_checkout(&command(), &CartState::default(), &OrderState::default(), &stocks).unwrap_err().kind,
             RejectionKind::NotFound

@@ -97,22 +97,62 @@ macro_rules! event_types {
     };
 }
 
-event_types!(CartEvent, Cart, [
-    CartCreated, ItemAdded, ItemQuantityChanged, ItemRemoved, DiscountApplied, DiscountRemoved,
-    ContactSet, ShippingAddressSet, ShippingMethodSelected, CartCheckedOut, CartExpired,
-]);
-event_types!(OrderEvent, Order, [
-    OrderPlaced, PaymentAuthorized, OrderConfirmed, PaymentCaptured, PaymentVoided,
-    PaymentRefunded, PaymentFailed, LinesShipped, LinesDelivered, OrderCompleted,
-    OrderCancelled, OrderExpired, ReturnRequested, ReturnReceived,
-]);
-event_types!(StockEvent, Stock, [
-    StockReceived, StockAdjusted, StockReserved, ReservationReleased, StockCommitted,
-    SafetyStockSet, IncomingExpected, BackordersSet,
-]);
-event_types!(ShipmentEvent, Shipment, [
-    ShipmentCreated, ShipmentPacked, ShipmentShipped, CarrierEventRecorded, ShipmentCancelled,
-]);
+event_types!(
+    CartEvent,
+    Cart,
+    [
+        CartCreated,
+        ItemAdded,
+        ItemQuantityChanged,
+        ItemRemoved,
+        DiscountApplied,
+        DiscountRemoved,
+        ContactSet,
+        ShippingAddressSet,
+        ShippingMethodSelected,
+        CartCheckedOut,
+        CartExpired,
+    ]
+);
+event_types!(
+    OrderEvent,
+    Order,
+    [
+        OrderPlaced,
+        PaymentAuthorized,
+        OrderConfirmed,
+        PaymentCaptured,
+        PaymentVoided,
+        PaymentRefunded,
+        PaymentFailed,
+        LinesShipped,
+        LinesDelivered,
+        OrderCompleted,
+        OrderCancelled,
+        OrderExpired,
+        ReturnRequested,
+        ReturnReceived,
+    ]
+);
+event_types!(
+    StockEvent,
+    Stock,
+    [
+        StockReceived,
+        StockAdjusted,
+        StockReserved,
+        ReservationReleased,
+        StockCommitted,
+        SafetyStockSet,
+        IncomingExpected,
+        BackordersSet,
+    ]
+);
+event_types!(
+    ShipmentEvent,
+    Shipment,
+    [ShipmentCreated, ShipmentPacked, ShipmentShipped, CarrierEventRecorded, ShipmentCancelled,]
+);
 
 impl DomainEvent {
     pub fn event_type(&self) -> &'static str {
@@ -177,10 +217,8 @@ impl DomainEvent {
         if schema_version < SCHEMA_VERSION || schema_version == 0 {
             return Err(DecodeError::OlderSchema { event_type: event_type.to_string(), found: schema_version });
         }
-        let payload_err = |e: serde_json::Error| DecodeError::Payload {
-            event_type: event_type.to_string(),
-            detail: e.to_string(),
-        };
+        let payload_err =
+            |e: serde_json::Error| DecodeError::Payload { event_type: event_type.to_string(), detail: e.to_string() };
         let value: serde_json::Value = serde_json::from_str(payload).map_err(payload_err)?;
         let tagged = serde_json::Value::Object(serde_json::Map::from_iter([(event_type.to_string(), value)]));
         Ok(match kind {
@@ -198,7 +236,8 @@ mod tests {
 
     #[test]
     fn type_names_are_unique_across_aggregates() {
-        let mut all: Vec<&str> = [CartEvent::TYPES, OrderEvent::TYPES, StockEvent::TYPES, ShipmentEvent::TYPES].concat();
+        let mut all: Vec<&str> =
+            [CartEvent::TYPES, OrderEvent::TYPES, StockEvent::TYPES, ShipmentEvent::TYPES].concat();
         let count = all.len();
         all.sort_unstable();
         all.dedup();

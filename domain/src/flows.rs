@@ -13,12 +13,7 @@ use crate::{stream, Decider, OrderId, Rejection, ReturnId, ShipmentId, StockKey}
 
 /// The stock items an order's lines reserved.
 pub fn order_stock_keys(order: &OrderState) -> Vec<StockKey> {
-    order
-        .placed
-        .iter()
-        .flat_map(|p| &p.lines)
-        .map(|l| StockKey::new(l.sku.clone(), l.location.clone()))
-        .collect()
+    order.placed.iter().flat_map(|p| &p.lines).map(|l| StockKey::new(l.sku.clone(), l.location.clone())).collect()
 }
 
 fn stock<'a>(stocks: &'a BTreeMap<StockKey, StockState>, key: &StockKey) -> Result<&'a StockState, Rejection> {
@@ -55,10 +50,8 @@ pub fn decide_create_shipment(
     let ShipmentCommand::Create { order_id, location, lines } = command else {
         return Err(Rejection::invalid("expected a create-shipment command"));
     };
-    let placed = order
-        .placed
-        .as_ref()
-        .ok_or_else(|| Rejection::not_found(format!("order {order_id}: does not exist")))?;
+    let placed =
+        order.placed.as_ref().ok_or_else(|| Rejection::not_found(format!("order {order_id}: does not exist")))?;
     if order.status < OrderStatus::Confirmed || order.status.is_terminal() {
         return Err(Rejection::conflict(format!(
             "order {order_id}: is {:?}; only a confirmed order can be shipped",
@@ -170,10 +163,8 @@ pub fn decide_receive_return(
 
 /// The stock items that restocked return lines go back to.
 pub fn return_stock_keys(order: &OrderState, lines: &[ReturnedLine]) -> Vec<StockKey> {
-    let mut keys: Vec<StockKey> = order_stock_keys(order)
-        .into_iter()
-        .filter(|k| lines.iter().any(|l| l.restock && l.sku == k.sku))
-        .collect();
+    let mut keys: Vec<StockKey> =
+        order_stock_keys(order).into_iter().filter(|k| lines.iter().any(|l| l.restock && l.sku == k.sku)).collect();
     keys.dedup();
     keys
 }
@@ -199,7 +190,7 @@ mod tests {
     }
     fn confirmed_order() -> OrderState {
         Order::fold(&[
-            OrderEvent::OrderPlaced { order: placed_order(2_000) },
+            OrderEvent::OrderPlaced { order: Box::new(placed_order(2_000)) },
             OrderEvent::PaymentAuthorized {
                 amount: Money::new(2_000, eur()),
                 provider_ref: "pi".into(),
@@ -241,11 +232,13 @@ mod tests {
         };
         let ok = decide_create_shipment(&sid(), &create("berlin", 2), &ShipmentState::default(), &confirmed_order());
         assert_eq!(ok.unwrap().event_count(), 1);
-        let wrong_place = decide_create_shipment(&sid(), &create("paris", 2), &ShipmentState::default(), &confirmed_order());
+        let wrong_place =
+            decide_create_shipment(&sid(), &create("paris", 2), &ShipmentState::default(), &confirmed_order());
         assert!(wrong_place.unwrap_err().reason.contains("supplied from berlin"));
-        let too_many = decide_create_shipment(&sid(), &create("berlin", 3), &ShipmentState::default(), &confirmed_order());
+        let too_many =
+            decide_create_shipment(&sid(), &create("berlin", 3), &ShipmentState::default(), &confirmed_order());
         assert!(too_many.is_err());
-        let unpaid = Order::fold(&[OrderEvent::OrderPlaced { order: placed_order(2_000) }]);
+        let unpaid = Order::fold(&[OrderEvent::OrderPlaced { order: Box::new(placed_order(2_000)) }]);
         assert!(decide_create_shipment(&sid(), &create("berlin", 2), &ShipmentState::default(), &unpaid).is_err());
     }
 
@@ -268,7 +261,10 @@ mod tests {
             }
         }
         assert_eq!(order.status, OrderStatus::Shipped);
-        let shipped = Shipment::evolve(shipment, &ShipmentEvent::ShipmentShipped { carrier: "DHL".into(), tracking_number: "T1".into() });
+        let shipped = Shipment::evolve(
+            shipment,
+            &ShipmentEvent::ShipmentShipped { carrier: "DHL".into(), tracking_number: "T1".into() },
+        );
         let delivered = ShipmentCommand::RecordCarrierEvent {
             event_id: "c1".into(),
             kind: CarrierEventKind::Delivered,

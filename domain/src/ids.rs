@@ -14,14 +14,9 @@ fn check_id(kind: &str, value: &str) -> Result<(), Rejection> {
         return Err(Rejection::invalid(format!("{kind}: must not be empty")));
     }
     if value.len() > ID_BYTES_MAX {
-        return Err(Rejection::invalid(format!(
-            "{kind}: longer than {ID_BYTES_MAX} bytes"
-        )));
+        return Err(Rejection::invalid(format!("{kind}: longer than {ID_BYTES_MAX} bytes")));
     }
-    if let Some(c) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
-    {
+    if let Some(c) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))) {
         return Err(Rejection::invalid(format!(
             "{kind}: '{value}' contains '{c}'; use letters, digits, '-', '_', '.' or ':'"
         )));

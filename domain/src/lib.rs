@@ -101,11 +101,7 @@ pub struct Shortage {
 
 impl fmt::Display for Shortage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} at {}: {} requested, {} available",
-            self.sku, self.location, self.requested, self.available
-        )
+        write!(f, "{} at {}: {} requested, {} available", self.sku, self.location, self.requested, self.available)
     }
 }
 
@@ -119,9 +115,6 @@ pub fn check_quantity(field: &str, quantity: u32) -> Result<(), Rejection> {
 
 /// Given/when/then for deciders, used by every aggregate's tests.
 #[cfg(test)]
-pub(crate) fn given_when<D: Decider>(
-    given: &[D::Event],
-    when: &D::Command,
-) -> Result<Vec<D::Event>, Rejection> {
+pub(crate) fn given_when<D: Decider>(given: &[D::Event], when: &D::Command) -> Result<Vec<D::Event>, Rejection> {
     D::decide(when, &D::fold(given))
 }

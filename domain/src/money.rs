@@ -15,13 +15,10 @@ impl Currency {
     /// Parses a three-letter ISO-4217 code ("EUR"). Unknown codes and codes without a
     /// minor unit (gold, SDR, …) are refused.
     pub fn parse(code: &str) -> Result<Currency, Rejection> {
-        let currency = iso_currency::Currency::from_code(code).ok_or_else(|| {
-            Rejection::invalid(format!("currency: '{code}' is not an ISO-4217 currency code"))
-        })?;
+        let currency = iso_currency::Currency::from_code(code)
+            .ok_or_else(|| Rejection::invalid(format!("currency: '{code}' is not an ISO-4217 currency code")))?;
         if currency.exponent().is_none() {
-            return Err(Rejection::invalid(format!(
-                "currency: '{code}' has no minor unit and cannot price goods"
-            )));
+            return Err(Rejection::invalid(format!("currency: '{code}' has no minor unit and cannot price goods")));
         }
         Ok(Currency(currency))
     }
@@ -117,8 +114,7 @@ impl Money {
     pub fn share_bps(self, basis_points: u32) -> Result<Money, Rejection> {
         let product = i128::from(self.amount) * i128::from(basis_points);
         let rounded = (product + 5_000 * product.signum()) / 10_000;
-        let amount = i64::try_from(rounded)
-            .map_err(|_| Rejection::invalid("amount: share overflows".to_string()))?;
+        let amount = i64::try_from(rounded).map_err(|_| Rejection::invalid("amount: share overflows".to_string()))?;
         Ok(Money::new(amount, self.currency))
     }
 

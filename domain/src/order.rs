@@ -146,27 +146,59 @@ impl OrderState {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum OrderCommand {
     /// Only through checkout, which builds `order` from the cart.
-    Place { order: PlacedOrder },
-    AuthorizePayment { amount: Money, provider_ref: String, provider_event_id: String },
-    CapturePayment { amount: Money, provider_event_id: String },
-    VoidPayment { provider_event_id: String },
-    RefundPayment { amount: Money, provider_event_id: String },
-    RecordPaymentFailure { reason: String, provider_event_id: String },
+    Place {
+        order: Box<PlacedOrder>,
+    },
+    AuthorizePayment {
+        amount: Money,
+        provider_ref: String,
+        provider_event_id: String,
+    },
+    CapturePayment {
+        amount: Money,
+        provider_event_id: String,
+    },
+    VoidPayment {
+        provider_event_id: String,
+    },
+    RefundPayment {
+        amount: Money,
+        provider_event_id: String,
+    },
+    RecordPaymentFailure {
+        reason: String,
+        provider_event_id: String,
+    },
     /// Only through shipping a shipment, which also commits the stock.
-    RecordShipped { shipment_id: ShipmentId, lines: Vec<LineQuantity> },
-    RecordDelivered { shipment_id: ShipmentId, lines: Vec<LineQuantity> },
+    RecordShipped {
+        shipment_id: ShipmentId,
+        lines: Vec<LineQuantity>,
+    },
+    RecordDelivered {
+        shipment_id: ShipmentId,
+        lines: Vec<LineQuantity>,
+    },
     Complete {},
     /// Through the cancel flow, which also releases every reservation.
-    Cancel { reason: String },
+    Cancel {
+        reason: String,
+    },
     /// Through the expire flow, which also releases every reservation.
     Expire {},
-    RequestReturn { return_id: ReturnId, lines: Vec<LineQuantity>, reason: String },
-    ReceiveReturn { return_id: ReturnId, lines: Vec<ReturnedLine> },
+    RequestReturn {
+        return_id: ReturnId,
+        lines: Vec<LineQuantity>,
+        reason: String,
+    },
+    ReceiveReturn {
+        return_id: ReturnId,
+        lines: Vec<ReturnedLine>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderEvent {
-    OrderPlaced { order: PlacedOrder },
+    OrderPlaced { order: Box<PlacedOrder> },
     PaymentAuthorized { amount: Money, provider_ref: String, provider_event_id: String },
     OrderConfirmed {},
     PaymentCaptured { amount: Money, provider_event_id: String },
@@ -253,9 +285,7 @@ impl Decider for Order {
                     return Err(Rejection::conflict("payment: nothing authorized to void"));
                 }
                 if p.captured > 0 {
-                    return Err(Rejection::conflict(
-                        "payment: already captured; refund instead of voiding",
-                    ));
+                    return Err(Rejection::conflict("payment: already captured; refund instead of voiding"));
                 }
                 vec![E::PaymentVoided { provider_event_id: provider_event_id.clone() }]
             }
@@ -291,9 +321,7 @@ impl Decider for Order {
                     return Ok(vec![]);
                 }
                 if !state.shipped.contains(shipment_id) {
-                    return Err(Rejection::conflict(format!(
-                        "shipment {shipment_id}: has not shipped for this order"
-                    )));
+                    return Err(Rejection::conflict(format!("shipment {shipment_id}: has not shipped for this order")));
                 }
                 check_lines(state, lines, |l| l.shipped - l.delivered, "shipped and not yet delivered")?;
                 vec![E::LinesDelivered { shipment_id: shipment_id.clone(), lines: lines.clone() }]
@@ -309,9 +337,7 @@ impl Decider for Order {
             }
             C::Cancel { reason } => {
                 check_text("reason", reason)?;
-                if !matches!(state.status, OrderStatus::Placed | OrderStatus::Confirmed)
-                    || !state.nothing_shipped()
-                {
+                if !matches!(state.status, OrderStatus::Placed | OrderStatus::Confirmed) || !state.nothing_shipped() {
                     return Err(Rejection::conflict(format!(
                         "order: is {:?}; only an order with nothing shipped can be cancelled",
                         state.status
@@ -337,9 +363,10 @@ impl Decider for Order {
                 vec![E::ReturnRequested { return_id: return_id.clone(), lines: lines.clone(), reason: reason.clone() }]
             }
             C::ReceiveReturn { return_id, lines } => {
-                let ret = state.returns.get(return_id).ok_or_else(|| {
-                    Rejection::not_found(format!("return {return_id}: was never requested"))
-                })?;
+                let ret = state
+                    .returns
+                    .get(return_id)
+                    .ok_or_else(|| Rejection::not_found(format!("return {return_id}: was never requested")))?;
                 if ret.received {
                     return Err(Rejection::conflict(format!("return {return_id}: already received")));
                 }
@@ -373,7 +400,7 @@ impl Decider for Order {
                 for line in &order.lines {
                     state.lines.entry(line.sku.clone()).or_default().ordered += line.quantity;
                 }
-                state.placed = Some(order.clone());
+                state.placed = Some(order.as_ref().clone());
             }
             E::PaymentAuthorized { amount, provider_ref, provider_event_id } => {
                 state.payment.authorized = amount.amount;
@@ -491,9 +518,7 @@ fn check_lines(
             .ok_or_else(|| Rejection::not_found(format!("lines: the order has no line for {sku}")))?;
         let room = room(progress);
         if quantity > room {
-            return Err(Rejection::conflict(format!(
-                "lines: {quantity} of {sku} exceeds the {room} {what}"
-            )));
+            return Err(Rejection::conflict(format!("lines: {quantity} of {sku} exceeds the {room} {what}")));
         }
     }
     Ok(())
@@ -541,7 +566,7 @@ pub(crate) mod tests {
         }
     }
     fn placed() -> OrderEvent {
-        OrderEvent::OrderPlaced { order: placed_order(2_000) }
+        OrderEvent::OrderPlaced { order: Box::new(placed_order(2_000)) }
     }
     fn authorized() -> Vec<OrderEvent> {
         vec![
@@ -560,7 +585,7 @@ pub(crate) mod tests {
 
     #[test]
     fn place_once() {
-        let cmd = OrderCommand::Place { order: placed_order(2_000) };
+        let cmd = OrderCommand::Place { order: Box::new(placed_order(2_000)) };
         assert_eq!(given_when::<Order>(&[], &cmd).unwrap(), vec![placed()]);
         assert_eq!(given_when::<Order>(&[placed()], &cmd).unwrap_err().kind, RejectionKind::Conflict);
     }
@@ -573,7 +598,10 @@ pub(crate) mod tests {
             provider_event_id: "evt_1".into(),
         };
         assert_eq!(given_when::<Order>(&[placed()], &cmd).unwrap(), authorized()[1..].to_vec());
-        assert!(given_when::<Order>(&authorized(), &cmd).unwrap().is_empty(), "a provider event seen twice changes nothing");
+        assert!(
+            given_when::<Order>(&authorized(), &cmd).unwrap().is_empty(),
+            "a provider event seen twice changes nothing"
+        );
         let wrong = OrderCommand::AuthorizePayment {
             amount: Money::new(1_999, eur()),
             provider_ref: "pi_1".into(),
@@ -585,7 +613,8 @@ pub(crate) mod tests {
 
     #[test]
     fn captures_never_exceed_the_authorization() {
-        let capture = |a, id: &str| OrderCommand::CapturePayment { amount: Money::new(a, eur()), provider_event_id: id.into() };
+        let capture =
+            |a, id: &str| OrderCommand::CapturePayment { amount: Money::new(a, eur()), provider_event_id: id.into() };
         assert_eq!(given_when::<Order>(&authorized(), &capture(1_500, "c1")).unwrap().len(), 1);
         let mut given = authorized();
         given.push(OrderEvent::PaymentCaptured { amount: Money::new(1_500, eur()), provider_event_id: "c1".into() });
@@ -620,7 +649,8 @@ pub(crate) mod tests {
 
     #[test]
     fn payment_failure_is_recorded_once() {
-        let fail = OrderCommand::RecordPaymentFailure { reason: "card declined".into(), provider_event_id: "f1".into() };
+        let fail =
+            OrderCommand::RecordPaymentFailure { reason: "card declined".into(), provider_event_id: "f1".into() };
         let events = given_when::<Order>(&[placed()], &fail).unwrap();
         assert_eq!(events.len(), 1);
         let mut given = vec![placed()];
@@ -679,7 +709,10 @@ pub(crate) mod tests {
 
     #[test]
     fn expire_only_unpaid_placed_orders() {
-        assert_eq!(given_when::<Order>(&[placed()], &OrderCommand::Expire {}).unwrap(), vec![OrderEvent::OrderExpired {}]);
+        assert_eq!(
+            given_when::<Order>(&[placed()], &OrderCommand::Expire {}).unwrap(),
+            vec![OrderEvent::OrderExpired {}]
+        );
         assert!(given_when::<Order>(&authorized(), &OrderCommand::Expire {}).is_err());
     }
 
@@ -689,7 +722,8 @@ pub(crate) mod tests {
         given.push(OrderEvent::LinesShipped { shipment_id: ship("s1"), lines: lines(2) });
         given.push(OrderEvent::LinesDelivered { shipment_id: ship("s1"), lines: lines(1) });
         let rid = ReturnId::parse("r1").unwrap();
-        let too_many = OrderCommand::RequestReturn { return_id: rid.clone(), lines: lines(2), reason: "too big".into() };
+        let too_many =
+            OrderCommand::RequestReturn { return_id: rid.clone(), lines: lines(2), reason: "too big".into() };
         assert!(given_when::<Order>(&given, &too_many).is_err());
         let request = OrderCommand::RequestReturn { return_id: rid.clone(), lines: lines(1), reason: "too big".into() };
         given.extend(given_when::<Order>(&given, &request).unwrap());

@@ -50,12 +50,25 @@ pub struct ShipmentState {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ShipmentCommand {
     /// Through the create flow, which checks the lines against the order.
-    Create { order_id: OrderId, location: LocationId, lines: Vec<LineQuantity> },
+    Create {
+        order_id: OrderId,
+        location: LocationId,
+        lines: Vec<LineQuantity>,
+    },
     Pack {},
     /// Through the ship flow, which also commits the stock and updates the order.
-    Ship { carrier: String, tracking_number: String },
-    RecordCarrierEvent { event_id: String, kind: CarrierEventKind, occurred_at: DateTime<Utc> },
-    Cancel { reason: String },
+    Ship {
+        carrier: String,
+        tracking_number: String,
+    },
+    RecordCarrierEvent {
+        event_id: String,
+        kind: CarrierEventKind,
+        occurred_at: DateTime<Utc>,
+    },
+    Cancel {
+        reason: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,14 +115,24 @@ impl Decider for Shipment {
             C::Pack {} => match state.status {
                 S::Created => E::ShipmentPacked {},
                 S::Packed => return Ok(vec![]),
-                other => return Err(Rejection::conflict(format!("shipment: is {other:?}; only a created shipment can be packed"))),
+                other => {
+                    return Err(Rejection::conflict(format!(
+                        "shipment: is {other:?}; only a created shipment can be packed"
+                    )))
+                }
             },
             C::Ship { carrier, tracking_number } => {
                 check_text("carrier", carrier)?;
                 check_text("tracking_number", tracking_number)?;
                 match state.status {
-                    S::Packed => E::ShipmentShipped { carrier: carrier.clone(), tracking_number: tracking_number.clone() },
-                    other => return Err(Rejection::conflict(format!("shipment: is {other:?}; only a packed shipment can ship"))),
+                    S::Packed => {
+                        E::ShipmentShipped { carrier: carrier.clone(), tracking_number: tracking_number.clone() }
+                    }
+                    other => {
+                        return Err(Rejection::conflict(format!(
+                            "shipment: is {other:?}; only a packed shipment can ship"
+                        )))
+                    }
                 }
             }
             C::RecordCarrierEvent { event_id, kind, occurred_at } => {
@@ -132,7 +155,11 @@ impl Decider for Shipment {
                 check_text("reason", reason)?;
                 match state.status {
                     S::Created | S::Packed => E::ShipmentCancelled { reason: reason.clone() },
-                    other => return Err(Rejection::conflict(format!("shipment: is {other:?}; only a shipment not yet shipped can be cancelled"))),
+                    other => {
+                        return Err(Rejection::conflict(format!(
+                            "shipment: is {other:?}; only a shipment not yet shipped can be cancelled"
+                        )))
+                    }
                 }
             }
         };
@@ -212,7 +239,10 @@ mod tests {
         };
         assert_eq!(given_when::<Shipment>(&[], &create).unwrap(), vec![created()]);
         assert!(given_when::<Shipment>(&[created()], &create).is_err());
-        assert_eq!(given_when::<Shipment>(&[created()], &ShipmentCommand::Pack {}).unwrap(), vec![ShipmentEvent::ShipmentPacked {}]);
+        assert_eq!(
+            given_when::<Shipment>(&[created()], &ShipmentCommand::Pack {}).unwrap(),
+            vec![ShipmentEvent::ShipmentPacked {}]
+        );
         let ship = ShipmentCommand::Ship { carrier: "DHL".into(), tracking_number: "T1".into() };
         assert!(given_when::<Shipment>(&[created()], &ship).unwrap_err().reason.contains("packed"));
         assert_eq!(given_when::<Shipment>(&shipped()[..2], &ship).unwrap(), vec![shipped()[2].clone()]);
@@ -231,20 +261,26 @@ mod tests {
     #[test]
     fn carrier_events_are_deduplicated_and_tolerate_disorder() {
         let delivered = carrier("e2", CarrierEventKind::Delivered, "2026-01-02T10:00:00Z");
-        let failed_earlier = carrier("e1", CarrierEventKind::DeliveryFailed { reason: "not home".into() }, "2026-01-01T10:00:00Z");
+        let failed_earlier =
+            carrier("e1", CarrierEventKind::DeliveryFailed { reason: "not home".into() }, "2026-01-01T10:00:00Z");
         assert!(given_when::<Shipment>(&[created()], &delivered).is_err(), "not shipped yet");
         let mut history = shipped();
         history.extend(given_when::<Shipment>(&history, &delivered).unwrap());
         assert_eq!(Shipment::fold(&history).status, ShipmentStatus::Delivered);
         assert!(given_when::<Shipment>(&history, &delivered).unwrap().is_empty(), "same carrier event twice");
         history.extend(given_when::<Shipment>(&history, &failed_earlier).unwrap());
-        assert_eq!(Shipment::fold(&history).status, ShipmentStatus::Delivered, "a late, older event does not undo delivery");
+        assert_eq!(
+            Shipment::fold(&history).status,
+            ShipmentStatus::Delivered,
+            "a late, older event does not undo delivery"
+        );
     }
 
     #[test]
     fn failed_delivery_then_redelivery() {
         let mut history = shipped();
-        let failed = carrier("e1", CarrierEventKind::DeliveryFailed { reason: "not home".into() }, "2026-01-01T10:00:00Z");
+        let failed =
+            carrier("e1", CarrierEventKind::DeliveryFailed { reason: "not home".into() }, "2026-01-01T10:00:00Z");
         history.extend(given_when::<Shipment>(&history, &failed).unwrap());
         assert_eq!(Shipment::fold(&history).status, ShipmentStatus::DeliveryFailed);
         let delivered = carrier("e2", CarrierEventKind::Delivered, "2026-01-02T10:00:00Z");

@@ -53,16 +53,37 @@ impl StockState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StockCommand {
-    Receive { quantity: u32 },
+    Receive {
+        quantity: u32,
+    },
     /// Changes on-hand units by `delta`; with `expected_on_hand`, only if on-hand is
     /// exactly that now (compare-and-set, for cycle counts).
-    Adjust { delta: i64, reason: AdjustmentReason, expected_on_hand: Option<i64> },
-    Reserve { order_id: OrderId, quantity: u32 },
-    Release { order_id: OrderId },
-    Commit { order_id: OrderId, shipment_id: ShipmentId, quantity: u32 },
-    SetSafetyStock { quantity: u32 },
-    ExpectIncoming { quantity: u32 },
-    SetBackorders { allowed: bool },
+    Adjust {
+        delta: i64,
+        reason: AdjustmentReason,
+        expected_on_hand: Option<i64>,
+    },
+    Reserve {
+        order_id: OrderId,
+        quantity: u32,
+    },
+    Release {
+        order_id: OrderId,
+    },
+    Commit {
+        order_id: OrderId,
+        shipment_id: ShipmentId,
+        quantity: u32,
+    },
+    SetSafetyStock {
+        quantity: u32,
+    },
+    ExpectIncoming {
+        quantity: u32,
+    },
+    SetBackorders {
+        allowed: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,9 +147,7 @@ impl Decider for Stock {
                 check_quantity("quantity", *quantity)?;
                 if let Some(existing) = state.reservations.get(order_id) {
                     if existing.released {
-                        return Err(Rejection::conflict(format!(
-                            "order {order_id}: its reservation was released"
-                        )));
+                        return Err(Rejection::conflict(format!("order {order_id}: its reservation was released")));
                     }
                     if existing.quantity == *quantity {
                         return Ok(vec![]);
@@ -148,24 +167,22 @@ impl Decider for Stock {
                 E::StockReserved { order_id: order_id.clone(), quantity: *quantity }
             }
             C::Release { order_id } => match state.reservations.get(order_id) {
-                Some(r) if !r.released && r.quantity > r.committed => E::ReservationReleased {
-                    order_id: order_id.clone(),
-                    quantity: r.quantity - r.committed,
-                },
+                Some(r) if !r.released && r.quantity > r.committed => {
+                    E::ReservationReleased { order_id: order_id.clone(), quantity: r.quantity - r.committed }
+                }
                 _ => return Ok(vec![]),
             },
             C::Commit { order_id, shipment_id, quantity } => {
                 check_quantity("quantity", *quantity)?;
-                let r = state.reservations.get(order_id).ok_or_else(|| {
-                    Rejection::not_found(format!("order {order_id}: holds no reservation here"))
-                })?;
+                let r = state
+                    .reservations
+                    .get(order_id)
+                    .ok_or_else(|| Rejection::not_found(format!("order {order_id}: holds no reservation here")))?;
                 if r.shipments.contains(shipment_id) {
                     return Ok(vec![]);
                 }
                 if r.released {
-                    return Err(Rejection::conflict(format!(
-                        "order {order_id}: its reservation was released"
-                    )));
+                    return Err(Rejection::conflict(format!("order {order_id}: its reservation was released")));
                 }
                 if r.committed + quantity > r.quantity {
                     return Err(Rejection::conflict(format!(
@@ -179,11 +196,7 @@ impl Decider for Stock {
                         state.on_hand
                     )));
                 }
-                E::StockCommitted {
-                    order_id: order_id.clone(),
-                    shipment_id: shipment_id.clone(),
-                    quantity: *quantity,
-                }
+                E::StockCommitted { order_id: order_id.clone(), shipment_id: shipment_id.clone(), quantity: *quantity }
             }
             C::SetSafetyStock { quantity } => {
                 let q = i64::from(*quantity);
@@ -224,10 +237,9 @@ impl Decider for Stock {
             E::StockAdjusted { delta, .. } => state.on_hand += delta,
             E::StockReserved { order_id, quantity } => {
                 state.reserved += i64::from(*quantity);
-                state.reservations.insert(
-                    order_id.clone(),
-                    Reservation { quantity: *quantity, ..Reservation::default() },
-                );
+                state
+                    .reservations
+                    .insert(order_id.clone(), Reservation { quantity: *quantity, ..Reservation::default() });
             }
             E::ReservationReleased { order_id, quantity } => {
                 state.reserved -= i64::from(*quantity);
@@ -272,10 +284,7 @@ mod tests {
 
     #[test]
     fn receive_adds_on_hand_and_consumes_incoming() {
-        assert_eq!(
-            given_when::<Stock>(&[], &StockCommand::Receive { quantity: 5 }).unwrap(),
-            vec![received(5)]
-        );
+        assert_eq!(given_when::<Stock>(&[], &StockCommand::Receive { quantity: 5 }).unwrap(), vec![received(5)]);
         let s = Stock::fold(&[StockEvent::IncomingExpected { quantity: 8 }, received(5)]);
         assert_eq!((s.on_hand, s.incoming), (5, 3));
         assert!(given_when::<Stock>(&[], &StockCommand::Receive { quantity: 0 }).is_err());

@@ -6,9 +6,7 @@
 use chrono::{TimeZone, Utc};
 use orderlog_domain::cart::{Address, Cart, CartCommand, Customer, Discount, DiscountKind, ShippingMethod};
 use orderlog_domain::codec::DomainEvent;
-use orderlog_domain::order::{
-    LineQuantity, Order, OrderCommand, OrderLine, OrderTotals, PlacedOrder, ReturnedLine,
-};
+use orderlog_domain::order::{LineQuantity, Order, OrderCommand, OrderLine, OrderTotals, PlacedOrder, ReturnedLine};
 use orderlog_domain::shipment::{CarrierEventKind, Shipment, ShipmentCommand};
 use orderlog_domain::stock::{AdjustmentReason, Stock, StockCommand};
 use orderlog_domain::{CartId, Currency, Decider, LocationId, Money, OrderId, ReturnId, ShipmentId, Sku};
@@ -101,7 +99,12 @@ fn placed_order() -> PlacedOrder {
         currency: eur(),
         lines: vec![
             OrderLine { sku: sku(0), location: LocationId::parse("berlin").unwrap(), quantity: 2, unit_price: m(500) },
-            OrderLine { sku: sku(1), location: LocationId::parse("berlin").unwrap(), quantity: 1, unit_price: m(1_000) },
+            OrderLine {
+                sku: sku(1),
+                location: LocationId::parse("berlin").unwrap(),
+                quantity: 1,
+                unit_price: m(1_000),
+            },
         ],
         discount_code: None,
         tax_rate_bps: 0,
@@ -130,7 +133,7 @@ fn order_command() -> impl Strategy<Value = OrderCommand> {
     let event_id = (0u8..6).prop_map(|i| format!("evt_{i}"));
     let amount = prop_oneof![Just(2_000i64), -5i64..2_500].prop_map(|a| Money::new(a, eur()));
     prop_oneof![
-        1 => Just(OrderCommand::Place { order: placed_order() }),
+        1 => Just(OrderCommand::Place { order: Box::new(placed_order()) }),
         3 => (amount.clone(), event_id.clone()).prop_map(|(amount, provider_event_id)| OrderCommand::AuthorizePayment {
             amount,
             provider_ref: "pi_1".into(),
@@ -229,7 +232,7 @@ proptest! {
     /// shipped ≤ ordered and delivered ≤ shipped on every line; returned ≤ delivered.
     #[test]
     fn orders_never_go_backwards_and_payments_stay_within_bounds(commands in proptest::collection::vec(order_command(), 0..60)) {
-        let mut all = vec![OrderCommand::Place { order: placed_order() }];
+        let mut all = vec![OrderCommand::Place { order: Box::new(placed_order()) }];
         all.extend(commands);
         let (states, _) = run::<Order>(&all);
         for pair in states.windows(2) {
@@ -259,7 +262,7 @@ proptest! {
     ) {
         let (states, events) = run::<Cart>(&carts);
         prop_assert_eq!(&Cart::fold(&through_storage(&events)), states.last().unwrap());
-        let mut all = vec![OrderCommand::Place { order: placed_order() }];
+        let mut all = vec![OrderCommand::Place { order: Box::new(placed_order()) }];
         all.extend(orders);
         let (states, events) = run::<Order>(&all);
         prop_assert_eq!(&Order::fold(&through_storage(&events)), states.last().unwrap());

@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use crate::hash::{event_hash, GENESIS};
 use crate::{
-    AppendOutcome, RecordedEvent, StoreError, StreamAppend, StreamVersion, APPEND_EVENTS_MAX,
-    APPEND_STREAMS_MAX, PAYLOAD_BYTES_MAX, STREAM_ID_BYTES_MAX,
+    AppendOutcome, RecordedEvent, StoreError, StreamAppend, StreamVersion, APPEND_EVENTS_MAX, APPEND_STREAMS_MAX,
+    PAYLOAD_BYTES_MAX, STREAM_ID_BYTES_MAX,
 };
 
 /// Where an event already in the log sits.

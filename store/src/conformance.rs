@@ -126,10 +126,7 @@ pub async fn a_wrong_expected_version_names_both_and_appends_nothing<S: EventSto
         other => panic!("expected a version conflict, got {other}"),
     }
     assert!(err.is_conflict());
-    assert_eq!(
-        err.to_string(),
-        "wrong expected version for stream 'v-1': expected version 1, actual version 2"
-    );
+    assert_eq!(err.to_string(), "wrong expected version for stream 'v-1': expected version 1, actual version 2");
     let err = store.append(one("v-1", ExpectedVersion::NoStream, numbered(1))).await.unwrap_err();
     assert!(err.to_string().contains("expected no stream, actual version 2"), "{err}");
     let err = store.append(one("v-9", ExpectedVersion::Exact(4), numbered(1))).await.unwrap_err();
@@ -327,7 +324,10 @@ pub async fn bad_appends_are_refused_and_store_nothing<S: EventStore>(store: &S)
         (one("", ExpectedVersion::Any, numbered(1)), "stream id"),
         (one("bad", ExpectedVersion::Any, vec![event("Bad", "{not json")]), "not JSON"),
         (one("bad", ExpectedVersion::Any, vec![event("", "{}")]), "type"),
-        (one("bad", ExpectedVersion::Any, vec![NewEvent { schema_version: 0, ..event("Zero", "{}") }]), "schema version 0"),
+        (
+            one("bad", ExpectedVersion::Any, vec![NewEvent { schema_version: 0, ..event("Zero", "{}") }]),
+            "schema version 0",
+        ),
         (one("bad", ExpectedVersion::Any, vec![dup.clone(), dup]), "twice"),
         (
             vec![

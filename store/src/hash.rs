@@ -41,13 +41,11 @@ pub fn event_hash(prev_hash: &str, event: &RecordedEvent) -> String {
 /// returns the first event whose hash does not follow.
 pub fn verify_stream<'a>(events: impl IntoIterator<Item = &'a RecordedEvent>) -> Result<(), &'a RecordedEvent> {
     let mut prev = GENESIS.to_string();
-    let mut expected_version = 1;
-    for event in events {
+    for (expected_version, event) in (1u64..).zip(events) {
         if event.version != expected_version || event_hash(&prev, event) != event.hash {
             return Err(event);
         }
         prev.clone_from(&event.hash);
-        expected_version += 1;
     }
     Ok(())
 }

@@ -152,7 +152,9 @@ pub struct AppendOutcome {
 pub enum StoreError {
     #[error("wrong expected version for stream '{stream_id}': expected {expected}, actual {}", describe_version(*.actual))]
     WrongExpectedVersion { stream_id: String, expected: ExpectedVersion, actual: u64 },
-    #[error("event {event_id} is already in the log {detail}; an append must repeat all of its events exactly or none")]
+    #[error(
+        "event {event_id} is already in the log {detail}; an append must repeat all of its events exactly or none"
+    )]
     DuplicateEvent { event_id: Uuid, detail: String },
     #[error("invalid append: {0}")]
     InvalidAppend(String),
@@ -191,7 +193,12 @@ pub trait EventStore: Send + Sync {
     async fn append(&self, appends: Vec<StreamAppend>) -> Result<AppendOutcome, StoreError>;
 
     /// Events of one stream with version ≥ `from_version`, in order, at most `limit`.
-    async fn read_stream(&self, stream_id: &str, from_version: u64, limit: u32) -> Result<Vec<RecordedEvent>, StoreError>;
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        limit: u32,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
 
     /// Events of the global log with position > `after`, in order, at most `limit`.
     async fn read_all(&self, after: u64, limit: u32) -> Result<Vec<RecordedEvent>, StoreError>;

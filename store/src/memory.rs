@@ -90,7 +90,12 @@ impl EventStore for MemoryStore {
         Ok(outcome)
     }
 
-    async fn read_stream(&self, stream_id: &str, from_version: u64, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        limit: u32,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let log = self.log.lock().expect("memory log lock");
         let Some((indexes, _)) = log.streams.get(stream_id) else {
             return Ok(Vec::new());

@@ -43,11 +43,8 @@ pub struct Migration {
 }
 
 /// This build's migrations.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "event_log",
-    sql: include_str!("../migrations/sqlite/0001_event_log.sql"),
-}];
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "event_log", sql: include_str!("../migrations/sqlite/0001_event_log.sql") }];
 
 fn checksum(sql: &str) -> String {
     hex::encode(Sha256::digest(sql.as_bytes()))
@@ -89,9 +86,8 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
         let applied = migrate(&mut conn)?;
-        let head: u64 = conn
-            .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| r.get(0))
-            .map_err(backend)?;
+        let head: u64 =
+            conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| r.get(0)).map_err(backend)?;
         let (tx, rx) = mpsc::channel(APPEND_QUEUE_MAX);
         let head_tx = watch::Sender::new(head);
         let thread_head = head_tx.clone();
@@ -267,10 +263,8 @@ impl AppendTarget for SqliteTarget<'_> {
     }
 
     fn stream_head(&mut self, stream_id: &str) -> Result<Option<StreamHead>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT version, hash FROM streams WHERE stream_id = ?1")
-            .map_err(backend)?;
+        let mut stmt =
+            self.conn.prepare_cached("SELECT version, hash FROM streams WHERE stream_id = ?1").map_err(backend)?;
         stmt.query_row([stream_id], |r| Ok(StreamHead { version: r.get(0)?, hash: r.get(1)? }))
             .optional()
             .map_err(backend)
@@ -341,7 +335,10 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<AppendRequest>, head
 }
 
 /// Commits a batch of appends in one transaction; each append in its own savepoint.
-fn write_batch(conn: &mut Connection, batch: &[AppendRequest]) -> (Vec<Result<AppendOutcome, StoreError>>, Option<u64>) {
+fn write_batch(
+    conn: &mut Connection,
+    batch: &[AppendRequest],
+) -> (Vec<Result<AppendOutcome, StoreError>>, Option<u64>) {
     let fail_all = |e: StoreError| {
         let message = e.to_string();
         (batch.iter().map(|_| Err(StoreError::Backend(message.clone()))).collect(), None)
@@ -438,7 +435,12 @@ impl EventStore for SqliteStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    async fn read_stream(&self, stream_id: &str, from_version: u64, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        limit: u32,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let stream_id = stream_id.to_string();
         let limit = limit.min(READ_EVENTS_MAX);
         self.with_reader(move |conn| {

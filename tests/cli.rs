@@ -1,0 +1,91 @@
+//! The `orderlog` binary, run as a user runs it.
+
+use std::process::{Command, Output};
+
+fn orderlog(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_orderlog")).args(args).output().expect("the binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn demo_json(db: &str) -> serde_json::Value {
+    let out = orderlog(&["demo", "--database", db, "--orders", "150", "--shoppers", "4", "--seed", "7", "--json"]);
+    assert!(out.status.success(), "demo failed: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+#[test]
+fn the_demo_run_twice_on_one_file_continues_the_history_and_never_oversells() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    let db = db.to_str().unwrap();
+    let first = demo_json(db);
+    for field in ["events_appended", "orders_placed", "checkouts_rejected_out_of_stock", "oversold_units", "elapsed_ms"]
+    {
+        assert!(first.get(field).is_some(), "the JSON has {field}");
+    }
+    assert_eq!(first["oversold_units"], 0);
+    assert!(first["orders_placed"].as_u64().unwrap() > 50);
+    assert!(first["checkouts_rejected_out_of_stock"].as_u64().unwrap() >= 40, "the flash sale turns shoppers away");
+    assert_eq!(first["flash_sale"]["winners"], 10);
+    let second = demo_json(db);
+    assert_eq!(second["oversold_units"], 0);
+    assert_eq!(second["flash_sale"]["winners"], 10, "the second run restocks the flash SKU and races again");
+    let total = first["events_appended"].as_u64().unwrap() + second["events_appended"].as_u64().unwrap();
+    assert_eq!(second["events_total"].as_u64().unwrap(), total, "the second run appends to the same log");
+    assert_eq!(
+        second["log"]["orders_placed"].as_u64().unwrap(),
+        first["orders_placed"].as_u64().unwrap() + second["orders_placed"].as_u64().unwrap()
+    );
+}
+
+#[test]
+fn the_demo_prints_a_summary_for_people() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    let out = orderlog(&["demo", "--database", db.to_str().unwrap(), "--orders", "40", "--shoppers", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needle in ["events appended", "orders placed", "oversold units", "flash sale", "Inventory"] {
+        assert!(text.contains(needle), "summary lacks '{needle}':\n{text}");
+    }
+}
+
+#[test]
+fn a_file_that_is_not_an_orderlog_database_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    std::fs::write(&path, "my shopping list\n").unwrap();
+    for args in [vec!["demo", "--database"], vec!["migrate", "--database"]] {
+        let mut args = args.clone();
+        args.push(path.to_str().unwrap());
+        let out = orderlog(&args);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("is not an orderlog database"), "{}", stderr(&out));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "my shopping list\n");
+    }
+}
+
+#[test]
+fn migrate_creates_the_schema_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("orderlog.db");
+    let db = db.to_str().unwrap();
+    let out = orderlog(&["migrate", "--database", db]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1]"));
+    let out = orderlog(&["migrate", "--database", db]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn bad_arguments_name_the_problem() {
+    let out = orderlog(&["demo", "--orders", "0"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--orders"), "{}", stderr(&out));
+    let out = orderlog(&["demo", "--database", "postgres://localhost/shop"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("PostgreSQL"), "{}", stderr(&out));
+}
