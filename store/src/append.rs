@@ -32,7 +32,8 @@ pub struct StreamHead {
 pub trait AppendTarget {
     fn find_event(&mut self, event_id: &Uuid) -> Result<Option<EventLocation>, StoreError>;
     fn stream_head(&mut self, stream_id: &str) -> Result<Option<StreamHead>, StoreError>;
-    /// Writes the new events and the new heads of the streams they went to.
+    /// Writes the new events and the new heads of the streams they went to. Must fail with
+    /// [`StoreError::DuplicateEvent`], writing nothing, if an event id is already stored.
     fn write(&mut self, events: &[RecordedEvent], heads: &[(&str, StreamHead)]) -> Result<(), StoreError>;
 }
 
@@ -149,11 +150,17 @@ pub fn apply(
 
 /// If every event of the append is already in the log, in the same streams and order,
 /// the outcome of that first append; if none is, `None`; anything between is an error.
+///
+/// Only the first event is looked up here: when it is new, any later event that already
+/// exists is caught by [`AppendTarget::write`], which must refuse a known event id.
 fn repeated(target: &mut impl AppendTarget, appends: &[StreamAppend]) -> Result<Option<AppendOutcome>, StoreError> {
+    let Some(first) = appends.iter().find_map(|a| a.events.first()) else { return Ok(None) };
+    if target.find_event(&first.event_id)?.is_none() {
+        return Ok(None);
+    }
     let mut found = 0usize;
     let mut total = 0usize;
     let mut first_missing = None;
-    let mut first_found = None;
     let mut locations = Vec::new();
     for append in appends {
         for event in &append.events {
@@ -161,7 +168,6 @@ fn repeated(target: &mut impl AppendTarget, appends: &[StreamAppend]) -> Result<
             match target.find_event(&event.event_id)? {
                 Some(location) => {
                     found += 1;
-                    first_found.get_or_insert(event.event_id);
                     locations.push((append.stream_id.as_str(), location));
                 }
                 None => {
@@ -170,13 +176,9 @@ fn repeated(target: &mut impl AppendTarget, appends: &[StreamAppend]) -> Result<
             }
         }
     }
-    if found == 0 {
-        return Ok(None);
-    }
-    let first_found = first_found.expect("found > 0");
     if found < total {
         return Err(StoreError::DuplicateEvent {
-            event_id: first_found,
+            event_id: first.event_id,
             detail: format!("but event {} of the same append is not", first_missing.expect("found < total")),
         });
     }

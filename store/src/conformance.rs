@@ -213,6 +213,11 @@ pub async fn a_partial_repeat_is_refused<S: EventStore>(store: &S) {
     assert!(matches!(err, StoreError::DuplicateEvent { .. }), "{err}");
     let err = store.append(one("d-2", ExpectedVersion::Any, vec![events[1].clone()])).await.unwrap_err();
     assert!(err.to_string().contains("'d-1'"), "{err}");
+    let mut new_then_old = numbered(2);
+    new_then_old.push(events[1].clone());
+    let err = store.append(one("d-3", ExpectedVersion::Any, new_then_old)).await.unwrap_err();
+    assert!(matches!(err, StoreError::DuplicateEvent { .. }), "{err}");
+    assert_eq!(store.stream_version("d-3").await.unwrap(), 0);
     assert_eq!(store.head().await.unwrap(), 2);
     assert_eq!(store.stream_version("d-2").await.unwrap(), 0);
 }

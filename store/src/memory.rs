@@ -61,6 +61,13 @@ impl AppendTarget for Staging<'_> {
     }
 
     fn write(&mut self, events: &[RecordedEvent], _heads: &[(&str, StreamHead)]) -> Result<(), StoreError> {
+        if let Some(e) = events.iter().find(|e| self.log.by_id.contains_key(&e.event_id)) {
+            let existing = &self.log.events[self.log.by_id[&e.event_id]];
+            return Err(StoreError::DuplicateEvent {
+                event_id: e.event_id,
+                detail: format!("in stream '{}' at version {}", existing.stream_id, existing.version),
+            });
+        }
         self.written = events.to_vec();
         Ok(())
     }

@@ -295,7 +295,12 @@ impl AppendTarget for SqliteTarget<'_> {
                     format_time(&e.recorded_at),
                     e.hash,
                 ])
-                .map_err(backend)?;
+                .map_err(|err| match err.sqlite_error_code() {
+                    Some(rusqlite::ErrorCode::ConstraintViolation) if err.to_string().contains("event_id") => {
+                        StoreError::DuplicateEvent { event_id: e.event_id, detail: "in another append".into() }
+                    }
+                    _ => backend(err),
+                })?;
         }
         let mut upsert = self
             .conn
