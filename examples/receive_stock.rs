@@ -21,7 +21,10 @@ async fn main() -> anyhow::Result<()> {
     let how = if outcome.replayed { "already appended by an earlier run:" } else { "appended" };
     println!("{how} {} event(s), last at position {:?}", outcome.events_appended, outcome.position);
     for event in store.read_stream("stock-mug@berlin", 1, 100).await? {
-        println!("{:>4} {} v{} {} by {}", event.position, event.stream_id, event.version, event.payload, event.metadata.actor);
+        println!(
+            "{:>4} {} v{} {} by {}",
+            event.position, event.stream_id, event.version, event.payload, event.metadata.actor
+        );
     }
     Ok(())
 }

@@ -580,7 +580,7 @@ fn print_summary(s: &DemoSummary) {
         "Whole log: {} orders placed, {} completed, {} cancelled, {} expired",
         s.log.orders_placed, s.log.orders_completed, s.log.orders_cancelled, s.log.orders_expired
     );
-    for (currency, gross) in &s.log.gross_by_currency {
+    for (currency, gross) in &s.log.placed_by_currency {
         let captured = s.log.captured_by_currency.get(currency).copied().unwrap_or(0);
         let refunded = s.log.refunded_by_currency.get(currency).copied().unwrap_or(0);
         println!(
@@ -592,10 +592,10 @@ fn print_summary(s: &DemoSummary) {
     }
     println!();
     println!("Inventory (stock item: on hand / reserved / available)");
-    for (stream, level) in &s.log.stock {
+    for ((sku, location), level) in &s.log.inventory.items {
         println!(
             "  {:<34} {:>6} / {:>6} / {:>6}",
-            stream.trim_start_matches("stock-"),
+            format!("{sku} at {location}"),
             level.on_hand,
             level.reserved,
             level.available

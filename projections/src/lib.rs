@@ -1,1 +1,65 @@
-//! projections
+//! Read models: folds of the event log.
+//!
+//! A [`Projection`] is a name, a version and a pure fold over event envelopes;
+//! [`catch_up`] feeds it the log from a checkpoint in bounded batches. For now read models
+//! live in memory ([`inventory::InventoryLevels`]); the SQL read models with their
+//! transactional checkpoints are the projections issue.
+
+pub mod inventory;
+
+use orderlog_domain::codec::DomainEvent;
+use orderlog_store::{EventStore, RecordedEvent, StoreError};
+
+/// A read model built by folding the log.
+pub trait Projection {
+    /// Stable name, used for checkpoints and errors.
+    const NAME: &'static str;
+    /// Raised when the fold changes, so the read model is rebuilt.
+    const VERSION: u32;
+
+    /// Folds one event. Pure: no IO, and the same events always give the same model.
+    fn apply(&mut self, event: &RecordedEvent, decoded: &DomainEvent);
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProjectionError {
+    #[error(
+        "projection '{projection}' stopped at position {position}: event type '{event_type}' cannot be read: {detail}"
+    )]
+    Unreadable { projection: &'static str, position: u64, event_type: String, detail: String },
+    #[error("projection '{projection}': {source}")]
+    Store { projection: &'static str, source: StoreError },
+}
+
+/// Folds every event after `after` into `projection`, reading at most `batch_events_max`
+/// events at a time; returns the position of the last event folded (the new checkpoint).
+pub async fn catch_up<P: Projection>(
+    store: &dyn EventStore,
+    projection: &mut P,
+    after: u64,
+    batch_events_max: u32,
+) -> Result<u64, ProjectionError> {
+    let mut checkpoint = after;
+    loop {
+        let batch = store
+            .read_all(checkpoint, batch_events_max.max(1))
+            .await
+            .map_err(|source| ProjectionError::Store { projection: P::NAME, source })?;
+        let Some(last) = batch.last() else { return Ok(checkpoint) };
+        let last = last.position;
+        for event in &batch {
+            let decoded =
+                DomainEvent::decode(&event.event_type, event.schema_version, &event.payload).map_err(|e| {
+                    ProjectionError::Unreadable {
+                        projection: P::NAME,
+                        position: event.position,
+                        event_type: event.event_type.clone(),
+                        detail: e.to_string(),
+                    }
+                })?;
+            projection.apply(event, &decoded);
+        }
+        checkpoint = last;
+    }
+}
