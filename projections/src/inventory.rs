@@ -49,7 +49,20 @@ impl StockLevel {
 /// Levels of every stock item, keyed by `(sku, location)`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct InventoryLevels {
+    #[serde(serialize_with = "as_rows")]
     pub items: BTreeMap<(String, String), StockLevel>,
+}
+
+/// JSON objects need string keys: the items become rows with their SKU and location.
+fn as_rows<S: serde::Serializer>(items: &BTreeMap<(String, String), StockLevel>, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Row<'a> {
+        sku: &'a str,
+        location: &'a str,
+        #[serde(flatten)]
+        level: &'a StockLevel,
+    }
+    s.collect_seq(items.iter().map(|((sku, location), level)| Row { sku, location, level }))
 }
 
 impl InventoryLevels {
