@@ -388,7 +388,12 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let store = crate::open_store(&args.database)?;
     let started = Instant::now();
     let head_before = store.head().await?;
-    let start_time = match store.read_all(head_before.saturating_sub(1), 1).await?.first() {
+    // Each run ends with the flash sale, so the flash SKU's stream ends near the end of the
+    // previous run: the simulated clock continues an hour after it.
+    let flash_stream =
+        orderlog_domain::stream::stock(&StockKey::new(Sku::parse(FLASH_SKU)?, LocationId::parse(FLASH_LOCATION)?));
+    let flash_version = store.stream_version(&flash_stream).await?;
+    let start_time = match store.read_stream(&flash_stream, flash_version, 1).await?.first() {
         Some(last) => last.recorded_at + Duration::hours(1),
         None => Utc.with_ymd_and_hms(2026, 1, 5, 8, 0, 0).single().expect("valid start"),
     };

@@ -8,7 +8,7 @@ use orderlog_domain::codec::DomainEvent;
 use orderlog_domain::order::OrderEvent;
 use orderlog_projections::inventory::InventoryLevels;
 use orderlog_projections::{catch_up, Projection};
-use orderlog_store::{EventStore, RecordedEvent, READ_EVENTS_MAX};
+use orderlog_store::{EventStore, LogCursor, RecordedEvent, READ_EVENTS_MAX};
 use serde::Serialize;
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -63,7 +63,7 @@ impl Projection for LogReport {
 /// Folds the whole log; `since` marks the position where this run began.
 pub async fn fold_log(store: &dyn EventStore, since: u64) -> Result<LogReport> {
     let mut report = LogReport { since, ..LogReport::default() };
-    catch_up(store, &mut report, 0, READ_EVENTS_MAX).await?;
+    catch_up(store, &mut report, LogCursor::START, READ_EVENTS_MAX).await?;
     report.oversold_units = report.inventory.oversold_units();
     Ok(report)
 }

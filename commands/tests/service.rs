@@ -197,7 +197,7 @@ async fn rejected_commands_leave_the_log_unchanged() {
     let shop = Shop::memory();
     shop.receive("mug", 1).await;
     shop.cart("c1", &[("mug", 3)]).await;
-    let before = shop.store.read_all(0, 1_000).await.unwrap();
+    let before = shop.store.read_all(orderlog_store::LogCursor::START, 1_000).await.unwrap();
     let err = shop.checkout("c1", "o1").await.unwrap_err();
     let CommandError::Rejected(rejection) = err else { panic!("expected a rejection") };
     assert_eq!(rejection.kind, RejectionKind::OutOfStock);
@@ -212,7 +212,7 @@ async fn rejected_commands_leave_the_log_unchanged() {
         command: StockCommand::Reserve { order_id: OrderId::parse("x").unwrap(), quantity: 1 },
     };
     assert!(matches!(shop.run("bad-2", direct).await, Err(CommandError::Invalid(_))));
-    assert_eq!(shop.store.read_all(0, 1_000).await.unwrap(), before);
+    assert_eq!(shop.store.read_all(orderlog_store::LogCursor::START, 1_000).await.unwrap(), before);
 }
 
 #[tokio::test]
@@ -227,7 +227,7 @@ async fn every_event_records_who_why_and_when() {
     .correlated("delivery-123");
     envelope.causation_id = Some("po-55".into());
     shop.service.execute(envelope).await.unwrap();
-    let events = shop.store.read_all(0, 10).await.unwrap();
+    let events = shop.store.read_all(orderlog_store::LogCursor::START, 10).await.unwrap();
     let m = &events[0].metadata;
     assert_eq!(
         (m.actor.as_str(), m.command_id.as_str(), m.correlation_id.as_str(), m.causation_id.as_deref()),

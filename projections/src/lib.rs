@@ -8,7 +8,7 @@
 pub mod inventory;
 
 use orderlog_domain::codec::DomainEvent;
-use orderlog_store::{EventStore, RecordedEvent, StoreError};
+use orderlog_store::{EventStore, LogCursor, RecordedEvent, StoreError};
 
 /// A read model built by folding the log.
 pub trait Projection {
@@ -33,13 +33,13 @@ pub enum ProjectionError {
 }
 
 /// Folds every event after `after` into `projection`, reading at most `batch_events_max`
-/// events at a time; returns the position of the last event folded (the new checkpoint).
+/// events at a time; returns the cursor of the last event folded (the new checkpoint).
 pub async fn catch_up<P: Projection>(
     store: &dyn EventStore,
     projection: &mut P,
-    after: u64,
+    after: LogCursor,
     batch_events_max: u32,
-) -> Result<u64, ProjectionError> {
+) -> Result<LogCursor, ProjectionError> {
     let mut checkpoint = after;
     loop {
         let batch = store
@@ -47,7 +47,7 @@ pub async fn catch_up<P: Projection>(
             .await
             .map_err(|source| ProjectionError::Store { projection: P::NAME, source })?;
         let Some(last) = batch.last() else { return Ok(checkpoint) };
-        let last = last.position;
+        let last = LogCursor::after(last);
         for event in &batch {
             let decoded =
                 DomainEvent::decode(&event.event_type, event.schema_version, &event.payload).map_err(|e| {

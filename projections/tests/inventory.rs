@@ -6,7 +6,7 @@ use orderlog_domain::stock::StockEvent;
 use orderlog_domain::OrderId;
 use orderlog_projections::inventory::InventoryLevels;
 use orderlog_projections::{catch_up, ProjectionError};
-use orderlog_store::{EventStore, ExpectedVersion, MemoryStore, Metadata, NewEvent, StreamAppend};
+use orderlog_store::{EventStore, ExpectedVersion, LogCursor, MemoryStore, Metadata, NewEvent, StreamAppend};
 
 fn new_event(event_type: &str, payload: String) -> NewEvent {
     NewEvent {
@@ -59,8 +59,8 @@ async fn levels_follow_the_stock_events_in_small_batches() {
     )
     .await;
     let mut levels = InventoryLevels::default();
-    let checkpoint = catch_up(&store, &mut levels, 0, 2).await.unwrap();
-    assert_eq!(checkpoint, 5);
+    let checkpoint = catch_up(&store, &mut levels, LogCursor::START, 2).await.unwrap();
+    assert_eq!(checkpoint.position, 5);
     let berlin = &levels.items[&("mug".to_string(), "berlin".to_string())];
     assert_eq!(
         (berlin.on_hand, berlin.reserved, berlin.unavailable, berlin.available, berlin.incoming),
@@ -70,7 +70,7 @@ async fn levels_follow_the_stock_events_in_small_batches() {
     assert_eq!(levels.oversold_units(), 0);
     // Catching up from the checkpoint folds only what is new.
     append_stock(&store, "stock-mug@hamburg", vec![StockEvent::StockReceived { quantity: 1 }]).await;
-    assert_eq!(catch_up(&store, &mut levels, checkpoint, 2).await.unwrap(), 6);
+    assert_eq!(catch_up(&store, &mut levels, checkpoint, 2).await.unwrap().position, 6);
     assert_eq!(levels.items[&("mug".to_string(), "hamburg".to_string())].on_hand, 4);
 }
 
@@ -87,7 +87,7 @@ async fn an_unreadable_event_stops_the_projection_naming_it() {
         .await
         .unwrap();
     let mut levels = InventoryLevels::default();
-    let err = catch_up(&store, &mut levels, 0, 10).await.unwrap_err();
+    let err = catch_up(&store, &mut levels, LogCursor::START, 10).await.unwrap_err();
     assert!(matches!(err, ProjectionError::Unreadable { position: 2, .. }), "{err}");
     let message = err.to_string();
     assert!(message.contains("inventory_levels") && message.contains("StockTeleported"), "{message}");

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use orderlog_store::hash::{event_hash, GENESIS};
-use orderlog_store::{EventStore, StoreError, READ_EVENTS_MAX};
+use orderlog_store::{EventStore, LogCursor, StoreError, READ_EVENTS_MAX};
 
 /// Where the log stops being trustworthy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,11 +41,11 @@ pub enum ReplayError {
 pub async fn verify_chains(store: &dyn EventStore) -> Result<VerifyReport, ReplayError> {
     let mut heads: HashMap<String, (u64, String)> = HashMap::new();
     let mut report = VerifyReport::default();
-    let mut after = 0;
+    let mut after = LogCursor::START;
     loop {
         let page = store.read_all(after, READ_EVENTS_MAX).await?;
         let Some(last) = page.last() else { break };
-        after = last.position;
+        after = LogCursor::after(last);
         for event in &page {
             report.events += 1;
             let (version, prev) = heads.get(&event.stream_id).map_or((0, GENESIS), |(v, h)| (*v, h.as_str()));

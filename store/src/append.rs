@@ -1,6 +1,6 @@
 //! The rules of an append, shared by every backend: input checks, idempotency by event id,
 //! expected-version checks, positions, versions and hashes. A backend supplies look-ups and
-//! the write inside its own transaction ([`AppendTarget`]).
+//! the writing inside its own transaction ([`AppendLookup`], [`Plan`]).
 
 use std::collections::HashSet;
 
@@ -28,13 +28,44 @@ pub struct StreamHead {
     pub hash: String,
 }
 
-/// What a backend provides inside its transaction.
-pub trait AppendTarget {
+/// The look-ups a backend answers inside its transaction.
+pub trait AppendLookup {
     fn find_event(&mut self, event_id: &Uuid) -> Result<Option<EventLocation>, StoreError>;
     fn stream_head(&mut self, stream_id: &str) -> Result<Option<StreamHead>, StoreError>;
-    /// Writes the new events and the new heads of the streams they went to. Must fail with
-    /// [`StoreError::DuplicateEvent`], writing nothing, if an event id is already stored.
-    fn write(&mut self, events: &[RecordedEvent], heads: &[(&str, StreamHead)]) -> Result<(), StoreError>;
+}
+
+/// What an append comes to.
+#[derive(Debug)]
+pub enum Plan {
+    /// Every event is already in the log, from an earlier run of the same append: nothing
+    /// is written, and this is the outcome of that first run.
+    Repeat(AppendOutcome),
+    /// New events to write.
+    Write(Write),
+}
+
+/// The rows a backend writes for an append.
+#[derive(Debug)]
+pub struct Write {
+    /// The new events, with versions and hashes; the backend assigns their positions (and
+    /// commit order) as it writes them. The backend must refuse, with
+    /// [`StoreError::DuplicateEvent`] and writing nothing, an event id already stored.
+    pub events: Vec<RecordedEvent>,
+    /// The new head of every stream that gets events.
+    pub heads: Vec<(String, StreamHead)>,
+    streams: Vec<StreamVersion>,
+}
+
+impl Write {
+    /// The outcome, once the backend has assigned the positions.
+    pub fn outcome(self) -> AppendOutcome {
+        AppendOutcome {
+            streams: self.streams,
+            first_position: self.events.iter().map(|e| e.position).min(),
+            last_position: self.events.iter().map(|e| e.position).max(),
+            duplicate: false,
+        }
+    }
 }
 
 /// Checks an append's shape before anything is looked up or written.
@@ -88,22 +119,17 @@ pub fn validate(appends: &[StreamAppend]) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Applies a validated append at `next_position` (the position the first new event gets).
-/// Returns the outcome and the events written (none for an idempotent repeat).
-pub fn apply(
-    target: &mut impl AppendTarget,
-    next_position: u64,
-    appends: &[StreamAppend],
-) -> Result<(AppendOutcome, Vec<RecordedEvent>), StoreError> {
-    if let Some(outcome) = repeated(target, appends)? {
-        return Ok((outcome, Vec::new()));
+/// Decides what a validated append writes: an idempotent repeat, a version conflict, or
+/// the new events with their versions and hashes.
+pub fn plan(lookup: &mut impl AppendLookup, appends: &[StreamAppend]) -> Result<Plan, StoreError> {
+    if let Some(outcome) = repeated(lookup, appends)? {
+        return Ok(Plan::Repeat(outcome));
     }
-    let mut position = next_position;
-    let mut written = Vec::new();
+    let mut events = Vec::new();
     let mut heads = Vec::new();
     let mut streams = Vec::with_capacity(appends.len());
     for append in appends {
-        let head = target.stream_head(&append.stream_id)?;
+        let head = lookup.stream_head(&append.stream_id)?;
         let current = head.as_ref().map_or(0, |h| h.version);
         if !append.expected.allows(current) {
             return Err(StoreError::WrongExpectedVersion {
@@ -117,7 +143,8 @@ pub fn apply(
         for event in &append.events {
             version += 1;
             let mut recorded = RecordedEvent {
-                position,
+                position: 0,
+                commit: 0,
                 stream_id: append.stream_id.clone(),
                 version,
                 event_id: event.event_id,
@@ -130,30 +157,22 @@ pub fn apply(
             };
             recorded.hash = event_hash(&prev_hash, &recorded);
             prev_hash.clone_from(&recorded.hash);
-            written.push(recorded);
-            position += 1;
+            events.push(recorded);
         }
         if !append.events.is_empty() {
-            heads.push((append.stream_id.as_str(), StreamHead { version, hash: prev_hash }));
+            heads.push((append.stream_id.clone(), StreamHead { version, hash: prev_hash }));
         }
         streams.push(StreamVersion { stream_id: append.stream_id.clone(), version });
     }
-    target.write(&written, &heads)?;
-    let outcome = AppendOutcome {
-        streams,
-        first_position: written.first().map(|e| e.position),
-        last_position: written.last().map(|e| e.position),
-        duplicate: false,
-    };
-    Ok((outcome, written))
+    Ok(Plan::Write(Write { events, heads, streams }))
 }
 
 /// If every event of the append is already in the log, in the same streams and order,
 /// the outcome of that first append; if none is, `None`; anything between is an error.
 ///
 /// Only the first event is looked up here: when it is new, any later event that already
-/// exists is caught by [`AppendTarget::write`], which must refuse a known event id.
-fn repeated(target: &mut impl AppendTarget, appends: &[StreamAppend]) -> Result<Option<AppendOutcome>, StoreError> {
+/// exists is caught by the backend's write, which must refuse a known event id.
+fn repeated(target: &mut impl AppendLookup, appends: &[StreamAppend]) -> Result<Option<AppendOutcome>, StoreError> {
     let Some(first) = appends.iter().find_map(|a| a.events.first()) else { return Ok(None) };
     if target.find_event(&first.event_id)?.is_none() {
         return Ok(None);

@@ -12,7 +12,7 @@ use chrono::{TimeZone, Utc};
 use uuid::Uuid;
 
 use crate::hash::{event_hash, verify_stream};
-use crate::{EventStore, ExpectedVersion, Metadata, NewEvent, StoreError, StreamAppend};
+use crate::{EventStore, ExpectedVersion, LogCursor, Metadata, NewEvent, RecordedEvent, StoreError, StreamAppend};
 
 /// Runs every conformance test against the store that `$make().await` returns as
 /// `(store, guard)`.
@@ -71,27 +71,54 @@ fn one(stream: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> Vec<St
     vec![StreamAppend { stream_id: stream.to_string(), expected, events }]
 }
 
+/// The whole log, read in pages of `page` events by passing back the last cursor.
+pub async fn read_log<S: EventStore>(store: &S, page: u32) -> Vec<RecordedEvent> {
+    let mut cursor = LogCursor::START;
+    let mut events = Vec::new();
+    loop {
+        let batch = store.read_all(cursor, page).await.unwrap();
+        assert!(batch.len() <= page as usize, "a read returns at most its limit");
+        let Some(last) = batch.last() else { return events };
+        cursor = LogCursor::after(last);
+        events.extend(batch);
+    }
+}
+
+/// Log order is `(commit, position)`, strictly increasing; positions are unique.
+fn assert_log_order(events: &[RecordedEvent]) {
+    for pair in events.windows(2) {
+        assert!(LogCursor::after(&pair[0]) < LogCursor::after(&pair[1]), "log order: {:?} then {:?}", pair[0], pair[1]);
+    }
+    let positions: HashSet<u64> = events.iter().map(|e| e.position).collect();
+    assert_eq!(positions.len(), events.len(), "positions are unique");
+}
+
 fn numbered(n: usize) -> Vec<NewEvent> {
     (0..n).map(|i| event("Numbered", &format!(r#"{{"n":{i}}}"#))).collect()
 }
 
 pub async fn appends_and_reads_back_in_order<S: EventStore>(store: &S) {
     assert_eq!(store.head().await.unwrap(), 0);
-    let out = store.append(one("s-1", ExpectedVersion::NoStream, numbered(3))).await.unwrap();
-    assert_eq!((out.first_position, out.last_position), (Some(1), Some(3)));
-    assert_eq!(out.streams[0].version, 3);
-    assert!(!out.duplicate);
-    let out = store.append(one("s-2", ExpectedVersion::NoStream, numbered(2))).await.unwrap();
-    assert_eq!((out.first_position, out.last_position), (Some(4), Some(5)));
+    let first = store.append(one("s-1", ExpectedVersion::NoStream, numbered(3))).await.unwrap();
+    assert!(first.first_position.unwrap() >= 1);
+    assert!(first.first_position < first.last_position);
+    assert_eq!(first.streams[0].version, 3);
+    assert!(!first.duplicate);
+    let second = store.append(one("s-2", ExpectedVersion::NoStream, numbered(2))).await.unwrap();
+    assert!(second.first_position > first.last_position, "a later append gets later positions");
     let stream = store.read_stream("s-1", 1, 100).await.unwrap();
     assert_eq!(stream.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(stream[0].position, first.first_position.unwrap());
+    assert_eq!(stream[2].position, first.last_position.unwrap());
     assert_eq!(stream[2].payload, r#"{"n":2}"#);
     assert_eq!(store.read_stream("s-1", 3, 100).await.unwrap().len(), 1);
     assert!(store.read_stream("missing", 1, 100).await.unwrap().is_empty());
-    let all = store.read_all(0, 100).await.unwrap();
-    assert_eq!(all.iter().map(|e| e.position).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
-    assert_eq!(all[3].stream_id, "s-2");
-    assert_eq!(store.head().await.unwrap(), 5);
+    let all = store.read_all(LogCursor::START, 100).await.unwrap();
+    assert_log_order(&all);
+    let streams: Vec<&str> = all.iter().map(|e| e.stream_id.as_str()).collect();
+    assert_eq!(streams, ["s-1", "s-1", "s-1", "s-2", "s-2"]);
+    assert_eq!(all[..3], stream[..]);
+    assert_eq!(store.head().await.unwrap(), second.last_position.unwrap());
     assert_eq!(store.stream_version("s-1").await.unwrap(), 3);
     assert_eq!(store.stream_version("missing").await.unwrap(), 0);
 }
@@ -100,20 +127,13 @@ pub async fn reads_the_log_in_pages<S: EventStore>(store: &S) {
     for i in 0..10 {
         store.append(one(&format!("p-{i}"), ExpectedVersion::NoStream, numbered(3))).await.unwrap();
     }
-    let mut after = 0;
-    let mut seen = Vec::new();
-    loop {
-        let page = store.read_all(after, 7).await.unwrap();
-        if page.is_empty() {
-            break;
-        }
-        assert!(page.len() <= 7);
-        after = page.last().unwrap().position;
-        seen.extend(page.into_iter().map(|e| e.position));
-    }
-    assert_eq!(seen, (1..=30).collect::<Vec<u64>>());
-    assert!(store.read_all(30, 10).await.unwrap().is_empty());
-    assert!(store.read_all(1_000, 10).await.unwrap().is_empty());
+    let whole = store.read_all(LogCursor::START, 1_000).await.unwrap();
+    assert_eq!(whole.len(), 30);
+    assert_log_order(&whole);
+    assert_eq!(read_log(store, 7).await, whole);
+    assert!(store.read_all(LogCursor::after(&whole[29]), 10).await.unwrap().is_empty());
+    let rest = store.read_all(LogCursor::after(&whole[9]), 100).await.unwrap();
+    assert_eq!(rest, whole[10..]);
 }
 
 pub async fn a_wrong_expected_version_names_both_and_appends_nothing<S: EventStore>(store: &S) {
@@ -156,10 +176,10 @@ pub async fn a_conflict_in_one_stream_appends_to_none<S: EventStore>(store: &S) 
     ];
     let err = store.append(appends).await.unwrap_err();
     assert!(err.to_string().contains("'m-2'"), "{err}");
-    assert_eq!(store.head().await.unwrap(), 2);
+    assert_eq!(read_log(store, 100).await.len(), 2);
     assert_eq!(store.stream_version("m-1").await.unwrap(), 1);
     assert_eq!(store.stream_version("m-3").await.unwrap(), 0);
-    assert_eq!(store.read_all(0, 100).await.unwrap().len(), 2);
+    assert_eq!(store.read_all(LogCursor::START, 100).await.unwrap().len(), 2);
     // The same append with the right versions goes through whole.
     let appends = vec![
         StreamAppend { stream_id: "m-1".into(), expected: ExpectedVersion::Exact(1), events: numbered(2) },
@@ -167,9 +187,11 @@ pub async fn a_conflict_in_one_stream_appends_to_none<S: EventStore>(store: &S) 
         StreamAppend { stream_id: "m-2".into(), expected: ExpectedVersion::Exact(1), events: numbered(1) },
     ];
     let out = store.append(appends).await.unwrap();
-    assert_eq!((out.first_position, out.last_position), (Some(3), Some(6)));
     let versions: Vec<u64> = out.streams.iter().map(|s| s.version).collect();
     assert_eq!(versions, [3, 1, 2]);
+    let all = read_log(store, 100).await;
+    assert_eq!(all.len(), 6);
+    assert_eq!((out.first_position, out.last_position), (Some(all[2].position), Some(all[5].position)));
 }
 
 pub async fn a_version_check_without_events_takes_part<S: EventStore>(store: &S) {
@@ -185,7 +207,7 @@ pub async fn a_version_check_without_events_takes_part<S: EventStore>(store: &S)
     let out = store.append(check(2)).await.unwrap();
     assert_eq!(out.streams[0].version, 2);
     assert_eq!(store.stream_version("c-1").await.unwrap(), 2);
-    assert_eq!(store.head().await.unwrap(), 3);
+    assert_eq!(read_log(store, 100).await.len(), 3);
 }
 
 pub async fn appends_are_idempotent_by_event_id<S: EventStore>(store: &S) {
@@ -200,7 +222,7 @@ pub async fn appends_are_idempotent_by_event_id<S: EventStore>(store: &S) {
     assert!(again.duplicate);
     assert_eq!(again.streams, first.streams);
     assert_eq!((again.first_position, again.last_position), (first.first_position, first.last_position));
-    assert_eq!(store.head().await.unwrap(), 4);
+    assert_eq!(read_log(store, 100).await.len(), 4);
     assert_eq!(store.stream_version("i-1").await.unwrap(), 2);
 }
 
@@ -218,7 +240,7 @@ pub async fn a_partial_repeat_is_refused<S: EventStore>(store: &S) {
     let err = store.append(one("d-3", ExpectedVersion::Any, new_then_old)).await.unwrap_err();
     assert!(matches!(err, StoreError::DuplicateEvent { .. }), "{err}");
     assert_eq!(store.stream_version("d-3").await.unwrap(), 0);
-    assert_eq!(store.head().await.unwrap(), 2);
+    assert_eq!(read_log(store, 100).await.len(), 2);
     assert_eq!(store.stream_version("d-2").await.unwrap(), 0);
 }
 
@@ -255,7 +277,7 @@ pub async fn payloads_and_metadata_read_back_byte_for_byte<S: EventStore>(store:
         assert_eq!(got.schema_version, sent.schema_version);
         assert_eq!(got.recorded_at, sent.recorded_at);
     }
-    assert_eq!(store.read_all(0, 100).await.unwrap(), back);
+    assert_eq!(store.read_all(LogCursor::START, 100).await.unwrap(), back);
 }
 
 pub async fn large_payloads_read_back_whole<S: EventStore>(store: &S) {
@@ -286,23 +308,17 @@ pub async fn many_streams_from_concurrent_writers<S: EventStore>(store: &S) {
     }
     futures_join_all(tasks).await;
     let total = (WRITERS * STREAMS_PER_WRITER) as u64 * EVENTS_PER_STREAM;
-    assert_eq!(store.head().await.unwrap(), total);
-    let mut positions = Vec::new();
+    let log = read_log(*store, 500).await;
+    assert_eq!(log.len() as u64, total, "every event once");
+    assert_log_order(&log);
+    assert_eq!(store.head().await.unwrap(), log.iter().map(|e| e.position).max().unwrap());
     let mut per_stream: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let mut after = 0;
-    loop {
-        let page = store.read_all(after, 500).await.unwrap();
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        for e in page {
-            positions.push(e.position);
-            per_stream.entry(e.stream_id).or_default().push(e.version);
-        }
+    for e in log {
+        per_stream.entry(e.stream_id).or_default().push(e.version);
     }
-    assert_eq!(positions, (1..=total).collect::<Vec<_>>(), "the log has no gaps and no repeats");
     assert_eq!(per_stream.len(), WRITERS * STREAMS_PER_WRITER);
     for versions in per_stream.values() {
-        assert_eq!(versions, &[1, 2, 3]);
+        assert_eq!(versions, &[1, 2, 3], "each stream in version order");
     }
 }
 
@@ -347,23 +363,24 @@ pub async fn bad_appends_are_refused_and_store_nothing<S: EventStore>(store: &S)
         assert!(matches!(err, StoreError::InvalidAppend(_)), "{err}");
         assert!(err.to_string().contains(needle), "'{err}' should mention '{needle}'");
     }
-    assert_eq!(store.head().await.unwrap(), 1);
-    assert_eq!(store.read_all(0, 10).await.unwrap().len(), 1);
+    assert_eq!(read_log(store, 100).await.len(), 1);
 }
 
 pub async fn waiting_wakes_on_append_and_times_out<S: EventStore>(store: &S) {
     let started = std::time::Instant::now();
-    assert_eq!(store.wait_for(0, Duration::from_millis(50)).await.unwrap(), 0);
+    assert!(!store.wait_for(LogCursor::START, Duration::from_millis(50)).await.unwrap());
     assert!(started.elapsed() >= Duration::from_millis(45));
-    let waiter = store.wait_for(0, Duration::from_secs(30));
+    let waiter = store.wait_for(LogCursor::START, Duration::from_secs(30));
     let writer = async {
         tokio::time::sleep(Duration::from_millis(20)).await;
         store.append(one("w", ExpectedVersion::NoStream, numbered(1))).await.unwrap();
     };
-    let (head, ()) = tokio::join!(waiter, writer);
-    assert_eq!(head.unwrap(), 1);
+    let (ready, ()) = tokio::join!(waiter, writer);
+    assert!(ready.unwrap());
     assert!(started.elapsed() < Duration::from_secs(20), "woken by the append, not by the timeout");
-    assert_eq!(store.wait_for(0, Duration::from_secs(30)).await.unwrap(), 1, "already past: returns at once");
+    assert!(store.wait_for(LogCursor::START, Duration::from_secs(30)).await.unwrap(), "already readable: at once");
+    let last = store.read_all(LogCursor::START, 10).await.unwrap().pop().unwrap();
+    assert!(!store.wait_for(LogCursor::after(&last), Duration::from_millis(20)).await.unwrap());
 }
 
 pub async fn hashes_chain_each_stream<S: EventStore>(store: &S) {
@@ -390,7 +407,9 @@ pub async fn events_are_found_by_command<S: EventStore>(store: &S) {
     store.append(one("x", ExpectedVersion::NoStream, numbered(1))).await.unwrap();
     store.append(one("y", ExpectedVersion::NoStream, events)).await.unwrap();
     let found = store.read_command("cmd-42").await.unwrap();
-    assert_eq!(found.iter().map(|e| e.position).collect::<Vec<_>>(), [2, 3, 4]);
+    assert_eq!(found.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(found.iter().all(|e| e.stream_id == "y" && e.metadata.command_id == "cmd-42"));
+    assert_log_order(&found);
     assert!(store.read_command("cmd-none").await.unwrap().is_empty());
 }
 

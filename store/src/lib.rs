@@ -70,8 +70,14 @@ pub struct NewEvent {
 /// An event as stored, with its place in its stream and in the global log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedEvent {
-    /// 1-based position in the global log.
+    /// Position in the global log: unique, and increasing within each stream and within
+    /// each append. Gap-free on SQLite and in memory; a PostgreSQL sequence may skip
+    /// numbers (a rolled-back append).
     pub position: u64,
+    /// The order in which events became visible: the position on SQLite and in memory, the
+    /// writing transaction's id on PostgreSQL, where transactions commit out of position
+    /// order. The global log is read in `(commit, position)` order.
+    pub commit: u64,
     pub stream_id: String,
     /// 1-based version within the stream.
     pub version: u64,
@@ -83,6 +89,24 @@ pub struct RecordedEvent {
     pub recorded_at: DateTime<Utc>,
     /// Hex SHA-256 chaining this event to the previous one of its stream.
     pub hash: String,
+}
+
+/// A reader's place in the global log: just after the event with this commit order and
+/// position. Readers keep the cursor of the last event they read and pass it back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LogCursor {
+    pub commit: u64,
+    pub position: u64,
+}
+
+impl LogCursor {
+    /// Before the first event.
+    pub const START: LogCursor = LogCursor { commit: 0, position: 0 };
+
+    /// Just after `event`.
+    pub fn after(event: &RecordedEvent) -> LogCursor {
+        LogCursor { commit: event.commit, position: event.position }
+    }
 }
 
 /// The version a stream must be at for an append to go ahead.
@@ -200,8 +224,11 @@ pub trait EventStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
-    /// Events of the global log with position > `after`, in order, at most `limit`.
-    async fn read_all(&self, after: u64, limit: u32) -> Result<Vec<RecordedEvent>, StoreError>;
+    /// Events of the global log after `after`, in `(commit, position)` order, at most
+    /// `limit`. Only committed events, and never one that a later read could see before an
+    /// event this read returned: a reader that passes back the cursor of the last event it
+    /// got skips nothing and sees nothing twice.
+    async fn read_all(&self, after: LogCursor, limit: u32) -> Result<Vec<RecordedEvent>, StoreError>;
 
     /// The events that one command appended, in log order.
     async fn read_command(&self, command_id: &str) -> Result<Vec<RecordedEvent>, StoreError>;
@@ -209,9 +236,10 @@ pub trait EventStore: Send + Sync {
     /// A stream's current version (0: no stream).
     async fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError>;
 
-    /// The position of the last event in the log (0: empty).
+    /// The highest position of a committed event (0: empty log).
     async fn head(&self) -> Result<u64, StoreError>;
 
-    /// Waits until the head passes `after` or `timeout` ends; returns the head.
-    async fn wait_for(&self, after: u64, timeout: Duration) -> Result<u64, StoreError>;
+    /// Waits until `read_all(after, …)` has an event to return, or `timeout` ends; returns
+    /// whether it has.
+    async fn wait_for(&self, after: LogCursor, timeout: Duration) -> Result<bool, StoreError>;
 }

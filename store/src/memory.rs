@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::append::{apply, validate, AppendTarget, EventLocation, StreamHead};
-use crate::{AppendOutcome, EventStore, RecordedEvent, StoreError, StreamAppend, READ_EVENTS_MAX};
+use crate::append::{plan, validate, AppendLookup, EventLocation, Plan, StreamHead};
+use crate::{AppendOutcome, EventStore, LogCursor, RecordedEvent, StoreError, StreamAppend, READ_EVENTS_MAX};
 
 #[derive(Default)]
 struct Log {
@@ -38,38 +38,19 @@ impl MemoryStore {
     }
 }
 
-/// Looks up in the committed log; writes are staged and applied only on success.
-struct Staging<'a> {
-    log: &'a Log,
-    written: Vec<RecordedEvent>,
-}
-
-impl AppendTarget for Staging<'_> {
+impl AppendLookup for &Log {
     fn find_event(&mut self, event_id: &Uuid) -> Result<Option<EventLocation>, StoreError> {
-        Ok(self.log.by_id.get(event_id).map(|&i| {
-            let e = &self.log.events[i];
+        Ok(self.by_id.get(event_id).map(|&i| {
+            let e = &self.events[i];
             EventLocation { position: e.position, stream_id: e.stream_id.clone(), version: e.version }
         }))
     }
 
     fn stream_head(&mut self, stream_id: &str) -> Result<Option<StreamHead>, StoreError> {
         Ok(self
-            .log
             .streams
             .get(stream_id)
             .map(|(indexes, hash)| StreamHead { version: indexes.len() as u64, hash: hash.clone() }))
-    }
-
-    fn write(&mut self, events: &[RecordedEvent], _heads: &[(&str, StreamHead)]) -> Result<(), StoreError> {
-        if let Some(e) = events.iter().find(|e| self.log.by_id.contains_key(&e.event_id)) {
-            let existing = &self.log.events[self.log.by_id[&e.event_id]];
-            return Err(StoreError::DuplicateEvent {
-                event_id: e.event_id,
-                detail: format!("in stream '{}' at version {}", existing.stream_id, existing.version),
-            });
-        }
-        self.written = events.to_vec();
-        Ok(())
     }
 }
 
@@ -78,23 +59,32 @@ impl EventStore for MemoryStore {
     async fn append(&self, appends: Vec<StreamAppend>) -> Result<AppendOutcome, StoreError> {
         validate(&appends)?;
         let mut log = self.log.lock().expect("memory log lock");
-        let next = log.events.len() as u64 + 1;
-        let mut staging = Staging { log: &log, written: Vec::new() };
-        let (outcome, _) = apply(&mut staging, next, &appends)?;
-        let written = staging.written;
-        for event in written {
+        let mut write = match plan(&mut &*log, &appends)? {
+            Plan::Repeat(outcome) => return Ok(outcome),
+            Plan::Write(write) => write,
+        };
+        if let Some(e) = write.events.iter().find(|e| log.by_id.contains_key(&e.event_id)) {
+            let existing = &log.events[log.by_id[&e.event_id]];
+            return Err(StoreError::DuplicateEvent {
+                event_id: e.event_id,
+                detail: format!("in stream '{}' at version {}", existing.stream_id, existing.version),
+            });
+        }
+        for event in &mut write.events {
             let index = log.events.len();
+            event.position = index as u64 + 1;
+            event.commit = event.position;
             let entry = log.streams.entry(event.stream_id.clone()).or_default();
             entry.0.push(index);
             entry.1.clone_from(&event.hash);
             log.by_id.insert(event.event_id, index);
             log.by_command.entry(event.metadata.command_id.clone()).or_default().push(index);
-            log.events.push(event);
+            log.events.push(event.clone());
         }
         let head = log.events.len() as u64;
         drop(log);
         self.head.send_replace(head);
-        Ok(outcome)
+        Ok(write.outcome())
     }
 
     async fn read_stream(
@@ -116,9 +106,9 @@ impl EventStore for MemoryStore {
             .collect())
     }
 
-    async fn read_all(&self, after: u64, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(&self, after: LogCursor, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
         let log = self.log.lock().expect("memory log lock");
-        let start = (after as usize).min(log.events.len());
+        let start = (after.position as usize).min(log.events.len());
         let end = (start + limit.min(READ_EVENTS_MAX) as usize).min(log.events.len());
         Ok(log.events[start..end].to_vec())
     }
@@ -141,13 +131,13 @@ impl EventStore for MemoryStore {
         Ok(*self.head.borrow())
     }
 
-    async fn wait_for(&self, after: u64, timeout: Duration) -> Result<u64, StoreError> {
+    async fn wait_for(&self, after: LogCursor, timeout: Duration) -> Result<bool, StoreError> {
         let mut rx = self.head.subscribe();
-        let waited = tokio::time::timeout(timeout, rx.wait_for(|&head| head > after)).await;
+        let waited = tokio::time::timeout(timeout, rx.wait_for(|&head| head > after.position)).await;
         match waited {
-            Ok(Ok(head)) => Ok(*head),
+            Ok(Ok(_)) => Ok(true),
             Ok(Err(_)) => Err(StoreError::Closed),
-            Err(_) => Ok(*self.head.borrow()),
+            Err(_) => Ok(*self.head.borrow() > after.position),
         }
     }
 }

@@ -18,9 +18,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use crate::append::{apply, validate, AppendTarget, EventLocation, StreamHead};
+use crate::append::{plan, validate, AppendLookup, EventLocation, Plan, StreamHead, Write};
 use crate::hash::format_time;
-use crate::{AppendOutcome, EventStore, RecordedEvent, StoreError, StreamAppend, READ_EVENTS_MAX};
+use crate::{AppendOutcome, EventStore, LogCursor, RecordedEvent, StoreError, StreamAppend, READ_EVENTS_MAX};
 
 /// `PRAGMA application_id` of an orderlog database ("ORLG").
 pub const APPLICATION_ID: i32 = 0x4F52_4C47;
@@ -249,7 +249,7 @@ struct SqliteTarget<'c> {
     conn: &'c Connection,
 }
 
-impl AppendTarget for SqliteTarget<'_> {
+impl AppendLookup for SqliteTarget<'_> {
     fn find_event(&mut self, event_id: &Uuid) -> Result<Option<EventLocation>, StoreError> {
         let mut stmt = self
             .conn
@@ -269,51 +269,52 @@ impl AppendTarget for SqliteTarget<'_> {
             .optional()
             .map_err(backend)
     }
+}
 
-    fn write(&mut self, events: &[RecordedEvent], heads: &[(&str, StreamHead)]) -> Result<(), StoreError> {
-        let mut insert = self
-            .conn
-            .prepare_cached(
-                "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version,
-                                     payload, metadata, command_id, recorded_at, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )
-            .map_err(backend)?;
-        for e in events {
-            let metadata = serde_json::to_string(&e.metadata).map_err(backend)?;
-            insert
-                .execute(params![
-                    e.position,
-                    e.stream_id,
-                    e.version,
-                    e.event_id.to_string(),
-                    e.event_type,
-                    e.schema_version,
-                    e.payload,
-                    metadata,
-                    e.metadata.command_id,
-                    format_time(&e.recorded_at),
-                    e.hash,
-                ])
-                .map_err(|err| match err.sqlite_error_code() {
-                    Some(rusqlite::ErrorCode::ConstraintViolation) if err.to_string().contains("event_id") => {
-                        StoreError::DuplicateEvent { event_id: e.event_id, detail: "in another append".into() }
-                    }
-                    _ => backend(err),
-                })?;
-        }
-        let mut upsert = self
-            .conn
-            .prepare_cached(
-                "INSERT INTO streams (stream_id, version, hash) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, hash = excluded.hash",
-            )
-            .map_err(backend)?;
-        for (stream_id, head) in heads {
-            upsert.execute(params![stream_id, head.version, head.hash]).map_err(backend)?;
-        }
-        Ok(())
+/// Writes the planned events at positions `next`, `next + 1`, … and the new stream heads.
+fn write_rows(conn: &Connection, write: &mut Write, next: u64) -> Result<(), StoreError> {
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version,
+                                 payload, metadata, command_id, recorded_at, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )
+        .map_err(backend)?;
+    for (e, position) in write.events.iter_mut().zip(next..) {
+        e.position = position;
+        e.commit = position;
+        let metadata = serde_json::to_string(&e.metadata).map_err(backend)?;
+        insert
+            .execute(params![
+                e.position,
+                e.stream_id,
+                e.version,
+                e.event_id.to_string(),
+                e.event_type,
+                e.schema_version,
+                e.payload,
+                metadata,
+                e.metadata.command_id,
+                format_time(&e.recorded_at),
+                e.hash,
+            ])
+            .map_err(|err| match err.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::ConstraintViolation) if err.to_string().contains("event_id") => {
+                    StoreError::DuplicateEvent { event_id: e.event_id, detail: "in another append".into() }
+                }
+                _ => backend(err),
+            })?;
     }
+    let mut upsert = conn
+        .prepare_cached(
+            "INSERT INTO streams (stream_id, version, hash) VALUES (?1, ?2, ?3)
+             ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, hash = excluded.hash",
+        )
+        .map_err(backend)?;
+    for (stream_id, head) in &write.heads {
+        upsert.execute(params![stream_id, head.version, head.hash]).map_err(backend)?;
+    }
+    Ok(())
 }
 
 fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<AppendRequest>, head: watch::Sender<u64>) {
@@ -360,10 +361,18 @@ fn write_batch(
     for request in batch {
         let result = (|| {
             tx.execute_batch("SAVEPOINT append").map_err(backend)?;
-            match apply(&mut SqliteTarget { conn: &tx }, next, &request.appends) {
+            let planned = plan(&mut SqliteTarget { conn: &tx }, &request.appends).and_then(|planned| match planned {
+                Plan::Repeat(outcome) => Ok((outcome, 0)),
+                Plan::Write(mut write) => {
+                    write_rows(&tx, &mut write, next)?;
+                    let written = write.events.len() as u64;
+                    Ok((write.outcome(), written))
+                }
+            });
+            match planned {
                 Ok((outcome, written)) => {
                     tx.execute_batch("RELEASE append").map_err(backend)?;
-                    next += written.len() as u64;
+                    next += written;
                     Ok(outcome)
                 }
                 Err(e) => {
@@ -405,6 +414,7 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<RecordedEvent, Store
     };
     Ok(Ok(RecordedEvent {
         position,
+        commit: position,
         stream_id: row.get(1)?,
         version: row.get(2)?,
         event_id,
@@ -458,7 +468,8 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn read_all(&self, after: u64, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(&self, after: LogCursor, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
+        let after = after.position;
         let limit = limit.min(READ_EVENTS_MAX);
         self.with_reader(move |conn| {
             query_events(
@@ -499,18 +510,21 @@ impl EventStore for SqliteStore {
         Ok(head)
     }
 
-    async fn wait_for(&self, after: u64, timeout: Duration) -> Result<u64, StoreError> {
+    async fn wait_for(&self, after: LogCursor, timeout: Duration) -> Result<bool, StoreError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut rx = self.head.subscribe();
         loop {
             // Appends of this process wake us at once; those of other processes are seen
             // by polling the file.
             let head = self.head().await?;
-            if head > after || tokio::time::Instant::now() >= deadline {
-                return Ok(head);
+            if head > after.position {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
             }
             let poll = tokio::time::Instant::now() + Duration::from_millis(WAIT_POLL_MS);
-            let _ = tokio::time::timeout_at(poll.min(deadline), rx.wait_for(|&h| h > after)).await;
+            let _ = tokio::time::timeout_at(poll.min(deadline), rx.wait_for(|&h| h > after.position)).await;
         }
     }
 }
