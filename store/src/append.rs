@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 
+use chrono::SubsecRound;
 use serde::de::IgnoredAny;
 use uuid::Uuid;
 
@@ -152,7 +153,7 @@ pub fn plan(lookup: &mut impl AppendLookup, appends: &[StreamAppend]) -> Result<
                 schema_version: event.schema_version,
                 payload: event.payload.clone(),
                 metadata: event.metadata.clone(),
-                recorded_at: event.recorded_at,
+                recorded_at: event.recorded_at.trunc_subsecs(6),
                 hash: String::new(),
             };
             recorded.hash = event_hash(&prev_hash, &recorded);

@@ -2,9 +2,9 @@
 //!
 //! [`EventStore`] is the one interface: an atomic append to one or more streams, each with
 //! an [`ExpectedVersion`]; reading a stream from a version; reading the global log in order
-//! from a position; waiting for events after a position; the head position. Backends:
-//! [`MemoryStore`] (tests, simulations) and [`SqliteStore`] (the embedded default, a file in
-//! WAL mode). [`conformance`] holds the test bodies that every backend must pass.
+//! from a cursor; waiting for events after a cursor; the head position. Backends:
+//! [`MemoryStore`] (tests, simulations), [`SqliteStore`] (the embedded default, a file in
+//! WAL mode) and [`PostgresStore`] (production: parallel appends, commit-order reads). [`conformance`] holds the test bodies that every backend must pass.
 //!
 //! The store knows events as envelopes ([`NewEvent`], [`RecordedEvent`]), never as domain
 //! types. Each envelope carries an integrity hash chaining it to the previous event of its
@@ -14,6 +14,8 @@ pub mod append;
 pub mod conformance;
 pub mod hash;
 pub mod memory;
+pub mod migration;
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use memory::MemoryStore;
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// Most streams one append may touch.
@@ -64,6 +67,7 @@ pub struct NewEvent {
     /// A JSON document, stored and returned byte for byte.
     pub payload: String,
     pub metadata: Metadata,
+    /// When the event was recorded; kept to the microsecond (every backend truncates).
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -188,6 +192,10 @@ pub enum StoreError {
     SchemaTooNew { path: String, found: u32, supported: u32 },
     #[error("migration {version} ({name}) differs from the one applied to this database (checksum {applied} applied, {current} in this build); applied migrations must never change")]
     MigrationChanged { version: u32, name: String, applied: String, current: String },
+    #[error("invalid database configuration: {0}")]
+    Config(String),
+    #[error("cannot connect to {target}: {detail}")]
+    Connect { target: String, detail: String },
     #[error("storage error: {0}")]
     Backend(String),
     #[error("the store is closed")]

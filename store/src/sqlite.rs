@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::append::{plan, validate, AppendLookup, EventLocation, Plan, StreamHead, Write};
 use crate::hash::format_time;
+pub use crate::migration::Migration;
 use crate::{AppendOutcome, EventStore, LogCursor, RecordedEvent, StoreError, StreamAppend, READ_EVENTS_MAX};
 
 /// `PRAGMA application_id` of an orderlog database ("ORLG").
@@ -35,20 +35,9 @@ pub const BUSY_TIMEOUT_MS: u64 = 10_000;
 /// How often a waiting reader looks for appends made by other processes.
 pub const WAIT_POLL_MS: u64 = 100;
 
-/// One schema migration: plain SQL, applied once, in order, never edited.
-pub struct Migration {
-    pub version: u32,
-    pub name: &'static str,
-    pub sql: &'static str,
-}
-
 /// This build's migrations.
 pub const MIGRATIONS: &[Migration] =
     &[Migration { version: 1, name: "event_log", sql: include_str!("../migrations/sqlite/0001_event_log.sql") }];
-
-fn checksum(sql: &str) -> String {
-    hex::encode(Sha256::digest(sql.as_bytes()))
-}
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -215,7 +204,7 @@ fn migrate(conn: &mut Connection) -> Result<Vec<u32>, StoreError> {
     .map_err(backend)?;
     let mut applied = Vec::new();
     for m in MIGRATIONS {
-        let current = checksum(m.sql);
+        let current = m.checksum();
         let existing: Option<String> = tx
             .query_row("SELECT checksum FROM orderlog_migrations WHERE version = ?1", [m.version], |r| r.get(0))
             .optional()

@@ -15,3 +15,14 @@ mod sqlite {
     }
     orderlog_store::conformance_suite!(make);
 }
+
+mod postgres {
+    use orderlog_store::postgres::testing::TestDatabase;
+
+    async fn make() -> (orderlog_store::PostgresStore, TestDatabase) {
+        let db = TestDatabase::create().await;
+        let store = orderlog_store::PostgresStore::connect_url(&db.url_with("pool_max_size=24")).await.unwrap();
+        (store, db)
+    }
+    orderlog_store::conformance_suite!(make);
+}

@@ -1,0 +1,766 @@
+//! The production store: PostgreSQL through a `deadpool-postgres` pool.
+//!
+//! Appends run in parallel: an append locks the rows of the streams it touches (in stream
+//! order, so two appends never deadlock) and nothing else — no global lock. Each event
+//! carries the id of the transaction that wrote it (`xid8`). Transactions commit out of
+//! position order, so readers take the log in `(tx_id, position)` order and only below the
+//! oldest transaction still running (`pg_snapshot_xmin(pg_current_snapshot())`), in one
+//! statement: an event that commits late is below no cursor a reader has passed, and an
+//! event of a transaction still running (or rolled back) is never seen. LISTEN/NOTIFY wakes
+//! waiting readers; correctness never depends on a notification arriving.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::sync::{watch, OnceCell};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{AsyncMessage, NoTls, Row};
+use uuid::Uuid;
+
+use crate::append::{plan, validate, AppendLookup, EventLocation, Plan, StreamHead};
+pub use crate::migration::Migration;
+use crate::{AppendOutcome, EventStore, LogCursor, RecordedEvent, StoreError, StreamAppend, READ_EVENTS_MAX};
+
+/// This build's PostgreSQL migrations.
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "event_log", sql: include_str!("../migrations/postgres/0001_event_log.sql") }];
+/// Advisory lock held while migrating ("ORLG" and 1).
+const MIGRATION_LOCK_KEY: i64 = 0x4F52_4C47_0000_0001;
+/// The LISTEN/NOTIFY channel appends notify on commit.
+const NOTIFY_CHANNEL: &str = "orderlog_events";
+/// Connections in the pool, unless the URL's `pool_max_size` says otherwise.
+pub const POOL_MAX_SIZE_DEFAULT: usize = 16;
+/// How long a caller waits for a pooled connection, unless `pool_timeout_ms` says otherwise.
+pub const POOL_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// How long connecting may take, unless the URL's `connect_timeout` (seconds) says otherwise.
+pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// How often a waiting reader looks again when no notification came.
+pub const WAIT_POLL_MS: u64 = 250;
+/// Times an append is planned again after a concurrent append created the same stream or
+/// event first (a unique violation), before it gives up.
+pub const UNIQUE_RETRY_MAX: u32 = 3;
+
+/// Where and how to connect.
+#[derive(Clone, Debug)]
+pub struct PostgresOptions {
+    pub config: tokio_postgres::Config,
+    pub pool_max_size: usize,
+    pub pool_timeout: Duration,
+}
+
+impl PostgresOptions {
+    /// Parses a `postgres://` or `postgresql://` URL. The query parameters `pool_max_size`
+    /// and `pool_timeout_ms` size the pool; the others go to the driver (`connect_timeout`
+    /// in seconds, `application_name`, …).
+    pub fn from_url(url: &str) -> Result<PostgresOptions, StoreError> {
+        let bad = |detail: String| StoreError::Config(detail);
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut pool_max_size = POOL_MAX_SIZE_DEFAULT;
+        let mut pool_timeout = Duration::from_millis(POOL_TIMEOUT_MS_DEFAULT);
+        let mut rest = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "pool_max_size" => {
+                    pool_max_size = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=1_000).contains(n))
+                        .ok_or_else(|| bad(format!("pool_max_size: '{value}' is not a number from 1 to 1000")))?;
+                }
+                "pool_timeout_ms" => {
+                    let ms: u64 = value
+                        .parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| bad(format!("pool_timeout_ms: '{value}' is not a positive number")))?;
+                    pool_timeout = Duration::from_millis(ms);
+                }
+                _ => rest.push(pair),
+            }
+        }
+        let driver_url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
+        let mut config: tokio_postgres::Config =
+            driver_url.parse().map_err(|e| bad(format!("not a PostgreSQL URL ({e}): {}", redact(url))))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS_DEFAULT));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("orderlog");
+        }
+        Ok(PostgresOptions { config, pool_max_size, pool_timeout })
+    }
+
+    /// The server and database, for messages: never the password.
+    pub fn target(&self) -> String {
+        let host = match self.config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            #[cfg(unix)]
+            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".into(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        let user = self.config.get_user().unwrap_or("");
+        let db = self.config.get_dbname().unwrap_or(user);
+        format!("PostgreSQL database '{db}' at {host}:{port} as user '{user}'")
+    }
+}
+
+/// A URL with its password replaced, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// What a database error says, with its detail and hint.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = db.message().to_string();
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!(" ({detail})"));
+            }
+            text
+        }
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
+fn pg(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Backend(describe(&e))
+}
+
+/// Fault injection for tests of concurrent readers and crashes: what an append does after
+/// writing its rows and before it commits.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AppendFault {
+    /// Hold the transaction open this long (server-side `pg_sleep`) before committing.
+    pub hold_before_commit: Option<Duration>,
+    /// Roll back instead of committing.
+    pub roll_back: bool,
+}
+
+/// The event log in a PostgreSQL database.
+pub struct PostgresStore {
+    pool: Pool,
+    options: PostgresOptions,
+    notified: watch::Sender<u64>,
+    listener: OnceCell<()>,
+    listener_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    applied: Vec<u32>,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        if let Some(task) = self.listener_task.lock().expect("listener lock").take() {
+            task.abort();
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Connects and brings the schema up to date. A database that holds tables of another
+    /// application, or an orderlog schema newer than this build, is refused unchanged.
+    pub async fn connect(options: PostgresOptions) -> Result<PostgresStore, StoreError> {
+        let manager = Manager::from_config(
+            options.config.clone(),
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_max_size)
+            .wait_timeout(Some(options.pool_timeout))
+            .create_timeout(Some(options.config.get_connect_timeout().copied().unwrap_or(options.pool_timeout)))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        let target = options.target();
+        let mut client =
+            pool.get().await.map_err(|e| StoreError::Connect { target: target.clone(), detail: pool_error(&e) })?;
+        let applied = migrate(&mut client, &target).await?;
+        drop(client);
+        Ok(PostgresStore {
+            pool,
+            options,
+            notified: watch::Sender::new(0),
+            listener: OnceCell::new(),
+            listener_task: Mutex::new(None),
+            applied,
+        })
+    }
+
+    /// Parses `url` and connects.
+    pub async fn connect_url(url: &str) -> Result<PostgresStore, StoreError> {
+        PostgresStore::connect(PostgresOptions::from_url(url)?).await
+    }
+
+    /// Migrations this connect applied (empty when the schema was already current).
+    pub fn applied_migrations(&self) -> &[u32] {
+        &self.applied
+    }
+
+    pub fn options(&self) -> &PostgresOptions {
+        &self.options
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.pool.get().await.map_err(|e| StoreError::Connect { target: self.options.target(), detail: pool_error(&e) })
+    }
+
+    /// An append with a fault injected before commit; see [`AppendFault`]. For tests.
+    pub async fn append_with_fault(
+        &self,
+        appends: Vec<StreamAppend>,
+        fault: AppendFault,
+    ) -> Result<AppendOutcome, StoreError> {
+        validate(&appends)?;
+        let mut attempt = 0;
+        loop {
+            match self.try_append(&appends, fault).await {
+                Err(Attempt::UniqueViolation(detail)) => {
+                    if attempt >= UNIQUE_RETRY_MAX {
+                        return Err(StoreError::Backend(format!(
+                            "concurrent appends kept writing the same stream versions or event ids: {detail}"
+                        )));
+                    }
+                    attempt += 1;
+                }
+                Err(Attempt::Failed(e)) => return Err(e),
+                Ok(outcome) => return Ok(outcome),
+            }
+        }
+    }
+
+    async fn try_append(&self, appends: &[StreamAppend], fault: AppendFault) -> Result<AppendOutcome, Attempt> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let stream_ids: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
+        let event_ids: Vec<Uuid> = appends.iter().flat_map(|a| a.events.iter().map(|e| e.event_id)).collect();
+        let lock = tx
+            .prepare_cached(
+                "SELECT stream_id, version, hash FROM orderlog_streams
+                 WHERE stream_id = ANY($1) ORDER BY stream_id FOR UPDATE",
+            )
+            .await
+            .map_err(pg)?;
+        let known = tx
+            .prepare_cached(
+                "SELECT event_id, position, stream_id, version FROM orderlog_events WHERE event_id = ANY($1)",
+            )
+            .await
+            .map_err(pg)?;
+        // Pipelined: the look-up runs after the lock is granted, so it sees what the
+        // appends we waited for committed.
+        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&stream_ids];
+        let known_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&event_ids];
+        let (heads, found) =
+            tokio::try_join!(tx.query(&lock, &lock_params), tx.query(&known, &known_params)).map_err(pg)?;
+        let mut lookup = Prefetched {
+            heads: heads
+                .iter()
+                .map(|r| (r.get::<_, String>(0), (r.get::<_, i64>(1) as u64, r.get::<_, String>(2))))
+                .collect(),
+            events: found
+                .iter()
+                .map(|r| {
+                    let location = EventLocation {
+                        position: r.get::<_, i64>(1) as u64,
+                        stream_id: r.get(2),
+                        version: r.get::<_, i64>(3) as u64,
+                    };
+                    (r.get::<_, Uuid>(0), location)
+                })
+                .collect(),
+        };
+        let mut write = match plan(&mut lookup, appends)? {
+            Plan::Repeat(outcome) => return Ok(outcome),
+            Plan::Write(write) => write,
+        };
+        if let Some(e) = write.events.iter().find(|e| lookup.events.contains_key(&e.event_id)) {
+            let existing = &lookup.events[&e.event_id];
+            return Err(StoreError::DuplicateEvent {
+                event_id: e.event_id,
+                detail: format!("in stream '{}' at version {}", existing.stream_id, existing.version),
+            }
+            .into());
+        }
+        if !write.events.is_empty() {
+            let insert = tx
+                .prepare_cached(
+                    "INSERT INTO orderlog_events (stream_id, version, event_id, event_type, schema_version,
+                                                  payload, metadata, command_id, recorded_at, hash)
+                     SELECT s, v, id, t, sv, p, m::jsonb, c, r, h
+                     FROM UNNEST($1::text[], $2::int8[], $3::uuid[], $4::text[], $5::int4[], $6::text[],
+                                 $7::text[], $8::text[], $9::timestamptz[], $10::text[])
+                          AS u(s, v, id, t, sv, p, m, c, r, h)
+                     RETURNING event_id, position, tx_id::text",
+                )
+                .await
+                .map_err(pg)?;
+            let upsert = tx
+                .prepare_cached(
+                    "INSERT INTO orderlog_streams (stream_id, version, hash)
+                     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[])
+                     ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, hash = EXCLUDED.hash",
+                )
+                .await
+                .map_err(pg)?;
+            let e = &write.events;
+            let streams: Vec<&str> = e.iter().map(|e| e.stream_id.as_str()).collect();
+            let versions: Vec<i64> = e.iter().map(|e| e.version as i64).collect();
+            let ids: Vec<Uuid> = e.iter().map(|e| e.event_id).collect();
+            let types: Vec<&str> = e.iter().map(|e| e.event_type.as_str()).collect();
+            let schema_versions: Vec<i32> = e.iter().map(|e| e.schema_version as i32).collect();
+            let payloads: Vec<&str> = e.iter().map(|e| e.payload.as_str()).collect();
+            let metadata: Vec<String> =
+                e.iter().map(|e| serde_json::to_string(&e.metadata).expect("metadata serializes")).collect();
+            let commands: Vec<&str> = e.iter().map(|e| e.metadata.command_id.as_str()).collect();
+            let times: Vec<DateTime<Utc>> = e.iter().map(|e| e.recorded_at).collect();
+            let hashes: Vec<&str> = e.iter().map(|e| e.hash.as_str()).collect();
+            let head_streams: Vec<&str> = write.heads.iter().map(|(s, _)| s.as_str()).collect();
+            let head_versions: Vec<i64> = write.heads.iter().map(|(_, h)| h.version as i64).collect();
+            let head_hashes: Vec<&str> = write.heads.iter().map(|(_, h)| h.hash.as_str()).collect();
+            let notify = format!("NOTIFY {NOTIFY_CHANNEL}");
+            let insert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] =
+                [&streams, &versions, &ids, &types, &schema_versions, &payloads, &metadata, &commands, &times, &hashes];
+            let upsert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                [&head_streams, &head_versions, &head_hashes];
+            let (inserted, _, _) = tokio::try_join!(
+                tx.query(&insert, &insert_params),
+                tx.execute(&upsert, &upsert_params),
+                tx.batch_execute(&notify),
+            )
+            .map_err(Attempt::from_insert)?;
+            let assigned: HashMap<Uuid, (u64, u64)> = inserted
+                .iter()
+                .map(|r| {
+                    let tx_id: String = r.get(2);
+                    (r.get::<_, Uuid>(0), (r.get::<_, i64>(1) as u64, tx_id.parse().unwrap_or(0)))
+                })
+                .collect();
+            for event in &mut write.events {
+                let (position, commit) = assigned[&event.event_id];
+                event.position = position;
+                event.commit = commit;
+            }
+        }
+        if let Some(hold) = fault.hold_before_commit {
+            tx.execute("SELECT pg_sleep($1)", &[&hold.as_secs_f64()]).await.map_err(pg)?;
+        }
+        if fault.roll_back {
+            tx.rollback().await.map_err(pg)?;
+            return Err(StoreError::Backend("rolled back by fault injection".into()).into());
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(write.outcome())
+    }
+
+    /// Starts the LISTEN connection once; without it, waiting readers poll.
+    async fn ensure_listener(&self) {
+        self.listener
+            .get_or_init(|| async {
+                match tokio_postgres::connect(&options_string(&self.options), NoTls).await {
+                    Ok((client, mut connection)) => {
+                        let notified = self.notified.clone();
+                        let task = tokio::spawn(async move {
+                            let listen_sql = format!("LISTEN {NOTIFY_CHANNEL}");
+                            let listen = client.batch_execute(&listen_sql);
+                            let mut listen = std::pin::pin!(listen);
+                            let mut listening = false;
+                            loop {
+                                let message = std::future::poll_fn(|cx| {
+                                    if !listening {
+                                        if let std::task::Poll::Ready(r) = listen.as_mut().poll(cx) {
+                                            listening = true;
+                                            if let Err(e) = r {
+                                                tracing::warn!(error = %e, "LISTEN failed; waiting readers poll");
+                                            }
+                                        }
+                                    }
+                                    connection.poll_message(cx)
+                                })
+                                .await;
+                                match message {
+                                    Some(Ok(AsyncMessage::Notification(_))) => notified.send_modify(|n| *n += 1),
+                                    Some(Ok(_)) => {}
+                                    Some(Err(e)) => {
+                                        tracing::warn!(error = %e, "LISTEN connection lost; waiting readers poll");
+                                        break;
+                                    }
+                                    None => break,
+                                }
+                            }
+                        });
+                        *self.listener_task.lock().expect("listener lock") = Some(task);
+                    }
+                    Err(e) => tracing::warn!(error = %describe(&e), "cannot LISTEN; waiting readers poll"),
+                }
+            })
+            .await;
+    }
+}
+
+/// `tokio_postgres::connect` takes a string; rebuild one from the parsed config.
+fn options_string(options: &PostgresOptions) -> String {
+    let c = &options.config;
+    let mut parts = Vec::new();
+    for host in c.get_hosts() {
+        match host {
+            tokio_postgres::config::Host::Tcp(h) => parts.push(format!("host='{h}'")),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(p) => parts.push(format!("host='{}'", p.display())),
+        }
+    }
+    if let Some(port) = c.get_ports().first() {
+        parts.push(format!("port={port}"));
+    }
+    if let Some(user) = c.get_user() {
+        parts.push(format!("user='{user}'"));
+    }
+    if let Some(password) = c.get_password() {
+        parts.push(format!("password='{}'", String::from_utf8_lossy(password).replace('\'', "\\'")));
+    }
+    if let Some(db) = c.get_dbname() {
+        parts.push(format!("dbname='{db}'"));
+    }
+    parts.push("application_name='orderlog-listener'".into());
+    parts.join(" ")
+}
+
+fn pool_error(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => describe(e),
+        deadpool_postgres::PoolError::Timeout(_) => "timed out waiting for a connection".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Why one attempt at an append ended without an outcome.
+enum Attempt {
+    /// Another append wrote the same stream version or event id first: plan again.
+    UniqueViolation(String),
+    Failed(StoreError),
+}
+
+impl From<StoreError> for Attempt {
+    fn from(e: StoreError) -> Self {
+        Attempt::Failed(e)
+    }
+}
+
+impl Attempt {
+    fn from_insert(e: tokio_postgres::Error) -> Attempt {
+        if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+            Attempt::UniqueViolation(describe(&e))
+        } else {
+            Attempt::Failed(pg(e))
+        }
+    }
+}
+
+struct Prefetched {
+    heads: HashMap<String, (u64, String)>,
+    events: HashMap<Uuid, EventLocation>,
+}
+
+impl AppendLookup for Prefetched {
+    fn find_event(&mut self, event_id: &Uuid) -> Result<Option<EventLocation>, StoreError> {
+        Ok(self.events.get(event_id).cloned())
+    }
+
+    fn stream_head(&mut self, stream_id: &str) -> Result<Option<StreamHead>, StoreError> {
+        Ok(self.heads.get(stream_id).map(|(version, hash)| StreamHead { version: *version, hash: hash.clone() }))
+    }
+}
+
+/// Applies the missing migrations under an advisory lock, in one transaction; refuses a
+/// database of another application, a newer schema, or a changed migration.
+async fn migrate(client: &mut deadpool_postgres::Client, target: &str) -> Result<Vec<u32>, StoreError> {
+    let tx = client.transaction().await.map_err(pg)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY]).await.map_err(pg)?;
+    let ours: bool =
+        tx.query_one("SELECT to_regclass('orderlog_migrations') IS NOT NULL", &[]).await.map_err(pg)?.get(0);
+    if ours {
+        let found: i32 =
+            tx.query_one("SELECT COALESCE(MAX(version), 0) FROM orderlog_migrations", &[]).await.map_err(pg)?.get(0);
+        let supported = MIGRATIONS.last().map_or(0, |m| m.version);
+        if found as u32 > supported {
+            return Err(StoreError::SchemaTooNew { path: target.to_string(), found: found as u32, supported });
+        }
+    } else {
+        let others: Vec<String> = tx
+            .query(
+                "SELECT table_schema || '.' || table_name FROM information_schema.tables
+                 WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1 LIMIT 5",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !others.is_empty() {
+            return Err(StoreError::NotOrderlog {
+                path: target.to_string(),
+                detail: format!(
+                    "it holds tables of another application ({}) and no orderlog schema; give orderlog an empty database of its own",
+                    others.join(", ")
+                ),
+            });
+        }
+        tx.batch_execute(
+            "CREATE TABLE orderlog_migrations (
+                version    INTEGER PRIMARY KEY,
+                name       TEXT NOT NULL,
+                checksum   TEXT NOT NULL,
+                applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+            )",
+        )
+        .await
+        .map_err(pg)?;
+    }
+    let mut applied = Vec::new();
+    for m in MIGRATIONS {
+        let current = m.checksum();
+        let existing = tx
+            .query_opt("SELECT checksum FROM orderlog_migrations WHERE version = $1", &[&(m.version as i32)])
+            .await
+            .map_err(pg)?
+            .map(|r| r.get::<_, String>(0));
+        match existing {
+            Some(sum) if sum == current => {}
+            Some(sum) => {
+                return Err(StoreError::MigrationChanged {
+                    version: m.version,
+                    name: m.name.to_string(),
+                    applied: sum,
+                    current,
+                })
+            }
+            None => {
+                tx.batch_execute(m.sql).await.map_err(|e| {
+                    StoreError::Backend(format!("migration {} ({}): {}", m.version, m.name, describe(&e)))
+                })?;
+                tx.execute(
+                    "INSERT INTO orderlog_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    &[&(m.version as i32), &m.name, &current],
+                )
+                .await
+                .map_err(pg)?;
+                applied.push(m.version);
+            }
+        }
+    }
+    tx.commit().await.map_err(pg)?;
+    Ok(applied)
+}
+
+const SELECT_EVENT: &str = "SELECT position, tx_id::text, stream_id, version, event_id, event_type, schema_version,
+                                   payload, metadata::text, recorded_at, hash FROM orderlog_events";
+
+/// Rows below the oldest running transaction, after the cursor, in commit order.
+const AFTER_CURSOR: &str = "(tx_id, position) > ($1::text::xid8, $2::int8)
+                            AND tx_id < pg_snapshot_xmin(pg_current_snapshot())";
+
+fn event_from_row(row: &Row) -> Result<RecordedEvent, StoreError> {
+    let position = row.get::<_, i64>(0) as u64;
+    let broken = |what: &str, e: &dyn std::fmt::Display| {
+        StoreError::Backend(format!("event at position {position} has an unreadable {what}: {e}"))
+    };
+    let tx_id: String = row.get(1);
+    let metadata: String = row.get(8);
+    Ok(RecordedEvent {
+        position,
+        commit: tx_id.parse().map_err(|e| broken("transaction id", &e))?,
+        stream_id: row.get(2),
+        version: row.get::<_, i64>(3) as u64,
+        event_id: row.get(4),
+        event_type: row.get(5),
+        schema_version: row.get::<_, i32>(6) as u32,
+        payload: row.get(7),
+        metadata: serde_json::from_str(&metadata).map_err(|e| broken("metadata", &e))?,
+        recorded_at: row.get(9),
+        hash: row.get(10),
+    })
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    async fn append(&self, appends: Vec<StreamAppend>) -> Result<AppendOutcome, StoreError> {
+        self.append_with_fault(appends, AppendFault::default()).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        limit: u32,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!("{SELECT_EVENT} WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"))
+            .await
+            .map_err(pg)?;
+        let rows = client
+            .query(&stmt, &[&stream_id, &(from_version as i64), &i64::from(limit.min(READ_EVENTS_MAX))])
+            .await
+            .map_err(pg)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn read_all(&self, after: LogCursor, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!("{SELECT_EVENT} WHERE {AFTER_CURSOR} ORDER BY tx_id, position LIMIT $3"))
+            .await
+            .map_err(pg)?;
+        let rows = client
+            .query(
+                &stmt,
+                &[&after.commit.to_string(), &(after.position as i64), &i64::from(limit.min(READ_EVENTS_MAX))],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn read_command(&self, command_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!("{SELECT_EVENT} WHERE command_id = $1 ORDER BY position"))
+            .await
+            .map_err(pg)?;
+        let rows = client.query(&stmt, &[&command_id]).await.map_err(pg)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let stmt =
+            client.prepare_cached("SELECT version FROM orderlog_streams WHERE stream_id = $1").await.map_err(pg)?;
+        let row = client.query_opt(&stmt, &[&stream_id]).await.map_err(pg)?;
+        Ok(row.map_or(0, |r| r.get::<_, i64>(0) as u64))
+    }
+
+    async fn head(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let row = client.query_one("SELECT COALESCE(MAX(position), 0) FROM orderlog_events", &[]).await.map_err(pg)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn wait_for(&self, after: LogCursor, timeout: Duration) -> Result<bool, StoreError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.ensure_listener().await;
+        let mut rx = self.notified.subscribe();
+        loop {
+            rx.borrow_and_update();
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(&format!("SELECT EXISTS (SELECT 1 FROM orderlog_events WHERE {AFTER_CURSOR})"))
+                .await
+                .map_err(pg)?;
+            let readable: bool = client
+                .query_one(&stmt, &[&after.commit.to_string(), &(after.position as i64)])
+                .await
+                .map_err(pg)?
+                .get(0);
+            drop(client);
+            if readable {
+                return Ok(true);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            // A notification or the poll interval, whichever comes first: a transaction that
+            // ends without appending (a rollback) moves the horizon without notifying.
+            let poll = now + Duration::from_millis(WAIT_POLL_MS);
+            let _ = tokio::time::timeout_at(poll.min(deadline), rx.changed()).await;
+        }
+    }
+}
+
+/// Databases for tests: each test gets a fresh one, dropped when the test passes and kept
+/// (and named on stderr) when it fails.
+pub mod testing {
+    use super::*;
+
+    /// The server tests use: `ORDERLOG_TEST_POSTGRES` or the local default.
+    pub fn server_url() -> String {
+        std::env::var("ORDERLOG_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    }
+
+    /// A fresh, empty database.
+    pub struct TestDatabase {
+        pub name: String,
+        pub url: String,
+        admin_url: String,
+    }
+
+    impl TestDatabase {
+        pub async fn create() -> TestDatabase {
+            let admin_url = server_url();
+            let name = format!("orderlog_test_{}", Uuid::new_v4().simple());
+            let (client, connection) = tokio_postgres::connect(&admin_url, NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("tests need PostgreSQL at {}: {}", redact(&admin_url), describe(&e)));
+            tokio::spawn(connection);
+            client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create the test database");
+            let base = admin_url.split_once('?').map_or(admin_url.as_str(), |(b, _)| b);
+            let url = match base.rfind('/') {
+                Some(slash) if slash > base.find("://").map_or(0, |i| i + 2) => format!("{}/{name}", &base[..slash]),
+                _ => format!("{base}/{name}"),
+            };
+            TestDatabase { name, url, admin_url }
+        }
+
+        /// The database's URL with extra query parameters (`pool_max_size=40`).
+        pub fn url_with(&self, query: &str) -> String {
+            format!("{}?{query}", self.url)
+        }
+    }
+
+    impl Drop for TestDatabase {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                eprintln!("test failed: keeping database {} for inspection", self.name);
+                return;
+            }
+            let admin_url = self.admin_url.clone();
+            let name = self.name.clone();
+            let dropped = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                runtime.block_on(async {
+                    let (client, connection) = tokio_postgres::connect(&admin_url, NoTls).await?;
+                    tokio::spawn(connection);
+                    client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await
+                })
+            })
+            .join();
+            if !matches!(dropped, Ok(Ok(()))) {
+                eprintln!("could not drop test database {}", self.name);
+            }
+        }
+    }
+}
