@@ -20,7 +20,6 @@ use orderlog_domain::stock::StockCommand;
 use orderlog_domain::{
     CartId, Currency, CustomerId, LocationId, Money, OrderId, RejectionKind, ReturnId, ShipmentId, Sku, StockKey,
 };
-use orderlog_store::EventStore;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -29,7 +28,8 @@ use crate::report::{fold_log, LogReport};
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// A SQLite file path; created if absent, continued if it holds an earlier run.
+    /// A SQLite file path or a postgres:// URL; created if absent, continued if it holds an
+    /// earlier run.
     #[arg(long, default_value = crate::DEFAULT_DATABASE)]
     database: String,
     /// Seed of the simulation: the same seed on the same file makes the same shoppers.
@@ -385,7 +385,7 @@ struct FlashSale {
 }
 
 pub async fn run(args: DemoArgs) -> Result<()> {
-    let store = crate::open_store(&args.database)?;
+    let store = crate::open_store(&args.database).await?.store;
     let started = Instant::now();
     let head_before = store.head().await?;
     // Each run ends with the flash sale, so the flash SKU's stream ends near the end of the
@@ -440,7 +440,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let c = &sim.counters;
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let summary = DemoSummary {
-        database: args.database.clone(),
+        database: crate::redact(&args.database),
         seed: args.seed,
         shoppers: args.shoppers,
         events_appended: report.events_since,

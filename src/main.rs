@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use orderlog_store::{EventStore, SqliteStore};
+use orderlog_store::{EventStore, PostgresStore, SqliteStore};
 
 /// An event-sourced CQRS order engine for online shops.
 #[derive(Parser)]
@@ -25,7 +25,7 @@ enum Commands {
     Demo(demo::DemoArgs),
     /// Create the store's schema, or bring it up to date.
     Migrate {
-        /// A SQLite file path.
+        /// A SQLite file path, or a postgres:// URL.
         #[arg(long, default_value = DEFAULT_DATABASE)]
         database: String,
     },
@@ -34,17 +34,42 @@ enum Commands {
 /// The embedded default store.
 pub const DEFAULT_DATABASE: &str = "./orderlog.db";
 
-/// Opens the store named by `database`: a SQLite file path (the default).
-pub fn open_store(database: &str) -> Result<Arc<SqliteStore>> {
-    if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-        bail!("PostgreSQL stores are not supported by this build yet; give a SQLite file path");
-    }
+/// A store as the CLI opened it.
+pub struct Opened {
+    pub store: Arc<dyn EventStore>,
+    /// Migrations this open applied.
+    pub applied: Vec<u32>,
+}
+
+/// Opens the store named by `database`: a `postgres://` URL, or a SQLite file path (the
+/// default). Either way the schema is created or brought up to date.
+pub async fn open_store(database: &str) -> Result<Opened> {
     if database.is_empty() {
-        bail!("--database: give a SQLite file path such as {DEFAULT_DATABASE}");
+        bail!("--database: give a SQLite file path such as {DEFAULT_DATABASE}, or a postgres:// URL");
+    }
+    if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        let store = PostgresStore::connect_url(database).await.context("cannot open the PostgreSQL store")?;
+        let applied = store.applied_migrations().to_vec();
+        return Ok(Opened { store: Arc::new(store), applied });
+    }
+    if database.contains("://") {
+        bail!("--database: '{database}' is neither a postgres:// URL nor a file path");
     }
     let store =
         SqliteStore::open(PathBuf::from(database)).with_context(|| format!("cannot open the store '{database}'"))?;
-    Ok(Arc::new(store))
+    let applied = store.applied_migrations().to_vec();
+    Ok(Opened { store: Arc::new(store), applied })
+}
+
+/// A database argument fit to print: a URL's password replaced.
+pub fn redact(database: &str) -> String {
+    match (database.find("://"), database.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => match database[scheme + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &database[..scheme + 3], &database[at..]),
+            None => database.to_string(),
+        },
+        _ => database.to_string(),
+    }
 }
 
 fn main() -> ExitCode {
@@ -70,12 +95,12 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Commands::Demo(args) => demo::run(args).await,
         Commands::Migrate { database } => {
-            let store = open_store(&database)?;
-            let applied = store.applied_migrations();
-            if applied.is_empty() {
-                println!("{database}: schema is up to date (head position {})", store.head().await?);
+            let opened = open_store(&database).await?;
+            let shown = redact(&database);
+            if opened.applied.is_empty() {
+                println!("{shown}: schema is up to date (head position {})", opened.store.head().await?);
             } else {
-                println!("{database}: applied migrations {applied:?}");
+                println!("{shown}: applied migrations {:?}", opened.applied);
             }
             Ok(())
         }

@@ -62,6 +62,9 @@ impl Projection for LogReport {
 
 /// Folds the whole log; `since` marks the position where this run began.
 pub async fn fold_log(store: &dyn EventStore, since: u64) -> Result<LogReport> {
+    if !store.settle(std::time::Duration::from_secs(60)).await? {
+        anyhow::bail!("the log did not settle within 60 s: a transaction on the database server is still running");
+    }
     let mut report = LogReport { since, ..LogReport::default() };
     catch_up(store, &mut report, LogCursor::START, READ_EVENTS_MAX).await?;
     report.oversold_units = report.inventory.oversold_units();

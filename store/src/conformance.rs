@@ -34,6 +34,7 @@ macro_rules! conformance_suite {
             concurrent_appends_with_one_expected_version_let_exactly_one_win,
             bad_appends_are_refused_and_store_nothing,
             waiting_wakes_on_append_and_times_out,
+            settling_makes_every_committed_event_readable,
             hashes_chain_each_stream,
             events_are_found_by_command,
         );
@@ -84,19 +85,14 @@ pub async fn read_log<S: EventStore>(store: &S, page: u32) -> Vec<RecordedEvent>
     }
 }
 
-/// The whole log once at least `expected` events are readable, or after 30 s. On
+/// The whole log, after waiting until everything committed so far is readable (on
 /// PostgreSQL an event becomes readable in the global log only when every transaction that
-/// started before it has ended, in any database of the server; other stores are immediate.
+/// started before it has ended, in any database of the server).
 pub async fn settled_log<S: EventStore>(store: &S, expected: usize) -> Vec<RecordedEvent> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let log = read_log(store, 1_000).await;
-        if log.len() >= expected || std::time::Instant::now() >= deadline {
-            return log;
-        }
-        let cursor = log.last().map_or(LogCursor::START, LogCursor::after);
-        store.wait_for(cursor, Duration::from_millis(200)).await.unwrap();
-    }
+    assert!(store.settle(Duration::from_secs(30)).await.unwrap(), "the log settles");
+    let log = read_log(store, 1_000).await;
+    assert!(log.len() >= expected, "{} events readable, {expected} expected", log.len());
+    log
 }
 
 /// Log order is `(commit, position)`, strictly increasing; positions are unique.
@@ -398,6 +394,15 @@ pub async fn waiting_wakes_on_append_and_times_out<S: EventStore>(store: &S) {
     assert!(store.wait_for(LogCursor::START, Duration::from_secs(30)).await.unwrap(), "already readable: at once");
     let last = settled_log(store, 1).await.pop().unwrap();
     assert!(!store.wait_for(LogCursor::after(&last), Duration::from_millis(20)).await.unwrap());
+}
+
+pub async fn settling_makes_every_committed_event_readable<S: EventStore>(store: &S) {
+    for i in 0..20 {
+        store.append(one(&format!("settle-{}", i % 4), ExpectedVersion::Any, numbered(2))).await.unwrap();
+    }
+    assert!(store.settle(Duration::from_secs(30)).await.unwrap());
+    let log = store.read_all(LogCursor::START, 1_000).await.unwrap();
+    assert_eq!(log.len(), 40, "after settling, one read returns everything committed before");
 }
 
 pub async fn hashes_chain_each_stream<S: EventStore>(store: &S) {

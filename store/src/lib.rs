@@ -250,4 +250,11 @@ pub trait EventStore: Send + Sync {
     /// Waits until `read_all(after, …)` has an event to return, or `timeout` ends; returns
     /// whether it has.
     async fn wait_for(&self, after: LogCursor, timeout: Duration) -> Result<bool, StoreError>;
+
+    /// Waits until every event committed before this call can be read with `read_all`, or
+    /// `timeout` ends; returns whether it can. Immediate on SQLite and in memory; on
+    /// PostgreSQL it waits for every transaction that started before the call to end (in
+    /// any database of the server), since until then a late commit could still land below
+    /// a reader's cursor. Call it before reading "everything so far".
+    async fn settle(&self, timeout: Duration) -> Result<bool, StoreError>;
 }

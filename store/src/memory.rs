@@ -140,4 +140,8 @@ impl EventStore for MemoryStore {
             Err(_) => Ok(*self.head.borrow() > after.position),
         }
     }
+
+    async fn settle(&self, _timeout: Duration) -> Result<bool, StoreError> {
+        Ok(true)
+    }
 }

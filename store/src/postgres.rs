@@ -1,7 +1,8 @@
 //! The production store: PostgreSQL through a `deadpool-postgres` pool.
 //!
-//! Appends run in parallel: an append locks the rows of the streams it touches (in stream
-//! order, so two appends never deadlock) and nothing else — no global lock. Each event
+//! Appends run in parallel: an append locks the streams it touches (transaction-scoped
+//! advisory locks, taken in one sorted order so two appends never deadlock) and nothing
+//! else — no global lock. Each event
 //! carries the id of the transaction that wrote it (`xid8`). Transactions commit out of
 //! position order, so readers take the log in `(tx_id, position)` order and only below the
 //! oldest transaction still running (`pg_snapshot_xmin(pg_current_snapshot())`), in one
@@ -41,6 +42,8 @@ pub const POOL_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 /// How often a waiting reader looks again when no notification came.
 pub const WAIT_POLL_MS: u64 = 250;
+/// How often `settle` looks whether the transactions it waits for have ended.
+pub const SETTLE_POLL_MS: u64 = 10;
 /// Times an append is planned again after a concurrent append created the same stream or
 /// event first (a unique violation), before it gives up.
 pub const UNIQUE_RETRY_MAX: u32 = 3;
@@ -257,11 +260,13 @@ impl PostgresStore {
         let tx = client.transaction().await.map_err(pg)?;
         let stream_ids: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
         let event_ids: Vec<Uuid> = appends.iter().flat_map(|a| a.events.iter().map(|e| e.event_id)).collect();
-        let lock = tx
-            .prepare_cached(
-                "SELECT stream_id, version, hash FROM orderlog_streams
-                 WHERE stream_id = ANY($1) ORDER BY stream_id FOR UPDATE",
-            )
+        let mut lock_keys: Vec<i64> = stream_ids.iter().map(|s| stream_lock_key(s)).collect();
+        lock_keys.sort_unstable();
+        lock_keys.dedup();
+        let lock =
+            tx.prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS k").await.map_err(pg)?;
+        let heads = tx
+            .prepare_cached("SELECT stream_id, version, hash FROM orderlog_streams WHERE stream_id = ANY($1)")
             .await
             .map_err(pg)?;
         let known = tx
@@ -270,12 +275,17 @@ impl PostgresStore {
             )
             .await
             .map_err(pg)?;
-        // Pipelined: the look-up runs after the lock is granted, so it sees what the
-        // appends we waited for committed.
-        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&stream_ids];
+        // Pipelined, and run by the server in this order: the look-ups start after every
+        // lock is granted, so they see what the appends we waited for committed.
+        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&lock_keys];
+        let heads_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&stream_ids];
         let known_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&event_ids];
-        let (heads, found) =
-            tokio::try_join!(tx.query(&lock, &lock_params), tx.query(&known, &known_params)).map_err(pg)?;
+        let (_, heads, found) = tokio::try_join!(
+            tx.query(&lock, &lock_params),
+            tx.query(&heads, &heads_params),
+            tx.query(&known, &known_params)
+        )
+        .map_err(pg)?;
         let mut lookup = Prefetched {
             heads: heads
                 .iter()
@@ -346,12 +356,16 @@ impl PostgresStore {
                 [&streams, &versions, &ids, &types, &schema_versions, &payloads, &metadata, &commands, &times, &hashes];
             let upsert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
                 [&head_streams, &head_versions, &head_hashes];
-            let (inserted, _, _) = tokio::try_join!(
+            // All three run; the insert's error, if any, is the one that explains the others
+            // (a transaction aborted by it refuses the rest).
+            let (inserted, upserted, notified) = tokio::join!(
                 tx.query(&insert, &insert_params),
                 tx.execute(&upsert, &upsert_params),
                 tx.batch_execute(&notify),
-            )
-            .map_err(Attempt::from_insert)?;
+            );
+            let inserted = inserted.map_err(Attempt::from_insert)?;
+            upserted.map_err(Attempt::from_insert)?;
+            notified.map_err(pg)?;
             let assigned: HashMap<Uuid, (u64, u64)> = inserted
                 .iter()
                 .map(|r| {
@@ -477,6 +491,20 @@ impl Attempt {
             Attempt::Failed(pg(e))
         }
     }
+}
+
+/// The advisory lock that guards one stream: the first 8 bytes of the SHA-256 of its id.
+///
+/// Streams are locked with transaction-scoped advisory locks, not `SELECT … FOR UPDATE` on
+/// their rows, because a row lock gives the transaction its id at once: an append that
+/// locks stream A, then waits for stream B, would hold an older transaction id than the
+/// append it waited for, and its event in B would sort before that append's earlier event
+/// in B in commit order. Advisory locks take no transaction id; the id comes with the
+/// first insert, after every lock is held, so each stream's versions follow commit order.
+fn stream_lock_key(stream_id: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(stream_id.as_bytes());
+    i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
 struct Prefetched {
@@ -697,6 +725,27 @@ impl EventStore for PostgresStore {
             // ends without appending (a rollback) moves the horizon without notifying.
             let poll = now + Duration::from_millis(WAIT_POLL_MS);
             let _ = tokio::time::timeout_at(poll.min(deadline), rx.changed()).await;
+        }
+    }
+
+    async fn settle(&self, timeout: Duration) -> Result<bool, StoreError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let client = self.client().await?;
+        // Every transaction that could still commit below a cursor has an id below this.
+        let target: String =
+            client.query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", &[]).await.map_err(pg)?.get(0);
+        let check = client
+            .prepare_cached("SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::text::xid8")
+            .await
+            .map_err(pg)?;
+        loop {
+            if client.query_one(&check, &[&target]).await.map_err(pg)?.get::<_, bool>(0) {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(SETTLE_POLL_MS)).await;
         }
     }
 }

@@ -516,4 +516,9 @@ impl EventStore for SqliteStore {
             let _ = tokio::time::timeout_at(poll.min(deadline), rx.wait_for(|&h| h > after.position)).await;
         }
     }
+
+    async fn settle(&self, _timeout: Duration) -> Result<bool, StoreError> {
+        // One writer commits in position order: what committed is readable.
+        Ok(true)
+    }
 }

@@ -49,21 +49,24 @@ async fn readers_never_skip_an_event_that_commits_late() {
         readers.push(tokio::spawn(async move {
             let mut cursor = LogCursor::START;
             let mut seen: Vec<RecordedEvent> = Vec::new();
-            let mut quiet_rounds = 0;
+            let mut settled = false;
             let deadline = Instant::now() + Duration::from_secs(120);
             while Instant::now() < deadline {
                 let batch = store.read_all(cursor, 97).await.unwrap();
                 if let Some(last) = batch.last() {
                     cursor = LogCursor::after(last);
                     seen.extend(batch);
-                    quiet_rounds = 0;
                     continue;
                 }
                 if !writing.load(std::sync::atomic::Ordering::SeqCst) {
-                    quiet_rounds += 1;
-                    if quiet_rounds > 20 {
+                    // The writers are done: once everything they committed is readable, one
+                    // more empty read means the reader has it all.
+                    if settled {
                         break;
                     }
+                    assert!(store.settle(Duration::from_secs(60)).await.unwrap());
+                    settled = true;
+                    continue;
                 }
                 store.wait_for(cursor, Duration::from_millis(100)).await.unwrap();
             }
@@ -80,8 +83,13 @@ async fn readers_never_skip_an_event_that_commits_late() {
             let mut version = 0;
             for i in 0..APPENDS_PER_WRITER {
                 let events = 1 + (i % 3);
-                let append = one(&format!("w{w}"), ExpectedVersion::Exact(version), events);
-                let ids: Vec<Uuid> = append[0].events.iter().map(|e| e.event_id).collect();
+                let mut append = one(&format!("w{w}"), ExpectedVersion::Exact(version), events);
+                if i % 2 == 0 {
+                    // Also to a stream other writers append to, as a checkout does: its
+                    // versions must still arrive in order.
+                    append.extend(one(&format!("shared-{}", (w + i) % 3), ExpectedVersion::Any, 1));
+                }
+                let ids: Vec<Uuid> = append.iter().flat_map(|a| a.events.iter().map(|e| e.event_id)).collect();
                 let fault = AppendFault {
                     hold_before_commit: (i % 5 == w % 5).then(|| Duration::from_millis(20 + 15 * (i % 7) as u64)),
                     roll_back: i % 11 == 3,
