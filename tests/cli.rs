@@ -85,7 +85,33 @@ fn bad_arguments_name_the_problem() {
     let out = orderlog(&["demo", "--orders", "0"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--orders"), "{}", stderr(&out));
-    let out = orderlog(&["demo", "--database", "postgres://localhost/shop"]);
+    let out = orderlog(&["demo", "--database", "mysql://localhost/shop"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("PostgreSQL"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("neither a postgres:// URL nor a file path"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_demo_runs_twice_on_postgres_and_never_oversells() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = runtime.block_on(orderlog_store::postgres::testing::TestDatabase::create());
+    let out = orderlog(&["migrate", "--database", &db.url]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1]"));
+    let first = demo_json(&db.url);
+    assert_eq!(first["oversold_units"], 0);
+    assert_eq!(first["flash_sale"]["winners"], 10);
+    let second = demo_json(&db.url);
+    assert_eq!(second["oversold_units"], 0);
+    assert_eq!(second["flash_sale"]["winners"], 10);
+    let total = first["events_appended"].as_u64().unwrap() + second["events_appended"].as_u64().unwrap();
+    assert_eq!(second["events_total"].as_u64().unwrap(), total);
+}
+
+#[test]
+fn an_unreachable_postgres_url_is_named() {
+    let out = orderlog(&["migrate", "--database", "postgres://postgres:hunter2@127.0.0.1:1/shop?connect_timeout=2"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    assert!(!err.contains("hunter2"), "the password is never printed: {err}");
 }

@@ -32,13 +32,14 @@ pub const COMMAND_ID_BYTES_MAX: usize = 255;
 pub struct ServiceConfig {
     /// Times a command reloads and decides again after a version conflict.
     pub retry_count_max: u32,
-    /// Pause before the first retry; doubles with each retry.
+    /// Pause before the first retry; doubles with each retry up to 64 times this, plus a
+    /// jitter of up to as much again, so that contenders spread out.
     pub retry_backoff_ms: u64,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
-        ServiceConfig { retry_count_max: 8, retry_backoff_ms: 1 }
+        ServiceConfig { retry_count_max: 16, retry_backoff_ms: 1 }
     }
 }
 
@@ -128,8 +129,9 @@ impl CommandService {
                 }
                 Err(e) if e.is_conflict() && retries < self.config.retry_count_max => {
                     tracing::debug!(command_id = %envelope.command_id, retries, error = %e, "version conflict, retrying");
-                    let backoff = self.config.retry_backoff_ms << retries.min(10);
-                    tokio::time::sleep(Duration::from_millis(backoff)).await;
+                    let backoff_us = (self.config.retry_backoff_ms * 1_000) << retries.min(6);
+                    let jitter_us = jitter(&envelope.command_id, retries) % backoff_us.max(1);
+                    tokio::time::sleep(Duration::from_micros(backoff_us + jitter_us)).await;
                     retries += 1;
                 }
                 Err(e) if e.is_conflict() => return Err(CommandError::TooManyConflicts { retries }),
@@ -358,6 +360,13 @@ fn single<E: Into<DomainEvent>>(stream: String, events: Vec<E>) -> Decision {
     let mut d = Decision::default();
     d.push(stream, events);
     d
+}
+
+/// A spread for retry pauses that differs between commands and between retries, without a
+/// random number source.
+fn jitter(command_id: &str, retries: u32) -> u64 {
+    let digest = Sha256::digest(format!("{command_id}\n{retries}").as_bytes());
+    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
 fn command_hash(command: &Command) -> String {

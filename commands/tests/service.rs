@@ -13,13 +13,17 @@ use orderlog_domain::order::{LineQuantity, OrderCommand};
 use orderlog_domain::shipment::{CarrierEventKind, ShipmentCommand};
 use orderlog_domain::stock::StockCommand;
 use orderlog_domain::{CartId, Currency, LocationId, Money, OrderId, RejectionKind, ShipmentId, Sku, StockKey};
-use orderlog_store::{EventStore, ExpectedVersion, MemoryStore, Metadata, NewEvent, SqliteStore, StreamAppend};
+use orderlog_store::postgres::testing::TestDatabase;
+use orderlog_store::{
+    EventStore, ExpectedVersion, MemoryStore, Metadata, NewEvent, PostgresStore, SqliteStore, StreamAppend,
+};
 
 struct Shop {
     service: Arc<CommandService>,
     store: Arc<dyn EventStore>,
     clock: Arc<ManualClock>,
     _dir: Option<tempfile::TempDir>,
+    _db: Option<TestDatabase>,
 }
 
 fn eur(amount: i64) -> Money {
@@ -46,10 +50,18 @@ impl Shop {
         Shop::on(Arc::new(store), Some(dir))
     }
 
+    async fn postgres() -> Shop {
+        let db = TestDatabase::create().await;
+        let store = PostgresStore::connect_url(&db.url_with("pool_max_size=32")).await.unwrap();
+        let mut shop = Shop::on(Arc::new(store), None);
+        shop._db = Some(db);
+        shop
+    }
+
     fn on(store: Arc<dyn EventStore>, dir: Option<tempfile::TempDir>) -> Shop {
         let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap()));
         let service = Arc::new(CommandService::new(store.clone(), clock.clone(), Arc::new(SequentialIds::new("id-"))));
-        Shop { service, store, clock, _dir: dir }
+        Shop { service, store, clock, _dir: dir, _db: None }
     }
 
     async fn run(&self, id: &str, command: Command) -> Result<CommandOutcome, CommandError> {
@@ -278,8 +290,26 @@ async fn concurrent_checkouts_of_the_last_unit_on_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_checkouts_of_the_last_unit_on_postgres() {
+    last_unit_race(Shop::postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_changes_to_one_cart_are_retried_not_lost_on_postgres() {
+    concurrent_cart_changes(Shop::postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_webhook_racing_the_client_authorizes_once_on_postgres() {
+    webhook_race(Shop::postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_changes_to_one_cart_are_retried_not_lost() {
-    let shop = Shop::sqlite();
+    concurrent_cart_changes(Shop::sqlite()).await;
+}
+
+async fn concurrent_cart_changes(shop: Shop) {
     shop.cart("c1", &[]).await;
     let mut tasks = Vec::new();
     for i in 0..10 {
@@ -301,7 +331,10 @@ async fn concurrent_changes_to_one_cart_are_retried_not_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_webhook_racing_the_client_authorizes_once() {
-    let shop = Shop::sqlite();
+    webhook_race(Shop::sqlite()).await;
+}
+
+async fn webhook_race(shop: Shop) {
     shop.receive("mug", 5).await;
     shop.cart("c1", &[("mug", 1)]).await;
     shop.checkout("c1", "o1").await.unwrap();
