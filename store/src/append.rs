@@ -54,10 +54,31 @@ pub struct Write {
     pub events: Vec<RecordedEvent>,
     /// The new head of every stream that gets events.
     pub heads: Vec<(String, StreamHead)>,
+    /// The head every stream of the append was planned on.
+    pub planned_on: Vec<(String, StreamHead)>,
     streams: Vec<StreamVersion>,
 }
 
 impl Write {
+    /// The head (version, hash) `stream_id` was planned on.
+    pub fn planned_on(&self, stream_id: &str) -> (u64, &str) {
+        let (_, head) = self.planned_on.iter().find(|(s, _)| s == stream_id).expect("a stream of the append");
+        (head.version, &head.hash)
+    }
+
+    /// Every stream of the append at its version after the write.
+    pub fn streams(&self) -> &[StreamVersion] {
+        &self.streams
+    }
+
+    /// The head (version, hash) `stream_id` will have after the write.
+    pub fn head_after(&self, stream_id: &str) -> (u64, &str) {
+        match self.heads.iter().find(|(s, _)| s == stream_id) {
+            Some((_, head)) => (head.version, &head.hash),
+            None => self.planned_on(stream_id),
+        }
+    }
+
     /// The outcome, once the backend has assigned the positions.
     pub fn outcome(self) -> AppendOutcome {
         AppendOutcome {
@@ -128,6 +149,7 @@ pub fn plan(lookup: &mut impl AppendLookup, appends: &[StreamAppend]) -> Result<
     }
     let mut events = Vec::new();
     let mut heads = Vec::new();
+    let mut planned_on = Vec::with_capacity(appends.len());
     let mut streams = Vec::with_capacity(appends.len());
     for append in appends {
         let head = lookup.stream_head(&append.stream_id)?;
@@ -140,6 +162,7 @@ pub fn plan(lookup: &mut impl AppendLookup, appends: &[StreamAppend]) -> Result<
             });
         }
         let mut prev_hash = head.map_or_else(|| GENESIS.to_string(), |h| h.hash);
+        planned_on.push((append.stream_id.clone(), StreamHead { version: current, hash: prev_hash.clone() }));
         let mut version = current;
         for event in &append.events {
             version += 1;
@@ -165,7 +188,7 @@ pub fn plan(lookup: &mut impl AppendLookup, appends: &[StreamAppend]) -> Result<
         }
         streams.push(StreamVersion { stream_id: append.stream_id.clone(), version });
     }
-    Ok(Plan::Write(Write { events, heads, streams }))
+    Ok(Plan::Write(Write { events, heads, planned_on, streams }))
 }
 
 /// If every event of the append is already in the log, in the same streams and order,

@@ -12,24 +12,33 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{watch, OnceCell};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 use uuid::Uuid;
 
-use crate::append::{plan, validate, AppendLookup, EventLocation, Plan, StreamHead};
+use crate::append::{plan, validate, AppendLookup, EventLocation, Plan, StreamHead, Write};
+use crate::hash::GENESIS;
 pub use crate::migration::Migration;
-use crate::{AppendOutcome, EventStore, LogCursor, RecordedEvent, StoreError, StreamAppend, READ_EVENTS_MAX};
+use crate::{
+    AppendOutcome, EventStore, ExpectedVersion, LogCursor, RecordedEvent, StoreError, StreamAppend, READ_EVENTS_MAX,
+};
 
 /// This build's PostgreSQL migrations.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "event_log", sql: include_str!("../migrations/postgres/0001_event_log.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "event_log", sql: include_str!("../migrations/postgres/0001_event_log.sql") },
+    Migration {
+        version: 2,
+        name: "append_function",
+        sql: include_str!("../migrations/postgres/0002_append_function.sql"),
+    },
+];
 /// Advisory lock held while migrating ("ORLG" and 1).
 const MIGRATION_LOCK_KEY: i64 = 0x4F52_4C47_0000_0001;
 /// The LISTEN/NOTIFY channel appends notify on commit.
@@ -44,9 +53,13 @@ pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 pub const WAIT_POLL_MS: u64 = 250;
 /// How often `settle` looks whether the transactions it waits for have ended.
 pub const SETTLE_POLL_MS: u64 = 10;
-/// Times an append is planned again after a concurrent append created the same stream or
-/// event first (a unique violation), before it gives up.
-pub const UNIQUE_RETRY_MAX: u32 = 3;
+/// Times an append is planned again when the stream heads it planned on had moved (a stale
+/// cache with `ExpectedVersion::Any`), before it gives up.
+pub const STALE_RETRY_MAX: u32 = 8;
+/// Stream heads kept in the cache; it is emptied when it would grow past this.
+pub const HEAD_CACHE_MAX: usize = 100_000;
+/// Least pause between two NOTIFYs this process sends.
+pub const NOTIFY_INTERVAL_MS: u64 = 50;
 
 /// Where and how to connect.
 #[derive(Clone, Debug)]
@@ -168,15 +181,20 @@ pub struct AppendFault {
 pub struct PostgresStore {
     pool: Pool,
     options: PostgresOptions,
+    /// Bumped when this process appends or a NOTIFY arrives; waiting readers watch it.
     notified: watch::Sender<u64>,
     listener: OnceCell<()>,
-    listener_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    notify_request: Arc<tokio::sync::Notify>,
+    notifier_started: std::sync::atomic::AtomicBool,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The last known head (version, hash) of streams, to plan appends without a read.
+    heads: Mutex<HashMap<String, (u64, String)>>,
     applied: Vec<u32>,
 }
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
-        if let Some(task) = self.listener_task.lock().expect("listener lock").take() {
+        for task in self.tasks.lock().expect("task lock").drain(..) {
             task.abort();
         }
     }
@@ -208,7 +226,10 @@ impl PostgresStore {
             options,
             notified: watch::Sender::new(0),
             listener: OnceCell::new(),
-            listener_task: Mutex::new(None),
+            notify_request: Arc::new(tokio::sync::Notify::new()),
+            notifier_started: std::sync::atomic::AtomicBool::new(false),
+            tasks: Mutex::new(Vec::new()),
+            heads: Mutex::new(HashMap::new()),
             applied,
         })
     }
@@ -240,145 +261,87 @@ impl PostgresStore {
         validate(&appends)?;
         let mut attempt = 0;
         loop {
-            match self.try_append(&appends, fault).await {
-                Err(Attempt::UniqueViolation(detail)) => {
-                    if attempt >= UNIQUE_RETRY_MAX {
+            match self.try_append(&appends, fault, attempt > 0).await {
+                Ok(outcome) => {
+                    if outcome.last_position.is_some() && !outcome.duplicate {
+                        self.announce();
+                    }
+                    return Ok(outcome);
+                }
+                Err(Attempt::Stale(detail)) => {
+                    if attempt >= STALE_RETRY_MAX {
                         return Err(StoreError::Backend(format!(
-                            "concurrent appends kept writing the same stream versions or event ids: {detail}"
+                            "the streams kept moving under this append: {detail}"
                         )));
                     }
                     attempt += 1;
                 }
                 Err(Attempt::Failed(e)) => return Err(e),
-                Ok(outcome) => return Ok(outcome),
             }
         }
     }
 
-    async fn try_append(&self, appends: &[StreamAppend], fault: AppendFault) -> Result<AppendOutcome, Attempt> {
+    /// One try. Optimistic first: plan on the cached (or freshly read) stream heads and
+    /// make one call of `orderlog_append`, which checks them under the stream locks. When
+    /// that found a head moved (`locked`), or to inject a fault, the heads are read inside
+    /// a transaction that holds the locks first, so the call cannot be refused for them.
+    async fn try_append(
+        &self,
+        appends: &[StreamAppend],
+        fault: AppendFault,
+        locked: bool,
+    ) -> Result<AppendOutcome, Attempt> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
-        let stream_ids: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
-        let event_ids: Vec<Uuid> = appends.iter().flat_map(|a| a.events.iter().map(|e| e.event_id)).collect();
-        let mut lock_keys: Vec<i64> = stream_ids.iter().map(|s| stream_lock_key(s)).collect();
+        let mut lock_keys: Vec<i64> = appends.iter().map(|a| stream_lock_key(&a.stream_id)).collect();
         lock_keys.sort_unstable();
         lock_keys.dedup();
+        if !locked && fault.hold_before_commit.is_none() && !fault.roll_back {
+            let heads = self.planned_heads(&client, appends).await?;
+            let mut write = match planned(appends, heads) {
+                Ok(write) => write,
+                Err(Planned::Repeat(outcome)) => return Ok(outcome),
+                Err(Planned::Conflict(e)) => return self.replan(&client, appends, e).await,
+                Err(Planned::Failed(e)) => return Err(e.into()),
+            };
+            return match call_append(&client, &lock_keys, appends, &write).await {
+                Ok(rows) => Ok(self.written(&mut write, &rows)),
+                Err(err) => self.after_refusal(&client, appends, err).await,
+            };
+        }
+        let tx = client.transaction().await.map_err(pg)?;
         let lock =
             tx.prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS k").await.map_err(pg)?;
-        let heads = tx
+        let stream_ids: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
+        let read = tx
             .prepare_cached("SELECT stream_id, version, hash FROM orderlog_streams WHERE stream_id = ANY($1)")
             .await
             .map_err(pg)?;
-        let known = tx
-            .prepare_cached(
-                "SELECT event_id, position, stream_id, version FROM orderlog_events WHERE event_id = ANY($1)",
-            )
-            .await
-            .map_err(pg)?;
-        // Pipelined, and run by the server in this order: the look-ups start after every
-        // lock is granted, so they see what the appends we waited for committed.
         let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&lock_keys];
-        let heads_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&stream_ids];
-        let known_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&event_ids];
-        let (_, heads, found) = tokio::try_join!(
-            tx.query(&lock, &lock_params),
-            tx.query(&heads, &heads_params),
-            tx.query(&known, &known_params)
-        )
-        .map_err(pg)?;
-        let mut lookup = Prefetched {
-            heads: heads
-                .iter()
-                .map(|r| (r.get::<_, String>(0), (r.get::<_, i64>(1) as u64, r.get::<_, String>(2))))
-                .collect(),
-            events: found
-                .iter()
-                .map(|r| {
-                    let location = EventLocation {
-                        position: r.get::<_, i64>(1) as u64,
-                        stream_id: r.get(2),
-                        version: r.get::<_, i64>(3) as u64,
-                    };
-                    (r.get::<_, Uuid>(0), location)
-                })
-                .collect(),
-        };
-        let mut write = match plan(&mut lookup, appends)? {
-            Plan::Repeat(outcome) => return Ok(outcome),
-            Plan::Write(write) => write,
-        };
-        if let Some(e) = write.events.iter().find(|e| lookup.events.contains_key(&e.event_id)) {
-            let existing = &lookup.events[&e.event_id];
-            return Err(StoreError::DuplicateEvent {
-                event_id: e.event_id,
-                detail: format!("in stream '{}' at version {}", existing.stream_id, existing.version),
-            }
-            .into());
+        let read_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&stream_ids];
+        // Pipelined; the server reads the heads after it granted every lock.
+        let (_, rows) = tokio::try_join!(tx.query(&lock, &lock_params), tx.query(&read, &read_params)).map_err(pg)?;
+        let mut heads: HashMap<String, (u64, String)> =
+            rows.iter().map(|r| (r.get(0), (r.get::<_, i64>(1) as u64, r.get(2)))).collect();
+        for append in appends {
+            heads.entry(append.stream_id.clone()).or_insert_with(|| (0, GENESIS.to_string()));
         }
-        if !write.events.is_empty() {
-            let insert = tx
-                .prepare_cached(
-                    "INSERT INTO orderlog_events (stream_id, version, event_id, event_type, schema_version,
-                                                  payload, metadata, command_id, recorded_at, hash)
-                     SELECT s, v, id, t, sv, p, m::jsonb, c, r, h
-                     FROM UNNEST($1::text[], $2::int8[], $3::uuid[], $4::text[], $5::int4[], $6::text[],
-                                 $7::text[], $8::text[], $9::timestamptz[], $10::text[])
-                          AS u(s, v, id, t, sv, p, m, c, r, h)
-                     RETURNING event_id, position, tx_id::text",
-                )
-                .await
-                .map_err(pg)?;
-            let upsert = tx
-                .prepare_cached(
-                    "INSERT INTO orderlog_streams (stream_id, version, hash)
-                     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[])
-                     ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, hash = EXCLUDED.hash",
-                )
-                .await
-                .map_err(pg)?;
-            let e = &write.events;
-            let streams: Vec<&str> = e.iter().map(|e| e.stream_id.as_str()).collect();
-            let versions: Vec<i64> = e.iter().map(|e| e.version as i64).collect();
-            let ids: Vec<Uuid> = e.iter().map(|e| e.event_id).collect();
-            let types: Vec<&str> = e.iter().map(|e| e.event_type.as_str()).collect();
-            let schema_versions: Vec<i32> = e.iter().map(|e| e.schema_version as i32).collect();
-            let payloads: Vec<&str> = e.iter().map(|e| e.payload.as_str()).collect();
-            let metadata: Vec<String> =
-                e.iter().map(|e| serde_json::to_string(&e.metadata).expect("metadata serializes")).collect();
-            let commands: Vec<&str> = e.iter().map(|e| e.metadata.command_id.as_str()).collect();
-            let times: Vec<DateTime<Utc>> = e.iter().map(|e| e.recorded_at).collect();
-            let hashes: Vec<&str> = e.iter().map(|e| e.hash.as_str()).collect();
-            let head_streams: Vec<&str> = write.heads.iter().map(|(s, _)| s.as_str()).collect();
-            let head_versions: Vec<i64> = write.heads.iter().map(|(_, h)| h.version as i64).collect();
-            let head_hashes: Vec<&str> = write.heads.iter().map(|(_, h)| h.hash.as_str()).collect();
-            let notify = format!("NOTIFY {NOTIFY_CHANNEL}");
-            let insert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] =
-                [&streams, &versions, &ids, &types, &schema_versions, &payloads, &metadata, &commands, &times, &hashes];
-            let upsert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-                [&head_streams, &head_versions, &head_hashes];
-            // All three run; the insert's error, if any, is the one that explains the others
-            // (a transaction aborted by it refuses the rest).
-            let (inserted, upserted, notified) = tokio::join!(
-                tx.query(&insert, &insert_params),
-                tx.execute(&upsert, &upsert_params),
-                tx.batch_execute(&notify),
-            );
-            let inserted = inserted.map_err(Attempt::from_insert)?;
-            upserted.map_err(Attempt::from_insert)?;
-            notified.map_err(pg)?;
-            let assigned: HashMap<Uuid, (u64, u64)> = inserted
-                .iter()
-                .map(|r| {
-                    let tx_id: String = r.get(2);
-                    (r.get::<_, Uuid>(0), (r.get::<_, i64>(1) as u64, tx_id.parse().unwrap_or(0)))
-                })
-                .collect();
-            for event in &mut write.events {
-                let (position, commit) = assigned[&event.event_id];
-                event.position = position;
-                event.commit = commit;
+        let planned = planned(appends, heads);
+        let mut write = match planned {
+            Ok(write) => write,
+            Err(Planned::Repeat(outcome)) => return Ok(outcome),
+            Err(Planned::Conflict(e)) => {
+                drop(tx);
+                return self.replan(&client, appends, e).await;
             }
-        }
+            Err(Planned::Failed(e)) => return Err(e.into()),
+        };
+        let rows = match call_append(&tx, &lock_keys, appends, &write).await {
+            Ok(rows) => rows,
+            Err(err) => {
+                drop(tx);
+                return self.after_refusal(&client, appends, err).await;
+            }
+        };
         if let Some(hold) = fault.hold_before_commit {
             tx.execute("SELECT pg_sleep($1)", &[&hold.as_secs_f64()]).await.map_err(pg)?;
         }
@@ -387,7 +350,228 @@ impl PostgresStore {
             return Err(StoreError::Backend("rolled back by fault injection".into()).into());
         }
         tx.commit().await.map_err(pg)?;
-        Ok(write.outcome())
+        Ok(self.written(&mut write, &rows))
+    }
+
+    /// Gives the written events their positions and commit order, and caches the new heads.
+    fn written(&self, write: &mut Write, rows: &[Row]) -> AppendOutcome {
+        let assigned: HashMap<Uuid, (u64, u64)> = rows
+            .iter()
+            .map(|r| {
+                let tx_id: String = r.get(2);
+                (r.get::<_, Uuid>(0), (r.get::<_, i64>(1) as u64, tx_id.parse().unwrap_or(0)))
+            })
+            .collect();
+        for event in &mut write.events {
+            let (position, commit) = assigned[&event.event_id];
+            event.position = position;
+            event.commit = commit;
+        }
+        self.remember(write.heads.iter().map(|(s, h)| (s.as_str(), h.version, h.hash.as_str())));
+        AppendOutcome {
+            streams: write.streams().to_vec(),
+            first_position: write.events.iter().map(|e| e.position).min(),
+            last_position: write.events.iter().map(|e| e.position).max(),
+            duplicate: false,
+        }
+    }
+
+    /// What a refused `orderlog_append` call means.
+    async fn after_refusal(
+        &self,
+        client: &deadpool_postgres::Client,
+        appends: &[StreamAppend],
+        err: tokio_postgres::Error,
+    ) -> Result<AppendOutcome, Attempt> {
+        let code = err.code().map(|c| c.code().to_string());
+        match code.as_deref() {
+            // A stream is not at the head this append planned on.
+            Some("OL001") => {
+                let db = err.as_db_error().expect("a raised error comes from the server");
+                let stream_id = db.message().to_string();
+                let (version, hash) = db
+                    .detail()
+                    .and_then(|d| d.split_once(' '))
+                    .and_then(|(v, h)| Some((v.parse::<u64>().ok()?, h.to_string())))
+                    .unwrap_or((0, GENESIS.to_string()));
+                self.remember([(stream_id.as_str(), version, hash.as_str())]);
+                let append = appends.iter().find(|a| a.stream_id == stream_id);
+                match append.map(|a| a.expected) {
+                    // The cached head was stale; the next try plans on the new one.
+                    Some(ExpectedVersion::Any) => Err(Attempt::Stale(format!("stream '{stream_id}' moved"))),
+                    Some(expected) if expected.allows(version) => {
+                        Err(Attempt::Stale(format!("stream '{stream_id}' was cached stale")))
+                    }
+                    Some(expected) => {
+                        let conflict = StoreError::WrongExpectedVersion { stream_id, expected, actual: version };
+                        self.replan(client, appends, conflict).await
+                    }
+                    None => {
+                        Err(StoreError::Backend(format!("orderlog_append refused unknown stream '{stream_id}'")).into())
+                    }
+                }
+            }
+            // An event id is stored already: a repeat of an earlier append, or an error.
+            Some("OL002") => {
+                let duplicate = StoreError::DuplicateEvent { event_id: Uuid::nil(), detail: "already".into() };
+                self.replan(client, appends, duplicate).await
+            }
+            _ if err.code() == Some(&SqlState::UNIQUE_VIOLATION) => Err(Attempt::Stale(describe(&err))),
+            _ => Err(pg(err).into()),
+        }
+    }
+
+    /// Plans again on fresh heads and every stored event id of the append: an idempotent
+    /// repeat gives the first run's outcome, anything else the precise error.
+    async fn replan(
+        &self,
+        client: &deadpool_postgres::Client,
+        appends: &[StreamAppend],
+        otherwise: StoreError,
+    ) -> Result<AppendOutcome, Attempt> {
+        let Some(first) = appends.iter().find_map(|a| a.events.first()) else { return Err(otherwise.into()) };
+        let event_ids: Vec<Uuid> = appends.iter().flat_map(|a| a.events.iter().map(|e| e.event_id)).collect();
+        let known = client
+            .prepare_cached(
+                "SELECT event_id, position, stream_id, version FROM orderlog_events WHERE event_id = ANY($1)",
+            )
+            .await
+            .map_err(pg)?;
+        let found = client.query(&known, &[&event_ids]).await.map_err(pg)?;
+        if !found.iter().any(|r| r.get::<_, Uuid>(0) == first.event_id) && !found.is_empty() {
+            let id: Uuid = found[0].get(0);
+            let (stream, version): (String, i64) = (found[0].get(2), found[0].get(3));
+            return Err(StoreError::DuplicateEvent {
+                event_id: id,
+                detail: format!("in stream '{stream}' at version {version}"),
+            }
+            .into());
+        }
+        if found.is_empty() {
+            return match otherwise {
+                StoreError::DuplicateEvent { .. } => Err(Attempt::Stale("an event id was stored, then not".into())),
+                other => Err(other.into()),
+            };
+        }
+        let events = found
+            .iter()
+            .map(|r| {
+                let location = EventLocation {
+                    position: r.get::<_, i64>(1) as u64,
+                    stream_id: r.get(2),
+                    version: r.get::<_, i64>(3) as u64,
+                };
+                (r.get::<_, Uuid>(0), location)
+            })
+            .collect();
+        let mut heads = HashMap::new();
+        for append in appends {
+            heads.insert(append.stream_id.clone(), self.read_head(client, &append.stream_id).await?);
+        }
+        match plan(&mut Prefetched { heads, events }, appends)? {
+            Plan::Repeat(outcome) => Ok(outcome),
+            Plan::Write(_) => Err(Attempt::Stale("the append's events were partly stored".into())),
+        }
+    }
+
+    async fn read_head(
+        &self,
+        client: &deadpool_postgres::Client,
+        stream_id: &str,
+    ) -> Result<(u64, String), StoreError> {
+        let stmt = client
+            .prepare_cached("SELECT version, hash FROM orderlog_streams WHERE stream_id = $1")
+            .await
+            .map_err(pg)?;
+        let row = client.query_opt(&stmt, &[&stream_id]).await.map_err(pg)?;
+        Ok(row.map_or((0, GENESIS.to_string()), |r| (r.get::<_, i64>(0) as u64, r.get(1))))
+    }
+
+    /// The head each stream is planned on: known for a new stream, from the cache when it
+    /// holds the expected version, else read. `orderlog_append` checks them under the lock,
+    /// so a stale head costs a retry, never a wrong append.
+    async fn planned_heads(
+        &self,
+        client: &deadpool_postgres::Client,
+        appends: &[StreamAppend],
+    ) -> Result<HashMap<String, (u64, String)>, StoreError> {
+        let mut heads = HashMap::with_capacity(appends.len());
+        let mut missing = Vec::new();
+        {
+            let cache = self.heads.lock().expect("head cache lock");
+            for append in appends {
+                let cached = cache.get(&append.stream_id);
+                let head = match (append.expected, cached) {
+                    (ExpectedVersion::NoStream | ExpectedVersion::Exact(0), _) => Some((0, GENESIS.to_string())),
+                    (ExpectedVersion::Exact(v), Some((cv, hash))) if *cv == v => Some((v, hash.clone())),
+                    (ExpectedVersion::Any, Some((cv, hash))) => Some((*cv, hash.clone())),
+                    _ => None,
+                };
+                match head {
+                    Some(head) => {
+                        heads.insert(append.stream_id.clone(), head);
+                    }
+                    None => missing.push(append.stream_id.as_str()),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let stmt = client
+                .prepare_cached("SELECT stream_id, version, hash FROM orderlog_streams WHERE stream_id = ANY($1)")
+                .await
+                .map_err(pg)?;
+            let rows = client.query(&stmt, &[&missing]).await.map_err(pg)?;
+            for row in &rows {
+                heads.insert(row.get(0), (row.get::<_, i64>(1) as u64, row.get(2)));
+            }
+            for stream in missing {
+                heads.entry(stream.to_string()).or_insert_with(|| (0, GENESIS.to_string()));
+            }
+            self.remember(rows.iter().map(|r| (r.get::<_, &str>(0), r.get::<_, i64>(1) as u64, r.get::<_, &str>(2))));
+        }
+        Ok(heads)
+    }
+
+    /// Records stream heads seen, keeping the newer of two; the cache is emptied when full.
+    fn remember<'a>(&self, heads: impl IntoIterator<Item = (&'a str, u64, &'a str)>) {
+        let mut cache = self.heads.lock().expect("head cache lock");
+        for (stream, version, hash) in heads {
+            if cache.len() >= HEAD_CACHE_MAX && !cache.contains_key(stream) {
+                cache.clear();
+            }
+            match cache.get_mut(stream) {
+                Some(entry) if entry.0 >= version => {}
+                Some(entry) => *entry = (version, hash.to_string()),
+                None => {
+                    cache.insert(stream.to_string(), (version, hash.to_string()));
+                }
+            }
+        }
+    }
+
+    /// Wakes waiting readers: this process's at once, other processes' through a NOTIFY
+    /// sent outside the append (a NOTIFY inside it would serialize every commit on the
+    /// server's notification queue lock), at most every `NOTIFY_INTERVAL_MS`.
+    fn announce(&self) {
+        self.notified.send_modify(|n| *n += 1);
+        self.notify_request.notify_one();
+        if self.notifier_started.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let pool = self.pool.clone();
+        let request = Arc::clone(&self.notify_request);
+        let task = tokio::spawn(async move {
+            loop {
+                request.notified().await;
+                if let Ok(client) = pool.get().await {
+                    if let Err(e) = client.batch_execute(&format!("NOTIFY {NOTIFY_CHANNEL}")).await {
+                        tracing::warn!(error = %describe(&e), "NOTIFY failed; other processes' readers poll");
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(NOTIFY_INTERVAL_MS)).await;
+            }
+        });
+        self.tasks.lock().expect("task lock").push(task);
     }
 
     /// Starts the LISTEN connection once; without it, waiting readers poll.
@@ -426,7 +610,7 @@ impl PostgresStore {
                                 }
                             }
                         });
-                        *self.listener_task.lock().expect("listener lock") = Some(task);
+                        self.tasks.lock().expect("task lock").push(task);
                     }
                     Err(e) => tracing::warn!(error = %describe(&e), "cannot LISTEN; waiting readers poll"),
                 }
@@ -470,26 +654,95 @@ fn pool_error(e: &deadpool_postgres::PoolError) -> String {
     }
 }
 
+/// What planning on given heads came to, short of a write.
+enum Planned {
+    Repeat(AppendOutcome),
+    /// A version that no longer holds; maybe still an idempotent repeat.
+    Conflict(StoreError),
+    Failed(StoreError),
+}
+
+/// Plans the append on `heads`. Stored event ids are not looked up: `orderlog_append`
+/// refuses them, and the caller then plans again with them.
+fn planned(appends: &[StreamAppend], heads: HashMap<String, (u64, String)>) -> Result<Write, Planned> {
+    match plan(&mut Prefetched { heads, events: HashMap::new() }, appends) {
+        Ok(Plan::Write(write)) => Ok(write),
+        Ok(Plan::Repeat(outcome)) => Err(Planned::Repeat(outcome)),
+        Err(e) if e.is_conflict() => Err(Planned::Conflict(e)),
+        Err(e) => Err(Planned::Failed(e)),
+    }
+}
+
+/// One call of `orderlog_append` for a planned write.
+async fn call_append(
+    client: &impl GenericClient,
+    lock_keys: &[i64],
+    appends: &[StreamAppend],
+    write: &Write,
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let streams: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
+    let mut expected_versions = Vec::with_capacity(appends.len());
+    let mut expected_hashes = Vec::with_capacity(appends.len());
+    let mut new_versions = Vec::with_capacity(appends.len());
+    let mut new_hashes = Vec::with_capacity(appends.len());
+    for append in appends {
+        let (version, hash) = write.planned_on(&append.stream_id);
+        expected_versions.push(version as i64);
+        expected_hashes.push(hash);
+        let (version, hash) = write.head_after(&append.stream_id);
+        new_versions.push(version as i64);
+        new_hashes.push(hash);
+    }
+    let e = &write.events;
+    let e_stream: Vec<&str> = e.iter().map(|e| e.stream_id.as_str()).collect();
+    let e_version: Vec<i64> = e.iter().map(|e| e.version as i64).collect();
+    let e_id: Vec<Uuid> = e.iter().map(|e| e.event_id).collect();
+    let e_type: Vec<&str> = e.iter().map(|e| e.event_type.as_str()).collect();
+    let e_schema: Vec<i32> = e.iter().map(|e| e.schema_version as i32).collect();
+    let e_payload: Vec<&str> = e.iter().map(|e| e.payload.as_str()).collect();
+    let e_metadata: Vec<String> =
+        e.iter().map(|e| serde_json::to_string(&e.metadata).expect("metadata serializes")).collect();
+    let e_command: Vec<&str> = e.iter().map(|e| e.metadata.command_id.as_str()).collect();
+    let e_time: Vec<DateTime<Utc>> = e.iter().map(|e| e.recorded_at).collect();
+    let e_hash: Vec<&str> = e.iter().map(|e| e.hash.as_str()).collect();
+    let lock_keys = lock_keys.to_vec();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 16] = [
+        &lock_keys,
+        &streams,
+        &expected_versions,
+        &expected_hashes,
+        &new_versions,
+        &new_hashes,
+        &e_stream,
+        &e_version,
+        &e_id,
+        &e_type,
+        &e_schema,
+        &e_payload,
+        &e_metadata,
+        &e_command,
+        &e_time,
+        &e_hash,
+    ];
+    let stmt = client
+        .prepare_cached(
+            "SELECT event_id, event_position, event_tx_id FROM orderlog_append(
+                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        )
+        .await?;
+    client.query(&stmt, &params).await
+}
+
 /// Why one attempt at an append ended without an outcome.
 enum Attempt {
-    /// Another append wrote the same stream version or event id first: plan again.
-    UniqueViolation(String),
+    /// The heads it planned on moved (a stale cache, a concurrent first write): plan again.
+    Stale(String),
     Failed(StoreError),
 }
 
 impl From<StoreError> for Attempt {
     fn from(e: StoreError) -> Self {
         Attempt::Failed(e)
-    }
-}
-
-impl Attempt {
-    fn from_insert(e: tokio_postgres::Error) -> Attempt {
-        if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-            Attempt::UniqueViolation(describe(&e))
-        } else {
-            Attempt::Failed(pg(e))
-        }
     }
 }
 
@@ -650,11 +903,14 @@ impl EventStore for PostgresStore {
             .prepare_cached(&format!("{SELECT_EVENT} WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"))
             .await
             .map_err(pg)?;
-        let rows = client
-            .query(&stmt, &[&stream_id, &(from_version as i64), &i64::from(limit.min(READ_EVENTS_MAX))])
-            .await
-            .map_err(pg)?;
-        rows.iter().map(event_from_row).collect()
+        let limit = limit.min(READ_EVENTS_MAX);
+        let rows = client.query(&stmt, &[&stream_id, &(from_version as i64), &i64::from(limit)]).await.map_err(pg)?;
+        let events: Vec<RecordedEvent> = rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
+        // A short page ends at the stream's head: the next append to it can plan without a read.
+        if let Some(last) = events.last().filter(|_| events.len() < limit as usize) {
+            self.remember([(stream_id, last.version, last.hash.as_str())]);
+        }
+        Ok(events)
     }
 
     async fn read_all(&self, after: LogCursor, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {

@@ -1,0 +1,180 @@
+//! PostgreSQL appends against the server's raw limit, in one run on a fresh database:
+//! a plain one-row `INSERT` (autocommit) of an event-sized row from N connections, then
+//! orderlog appends of one event per transaction from N writers on distinct streams, for N
+//! = 1, 16, 64; then 100-event batches against a 100-row `INSERT` in one transaction.
+//!
+//! `cargo bench --bench postgres_append [-- SECONDS]` (server: `ORDERLOG_TEST_POSTGRES`,
+//! default postgres://postgres@127.0.0.1:5432/postgres)
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use orderlog_store::postgres::testing::TestDatabase;
+use orderlog_store::{EventStore, ExpectedVersion, Metadata, NewEvent, PostgresStore, StreamAppend};
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+const PAYLOAD: &str =
+    r#"{"order_id":"h0-s1-o17","quantity":2,"sku":"tshirt-1","unit_price":{"amount":2499,"currency":"EUR"}}"#;
+const HASH: &str = "5d41402abc4b2a76b9719d911017c592ae6d8b1e4c2f3a0b9c8d7e6f5a4b3c2d";
+
+fn metadata() -> Metadata {
+    Metadata {
+        actor: "bench".into(),
+        command_id: Uuid::new_v4().to_string(),
+        command_hash: Some(HASH.into()),
+        correlation_id: "bench".into(),
+        causation_id: None,
+    }
+}
+
+fn event() -> NewEvent {
+    NewEvent {
+        event_id: Uuid::new_v4(),
+        event_type: "StockReserved".into(),
+        schema_version: 1,
+        payload: PAYLOAD.into(),
+        metadata: metadata(),
+        recorded_at: Utc::now(),
+    }
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// Rows per second of a one-row autocommit `INSERT` from `clients` connections.
+async fn raw_single_rows(url: &str, clients: usize, run: Duration) -> f64 {
+    let mut tasks = Vec::new();
+    let start = Instant::now();
+    for _ in 0..clients {
+        let client = connect(url).await;
+        tasks.push(tokio::spawn(async move {
+            let insert = client
+                .prepare(
+                    "INSERT INTO raw_events (stream_id, version, event_id, event_type, schema_version, payload, metadata, command_id, recorded_at, hash)
+                     VALUES ($1, 1, $2, 'StockReserved', 1, $3, $4::text::jsonb, $5, now(), $6)",
+                )
+                .await
+                .unwrap();
+            let mut rows = 0u64;
+            while start.elapsed() < run {
+                let meta = serde_json::to_string(&metadata()).unwrap();
+                let id = Uuid::new_v4();
+                client.execute(&insert, &[&"stock-tshirt-1@berlin", &id, &PAYLOAD, &meta, &id.to_string(), &HASH]).await.unwrap();
+                rows += 1;
+            }
+            rows
+        }));
+    }
+    let mut rows = 0;
+    for t in tasks {
+        rows += t.await.unwrap();
+    }
+    rows as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Milliseconds per 100-row `INSERT` committed in one transaction.
+async fn raw_batches(url: &str, run: Duration) -> f64 {
+    let mut client = connect(url).await;
+    let start = Instant::now();
+    let mut batches = 0u64;
+    while start.elapsed() < run {
+        let tx = client.transaction().await.unwrap();
+        let ids: Vec<Uuid> = (0..100).map(|_| Uuid::new_v4()).collect();
+        let metas: Vec<String> = (0..100).map(|_| serde_json::to_string(&metadata()).unwrap()).collect();
+        tx.execute(
+            "INSERT INTO raw_events (stream_id, version, event_id, event_type, schema_version, payload, metadata, command_id, recorded_at, hash)
+             SELECT 'stock-batch', 1, id, 'StockReserved', 1, $2, m::jsonb, id::text, now(), $3
+             FROM UNNEST($1::uuid[], $4::text[]) AS u(id, m)",
+            &[&ids, &PAYLOAD, &HASH, &metas],
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        batches += 1;
+    }
+    start.elapsed().as_secs_f64() * 1_000.0 / batches as f64
+}
+
+/// Events per second of one-event appends from `writers` tasks on distinct streams.
+async fn orderlog_single_events(store: Arc<PostgresStore>, writers: usize, run: Duration, round: usize) -> f64 {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut version = 0;
+            let stream = format!("stock-r{round}-w{w}@berlin");
+            while start.elapsed() < run {
+                let append = vec![StreamAppend {
+                    stream_id: stream.clone(),
+                    expected: ExpectedVersion::Exact(version),
+                    events: vec![event()],
+                }];
+                store.append(append).await.unwrap();
+                version += 1;
+            }
+            version
+        }));
+    }
+    let mut events = 0;
+    for t in tasks {
+        events += t.await.unwrap();
+    }
+    events as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Milliseconds per 100-event append.
+async fn orderlog_batches(store: &PostgresStore, run: Duration) -> f64 {
+    let start = Instant::now();
+    let mut batches = 0u64;
+    while start.elapsed() < run {
+        let events = (0..100).map(|_| event()).collect();
+        store
+            .append(vec![StreamAppend {
+                stream_id: "stock-batch@berlin".into(),
+                expected: ExpectedVersion::Any,
+                events,
+            }])
+            .await
+            .unwrap();
+        batches += 1;
+    }
+    start.elapsed().as_secs_f64() * 1_000.0 / batches as f64
+}
+
+fn main() {
+    let seconds: u64 =
+        std::env::args().skip(1).find(|a| !a.starts_with("--")).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let run = Duration::from_secs(seconds);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let db = TestDatabase::create().await;
+        let store = Arc::new(PostgresStore::connect_url(&db.url_with("pool_max_size=64")).await.unwrap());
+        let admin = connect(&db.url).await;
+        admin
+            .batch_execute("CREATE TABLE raw_events (LIKE orderlog_events INCLUDING DEFAULTS); ALTER TABLE raw_events ADD PRIMARY KEY (position)")
+            .await
+            .unwrap();
+        println!("{seconds} s per measurement, database {}", db.name);
+        println!("{:<36} {:>14} {:>14} {:>7}", "workload", "orderlog", "raw", "ratio");
+        for (round, writers) in [1usize, 16, 64].into_iter().enumerate() {
+            let raw = raw_single_rows(&db.url, writers, run).await;
+            let ours = orderlog_single_events(Arc::clone(&store), writers, run, round).await;
+            println!(
+                "{:<36} {:>10.0} ev/s {:>10.0} tx/s {:>7.2}",
+                format!("1 event per append, {writers} writers"),
+                ours,
+                raw,
+                ours / raw
+            );
+        }
+        let raw = raw_batches(&db.url, run).await;
+        let ours = orderlog_batches(&store, run).await;
+        println!("{:<36} {:>11.2} ms {:>11.2} ms {:>7.2}", "100-event batch, 1 writer", ours, raw, raw / ours);
+    });
+}
