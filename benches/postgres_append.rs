@@ -154,7 +154,9 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let db = TestDatabase::create().await;
-        let store = Arc::new(PostgresStore::connect_url(&db.url_with("pool_max_size=64")).await.unwrap());
+        let calls = std::env::var("ORDERLOG_BENCH_APPEND_CALLS").unwrap_or_else(|_| "4".into());
+        let store =
+            Arc::new(PostgresStore::connect_url(&db.url_with(&format!("pool_max_size=64&append_calls_max={calls}"))).await.unwrap());
         let admin = connect(&db.url).await;
         admin
             .batch_execute("CREATE TABLE raw_events (LIKE orderlog_events INCLUDING DEFAULTS); ALTER TABLE raw_events ADD PRIMARY KEY (position)")

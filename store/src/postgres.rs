@@ -16,10 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio::sync::{watch, OnceCell};
-use tokio_postgres::error::SqlState;
+use tokio::sync::{mpsc, oneshot, watch, OnceCell};
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 use uuid::Uuid;
 
@@ -67,17 +65,20 @@ pub struct PostgresOptions {
     pub config: tokio_postgres::Config,
     pub pool_max_size: usize,
     pub pool_timeout: Duration,
+    /// `orderlog_append` calls in flight at once.
+    pub append_calls_max: usize,
 }
 
 impl PostgresOptions {
-    /// Parses a `postgres://` or `postgresql://` URL. The query parameters `pool_max_size`
-    /// and `pool_timeout_ms` size the pool; the others go to the driver (`connect_timeout`
-    /// in seconds, `application_name`, …).
+    /// Parses a `postgres://` or `postgresql://` URL. The query parameters `pool_max_size`,
+    /// `pool_timeout_ms` and `append_calls_max` are orderlog's; the others go to the driver
+    /// (`connect_timeout` in seconds, `application_name`, …).
     pub fn from_url(url: &str) -> Result<PostgresOptions, StoreError> {
         let bad = |detail: String| StoreError::Config(detail);
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
         let mut pool_max_size = POOL_MAX_SIZE_DEFAULT;
         let mut pool_timeout = Duration::from_millis(POOL_TIMEOUT_MS_DEFAULT);
+        let mut append_calls_max = APPEND_CALLS_MAX_DEFAULT;
         let mut rest = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -97,6 +98,13 @@ impl PostgresOptions {
                         .ok_or_else(|| bad(format!("pool_timeout_ms: '{value}' is not a positive number")))?;
                     pool_timeout = Duration::from_millis(ms);
                 }
+                "append_calls_max" => {
+                    append_calls_max = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=256).contains(n))
+                        .ok_or_else(|| bad(format!("append_calls_max: '{value}' is not a number from 1 to 256")))?;
+                }
                 _ => rest.push(pair),
             }
         }
@@ -109,7 +117,7 @@ impl PostgresOptions {
         if config.get_application_name().is_none() {
             config.application_name("orderlog");
         }
-        Ok(PostgresOptions { config, pool_max_size, pool_timeout })
+        Ok(PostgresOptions { config, pool_max_size, pool_timeout, append_calls_max })
     }
 
     /// The server and database, for messages: never the password.
@@ -189,6 +197,7 @@ pub struct PostgresStore {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The last known head (version, hash) of streams, to plan appends without a read.
     heads: Mutex<HashMap<String, (u64, String)>>,
+    batcher: std::sync::OnceLock<Batcher>,
     applied: Vec<u32>,
 }
 
@@ -230,6 +239,7 @@ impl PostgresStore {
             notifier_started: std::sync::atomic::AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
             heads: Mutex::new(HashMap::new()),
+            batcher: std::sync::OnceLock::new(),
             applied,
         })
     }
@@ -281,9 +291,9 @@ impl PostgresStore {
         }
     }
 
-    /// One try. Optimistic first: plan on the cached (or freshly read) stream heads and
-    /// make one call of `orderlog_append`, which checks them under the stream locks. When
-    /// that found a head moved (`locked`), or to inject a fault, the heads are read inside
+    /// One try. Optimistic first: plan on the cached (or freshly read) stream heads and hand
+    /// the append to the batcher, whose `orderlog_append` call checks them under the stream
+    /// locks. When a head had moved (`locked`), or to inject a fault, the heads are read in
     /// a transaction that holds the locks first, so the call cannot be refused for them.
     async fn try_append(
         &self,
@@ -291,145 +301,102 @@ impl PostgresStore {
         fault: AppendFault,
         locked: bool,
     ) -> Result<AppendOutcome, Attempt> {
-        let mut client = self.client().await?;
-        let mut lock_keys: Vec<i64> = appends.iter().map(|a| stream_lock_key(&a.stream_id)).collect();
-        lock_keys.sort_unstable();
-        lock_keys.dedup();
         if !locked && fault.hold_before_commit.is_none() && !fault.roll_back {
-            let heads = self.planned_heads(&client, appends).await?;
+            let heads = {
+                let client = self.client().await?;
+                self.read_heads(&client, appends, true).await?
+            };
             let mut write = match planned(appends, heads) {
                 Ok(write) => write,
                 Err(Planned::Repeat(outcome)) => return Ok(outcome),
-                Err(Planned::Conflict(e)) => return self.replan(&client, appends, e).await,
+                Err(Planned::Conflict(e)) => return self.replan(appends, e).await,
                 Err(Planned::Failed(e)) => return Err(e.into()),
             };
-            return match call_append(&client, &lock_keys, appends, &write).await {
-                Ok(rows) => Ok(self.written(&mut write, &rows)),
-                Err(err) => self.after_refusal(&client, appends, err).await,
-            };
+            let item = BatchItem::new(appends, &mut write);
+            let reply = self.batcher().submit(item).await;
+            return self.settle_reply(appends, write, reply).await;
         }
+        let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
-        let lock =
-            tx.prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS k").await.map_err(pg)?;
-        let stream_ids: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
-        let read = tx
-            .prepare_cached("SELECT stream_id, version, hash FROM orderlog_streams WHERE stream_id = ANY($1)")
-            .await
-            .map_err(pg)?;
-        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&lock_keys];
-        let read_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&stream_ids];
-        // Pipelined; the server reads the heads after it granted every lock.
-        let (_, rows) = tokio::try_join!(tx.query(&lock, &lock_params), tx.query(&read, &read_params)).map_err(pg)?;
-        let mut heads: HashMap<String, (u64, String)> =
-            rows.iter().map(|r| (r.get(0), (r.get::<_, i64>(1) as u64, r.get(2)))).collect();
-        for append in appends {
-            heads.entry(append.stream_id.clone()).or_insert_with(|| (0, GENESIS.to_string()));
-        }
-        let planned = planned(appends, heads);
-        let mut write = match planned {
+        let mut lock_keys: Vec<i64> = appends.iter().map(|a| stream_lock_key(&a.stream_id)).collect();
+        lock_keys.sort_unstable();
+        lock_keys.dedup();
+        tx.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS k", &[&lock_keys]).await.map_err(pg)?;
+        let heads = self.read_heads(&tx, appends, false).await?;
+        let mut write = match planned(appends, heads) {
             Ok(write) => write,
             Err(Planned::Repeat(outcome)) => return Ok(outcome),
             Err(Planned::Conflict(e)) => {
                 drop(tx);
-                return self.replan(&client, appends, e).await;
+                return self.replan(appends, e).await;
             }
             Err(Planned::Failed(e)) => return Err(e.into()),
         };
-        let rows = match call_append(&tx, &lock_keys, appends, &write).await {
-            Ok(rows) => rows,
-            Err(err) => {
-                drop(tx);
-                return self.after_refusal(&client, appends, err).await;
-            }
+        let item = BatchItem::new(appends, &mut write);
+        let reply = match call_batch(&tx, &[&item]).await {
+            Ok(mut replies) => replies.pop().expect("one reply per item"),
+            Err(e) => ItemReply::Failed(describe(&e)),
         };
-        if let Some(hold) = fault.hold_before_commit {
-            tx.execute("SELECT pg_sleep($1)", &[&hold.as_secs_f64()]).await.map_err(pg)?;
+        if matches!(reply, ItemReply::Written(_)) {
+            if let Some(hold) = fault.hold_before_commit {
+                tx.execute("SELECT pg_sleep($1)", &[&hold.as_secs_f64()]).await.map_err(pg)?;
+            }
+            if fault.roll_back {
+                tx.rollback().await.map_err(pg)?;
+                return Err(StoreError::Backend("rolled back by fault injection".into()).into());
+            }
+            tx.commit().await.map_err(pg)?;
+        } else {
+            drop(tx);
         }
-        if fault.roll_back {
-            tx.rollback().await.map_err(pg)?;
-            return Err(StoreError::Backend("rolled back by fault injection".into()).into());
-        }
-        tx.commit().await.map_err(pg)?;
-        Ok(self.written(&mut write, &rows))
+        self.settle_reply(appends, write, reply).await
     }
 
-    /// Gives the written events their positions and commit order, and caches the new heads.
-    fn written(&self, write: &mut Write, rows: &[Row]) -> AppendOutcome {
-        let assigned: HashMap<Uuid, (u64, u64)> = rows
-            .iter()
-            .map(|r| {
-                let tx_id: String = r.get(2);
-                (r.get::<_, Uuid>(0), (r.get::<_, i64>(1) as u64, tx_id.parse().unwrap_or(0)))
-            })
-            .collect();
-        for event in &mut write.events {
-            let (position, commit) = assigned[&event.event_id];
-            event.position = position;
-            event.commit = commit;
-        }
-        self.remember(write.heads.iter().map(|(s, h)| (s.as_str(), h.version, h.hash.as_str())));
-        AppendOutcome {
-            streams: write.streams().to_vec(),
-            first_position: write.events.iter().map(|e| e.position).min(),
-            last_position: write.events.iter().map(|e| e.position).max(),
-            duplicate: false,
-        }
-    }
-
-    /// What a refused `orderlog_append` call means.
-    async fn after_refusal(
+    /// What the database said of one append.
+    async fn settle_reply(
         &self,
-        client: &deadpool_postgres::Client,
         appends: &[StreamAppend],
-        err: tokio_postgres::Error,
+        mut write: Write,
+        reply: ItemReply,
     ) -> Result<AppendOutcome, Attempt> {
-        let code = err.code().map(|c| c.code().to_string());
-        match code.as_deref() {
+        match reply {
+            ItemReply::Written(events) => {
+                write.events = events;
+                self.remember(write.heads.iter().map(|(s, h)| (s.as_str(), h.version, h.hash.as_str())));
+                Ok(write.outcome())
+            }
             // A stream is not at the head this append planned on.
-            Some("OL001") => {
-                let db = err.as_db_error().expect("a raised error comes from the server");
-                let stream_id = db.message().to_string();
-                let (version, hash) = db
-                    .detail()
-                    .and_then(|d| d.split_once(' '))
-                    .and_then(|(v, h)| Some((v.parse::<u64>().ok()?, h.to_string())))
-                    .unwrap_or((0, GENESIS.to_string()));
+            ItemReply::Conflict { stream_id, version, hash } => {
                 self.remember([(stream_id.as_str(), version, hash.as_str())]);
-                let append = appends.iter().find(|a| a.stream_id == stream_id);
-                match append.map(|a| a.expected) {
-                    // The cached head was stale; the next try plans on the new one.
-                    Some(ExpectedVersion::Any) => Err(Attempt::Stale(format!("stream '{stream_id}' moved"))),
+                let expected = appends.iter().find(|a| a.stream_id == stream_id).map(|a| a.expected);
+                match expected {
+                    // A stale cached head; the next try plans on the new one.
                     Some(expected) if expected.allows(version) => {
-                        Err(Attempt::Stale(format!("stream '{stream_id}' was cached stale")))
+                        Err(Attempt::Stale(format!("stream '{stream_id}' had moved on from the cached head")))
                     }
                     Some(expected) => {
                         let conflict = StoreError::WrongExpectedVersion { stream_id, expected, actual: version };
-                        self.replan(client, appends, conflict).await
+                        self.replan(appends, conflict).await
                     }
                     None => {
-                        Err(StoreError::Backend(format!("orderlog_append refused unknown stream '{stream_id}'")).into())
+                        Err(StoreError::Backend(format!("orderlog_append named unknown stream '{stream_id}'")).into())
                     }
                 }
             }
             // An event id is stored already: a repeat of an earlier append, or an error.
-            Some("OL002") => {
+            ItemReply::Duplicate => {
                 let duplicate = StoreError::DuplicateEvent { event_id: Uuid::nil(), detail: "already".into() };
-                self.replan(client, appends, duplicate).await
+                self.replan(appends, duplicate).await
             }
-            _ if err.code() == Some(&SqlState::UNIQUE_VIOLATION) => Err(Attempt::Stale(describe(&err))),
-            _ => Err(pg(err).into()),
+            ItemReply::Failed(detail) => Err(StoreError::Backend(detail).into()),
         }
     }
 
     /// Plans again on fresh heads and every stored event id of the append: an idempotent
     /// repeat gives the first run's outcome, anything else the precise error.
-    async fn replan(
-        &self,
-        client: &deadpool_postgres::Client,
-        appends: &[StreamAppend],
-        otherwise: StoreError,
-    ) -> Result<AppendOutcome, Attempt> {
+    async fn replan(&self, appends: &[StreamAppend], otherwise: StoreError) -> Result<AppendOutcome, Attempt> {
         let Some(first) = appends.iter().find_map(|a| a.events.first()) else { return Err(otherwise.into()) };
+        let client = self.client().await?;
         let event_ids: Vec<Uuid> = appends.iter().flat_map(|a| a.events.iter().map(|e| e.event_id)).collect();
         let known = client
             .prepare_cached(
@@ -438,20 +405,19 @@ impl PostgresStore {
             .await
             .map_err(pg)?;
         let found = client.query(&known, &[&event_ids]).await.map_err(pg)?;
-        if !found.iter().any(|r| r.get::<_, Uuid>(0) == first.event_id) && !found.is_empty() {
-            let id: Uuid = found[0].get(0);
-            let (stream, version): (String, i64) = (found[0].get(2), found[0].get(3));
-            return Err(StoreError::DuplicateEvent {
-                event_id: id,
-                detail: format!("in stream '{stream}' at version {version}"),
-            }
-            .into());
-        }
         if found.is_empty() {
             return match otherwise {
                 StoreError::DuplicateEvent { .. } => Err(Attempt::Stale("an event id was stored, then not".into())),
                 other => Err(other.into()),
             };
+        }
+        if !found.iter().any(|r| r.get::<_, Uuid>(0) == first.event_id) {
+            let (id, stream, version): (Uuid, String, i64) = (found[0].get(0), found[0].get(2), found[0].get(3));
+            return Err(StoreError::DuplicateEvent {
+                event_id: id,
+                detail: format!("in stream '{stream}' at version {version}"),
+            }
+            .into());
         }
         let events = found
             .iter()
@@ -464,50 +430,32 @@ impl PostgresStore {
                 (r.get::<_, Uuid>(0), location)
             })
             .collect();
-        let mut heads = HashMap::new();
-        for append in appends {
-            heads.insert(append.stream_id.clone(), self.read_head(client, &append.stream_id).await?);
-        }
+        let heads = self.read_heads(&client, appends, false).await?;
         match plan(&mut Prefetched { heads, events }, appends)? {
             Plan::Repeat(outcome) => Ok(outcome),
             Plan::Write(_) => Err(Attempt::Stale("the append's events were partly stored".into())),
         }
     }
 
-    async fn read_head(
+    /// The head (version, hash) of every stream of the append: for a new stream known, with
+    /// `cached` from the cache when it holds the expected version, else read.
+    async fn read_heads(
         &self,
-        client: &deadpool_postgres::Client,
-        stream_id: &str,
-    ) -> Result<(u64, String), StoreError> {
-        let stmt = client
-            .prepare_cached("SELECT version, hash FROM orderlog_streams WHERE stream_id = $1")
-            .await
-            .map_err(pg)?;
-        let row = client.query_opt(&stmt, &[&stream_id]).await.map_err(pg)?;
-        Ok(row.map_or((0, GENESIS.to_string()), |r| (r.get::<_, i64>(0) as u64, r.get(1))))
-    }
-
-    /// The head each stream is planned on: known for a new stream, from the cache when it
-    /// holds the expected version, else read. `orderlog_append` checks them under the lock,
-    /// so a stale head costs a retry, never a wrong append.
-    async fn planned_heads(
-        &self,
-        client: &deadpool_postgres::Client,
+        client: &impl GenericClient,
         appends: &[StreamAppend],
+        cached: bool,
     ) -> Result<HashMap<String, (u64, String)>, StoreError> {
         let mut heads = HashMap::with_capacity(appends.len());
         let mut missing = Vec::new();
         {
             let cache = self.heads.lock().expect("head cache lock");
             for append in appends {
-                let cached = cache.get(&append.stream_id);
-                let head = match (append.expected, cached) {
+                let known = match (append.expected, cache.get(&append.stream_id)) {
                     (ExpectedVersion::NoStream | ExpectedVersion::Exact(0), _) => Some((0, GENESIS.to_string())),
-                    (ExpectedVersion::Exact(v), Some((cv, hash))) if *cv == v => Some((v, hash.clone())),
-                    (ExpectedVersion::Any, Some((cv, hash))) => Some((*cv, hash.clone())),
+                    (ExpectedVersion::Exact(v), Some((cv, hash))) if cached && *cv == v => Some((v, hash.clone())),
                     _ => None,
                 };
-                match head {
+                match known {
                     Some(head) => {
                         heads.insert(append.stream_id.clone(), head);
                     }
@@ -517,19 +465,31 @@ impl PostgresStore {
         }
         if !missing.is_empty() {
             let stmt = client
-                .prepare_cached("SELECT stream_id, version, hash FROM orderlog_streams WHERE stream_id = ANY($1)")
+                .prepare_cached(
+                    "SELECT s, h.version, h.hash FROM unnest($1::text[]) AS s
+                     LEFT JOIN LATERAL (SELECT version, hash FROM orderlog_events
+                                        WHERE stream_id = s ORDER BY version DESC LIMIT 1) h ON true",
+                )
                 .await
                 .map_err(pg)?;
             let rows = client.query(&stmt, &[&missing]).await.map_err(pg)?;
             for row in &rows {
-                heads.insert(row.get(0), (row.get::<_, i64>(1) as u64, row.get(2)));
+                let version: Option<i64> = row.get(1);
+                let hash: Option<String> = row.get(2);
+                heads.insert(row.get(0), (version.unwrap_or(0) as u64, hash.unwrap_or_else(|| GENESIS.to_string())));
             }
-            for stream in missing {
-                heads.entry(stream.to_string()).or_insert_with(|| (0, GENESIS.to_string()));
-            }
-            self.remember(rows.iter().map(|r| (r.get::<_, &str>(0), r.get::<_, i64>(1) as u64, r.get::<_, &str>(2))));
+            self.remember(heads.iter().filter(|(_, (v, _))| *v > 0).map(|(s, (v, h))| (s.as_str(), *v, h.as_str())));
         }
         Ok(heads)
+    }
+
+    /// The batcher, started on first use.
+    fn batcher(&self) -> &Batcher {
+        self.batcher.get_or_init(|| {
+            let (batcher, task) = Batcher::start(self.pool.clone(), self.options.append_calls_max);
+            self.tasks.lock().expect("task lock").push(task);
+            batcher
+        })
     }
 
     /// Records stream heads seen, keeping the newer of two; the cache is emptied when full.
@@ -673,46 +633,172 @@ fn planned(appends: &[StreamAppend], heads: HashMap<String, (u64, String)>) -> R
     }
 }
 
-/// One call of `orderlog_append` for a planned write.
-async fn call_append(
-    client: &impl GenericClient,
-    lock_keys: &[i64],
-    appends: &[StreamAppend],
-    write: &Write,
-) -> Result<Vec<Row>, tokio_postgres::Error> {
-    let streams: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
-    let mut expected_versions = Vec::with_capacity(appends.len());
-    let mut expected_hashes = Vec::with_capacity(appends.len());
-    let mut new_versions = Vec::with_capacity(appends.len());
-    let mut new_hashes = Vec::with_capacity(appends.len());
-    for append in appends {
-        let (version, hash) = write.planned_on(&append.stream_id);
-        expected_versions.push(version as i64);
-        expected_hashes.push(hash);
-        let (version, hash) = write.head_after(&append.stream_id);
-        new_versions.push(version as i64);
-        new_hashes.push(hash);
+/// One append as the batcher sends it: the head each stream was planned on, and the
+/// planned events (positions to be filled in).
+struct BatchItem {
+    streams: Vec<(String, u64, String)>,
+    events: Vec<RecordedEvent>,
+}
+
+impl BatchItem {
+    fn new(appends: &[StreamAppend], write: &mut Write) -> BatchItem {
+        let streams = appends
+            .iter()
+            .map(|a| {
+                let (version, hash) = write.planned_on(&a.stream_id);
+                (a.stream_id.clone(), version, hash.to_string())
+            })
+            .collect();
+        BatchItem { streams, events: std::mem::take(&mut write.events) }
     }
-    let e = &write.events;
-    let e_stream: Vec<&str> = e.iter().map(|e| e.stream_id.as_str()).collect();
-    let e_version: Vec<i64> = e.iter().map(|e| e.version as i64).collect();
-    let e_id: Vec<Uuid> = e.iter().map(|e| e.event_id).collect();
-    let e_type: Vec<&str> = e.iter().map(|e| e.event_type.as_str()).collect();
-    let e_schema: Vec<i32> = e.iter().map(|e| e.schema_version as i32).collect();
-    let e_payload: Vec<&str> = e.iter().map(|e| e.payload.as_str()).collect();
-    let e_metadata: Vec<String> =
-        e.iter().map(|e| serde_json::to_string(&e.metadata).expect("metadata serializes")).collect();
-    let e_command: Vec<&str> = e.iter().map(|e| e.metadata.command_id.as_str()).collect();
-    let e_time: Vec<DateTime<Utc>> = e.iter().map(|e| e.recorded_at).collect();
-    let e_hash: Vec<&str> = e.iter().map(|e| e.hash.as_str()).collect();
-    let lock_keys = lock_keys.to_vec();
+}
+
+/// What `orderlog_append` did with one append.
+enum ItemReply {
+    /// Written: the events with their positions and commit order.
+    Written(Vec<RecordedEvent>),
+    /// A stream was not at the planned head; this is its actual head.
+    Conflict { stream_id: String, version: u64, hash: String },
+    /// An event id of the append is stored already.
+    Duplicate,
+    /// The call failed (connection lost, server error).
+    Failed(String),
+}
+
+/// Appends waiting for a batch, at most; callers wait beyond that.
+pub const BATCH_QUEUE_MAX: usize = 4_096;
+/// Appends in one `orderlog_append` call, at most.
+pub const BATCH_APPENDS_MAX: usize = 64;
+/// `orderlog_append` calls in flight at once, unless the URL's `append_calls_max` says
+/// otherwise. Appends that arrive while all are busy wait and go together in the next call.
+pub const APPEND_CALLS_MAX_DEFAULT: usize = 4;
+
+type Submission = (BatchItem, oneshot::Sender<ItemReply>);
+
+/// Gathers concurrent appends into batches: one call and one commit for many appends,
+/// as the server's group commit does for transactions, but without a round trip and a
+/// commit per append. Each append of a batch is still checked and written on its own.
+struct Batcher {
+    queue: mpsc::Sender<Submission>,
+}
+
+impl Batcher {
+    fn start(pool: Pool, calls_max: usize) -> (Batcher, tokio::task::JoinHandle<()>) {
+        let (queue, mut pending) = mpsc::channel::<Submission>(BATCH_QUEUE_MAX);
+        let slots = Arc::new(tokio::sync::Semaphore::new(calls_max.max(1)));
+        let task = tokio::spawn(async move {
+            // Appends that touch a stream already in the batch being formed wait for the
+            // next one, first in line.
+            let mut deferred: std::collections::VecDeque<Submission> = std::collections::VecDeque::new();
+            loop {
+                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
+                let first = match deferred.pop_front() {
+                    Some(first) => first,
+                    None => match pending.recv().await {
+                        Some(first) => first,
+                        None => return,
+                    },
+                };
+                let mut streams: std::collections::HashSet<String> =
+                    first.0.streams.iter().map(|(s, _, _)| s.clone()).collect();
+                let mut batch = vec![first];
+                let mut waiting = std::mem::take(&mut deferred);
+                while batch.len() < BATCH_APPENDS_MAX {
+                    let next = match waiting.pop_front() {
+                        Some(next) => next,
+                        None => match pending.try_recv() {
+                            Ok(next) => next,
+                            Err(_) => break,
+                        },
+                    };
+                    if next.0.streams.iter().any(|(s, _, _)| streams.contains(s)) {
+                        deferred.push_back(next);
+                    } else {
+                        streams.extend(next.0.streams.iter().map(|(s, _, _)| s.clone()));
+                        batch.push(next);
+                    }
+                }
+                deferred.extend(waiting);
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let (items, replies): (Vec<BatchItem>, Vec<oneshot::Sender<ItemReply>>) = batch.into_iter().unzip();
+                    let results = match pool.get().await {
+                        Ok(client) => {
+                            let refs: Vec<&BatchItem> = items.iter().collect();
+                            call_batch(&client, &refs).await.map_err(|e| describe(&e))
+                        }
+                        Err(e) => Err(pool_error(&e)),
+                    };
+                    match results {
+                        Ok(results) => {
+                            for (reply, result) in replies.into_iter().zip(results) {
+                                let _ = reply.send(result);
+                            }
+                        }
+                        Err(detail) => {
+                            for reply in replies {
+                                let _ = reply.send(ItemReply::Failed(detail.clone()));
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (Batcher { queue }, task)
+    }
+
+    async fn submit(&self, item: BatchItem) -> ItemReply {
+        let (reply, answer) = oneshot::channel();
+        if self.queue.send((item, reply)).await.is_err() {
+            return ItemReply::Failed("the append batcher stopped".into());
+        }
+        answer.await.unwrap_or_else(|_| ItemReply::Failed("the append batcher dropped an append".into()))
+    }
+}
+
+/// One call of `orderlog_append` for a batch of appends; a reply per item, in order.
+async fn call_batch(
+    client: &impl GenericClient,
+    items: &[&BatchItem],
+) -> Result<Vec<ItemReply>, tokio_postgres::Error> {
+    let mut lock_keys: Vec<i64> =
+        items.iter().flat_map(|item| item.streams.iter().map(|(s, _, _)| stream_lock_key(s))).collect();
+    lock_keys.sort_unstable();
+    lock_keys.dedup();
+    let (mut s_append, mut s_stream, mut s_version, mut s_hash) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut e_append, mut e_stream, mut e_version, mut e_id, mut e_type, mut e_schema) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut e_payload, mut e_metadata, mut e_command, mut e_time, mut e_hash) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (index, item) in (1i32..).zip(items) {
+        for (stream, version, hash) in &item.streams {
+            s_append.push(index);
+            s_stream.push(stream.as_str());
+            s_version.push(*version as i64);
+            s_hash.push(hash.as_str());
+        }
+        for e in &item.events {
+            e_append.push(index);
+            e_stream.push(e.stream_id.as_str());
+            e_version.push(e.version as i64);
+            e_id.push(e.event_id);
+            e_type.push(e.event_type.as_str());
+            e_schema.push(e.schema_version as i32);
+            e_payload.push(e.payload.as_str());
+            e_metadata.push(serde_json::to_string(&e.metadata).expect("metadata serializes"));
+            e_command.push(e.metadata.command_id.as_str());
+            e_time.push(e.recorded_at);
+            e_hash.push(e.hash.as_str());
+        }
+    }
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 16] = [
         &lock_keys,
-        &streams,
-        &expected_versions,
-        &expected_hashes,
-        &new_versions,
-        &new_hashes,
+        &s_append,
+        &s_stream,
+        &s_version,
+        &s_hash,
+        &e_append,
         &e_stream,
         &e_version,
         &e_id,
@@ -726,11 +812,51 @@ async fn call_append(
     ];
     let stmt = client
         .prepare_cached(
-            "SELECT event_id, event_position, event_tx_id FROM orderlog_append(
-                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            "SELECT append_index, outcome, out_stream, out_version, out_hash, out_event, out_position, out_tx_id
+             FROM orderlog_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .await?;
-    client.query(&stmt, &params).await
+    let rows = client.query(&stmt, &params).await?;
+    let mut placed: Vec<HashMap<Uuid, (u64, u64)>> = items.iter().map(|_| HashMap::new()).collect();
+    let mut replies: Vec<Option<ItemReply>> = items.iter().map(|_| None).collect();
+    let owner: HashMap<Uuid, usize> =
+        items.iter().enumerate().flat_map(|(i, item)| item.events.iter().map(move |e| (e.event_id, i))).collect();
+    for row in &rows {
+        match row.get::<_, &str>(1) {
+            "ok" => {
+                if let Some(event_id) = row.get::<_, Option<Uuid>>(5) {
+                    let tx_id: String = row.get(7);
+                    let index = owner[&event_id];
+                    placed[index].insert(event_id, (row.get::<_, i64>(6) as u64, tx_id.parse().unwrap_or(0)));
+                }
+            }
+            "conflict" => {
+                let index = row.get::<_, i32>(0) as usize - 1;
+                replies[index] = Some(ItemReply::Conflict {
+                    stream_id: row.get(2),
+                    version: row.get::<_, i64>(3) as u64,
+                    hash: row.get(4),
+                })
+            }
+            _ => replies[row.get::<_, i32>(0) as usize - 1] = Some(ItemReply::Duplicate),
+        }
+    }
+    Ok(items
+        .iter()
+        .zip(replies)
+        .zip(placed)
+        .map(|((item, reply), placed)| {
+            reply.unwrap_or_else(|| {
+                let mut events = item.events.clone();
+                for event in &mut events {
+                    let (position, commit) = placed[&event.event_id];
+                    event.position = position;
+                    event.commit = commit;
+                }
+                ItemReply::Written(events)
+            })
+        })
+        .collect())
 }
 
 /// Why one attempt at an append ended without an outcome.
@@ -941,10 +1067,11 @@ impl EventStore for PostgresStore {
 
     async fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        let stmt =
-            client.prepare_cached("SELECT version FROM orderlog_streams WHERE stream_id = $1").await.map_err(pg)?;
-        let row = client.query_opt(&stmt, &[&stream_id]).await.map_err(pg)?;
-        Ok(row.map_or(0, |r| r.get::<_, i64>(0) as u64))
+        let stmt = client
+            .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM orderlog_events WHERE stream_id = $1")
+            .await
+            .map_err(pg)?;
+        Ok(client.query_one(&stmt, &[&stream_id]).await.map_err(pg)?.get::<_, i64>(0) as u64)
     }
 
     async fn head(&self) -> Result<u64, StoreError> {

@@ -12,17 +12,10 @@ CREATE TABLE orderlog_events (
     command_id     TEXT        NOT NULL,      -- copied from metadata, indexed for idempotency
     recorded_at    TIMESTAMPTZ NOT NULL,
     hash           TEXT        NOT NULL,      -- hex SHA-256 chained to the stream's previous event
-    UNIQUE (stream_id, version)
+    UNIQUE (stream_id, version)             -- also finds a stream's head: its highest version
 );
 
 -- Readers take the log in commit order: (tx_id, position) below the oldest running
 -- transaction, so an event that commits late is never skipped.
 CREATE INDEX orderlog_events_commit_order ON orderlog_events (tx_id, position);
 CREATE INDEX orderlog_events_by_command ON orderlog_events (command_id);
-
--- The head of every stream; appends lock the rows of the streams they touch, and only those.
-CREATE TABLE orderlog_streams (
-    stream_id TEXT   PRIMARY KEY,
-    version   BIGINT NOT NULL,
-    hash      TEXT   NOT NULL
-);
