@@ -32,7 +32,11 @@ CREATE FUNCTION orderlog_append(
     e_hash     TEXT[]
 ) RETURNS TABLE (append_index INTEGER, outcome TEXT, out_stream TEXT, out_version BIGINT, out_hash TEXT,
                  out_event UUID, out_position BIGINT, out_tx_id TEXT)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Plans inside are tiny; JIT compiling them (when a generic plan's estimate crosses
+-- jit_above_cost) would cost tens of milliseconds a call.
+SET jit = off
+AS $$
 #variable_conflict use_column
 DECLARE
     genesis   CONSTANT TEXT := '0000000000000000000000000000000000000000000000000000000000000000';
