@@ -307,9 +307,12 @@ impl PostgresStore {
         locked: bool,
     ) -> Result<AppendOutcome, Attempt> {
         if !locked && fault.hold_before_commit.is_none() && !fault.roll_back {
-            let heads = {
-                let client = self.client().await?;
-                self.read_heads(&client, appends, true).await?
+            let heads = match self.cached_heads(appends) {
+                Some(heads) => heads,
+                None => {
+                    let client = self.client().await?;
+                    self.read_heads(&client, appends, true).await?
+                }
             };
             let mut write = match planned(appends, heads) {
                 Ok(write) => write,
@@ -440,6 +443,24 @@ impl PostgresStore {
             Plan::Repeat(outcome) => Ok(outcome),
             Plan::Write(_) => Err(Attempt::Stale("the append's events were partly stored".into())),
         }
+    }
+
+    /// Every stream's head from what is known without asking the database (new streams,
+    /// cached heads at the expected version), or `None`.
+    fn cached_heads(&self, appends: &[StreamAppend]) -> Option<HashMap<String, (u64, String)>> {
+        let cache = self.heads.lock().expect("head cache lock");
+        appends
+            .iter()
+            .map(|append| match (append.expected, cache.get(&append.stream_id)) {
+                (ExpectedVersion::NoStream | ExpectedVersion::Exact(0), _) => {
+                    Some((append.stream_id.clone(), (0, GENESIS.to_string())))
+                }
+                (ExpectedVersion::Exact(v), Some((cv, hash))) if *cv == v => {
+                    Some((append.stream_id.clone(), (v, hash.clone())))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// The head (version, hash) of every stream of the append: for a new stream known, with
