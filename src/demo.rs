@@ -440,7 +440,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let c = &sim.counters;
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let summary = DemoSummary {
-        database: crate::redact(&args.database),
+        database: orderlog_store::postgres::redact(&args.database),
         seed: args.seed,
         shoppers: args.shoppers,
         events_appended: report.events_since,

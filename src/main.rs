@@ -61,17 +61,6 @@ pub async fn open_store(database: &str) -> Result<Opened> {
     Ok(Opened { store: Arc::new(store), applied })
 }
 
-/// A database argument fit to print: a URL's password replaced.
-pub fn redact(database: &str) -> String {
-    match (database.find("://"), database.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => match database[scheme + 3..at].split_once(':') {
-            Some((user, _)) => format!("{}{user}:***{}", &database[..scheme + 3], &database[at..]),
-            None => database.to_string(),
-        },
-        _ => database.to_string(),
-    }
-}
-
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -96,7 +85,7 @@ async fn run(cli: Cli) -> Result<()> {
         Commands::Demo(args) => demo::run(args).await,
         Commands::Migrate { database } => {
             let opened = open_store(&database).await?;
-            let shown = redact(&database);
+            let shown = orderlog_store::postgres::redact(&database);
             if opened.applied.is_empty() {
                 println!("{shown}: schema is up to date (head position {})", opened.store.head().await?);
             } else {

@@ -140,8 +140,8 @@ impl PostgresOptions {
     }
 }
 
-/// A URL with its password replaced, for messages.
-fn redact(url: &str) -> String {
+/// A URL with its password replaced, for messages; anything else unchanged.
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
