@@ -3,6 +3,9 @@
 //! orderlog appends of one event per transaction from N writers on distinct streams, for N
 //! = 1, 16, 64; then 100-event batches against a 100-row `INSERT` in one transaction.
 //!
+//! Before each measurement both tables are vacuumed and analyzed and a checkpoint is taken,
+//! so neither side pays for the other's autovacuum or checkpoint.
+//!
 //! `cargo bench --bench postgres_append [-- SECONDS]` (server: `ORDERLOG_TEST_POSTGRES`,
 //! default postgres://postgres@127.0.0.1:5432/postgres)
 
@@ -147,6 +150,14 @@ async fn orderlog_batches(store: &PostgresStore, run: Duration) -> f64 {
     start.elapsed().as_secs_f64() * 1_000.0 / batches as f64
 }
 
+/// Starts every measurement from the same state: the tables vacuumed and analyzed and a
+/// checkpoint taken, so that neither side pays for the other's autovacuum or checkpoint.
+async fn quiesce(admin: &tokio_postgres::Client) {
+    for statement in ["VACUUM ANALYZE orderlog_events", "VACUUM ANALYZE raw_events", "CHECKPOINT"] {
+        admin.batch_execute(statement).await.unwrap();
+    }
+}
+
 fn main() {
     let seconds: u64 =
         std::env::args().skip(1).find(|a| !a.starts_with("--")).and_then(|a| a.parse().ok()).unwrap_or(5);
@@ -154,7 +165,7 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let db = TestDatabase::create().await;
-        let calls = std::env::var("ORDERLOG_BENCH_APPEND_CALLS").unwrap_or_else(|_| "4".into());
+        let calls = std::env::var("ORDERLOG_BENCH_APPEND_CALLS").unwrap_or_else(|_| "1".into());
         let store =
             Arc::new(PostgresStore::connect_url(&db.url_with(&format!("pool_max_size=64&append_calls_max={calls}"))).await.unwrap());
         let admin = connect(&db.url).await;
@@ -165,7 +176,9 @@ fn main() {
         println!("{seconds} s per measurement, database {}", db.name);
         println!("{:<36} {:>14} {:>14} {:>7}", "workload", "orderlog", "raw", "ratio");
         for (round, writers) in [1usize, 16, 64].into_iter().enumerate() {
+            quiesce(&admin).await;
             let raw = raw_single_rows(&db.url, writers, run).await;
+            quiesce(&admin).await;
             let ours = orderlog_single_events(Arc::clone(&store), writers, run, round).await;
             println!(
                 "{:<36} {:>10.0} ev/s {:>10.0} tx/s {:>7.2}",
@@ -175,7 +188,9 @@ fn main() {
                 ours / raw
             );
         }
+        quiesce(&admin).await;
         let raw = raw_batches(&db.url, run).await;
+        quiesce(&admin).await;
         let ours = orderlog_batches(&store, run).await;
         println!("{:<36} {:>11.2} ms {:>11.2} ms {:>7.2}", "100-event batch, 1 writer", ours, raw, raw / ours);
     });
