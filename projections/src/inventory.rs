@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use orderlog_domain::codec::DomainEvent;
 use orderlog_domain::stock::StockEvent;
 use orderlog_store::RecordedEvent;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::table::TableModel;
 use crate::Projection;
 
 /// One stock item's levels.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockLevel {
     pub on_hand: i64,
     pub reserved: i64,
@@ -24,7 +25,7 @@ pub struct StockLevel {
 }
 
 impl StockLevel {
-    fn apply(&mut self, event: &StockEvent) {
+    pub(crate) fn apply(&mut self, event: &StockEvent) {
         match event {
             StockEvent::StockReceived { quantity } => {
                 self.on_hand += i64::from(*quantity);
@@ -96,5 +97,58 @@ impl Projection for InventoryLevels {
         let key = event.stream_id.strip_prefix("stock-").and_then(|rest| rest.split_once('@'));
         let Some((sku, location)) = key else { return };
         self.items.entry((sku.to_string(), location.to_string())).or_default().apply(stock);
+    }
+}
+
+/// One row of the `inventory_levels` table model: one stock item.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryRow {
+    pub sku: String,
+    pub location: String,
+    #[serde(flatten)]
+    pub level: StockLevel,
+}
+
+/// Inventory levels as rows, one per stock item (key `{sku}@{location}`). Totals per SKU
+/// over all locations are the sums of its items (view `inventory_by_sku`): safety stock and
+/// incoming units are kept per location, so they do not fold into one row correctly.
+pub struct InventoryTable;
+
+/// Plain-SQL views of the inventory table for SQLite readers.
+pub const INVENTORY_VIEWS_SQLITE: &[&str] = &[
+    "CREATE VIEW IF NOT EXISTS inventory_by_location AS
+       SELECT json_extract(data, '$.sku') AS sku, json_extract(data, '$.location') AS location,
+              json_extract(data, '$.on_hand') AS on_hand, json_extract(data, '$.reserved') AS reserved,
+              json_extract(data, '$.available') AS available, json_extract(data, '$.unavailable') AS unavailable,
+              json_extract(data, '$.incoming') AS incoming
+         FROM rm_inventory_levels",
+    "CREATE VIEW IF NOT EXISTS inventory_by_sku AS
+       SELECT sku, SUM(on_hand) AS on_hand, SUM(reserved) AS reserved, SUM(available) AS available,
+              SUM(unavailable) AS unavailable, SUM(incoming) AS incoming, COUNT(*) AS locations
+         FROM inventory_by_location GROUP BY sku",
+];
+
+fn stock_item(event: &RecordedEvent) -> Option<(&str, &str)> {
+    event.stream_id.strip_prefix("stock-").and_then(|rest| rest.split_once('@'))
+}
+
+impl TableModel for InventoryTable {
+    const NAME: &'static str = "inventory_levels";
+    const VERSION: u32 = 1;
+    type Row = InventoryRow;
+
+    fn keys(event: &RecordedEvent, decoded: &DomainEvent) -> Vec<String> {
+        match (decoded, stock_item(event)) {
+            (DomainEvent::Stock(_), Some((sku, location))) => vec![format!("{sku}@{location}")],
+            _ => Vec::new(),
+        }
+    }
+
+    fn evolve(mut row: InventoryRow, _key: &str, event: &RecordedEvent, decoded: &DomainEvent) -> InventoryRow {
+        let (DomainEvent::Stock(stock), Some((sku, location))) = (decoded, stock_item(event)) else { return row };
+        row.sku = sku.to_string();
+        row.location = location.to_string();
+        row.level.apply(stock);
+        row
     }
 }

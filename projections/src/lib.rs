@@ -1,11 +1,14 @@
 //! Read models: folds of the event log.
 //!
 //! A [`Projection`] is a name, a version and a pure fold over event envelopes;
-//! [`catch_up`] feeds it the log from a checkpoint in bounded batches. For now read models
-//! live in memory ([`inventory::InventoryLevels`]); the SQL read models with their
-//! transactional checkpoints are the projections issue.
+//! [`catch_up`] feeds it the log from a checkpoint in bounded batches, in memory
+//! ([`inventory::InventoryLevels`]). [`table::TableModel`] is a read model kept as rows in
+//! the log's database, which a [`table::Runner`] updates exactly once per event through a
+//! [`table::RowStore`] ([`sqlite::SqliteRows`] so far).
 
 pub mod inventory;
+pub mod sqlite;
+pub mod table;
 
 use orderlog_domain::codec::DomainEvent;
 use orderlog_store::{EventStore, LogCursor, RecordedEvent, StoreError};

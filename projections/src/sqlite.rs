@@ -1,0 +1,200 @@
+//! Read-model rows in the SQLite file of the log.
+//!
+//! Tables: `orderlog_checkpoints` (one row per model: version, cursor, events folded, the
+//! error that stopped it) and `rm_{model}` (`key`, `data` as JSON), plus the views a model
+//! declares for plain-SQL readers. Read models are rebuilt from the log, never migrated:
+//! their tables are created when absent.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use orderlog_store::LogCursor;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::table::{Checkpoint, RowStore};
+
+/// A failure injected into the next commit, inside its transaction (which then rolls back).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitFault {
+    /// After writing this many rows.
+    AfterRows(usize),
+    /// After moving the checkpoint, before committing.
+    BeforeCommit,
+}
+
+/// Rows and checkpoints in a SQLite file.
+pub struct SqliteRows {
+    conn: Arc<Mutex<Connection>>,
+    fault: Mutex<Option<CommitFault>>,
+    views: Vec<&'static str>,
+}
+
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl SqliteRows {
+    /// Opens the read models of the orderlog database at `path` (open the event store on it
+    /// first: that identifies the file and creates it). `views` are `CREATE VIEW IF NOT
+    /// EXISTS` statements run once the tables exist.
+    pub fn open(path: impl AsRef<Path>, views: &[&'static str]) -> Result<SqliteRows, String> {
+        let conn = Connection::open(path.as_ref()).map_err(text)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(text)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS orderlog_checkpoints (
+                projection   TEXT PRIMARY KEY,
+                version      INTEGER NOT NULL,
+                commit_order INTEGER NOT NULL,
+                position     INTEGER NOT NULL,
+                events       INTEGER NOT NULL,
+                error        TEXT
+            )",
+        )
+        .map_err(text)?;
+        Ok(SqliteRows { conn: Arc::new(Mutex::new(conn)), fault: Mutex::new(None), views: views.to_vec() })
+    }
+
+    /// Makes the next commit fail at `fault`. For tests.
+    pub fn inject(&self, fault: CommitFault) {
+        *self.fault.lock().expect("fault lock") = Some(fault);
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || f(&mut conn.lock().expect("connection lock"))).await.map_err(text)?
+    }
+}
+
+fn table(model: &str) -> String {
+    format!("rm_{model}")
+}
+
+#[async_trait]
+impl RowStore for SqliteRows {
+    async fn ensure(&self, model: &'static str, version: u32) -> Result<(), String> {
+        let views = self.views.clone();
+        self.with(move |conn| {
+            conn.execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS {} (key TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID",
+                table(model)
+            ))
+            .map_err(text)?;
+            conn.execute(
+                "INSERT INTO orderlog_checkpoints (projection, version, commit_order, position, events)
+                 VALUES (?1, ?2, 0, 0, 0) ON CONFLICT (projection) DO NOTHING",
+                params![model, version],
+            )
+            .map_err(text)?;
+            for view in views {
+                conn.execute_batch(view).map_err(text)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn checkpoint(&self, model: &'static str) -> Result<Checkpoint, String> {
+        self.with(move |conn| {
+            conn.query_row(
+                "SELECT version, commit_order, position, events, error FROM orderlog_checkpoints WHERE projection = ?1",
+                [model],
+                |r| {
+                    Ok(Checkpoint {
+                        version: r.get(0)?,
+                        cursor: LogCursor { commit: r.get(1)?, position: r.get(2)? },
+                        events: r.get(3)?,
+                        error: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(text)?
+            .ok_or_else(|| format!("projection '{model}' has no checkpoint; run it first"))
+        })
+        .await
+    }
+
+    async fn load(&self, model: &'static str, keys: Vec<String>) -> Result<BTreeMap<String, String>, String> {
+        self.with(move |conn| {
+            let mut stmt =
+                conn.prepare_cached(&format!("SELECT data FROM {} WHERE key = ?1", table(model))).map_err(text)?;
+            let mut rows = BTreeMap::new();
+            for key in keys {
+                if let Some(data) = stmt.query_row([&key], |r| r.get::<_, String>(0)).optional().map_err(text)? {
+                    rows.insert(key, data);
+                }
+            }
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn commit(
+        &self,
+        model: &'static str,
+        from: LogCursor,
+        to: LogCursor,
+        events: u64,
+        rows: Vec<(String, String)>,
+    ) -> Result<bool, String> {
+        let fault = self.fault.lock().expect("fault lock").take();
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(text)?;
+            let at: (u64, u64) = tx
+                .query_row(
+                    "SELECT commit_order, position FROM orderlog_checkpoints WHERE projection = ?1",
+                    [model],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(text)?;
+            if at != (from.commit, from.position) {
+                return Ok(false);
+            }
+            {
+                let mut upsert = tx
+                    .prepare_cached(&format!(
+                        "INSERT INTO {} (key, data) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET data = excluded.data",
+                        table(model)
+                    ))
+                    .map_err(text)?;
+                if fault == Some(CommitFault::AfterRows(0)) {
+                    return Err("injected fault after 0 rows".into());
+                }
+                for (written, (key, data)) in (1..).zip(&rows) {
+                    upsert.execute(params![key, data]).map_err(text)?;
+                    if fault == Some(CommitFault::AfterRows(written)) {
+                        return Err(format!("injected fault after {written} rows"));
+                    }
+                }
+            }
+            tx.execute(
+                "UPDATE orderlog_checkpoints SET commit_order = ?2, position = ?3, events = events + ?4, error = NULL
+                 WHERE projection = ?1",
+                params![model, to.commit, to.position, events],
+            )
+            .map_err(text)?;
+            if fault == Some(CommitFault::BeforeCommit) {
+                return Err("injected fault before commit".into());
+            }
+            tx.commit().map_err(text)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn record_error(&self, model: &'static str, error: &str) -> Result<(), String> {
+        let error = error.to_string();
+        self.with(move |conn| {
+            conn.execute("UPDATE orderlog_checkpoints SET error = ?2 WHERE projection = ?1", params![model, error])
+                .map_err(text)?;
+            Ok(())
+        })
+        .await
+    }
+}
