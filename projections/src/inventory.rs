@@ -128,6 +128,20 @@ pub const INVENTORY_VIEWS_SQLITE: &[&str] = &[
          FROM inventory_by_location GROUP BY sku",
 ];
 
+/// Plain-SQL views of the inventory table for PostgreSQL readers.
+pub const INVENTORY_VIEWS_POSTGRES: &[&str] = &[
+    "CREATE OR REPLACE VIEW inventory_by_location AS
+       SELECT data->>'sku' AS sku, data->>'location' AS location,
+              (data->>'on_hand')::bigint AS on_hand, (data->>'reserved')::bigint AS reserved,
+              (data->>'available')::bigint AS available, (data->>'unavailable')::bigint AS unavailable,
+              (data->>'incoming')::bigint AS incoming
+         FROM rm_inventory_levels",
+    "CREATE OR REPLACE VIEW inventory_by_sku AS
+       SELECT sku, SUM(on_hand) AS on_hand, SUM(reserved) AS reserved, SUM(available) AS available,
+              SUM(unavailable) AS unavailable, SUM(incoming) AS incoming, COUNT(*) AS locations
+         FROM inventory_by_location GROUP BY sku",
+];
+
 fn stock_item(event: &RecordedEvent) -> Option<(&str, &str)> {
     event.stream_id.strip_prefix("stock-").and_then(|rest| rest.split_once('@'))
 }

@@ -4,9 +4,10 @@
 //! [`catch_up`] feeds it the log from a checkpoint in bounded batches, in memory
 //! ([`inventory::InventoryLevels`]). [`table::TableModel`] is a read model kept as rows in
 //! the log's database, which a [`table::Runner`] updates exactly once per event through a
-//! [`table::RowStore`] ([`sqlite::SqliteRows`] so far).
+//! [`table::RowStore`] ([`sqlite::SqliteRows`], [`postgres::PostgresRows`]).
 
 pub mod inventory;
+pub mod postgres;
 pub mod sqlite;
 pub mod table;
 

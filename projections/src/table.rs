@@ -128,17 +128,17 @@ impl<M: TableModel> Runner<M> {
                 current: M::VERSION,
             });
         }
-        let batch = self
+        let mut batch = self
             .log
             .read_all(checkpoint.cursor, self.batch_events_max)
             .await
             .map_err(|source| RunError::Store { projection: M::NAME, source })?;
-        let Some(last) = batch.last() else { return Ok(0) };
-        let to = LogCursor::after(last);
         let mut decoded = Vec::with_capacity(batch.len());
-        for event in &batch {
+        for (i, event) in batch.iter().enumerate() {
             match DomainEvent::decode(&event.event_type, event.schema_version, &event.payload) {
                 Ok(d) => decoded.push(d),
+                // Fold what precedes it; the next step stops at it.
+                Err(_) if i > 0 => break,
                 Err(e) => {
                     let error = RunError::Unreadable {
                         projection: M::NAME,
@@ -151,6 +151,9 @@ impl<M: TableModel> Runner<M> {
                 }
             }
         }
+        batch.truncate(decoded.len());
+        let Some(last) = batch.last() else { return Ok(0) };
+        let to = LogCursor::after(last);
         let touched: Vec<Vec<String>> = batch.iter().zip(&decoded).map(|(e, d)| M::keys(e, d)).collect();
         let keys: BTreeSet<&String> = touched.iter().flatten().collect();
         let stored = self.rows.load(M::NAME, keys.into_iter().cloned().collect()).await.map_err(Self::rows_error)?;

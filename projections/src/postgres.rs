@@ -1,0 +1,193 @@
+//! Read-model rows in the PostgreSQL database of the log: `orderlog_checkpoints`,
+//! `rm_{model}` (`key`, `data` as JSONB) and the model's views. Read-model tables are
+//! rebuilt from the log, never migrated: they are created when absent.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use orderlog_store::{LogCursor, PostgresOptions};
+use tokio_postgres::NoTls;
+
+use crate::sqlite::CommitFault;
+use crate::table::{Checkpoint, RowStore};
+
+/// Rows and checkpoints in a PostgreSQL database.
+pub struct PostgresRows {
+    pool: Pool,
+    fault: Mutex<Option<CommitFault>>,
+    views: Vec<&'static str>,
+}
+
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn db(e: tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => d.message().to_string(),
+        None => e.to_string(),
+    }
+}
+
+fn table(model: &str) -> String {
+    format!("rm_{model}")
+}
+
+impl PostgresRows {
+    /// Connects to the orderlog database `url` (connect the event store to it first: that
+    /// identifies and migrates it). `views` are `CREATE OR REPLACE VIEW` statements run
+    /// once the tables exist.
+    pub async fn connect(url: &str, views: &[&'static str]) -> Result<PostgresRows, String> {
+        let options = PostgresOptions::from_url(url).map_err(text)?;
+        let manager = Manager::from_config(
+            options.config.clone(),
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(4)
+            .wait_timeout(Some(options.pool_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(text)?;
+        let client = pool.get().await.map_err(text)?;
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS orderlog_checkpoints (
+                    projection   TEXT PRIMARY KEY,
+                    version      INTEGER NOT NULL,
+                    commit_order BIGINT NOT NULL,
+                    position     BIGINT NOT NULL,
+                    events       BIGINT NOT NULL,
+                    error        TEXT
+                )",
+            )
+            .await
+            .map_err(db)?;
+        drop(client);
+        Ok(PostgresRows { pool, fault: Mutex::new(None), views: views.to_vec() })
+    }
+
+    /// Makes the next commit fail at `fault`. For tests.
+    pub fn inject(&self, fault: CommitFault) {
+        *self.fault.lock().expect("fault lock") = Some(fault);
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, String> {
+        self.pool.get().await.map_err(text)
+    }
+}
+
+#[async_trait]
+impl RowStore for PostgresRows {
+    async fn ensure(&self, model: &'static str, version: u32) -> Result<(), String> {
+        let client = self.client().await?;
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {} (key TEXT PRIMARY KEY, data JSONB NOT NULL)",
+                table(model)
+            ))
+            .await
+            .map_err(db)?;
+        client
+            .execute(
+                "INSERT INTO orderlog_checkpoints (projection, version, commit_order, position, events)
+                 VALUES ($1, $2, 0, 0, 0) ON CONFLICT (projection) DO NOTHING",
+                &[&model, &(version as i32)],
+            )
+            .await
+            .map_err(db)?;
+        for view in &self.views {
+            client.batch_execute(view).await.map_err(db)?;
+        }
+        Ok(())
+    }
+
+    async fn checkpoint(&self, model: &'static str) -> Result<Checkpoint, String> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT version, commit_order, position, events, error FROM orderlog_checkpoints WHERE projection = $1",
+                &[&model],
+            )
+            .await
+            .map_err(db)?
+            .ok_or_else(|| format!("projection '{model}' has no checkpoint; run it first"))?;
+        Ok(Checkpoint {
+            version: row.get::<_, i32>(0) as u32,
+            cursor: LogCursor { commit: row.get::<_, i64>(1) as u64, position: row.get::<_, i64>(2) as u64 },
+            events: row.get::<_, i64>(3) as u64,
+            error: row.get(4),
+        })
+    }
+
+    async fn load(&self, model: &'static str, keys: Vec<String>) -> Result<BTreeMap<String, String>, String> {
+        let client = self.client().await?;
+        let rows = client
+            .query(&format!("SELECT key, data::text FROM {} WHERE key = ANY($1)", table(model)), &[&keys])
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn commit(
+        &self,
+        model: &'static str,
+        from: LogCursor,
+        to: LogCursor,
+        events: u64,
+        rows: Vec<(String, String)>,
+    ) -> Result<bool, String> {
+        let fault = self.fault.lock().expect("fault lock").take();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let at = tx
+            .query_one(
+                "SELECT commit_order, position FROM orderlog_checkpoints WHERE projection = $1 FOR UPDATE",
+                &[&model],
+            )
+            .await
+            .map_err(db)?;
+        if (at.get::<_, i64>(0) as u64, at.get::<_, i64>(1) as u64) != (from.commit, from.position) {
+            return Ok(false);
+        }
+        let upsert = format!(
+            "INSERT INTO {} (key, data) SELECT k, d::jsonb FROM unnest($1::text[], $2::text[]) AS u(k, d)
+             ON CONFLICT (key) DO UPDATE SET data = EXCLUDED.data",
+            table(model)
+        );
+        let written = match fault {
+            Some(CommitFault::AfterRows(n)) => n.min(rows.len()),
+            _ => rows.len(),
+        };
+        let keys: Vec<&str> = rows[..written].iter().map(|(k, _)| k.as_str()).collect();
+        let data: Vec<&str> = rows[..written].iter().map(|(_, d)| d.as_str()).collect();
+        tx.execute(&upsert, &[&keys, &data]).await.map_err(db)?;
+        if let Some(CommitFault::AfterRows(n)) = fault {
+            return Err(format!("injected fault after {n} rows"));
+        }
+        tx.execute(
+            "UPDATE orderlog_checkpoints SET commit_order = $2, position = $3, events = events + $4, error = NULL
+             WHERE projection = $1",
+            &[&model, &(to.commit as i64), &(to.position as i64), &(events as i64)],
+        )
+        .await
+        .map_err(db)?;
+        if fault == Some(CommitFault::BeforeCommit) {
+            return Err("injected fault before commit".into());
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+
+    async fn record_error(&self, model: &'static str, error: &str) -> Result<(), String> {
+        let client = self.client().await?;
+        client
+            .execute("UPDATE orderlog_checkpoints SET error = $2 WHERE projection = $1", &[&model, &error])
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}
