@@ -8,6 +8,7 @@
 
 pub mod inventory;
 pub mod postgres;
+pub mod projector;
 pub mod sqlite;
 pub mod table;
 

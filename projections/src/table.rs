@@ -108,9 +108,27 @@ impl<M: TableModel> Runner<M> {
         RunError::Rows { projection: M::NAME, detail }
     }
 
+    /// Creates the model's table and checkpoint if absent.
+    pub async fn ensure(&self) -> Result<(), RunError> {
+        self.rows.ensure(M::NAME, M::VERSION).await.map_err(Self::rows_error)
+    }
+
+    /// The model's checkpoint.
+    pub async fn checkpoint(&self) -> Result<Checkpoint, RunError> {
+        self.rows.checkpoint(M::NAME).await.map_err(Self::rows_error)
+    }
+
+    /// Records in the checkpoint why the model stopped (best effort: the storage may be
+    /// what failed).
+    pub async fn record_failure(&self, error: &RunError) {
+        if let Err(e) = self.rows.record_error(M::NAME, &error.to_string()).await {
+            tracing::warn!(projection = M::NAME, error = %e, "could not record why the projection stopped");
+        }
+    }
+
     /// Folds batches until the log has nothing more to read; returns the checkpoint.
     pub async fn catch_up(&self) -> Result<Checkpoint, RunError> {
-        self.rows.ensure(M::NAME, M::VERSION).await.map_err(Self::rows_error)?;
+        self.ensure().await?;
         loop {
             if self.step().await? == 0 {
                 return self.rows.checkpoint(M::NAME).await.map_err(Self::rows_error);

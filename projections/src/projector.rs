@@ -1,0 +1,168 @@
+//! Several table models kept up to date side by side: each catches up, then tails the log,
+//! woken by the store. A model that fails stops alone, its checkpoint says why, and the
+//! others keep running.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use orderlog_store::{EventStore, LogCursor};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::table::{Checkpoint, RowStore, RunError, Runner, TableModel};
+
+/// How long an idle model waits for new events before it looks again.
+pub const IDLE_WAIT_MS: u64 = 1_000;
+
+/// A runner of any model.
+#[async_trait]
+pub trait AnyRunner: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn version(&self) -> u32;
+    async fn ensure(&self) -> Result<(), RunError>;
+    async fn step(&self) -> Result<usize, RunError>;
+    async fn checkpoint(&self) -> Result<Checkpoint, RunError>;
+    /// Records in the checkpoint why the model stopped.
+    async fn record_failure(&self, error: &RunError);
+}
+
+#[async_trait]
+impl<M: TableModel> AnyRunner for Runner<M> {
+    fn name(&self) -> &'static str {
+        M::NAME
+    }
+    fn version(&self) -> u32 {
+        M::VERSION
+    }
+    async fn ensure(&self) -> Result<(), RunError> {
+        Runner::ensure(self).await
+    }
+    async fn step(&self) -> Result<usize, RunError> {
+        Runner::step(self).await
+    }
+    async fn checkpoint(&self) -> Result<Checkpoint, RunError> {
+        Runner::checkpoint(self).await
+    }
+    async fn record_failure(&self, error: &RunError) {
+        Runner::record_failure(self, error).await
+    }
+}
+
+/// Runs every runner until `stop` turns true or the runner fails; returns how each ended.
+pub async fn run_live(
+    log: Arc<dyn EventStore>,
+    runners: Vec<Arc<dyn AnyRunner>>,
+    stop: watch::Receiver<bool>,
+) -> Vec<(&'static str, Result<(), RunError>)> {
+    let mut tasks = Vec::new();
+    for runner in runners {
+        let log = Arc::clone(&log);
+        let mut stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = runner.name();
+            let result = async {
+                runner.ensure().await?;
+                loop {
+                    if *stop.borrow() {
+                        return Ok(());
+                    }
+                    match runner.step().await {
+                        Ok(0) => {
+                            let cursor = runner.checkpoint().await?.cursor;
+                            tokio::select! {
+                                waited = log.wait_for(cursor, Duration::from_millis(IDLE_WAIT_MS)) => {
+                                    waited.map_err(|source| RunError::Store { projection: name, source })?;
+                                }
+                                _ = stop.changed() => {}
+                            }
+                        }
+                        Ok(_) | Err(RunError::CheckpointMoved { .. }) => {}
+                        Err(e) => {
+                            tracing::error!(projection = name, error = %e, "projection stopped");
+                            runner.record_failure(&e).await;
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+            .await;
+            (name, result)
+        }));
+    }
+    let mut ended = Vec::new();
+    for task in tasks {
+        ended.push(task.await.expect("projection task"));
+    }
+    ended
+}
+
+/// Where a model stands against the log.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProjectionStatus {
+    pub name: &'static str,
+    pub version: u32,
+    pub position: u64,
+    pub events: u64,
+    /// Events in the log past the model's checkpoint (on PostgreSQL, by position: an
+    /// estimate while transactions are in flight).
+    pub events_behind: u64,
+    /// Age of the oldest event the model has not folded; 0 when caught up.
+    pub seconds_behind: f64,
+    pub error: Option<String>,
+}
+
+/// The status of each runner's model.
+pub async fn status(
+    log: &dyn EventStore,
+    runners: &[Arc<dyn AnyRunner>],
+    now: DateTime<Utc>,
+) -> Result<Vec<ProjectionStatus>, RunError> {
+    let mut statuses = Vec::new();
+    for runner in runners {
+        let name = runner.name();
+        runner.ensure().await?;
+        let checkpoint = runner.checkpoint().await?;
+        let store = |source| RunError::Store { projection: name, source };
+        let head = log.head().await.map_err(store)?;
+        let next = log.read_all(checkpoint.cursor, 1).await.map_err(store)?;
+        let seconds_behind = next.first().map_or(0.0, |e| (now - e.recorded_at).num_milliseconds().max(0) as f64 / 1e3);
+        statuses.push(ProjectionStatus {
+            name,
+            version: checkpoint.version,
+            position: checkpoint.cursor.position,
+            events: checkpoint.events,
+            events_behind: if next.is_empty() { 0 } else { head.saturating_sub(checkpoint.cursor.position) },
+            seconds_behind,
+            error: checkpoint.error,
+        });
+    }
+    Ok(statuses)
+}
+
+/// Waits until `runner`'s model has folded every event committed before the call, or
+/// `timeout` ends; returns whether it has (read your writes: call it after a command).
+pub async fn wait_caught_up(log: &dyn EventStore, runner: &dyn AnyRunner, timeout: Duration) -> Result<bool, RunError> {
+    let name = runner.name();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let store = |source| RunError::Store { projection: name, source };
+    if !log.settle(timeout).await.map_err(store)? {
+        return Ok(false);
+    }
+    loop {
+        let cursor: LogCursor = runner.checkpoint().await?.cursor;
+        if log.read_all(cursor, 1).await.map_err(store)?.is_empty() {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// For status and waiting without a concrete model type.
+pub fn runner<M: TableModel>(log: Arc<dyn EventStore>, rows: Arc<dyn RowStore>) -> Arc<dyn AnyRunner> {
+    Arc::new(Runner::<M>::new(log, rows))
+}
