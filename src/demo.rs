@@ -371,7 +371,54 @@ struct DemoSummary {
     conflict_retries: u64,
     flash_sale: FlashSale,
     log: LogReport,
+    read_models: Vec<ReadModelCheck>,
     elapsed_ms: u64,
+}
+
+/// A read model after the run: caught up with the log, and equal to the independent fold.
+#[derive(Serialize)]
+struct ReadModelCheck {
+    name: &'static str,
+    events: u64,
+    position: u64,
+    rows: usize,
+    matches_log: bool,
+}
+
+/// Waits for each read model to catch up and compares the inventory rows with the report's
+/// own fold of the log.
+async fn check_read_models(
+    store: &dyn orderlog_store::EventStore,
+    models: &crate::ReadModels,
+    report: &LogReport,
+) -> Result<Vec<ReadModelCheck>> {
+    use orderlog_projections::inventory::InventoryRow;
+    let mut checks = Vec::new();
+    for runner in &models.runners {
+        if !orderlog_projections::projector::wait_caught_up(store, &**runner, std::time::Duration::from_secs(60))
+            .await?
+        {
+            bail!("read model {} did not catch up within 60 s", runner.name());
+        }
+        let checkpoint = runner.checkpoint().await?;
+        let keys: Vec<String> =
+            report.inventory.items.keys().map(|(sku, location)| format!("{sku}@{location}")).collect();
+        let rows = models.rows.load(runner.name(), keys).await.map_err(anyhow::Error::msg)?;
+        let matches_log = rows.len() == report.inventory.items.len()
+            && report.inventory.items.iter().all(|((sku, location), level)| {
+                rows.get(&format!("{sku}@{location}"))
+                    .and_then(|json| serde_json::from_str::<InventoryRow>(json).ok())
+                    .is_some_and(|row| &row.level == level)
+            });
+        checks.push(ReadModelCheck {
+            name: runner.name(),
+            events: checkpoint.events,
+            position: checkpoint.cursor.position,
+            rows: rows.len(),
+            matches_log,
+        });
+    }
+    Ok(checks)
 }
 
 #[derive(Serialize)]
@@ -386,6 +433,11 @@ struct FlashSale {
 
 pub async fn run(args: DemoArgs) -> Result<()> {
     let store = crate::open_store(&args.database).await?.store;
+    // The read models follow the log while the shop runs, as `orderlog project` would.
+    let models = crate::read_models(&args.database, store.clone()).await?;
+    let (stop_models, models_stop) = tokio::sync::watch::channel(false);
+    let live =
+        tokio::spawn(orderlog_projections::projector::run_live(store.clone(), models.runners.clone(), models_stop));
     let started = Instant::now();
     let head_before = store.head().await?;
     // Each run ends with the flash sale, so the flash SKU's stream ends near the end of the
@@ -437,6 +489,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 
     let report = fold_log(&*store, head_before).await?;
     let elapsed = started.elapsed();
+    let read_models = check_read_models(&*store, &models, &report).await?;
+    stop_models.send(true)?;
+    for (name, ended) in live.await? {
+        ended.map_err(|e| anyhow::anyhow!("read model {name} stopped: {e}"))?;
+    }
     let c = &sim.counters;
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let summary = DemoSummary {
@@ -468,6 +525,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             rejected_out_of_stock: load(&c.flash_rejected),
         },
         log: report,
+        read_models,
         elapsed_ms: elapsed.as_millis() as u64,
     };
     if args.json {
@@ -477,6 +535,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
     if summary.oversold_units != 0 {
         bail!("the log shows {} units oversold", summary.oversold_units);
+    }
+    if let Some(model) = summary.read_models.iter().find(|m| !m.matches_log) {
+        bail!("read model {} differs from the fold of the log", model.name);
     }
     Ok(())
 }
@@ -593,6 +654,15 @@ fn print_summary(s: &DemoSummary) {
             money(*gross),
             money(captured),
             money(refunded)
+        );
+    }
+    for model in &s.read_models {
+        println!(
+            "Read model {}: {} events folded, {} rows, {} the fold of the log",
+            model.name,
+            model.events,
+            model.rows,
+            if model.matches_log { "equal to" } else { "DIFFERENT from" }
         );
     }
     println!();

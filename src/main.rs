@@ -9,6 +9,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use orderlog_projections::postgres::PostgresRows;
+use orderlog_projections::projector::{self, AnyRunner};
+use orderlog_projections::sqlite::SqliteRows;
+use orderlog_projections::table::RowStore;
 use orderlog_store::{EventStore, PostgresStore, SqliteStore};
 
 /// An event-sourced CQRS order engine for online shops.
@@ -29,6 +33,51 @@ enum Commands {
         #[arg(long, default_value = DEFAULT_DATABASE)]
         database: String,
     },
+    /// Keep the read models up to date: catch up, then follow the log until interrupted.
+    Project {
+        /// A SQLite file path, or a postgres:// URL.
+        #[arg(long, default_value = DEFAULT_DATABASE)]
+        database: String,
+        /// Catch up once and exit instead of following the log.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Read models and where they stand.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Each read model's position, events folded, lag behind the log, and error if stopped.
+    Status {
+        /// A SQLite file path, or a postgres:// URL.
+        #[arg(long, default_value = DEFAULT_DATABASE)]
+        database: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The read models of a database: where their rows live and a runner for each.
+pub struct ReadModels {
+    pub rows: Arc<dyn RowStore>,
+    pub runners: Vec<Arc<dyn AnyRunner>>,
+}
+
+/// The read models of `database`.
+pub async fn read_models(database: &str, log: Arc<dyn EventStore>) -> Result<ReadModels> {
+    use orderlog_projections::inventory::{InventoryTable, INVENTORY_VIEWS_POSTGRES, INVENTORY_VIEWS_SQLITE};
+    let rows: Arc<dyn RowStore> = if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        Arc::new(PostgresRows::connect(database, INVENTORY_VIEWS_POSTGRES).await.map_err(anyhow::Error::msg)?)
+    } else {
+        Arc::new(SqliteRows::open(database, INVENTORY_VIEWS_SQLITE).map_err(anyhow::Error::msg)?)
+    };
+    let runners = vec![projector::runner::<InventoryTable>(log, rows.clone())];
+    Ok(ReadModels { rows, runners })
 }
 
 /// The embedded default store.
@@ -90,6 +139,63 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("{shown}: schema is up to date (head position {})", opened.store.head().await?);
             } else {
                 println!("{shown}: applied migrations {:?}", opened.applied);
+            }
+            Ok(())
+        }
+        Commands::Project { database, once } => {
+            let opened = open_store(&database).await?;
+            let runners = read_models(&database, opened.store.clone()).await?.runners;
+            let (stop, stopped) = tokio::sync::watch::channel(once);
+            if !once {
+                tokio::spawn(async move {
+                    let _ = tokio::signal::ctrl_c().await;
+                    let _ = stop.send(true);
+                });
+                eprintln!("following the log; Ctrl-C stops");
+            } else {
+                for runner in &runners {
+                    runner.ensure().await?;
+                    while runner.step().await? > 0 {}
+                }
+            }
+            let ended = if once {
+                Vec::new()
+            } else {
+                projector::run_live(opened.store.clone(), runners.clone(), stopped).await
+            };
+            for status in projector::status(&*opened.store, &runners, chrono::Utc::now()).await? {
+                println!("{}: {} events folded, at position {}", status.name, status.events, status.position);
+            }
+            let failed: Vec<String> =
+                ended.into_iter().filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e}"))).collect();
+            if !failed.is_empty() {
+                bail!("{}", failed.join("; "));
+            }
+            Ok(())
+        }
+        Commands::Projections { command: ProjectionsCommand::Status { database, json } } => {
+            let opened = open_store(&database).await?;
+            let runners = read_models(&database, opened.store.clone()).await?.runners;
+            let statuses = projector::status(&*opened.store, &runners, chrono::Utc::now()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&statuses)?);
+            } else {
+                println!(
+                    "{:<20} {:>7} {:>10} {:>10} {:>8} {:>9}  error",
+                    "projection", "version", "position", "events", "behind", "seconds"
+                );
+                for s in &statuses {
+                    println!(
+                        "{:<20} {:>7} {:>10} {:>10} {:>8} {:>9.1}  {}",
+                        s.name,
+                        s.version,
+                        s.position,
+                        s.events,
+                        s.events_behind,
+                        s.seconds_behind,
+                        s.error.as_deref().unwrap_or("-")
+                    );
+                }
             }
             Ok(())
         }

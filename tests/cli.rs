@@ -30,9 +30,12 @@ fn the_demo_run_twice_on_one_file_continues_the_history_and_never_oversells() {
     assert!(first["orders_placed"].as_u64().unwrap() > 50);
     assert!(first["checkouts_rejected_out_of_stock"].as_u64().unwrap() >= 40, "the flash sale turns shoppers away");
     assert_eq!(first["flash_sale"]["winners"], 10);
+    assert_eq!(first["read_models"][0]["name"], "inventory_levels");
+    assert_eq!(first["read_models"][0]["matches_log"], true);
     let second = demo_json(db);
     assert_eq!(second["oversold_units"], 0);
     assert_eq!(second["flash_sale"]["winners"], 10, "the second run restocks the flash SKU and races again");
+    assert_eq!(second["read_models"][0]["matches_log"], true);
     let total = first["events_appended"].as_u64().unwrap() + second["events_appended"].as_u64().unwrap();
     assert_eq!(second["events_total"].as_u64().unwrap(), total, "the second run appends to the same log");
     assert_eq!(
@@ -105,6 +108,31 @@ fn the_demo_runs_twice_on_postgres_and_never_oversells() {
     assert_eq!(second["flash_sale"]["winners"], 10);
     let total = first["events_appended"].as_u64().unwrap() + second["events_appended"].as_u64().unwrap();
     assert_eq!(second["events_total"].as_u64().unwrap(), total);
+    assert_eq!(second["read_models"][0]["matches_log"], true);
+    assert_eq!(second["read_models"][0]["events"].as_u64().unwrap(), total);
+}
+
+#[test]
+fn read_models_are_projected_and_their_status_is_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    let db = db.to_str().unwrap();
+    demo_json(db);
+    let out = orderlog(&["projections", "status", "--database", db, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status[0]["name"], "inventory_levels");
+    assert_eq!(status[0]["events_behind"], 0, "the demo left its read models caught up");
+    assert!(status[0]["error"].is_null());
+    let out = orderlog(&["project", "--database", db, "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("inventory_levels:"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let table = orderlog(&["projections", "status", "--database", db]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("inventory_levels"));
 }
 
 #[test]
