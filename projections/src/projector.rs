@@ -147,6 +147,7 @@ pub async fn wait_caught_up(log: &dyn EventStore, runner: &dyn AnyRunner, timeou
     let name = runner.name();
     let deadline = tokio::time::Instant::now() + timeout;
     let store = |source| RunError::Store { projection: name, source };
+    runner.ensure().await?;
     if !log.settle(timeout).await.map_err(store)? {
         return Ok(false);
     }

@@ -108,6 +108,11 @@ async fn a_failing_model_stops_alone_and_its_status_says_why() {
     assert!(wait_caught_up(&*s.log, &*counts, Duration::from_secs(10)).await.unwrap(), "the other model keeps running");
     s.receive(3).await;
     assert!(wait_caught_up(&*s.log, &*counts, Duration::from_secs(10)).await.unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while inventory.checkpoint().await.unwrap().error.is_none() {
+        assert!(std::time::Instant::now() < deadline, "the inventory model never stopped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     stop.send(true).unwrap();
     let ended = live.await.unwrap();
     let inventory_end = &ended.iter().find(|(n, _)| *n == "inventory_levels").unwrap().1;
