@@ -36,6 +36,10 @@ LANGUAGE plpgsql
 -- Plans inside are tiny; JIT compiling them (when a generic plan's estimate crosses
 -- jit_above_cost) would cost tens of milliseconds a call.
 SET jit = off
+-- Plan each statement for the table as it is now: a generic plan cached while the events
+-- table was small (a sequential scan for the event-id look-up) would stay in the session
+-- as the table grows.
+SET plan_cache_mode = force_custom_plan
 AS $$
 #variable_conflict use_column
 DECLARE
