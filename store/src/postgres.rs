@@ -1029,7 +1029,10 @@ async fn migrate(client: &mut deadpool_postgres::Client, target: &str) -> Result
     Ok(applied)
 }
 
-const SELECT_EVENT: &str = "SELECT position, tx_id::text, stream_id, version, event_id, event_type, schema_version,
+/// The columns of an event. The transaction id goes out as text under another name: an
+/// output column named `tx_id` would be what `ORDER BY tx_id` sorts by, as text.
+const SELECT_EVENT: &str =
+    "SELECT position, tx_id::text AS commit_text, stream_id, version, event_id, event_type, schema_version,
                                    payload, metadata::text, recorded_at, hash FROM orderlog_events";
 
 /// Rows below the oldest running transaction, after the cursor, in commit order.
@@ -1088,7 +1091,9 @@ impl EventStore for PostgresStore {
     async fn read_all(&self, after: LogCursor, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached(&format!("{SELECT_EVENT} WHERE {AFTER_CURSOR} ORDER BY tx_id, position LIMIT $3"))
+            .prepare_cached(&format!(
+                "{SELECT_EVENT} WHERE {AFTER_CURSOR} ORDER BY orderlog_events.tx_id, orderlog_events.position LIMIT $3"
+            ))
             .await
             .map_err(pg)?;
         let rows = client

@@ -341,3 +341,33 @@ async fn unreachable_servers_and_bad_credentials_are_named() {
     let err = PostgresOptions::from_url("postgres://postgres@127.0.0.1/x?pool_max_size=lots").err().unwrap();
     assert!(err.to_string().contains("pool_max_size"), "{err}");
 }
+
+/// Transaction ids are compared as numbers, never as text ("10000" sorts before "9999").
+#[tokio::test]
+async fn the_log_is_read_in_numeric_commit_order() {
+    let db = TestDatabase::create().await;
+    let store = PostgresStore::connect_url(&db.url).await.unwrap();
+    let client = admin(&db.url).await;
+    for (tx_id, stream) in [("10000", "b"), ("9999", "a"), ("100000", "c")] {
+        client
+            .execute(
+                "INSERT INTO orderlog_events (tx_id, stream_id, version, event_id, event_type, schema_version, payload,
+                                              metadata, command_id, recorded_at, hash)
+                 VALUES ($1::text::xid8, $2, 1, gen_random_uuid(), 'T', 1, '{}',
+                         '{\"actor\":\"x\",\"command_id\":\"c\",\"correlation_id\":\"x\"}', 'c', now(), 'h')",
+                &[&tx_id, &stream],
+            )
+            .await
+            .unwrap();
+    }
+    let all = store.read_all(LogCursor::START, 10).await.unwrap();
+    let commits: Vec<u64> = all.iter().map(|e| e.commit).collect();
+    assert_eq!(commits, [9_999, 10_000, 100_000]);
+    let mut cursor = LogCursor::START;
+    let mut paged = Vec::new();
+    while let Some(event) = store.read_all(cursor, 1).await.unwrap().pop() {
+        cursor = LogCursor::after(&event);
+        paged.push(event.stream_id);
+    }
+    assert_eq!(paged, ["a", "b", "c"], "page by page, nothing skipped");
+}
