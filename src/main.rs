@@ -71,12 +71,18 @@ pub struct ReadModels {
 /// The read models of `database`.
 pub async fn read_models(database: &str, log: Arc<dyn EventStore>) -> Result<ReadModels> {
     use orderlog_projections::inventory::{InventoryTable, INVENTORY_VIEWS_POSTGRES, INVENTORY_VIEWS_SQLITE};
+    use orderlog_projections::orders::{OrderStatusTable, ORDER_VIEWS_POSTGRES, ORDER_VIEWS_SQLITE};
     let rows: Arc<dyn RowStore> = if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-        Arc::new(PostgresRows::connect(database, INVENTORY_VIEWS_POSTGRES).await.map_err(anyhow::Error::msg)?)
+        let views = [INVENTORY_VIEWS_POSTGRES, ORDER_VIEWS_POSTGRES].concat();
+        Arc::new(PostgresRows::connect(database, &views).await.map_err(anyhow::Error::msg)?)
     } else {
-        Arc::new(SqliteRows::open(database, INVENTORY_VIEWS_SQLITE).map_err(anyhow::Error::msg)?)
+        let views = [INVENTORY_VIEWS_SQLITE, ORDER_VIEWS_SQLITE].concat();
+        Arc::new(SqliteRows::open(database, &views).map_err(anyhow::Error::msg)?)
     };
-    let runners = vec![projector::runner::<InventoryTable>(log, rows.clone())];
+    let runners = vec![
+        projector::runner::<InventoryTable>(log.clone(), rows.clone()),
+        projector::runner::<OrderStatusTable>(log, rows.clone()),
+    ];
     Ok(ReadModels { rows, runners })
 }
 

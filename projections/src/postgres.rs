@@ -13,6 +13,9 @@ use tokio_postgres::NoTls;
 use crate::sqlite::CommitFault;
 use crate::table::{Checkpoint, RowStore};
 
+/// Advisory lock held while creating read-model tables and views ("ORLG" and 2).
+const READ_MODEL_DDL_LOCK_KEY: i64 = 0x4F52_4C47_0000_0002;
+
 /// Rows and checkpoints in a PostgreSQL database.
 pub struct PostgresRows {
     pool: Pool,
@@ -83,26 +86,36 @@ impl PostgresRows {
 #[async_trait]
 impl RowStore for PostgresRows {
     async fn ensure(&self, model: &'static str, version: u32) -> Result<(), String> {
-        let client = self.client().await?;
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {} (key TEXT PRIMARY KEY, data JSONB NOT NULL)",
-                table(model)
-            ))
-            .await
-            .map_err(db)?;
-        client
-            .execute(
-                "INSERT INTO orderlog_checkpoints (projection, version, commit_order, position, events)
-                 VALUES ($1, $2, 0, 0, 0) ON CONFLICT (projection) DO NOTHING",
-                &[&model, &(version as i32)],
-            )
-            .await
-            .map_err(db)?;
+        let mut client = self.client().await?;
+        // DDL of two runners (or processes) at once fails ("tuple concurrently updated"):
+        // one at a time, under an advisory lock.
+        let tx = client.transaction().await.map_err(db)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&READ_MODEL_DDL_LOCK_KEY]).await.map_err(db)?;
+        tx.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {} (key TEXT PRIMARY KEY, data JSONB NOT NULL)",
+            table(model)
+        ))
+        .await
+        .map_err(db)?;
+        tx.execute(
+            "INSERT INTO orderlog_checkpoints (projection, version, commit_order, position, events)
+             VALUES ($1, $2, 0, 0, 0) ON CONFLICT (projection) DO NOTHING",
+            &[&model, &(version as i32)],
+        )
+        .await
+        .map_err(db)?;
+        // A view may name the table of a model not created yet; it is made when that model is.
         for view in &self.views {
-            client.batch_execute(view).await.map_err(db)?;
+            tx.batch_execute("SAVEPOINT view").await.map_err(db)?;
+            match tx.batch_execute(view).await {
+                Ok(()) => tx.batch_execute("RELEASE view").await.map_err(db)?,
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                    tx.batch_execute("ROLLBACK TO view").await.map_err(db)?
+                }
+                Err(e) => return Err(db(e)),
+            }
         }
-        Ok(())
+        tx.commit().await.map_err(db)
     }
 
     async fn checkpoint(&self, model: &'static str) -> Result<Checkpoint, String> {

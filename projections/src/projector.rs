@@ -26,6 +26,8 @@ pub trait AnyRunner: Send + Sync {
     async fn checkpoint(&self) -> Result<Checkpoint, RunError>;
     /// Records in the checkpoint why the model stopped.
     async fn record_failure(&self, error: &RunError);
+    /// Whether the stored rows equal the fold of the whole log.
+    async fn verify(&self) -> Result<bool, RunError>;
 }
 
 #[async_trait]
@@ -48,6 +50,9 @@ impl<M: TableModel> AnyRunner for Runner<M> {
     async fn record_failure(&self, error: &RunError) {
         Runner::record_failure(self, error).await
     }
+    async fn verify(&self) -> Result<bool, RunError> {
+        Runner::verify(self).await
+    }
 }
 
 /// Runs every runner until `stop` turns true or the runner fails; returns how each ended.
@@ -63,7 +68,10 @@ pub async fn run_live(
         tasks.push(tokio::spawn(async move {
             let name = runner.name();
             let result = async {
-                runner.ensure().await?;
+                if let Err(e) = runner.ensure().await {
+                    runner.record_failure(&e).await;
+                    return Err(e);
+                }
                 loop {
                     if *stop.borrow() {
                         return Ok(());
@@ -142,7 +150,8 @@ pub async fn status(
 }
 
 /// Waits until `runner`'s model has folded every event committed before the call, or
-/// `timeout` ends; returns whether it has (read your writes: call it after a command).
+/// `timeout` ends; returns whether it has (read your writes: call it after a command). A
+/// model that has stopped is an error naming why.
 pub async fn wait_caught_up(log: &dyn EventStore, runner: &dyn AnyRunner, timeout: Duration) -> Result<bool, RunError> {
     let name = runner.name();
     let deadline = tokio::time::Instant::now() + timeout;
@@ -152,7 +161,11 @@ pub async fn wait_caught_up(log: &dyn EventStore, runner: &dyn AnyRunner, timeou
         return Ok(false);
     }
     loop {
-        let cursor: LogCursor = runner.checkpoint().await?.cursor;
+        let checkpoint = runner.checkpoint().await?;
+        if let Some(reason) = checkpoint.error {
+            return Err(RunError::Stopped { projection: name, reason });
+        }
+        let cursor: LogCursor = checkpoint.cursor;
         if log.read_all(cursor, 1).await.map_err(store)?.is_empty() {
             return Ok(true);
         }

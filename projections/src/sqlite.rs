@@ -80,21 +80,23 @@ impl RowStore for SqliteRows {
     async fn ensure(&self, model: &'static str, version: u32) -> Result<(), String> {
         let views = self.views.clone();
         self.with(move |conn| {
-            conn.execute_batch(&format!(
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(text)?;
+            tx.execute_batch(&format!(
                 "CREATE TABLE IF NOT EXISTS {} (key TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID",
                 table(model)
             ))
             .map_err(text)?;
-            conn.execute(
+            tx.execute(
                 "INSERT INTO orderlog_checkpoints (projection, version, commit_order, position, events)
                  VALUES (?1, ?2, 0, 0, 0) ON CONFLICT (projection) DO NOTHING",
                 params![model, version],
             )
             .map_err(text)?;
+            // SQLite resolves the tables a view names when it is used, not when it is made.
             for view in views {
-                conn.execute_batch(view).map_err(text)?;
+                tx.execute_batch(view).map_err(text)?;
             }
-            Ok(())
+            tx.commit().map_err(text)
         })
         .await
     }

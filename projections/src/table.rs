@@ -61,6 +61,8 @@ pub enum RunError {
     Store { projection: &'static str, source: StoreError },
     #[error("projection '{projection}': read model storage: {detail}")]
     Rows { projection: &'static str, detail: String },
+    #[error("projection '{projection}' has stopped: {reason}")]
+    Stopped { projection: &'static str, reason: String },
 }
 
 /// Storage of a model's rows and checkpoint.
@@ -198,6 +200,22 @@ impl<M: TableModel> Runner<M> {
             return Err(RunError::CheckpointMoved { projection: M::NAME });
         }
         Ok(batch.len())
+    }
+
+    /// Whether the stored rows equal the fold of the whole log computed in memory (call it
+    /// when the model has caught up).
+    pub async fn verify(&self) -> Result<bool, RunError> {
+        let expected = self.fold_in_memory().await?;
+        let stored = self.rows.load(M::NAME, expected.keys().cloned().collect()).await.map_err(Self::rows_error)?;
+        if stored.len() != expected.len() {
+            return Ok(false);
+        }
+        Ok(expected.iter().all(|(key, row)| {
+            stored
+                .get(key)
+                .and_then(|json| serde_json::from_str::<M::Row>(json).ok())
+                .is_some_and(|stored| &stored == row)
+        }))
     }
 
     /// Every row of the model, as the fold of the whole log computed in memory — what the

@@ -1,0 +1,244 @@
+//! The order-status read model: one row per order with its state, payment and fulfilment
+//! status (derived here, not stored twice in the log), lines, totals, customer, milestone
+//! times and timeline.
+
+use chrono::SecondsFormat;
+use orderlog_domain::cart::Customer;
+use orderlog_domain::codec::DomainEvent;
+use orderlog_domain::order::{OrderEvent, OrderStatus};
+use orderlog_store::RecordedEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::table::TableModel;
+
+/// One line of an order and how far it got.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLineRow {
+    pub sku: String,
+    pub location: String,
+    pub quantity: u32,
+    pub unit_price: i64,
+    pub shipped: u32,
+    pub delivered: u32,
+    pub returned: u32,
+}
+
+/// One event in an order's timeline.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub position: u64,
+    pub at: String,
+    pub event_type: String,
+    pub actor: String,
+}
+
+/// One order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderStatusRow {
+    pub order_id: String,
+    /// The order's lifecycle state (`placed`, `confirmed`, … `cancelled`, `expired`).
+    pub state: String,
+    /// `pending`, `failed`, `authorized`, `partially_captured`, `captured`,
+    /// `partially_refunded`, `refunded` or `voided`.
+    pub payment_status: String,
+    /// `unfulfilled`, `partially_shipped`, `shipped`, `partially_delivered` or `delivered`.
+    pub fulfilment_status: String,
+    /// The customer id, or `guest`.
+    pub customer: String,
+    pub email: String,
+    pub currency: String,
+    pub lines: Vec<OrderLineRow>,
+    pub subtotal: i64,
+    pub discount: i64,
+    pub shipping: i64,
+    pub tax: i64,
+    pub total: i64,
+    pub authorized: i64,
+    pub captured: i64,
+    pub refunded: i64,
+    pub voided: bool,
+    pub payment_failures: u32,
+    pub placed_at: Option<String>,
+    pub confirmed_at: Option<String>,
+    pub shipped_at: Option<String>,
+    pub delivered_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub cancelled_at: Option<String>,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+fn state_name(status: OrderStatus) -> String {
+    serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+impl OrderStatusRow {
+    fn derive(&mut self) {
+        self.payment_status = if self.voided {
+            "voided"
+        } else if self.refunded > 0 && self.refunded >= self.captured {
+            "refunded"
+        } else if self.refunded > 0 {
+            "partially_refunded"
+        } else if self.captured > 0 && self.captured >= self.authorized {
+            "captured"
+        } else if self.captured > 0 {
+            "partially_captured"
+        } else if self.authorized > 0 {
+            "authorized"
+        } else if self.payment_failures > 0 {
+            "failed"
+        } else {
+            "pending"
+        }
+        .to_string();
+        let all = |f: fn(&OrderLineRow) -> bool| !self.lines.is_empty() && self.lines.iter().all(f);
+        let any = |f: fn(&OrderLineRow) -> bool| self.lines.iter().any(f);
+        self.fulfilment_status = if all(|l| l.delivered == l.quantity) {
+            "delivered"
+        } else if any(|l| l.delivered > 0) {
+            "partially_delivered"
+        } else if all(|l| l.shipped == l.quantity) {
+            "shipped"
+        } else if any(|l| l.shipped > 0) {
+            "partially_shipped"
+        } else {
+            "unfulfilled"
+        }
+        .to_string();
+    }
+
+    fn line(&mut self, sku: &str) -> Option<&mut OrderLineRow> {
+        self.lines.iter_mut().find(|l| l.sku == sku)
+    }
+}
+
+/// Order status as rows, one per order (key: the order id).
+pub struct OrderStatusTable;
+
+/// Plain-SQL views of the order-status table for SQLite readers.
+pub const ORDER_VIEWS_SQLITE: &[&str] = &["CREATE VIEW IF NOT EXISTS order_status AS
+       SELECT key AS order_id, json_extract(data, '$.state') AS state,
+              json_extract(data, '$.payment_status') AS payment_status,
+              json_extract(data, '$.fulfilment_status') AS fulfilment_status,
+              json_extract(data, '$.customer') AS customer, json_extract(data, '$.email') AS email,
+              json_extract(data, '$.currency') AS currency, json_extract(data, '$.total') AS total,
+              json_extract(data, '$.captured') AS captured, json_extract(data, '$.refunded') AS refunded,
+              json_extract(data, '$.placed_at') AS placed_at, json_extract(data, '$.confirmed_at') AS confirmed_at,
+              json_extract(data, '$.shipped_at') AS shipped_at, json_extract(data, '$.delivered_at') AS delivered_at,
+              json_extract(data, '$.lines') AS lines, json_extract(data, '$.timeline') AS timeline
+         FROM rm_order_status"];
+
+/// Plain-SQL views of the order-status table for PostgreSQL readers.
+pub const ORDER_VIEWS_POSTGRES: &[&str] = &["CREATE OR REPLACE VIEW order_status AS
+       SELECT key AS order_id, data->>'state' AS state, data->>'payment_status' AS payment_status,
+              data->>'fulfilment_status' AS fulfilment_status, data->>'customer' AS customer,
+              data->>'email' AS email, data->>'currency' AS currency, (data->>'total')::bigint AS total,
+              (data->>'captured')::bigint AS captured, (data->>'refunded')::bigint AS refunded,
+              (data->>'placed_at')::timestamptz AS placed_at, (data->>'confirmed_at')::timestamptz AS confirmed_at,
+              (data->>'shipped_at')::timestamptz AS shipped_at, (data->>'delivered_at')::timestamptz AS delivered_at,
+              data->'lines' AS lines, data->'timeline' AS timeline
+         FROM rm_order_status"];
+
+impl TableModel for OrderStatusTable {
+    const NAME: &'static str = "order_status";
+    const VERSION: u32 = 1;
+    type Row = OrderStatusRow;
+
+    fn keys(event: &RecordedEvent, decoded: &DomainEvent) -> Vec<String> {
+        match (decoded, event.stream_id.strip_prefix("order-")) {
+            (DomainEvent::Order(_), Some(id)) => vec![id.to_string()],
+            _ => Vec::new(),
+        }
+    }
+
+    fn evolve(mut row: OrderStatusRow, key: &str, event: &RecordedEvent, decoded: &DomainEvent) -> OrderStatusRow {
+        let DomainEvent::Order(order_event) = decoded else { return row };
+        let at = event.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+        row.order_id = key.to_string();
+        match order_event {
+            OrderEvent::OrderPlaced { order } => {
+                row.state = state_name(OrderStatus::Placed);
+                (row.customer, row.email) = match &order.customer {
+                    Customer::Registered { customer_id, .. } => (customer_id.to_string(), order.email.clone()),
+                    Customer::Guest { .. } => ("guest".to_string(), order.email.clone()),
+                };
+                row.currency = order.currency.code().to_string();
+                row.lines = order
+                    .lines
+                    .iter()
+                    .map(|l| OrderLineRow {
+                        sku: l.sku.to_string(),
+                        location: l.location.to_string(),
+                        quantity: l.quantity,
+                        unit_price: l.unit_price.amount,
+                        ..OrderLineRow::default()
+                    })
+                    .collect();
+                let t = &order.totals;
+                (row.subtotal, row.discount, row.shipping, row.tax, row.total) =
+                    (t.subtotal.amount, t.discount.amount, t.shipping.amount, t.tax.amount, t.total.amount);
+                row.placed_at = Some(at.clone());
+            }
+            OrderEvent::PaymentAuthorized { amount, .. } => {
+                row.authorized = amount.amount;
+                row.voided = false;
+            }
+            OrderEvent::OrderConfirmed {} => {
+                row.state = state_name(OrderStatus::Confirmed);
+                row.confirmed_at = Some(at.clone());
+            }
+            OrderEvent::PaymentCaptured { amount, .. } => row.captured += amount.amount,
+            OrderEvent::PaymentVoided { .. } => row.voided = true,
+            OrderEvent::PaymentRefunded { amount, .. } => row.refunded += amount.amount,
+            OrderEvent::PaymentFailed { .. } => row.payment_failures += 1,
+            OrderEvent::LinesShipped { lines, .. } => {
+                for l in lines {
+                    if let Some(line) = row.line(l.sku.as_str()) {
+                        line.shipped += l.quantity;
+                    }
+                }
+                let all_shipped = row.lines.iter().all(|l| l.shipped == l.quantity);
+                row.state = state_name(if all_shipped { OrderStatus::Shipped } else { OrderStatus::PartiallyShipped });
+                if all_shipped {
+                    row.shipped_at = Some(at.clone());
+                }
+            }
+            OrderEvent::LinesDelivered { lines, .. } => {
+                for l in lines {
+                    if let Some(line) = row.line(l.sku.as_str()) {
+                        line.delivered += l.quantity;
+                    }
+                }
+                if row.lines.iter().all(|l| l.delivered == l.quantity) {
+                    row.state = state_name(OrderStatus::Delivered);
+                    row.delivered_at = Some(at.clone());
+                }
+            }
+            OrderEvent::OrderCompleted {} => {
+                row.state = state_name(OrderStatus::Completed);
+                row.completed_at = Some(at.clone());
+            }
+            OrderEvent::OrderCancelled { .. } => {
+                row.state = state_name(OrderStatus::Cancelled);
+                row.cancelled_at = Some(at.clone());
+            }
+            OrderEvent::OrderExpired {} => row.state = state_name(OrderStatus::Expired),
+            OrderEvent::ReturnRequested { .. } => {}
+            OrderEvent::ReturnReceived { lines, .. } => {
+                for l in lines {
+                    if let Some(line) = row.line(l.sku.as_str()) {
+                        line.returned += l.quantity;
+                    }
+                }
+            }
+        }
+        row.timeline.push(TimelineEntry {
+            position: event.position,
+            at,
+            event_type: event.event_type.clone(),
+            actor: event.metadata.actor.clone(),
+        });
+        row.derive();
+        row
+    }
+}

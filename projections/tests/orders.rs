@@ -1,0 +1,237 @@
+//! The order-status model against the order aggregate itself: for every order in a log of
+//! checkouts, payments, shipments, deliveries, returns and cancellations, the row's state
+//! and money agree with folding the order's events through the domain.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use orderlog_commands::{Command, CommandEnvelope, CommandService, ManualClock, SequentialIds};
+use orderlog_domain::cart::{Address, CartCommand, Customer, ShippingMethod};
+use orderlog_domain::checkout::CheckoutCommand;
+use orderlog_domain::codec::DomainEvent;
+use orderlog_domain::order::{LineQuantity, Order, OrderCommand, OrderEvent, ReturnedLine};
+use orderlog_domain::shipment::{CarrierEventKind, ShipmentCommand};
+use orderlog_domain::stock::StockCommand;
+use orderlog_domain::{CartId, Currency, Decider, LocationId, Money, OrderId, ReturnId, ShipmentId, Sku, StockKey};
+use orderlog_projections::orders::{OrderStatusRow, OrderStatusTable, ORDER_VIEWS_POSTGRES, ORDER_VIEWS_SQLITE};
+use orderlog_projections::postgres::PostgresRows;
+use orderlog_projections::sqlite::SqliteRows;
+use orderlog_projections::table::{RowStore, Runner, TableModel};
+use orderlog_store::postgres::testing::TestDatabase;
+use orderlog_store::{EventStore, PostgresStore, SqliteStore};
+
+struct Shop {
+    service: CommandService,
+    clock: Arc<ManualClock>,
+    next: u64,
+}
+
+fn eur(amount: i64) -> Money {
+    Money::new(amount, Currency::parse("EUR").unwrap())
+}
+
+impl Shop {
+    async fn run(&mut self, command: Command) {
+        self.next += 1;
+        self.clock.advance(chrono::Duration::minutes(7));
+        self.service.execute(CommandEnvelope::new(format!("c{}", self.next), "tester", command)).await.unwrap();
+    }
+
+    /// Order `n` goes as far as `stage`: 0 placed, 1 paid, 2 cancelled, 3 shipped, 4 delivered
+    /// and completed, 5 partly returned and refunded.
+    async fn order(&mut self, n: u32, stage: u32) {
+        let cart_id = CartId::parse(format!("cart{n}")).unwrap();
+        let order_id = OrderId::parse(format!("order{n}")).unwrap();
+        let cart = |command| Command::Cart { cart_id: cart_id.clone(), command };
+        let customer = if n % 2 == 0 {
+            Customer::Guest { email: format!("g{n}@example.com") }
+        } else {
+            Customer::Registered {
+                customer_id: orderlog_domain::CustomerId::parse(format!("cust{n}")).unwrap(),
+                email: Some(format!("c{n}@example.com")),
+            }
+        };
+        self.run(cart(CartCommand::Create { currency: Currency::parse("EUR").unwrap(), customer })).await;
+        self.run(cart(CartCommand::AddItem { sku: Sku::parse("mug").unwrap(), quantity: 2, unit_price: eur(900) }))
+            .await;
+        self.run(cart(CartCommand::AddItem { sku: Sku::parse("tea").unwrap(), quantity: 1, unit_price: eur(450) }))
+            .await;
+        let address = Address {
+            name: "Ann".into(),
+            line1: "Main St 1".into(),
+            line2: None,
+            city: "Berlin".into(),
+            postal_code: "10115".into(),
+            country: "DE".into(),
+        };
+        self.run(cart(CartCommand::SetShippingAddress { address })).await;
+        self.run(cart(CartCommand::SelectShippingMethod {
+            method: ShippingMethod { id: "dhl".into(), price: eur(490) },
+        }))
+        .await;
+        let checkout = CheckoutCommand {
+            cart_id: cart_id.clone(),
+            order_id: order_id.clone(),
+            location: LocationId::parse("berlin").unwrap(),
+            sources: Default::default(),
+            tax_rate_bps: 1_900,
+        };
+        self.run(Command::Checkout { checkout }).await;
+        if stage == 0 {
+            return;
+        }
+        let order = |command| Command::Order { order_id: order_id.clone(), command };
+        let total = 2 * 900 + 450 + 490;
+        let total = total + (total * 1_900 + 5_000) / 10_000;
+        self.run(order(OrderCommand::AuthorizePayment {
+            amount: eur(total),
+            provider_ref: format!("pi{n}"),
+            provider_event_id: format!("a{n}"),
+        }))
+        .await;
+        if stage == 2 {
+            self.run(Command::CancelOrder { order_id: order_id.clone(), reason: "changed mind".into() }).await;
+            self.run(order(OrderCommand::VoidPayment { provider_event_id: format!("v{n}") })).await;
+            return;
+        }
+        if stage == 1 {
+            return;
+        }
+        let shipment_id = ShipmentId::parse(format!("ship{n}")).unwrap();
+        let shipment = |command| Command::Shipment { shipment_id: shipment_id.clone(), command };
+        let lines = vec![
+            LineQuantity { sku: Sku::parse("mug").unwrap(), quantity: 2 },
+            LineQuantity { sku: Sku::parse("tea").unwrap(), quantity: 1 },
+        ];
+        self.run(shipment(ShipmentCommand::Create {
+            order_id: order_id.clone(),
+            location: LocationId::parse("berlin").unwrap(),
+            lines,
+        }))
+        .await;
+        self.run(shipment(ShipmentCommand::Pack {})).await;
+        self.run(shipment(ShipmentCommand::Ship { carrier: "DHL".into(), tracking_number: format!("T{n}") })).await;
+        self.run(order(OrderCommand::CapturePayment { amount: eur(total), provider_event_id: format!("cap{n}") }))
+            .await;
+        if stage == 3 {
+            return;
+        }
+        let delivered = ShipmentCommand::RecordCarrierEvent {
+            event_id: format!("dhl{n}"),
+            kind: CarrierEventKind::Delivered,
+            occurred_at: Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap(),
+        };
+        self.run(shipment(delivered)).await;
+        self.run(order(OrderCommand::Complete {})).await;
+        if stage == 4 {
+            return;
+        }
+        let return_id = ReturnId::parse(format!("ret{n}")).unwrap();
+        let returned = vec![LineQuantity { sku: Sku::parse("mug").unwrap(), quantity: 1 }];
+        self.run(order(OrderCommand::RequestReturn {
+            return_id: return_id.clone(),
+            lines: returned,
+            reason: "chipped".into(),
+        }))
+        .await;
+        let received = vec![ReturnedLine { sku: Sku::parse("mug").unwrap(), quantity: 1, restock: true }];
+        self.run(Command::ReceiveReturn { order_id: order_id.clone(), return_id, lines: received }).await;
+        self.run(order(OrderCommand::RefundPayment { amount: eur(900), provider_event_id: format!("r{n}") })).await;
+    }
+}
+
+async fn orders_agree_with_the_domain(log: Arc<dyn EventStore>, rows: Arc<dyn RowStore>) {
+    let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap()));
+    let service = CommandService::new(log.clone(), clock.clone(), Arc::new(SequentialIds::new("id-")));
+    let mut shop = Shop { service, clock, next: 0 };
+    for stock in ["mug", "tea"] {
+        let key = StockKey::new(Sku::parse(stock).unwrap(), LocationId::parse("berlin").unwrap());
+        shop.run(Command::Stock { stock: key, command: StockCommand::Receive { quantity: 100 } }).await;
+    }
+    for n in 0..18 {
+        shop.order(n, n % 6).await;
+    }
+    assert!(log.settle(Duration::from_secs(30)).await.unwrap());
+    let runner = Runner::<OrderStatusTable>::new(log.clone(), rows.clone()).with_batch_events_max(13);
+    runner.catch_up().await.unwrap();
+    let expected = runner.fold_in_memory().await.unwrap();
+    let keys: Vec<String> = (0..18).map(|n| format!("order{n}")).collect();
+    let stored: std::collections::BTreeMap<String, OrderStatusRow> = rows
+        .load(OrderStatusTable::NAME, keys)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, json)| (k, serde_json::from_str(&json).unwrap()))
+        .collect();
+    assert_eq!(stored, expected);
+    for (id, row) in &stored {
+        let events: Vec<OrderEvent> = log
+            .read_stream(&format!("order-{id}"), 1, 1_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| match DomainEvent::decode(&e.event_type, e.schema_version, &e.payload).unwrap() {
+                DomainEvent::Order(o) => o,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let state = Order::fold(&events);
+        assert_eq!(row.state, serde_json::to_value(state.status).unwrap().as_str().unwrap(), "{id}");
+        assert_eq!(
+            (row.captured, row.refunded, row.voided),
+            (state.payment.captured, state.payment.refunded, state.payment.voided),
+            "{id}"
+        );
+        for line in &row.lines {
+            let progress = &state.lines[&Sku::parse(&line.sku).unwrap()];
+            assert_eq!(
+                (line.shipped, line.delivered, line.returned),
+                (progress.shipped, progress.delivered, progress.returned)
+            );
+        }
+        assert_eq!(row.timeline.len(), events.len(), "{id}: one timeline entry per event");
+    }
+    let by_stage = |n: u32| &stored[&format!("order{n}")];
+    assert_eq!(
+        (by_stage(0).payment_status.as_str(), by_stage(0).fulfilment_status.as_str()),
+        ("pending", "unfulfilled")
+    );
+    assert_eq!(by_stage(1).payment_status, "authorized");
+    assert_eq!((by_stage(2).state.as_str(), by_stage(2).payment_status.as_str()), ("cancelled", "voided"));
+    assert_eq!((by_stage(3).payment_status.as_str(), by_stage(3).fulfilment_status.as_str()), ("captured", "shipped"));
+    assert_eq!((by_stage(4).state.as_str(), by_stage(4).fulfilment_status.as_str()), ("completed", "delivered"));
+    assert_eq!(by_stage(5).payment_status, "partially_refunded");
+    assert!(by_stage(4).placed_at < by_stage(4).shipped_at && by_stage(4).shipped_at < by_stage(4).delivered_at);
+    assert_eq!(by_stage(1).customer, "cust1");
+    assert_eq!(by_stage(0).customer, "guest");
+}
+
+#[tokio::test]
+async fn order_rows_agree_with_the_domain_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orderlog.db");
+    let log = Arc::new(SqliteStore::open(&path).unwrap());
+    let rows = Arc::new(SqliteRows::open(&path, ORDER_VIEWS_SQLITE).unwrap());
+    orders_agree_with_the_domain(log, rows).await;
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let cancelled: i64 =
+        conn.query_row("SELECT count(*) FROM order_status WHERE state = 'cancelled'", [], |r| r.get(0)).unwrap();
+    assert_eq!(cancelled, 3);
+}
+
+#[tokio::test]
+async fn order_rows_agree_with_the_domain_on_postgres() {
+    let db = TestDatabase::create().await;
+    let log = Arc::new(PostgresStore::connect_url(&db.url).await.unwrap());
+    let rows = Arc::new(PostgresRows::connect(&db.url, ORDER_VIEWS_POSTGRES).await.unwrap());
+    orders_agree_with_the_domain(log, rows).await;
+    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let delivered: i64 = client
+        .query_one("SELECT count(*) FROM order_status WHERE delivered_at IS NOT NULL AND state = 'completed'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(delivered, 6);
+}
