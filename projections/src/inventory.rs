@@ -116,13 +116,13 @@ pub struct InventoryTable;
 
 /// Plain-SQL views of the inventory table for SQLite readers.
 pub const INVENTORY_VIEWS_SQLITE: &[&str] = &[
-    "CREATE VIEW IF NOT EXISTS inventory_by_location AS
+    "DROP VIEW IF EXISTS inventory_by_location; CREATE VIEW inventory_by_location AS
        SELECT json_extract(data, '$.sku') AS sku, json_extract(data, '$.location') AS location,
               json_extract(data, '$.on_hand') AS on_hand, json_extract(data, '$.reserved') AS reserved,
               json_extract(data, '$.available') AS available, json_extract(data, '$.unavailable') AS unavailable,
               json_extract(data, '$.incoming') AS incoming
          FROM rm_inventory_levels",
-    "CREATE VIEW IF NOT EXISTS inventory_by_sku AS
+    "DROP VIEW IF EXISTS inventory_by_sku; CREATE VIEW inventory_by_sku AS
        SELECT sku, SUM(on_hand) AS on_hand, SUM(reserved) AS reserved, SUM(available) AS available,
               SUM(unavailable) AS unavailable, SUM(incoming) AS incoming, COUNT(*) AS locations
          FROM inventory_by_location GROUP BY sku",
@@ -130,13 +130,13 @@ pub const INVENTORY_VIEWS_SQLITE: &[&str] = &[
 
 /// Plain-SQL views of the inventory table for PostgreSQL readers.
 pub const INVENTORY_VIEWS_POSTGRES: &[&str] = &[
-    "CREATE OR REPLACE VIEW inventory_by_location AS
+    "DROP VIEW IF EXISTS inventory_by_location CASCADE; CREATE VIEW inventory_by_location AS
        SELECT data->>'sku' AS sku, data->>'location' AS location,
               (data->>'on_hand')::bigint AS on_hand, (data->>'reserved')::bigint AS reserved,
               (data->>'available')::bigint AS available, (data->>'unavailable')::bigint AS unavailable,
               (data->>'incoming')::bigint AS incoming
          FROM rm_inventory_levels",
-    "CREATE OR REPLACE VIEW inventory_by_sku AS
+    "DROP VIEW IF EXISTS inventory_by_sku CASCADE; CREATE VIEW inventory_by_sku AS
        SELECT sku, SUM(on_hand) AS on_hand, SUM(reserved) AS reserved, SUM(available) AS available,
               SUM(unavailable) AS unavailable, SUM(incoming) AS incoming, COUNT(*) AS locations
          FROM inventory_by_location GROUP BY sku",

@@ -116,28 +116,94 @@ impl OrderStatusRow {
 pub struct OrderStatusTable;
 
 /// Plain-SQL views of the order-status table for SQLite readers.
-pub const ORDER_VIEWS_SQLITE: &[&str] = &["CREATE VIEW IF NOT EXISTS order_status AS
+pub const ORDER_VIEWS_SQLITE: &[&str] = &[
+    "DROP VIEW IF EXISTS order_status; CREATE VIEW order_status AS
        SELECT key AS order_id, json_extract(data, '$.state') AS state,
               json_extract(data, '$.payment_status') AS payment_status,
               json_extract(data, '$.fulfilment_status') AS fulfilment_status,
               json_extract(data, '$.customer') AS customer, json_extract(data, '$.email') AS email,
               json_extract(data, '$.currency') AS currency, json_extract(data, '$.total') AS total,
+              json_extract(data, '$.discount') AS discount,
               json_extract(data, '$.captured') AS captured, json_extract(data, '$.refunded') AS refunded,
               json_extract(data, '$.placed_at') AS placed_at, json_extract(data, '$.confirmed_at') AS confirmed_at,
               json_extract(data, '$.shipped_at') AS shipped_at, json_extract(data, '$.delivered_at') AS delivered_at,
               json_extract(data, '$.lines') AS lines, json_extract(data, '$.timeline') AS timeline
-         FROM rm_order_status"];
+         FROM rm_order_status",
+    // Sales per day of placement and currency. Gross and net count orders not cancelled or
+    // expired; refunds are those of the day's orders; the median is over orders shipped.
+    "DROP VIEW IF EXISTS sales_by_day; CREATE VIEW sales_by_day AS
+       WITH o AS (
+         SELECT date(placed_at) AS day, currency, total, discount, refunded, state,
+                (SELECT COALESCE(SUM(json_extract(l.value, '$.quantity')), 0) FROM json_each(lines) l) AS units,
+                CASE WHEN shipped_at IS NOT NULL
+                     THEN (julianday(shipped_at) - julianday(placed_at)) * 86400.0 END AS ship_seconds
+           FROM order_status WHERE placed_at IS NOT NULL),
+       ranked AS (
+         SELECT day, currency, ship_seconds,
+                row_number() OVER (PARTITION BY day, currency ORDER BY ship_seconds) AS n,
+                count(*) OVER (PARTITION BY day, currency) AS shipped
+           FROM o WHERE ship_seconds IS NOT NULL),
+       median AS (
+         SELECT day, currency, avg(ship_seconds) AS seconds FROM ranked
+          WHERE n IN ((shipped + 1) / 2, (shipped + 2) / 2) GROUP BY day, currency)
+       SELECT o.day, o.currency, count(*) AS orders,
+              SUM(CASE WHEN state NOT IN ('cancelled', 'expired') THEN units ELSE 0 END) AS units,
+              SUM(CASE WHEN state NOT IN ('cancelled', 'expired') THEN total ELSE 0 END) AS gross,
+              SUM(CASE WHEN state NOT IN ('cancelled', 'expired') THEN discount ELSE 0 END) AS discounts,
+              SUM(refunded) AS refunds,
+              SUM(CASE WHEN state NOT IN ('cancelled', 'expired') THEN total ELSE 0 END) - SUM(refunded) AS net,
+              SUM(CASE WHEN state NOT IN ('cancelled', 'expired') THEN total ELSE 0 END)
+                / MAX(SUM(CASE WHEN state NOT IN ('cancelled', 'expired') THEN 1 ELSE 0 END), 1) AS average_order_value,
+              AVG(CASE WHEN state = 'cancelled' THEN 1.0 ELSE 0.0 END) AS cancellation_rate,
+              median.seconds AS median_seconds_to_ship
+         FROM o LEFT JOIN median ON median.day = o.day AND median.currency = o.currency
+        GROUP BY o.day, o.currency",
+    "DROP VIEW IF EXISTS top_skus; CREATE VIEW top_skus AS
+       SELECT json_extract(l.value, '$.sku') AS sku, o.currency,
+              SUM(json_extract(l.value, '$.quantity')) AS units,
+              SUM(json_extract(l.value, '$.quantity') * json_extract(l.value, '$.unit_price')) AS revenue
+         FROM order_status o, json_each(o.lines) l
+        WHERE o.state NOT IN ('cancelled', 'expired')
+        GROUP BY 1, 2",
+];
 
 /// Plain-SQL views of the order-status table for PostgreSQL readers.
-pub const ORDER_VIEWS_POSTGRES: &[&str] = &["CREATE OR REPLACE VIEW order_status AS
+pub const ORDER_VIEWS_POSTGRES: &[&str] = &[
+    "DROP VIEW IF EXISTS order_status CASCADE; CREATE VIEW order_status AS
        SELECT key AS order_id, data->>'state' AS state, data->>'payment_status' AS payment_status,
               data->>'fulfilment_status' AS fulfilment_status, data->>'customer' AS customer,
               data->>'email' AS email, data->>'currency' AS currency, (data->>'total')::bigint AS total,
+              (data->>'discount')::bigint AS discount,
               (data->>'captured')::bigint AS captured, (data->>'refunded')::bigint AS refunded,
               (data->>'placed_at')::timestamptz AS placed_at, (data->>'confirmed_at')::timestamptz AS confirmed_at,
               (data->>'shipped_at')::timestamptz AS shipped_at, (data->>'delivered_at')::timestamptz AS delivered_at,
               data->'lines' AS lines, data->'timeline' AS timeline
-         FROM rm_order_status"];
+         FROM rm_order_status",
+    "DROP VIEW IF EXISTS sales_by_day CASCADE; CREATE VIEW sales_by_day AS
+       WITH o AS (
+         SELECT (placed_at AT TIME ZONE 'UTC')::date AS day, currency, total, discount, refunded, state,
+                (SELECT COALESCE(SUM((l->>'quantity')::bigint), 0) FROM jsonb_array_elements(lines) l) AS units,
+                EXTRACT(EPOCH FROM shipped_at - placed_at)::float8 AS ship_seconds,
+                state NOT IN ('cancelled', 'expired') AS kept
+           FROM order_status WHERE placed_at IS NOT NULL)
+       SELECT day, currency, count(*) AS orders,
+              COALESCE(SUM(units) FILTER (WHERE kept), 0)::bigint AS units,
+              COALESCE(SUM(total) FILTER (WHERE kept), 0)::bigint AS gross,
+              COALESCE(SUM(discount) FILTER (WHERE kept), 0)::bigint AS discounts,
+              SUM(refunded)::bigint AS refunds,
+              (COALESCE(SUM(total) FILTER (WHERE kept), 0) - SUM(refunded))::bigint AS net,
+              (COALESCE(SUM(total) FILTER (WHERE kept), 0) / GREATEST(count(*) FILTER (WHERE kept), 1))::bigint
+                AS average_order_value,
+              AVG(CASE WHEN state = 'cancelled' THEN 1.0 ELSE 0.0 END)::float8 AS cancellation_rate,
+              percentile_cont(0.5) WITHIN GROUP (ORDER BY ship_seconds) AS median_seconds_to_ship
+         FROM o GROUP BY day, currency",
+    "DROP VIEW IF EXISTS top_skus CASCADE; CREATE VIEW top_skus AS
+       SELECT l->>'sku' AS sku, o.currency, SUM((l->>'quantity')::bigint)::bigint AS units,
+              SUM((l->>'quantity')::bigint * (l->>'unit_price')::bigint)::bigint AS revenue
+         FROM order_status o, jsonb_array_elements(o.lines) l
+        WHERE o.state NOT IN ('cancelled', 'expired')
+        GROUP BY 1, 2",
+];
 
 impl TableModel for OrderStatusTable {
     const NAME: &'static str = "order_status";

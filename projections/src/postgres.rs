@@ -40,7 +40,7 @@ fn table(model: &str) -> String {
 
 impl PostgresRows {
     /// Connects to the orderlog database `url` (connect the event store to it first: that
-    /// identifies and migrates it). `views` are `CREATE OR REPLACE VIEW` statements run
+    /// identifies and migrates it). `views` are statements that (re)create the views, run
     /// once the tables exist.
     pub async fn connect(url: &str, views: &[&'static str]) -> Result<PostgresRows, String> {
         let options = PostgresOptions::from_url(url).map_err(text)?;

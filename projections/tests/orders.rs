@@ -141,7 +141,10 @@ impl Shop {
     }
 }
 
-async fn orders_agree_with_the_domain(log: Arc<dyn EventStore>, rows: Arc<dyn RowStore>) {
+async fn orders_agree_with_the_domain(
+    log: Arc<dyn EventStore>,
+    rows: Arc<dyn RowStore>,
+) -> std::collections::BTreeMap<String, OrderStatusRow> {
     let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap()));
     let service = CommandService::new(log.clone(), clock.clone(), Arc::new(SequentialIds::new("id-")));
     let mut shop = Shop { service, clock, next: 0 };
@@ -205,6 +208,58 @@ async fn orders_agree_with_the_domain(log: Arc<dyn EventStore>, rows: Arc<dyn Ro
     assert!(by_stage(4).placed_at < by_stage(4).shipped_at && by_stage(4).shipped_at < by_stage(4).delivered_at);
     assert_eq!(by_stage(1).customer, "cust1");
     assert_eq!(by_stage(0).customer, "guest");
+    stored
+}
+
+/// One row of `sales_by_day`: day, currency, orders, units, gross, refunds, net,
+/// cancellation rate, median seconds from placed to shipped.
+type SalesRow = (String, String, i64, i64, i64, i64, i64, f64, Option<f64>);
+
+/// What `sales_by_day` must say, computed here from the order rows.
+fn expected_sales(rows: &std::collections::BTreeMap<String, OrderStatusRow>) -> Vec<SalesRow> {
+    let mut days: std::collections::BTreeMap<(String, String), Vec<&OrderStatusRow>> = Default::default();
+    for row in rows.values() {
+        let day = row.placed_at.as_ref().unwrap()[..10].to_string();
+        days.entry((day, row.currency.clone())).or_default().push(row);
+    }
+    days.into_iter()
+        .map(|((day, currency), orders)| {
+            let kept: Vec<_> = orders.iter().filter(|o| o.state != "cancelled" && o.state != "expired").collect();
+            let units: i64 = kept.iter().flat_map(|o| &o.lines).map(|l| i64::from(l.quantity)).sum();
+            let gross: i64 = kept.iter().map(|o| o.total).sum();
+            let refunds: i64 = orders.iter().map(|o| o.refunded).sum();
+            let cancelled = orders.iter().filter(|o| o.state == "cancelled").count() as f64;
+            let mut ship: Vec<f64> = orders
+                .iter()
+                .filter_map(|o| {
+                    let shipped = chrono::DateTime::parse_from_rfc3339(o.shipped_at.as_ref()?).ok()?;
+                    let placed = chrono::DateTime::parse_from_rfc3339(o.placed_at.as_ref()?).ok()?;
+                    Some((shipped - placed).num_milliseconds() as f64 / 1e3)
+                })
+                .collect();
+            ship.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            let median = match ship.len() {
+                0 => None,
+                n if n % 2 == 1 => Some(ship[n / 2]),
+                n => Some((ship[n / 2 - 1] + ship[n / 2]) / 2.0),
+            };
+            let orders_n = orders.len() as i64;
+            (day, currency, orders_n, units, gross, refunds, gross - refunds, cancelled / orders_n as f64, median)
+        })
+        .collect()
+}
+
+fn assert_sales(got: Vec<SalesRow>, expected: Vec<SalesRow>) {
+    assert!(!expected.is_empty());
+    assert_eq!(got.len(), expected.len(), "{got:?}");
+    for (g, e) in got.iter().zip(&expected) {
+        assert_eq!((&g.0, &g.1, g.2, g.3, g.4, g.5, g.6), (&e.0, &e.1, e.2, e.3, e.4, e.5, e.6));
+        assert!((g.7 - e.7).abs() < 1e-9, "cancellation rate {} vs {}", g.7, e.7);
+        match (g.8, e.8) {
+            (Some(a), Some(b)) => assert!((a - b).abs() < 0.01, "median {a} vs {b}"),
+            (a, b) => assert_eq!(a, b),
+        }
+    }
 }
 
 #[tokio::test]
@@ -225,7 +280,7 @@ async fn order_rows_agree_with_the_domain_on_postgres() {
     let db = TestDatabase::create().await;
     let log = Arc::new(PostgresStore::connect_url(&db.url).await.unwrap());
     let rows = Arc::new(PostgresRows::connect(&db.url, ORDER_VIEWS_POSTGRES).await.unwrap());
-    orders_agree_with_the_domain(log, rows).await;
+    let stored = orders_agree_with_the_domain(log, rows).await;
     let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     let delivered: i64 = client
@@ -234,4 +289,18 @@ async fn order_rows_agree_with_the_domain_on_postgres() {
         .unwrap()
         .get(0);
     assert_eq!(delivered, 6);
+    let got: Vec<SalesRow> = client
+        .query(
+            "SELECT day::text, currency, orders, units, gross, refunds, net, cancellation_rate, median_seconds_to_ship
+             FROM sales_by_day ORDER BY day, currency",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7), r.get(8)))
+        .collect();
+    assert_sales(got, expected_sales(&stored));
+    let top = client.query_one("SELECT units, revenue FROM top_skus WHERE sku = 'mug'", &[]).await.unwrap();
+    assert_eq!((top.get::<_, i64>(0), top.get::<_, i64>(1)), (15 * 2, 15 * 2 * 900));
 }

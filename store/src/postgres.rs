@@ -118,11 +118,11 @@ impl PostgresOptions {
             config.application_name("orderlog");
         }
         if config.get_options().is_none() {
-            // orderlog's statements are small and indexed. Compiling one with JIT (when a
-            // generic plan's estimate crosses jit_above_cost) costs tens of milliseconds, and
-            // a generic plan cached while the log was small (a sequential scan) would stay in
-            // the session as the log grows: plan each execution for the tables as they are.
-            config.options("-c jit=off -c plan_cache_mode=force_custom_plan");
+            // orderlog's statements are small and every one has an index. Compiling one with
+            // JIT (when a generic plan's estimate crosses jit_above_cost) costs tens of
+            // milliseconds, and a generic plan cached while the log was small could pick a
+            // sequential scan and keep it as the log grows: no JIT, no sequential scans.
+            config.options("-c jit=off -c enable_seqscan=off");
         }
         Ok(PostgresOptions { config, pool_max_size, pool_timeout, append_calls_max })
     }
