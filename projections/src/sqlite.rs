@@ -38,8 +38,8 @@ fn text(e: impl std::fmt::Display) -> String {
 
 impl SqliteRows {
     /// Opens the read models of the orderlog database at `path` (open the event store on it
-    /// first: that identifies the file and creates it). `views` are `CREATE VIEW IF NOT
-    /// EXISTS` statements run once the tables exist.
+    /// first: that identifies the file and creates it). `views` are statements that
+    /// (re)create the views, run once the tables exist.
     pub fn open(path: impl AsRef<Path>, views: &[&'static str]) -> Result<SqliteRows, String> {
         let conn = Connection::open(path.as_ref()).map_err(text)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(text)?;
