@@ -176,6 +176,39 @@ pub async fn wait_caught_up(log: &dyn EventStore, runner: &dyn AnyRunner, timeou
     }
 }
 
+/// Waits until `runner`'s model has folded the event at `position` (a command's result
+/// carries it), or `timeout` ends; returns whether it has. A model that has stopped is an
+/// error naming why; a position with no committed event is refused.
+pub async fn wait_for_position(
+    log: &dyn EventStore,
+    runner: &dyn AnyRunner,
+    position: u64,
+    timeout: Duration,
+) -> Result<bool, RunError> {
+    let name = runner.name();
+    let store = |source| RunError::Store { projection: name, source };
+    let target = log.cursor_of(position).await.map_err(store)?.ok_or_else(|| RunError::Stopped {
+        projection: name,
+        reason: format!("no committed event at position {position} to wait for"),
+    })?;
+    runner.ensure().await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let checkpoint = runner.checkpoint().await?;
+        if let Some(reason) = checkpoint.error {
+            return Err(RunError::Stopped { projection: name, reason });
+        }
+        if checkpoint.cursor >= target {
+            return Ok(true);
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(5).min(deadline - now)).await;
+    }
+}
+
 /// For status and waiting without a concrete model type.
 pub fn runner<M: TableModel>(log: Arc<dyn EventStore>, rows: Arc<dyn RowStore>) -> Arc<dyn AnyRunner> {
     Arc::new(Runner::<M>::new(log, rows))

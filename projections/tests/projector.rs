@@ -7,10 +7,10 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use orderlog_commands::{Command, CommandEnvelope, CommandService, ManualClock, SequentialIds};
 use orderlog_domain::codec::DomainEvent;
-use orderlog_domain::stock::StockCommand;
+use orderlog_domain::stock::{StockCommand, StockEvent};
 use orderlog_domain::{LocationId, Sku, StockKey};
 use orderlog_projections::inventory::{InventoryTable, INVENTORY_VIEWS_SQLITE};
-use orderlog_projections::projector::{run_live, runner, status, wait_caught_up, AnyRunner};
+use orderlog_projections::projector::{run_live, runner, status, wait_caught_up, wait_for_position, AnyRunner};
 use orderlog_projections::sqlite::SqliteRows;
 use orderlog_projections::table::{RowStore, RunError, Runner, TableModel};
 use orderlog_store::{RecordedEvent, SqliteStore};
@@ -57,10 +57,13 @@ impl Setup {
         Arc::new(SqliteRows::open(self.dir.path().join("orderlog.db"), INVENTORY_VIEWS_SQLITE).unwrap())
     }
 
-    async fn receive(&self, n: u32) {
+    /// Receives `n` units; returns the position of the event (a command's result carries it).
+    async fn receive(&self, n: u32) -> u64 {
         let stock = StockKey::new(Sku::parse("mug").unwrap(), LocationId::parse("berlin").unwrap());
         let command = Command::Stock { stock, command: StockCommand::Receive { quantity: n } };
-        self.service.execute(CommandEnvelope::new(format!("receive-{n}"), "clerk", command)).await.unwrap();
+        let outcome =
+            self.service.execute(CommandEnvelope::new(format!("receive-{n}"), "clerk", command)).await.unwrap();
+        outcome.position.unwrap()
     }
 }
 
@@ -73,10 +76,10 @@ async fn models_tail_the_log_live_and_a_reader_can_wait_for_its_write() {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let live = tokio::spawn(run_live(s.log.clone(), vec![inventory.clone(), counts.clone()], stopped));
     for n in 1..=20 {
-        s.receive(n).await;
+        let position = s.receive(n).await;
         if n % 5 == 0 {
-            // Read your write: after the command, wait until the model has it.
-            assert!(wait_caught_up(&*s.log, &*inventory, Duration::from_secs(10)).await.unwrap());
+            // Read your write: wait until the model has passed the command's position.
+            assert!(wait_for_position(&*s.log, &*inventory, position, Duration::from_secs(10)).await.unwrap());
             let row = rows.load(InventoryTable::NAME, vec!["mug@berlin".into()]).await.unwrap();
             let on_hand = serde_json::from_str::<serde_json::Value>(&row["mug@berlin"]).unwrap()["on_hand"].as_i64();
             assert_eq!(on_hand, Some((1..=n as i64).sum()));
@@ -141,4 +144,68 @@ async fn status_shows_lag_and_errors() {
     assert_eq!(after[1].events_behind, 2, "the other model has not run");
     rows.record_error("event_counts", "it broke").await.unwrap();
     assert_eq!(status(&*s.log, &runners, now).await.unwrap()[1].error.as_deref(), Some("it broke"));
+}
+
+/// On PostgreSQL, models tailing the log keep up with concurrent writers whose transactions
+/// commit out of position order, and end equal to the fold of the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn models_keep_up_with_concurrent_writers_on_postgres() {
+    use orderlog_projections::postgres::PostgresRows;
+    use orderlog_store::postgres::{testing::TestDatabase, AppendFault};
+    use orderlog_store::{ExpectedVersion, Metadata, NewEvent, PostgresStore, StreamAppend};
+
+    let db = TestDatabase::create().await;
+    let log = Arc::new(PostgresStore::connect_url(&db.url_with("pool_max_size=24")).await.unwrap());
+    let rows = Arc::new(PostgresRows::connect(&db.url, &[]).await.unwrap());
+    let inventory = runner::<InventoryTable>(log.clone(), rows.clone());
+    let counts = runner::<EventCounts>(log.clone(), rows.clone());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let live = tokio::spawn(run_live(log.clone(), vec![inventory.clone(), counts.clone()], stopped));
+    let mut writers = Vec::new();
+    for w in 0..8u64 {
+        let log = log.clone();
+        writers.push(tokio::spawn(async move {
+            let mut last = 0;
+            for i in 0..40u64 {
+                let event = DomainEvent::Stock(StockEvent::StockReceived { quantity: 1 + (i % 3) as u32 });
+                let new = NewEvent {
+                    event_id: uuid::Uuid::new_v4(),
+                    event_type: event.event_type().into(),
+                    schema_version: 1,
+                    payload: event.payload(),
+                    metadata: Metadata {
+                        actor: "w".into(),
+                        command_id: format!("{w}-{i}"),
+                        correlation_id: "w".into(),
+                        ..Metadata::default()
+                    },
+                    recorded_at: Utc::now(),
+                };
+                let append = vec![StreamAppend {
+                    stream_id: format!("stock-sku{}@berlin", (w + i) % 5),
+                    expected: ExpectedVersion::Any,
+                    events: vec![new],
+                }];
+                let fault = AppendFault {
+                    hold_before_commit: (i % 7 == 0).then(|| Duration::from_millis(30)),
+                    roll_back: false,
+                };
+                last = log.append_with_fault(append, fault).await.unwrap().last_position.unwrap();
+            }
+            last
+        }));
+    }
+    for writer in writers {
+        let last = writer.await.unwrap();
+        assert!(wait_for_position(&*log, &*inventory, last, Duration::from_secs(30)).await.unwrap());
+    }
+    assert!(wait_caught_up(&*log, &*inventory, Duration::from_secs(30)).await.unwrap());
+    assert!(wait_caught_up(&*log, &*counts, Duration::from_secs(30)).await.unwrap());
+    assert!(inventory.verify().await.unwrap(), "inventory rows equal the fold of the log");
+    assert!(counts.verify().await.unwrap());
+    assert_eq!(inventory.checkpoint().await.unwrap().events, 320);
+    stop.send(true).unwrap();
+    for (name, ended) in live.await.unwrap() {
+        assert!(ended.is_ok(), "{name}: {ended:?}");
+    }
 }

@@ -35,6 +35,7 @@ macro_rules! conformance_suite {
             bad_appends_are_refused_and_store_nothing,
             waiting_wakes_on_append_and_times_out,
             settling_makes_every_committed_event_readable,
+            a_position_has_a_cursor_in_log_order,
             hashes_chain_each_stream,
             events_are_found_by_command,
         );
@@ -403,6 +404,16 @@ pub async fn settling_makes_every_committed_event_readable<S: EventStore>(store:
     assert!(store.settle(Duration::from_secs(30)).await.unwrap());
     let log = store.read_all(LogCursor::START, 1_000).await.unwrap();
     assert_eq!(log.len(), 40, "after settling, one read returns everything committed before");
+}
+
+pub async fn a_position_has_a_cursor_in_log_order<S: EventStore>(store: &S) {
+    let out = store.append(one("k", ExpectedVersion::NoStream, numbered(3))).await.unwrap();
+    let log = settled_log(store, 3).await;
+    for event in &log {
+        assert_eq!(store.cursor_of(event.position).await.unwrap(), Some(LogCursor::after(event)));
+    }
+    assert_eq!(store.cursor_of(out.last_position.unwrap() + 1_000).await.unwrap(), None);
+    assert_eq!(store.cursor_of(0).await.unwrap(), None);
 }
 
 pub async fn hashes_chain_each_stream<S: EventStore>(store: &S) {

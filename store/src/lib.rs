@@ -247,6 +247,10 @@ pub trait EventStore: Send + Sync {
     /// The highest position of a committed event (0: empty log).
     async fn head(&self) -> Result<u64, StoreError>;
 
+    /// Where the committed event at `position` sits in log order (`None`: no such event,
+    /// or not committed). A reader whose cursor is at or past it has read that event.
+    async fn cursor_of(&self, position: u64) -> Result<Option<LogCursor>, StoreError>;
+
     /// Waits until `read_all(after, …)` has an event to return, or `timeout` ends; returns
     /// whether it has.
     async fn wait_for(&self, after: LogCursor, timeout: Duration) -> Result<bool, StoreError>;

@@ -131,6 +131,12 @@ impl EventStore for MemoryStore {
         Ok(*self.head.borrow())
     }
 
+    async fn cursor_of(&self, position: u64) -> Result<Option<LogCursor>, StoreError> {
+        let log = self.log.lock().expect("memory log lock");
+        let exists = position >= 1 && position <= log.events.len() as u64;
+        Ok(exists.then_some(LogCursor { commit: position, position }))
+    }
+
     async fn wait_for(&self, after: LogCursor, timeout: Duration) -> Result<bool, StoreError> {
         let mut rx = self.head.subscribe();
         let waited = tokio::time::timeout(timeout, rx.wait_for(|&head| head > after.position)).await;

@@ -1125,6 +1125,14 @@ impl EventStore for PostgresStore {
         Ok(client.query_one(&stmt, &[&stream_id]).await.map_err(pg)?.get::<_, i64>(0) as u64)
     }
 
+    async fn cursor_of(&self, position: u64) -> Result<Option<LogCursor>, StoreError> {
+        let client = self.client().await?;
+        let stmt =
+            client.prepare_cached("SELECT tx_id::text FROM orderlog_events WHERE position = $1").await.map_err(pg)?;
+        let row = client.query_opt(&stmt, &[&(position as i64)]).await.map_err(pg)?;
+        Ok(row.and_then(|r| r.get::<_, String>(0).parse().ok()).map(|commit| LogCursor { commit, position }))
+    }
+
     async fn head(&self) -> Result<u64, StoreError> {
         let client = self.client().await?;
         let row = client.query_one("SELECT COALESCE(MAX(position), 0) FROM orderlog_events", &[]).await.map_err(pg)?;

@@ -499,6 +499,11 @@ impl EventStore for SqliteStore {
         Ok(head)
     }
 
+    async fn cursor_of(&self, position: u64) -> Result<Option<LogCursor>, StoreError> {
+        let head = self.head().await?;
+        Ok((position >= 1 && position <= head).then_some(LogCursor { commit: position, position }))
+    }
+
     async fn wait_for(&self, after: LogCursor, timeout: Duration) -> Result<bool, StoreError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut rx = self.head.subscribe();
