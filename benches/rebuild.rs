@@ -1,8 +1,9 @@
-//! Rebuilding a read model from a large log, against the raw rate of scanning the same log,
-//! in one run: a log of stock events is written (100-event appends over 5 000 stock items),
-//! then read end to end through the store twice (the second is the raw scan; the first
-//! warms the caches), then folded into the inventory table model from an empty checkpoint
-//! (the rebuild).
+//! Rebuilding the read models from a large log, against the raw rate of scanning the same
+//! log, in one run: a log is written — half stock events (100-event appends over 5 000 stock
+//! items), half order lifecycles (placed, authorized, confirmed, captured, shipped,
+//! delivered, completed; one append per order) — then read end to end through the store
+//! twice (the second is the raw scan; the first warms the caches), then folded into each
+//! table model from an empty checkpoint (the rebuild).
 //!
 //! `cargo bench --bench rebuild [-- EVENTS [sqlite|postgres]]` (default 1 000 000, sqlite)
 
@@ -10,10 +11,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
+use orderlog_domain::cart::{Address, Customer, ShippingMethod};
 use orderlog_domain::codec::DomainEvent;
+use orderlog_domain::order::{LineQuantity, OrderEvent, OrderLine, OrderTotals, PlacedOrder};
 use orderlog_domain::stock::StockEvent;
-use orderlog_domain::OrderId;
+use orderlog_domain::{CartId, Currency, LocationId, Money, OrderId, ShipmentId, Sku};
 use orderlog_projections::inventory::{InventoryTable, INVENTORY_VIEWS_POSTGRES, INVENTORY_VIEWS_SQLITE};
+use orderlog_projections::orders::{OrderStatusTable, ORDER_VIEWS_POSTGRES, ORDER_VIEWS_SQLITE};
 use orderlog_projections::postgres::PostgresRows;
 use orderlog_projections::sqlite::SqliteRows;
 use orderlog_projections::table::{RowStore, Runner};
@@ -26,6 +30,72 @@ use uuid::Uuid;
 
 const STOCK_ITEMS: u64 = 5_000;
 const APPEND_EVENTS: u64 = 100;
+
+fn envelope(domain: DomainEvent, command: String) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::new_v4(),
+        event_type: domain.event_type().into(),
+        schema_version: 1,
+        payload: domain.payload(),
+        metadata: Metadata {
+            actor: "bench".into(),
+            command_id: command,
+            command_hash: None,
+            correlation_id: "bench".into(),
+            causation_id: None,
+        },
+        recorded_at: Utc::now(),
+    }
+}
+
+/// The seven events of one order's life.
+fn order_life(n: u64) -> Vec<NewEvent> {
+    let eur = Currency::parse("EUR").unwrap();
+    let m = |a| Money::new(a, eur);
+    let sku = Sku::parse(format!("sku{}", n % 50)).unwrap();
+    let placed = PlacedOrder {
+        cart_id: CartId::parse(format!("c{n}")).unwrap(),
+        customer: Customer::Guest { email: "g@example.com".into() },
+        email: "g@example.com".into(),
+        currency: eur,
+        lines: vec![OrderLine {
+            sku: sku.clone(),
+            location: LocationId::parse("loc1").unwrap(),
+            quantity: 2,
+            unit_price: m(1_000),
+        }],
+        discount_code: None,
+        tax_rate_bps: 0,
+        totals: OrderTotals { subtotal: m(2_000), discount: m(0), shipping: m(0), tax: m(0), total: m(2_000) },
+        shipping_address: Address {
+            name: "Ann".into(),
+            line1: "Main St 1".into(),
+            line2: None,
+            city: "Berlin".into(),
+            postal_code: "10115".into(),
+            country: "DE".into(),
+        },
+        shipping_method: ShippingMethod { id: "dhl".into(), price: m(0) },
+    };
+    let shipment = ShipmentId::parse(format!("s{n}")).unwrap();
+    let lines = vec![LineQuantity { sku, quantity: 2 }];
+    [
+        OrderEvent::OrderPlaced { order: Box::new(placed) },
+        OrderEvent::PaymentAuthorized {
+            amount: m(2_000),
+            provider_ref: format!("pi{n}"),
+            provider_event_id: format!("a{n}"),
+        },
+        OrderEvent::OrderConfirmed {},
+        OrderEvent::PaymentCaptured { amount: m(2_000), provider_event_id: format!("c{n}") },
+        OrderEvent::LinesShipped { shipment_id: shipment.clone(), lines: lines.clone() },
+        OrderEvent::LinesDelivered { shipment_id: shipment, lines },
+        OrderEvent::OrderCompleted {},
+    ]
+    .into_iter()
+    .map(|e| envelope(DomainEvent::Order(e), format!("order{n}")))
+    .collect()
+}
 
 fn event(i: u64) -> NewEvent {
     let order = OrderId::parse(format!("o{i}")).unwrap();
@@ -55,7 +125,15 @@ fn event(i: u64) -> NewEvent {
 async fn fill(log: &dyn EventStore, events: u64) {
     let mut versions = vec![0u64; STOCK_ITEMS as usize];
     let started = Instant::now();
-    for append in 0..events / APPEND_EVENTS {
+    for n in 0..events / 2 / 7 {
+        let append = vec![StreamAppend {
+            stream_id: format!("order-o{n}"),
+            expected: ExpectedVersion::NoStream,
+            events: order_life(n),
+        }];
+        log.append(append).await.unwrap();
+    }
+    for append in 0..events / 2 / APPEND_EVENTS {
         let item = (append % STOCK_ITEMS) as usize;
         let batch = (0..APPEND_EVENTS).map(|i| event(append * APPEND_EVENTS + i)).collect();
         let stream = format!("stock-sku{item}@loc{}", item % 3);
@@ -96,32 +174,42 @@ fn main() {
         let (log, rows): (Arc<dyn EventStore>, Arc<dyn RowStore>) = if postgres {
             let test_db = TestDatabase::create().await;
             let log = Arc::new(PostgresStore::connect_url(&test_db.url).await.unwrap());
-            let rows = Arc::new(PostgresRows::connect(&test_db.url, INVENTORY_VIEWS_POSTGRES).await.unwrap());
+            let views = [INVENTORY_VIEWS_POSTGRES, ORDER_VIEWS_POSTGRES].concat();
+            let rows = Arc::new(PostgresRows::connect(&test_db.url, &views).await.unwrap());
             db = Some(test_db);
             (log, rows)
         } else {
             let path = dir.path().join("orderlog.db");
             let log = Arc::new(SqliteStore::open(&path).unwrap());
-            (log, Arc::new(SqliteRows::open(&path, INVENTORY_VIEWS_SQLITE).unwrap()))
+            let views = [INVENTORY_VIEWS_SQLITE, ORDER_VIEWS_SQLITE].concat();
+            (log, Arc::new(SqliteRows::open(&path, &views).unwrap()))
         };
         fill(&*log, events).await;
         assert!(log.settle(std::time::Duration::from_secs(60)).await.unwrap());
         // A first scan warms the caches, so that neither measurement pays for it.
         scan(&*log).await;
         let (scanned, raw) = scan(&*log).await;
+        let backend = if postgres { "PostgreSQL" } else { "SQLite" };
+        println!("{backend}, {scanned} events");
+        println!("raw scan through the store:   {raw:>10.0} events/s");
         let started = Instant::now();
-        let checkpoint = Runner::<InventoryTable>::new(log.clone(), rows)
+        let checkpoint = Runner::<InventoryTable>::new(log.clone(), rows.clone())
             .with_batch_events_max(READ_EVENTS_MAX)
             .catch_up()
             .await
             .unwrap();
-        let rebuild = checkpoint.events as f64 / started.elapsed().as_secs_f64();
+        let rate = checkpoint.events as f64 / started.elapsed().as_secs_f64();
         assert_eq!(checkpoint.events, scanned);
-        let backend = if postgres { "PostgreSQL" } else { "SQLite" };
-        println!("{backend}, {scanned} events");
-        println!("raw scan through the store:   {raw:>10.0} events/s");
-        println!("inventory_levels rebuild:     {rebuild:>10.0} events/s");
-        println!("ratio rebuild / raw scan:     {:>10.2}", rebuild / raw);
+        println!("inventory_levels rebuild:     {rate:>10.0} events/s   ratio {:.2}", rate / raw);
+        let started = Instant::now();
+        let checkpoint = Runner::<OrderStatusTable>::new(log.clone(), rows)
+            .with_batch_events_max(READ_EVENTS_MAX)
+            .catch_up()
+            .await
+            .unwrap();
+        let rate = checkpoint.events as f64 / started.elapsed().as_secs_f64();
+        assert_eq!(checkpoint.events, scanned);
+        println!("order_status rebuild:         {rate:>10.0} events/s   ratio {:.2}", rate / raw);
         drop(db);
     });
 }

@@ -151,6 +151,10 @@ impl TableModel for InventoryTable {
     const VERSION: u32 = 1;
     type Row = InventoryRow;
 
+    fn wants(event: &RecordedEvent) -> bool {
+        event.stream_id.starts_with("stock-")
+    }
+
     fn keys(event: &RecordedEvent, decoded: &DomainEvent) -> Vec<String> {
         match (decoded, stock_item(event)) {
             (DomainEvent::Stock(_), Some((sku, location))) => vec![format!("{sku}@{location}")],

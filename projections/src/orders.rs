@@ -210,6 +210,10 @@ impl TableModel for OrderStatusTable {
     const VERSION: u32 = 1;
     type Row = OrderStatusRow;
 
+    fn wants(event: &RecordedEvent) -> bool {
+        event.stream_id.starts_with("order-")
+    }
+
     fn keys(event: &RecordedEvent, decoded: &DomainEvent) -> Vec<String> {
         match (decoded, event.stream_id.strip_prefix("order-")) {
             (DomainEvent::Order(_), Some(id)) => vec![id.to_string()],

@@ -82,7 +82,7 @@ impl RowStore for SqliteRows {
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(text)?;
             tx.execute_batch(&format!(
-                "CREATE TABLE IF NOT EXISTS {} (key TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID",
+                "CREATE TABLE IF NOT EXISTS {} (key TEXT PRIMARY KEY, data TEXT NOT NULL)",
                 table(model)
             ))
             .map_err(text)?;

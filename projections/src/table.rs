@@ -28,6 +28,12 @@ pub trait TableModel: Send + Sync + 'static {
     const VERSION: u32;
     type Row: Serialize + DeserializeOwned + Default + Clone + PartialEq + Debug + Send + Sync;
 
+    /// Whether the model may care about `event`, judged before decoding it (by stream or
+    /// type); events it does not want are skipped without being decoded.
+    fn wants(_event: &RecordedEvent) -> bool {
+        true
+    }
+
     /// The keys of the rows `event` changes (none for events the model ignores).
     fn keys(event: &RecordedEvent, decoded: &DomainEvent) -> Vec<String>;
 
@@ -155,8 +161,12 @@ impl<M: TableModel> Runner<M> {
             .map_err(|source| RunError::Store { projection: M::NAME, source })?;
         let mut decoded = Vec::with_capacity(batch.len());
         for (i, event) in batch.iter().enumerate() {
+            if !M::wants(event) {
+                decoded.push(None);
+                continue;
+            }
             match DomainEvent::decode(&event.event_type, event.schema_version, &event.payload) {
-                Ok(d) => decoded.push(d),
+                Ok(d) => decoded.push(Some(d)),
                 // Fold what precedes it; the next step stops at it.
                 Err(_) if i > 0 => break,
                 Err(e) => {
@@ -174,7 +184,8 @@ impl<M: TableModel> Runner<M> {
         batch.truncate(decoded.len());
         let Some(last) = batch.last() else { return Ok(0) };
         let to = LogCursor::after(last);
-        let touched: Vec<Vec<String>> = batch.iter().zip(&decoded).map(|(e, d)| M::keys(e, d)).collect();
+        let touched: Vec<Vec<String>> =
+            batch.iter().zip(&decoded).map(|(e, d)| d.as_ref().map_or_else(Vec::new, |d| M::keys(e, d))).collect();
         let keys: BTreeSet<&String> = touched.iter().flatten().collect();
         let stored = self.rows.load(M::NAME, keys.into_iter().cloned().collect()).await.map_err(Self::rows_error)?;
         let mut rows: BTreeMap<String, M::Row> = BTreeMap::new();
@@ -184,6 +195,7 @@ impl<M: TableModel> Runner<M> {
             rows.insert(key, row);
         }
         for ((event, d), keys) in batch.iter().zip(&decoded).zip(&touched) {
+            let Some(d) = d else { continue };
             for key in keys {
                 let row = rows.remove(key).unwrap_or_default();
                 rows.insert(key.clone(), M::evolve(row, key, event, d));
@@ -231,7 +243,7 @@ impl<M: TableModel> Runner<M> {
                 .map_err(|source| RunError::Store { projection: M::NAME, source })?;
             let Some(last) = batch.last() else { return Ok(rows) };
             cursor = LogCursor::after(last);
-            for event in &batch {
+            for event in batch.iter().filter(|e| M::wants(e)) {
                 let d = DomainEvent::decode(&event.event_type, event.schema_version, &event.payload).map_err(|e| {
                     RunError::Unreadable {
                         projection: M::NAME,
