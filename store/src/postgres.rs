@@ -51,8 +51,9 @@ pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 pub const WAIT_POLL_MS: u64 = 250;
 /// How often `settle` looks whether the transactions it waits for have ended.
 pub const SETTLE_POLL_MS: u64 = 10;
-/// Times an append is planned again when the stream heads it planned on had moved (a stale
-/// cache with `ExpectedVersion::Any`), before it gives up.
+/// Times an append is planned again when a stream head it planned on had moved although
+/// its expected version still allowed the append (`ExpectedVersion::Any`, or a stale
+/// cached head), before it gives up.
 pub const STALE_RETRY_MAX: u32 = 8;
 /// Stream heads kept in the cache; it is emptied when it would grow past this.
 pub const HEAD_CACHE_MAX: usize = 100_000;
