@@ -105,21 +105,7 @@ fn event(i: u64) -> NewEvent {
         2 => StockEvent::ReservationReleased { order_id: order, quantity: 1 },
         _ => StockEvent::IncomingExpected { quantity: 3 },
     };
-    let domain = DomainEvent::Stock(stock);
-    NewEvent {
-        event_id: Uuid::new_v4(),
-        event_type: domain.event_type().into(),
-        schema_version: 1,
-        payload: domain.payload(),
-        metadata: Metadata {
-            actor: "bench".into(),
-            command_id: format!("c{}", i / APPEND_EVENTS),
-            command_hash: None,
-            correlation_id: "bench".into(),
-            causation_id: None,
-        },
-        recorded_at: Utc::now(),
-    }
+    envelope(DomainEvent::Stock(stock), format!("c{}", i / APPEND_EVENTS))
 }
 
 async fn fill(log: &dyn EventStore, events: u64) {
