@@ -18,4 +18,4 @@ CREATE TABLE orderlog_events (
 -- Readers take the log in commit order: (tx_id, position) below the oldest running
 -- transaction, so an event that commits late is never skipped.
 CREATE INDEX orderlog_events_commit_order ON orderlog_events (tx_id, position);
-CREATE INDEX orderlog_events_by_command ON orderlog_events (command_id);
+CREATE INDEX orderlog_events_by_command ON orderlog_events USING hash (command_id);
