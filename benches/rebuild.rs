@@ -20,7 +20,7 @@ use orderlog_projections::inventory::{InventoryTable, INVENTORY_VIEWS_POSTGRES, 
 use orderlog_projections::orders::{OrderStatusTable, ORDER_VIEWS_POSTGRES, ORDER_VIEWS_SQLITE};
 use orderlog_projections::postgres::PostgresRows;
 use orderlog_projections::sqlite::SqliteRows;
-use orderlog_projections::table::{RowStore, Runner};
+use orderlog_projections::table::{RowStore, Runner, TableModel};
 use orderlog_store::postgres::testing::TestDatabase;
 use orderlog_store::{
     EventStore, ExpectedVersion, LogCursor, Metadata, NewEvent, PostgresStore, SqliteStore, StreamAppend,
@@ -149,6 +149,15 @@ async fn scan(log: &dyn EventStore) -> (u64, f64) {
     (count, count as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Folds the whole log into model `M` from an empty checkpoint and prints its rate.
+async fn rebuild<M: TableModel>(log: Arc<dyn EventStore>, rows: Arc<dyn RowStore>, scanned: u64, raw: f64) {
+    let started = Instant::now();
+    let checkpoint = Runner::<M>::new(log, rows).with_batch_events_max(READ_EVENTS_MAX).catch_up().await.unwrap();
+    let rate = checkpoint.events as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(checkpoint.events, scanned);
+    println!("{:<30}{rate:>10.0} events/s   ratio {:.2}", format!("{} rebuild:", M::NAME), rate / raw);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let events: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
@@ -178,24 +187,8 @@ fn main() {
         let backend = if postgres { "PostgreSQL" } else { "SQLite" };
         println!("{backend}, {scanned} events");
         println!("raw scan through the store:   {raw:>10.0} events/s");
-        let started = Instant::now();
-        let checkpoint = Runner::<InventoryTable>::new(log.clone(), rows.clone())
-            .with_batch_events_max(READ_EVENTS_MAX)
-            .catch_up()
-            .await
-            .unwrap();
-        let rate = checkpoint.events as f64 / started.elapsed().as_secs_f64();
-        assert_eq!(checkpoint.events, scanned);
-        println!("inventory_levels rebuild:     {rate:>10.0} events/s   ratio {:.2}", rate / raw);
-        let started = Instant::now();
-        let checkpoint = Runner::<OrderStatusTable>::new(log.clone(), rows)
-            .with_batch_events_max(READ_EVENTS_MAX)
-            .catch_up()
-            .await
-            .unwrap();
-        let rate = checkpoint.events as f64 / started.elapsed().as_secs_f64();
-        assert_eq!(checkpoint.events, scanned);
-        println!("order_status rebuild:         {rate:>10.0} events/s   ratio {:.2}", rate / raw);
+        rebuild::<InventoryTable>(log.clone(), rows.clone(), scanned, raw).await;
+        rebuild::<OrderStatusTable>(log.clone(), rows, scanned, raw).await;
         drop(db);
     });
 }

@@ -71,14 +71,6 @@ impl Write {
         &self.streams
     }
 
-    /// The head (version, hash) `stream_id` will have after the write.
-    pub fn head_after(&self, stream_id: &str) -> (u64, &str) {
-        match self.heads.iter().find(|(s, _)| s == stream_id) {
-            Some((_, head)) => (head.version, &head.hash),
-            None => self.planned_on(stream_id),
-        }
-    }
-
     /// The outcome, once the backend has assigned the positions.
     pub fn outcome(self) -> AppendOutcome {
         AppendOutcome {

@@ -262,10 +262,6 @@ impl PostgresStore {
         &self.applied
     }
 
-    pub fn options(&self) -> &PostgresOptions {
-        &self.options
-    }
-
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
         self.pool.get().await.map_err(|e| StoreError::Connect { target: self.options.target(), detail: pool_error(&e) })
     }
