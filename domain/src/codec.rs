@@ -219,14 +219,82 @@ impl DomainEvent {
         }
         let payload_err =
             |e: serde_json::Error| DecodeError::Payload { event_type: event_type.to_string(), detail: e.to_string() };
-        let value: serde_json::Value = serde_json::from_str(payload).map_err(payload_err)?;
-        let tagged = serde_json::Value::Object(serde_json::Map::from_iter([(event_type.to_string(), value)]));
-        Ok(match kind {
-            AggregateKind::Cart => DomainEvent::Cart(serde_json::from_value(tagged).map_err(payload_err)?),
-            AggregateKind::Order => DomainEvent::Order(serde_json::from_value(tagged).map_err(payload_err)?),
-            AggregateKind::Stock => DomainEvent::Stock(serde_json::from_value(tagged).map_err(payload_err)?),
-            AggregateKind::Shipment => DomainEvent::Shipment(serde_json::from_value(tagged).map_err(payload_err)?),
-        })
+        let mut de = serde_json::Deserializer::from_str(payload);
+        let tagged = Tagged { tag: event_type, payload: &mut de };
+        let event = match kind {
+            AggregateKind::Cart => DomainEvent::Cart(CartEvent::deserialize(tagged).map_err(payload_err)?),
+            AggregateKind::Order => DomainEvent::Order(OrderEvent::deserialize(tagged).map_err(payload_err)?),
+            AggregateKind::Stock => DomainEvent::Stock(StockEvent::deserialize(tagged).map_err(payload_err)?),
+            AggregateKind::Shipment => DomainEvent::Shipment(ShipmentEvent::deserialize(tagged).map_err(payload_err)?),
+        };
+        de.end().map_err(payload_err)?;
+        Ok(event)
+    }
+}
+
+/// An externally tagged enum read from its variant name and, separately, the variant's
+/// payload — the stored form — in one pass over the payload, without building the
+/// `{"Type": payload}` object first.
+struct Tagged<'a, 'de> {
+    tag: &'a str,
+    payload: &'a mut serde_json::Deserializer<serde_json::de::StrRead<'de>>,
+}
+
+impl<'de> serde::Deserializer<'de> for Tagged<'_, 'de> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom("an event is read as an enum"))
+    }
+
+    fn deserialize_enum<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_enum(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+        unit_struct newtype_struct seq tuple tuple_struct map struct identifier ignored_any
+    }
+}
+
+impl<'de> serde::de::EnumAccess<'de> for Tagged<'_, 'de> {
+    type Error = serde_json::Error;
+    type Variant = Self;
+
+    fn variant_seed<V: serde::de::DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self), Self::Error> {
+        use serde::de::IntoDeserializer;
+        let variant = seed.deserialize(self.tag.into_deserializer())?;
+        Ok((variant, self))
+    }
+}
+
+impl<'de> serde::de::VariantAccess<'de> for Tagged<'_, 'de> {
+    type Error = serde_json::Error;
+
+    fn unit_variant(self) -> Result<(), Self::Error> {
+        <()>::deserialize(&mut *self.payload)
+    }
+
+    fn newtype_variant_seed<T: serde::de::DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, Self::Error> {
+        seed.deserialize(&mut *self.payload)
+    }
+
+    fn tuple_variant<V: serde::de::Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, Self::Error> {
+        serde::Deserializer::deserialize_seq(&mut *self.payload, visitor)
+    }
+
+    fn struct_variant<V: serde::de::Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        // An object only: serde would also take a struct's fields as an array.
+        serde::Deserializer::deserialize_map(&mut *self.payload, visitor)
     }
 }
 
@@ -263,6 +331,23 @@ mod tests {
             DomainEvent::decode("StockReceived", 1, r#"{"quantity":-1}"#),
             Err(DecodeError::Payload { .. })
         ));
+        for bad in [r#"{"quantity":3} {}"#, r#"{"quantity":3"#, "", "null", "[3]", r#"{"quantity":"3"}"#] {
+            let error = DomainEvent::decode("StockReceived", 1, bad).unwrap_err();
+            assert!(matches!(error, DecodeError::Payload { .. }), "{bad:?}: {error}");
+            assert!(error.to_string().contains("StockReceived"), "{error}");
+        }
+    }
+
+    #[test]
+    fn every_event_of_a_placed_order_round_trips() {
+        use crate::order::OrderEvent;
+        for event in [
+            DomainEvent::Order(OrderEvent::OrderConfirmed {}),
+            DomainEvent::Order(OrderEvent::OrderExpired {}),
+            DomainEvent::Stock(StockEvent::StockReceived { quantity: 9 }),
+        ] {
+            assert_eq!(DomainEvent::decode(event.event_type(), 1, &event.payload()).unwrap(), event);
+        }
     }
 
     #[test]

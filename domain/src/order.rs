@@ -29,6 +29,21 @@ impl OrderStatus {
     pub fn is_terminal(self) -> bool {
         matches!(self, OrderStatus::Cancelled | OrderStatus::Expired)
     }
+
+    /// The state's name as stored and shown (`partially_shipped`), as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::NotPlaced => "not_placed",
+            OrderStatus::Placed => "placed",
+            OrderStatus::Confirmed => "confirmed",
+            OrderStatus::PartiallyShipped => "partially_shipped",
+            OrderStatus::Shipped => "shipped",
+            OrderStatus::Delivered => "delivered",
+            OrderStatus::Completed => "completed",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Expired => "expired",
+        }
+    }
 }
 
 /// One line of a placed order and the stock item that supplies it.
@@ -526,6 +541,16 @@ fn check_lines(
 
 #[cfg(test)]
 pub(crate) mod tests {
+
+    #[test]
+    fn status_names_are_the_serialized_names() {
+        use OrderStatus::*;
+        for status in
+            [NotPlaced, Placed, Confirmed, PartiallyShipped, Shipped, Delivered, Completed, Cancelled, Expired]
+        {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+    }
     use super::*;
     use crate::{given_when, RejectionKind};
 

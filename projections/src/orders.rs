@@ -68,12 +68,19 @@ pub struct OrderStatusRow {
 }
 
 fn state_name(status: OrderStatus) -> String {
-    serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    status.as_str().to_string()
+}
+
+/// Replaces `field` only when it differs (derived statuses rarely change per event).
+fn set(field: &mut String, value: &str) {
+    if field != value {
+        value.clone_into(field);
+    }
 }
 
 impl OrderStatusRow {
     fn derive(&mut self) {
-        self.payment_status = if self.voided {
+        let payment_status = if self.voided {
             "voided"
         } else if self.refunded > 0 && self.refunded >= self.captured {
             "refunded"
@@ -89,11 +96,11 @@ impl OrderStatusRow {
             "failed"
         } else {
             "pending"
-        }
-        .to_string();
+        };
+        set(&mut self.payment_status, payment_status);
         let all = |f: fn(&OrderLineRow) -> bool| !self.lines.is_empty() && self.lines.iter().all(f);
         let any = |f: fn(&OrderLineRow) -> bool| self.lines.iter().any(f);
-        self.fulfilment_status = if all(|l| l.delivered == l.quantity) {
+        let fulfilment_status = if all(|l| l.delivered == l.quantity) {
             "delivered"
         } else if any(|l| l.delivered > 0) {
             "partially_delivered"
@@ -103,8 +110,8 @@ impl OrderStatusRow {
             "partially_shipped"
         } else {
             "unfulfilled"
-        }
-        .to_string();
+        };
+        set(&mut self.fulfilment_status, fulfilment_status);
     }
 
     fn line(&mut self, sku: &str) -> Option<&mut OrderLineRow> {

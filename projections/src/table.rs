@@ -94,6 +94,36 @@ pub trait RowStore: Send + Sync {
     async fn record_error(&self, model: &'static str, error: &str) -> Result<(), String>;
 }
 
+/// A folded batch, ready to be written.
+struct Prepared<R> {
+    to: LogCursor,
+    events: u64,
+    rows: Vec<(String, String)>,
+    /// The same rows, unserialized.
+    folded: BTreeMap<String, R>,
+    /// Whether the batch read was cut short (before an event that cannot be read).
+    cut: bool,
+}
+
+/// The next batch the read-ahead task sent (empty once it has stopped at the end).
+async fn received<M: TableModel>(
+    ahead: &mut tokio::sync::mpsc::Receiver<Result<Vec<RecordedEvent>, StoreError>>,
+) -> Result<Vec<RecordedEvent>, RunError> {
+    match ahead.recv().await {
+        Some(batch) => batch.map_err(|source| RunError::Store { projection: M::NAME, source }),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs one model over the log.
 pub struct Runner<M: TableModel> {
     log: Arc<dyn EventStore>,
@@ -135,17 +165,72 @@ impl<M: TableModel> Runner<M> {
     }
 
     /// Folds batches until the log has nothing more to read; returns the checkpoint.
+    ///
+    /// Three stages overlap: a task reads the log ahead (a batch or two), the next batch is
+    /// folded while the previous one is written, and rows the previous batch changed are
+    /// taken from memory rather than from storage, where they may not be committed yet.
+    /// If a commit fails, nothing after it is written.
     pub async fn catch_up(&self) -> Result<Checkpoint, RunError> {
         self.ensure().await?;
+        let checkpoint = self.current().await?;
+        let (batches, mut ahead) = tokio::sync::mpsc::channel(2);
+        let log = Arc::clone(&self.log);
+        let batch_events_max = self.batch_events_max;
+        let reader = tokio::spawn(async move {
+            let mut from = checkpoint.cursor;
+            loop {
+                let batch = log.read_all(from, batch_events_max).await;
+                let next = batch.as_ref().ok().and_then(|b| b.last().map(LogCursor::after));
+                if batches.send(batch).await.is_err() {
+                    return;
+                }
+                match next {
+                    Some(next) => from = next,
+                    None => return,
+                }
+            }
+        });
+        let stop_reader = AbortOnDrop(reader);
+        let mut from = checkpoint.cursor;
+        let Some(mut prepared) = self.prepare(received::<M>(&mut ahead).await?, &BTreeMap::new()).await? else {
+            return self.rows.checkpoint(M::NAME).await.map_err(Self::rows_error);
+        };
         loop {
-            if self.step().await? == 0 {
+            let to = prepared.to;
+            if prepared.cut {
+                // The read-ahead went on past the event the batch was cut before: step from here.
+                drop(stop_reader);
+                self.commit(from, prepared).await?;
+                while self.step().await? > 0 {}
                 return self.rows.checkpoint(M::NAME).await.map_err(Self::rows_error);
+            }
+            let written = std::mem::take(&mut prepared.folded);
+            let following = async {
+                let batch = received::<M>(&mut ahead).await?;
+                self.prepare(batch, &written).await
+            };
+            let (committed, following) = tokio::join!(self.commit(from, prepared), following);
+            committed?;
+            from = to;
+            match following? {
+                Some(next) => prepared = next,
+                None => return self.rows.checkpoint(M::NAME).await.map_err(Self::rows_error),
             }
         }
     }
 
     /// Folds one batch; returns how many events it folded (0: nothing to read).
     pub async fn step(&self) -> Result<usize, RunError> {
+        let checkpoint = self.current().await?;
+        let batch = self.read(checkpoint.cursor).await?;
+        let Some(prepared) = self.prepare(batch, &BTreeMap::new()).await? else { return Ok(0) };
+        let events = prepared.events;
+        self.commit(checkpoint.cursor, prepared).await?;
+        Ok(events as usize)
+    }
+
+    /// The checkpoint, refused if it was stored by another version of the model.
+    async fn current(&self) -> Result<Checkpoint, RunError> {
         let checkpoint = self.rows.checkpoint(M::NAME).await.map_err(Self::rows_error)?;
         if checkpoint.version != M::VERSION {
             return Err(RunError::VersionMismatch {
@@ -154,11 +239,25 @@ impl<M: TableModel> Runner<M> {
                 current: M::VERSION,
             });
         }
-        let mut batch = self
-            .log
-            .read_all(checkpoint.cursor, self.batch_events_max)
+        Ok(checkpoint)
+    }
+
+    async fn read(&self, from: LogCursor) -> Result<Vec<RecordedEvent>, RunError> {
+        self.log
+            .read_all(from, self.batch_events_max)
             .await
-            .map_err(|source| RunError::Store { projection: M::NAME, source })?;
+            .map_err(|source| RunError::Store { projection: M::NAME, source })
+    }
+
+    /// Decodes and folds a batch into the rows it touches, serialized for writing; `None`
+    /// for an empty batch. Rows come from `recent` (the rows of the batch before, which may
+    /// still be being written) or else from storage. A batch is cut before an event that
+    /// cannot be read; if that is the first, the model stops (the reason is recorded).
+    async fn prepare(
+        &self,
+        mut batch: Vec<RecordedEvent>,
+        recent: &BTreeMap<String, M::Row>,
+    ) -> Result<Option<Prepared<M::Row>>, RunError> {
         let mut decoded = Vec::with_capacity(batch.len());
         for (i, event) in batch.iter().enumerate() {
             if !M::wants(event) {
@@ -181,14 +280,22 @@ impl<M: TableModel> Runner<M> {
                 }
             }
         }
+        let cut = decoded.len() < batch.len();
         batch.truncate(decoded.len());
-        let Some(last) = batch.last() else { return Ok(0) };
+        let Some(last) = batch.last() else { return Ok(None) };
         let to = LogCursor::after(last);
         let touched: Vec<Vec<String>> =
             batch.iter().zip(&decoded).map(|(e, d)| d.as_ref().map_or_else(Vec::new, |d| M::keys(e, d))).collect();
         let keys: BTreeSet<&String> = touched.iter().flatten().collect();
-        let stored = self.rows.load(M::NAME, keys.into_iter().cloned().collect()).await.map_err(Self::rows_error)?;
         let mut rows: BTreeMap<String, M::Row> = BTreeMap::new();
+        let mut absent = Vec::new();
+        for key in keys {
+            match recent.get(key) {
+                Some(row) => drop(rows.insert(key.clone(), row.clone())),
+                None => absent.push(key.clone()),
+            }
+        }
+        let stored = self.rows.load(M::NAME, absent).await.map_err(Self::rows_error)?;
         for (key, json) in stored {
             let row = serde_json::from_str(&json)
                 .map_err(|e| Self::rows_error(format!("row '{key}' does not match this build's model: {e}")))?;
@@ -201,17 +308,19 @@ impl<M: TableModel> Runner<M> {
                 rows.insert(key.clone(), M::evolve(row, key, event, d));
             }
         }
-        let rows: Vec<(String, String)> =
-            rows.into_iter().map(|(key, row)| (key, serde_json::to_string(&row).expect("rows serialize"))).collect();
-        let moved = !self
-            .rows
-            .commit(M::NAME, checkpoint.cursor, to, batch.len() as u64, rows)
-            .await
-            .map_err(Self::rows_error)?;
-        if moved {
+        let serialized: Vec<(String, String)> =
+            rows.iter().map(|(key, row)| (key.clone(), serde_json::to_string(row).expect("rows serialize"))).collect();
+        Ok(Some(Prepared { to, events: batch.len() as u64, rows: serialized, folded: rows, cut }))
+    }
+
+    /// Writes a prepared batch if the checkpoint is still at `from`.
+    async fn commit(&self, from: LogCursor, prepared: Prepared<M::Row>) -> Result<(), RunError> {
+        let Prepared { to, events, rows, .. } = prepared;
+        let committed = self.rows.commit(M::NAME, from, to, events, rows).await.map_err(Self::rows_error)?;
+        if !committed {
             return Err(RunError::CheckpointMoved { projection: M::NAME });
         }
-        Ok(batch.len())
+        Ok(())
     }
 
     /// Whether the stored rows equal the fold of the whole log computed in memory (call it
