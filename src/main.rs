@@ -2,6 +2,7 @@
 
 mod demo;
 mod report;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,13 @@ enum Commands {
         #[arg(long)]
         once: bool,
     },
+    /// Serve the HTTP API (commands, read models, event feed); runs the projectors too.
+    Serve(serve::ServeArgs),
+    /// Create, list and revoke API tokens.
+    Token {
+        #[command(subcommand)]
+        command: serve::TokenCommand,
+    },
     /// Read models and where they stand.
     Projections {
         #[command(subcommand)]
@@ -66,24 +74,33 @@ enum ProjectionsCommand {
 pub struct ReadModels {
     pub rows: Arc<dyn RowStore>,
     pub runners: Vec<Arc<dyn AnyRunner>>,
+    /// The PostgreSQL pool of the read models (none on SQLite).
+    pub pool: Option<deadpool_postgres::Pool>,
+}
+
+/// Whether `database` names a PostgreSQL database.
+pub fn is_postgres(database: &str) -> bool {
+    database.starts_with("postgres://") || database.starts_with("postgresql://")
 }
 
 /// The read models of `database`.
 pub async fn read_models(database: &str, log: Arc<dyn EventStore>) -> Result<ReadModels> {
     use orderlog_projections::inventory::{InventoryTable, INVENTORY_VIEWS_POSTGRES, INVENTORY_VIEWS_SQLITE};
     use orderlog_projections::orders::{OrderStatusTable, ORDER_VIEWS_POSTGRES, ORDER_VIEWS_SQLITE};
-    let rows: Arc<dyn RowStore> = if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+    let (rows, pool): (Arc<dyn RowStore>, _) = if is_postgres(database) {
         let views = [INVENTORY_VIEWS_POSTGRES, ORDER_VIEWS_POSTGRES].concat();
-        Arc::new(PostgresRows::connect(database, &views).await.map_err(anyhow::Error::msg)?)
+        let rows = PostgresRows::connect(database, &views).await.map_err(anyhow::Error::msg)?;
+        let pool = rows.pool();
+        (Arc::new(rows), Some(pool))
     } else {
         let views = [INVENTORY_VIEWS_SQLITE, ORDER_VIEWS_SQLITE].concat();
-        Arc::new(SqliteRows::open(database, &views).map_err(anyhow::Error::msg)?)
+        (Arc::new(SqliteRows::open(database, &views).map_err(anyhow::Error::msg)?), None)
     };
     let runners = vec![
         projector::runner::<InventoryTable>(log.clone(), rows.clone()),
         projector::runner::<OrderStatusTable>(log, rows.clone()),
     ];
-    Ok(ReadModels { rows, runners })
+    Ok(ReadModels { rows, runners, pool })
 }
 
 /// The embedded default store.
@@ -102,7 +119,7 @@ pub async fn open_store(database: &str) -> Result<Opened> {
     if database.is_empty() {
         bail!("--database: give a SQLite file path such as {DEFAULT_DATABASE}, or a postgres:// URL");
     }
-    if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+    if is_postgres(database) {
         let store = PostgresStore::connect_url(database).await.context("cannot open the PostgreSQL store")?;
         let applied = store.applied_migrations().to_vec();
         return Ok(Opened { store: Arc::new(store), applied });
@@ -138,6 +155,8 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Commands::Demo(args) => demo::run(args).await,
+        Commands::Serve(args) => serve::serve(args).await,
+        Commands::Token { command } => serve::token(command).await,
         Commands::Migrate { database } => {
             let opened = open_store(&database).await?;
             let shown = orderlog_store::postgres::redact(&database);

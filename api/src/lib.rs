@@ -1,4 +1,212 @@
-//! The HTTP interface of orderlog: commands, read models, the event feed, and auth.
+//! The HTTP interface of orderlog (`orderlog serve`): commands over REST, the read models,
+//! the event feed (NDJSON and Server-Sent Events), API tokens, health, readiness, metrics
+//! and the OpenAPI document.
 //!
-//! Nothing is here yet, on purpose: `orderlog serve` is its own issue. It will be the only
-//! crate that knows HTTP.
+//! Principal types: [`Api`] (what the handlers share) and [`router`], which builds the axum
+//! router and the OpenAPI document from the same route declarations, so a route cannot be
+//! served without being documented.
+
+pub mod auth;
+mod body;
+mod commands;
+pub mod metrics;
+pub mod problem;
+mod reads;
+mod timed;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use orderlog_commands::CommandService;
+use orderlog_projections::projector::{self, AnyRunner};
+use orderlog_projections::queries::ReadQueries;
+use orderlog_store::EventStore;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::auth::{Principal, Scope, TokenStore};
+use crate::metrics::Metrics;
+use crate::problem::Problem;
+
+pub use timed::TimedStore;
+
+/// Largest request body accepted, in bytes; larger ones get 413.
+pub const BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// What the handlers share.
+pub struct Api {
+    pub service: Arc<CommandService>,
+    pub store: Arc<dyn EventStore>,
+    pub queries: Arc<dyn ReadQueries>,
+    pub tokens: Arc<dyn TokenStore>,
+    /// The read models' runners (for waiting on a position and for status).
+    pub runners: Vec<Arc<dyn AnyRunner>>,
+    pub metrics: Arc<Metrics>,
+    /// Every request is let in as the principal `insecure-dev` with every scope.
+    pub insecure_dev: bool,
+    /// Whether projections are expected to be running (in this process or another); set
+    /// false when an in-process projector has stopped.
+    pub projections_running: Arc<AtomicBool>,
+}
+
+impl Api {
+    pub fn runner(&self, name: &str) -> Option<&Arc<dyn AnyRunner>> {
+        self.runners.iter().find(|r| r.name() == name)
+    }
+}
+
+pub type Shared = Arc<Api>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "orderlog",
+        description = "An event-sourced order engine: commands, read models and the event feed.\n\n\
+            Every error is application/problem+json. Commands accept an `Idempotency-Key` header: \
+            a retry with the same key returns the first response (header `Idempotent-Replayed: true`); \
+            the same key with another request is refused with 422."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "carts", description = "Carts and checkout (scope `shop`)"),
+        (name = "orders", description = "Order actions and reads"),
+        (name = "stock", description = "Stock items (scope `operations`)"),
+        (name = "shipments", description = "Shipments (scope `operations`)"),
+        (name = "reads", description = "Read models, reports and stream history"),
+        (name = "feed", description = "The event log for analytics and audit"),
+        (name = "tokens", description = "API tokens (scope `admin`)"),
+        (name = "operations", description = "Health, readiness and metrics (no token)")
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("olt_…").build()),
+        );
+    }
+}
+
+/// Routes that need one of `scopes`.
+fn guarded(api: &Shared, scopes: &'static [Scope], routes: OpenApiRouter<Shared>) -> OpenApiRouter<Shared> {
+    routes.route_layer(middleware::from_fn_with_state((api.clone(), scopes), authorize))
+}
+
+/// The router, and the OpenAPI document of exactly its routes.
+pub fn router_and_doc(api: Shared) -> (Router, utoipa::openapi::OpenApi) {
+    use Scope::*;
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(guarded(&api, &[Shop], commands::cart_routes()))
+        .merge(guarded(&api, &[Operations], commands::operations_routes()))
+        .merge(guarded(&api, &[Shop, Operations, Audit], reads::order_routes()))
+        .merge(guarded(&api, &[Operations, Audit], reads::order_list_routes()))
+        .merge(guarded(&api, &[Shop, Operations], reads::sku_inventory_routes()))
+        .merge(guarded(&api, &[Operations], reads::location_inventory_routes()))
+        .merge(guarded(&api, &[Operations, Analytics], reads::report_routes()))
+        .merge(guarded(&api, &[Audit], reads::stream_routes()))
+        .merge(guarded(&api, &[Audit, Analytics], reads::feed_routes()))
+        .merge(guarded(&api, &[Admin], reads::token_routes()))
+        .merge(reads::operation_routes())
+        .split_for_parts();
+    let served = doc.clone();
+    let request_id = HeaderName::from_static("x-request-id");
+    let router = router
+        .route("/openapi.json", axum::routing::get(move || async move { Json(served) }))
+        .fallback(|| async { Problem::not_found("no such route; the routes are listed at /openapi.json") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method; see /openapi.json")
+        })
+        .layer(middleware::from_fn_with_state(api.clone(), measure))
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(api)
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
+    (router, doc)
+}
+
+/// The router.
+pub fn router(api: Shared) -> Router {
+    router_and_doc(api).0
+}
+
+/// Records each request's latency by route and status.
+async fn measure(State(api): State<Shared>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    api.metrics.request(&method, &route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// Lets a request in if its bearer token is valid (401 otherwise) and has one of `scopes`
+/// (403 otherwise); the principal goes into the request's extensions.
+async fn authorize(
+    State((api, scopes)): State<(Shared, &'static [Scope])>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let principal = if api.insecure_dev {
+        Principal { name: "insecure-dev".into(), token_id: "-".into(), scopes: Scope::ALL.into_iter().collect() }
+    } else {
+        let header = request.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim) else {
+            return Problem::new(StatusCode::UNAUTHORIZED, "send an API token: Authorization: Bearer olt_…")
+                .into_response();
+        };
+        match api.tokens.authenticate(token).await {
+            Ok(Some(principal)) => principal,
+            Ok(None) => {
+                return Problem::new(StatusCode::UNAUTHORIZED, "the API token is not valid or has been revoked")
+                    .into_response()
+            }
+            Err(e) => return Problem::internal(format!("token look-up: {e}")).into_response(),
+        }
+    };
+    if !scopes.iter().any(|s| principal.scopes.contains(s)) {
+        let needed = scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ");
+        return Problem::new(StatusCode::FORBIDDEN, format!("this route needs a token with the scope {needed}"))
+            .into_response();
+    }
+    request.extensions_mut().insert(principal);
+    next.run(request).await
+}
+
+/// Whether the server can serve: the store answers and no projection has stopped.
+pub(crate) async fn readiness(api: &Api) -> Result<serde_json::Value, Problem> {
+    let head = api.store.head().await.map_err(|e| Problem::unavailable(format!("the event store does not answer: {e}")))?;
+    if !api.projections_running.load(Ordering::Relaxed) {
+        return Err(Problem::unavailable("the projections are not running"));
+    }
+    let statuses = projector::status(&*api.store, &api.runners, chrono::Utc::now())
+        .await
+        .map_err(|e| Problem::unavailable(format!("projection status: {e}")))?;
+    if let Some(failed) = statuses.iter().find(|s| s.error.is_some()) {
+        return Err(Problem::unavailable(format!(
+            "projection '{}' has stopped: {}",
+            failed.name,
+            failed.error.as_deref().unwrap_or_default()
+        )));
+    }
+    Ok(serde_json::json!({ "status": "ready", "head": head, "projections": statuses }))
+}

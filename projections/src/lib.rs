@@ -10,6 +10,7 @@ pub mod inventory;
 pub mod orders;
 pub mod postgres;
 pub mod projector;
+pub mod queries;
 pub mod sqlite;
 pub mod table;
 

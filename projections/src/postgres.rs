@@ -39,6 +39,11 @@ fn table(model: &str) -> String {
 }
 
 impl PostgresRows {
+    /// The pool the rows are read and written through (for queries).
+    pub fn pool(&self) -> Pool {
+        self.pool.clone()
+    }
+
     /// Connects to the orderlog database `url` (connect the event store to it first: that
     /// identifies and migrates it). `views` are statements that (re)create the views, run
     /// once the tables exist.

@@ -1,0 +1,364 @@
+//! Bearer API tokens with scopes.
+//!
+//! A token is `olt_{id}_{secret}`: the id names it in lists and logs, the secret is 32
+//! random bytes. Only the SHA-256 of the whole token is stored, in `orderlog_api_tokens`
+//! in the database of the log; a token is shown once, when it is made.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{SecondsFormat, Utc};
+use deadpool_postgres::Pool;
+use rand::RngCore;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Carts and checkout; reading an order and stock availability.
+    Shop,
+    /// Stock, shipments and order actions; reading orders and inventory.
+    Operations,
+    /// Stream history and the event feed; reading orders. Read only.
+    Audit,
+    /// The event feed and reports. Read only.
+    Analytics,
+    /// Tokens.
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 5] = [Scope::Shop, Scope::Operations, Scope::Audit, Scope::Analytics, Scope::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Shop => "shop",
+            Scope::Operations => "operations",
+            Scope::Audit => "audit",
+            Scope::Analytics => "analytics",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Scope, String> {
+        Scope::ALL.into_iter().find(|scope| scope.as_str() == s).ok_or_else(|| {
+            format!("unknown scope '{s}'; scopes are {}", Scope::ALL.map(Scope::as_str).join(", "))
+        })
+    }
+}
+
+/// Parses `shop,operations`.
+pub fn parse_scopes(list: &str) -> Result<BTreeSet<Scope>, String> {
+    let scopes: BTreeSet<Scope> =
+        list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(Scope::from_str).collect::<Result<_, _>>()?;
+    if scopes.is_empty() {
+        return Err(format!("give at least one scope: {}", Scope::ALL.map(Scope::as_str).join(", ")));
+    }
+    Ok(scopes)
+}
+
+/// Who is calling, as a valid token says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// Recorded as the actor of every event the principal's commands write.
+    pub name: String,
+    pub token_id: String,
+    pub scopes: BTreeSet<Scope>,
+}
+
+/// A stored token, without its secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    pub id: String,
+    pub principal: String,
+    pub scopes: Vec<Scope>,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+/// A token just made: the only time its secret is shown.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct NewToken {
+    #[serde(flatten)]
+    pub info: TokenInfo,
+    pub token: String,
+}
+
+fn digest(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn check_principal(principal: &str) -> Result<(), String> {
+    let ok = !principal.is_empty()
+        && principal.len() <= 64
+        && principal.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "principal '{principal}': use 1 to 64 letters, digits, '-', '_', '.' or '@' (it is recorded as the actor of events)"
+        ))
+    }
+}
+
+/// Where tokens live.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Makes a token for `principal` with `scopes`.
+    async fn create(&self, principal: &str, scopes: &BTreeSet<Scope>) -> Result<NewToken, String>;
+    async fn list(&self) -> Result<Vec<TokenInfo>, String>;
+    /// Revokes the token with this id; false if there is no such token.
+    async fn revoke(&self, id: &str) -> Result<bool, String>;
+    /// The principal of a presented token, if it is valid and not revoked.
+    async fn authenticate(&self, token: &str) -> Result<Option<Principal>, String>;
+    /// How many tokens are not revoked.
+    async fn active(&self) -> Result<usize, String> {
+        Ok(self.list().await?.iter().filter(|t| t.revoked_at.is_none()).count())
+    }
+}
+
+fn mint(principal: &str, scopes: &BTreeSet<Scope>) -> Result<(NewToken, String), String> {
+    check_principal(principal)?;
+    if scopes.is_empty() {
+        return Err("a token needs at least one scope".into());
+    }
+    let mut id = [0u8; 6];
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut id);
+    rand::rng().fill_bytes(&mut secret);
+    let id = hex::encode(id);
+    let token = format!("olt_{id}_{}", hex::encode(secret));
+    let info = TokenInfo {
+        id,
+        principal: principal.to_string(),
+        scopes: scopes.iter().copied().collect(),
+        created_at: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+        revoked_at: None,
+    };
+    let hash = digest(&token);
+    Ok((NewToken { info, token }, hash))
+}
+
+fn scopes_text(scopes: &[Scope]) -> String {
+    scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+}
+
+fn principal_of(id: String, name: String, scopes: &str) -> Result<Principal, String> {
+    Ok(Principal { name, token_id: id, scopes: parse_scopes(scopes)? })
+}
+
+/// Tokens in the SQLite file of the log.
+pub struct SqliteTokens {
+    conn: Mutex<Connection>,
+}
+
+const SQLITE_TABLE: &str = "CREATE TABLE IF NOT EXISTS orderlog_api_tokens (
+    id TEXT PRIMARY KEY, principal TEXT NOT NULL, scopes TEXT NOT NULL, token_sha256 TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL, revoked_at TEXT)";
+
+impl SqliteTokens {
+    /// Opens the tokens of the orderlog database at `path` (open the event store on it first).
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteTokens, String> {
+        let conn = Connection::open(path.as_ref()).map_err(|e| e.to_string())?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(|e| e.to_string())?;
+        conn.execute_batch(SQLITE_TABLE).map_err(|e| e.to_string())?;
+        Ok(SqliteTokens { conn: Mutex::new(conn) })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, String> {
+        f(&self.conn.lock().expect("tokens lock")).map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl TokenStore for SqliteTokens {
+    async fn create(&self, principal: &str, scopes: &BTreeSet<Scope>) -> Result<NewToken, String> {
+        let (new, hash) = mint(principal, scopes)?;
+        let i = &new.info;
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO orderlog_api_tokens (id, principal, scopes, token_sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![i.id, i.principal, scopes_text(&i.scopes), hash, i.created_at],
+            )
+        })?;
+        Ok(new)
+    }
+
+    async fn list(&self) -> Result<Vec<TokenInfo>, String> {
+        let rows: Vec<(String, String, String, String, Option<String>)> = self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, principal, scopes, created_at, revoked_at FROM orderlog_api_tokens ORDER BY created_at, id",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
+            rows.collect()
+        })?;
+        rows.into_iter()
+            .map(|(id, principal, scopes, created_at, revoked_at)| {
+                Ok(TokenInfo { id, principal, scopes: parse_scopes(&scopes)?.into_iter().collect(), created_at, revoked_at })
+            })
+            .collect()
+    }
+
+    async fn revoke(&self, id: &str) -> Result<bool, String> {
+        let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+        let changed = self.with(|c| {
+            c.execute(
+                "UPDATE orderlog_api_tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+                params![id, now],
+            )
+        })?;
+        Ok(changed > 0)
+    }
+
+    async fn authenticate(&self, token: &str) -> Result<Option<Principal>, String> {
+        let hash = digest(token);
+        let row: Option<(String, String, String)> = self.with(|c| {
+            c.prepare_cached(
+                "SELECT id, principal, scopes FROM orderlog_api_tokens WHERE token_sha256 = ?1 AND revoked_at IS NULL",
+            )?
+            .query_row([hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()
+        })?;
+        row.map(|(id, name, scopes)| principal_of(id, name, &scopes)).transpose()
+    }
+}
+
+/// Tokens in the PostgreSQL database of the log.
+pub struct PostgresTokens {
+    pool: Pool,
+}
+
+impl PostgresTokens {
+    pub async fn open(pool: Pool) -> Result<PostgresTokens, String> {
+        let client = pool.get().await.map_err(|e| e.to_string())?;
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS orderlog_api_tokens (
+                   id text PRIMARY KEY, principal text NOT NULL, scopes text NOT NULL,
+                   token_sha256 text NOT NULL UNIQUE, created_at text NOT NULL, revoked_at text)",
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(PostgresTokens { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, String> {
+        self.pool.get().await.map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl TokenStore for PostgresTokens {
+    async fn create(&self, principal: &str, scopes: &BTreeSet<Scope>) -> Result<NewToken, String> {
+        let (new, hash) = mint(principal, scopes)?;
+        let i = &new.info;
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO orderlog_api_tokens (id, principal, scopes, token_sha256, created_at) VALUES ($1, $2, $3, $4, $5)",
+                &[&i.id, &i.principal, &scopes_text(&i.scopes), &hash, &i.created_at],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(new)
+    }
+
+    async fn list(&self) -> Result<Vec<TokenInfo>, String> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id, principal, scopes, created_at, revoked_at FROM orderlog_api_tokens ORDER BY created_at, id",
+                &[],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        rows.iter()
+            .map(|r| {
+                Ok(TokenInfo {
+                    id: r.get(0),
+                    principal: r.get(1),
+                    scopes: parse_scopes(r.get(2))?.into_iter().collect(),
+                    created_at: r.get(3),
+                    revoked_at: r.get(4),
+                })
+            })
+            .collect()
+    }
+
+    async fn revoke(&self, id: &str) -> Result<bool, String> {
+        let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+        let changed = self
+            .client()
+            .await?
+            .execute("UPDATE orderlog_api_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", &[&id, &now])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(changed > 0)
+    }
+
+    async fn authenticate(&self, token: &str) -> Result<Option<Principal>, String> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT id, principal, scopes FROM orderlog_api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL",
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let row = client.query_opt(&stmt, &[&digest(token)]).await.map_err(|e| e.to_string())?;
+        row.map(|r| principal_of(r.get(0), r.get(1), r.get(2))).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tokens_are_stored_as_hashes_and_revocation_takes_effect() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let tokens = SqliteTokens::open(&path).unwrap();
+        let made = tokens.create("shop-frontend", &parse_scopes("shop").unwrap()).await.unwrap();
+        assert!(made.token.starts_with(&format!("olt_{}_", made.info.id)));
+        let stored: String = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT group_concat(id || principal || scopes || token_sha256) FROM orderlog_api_tokens", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert!(!stored.contains(&made.token[made.token.len() - 64..]), "the secret is not stored");
+        let principal = tokens.authenticate(&made.token).await.unwrap().unwrap();
+        assert_eq!((principal.name.as_str(), principal.scopes.len()), ("shop-frontend", 1));
+        assert_eq!(tokens.authenticate("olt_nope").await.unwrap(), None);
+        assert!(tokens.revoke(&made.info.id).await.unwrap());
+        assert_eq!(tokens.authenticate(&made.token).await.unwrap(), None);
+        assert!(!tokens.revoke("missing").await.unwrap());
+        assert_eq!(tokens.active().await.unwrap(), 0);
+    }
+
+    #[test]
+    fn bad_scopes_and_principals_are_named() {
+        assert!(parse_scopes("shop,root").unwrap_err().contains("unknown scope 'root'"));
+        assert!(parse_scopes(" , ").unwrap_err().contains("at least one scope"));
+        assert!(check_principal("a b").unwrap_err().contains("principal 'a b'"));
+    }
+}

@@ -1,0 +1,81 @@
+//! A JSON request body read strictly: malformed JSON is a 400, a body that does not fit the
+//! request (unknown or missing fields, wrong types, bad values) a 422 naming the field, a
+//! body over the size limit a 413.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::problem::Problem;
+
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+        if !json {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            let status = rejection.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(status, format!("the body is larger than {} bytes", crate::BODY_BYTES_MAX))
+            } else {
+                Problem::bad_request(format!("the body could not be read: {}", rejection.body_text()))
+            }
+        })?;
+        parse(&bytes).map(Body)
+    }
+}
+
+/// Parses a JSON body, naming the field at fault.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let at = if path == "." || path.is_empty() { String::new() } else { format!("field `{path}`: ") };
+        match inner.classify() {
+            serde_json::error::Category::Data => Problem::unprocessable(format!("{at}{inner}")),
+            _ => Problem::bad_request(format!("the body is not valid JSON: {inner}")),
+        }
+    })?;
+    de.end().map_err(|e| Problem::bad_request(format!("the body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Line {
+        sku: String,
+        quantity: u32,
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = parse::<Line>(br#"{"sku":"mug","quantity":-1}"#).unwrap_err();
+        assert_eq!(e.status, 422);
+        assert!(e.detail.starts_with("field `quantity`: invalid value: integer `-1`"), "{}", e.detail);
+        let e = parse::<Line>(br#"{"sku":"mug","quantity":1,"colour":"red"}"#).unwrap_err();
+        assert!(e.detail.contains("unknown field `colour`"), "{}", e.detail);
+        let e = parse::<Line>(br#"{"sku":"mug","#).unwrap_err();
+        assert_eq!(e.status, 400);
+        let e = parse::<Line>(br#"{"sku":"mug","quantity":1} x"#).unwrap_err();
+        assert_eq!(e.status, 400);
+    }
+}

@@ -1,0 +1,116 @@
+//! Errors as `application/problem+json` (RFC 9457): a status, a short title and a detail a
+//! person can act on. Internal errors say only that something failed; the cause goes to
+//! the log, with the request id.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use orderlog_commands::CommandError;
+use orderlog_domain::{Rejection, RejectionKind};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// A problem detail.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem (`about:blank` when the status says it all).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Lines that could not be reserved, for an out-of-stock checkout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub shortages: Option<serde_json::Value>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Problem {
+        Problem {
+            kind: "about:blank".into(),
+            title: status.canonical_reason().unwrap_or("Error").into(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            shortages: None,
+        }
+    }
+
+    pub fn typed(mut self, kind: &str) -> Problem {
+        self.kind = format!("https://orderlog.dev/problems/{kind}");
+        self
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, detail)
+    }
+
+    pub fn unprocessable(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, detail)
+    }
+
+    /// A failure the client cannot fix: logged with its cause, answered without it.
+    pub fn internal(cause: impl std::fmt::Display) -> Problem {
+        tracing::error!(error = %cause, "request failed");
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "the server failed to handle the request; it has been logged")
+    }
+
+    pub fn unavailable(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<Rejection> for Problem {
+    fn from(r: Rejection) -> Problem {
+        let (status, kind) = match r.kind {
+            RejectionKind::NotFound => (StatusCode::NOT_FOUND, "not-found"),
+            RejectionKind::Invalid => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            RejectionKind::Conflict => (StatusCode::CONFLICT, "conflict"),
+            RejectionKind::OutOfStock => (StatusCode::CONFLICT, "out-of-stock"),
+        };
+        let mut problem = Problem::new(status, r.reason.clone()).typed(kind);
+        if !r.shortages.is_empty() {
+            problem.shortages = serde_json::to_value(&r.shortages).ok();
+        }
+        problem
+    }
+}
+
+impl From<CommandError> for Problem {
+    fn from(e: CommandError) -> Problem {
+        match e {
+            CommandError::Rejected(r) => r.into(),
+            CommandError::IdempotencyKeyReused { .. } => Problem::unprocessable(
+                "this Idempotency-Key was already used with a different request; use a new key for a new request",
+            )
+            .typed("idempotency-key-reused"),
+            CommandError::TooManyConflicts { retries } => Problem::new(
+                StatusCode::CONFLICT,
+                format!("gave up after {retries} retries: the records kept changing concurrently; try again"),
+            )
+            .typed("contention"),
+            CommandError::Invalid(detail) => Problem::unprocessable(detail).typed("invalid"),
+            other => Problem::internal(other),
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! Queries over the read-model tables, for the HTTP API and other readers in-process (a
+//! downstream service can query the same tables and views with plain SQL).
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::Pool;
+use rusqlite::{Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use crate::inventory::InventoryRow;
+use crate::orders::OrderStatusRow;
+
+/// Which orders to list. Orders are listed by placement time, then id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OrderFilter {
+    pub state: Option<String>,
+    pub customer: Option<String>,
+    /// RFC 3339; placed at or after.
+    pub placed_from: Option<String>,
+    /// RFC 3339; placed before.
+    pub placed_to: Option<String>,
+    /// Continue after this order (placement time and id of the last one listed).
+    pub after: Option<(String, String)>,
+    pub limit: u32,
+}
+
+/// Sales of one day and currency (view `sales_by_day`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SalesDay {
+    pub day: String,
+    pub currency: String,
+    pub orders: i64,
+    pub units: i64,
+    pub gross: i64,
+    pub discounts: i64,
+    pub refunds: i64,
+    pub net: i64,
+    pub average_order_value: i64,
+    pub cancellation_rate: f64,
+    pub median_seconds_to_ship: Option<f64>,
+}
+
+/// Units and revenue of one SKU in one currency (view `top_skus`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopSku {
+    pub sku: String,
+    pub currency: String,
+    pub units: i64,
+    pub revenue: i64,
+}
+
+/// Read-model queries.
+#[async_trait]
+pub trait ReadQueries: Send + Sync {
+    async fn order(&self, order_id: &str) -> Result<Option<OrderStatusRow>, String>;
+    async fn orders(&self, filter: &OrderFilter) -> Result<Vec<OrderStatusRow>, String>;
+    /// Every stock item of a SKU (one per location).
+    async fn inventory_of_sku(&self, sku: &str) -> Result<Vec<InventoryRow>, String>;
+    /// Every stock item at a location.
+    async fn inventory_at(&self, location: &str) -> Result<Vec<InventoryRow>, String>;
+    /// Days from `from` to `to` inclusive (`YYYY-MM-DD`), optionally of one currency.
+    async fn sales(&self, from: &str, to: &str, currency: Option<&str>) -> Result<Vec<SalesDay>, String>;
+    /// The best-selling SKUs by units, then revenue.
+    async fn top_skus(&self, currency: Option<&str>, limit: u32) -> Result<Vec<TopSku>, String>;
+}
+
+fn parse<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, String> {
+    serde_json::from_str(json).map_err(|e| format!("a read-model row does not match this build: {e}"))
+}
+
+/// Queries on a SQLite file, through a few read connections (WAL readers never wait for the
+/// writer).
+pub struct SqliteQueries {
+    connections: Vec<Mutex<Connection>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl SqliteQueries {
+    /// Opens `readers` read connections to the database at `path` (its read models must
+    /// have been created: open its [`crate::sqlite::SqliteRows`] first).
+    pub fn open(path: impl AsRef<Path>, readers: usize) -> Result<SqliteQueries, String> {
+        let mut connections = Vec::new();
+        for _ in 0..readers.max(1) {
+            let conn = Connection::open_with_flags(
+                path.as_ref(),
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| e.to_string())?;
+            conn.busy_timeout(Duration::from_secs(5)).map_err(|e| e.to_string())?;
+            connections.push(Mutex::new(conn));
+        }
+        Ok(SqliteQueries { connections, next: Default::default() })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, String> {
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self.connections.len();
+        // A free connection if there is one, else wait for the one whose turn it is.
+        for i in 0..n {
+            if let Ok(conn) = self.connections[(start + i) % n].try_lock() {
+                return f(&conn).map_err(|e| e.to_string());
+            }
+        }
+        let conn = self.connections[start % n].lock().expect("connection lock");
+        f(&conn).map_err(|e| e.to_string())
+    }
+
+    fn rows<T: serde::de::DeserializeOwned>(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<Vec<T>, String> {
+        let json: Vec<String> = self.with(|conn| {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let rows = stmt.query_map(params, |r| r.get::<_, String>(0))?;
+            rows.collect()
+        })?;
+        json.iter().map(|j| parse(j)).collect()
+    }
+}
+
+#[async_trait]
+impl ReadQueries for SqliteQueries {
+    async fn order(&self, order_id: &str) -> Result<Option<OrderStatusRow>, String> {
+        let json: Option<String> = self.with(|conn| {
+            conn.prepare_cached("SELECT data FROM rm_order_status WHERE key = ?1")?
+                .query_row([order_id], |r| r.get(0))
+                .optional()
+        })?;
+        json.map(|j| parse(&j)).transpose()
+    }
+
+    async fn orders(&self, f: &OrderFilter) -> Result<Vec<OrderStatusRow>, String> {
+        let (after_at, after_id) = f.after.clone().unzip();
+        self.rows(
+            "SELECT data FROM rm_order_status
+              WHERE json_extract(data, '$.placed_at') IS NOT NULL
+                AND (?1 IS NULL OR json_extract(data, '$.state') = ?1)
+                AND (?2 IS NULL OR json_extract(data, '$.customer') = ?2)
+                AND (?3 IS NULL OR json_extract(data, '$.placed_at') >= ?3)
+                AND (?4 IS NULL OR json_extract(data, '$.placed_at') < ?4)
+                AND (?5 IS NULL OR (json_extract(data, '$.placed_at'), key) > (?5, ?6))
+              ORDER BY json_extract(data, '$.placed_at'), key LIMIT ?7",
+            &[&f.state, &f.customer, &f.placed_from, &f.placed_to, &after_at, &after_id, &f.limit],
+        )
+    }
+
+    async fn inventory_of_sku(&self, sku: &str) -> Result<Vec<InventoryRow>, String> {
+        self.rows(
+            "SELECT data FROM rm_inventory_levels WHERE json_extract(data, '$.sku') = ?1 ORDER BY key",
+            &[&sku],
+        )
+    }
+
+    async fn inventory_at(&self, location: &str) -> Result<Vec<InventoryRow>, String> {
+        self.rows(
+            "SELECT data FROM rm_inventory_levels WHERE json_extract(data, '$.location') = ?1 ORDER BY key",
+            &[&location],
+        )
+    }
+
+    async fn sales(&self, from: &str, to: &str, currency: Option<&str>) -> Result<Vec<SalesDay>, String> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT day, currency, orders, units, gross, discounts, refunds, net, average_order_value,
+                        cancellation_rate, median_seconds_to_ship
+                   FROM sales_by_day WHERE day >= ?1 AND day <= ?2 AND (?3 IS NULL OR currency = ?3)
+                  ORDER BY day, currency",
+            )?;
+            let rows = stmt.query_map(rusqlite::params![from, to, currency], |r| {
+                Ok(SalesDay {
+                    day: r.get(0)?,
+                    currency: r.get(1)?,
+                    orders: r.get(2)?,
+                    units: r.get(3)?,
+                    gross: r.get(4)?,
+                    discounts: r.get(5)?,
+                    refunds: r.get(6)?,
+                    net: r.get(7)?,
+                    average_order_value: r.get(8)?,
+                    cancellation_rate: r.get(9)?,
+                    median_seconds_to_ship: r.get(10)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    async fn top_skus(&self, currency: Option<&str>, limit: u32) -> Result<Vec<TopSku>, String> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT sku, currency, units, revenue FROM top_skus WHERE ?1 IS NULL OR currency = ?1
+                  ORDER BY units DESC, revenue DESC, sku LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(rusqlite::params![currency, limit], |r| {
+                Ok(TopSku { sku: r.get(0)?, currency: r.get(1)?, units: r.get(2)?, revenue: r.get(3)? })
+            })?;
+            rows.collect()
+        })
+    }
+}
+
+/// Queries on PostgreSQL, through the read models' pool.
+pub struct PostgresQueries {
+    pool: Pool,
+}
+
+impl PostgresQueries {
+    pub fn new(pool: Pool) -> PostgresQueries {
+        PostgresQueries { pool }
+    }
+
+    async fn json_rows<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<T>, String> {
+        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let stmt = client.prepare_cached(sql).await.map_err(|e| e.to_string())?;
+        let rows = client.query(&stmt, params).await.map_err(|e| e.to_string())?;
+        rows.iter().map(|r| parse(r.get::<_, &str>(0))).collect()
+    }
+}
+
+#[async_trait]
+impl ReadQueries for PostgresQueries {
+    async fn order(&self, order_id: &str) -> Result<Option<OrderStatusRow>, String> {
+        Ok(self.json_rows("SELECT data::text FROM rm_order_status WHERE key = $1", &[&order_id]).await?.pop())
+    }
+
+    async fn orders(&self, f: &OrderFilter) -> Result<Vec<OrderStatusRow>, String> {
+        let (after_at, after_id) = f.after.clone().unzip();
+        let limit = i64::from(f.limit);
+        self.json_rows(
+            "SELECT data::text FROM rm_order_status
+              WHERE data->>'placed_at' IS NOT NULL
+                AND ($1::text IS NULL OR data->>'state' = $1)
+                AND ($2::text IS NULL OR data->>'customer' = $2)
+                AND ($3::text IS NULL OR (data->>'placed_at')::timestamptz >= $3::timestamptz)
+                AND ($4::text IS NULL OR (data->>'placed_at')::timestamptz < $4::timestamptz)
+                AND ($5::text IS NULL OR (data->>'placed_at', key) > ($5, $6::text))
+              ORDER BY data->>'placed_at', key LIMIT $7",
+            &[&f.state, &f.customer, &f.placed_from, &f.placed_to, &after_at, &after_id, &limit],
+        )
+        .await
+    }
+
+    async fn inventory_of_sku(&self, sku: &str) -> Result<Vec<InventoryRow>, String> {
+        self.json_rows("SELECT data::text FROM rm_inventory_levels WHERE data->>'sku' = $1 ORDER BY key", &[&sku])
+            .await
+    }
+
+    async fn inventory_at(&self, location: &str) -> Result<Vec<InventoryRow>, String> {
+        self.json_rows(
+            "SELECT data::text FROM rm_inventory_levels WHERE data->>'location' = $1 ORDER BY key",
+            &[&location],
+        )
+        .await
+    }
+
+    async fn sales(&self, from: &str, to: &str, currency: Option<&str>) -> Result<Vec<SalesDay>, String> {
+        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let rows = client
+            .query(
+                "SELECT day::text, currency, orders, units, gross, discounts, refunds, net, average_order_value,
+                        cancellation_rate, median_seconds_to_ship
+                   FROM sales_by_day WHERE day >= $1::date AND day <= $2::date AND ($3::text IS NULL OR currency = $3)
+                  ORDER BY day, currency",
+                &[&from, &to, &currency],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(rows
+            .iter()
+            .map(|r| SalesDay {
+                day: r.get(0),
+                currency: r.get(1),
+                orders: r.get(2),
+                units: r.get(3),
+                gross: r.get(4),
+                discounts: r.get(5),
+                refunds: r.get(6),
+                net: r.get(7),
+                average_order_value: r.get(8),
+                cancellation_rate: r.get(9),
+                median_seconds_to_ship: r.get(10),
+            })
+            .collect())
+    }
+
+    async fn top_skus(&self, currency: Option<&str>, limit: u32) -> Result<Vec<TopSku>, String> {
+        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let rows = client
+            .query(
+                "SELECT sku, currency, units, revenue FROM top_skus WHERE $1::text IS NULL OR currency = $1
+                  ORDER BY units DESC, revenue DESC, sku LIMIT $2",
+                &[&currency, &i64::from(limit)],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(rows
+            .iter()
+            .map(|r| TopSku { sku: r.get(0), currency: r.get(1), units: r.get(2), revenue: r.get(3) })
+            .collect())
+    }
+}

@@ -1,0 +1,194 @@
+//! `orderlog serve` and `orderlog token`: the HTTP API over a store, and its API tokens.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use orderlog_api::auth::{parse_scopes, PostgresTokens, Scope, SqliteTokens, TokenStore};
+use orderlog_api::metrics::Metrics;
+use orderlog_api::{Api, TimedStore};
+use orderlog_commands::{CommandService, RandomIds, SystemClock};
+use orderlog_projections::projector;
+use orderlog_projections::queries::{PostgresQueries, SqliteQueries};
+use orderlog_store::EventStore;
+
+use crate::{is_postgres, open_store, read_models, DEFAULT_DATABASE};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// A SQLite file path, or a postgres:// URL.
+    #[arg(long, default_value = DEFAULT_DATABASE)]
+    database: String,
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Serve without tokens, letting every request in with every scope. For local
+    /// development only: never on a reachable address.
+    #[arg(long)]
+    insecure_dev: bool,
+    /// Do not run the projectors in this process (run `orderlog project` beside it).
+    #[arg(long)]
+    no_projectors: bool,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Make a token; it is printed once and stored only as a hash.
+    Create {
+        #[arg(long, default_value = DEFAULT_DATABASE)]
+        database: String,
+        /// Who the token is for: recorded as the actor of the events its commands write.
+        #[arg(long)]
+        principal: String,
+        /// Comma-separated: shop, operations, audit, analytics, admin.
+        #[arg(long)]
+        scopes: String,
+    },
+    /// Every token, without secrets.
+    List {
+        #[arg(long, default_value = DEFAULT_DATABASE)]
+        database: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by its id.
+    Revoke {
+        #[arg(long, default_value = DEFAULT_DATABASE)]
+        database: String,
+        id: String,
+    },
+}
+
+async fn tokens(database: &str) -> Result<Arc<dyn TokenStore>> {
+    let opened = open_store(database).await?;
+    drop(opened);
+    if is_postgres(database) {
+        let pool = orderlog_projections::postgres::PostgresRows::connect(database, &[])
+            .await
+            .map_err(anyhow::Error::msg)?
+            .pool();
+        Ok(Arc::new(PostgresTokens::open(pool).await.map_err(anyhow::Error::msg)?))
+    } else {
+        Ok(Arc::new(SqliteTokens::open(database).map_err(anyhow::Error::msg)?))
+    }
+}
+
+pub async fn token(command: TokenCommand) -> Result<()> {
+    match command {
+        TokenCommand::Create { database, principal, scopes } => {
+            let scopes: BTreeSet<Scope> = parse_scopes(&scopes).map_err(|e| anyhow::anyhow!("--scopes: {e}"))?;
+            let made = tokens(&database).await?.create(&principal, &scopes).await.map_err(anyhow::Error::msg)?;
+            eprintln!(
+                "token {} for '{}' with scopes {}; it is shown only now:",
+                made.info.id,
+                made.info.principal,
+                made.info.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+            );
+            println!("{}", made.token);
+        }
+        TokenCommand::List { database, json } => {
+            let list = tokens(&database).await?.list().await.map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string(&list)?);
+            } else {
+                println!("{:<14} {:<24} {:<36} {:<22} revoked", "id", "principal", "scopes", "created");
+                for t in list {
+                    let scopes = t.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
+                    println!(
+                        "{:<14} {:<24} {:<36} {:<22} {}",
+                        t.id,
+                        t.principal,
+                        scopes,
+                        t.created_at,
+                        t.revoked_at.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+        }
+        TokenCommand::Revoke { database, id } => {
+            if !tokens(&database).await?.revoke(&id).await.map_err(anyhow::Error::msg)? {
+                bail!("no token '{id}'; `orderlog token list` shows them");
+            }
+            println!("revoked token {id}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn serve(args: ServeArgs) -> Result<()> {
+    let opened = open_store(&args.database).await?;
+    let metrics = Arc::new(Metrics::default());
+    let store: Arc<dyn EventStore> = Arc::new(TimedStore::new(opened.store.clone(), metrics.clone()));
+    let models = read_models(&args.database, opened.store.clone()).await?;
+    for runner in &models.runners {
+        runner.ensure().await?;
+    }
+    let (queries, tokens): (Arc<dyn orderlog_projections::queries::ReadQueries>, Arc<dyn TokenStore>) =
+        match &models.pool {
+            Some(pool) => (
+                Arc::new(PostgresQueries::new(pool.clone())),
+                Arc::new(PostgresTokens::open(pool.clone()).await.map_err(anyhow::Error::msg)?),
+            ),
+            None => (
+                Arc::new(SqliteQueries::open(&args.database, 4).map_err(anyhow::Error::msg)?),
+                Arc::new(SqliteTokens::open(&args.database).map_err(anyhow::Error::msg)?),
+            ),
+        };
+    if args.insecure_dev {
+        tracing::warn!("INSECURE: --insecure-dev lets every request in with every scope, without a token");
+        eprintln!("WARNING: --insecure-dev: every request is let in with every scope, without a token. Never expose this.");
+    } else if tokens.active().await.map_err(anyhow::Error::msg)? == 0 {
+        bail!(
+            "no API token exists for this database, so no request could be let in; create one with \
+             `orderlog token create --database {} --principal NAME --scopes shop,operations` \
+             (or start with --insecure-dev, for local development only)",
+            orderlog_store::postgres::redact(&args.database)
+        );
+    }
+    let running = Arc::new(AtomicBool::new(true));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let projectors = if args.no_projectors {
+        None
+    } else {
+        let (log, runners, running) = (opened.store.clone(), models.runners.clone(), running.clone());
+        Some(tokio::spawn(async move {
+            let ended = projector::run_live(log, runners, stopped).await;
+            running.store(false, Ordering::Relaxed);
+            for (name, result) in ended {
+                if let Err(e) = result {
+                    tracing::error!(projection = name, error = %e, "projection stopped");
+                }
+            }
+        }))
+    };
+    let service = Arc::new(CommandService::new(store.clone(), Arc::new(SystemClock), Arc::new(RandomIds)));
+    let api = Arc::new(Api {
+        service,
+        store,
+        queries,
+        tokens,
+        runners: models.runners.clone(),
+        metrics,
+        insecure_dev: args.insecure_dev,
+        projections_running: running,
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("--listen: cannot listen on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    println!("listening on http://{address}");
+    tracing::info!(%address, database = %orderlog_store::postgres::redact(&args.database), "serving");
+    axum::serve(listener, orderlog_api::router(api))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    let _ = stop.send(true);
+    if let Some(projectors) = projectors {
+        let _ = projectors.await;
+    }
+    Ok(())
+}
