@@ -139,7 +139,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         };
     if args.insecure_dev {
         tracing::warn!("INSECURE: --insecure-dev lets every request in with every scope, without a token");
-        eprintln!("WARNING: --insecure-dev: every request is let in with every scope, without a token. Never expose this.");
+        eprintln!(
+            "WARNING: --insecure-dev: every request is let in with every scope, without a token. Never expose this."
+        );
     } else if tokens.active().await.map_err(anyhow::Error::msg)? == 0 {
         bail!(
             "no API token exists for this database, so no request could be let in; create one with \

@@ -59,9 +59,10 @@ impl fmt::Display for Scope {
 impl FromStr for Scope {
     type Err = String;
     fn from_str(s: &str) -> Result<Scope, String> {
-        Scope::ALL.into_iter().find(|scope| scope.as_str() == s).ok_or_else(|| {
-            format!("unknown scope '{s}'; scopes are {}", Scope::ALL.map(Scope::as_str).join(", "))
-        })
+        Scope::ALL
+            .into_iter()
+            .find(|scope| scope.as_str() == s)
+            .ok_or_else(|| format!("unknown scope '{s}'; scopes are {}", Scope::ALL.map(Scope::as_str).join(", ")))
     }
 }
 
@@ -212,7 +213,13 @@ impl TokenStore for SqliteTokens {
         })?;
         rows.into_iter()
             .map(|(id, principal, scopes, created_at, revoked_at)| {
-                Ok(TokenInfo { id, principal, scopes: parse_scopes(&scopes)?.into_iter().collect(), created_at, revoked_at })
+                Ok(TokenInfo {
+                    id,
+                    principal,
+                    scopes: parse_scopes(&scopes)?.into_iter().collect(),
+                    created_at,
+                    revoked_at,
+                })
             })
             .collect()
     }
@@ -341,9 +348,11 @@ mod tests {
         assert!(made.token.starts_with(&format!("olt_{}_", made.info.id)));
         let stored: String = Connection::open(&path)
             .unwrap()
-            .query_row("SELECT group_concat(id || principal || scopes || token_sha256) FROM orderlog_api_tokens", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT group_concat(id || principal || scopes || token_sha256) FROM orderlog_api_tokens",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert!(!stored.contains(&made.token[made.token.len() - 64..]), "the secret is not stored");
         let principal = tokens.authenticate(&made.token).await.unwrap().unwrap();

@@ -322,8 +322,14 @@ async fn set_shipping_address(
     Body(address): Body<Address>,
 ) -> Result<Response, Problem> {
     let command = CartCommand::SetShippingAddress { address };
-    run(&api, &p, &headers, "cart.set_shipping_address", Command::Cart { cart_id: id(CartId::parse(cart_id))?, command })
-        .await
+    run(
+        &api,
+        &p,
+        &headers,
+        "cart.set_shipping_address",
+        Command::Cart { cart_id: id(CartId::parse(cart_id))?, command },
+    )
+    .await
 }
 
 /// Selects a cart's shipping method: `{"id": "dhl", "price": {"amount": 490, "currency": "EUR"}}`.
@@ -637,8 +643,7 @@ async fn expect_incoming(
     Body(body): Body<Quantity>,
 ) -> Result<Response, Problem> {
     let command = StockCommand::ExpectIncoming { quantity: body.quantity };
-    run(&api, &p, &headers, "stock.expect_incoming", Command::Stock { stock: stock_key(sku, location)?, command })
-        .await
+    run(&api, &p, &headers, "stock.expect_incoming", Command::Stock { stock: stock_key(sku, location)?, command }).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -133,12 +133,10 @@ pub fn router_and_doc(api: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .layer(middleware::from_fn_with_state(api.clone(), measure))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(api)
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-                tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id = %id)
-            }),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id = %id)
+        }))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
     (router, doc)
@@ -194,7 +192,8 @@ async fn authorize(
 
 /// Whether the server can serve: the store answers and no projection has stopped.
 pub(crate) async fn readiness(api: &Api) -> Result<serde_json::Value, Problem> {
-    let head = api.store.head().await.map_err(|e| Problem::unavailable(format!("the event store does not answer: {e}")))?;
+    let head =
+        api.store.head().await.map_err(|e| Problem::unavailable(format!("the event store does not answer: {e}")))?;
     if !api.projections_running.load(Ordering::Relaxed) {
         return Err(Problem::unavailable("the projections are not running"));
     }

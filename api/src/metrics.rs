@@ -79,7 +79,8 @@ impl Metrics {
         out.push_str("# HELP orderlog_commands_total Commands handled, by type and outcome.\n");
         out.push_str("# TYPE orderlog_commands_total counter\n");
         for ((command, outcome), n) in self.commands.lock().expect("metrics lock").iter() {
-            let _ = writeln!(out, "orderlog_commands_total{{command=\"{}\",outcome=\"{outcome}\"}} {n}", escape(command));
+            let _ =
+                writeln!(out, "orderlog_commands_total{{command=\"{}\",outcome=\"{outcome}\"}} {n}", escape(command));
         }
         out.push_str("# HELP orderlog_append_duration_seconds Time to append a command's events to the log.\n");
         out.push_str("# TYPE orderlog_append_duration_seconds histogram\n");

@@ -254,7 +254,9 @@ pub struct SalesParams {
 fn currency(value: Option<String>) -> Result<Option<String>, Problem> {
     value
         .map(|c| {
-            Currency::parse(&c).map(|c| c.code().to_string()).map_err(|r| Problem::bad_request(format!("currency: {}", r.reason)))
+            Currency::parse(&c)
+                .map(|c| c.code().to_string())
+                .map_err(|r| Problem::bad_request(format!("currency: {}", r.reason)))
         })
         .transpose()
 }
@@ -274,7 +276,8 @@ async fn sales_report(State(api): State<Shared>, Query(p): Query<SalesParams>) -
         return Err(Problem::bad_request(format!("from ({from}) is after to ({to})")));
     }
     let currency = currency(p.currency)?;
-    let days = api.queries.sales(&from.to_string(), &to.to_string(), currency.as_deref()).await.map_err(query_problem)?;
+    let days =
+        api.queries.sales(&from.to_string(), &to.to_string(), currency.as_deref()).await.map_err(query_problem)?;
     Ok(Json(days))
 }
 
@@ -557,17 +560,26 @@ async fn metrics(State(api): State<Shared>) -> Response {
         extra.push_str("# HELP orderlog_projection_events_behind Events in the log a projection has not folded.\n");
         extra.push_str("# TYPE orderlog_projection_events_behind gauge\n");
         for s in &statuses {
-            let _ = writeln!(extra, "orderlog_projection_events_behind{{projection=\"{}\"}} {}", s.name, s.events_behind);
+            let _ =
+                writeln!(extra, "orderlog_projection_events_behind{{projection=\"{}\"}} {}", s.name, s.events_behind);
         }
-        extra.push_str("# HELP orderlog_projection_seconds_behind Age of the oldest event a projection has not folded.\n");
+        extra.push_str(
+            "# HELP orderlog_projection_seconds_behind Age of the oldest event a projection has not folded.\n",
+        );
         extra.push_str("# TYPE orderlog_projection_seconds_behind gauge\n");
         for s in &statuses {
-            let _ = writeln!(extra, "orderlog_projection_seconds_behind{{projection=\"{}\"}} {}", s.name, s.seconds_behind);
+            let _ =
+                writeln!(extra, "orderlog_projection_seconds_behind{{projection=\"{}\"}} {}", s.name, s.seconds_behind);
         }
         extra.push_str("# HELP orderlog_projection_failed Whether a projection has stopped on an error.\n");
         extra.push_str("# TYPE orderlog_projection_failed gauge\n");
         for s in &statuses {
-            let _ = writeln!(extra, "orderlog_projection_failed{{projection=\"{}\"}} {}", s.name, u8::from(s.error.is_some()));
+            let _ = writeln!(
+                extra,
+                "orderlog_projection_failed{{projection=\"{}\"}} {}",
+                s.name,
+                u8::from(s.error.is_some())
+            );
         }
     }
     let mut response = api.metrics.render(&extra).into_response();

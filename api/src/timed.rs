@@ -29,7 +29,12 @@ impl EventStore for TimedStore {
         outcome
     }
 
-    async fn read_stream(&self, stream_id: &str, from_version: u64, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        limit: u32,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         self.inner.read_stream(stream_id, from_version, limit).await
     }
 

@@ -108,7 +108,11 @@ impl SqliteQueries {
         f(&conn).map_err(|e| e.to_string())
     }
 
-    fn rows<T: serde::de::DeserializeOwned>(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<Vec<T>, String> {
+    fn rows<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<T>, String> {
         let json: Vec<String> = self.with(|conn| {
             let mut stmt = conn.prepare_cached(sql)?;
             let rows = stmt.query_map(params, |r| r.get::<_, String>(0))?;
@@ -145,10 +149,7 @@ impl ReadQueries for SqliteQueries {
     }
 
     async fn inventory_of_sku(&self, sku: &str) -> Result<Vec<InventoryRow>, String> {
-        self.rows(
-            "SELECT data FROM rm_inventory_levels WHERE json_extract(data, '$.sku') = ?1 ORDER BY key",
-            &[&sku],
-        )
+        self.rows("SELECT data FROM rm_inventory_levels WHERE json_extract(data, '$.sku') = ?1 ORDER BY key", &[&sku])
     }
 
     async fn inventory_at(&self, location: &str) -> Result<Vec<InventoryRow>, String> {
@@ -245,8 +246,7 @@ impl ReadQueries for PostgresQueries {
     }
 
     async fn inventory_of_sku(&self, sku: &str) -> Result<Vec<InventoryRow>, String> {
-        self.json_rows("SELECT data::text FROM rm_inventory_levels WHERE data->>'sku' = $1 ORDER BY key", &[&sku])
-            .await
+        self.json_rows("SELECT data::text FROM rm_inventory_levels WHERE data->>'sku' = $1 ORDER BY key", &[&sku]).await
     }
 
     async fn inventory_at(&self, location: &str) -> Result<Vec<InventoryRow>, String> {

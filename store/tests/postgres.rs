@@ -348,7 +348,13 @@ async fn the_log_is_read_in_numeric_commit_order() {
     let db = TestDatabase::create().await;
     let store = PostgresStore::connect_url(&db.url).await.unwrap();
     let client = admin(&db.url).await;
-    for (tx_id, stream) in [("10000", "b"), ("9999", "a"), ("100000", "c")] {
+    // Ids below the server's oldest running transaction (a reader sees nothing newer) that
+    // cross a digit boundary: 9 999 < 10 000 < 10 001, but "10000" < "10001" < "9999".
+    let xmin: i64 =
+        client.query_one("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint", &[]).await.unwrap().get(0);
+    let boundary = 10i64.pow((xmin - 2).max(10).ilog10());
+    let ids = [boundary, boundary - 1, boundary + 1].map(|id| id.to_string());
+    for (tx_id, stream) in [(ids[0].as_str(), "b"), (ids[1].as_str(), "a"), (ids[2].as_str(), "c")] {
         client
             .execute(
                 "INSERT INTO orderlog_events (tx_id, stream_id, version, event_id, event_type, schema_version, payload,
@@ -362,7 +368,8 @@ async fn the_log_is_read_in_numeric_commit_order() {
     }
     let all = store.read_all(LogCursor::START, 10).await.unwrap();
     let commits: Vec<u64> = all.iter().map(|e| e.commit).collect();
-    assert_eq!(commits, [9_999, 10_000, 100_000]);
+    let boundary = boundary as u64;
+    assert_eq!(commits, [boundary - 1, boundary, boundary + 1]);
     let mut cursor = LogCursor::START;
     let mut paged = Vec::new();
     while let Some(event) = store.read_all(cursor, 1).await.unwrap().pop() {
