@@ -130,6 +130,7 @@ pub fn router_and_doc(api: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .method_not_allowed_fallback(|| async {
             Problem::new(StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method; see /openapi.json")
         })
+        .layer(middleware::from_fn(as_problem))
         .layer(middleware::from_fn_with_state(api.clone(), measure))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(api)
@@ -155,6 +156,27 @@ async fn measure(State(api): State<Shared>, request: Request, next: Next) -> Res
     let response = next.run(request).await;
     api.metrics.request(&method, &route, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// Turns an error response that is not yet a problem (axum's rejections of a path or a
+/// query string) into one, keeping its status and message.
+async fn as_problem(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let bytes = axum::body::to_bytes(response.into_body(), 16 * 1024).await.unwrap_or_default();
+    let detail = String::from_utf8_lossy(&bytes).trim().to_string();
+    if status.is_server_error() {
+        return Problem::internal(detail).into_response();
+    }
+    let detail = if detail.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { detail };
+    Problem::new(status, detail).into_response()
 }
 
 /// Lets a request in if its bearer token is valid (401 otherwise) and has one of `scopes`

@@ -236,8 +236,8 @@ impl ReadQueries for PostgresQueries {
               WHERE data->>'placed_at' IS NOT NULL
                 AND ($1::text IS NULL OR data->>'state' = $1)
                 AND ($2::text IS NULL OR data->>'customer' = $2)
-                AND ($3::text IS NULL OR (data->>'placed_at')::timestamptz >= $3::timestamptz)
-                AND ($4::text IS NULL OR (data->>'placed_at')::timestamptz < $4::timestamptz)
+                AND ($3::text IS NULL OR (data->>'placed_at')::timestamptz >= $3::text::timestamptz)
+                AND ($4::text IS NULL OR (data->>'placed_at')::timestamptz < $4::text::timestamptz)
                 AND ($5::text IS NULL OR (data->>'placed_at', key) > ($5, $6::text))
               ORDER BY data->>'placed_at', key LIMIT $7",
             &[&f.state, &f.customer, &f.placed_from, &f.placed_to, &after_at, &after_id, &limit],
@@ -263,7 +263,7 @@ impl ReadQueries for PostgresQueries {
             .query(
                 "SELECT day::text, currency, orders, units, gross, discounts, refunds, net, average_order_value,
                         cancellation_rate, median_seconds_to_ship
-                   FROM sales_by_day WHERE day >= $1::date AND day <= $2::date AND ($3::text IS NULL OR currency = $3)
+                   FROM sales_by_day WHERE day >= $1::text::date AND day <= $2::text::date AND ($3::text IS NULL OR currency = $3)
                   ORDER BY day, currency",
                 &[&from, &to, &currency],
             )

@@ -1,0 +1,699 @@
+//! The real router, driven through `oneshot`, over a real SQLite store (and PostgreSQL for
+//! the flow): every route, each scope boundary, each error class, idempotent retries, and
+//! the OpenAPI document against the routes.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use orderlog_api::auth::{parse_scopes, PostgresTokens, Scope, SqliteTokens, TokenStore};
+use orderlog_api::metrics::Metrics;
+use orderlog_api::{router_and_doc, Api, TimedStore};
+use orderlog_commands::{CommandService, RandomIds, SystemClock};
+use orderlog_projections::inventory::{InventoryTable, INVENTORY_VIEWS_POSTGRES, INVENTORY_VIEWS_SQLITE};
+use orderlog_projections::orders::{OrderStatusRow, OrderStatusTable, ORDER_VIEWS_POSTGRES, ORDER_VIEWS_SQLITE};
+use orderlog_projections::postgres::PostgresRows;
+use orderlog_projections::projector::{self, AnyRunner};
+use orderlog_projections::queries::{OrderFilter, PostgresQueries, ReadQueries, SalesDay, SqliteQueries, TopSku};
+use orderlog_projections::sqlite::SqliteRows;
+use orderlog_projections::table::RowStore;
+use orderlog_store::postgres::testing::TestDatabase;
+use orderlog_store::{EventStore, PostgresStore, SqliteStore};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+struct App {
+    router: Router,
+    doc: utoipa::openapi::OpenApi,
+    tokens: Arc<dyn TokenStore>,
+    store: Arc<dyn EventStore>,
+    _stop: tokio::sync::watch::Sender<bool>,
+    _keep: Box<dyn std::any::Any + Send>,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+    text: String,
+}
+
+fn build(
+    store: Arc<dyn EventStore>,
+    rows: Arc<dyn RowStore>,
+    queries: Arc<dyn ReadQueries>,
+    tokens: Arc<dyn TokenStore>,
+    keep: Box<dyn std::any::Any + Send>,
+) -> App {
+    let metrics = Arc::new(Metrics::default());
+    let timed: Arc<dyn EventStore> = Arc::new(TimedStore::new(store.clone(), metrics.clone()));
+    let runners: Vec<Arc<dyn AnyRunner>> = vec![
+        projector::runner::<InventoryTable>(store.clone(), rows.clone()),
+        projector::runner::<OrderStatusTable>(store.clone(), rows),
+    ];
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(projector::run_live(store.clone(), runners.clone(), stopped));
+    let service = Arc::new(CommandService::new(timed.clone(), Arc::new(SystemClock), Arc::new(RandomIds)));
+    let api = Arc::new(Api {
+        service,
+        store: timed,
+        queries,
+        tokens: tokens.clone(),
+        runners,
+        metrics,
+        insecure_dev: false,
+        projections_running: Arc::new(AtomicBool::new(true)),
+    });
+    let (router, doc) = router_and_doc(api);
+    App { router, doc, tokens, store, _stop: stop, _keep: keep }
+}
+
+impl App {
+    fn sqlite() -> App {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orderlog.db");
+        let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&path).unwrap());
+        let views = [INVENTORY_VIEWS_SQLITE, ORDER_VIEWS_SQLITE].concat();
+        let rows: Arc<dyn RowStore> = Arc::new(SqliteRows::open(&path, &views).unwrap());
+        let queries = Arc::new(SqliteQueries::open(&path, 2).unwrap());
+        let tokens = Arc::new(SqliteTokens::open(&path).unwrap());
+        build(store, rows, queries, tokens, Box::new(dir))
+    }
+
+    async fn postgres() -> App {
+        let db = TestDatabase::create().await;
+        let store: Arc<dyn EventStore> = Arc::new(PostgresStore::connect_url(&db.url).await.unwrap());
+        let views = [INVENTORY_VIEWS_POSTGRES, ORDER_VIEWS_POSTGRES].concat();
+        let rows = PostgresRows::connect(&db.url, &views).await.unwrap();
+        let pool = rows.pool();
+        let queries = Arc::new(PostgresQueries::new(pool.clone()));
+        let tokens = Arc::new(PostgresTokens::open(pool).await.unwrap());
+        build(store, Arc::new(rows), queries, tokens, Box::new(db))
+    }
+
+    async fn token(&self, scopes: &str) -> String {
+        self.tokens.create("tester", &parse_scopes(scopes).unwrap()).await.unwrap().token
+    }
+
+    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        self.send(method, path, token, body.map(|b| b.to_string()), &[]).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(body.map_or_else(Body::empty, Body::from)).unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        if headers.get("content-type").is_some_and(|v| v == "text/event-stream") {
+            // A live stream does not end: its status and headers are the answer.
+            return Reply { status, headers, body: Value::Null, text: String::new() };
+        }
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply { status, headers, body, text }
+    }
+
+    /// Calls and insists on 200 (or 201/204), returning the body.
+    async fn ok(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Value {
+        let reply = self.call(method.clone(), path, Some(token), body).await;
+        assert!(reply.status.is_success(), "{method} {path}: {} {}", reply.status, reply.text);
+        reply.body
+    }
+}
+
+fn eur(amount: i64) -> Value {
+    json!({"amount": amount, "currency": "EUR"})
+}
+
+/// A cart with one line of `qty` mugs, ready to check out.
+async fn fill_cart(app: &App, token: &str, cart: &str, qty: u32) {
+    app.ok(
+        Method::POST,
+        "/carts",
+        token,
+        Some(json!({"cart_id": cart, "currency": "EUR", "customer": {"kind": "guest", "email": "ann@example.com"}})),
+    )
+    .await;
+    let item = json!({"sku": "mug", "quantity": qty, "unit_price": eur(900)});
+    app.ok(Method::POST, &format!("/carts/{cart}/items"), token, Some(item)).await;
+    let address =
+        json!({"name": "Ann", "line1": "Main St 1", "city": "Berlin", "postal_code": "10115", "country": "DE"});
+    app.ok(Method::PUT, &format!("/carts/{cart}/shipping-address"), token, Some(address)).await;
+    let method = json!({"id": "dhl", "price": eur(490)});
+    app.ok(Method::PUT, &format!("/carts/{cart}/shipping-method"), token, Some(method)).await;
+}
+
+async fn order_when_caught_up(app: &App, token: &str, order: &str, position: u64) -> Value {
+    app.ok(Method::GET, &format!("/orders/{order}?wait_for={position}&timeout_ms=10000"), token, None).await
+}
+
+/// Every command and read route in one shop's day.
+async fn a_day_at_the_shop(app: App) {
+    let all = app.token("shop,operations,audit,analytics,admin").await;
+    let t = all.as_str();
+    for (path, body) in [
+        ("/stock/mug/berlin/receipts", json!({"quantity": 10})),
+        ("/stock/tea/berlin/receipts", json!({"quantity": 5})),
+        ("/stock/mug/berlin/adjustments", json!({"delta": -1, "reason": "damage"})),
+        ("/stock/mug/berlin/incoming", json!({"quantity": 20})),
+    ] {
+        app.ok(Method::POST, path, t, Some(body)).await;
+    }
+    app.ok(Method::PUT, "/stock/mug/berlin/safety-stock", t, Some(json!({"quantity": 1}))).await;
+    app.ok(Method::PUT, "/stock/tea/berlin/backorders", t, Some(json!({"allowed": false}))).await;
+
+    fill_cart(&app, t, "c1", 3).await;
+    app.ok(Method::POST, "/carts/c1/items", t, Some(json!({"sku": "tea", "quantity": 1, "unit_price": eur(450)})))
+        .await;
+    app.ok(Method::PATCH, "/carts/c1/items/mug", t, Some(json!({"quantity": 2}))).await;
+    app.ok(Method::DELETE, "/carts/c1/items/tea", t, None).await;
+    let discount = json!({"discount": {"code": "SPRING", "kind": {"kind": "percentage", "basis_points": 1000}}});
+    app.ok(Method::PUT, "/carts/c1/discount", t, Some(discount)).await;
+    app.ok(Method::DELETE, "/carts/c1/discount", t, None).await;
+    app.ok(Method::PUT, "/carts/c1/contact", t, Some(json!({"email": "ann@example.org"}))).await;
+    let placed =
+        app.ok(Method::POST, "/carts/c1/checkout", t, Some(json!({"order_id": "o1", "location": "berlin"}))).await;
+    assert_eq!(placed["order_id"], "o1");
+    let position = placed["position"].as_u64().unwrap();
+    let order = order_when_caught_up(&app, t, "o1", position).await;
+    assert_eq!((order["state"].as_str(), order["total"].as_i64()), (Some("placed"), Some(2 * 900 + 490)));
+    assert_eq!(order["email"], "ann@example.org");
+    assert_eq!(order["timeline"][0]["actor"], "tester", "the token's principal is the actor");
+
+    let total = eur(2 * 900 + 490);
+    let pay = |body: Value| async { app.ok(Method::POST, "/orders/o1/payments", t, Some(body)).await };
+    pay(json!({"type": "authorized", "amount": total, "provider_ref": "pi_1", "provider_event_id": "evt_1"})).await;
+    pay(json!({"type": "failed", "reason": "card declined on retry", "provider_event_id": "evt_2"})).await;
+    let lines = json!([{"sku": "mug", "quantity": 2}]);
+    app.ok(
+        Method::POST,
+        "/shipments",
+        t,
+        Some(json!({"shipment_id": "s1", "order_id": "o1", "location": "berlin", "lines": lines})),
+    )
+    .await;
+    app.ok(Method::POST, "/shipments/s1/pack", t, None).await;
+    app.ok(Method::POST, "/shipments/s1/ship", t, Some(json!({"carrier": "DHL", "tracking_number": "T1"}))).await;
+    pay(json!({"type": "captured", "amount": total, "provider_event_id": "evt_3"})).await;
+    app.ok(Method::POST, "/shipments/s1/delivery-failed", t, Some(json!({"reason": "nobody home"}))).await;
+    app.ok(Method::POST, "/shipments/s1/deliver", t, Some(json!({"event_id": "dhl-9"}))).await;
+    app.ok(Method::POST, "/orders/o1/complete", t, None).await;
+    let ret = json!({"return_id": "r1", "lines": [{"sku": "mug", "quantity": 1}], "reason": "chipped"});
+    app.ok(Method::POST, "/orders/o1/returns", t, Some(ret)).await;
+    let received = json!({"lines": [{"sku": "mug", "quantity": 1, "restock": true}]});
+    app.ok(Method::POST, "/orders/o1/returns/r1/receive", t, Some(received)).await;
+    let refunded = app
+        .ok(
+            Method::POST,
+            "/orders/o1/payments",
+            t,
+            Some(json!({"type": "refunded", "amount": eur(900), "provider_event_id": "evt_4"})),
+        )
+        .await;
+
+    fill_cart(&app, t, "c2", 1).await;
+    app.ok(Method::POST, "/carts/c2/checkout", t, Some(json!({"order_id": "o2", "location": "berlin"}))).await;
+    let auth =
+        json!({"type": "authorized", "amount": eur(900 + 490), "provider_ref": "pi_2", "provider_event_id": "evt_6"});
+    app.ok(Method::POST, "/orders/o2/payments", t, Some(auth)).await;
+    app.ok(Method::POST, "/orders/o2/cancel", t, Some(json!({"reason": "changed mind"}))).await;
+    let void = json!({"type": "voided", "provider_event_id": "evt_5"});
+    let o2 = app.ok(Method::POST, "/orders/o2/payments", t, Some(void)).await;
+    fill_cart(&app, t, "c3", 1).await;
+    app.ok(Method::POST, "/carts/c3/checkout", t, Some(json!({"order_id": "o3", "location": "berlin"}))).await;
+    let auth =
+        json!({"type": "authorized", "amount": eur(900 + 490), "provider_ref": "pi_3", "provider_event_id": "evt_7"});
+    app.ok(Method::POST, "/orders/o3/payments", t, Some(auth)).await;
+    let lines = json!([{"sku": "mug", "quantity": 1}]);
+    app.ok(
+        Method::POST,
+        "/shipments",
+        t,
+        Some(json!({"shipment_id": "s3", "order_id": "o3", "location": "berlin", "lines": lines})),
+    )
+    .await;
+    app.ok(Method::POST, "/shipments/s3/cancel", t, Some(json!({"reason": "address check"}))).await;
+
+    // Reads.
+    let o1 = order_when_caught_up(&app, t, "o1", refunded["position"].as_u64().unwrap()).await;
+    assert_eq!(
+        (o1["state"].as_str(), o1["payment_status"].as_str(), o1["fulfilment_status"].as_str()),
+        (Some("completed"), Some("partially_refunded"), Some("delivered"))
+    );
+    let o2 = order_when_caught_up(&app, t, "o2", o2["position"].as_u64().unwrap()).await;
+    assert_eq!(o2["state"], "cancelled");
+    let page = app.ok(Method::GET, "/orders?limit=2", t, None).await;
+    assert_eq!(page["orders"].as_array().unwrap().len(), 2);
+    let next = page["next"].as_str().unwrap().to_string();
+    let rest = app.ok(Method::GET, &format!("/orders?limit=2&after={next}"), t, None).await;
+    let ids: Vec<&str> = page["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest["orders"].as_array().unwrap())
+        .map(|o| o["order_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["o1", "o2", "o3"], "cursor pagination neither skips nor repeats");
+    assert_eq!(rest["next"], Value::Null);
+    let cancelled = app.ok(Method::GET, "/orders?state=cancelled&customer=guest", t, None).await;
+    assert_eq!(cancelled["orders"].as_array().unwrap().len(), 1);
+    let mug = app.ok(Method::GET, "/inventory/skus/mug", t, None).await;
+    // 10 received, 1 damaged, 2 shipped, 1 returned and restocked, o3's unit released.
+    assert_eq!(mug["on_hand"], 10 - 1 - 2 + 1);
+    assert_eq!(mug["locations"].as_array().unwrap().len(), 1);
+    let berlin = app.ok(Method::GET, "/inventory/locations/berlin", t, None).await;
+    assert_eq!(berlin["items"].as_array().unwrap().len(), 2);
+    let today = chrono::Utc::now().date_naive();
+    let sales = app.ok(Method::GET, &format!("/reports/sales?from={today}&to={today}&currency=EUR"), t, None).await;
+    assert_eq!(sales[0]["orders"], 3);
+    assert_eq!(sales[0]["refunds"], 900);
+    let top = app.ok(Method::GET, "/reports/top-skus?currency=EUR", t, None).await;
+    assert_eq!(top[0]["sku"], "mug");
+    let history = app.ok(Method::GET, "/streams/order-o1", t, None).await;
+    assert_eq!(history["events"][0]["type"], "OrderPlaced");
+    assert_eq!(history["events"][0]["metadata"]["actor"], "tester");
+    assert_eq!(history["version"], history["events"].as_array().unwrap().len());
+
+    // The feed, page by page, equals the log; the live feed resumes from a cursor.
+    let mut after = String::new();
+    let mut fed = Vec::new();
+    loop {
+        let path =
+            if after.is_empty() { "/events?limit=7".to_string() } else { format!("/events?limit=7&after={after}") };
+        let reply = app.send(Method::GET, &path, Some(t), None, &[]).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.headers["content-type"], "application/x-ndjson");
+        let lines: Vec<Value> = reply.text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        if lines.is_empty() {
+            break;
+        }
+        after = reply.headers["orderlog-next-after"].to_str().unwrap().to_string();
+        assert_eq!(lines.last().unwrap()["cursor"], after.as_str());
+        fed.extend(lines.iter().map(|l| l["position"].as_u64().unwrap()));
+    }
+    let logged: Vec<u64> = app
+        .store
+        .read_all(orderlog_store::LogCursor::START, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(fed, logged);
+    live_feed_resumes(&app, t, &logged).await;
+
+    let tokens = app.ok(Method::GET, "/tokens", t, None).await;
+    assert!(tokens.as_array().unwrap().iter().all(|t| t.get("token").is_none() && t.get("token_sha256").is_none()));
+    let made =
+        app.call(Method::POST, "/tokens", Some(t), Some(json!({"principal": "bi", "scopes": ["analytics"]}))).await;
+    assert_eq!(made.status, StatusCode::CREATED);
+    let bi = made.body["token"].as_str().unwrap().to_string();
+    app.ok(Method::GET, "/reports/top-skus", &bi, None).await;
+    let id = made.body["id"].as_str().unwrap();
+    let revoked = app.call(Method::DELETE, &format!("/tokens/{id}"), Some(t), None).await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.call(Method::GET, "/reports/top-skus", Some(&bi), None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.call(Method::DELETE, "/tokens/nope", Some(t), None).await.status, StatusCode::NOT_FOUND);
+
+    assert_eq!(app.call(Method::GET, "/health", None, None).await.body["status"], "ok");
+    let ready = app.call(Method::GET, "/ready", None, None).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
+    let metrics = app.call(Method::GET, "/metrics", None, None).await.text;
+    assert!(metrics.contains("orderlog_http_request_duration_seconds_bucket{method=\"POST\",route=\"/carts/{cart_id}/checkout\",status=\"200\""));
+    assert!(metrics.contains("orderlog_commands_total{command=\"checkout\",outcome=\"ok\"} 3"), "{metrics}");
+    assert!(metrics.contains("orderlog_append_duration_seconds_count "));
+    assert!(metrics.contains("orderlog_projection_events_behind{projection=\"order_status\"}"));
+}
+
+/// Reads the live feed from `logged[2]`'s cursor, disconnects, and resumes from the last id.
+async fn live_feed_resumes(app: &App, token: &str, logged: &[u64]) {
+    let events = app.store.read_all(orderlog_store::LogCursor::START, 3).await.unwrap();
+    let start = format!("{}.{}", events[2].commit, events[2].position);
+    let mut seen = Vec::new();
+    let mut last_id = start;
+    for _ in 0..2 {
+        let request = Request::get("/events/live")
+            .header("authorization", format!("Bearer {token}"))
+            .header("last-event-id", &last_id)
+            .body(Body::empty())
+            .unwrap();
+        let response = app.router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let mut body = response.into_body();
+        let mut text = String::new();
+        // Take a few events, then drop the connection.
+        while text.matches("\n\n").count() < 4 {
+            let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame()).await.unwrap();
+            if let Some(data) = frame.unwrap().unwrap().data_ref() {
+                text.push_str(std::str::from_utf8(data).unwrap());
+            }
+        }
+        for block in text.split("\n\n").filter(|b| b.contains("data:")).take(4) {
+            let id = block.lines().find_map(|l| l.strip_prefix("id: ")).unwrap().to_string();
+            let data: Value =
+                serde_json::from_str(block.lines().find_map(|l| l.strip_prefix("data: ")).unwrap()).unwrap();
+            assert_eq!(data["cursor"], id.as_str());
+            seen.push(data["position"].as_u64().unwrap());
+            last_id = id;
+        }
+    }
+    assert_eq!(seen, logged[3..11], "no event skipped or repeated across the reconnect");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_works_on_sqlite() {
+    a_day_at_the_shop(App::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_works_on_postgres() {
+    a_day_at_the_shop(App::postgres().await).await;
+}
+
+/// Every protected route, with the scopes that may call it.
+fn protected() -> Vec<(Method, &'static str, &'static [Scope])> {
+    use Scope::*;
+    const SHOP: &[Scope] = &[Shop];
+    const OPS: &[Scope] = &[Operations];
+    vec![
+        (Method::POST, "/carts", SHOP),
+        (Method::POST, "/carts/c1/items", SHOP),
+        (Method::PATCH, "/carts/c1/items/mug", SHOP),
+        (Method::DELETE, "/carts/c1/items/mug", SHOP),
+        (Method::PUT, "/carts/c1/discount", SHOP),
+        (Method::DELETE, "/carts/c1/discount", SHOP),
+        (Method::PUT, "/carts/c1/contact", SHOP),
+        (Method::PUT, "/carts/c1/shipping-address", SHOP),
+        (Method::PUT, "/carts/c1/shipping-method", SHOP),
+        (Method::POST, "/carts/c1/checkout", SHOP),
+        (Method::POST, "/orders/o1/cancel", OPS),
+        (Method::POST, "/orders/o1/payments", OPS),
+        (Method::POST, "/orders/o1/complete", OPS),
+        (Method::POST, "/orders/o1/returns", OPS),
+        (Method::POST, "/orders/o1/returns/r1/receive", OPS),
+        (Method::POST, "/stock/mug/berlin/receipts", OPS),
+        (Method::POST, "/stock/mug/berlin/adjustments", OPS),
+        (Method::PUT, "/stock/mug/berlin/safety-stock", OPS),
+        (Method::POST, "/stock/mug/berlin/incoming", OPS),
+        (Method::PUT, "/stock/mug/berlin/backorders", OPS),
+        (Method::POST, "/shipments", OPS),
+        (Method::POST, "/shipments/s1/pack", OPS),
+        (Method::POST, "/shipments/s1/ship", OPS),
+        (Method::POST, "/shipments/s1/deliver", OPS),
+        (Method::POST, "/shipments/s1/delivery-failed", OPS),
+        (Method::POST, "/shipments/s1/cancel", OPS),
+        (Method::GET, "/orders/o1", &[Shop, Operations, Audit]),
+        (Method::GET, "/orders", &[Operations, Audit]),
+        (Method::GET, "/inventory/skus/mug", &[Shop, Operations]),
+        (Method::GET, "/inventory/locations/berlin", OPS),
+        (Method::GET, "/reports/sales?from=2026-01-01&to=2026-01-02", &[Operations, Analytics]),
+        (Method::GET, "/reports/top-skus", &[Operations, Analytics]),
+        (Method::GET, "/streams/order-o1", &[Audit]),
+        (Method::GET, "/events", &[Audit, Analytics]),
+        (Method::GET, "/events/live", &[Audit, Analytics]),
+        (Method::GET, "/tokens", &[Admin]),
+        (Method::POST, "/tokens", &[Admin]),
+        (Method::DELETE, "/tokens/abc", &[Admin]),
+    ]
+}
+
+#[tokio::test]
+async fn each_route_refuses_tokens_without_its_scope() {
+    let app = App::sqlite();
+    let mut by_scope = std::collections::BTreeMap::new();
+    for scope in Scope::ALL {
+        by_scope.insert(scope, app.token(scope.as_str()).await);
+    }
+    for (method, path, allowed) in protected() {
+        // A body that parses for no route: the scope is checked before the body.
+        let body = Some(json!({"not": "a valid body"}));
+        let none = app.call(method.clone(), path, None, body.clone()).await;
+        assert_eq!(none.status, StatusCode::UNAUTHORIZED, "{method} {path} without a token");
+        assert_eq!(none.headers["content-type"], "application/problem+json");
+        assert_eq!(none.headers["www-authenticate"], "Bearer");
+        let bad = app.call(method.clone(), path, Some("olt_000000000000_forged"), body.clone()).await;
+        assert_eq!(bad.status, StatusCode::UNAUTHORIZED, "{method} {path} with a forged token");
+        for scope in Scope::ALL {
+            let reply = app.call(method.clone(), path, Some(&by_scope[&scope]), body.clone()).await;
+            if allowed.contains(&scope) {
+                assert!(
+                    reply.status != StatusCode::FORBIDDEN && reply.status != StatusCode::UNAUTHORIZED,
+                    "{method} {path} with {scope}: {}",
+                    reply.status
+                );
+            } else {
+                assert_eq!(reply.status, StatusCode::FORBIDDEN, "{method} {path} with {scope}: {}", reply.text);
+                assert!(reply.body["detail"].as_str().unwrap().contains("needs a token with the scope"));
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let app = App::sqlite();
+    let reply = app.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let paths = reply.body["paths"].as_object().unwrap();
+    let documented: BTreeSet<(String, String)> = paths
+        .iter()
+        .flat_map(|(path, item)| item.as_object().unwrap().keys().map(move |m| (m.to_uppercase(), path.clone())))
+        .collect();
+    let template = |path: &str| {
+        let path = path.split('?').next().unwrap();
+        let mut out = Vec::new();
+        for part in path.split('/') {
+            out.push(match part {
+                "c1" => "{cart_id}",
+                "o1" => "{order_id}",
+                "r1" => "{return_id}",
+                "s1" => "{shipment_id}",
+                "abc" => "{token_id}",
+                "order-o1" => "{stream_id}",
+                "berlin" if path.contains("/stock/") || path.contains("/locations/") => "{location}",
+                "mug" => "{sku}",
+                other => other,
+            });
+        }
+        out.join("/")
+    };
+    let mut routes: BTreeSet<(String, String)> =
+        protected().iter().map(|(m, p, _)| (m.to_string(), template(p))).collect();
+    for open in ["/health", "/ready", "/metrics"] {
+        routes.insert(("GET".into(), open.into()));
+    }
+    assert_eq!(documented, routes, "the document and the routes are the same set");
+    assert_eq!(app.doc.paths.paths.len(), paths.len());
+    // Each command route documents its problem responses and its scopes.
+    let checkout = &reply.body["paths"]["/carts/{cart_id}/checkout"]["post"];
+    assert_eq!(checkout["security"][0]["bearer"][0], "shop");
+    assert!(checkout["responses"].get("409").is_some());
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_problem_naming_it_and_changes_nothing() {
+    let app = App::sqlite();
+    let t = app.token("shop,operations").await;
+    let t = t.as_str();
+    app.ok(Method::POST, "/stock/mug/berlin/receipts", t, Some(json!({"quantity": 1}))).await;
+    fill_cart(&app, t, "c1", 1).await;
+    let head = app.store.head().await.unwrap();
+    let cases: Vec<(Method, &str, Option<String>, StatusCode, &str)> = vec![
+        (Method::POST, "/carts/c1/items", Some("{\"sku\": ".into()), StatusCode::BAD_REQUEST, "not valid JSON"),
+        (
+            Method::POST,
+            "/carts/c1/items",
+            Some(json!({"sku": "mug", "quantity": 1, "unit_price": eur(1), "colour": "red"}).to_string()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown field `colour`",
+        ),
+        (
+            Method::POST,
+            "/carts/c1/items",
+            Some(json!({"sku": "mug", "quantity": "two", "unit_price": eur(1)}).to_string()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "field `quantity`",
+        ),
+        (
+            Method::POST,
+            "/carts/c1/items",
+            Some(json!({"sku": "mug", "quantity": -2, "unit_price": eur(1)}).to_string()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "field `quantity`",
+        ),
+        (
+            Method::POST,
+            "/carts/c1/items",
+            Some(json!({"sku": "mug", "quantity": 0, "unit_price": eur(1)}).to_string()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "quantity",
+        ),
+        (
+            Method::POST,
+            "/carts/c1/items",
+            Some(json!({"sku": "mug", "quantity": 1, "unit_price": {"amount": 1, "currency": "XYZ"}}).to_string()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "field `unit_price.currency`",
+        ),
+        (
+            Method::POST,
+            "/carts/c1/items",
+            Some(json!({"sku": "mug/../x", "quantity": 1, "unit_price": eur(1)}).to_string()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "field `sku`",
+        ),
+        (
+            Method::POST,
+            "/stock/mug/berlin/receipts",
+            Some(json!({"quantity": 0}).to_string()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "quantity",
+        ),
+        (Method::POST, "/orders/nope/complete", None, StatusCode::NOT_FOUND, "does not exist"),
+        (
+            Method::POST,
+            "/carts/c1/items",
+            Some(format!("{{\"sku\": \"{}\"}}", "x".repeat(100_000))),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "larger than",
+        ),
+        (Method::GET, "/orders/unknown-order", None, StatusCode::NOT_FOUND, "no order 'unknown-order'"),
+        (Method::GET, "/nowhere", None, StatusCode::NOT_FOUND, "no such route"),
+        (Method::PUT, "/carts", Some("{}".into()), StatusCode::METHOD_NOT_ALLOWED, "method"),
+    ];
+    for (method, path, body, status, says) in cases {
+        let reply = app.send(method.clone(), path, Some(t), body, &[]).await;
+        assert_eq!(reply.status, status, "{method} {path}: {}", reply.text);
+        assert_eq!(reply.headers["content-type"], "application/problem+json", "{method} {path}");
+        assert!(reply.body["detail"].as_str().unwrap().contains(says), "{method} {path}: {}", reply.text);
+        assert_eq!(reply.body["status"], status.as_u16());
+    }
+    let plain = app.send(Method::POST, "/carts/c1/items", Some(t), None, &[("content-type", "text/plain")]).await;
+    assert_eq!(plain.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // A domain rejection: more mugs than there are.
+    app.ok(Method::PATCH, "/carts/c1/items/mug", t, Some(json!({"quantity": 5}))).await;
+    let head = head + 1;
+    let short = app.call(Method::POST, "/carts/c1/checkout", Some(t), Some(json!({"location": "berlin"}))).await;
+    assert_eq!(short.status, StatusCode::CONFLICT, "{}", short.text);
+    assert_eq!(short.body["type"], "https://orderlog.dev/problems/out-of-stock");
+    assert_eq!(short.body["shortages"][0]["sku"], "mug");
+    assert_eq!(app.store.head().await.unwrap(), head, "no rejected request stored anything");
+    let bad_wait = app.call(Method::GET, "/orders/o1?wait_for=999999", Some(t), None).await;
+    assert_eq!(bad_wait.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad_wait.text);
+}
+
+#[tokio::test]
+async fn idempotency_keys_replay_the_first_response_and_refuse_another_request() {
+    let app = App::sqlite();
+    let t = app.token("operations").await;
+    let other = app.tokens.create("other-service", &parse_scopes("operations").unwrap()).await.unwrap().token;
+    let receive = |qty: u32| Some(json!({"quantity": qty}).to_string());
+    let key = [("idempotency-key", "receipt-42")];
+    let first = app.send(Method::POST, "/stock/mug/berlin/receipts", Some(&t), receive(5), &key).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    let again = app.send(Method::POST, "/stock/mug/berlin/receipts", Some(&t), receive(5), &key).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.body, first.body, "the retry gets the first response");
+    let changed = app.send(Method::POST, "/stock/mug/berlin/receipts", Some(&t), receive(6), &key).await;
+    assert_eq!(changed.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(changed.body["type"], "https://orderlog.dev/problems/idempotency-key-reused");
+    // Keys belong to their principal: another caller's same key is its own request.
+    let theirs = app.send(Method::POST, "/stock/mug/berlin/receipts", Some(&other), receive(6), &key).await;
+    assert_eq!(theirs.status, StatusCode::OK);
+    assert_eq!(app.store.stream_version("stock-mug@berlin").await.unwrap(), 2);
+    let bad_key =
+        app.send(Method::POST, "/stock/mug/berlin/receipts", Some(&t), receive(1), &[("idempotency-key", "")]).await;
+    assert_eq!(bad_key.status, StatusCode::BAD_REQUEST);
+}
+
+/// Read models that fail, to see a 500 that gives nothing away.
+struct Broken;
+
+#[async_trait]
+impl ReadQueries for Broken {
+    async fn order(&self, _: &str) -> Result<Option<OrderStatusRow>, String> {
+        Err("connection to 10.0.0.7 refused: secret-internal-detail".into())
+    }
+    async fn orders(&self, _: &OrderFilter) -> Result<Vec<OrderStatusRow>, String> {
+        Err("secret-internal-detail".into())
+    }
+    async fn inventory_of_sku(&self, _: &str) -> Result<Vec<orderlog_projections::inventory::InventoryRow>, String> {
+        Err("secret-internal-detail".into())
+    }
+    async fn inventory_at(&self, _: &str) -> Result<Vec<orderlog_projections::inventory::InventoryRow>, String> {
+        Err("secret-internal-detail".into())
+    }
+    async fn sales(&self, _: &str, _: &str, _: Option<&str>) -> Result<Vec<SalesDay>, String> {
+        Err("secret-internal-detail".into())
+    }
+    async fn top_skus(&self, _: Option<&str>, _: u32) -> Result<Vec<TopSku>, String> {
+        Err("secret-internal-detail".into())
+    }
+}
+
+#[tokio::test]
+async fn internal_errors_are_500s_without_internals() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orderlog.db");
+    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&path).unwrap());
+    let rows: Arc<dyn RowStore> = Arc::new(SqliteRows::open(&path, &[]).unwrap());
+    let tokens = Arc::new(SqliteTokens::open(&path).unwrap());
+    let app = build(store, rows, Arc::new(Broken), tokens, Box::new(dir));
+    let t = app.token("operations").await;
+    for path in ["/orders/o1", "/orders", "/inventory/skus/mug", "/reports/top-skus"] {
+        let reply = app.call(Method::GET, path, Some(&t), None).await;
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+        assert_eq!(reply.headers["content-type"], "application/problem+json");
+        assert!(!reply.text.contains("secret") && !reply.text.contains("10.0.0.7"), "{}", reply.text);
+        assert!(reply.headers.contains_key("x-request-id"));
+    }
+}
+
+#[tokio::test]
+async fn query_parameters_are_checked() {
+    let app = App::sqlite();
+    let t = app.token("operations,audit,analytics").await;
+    for (path, says) in [
+        ("/orders?state=lost", "state: 'lost'"),
+        ("/orders?limit=0", "limit"),
+        ("/orders?after=garbage", "after"),
+        ("/orders?placed_from=yesterday", "placed_from"),
+        ("/reports/sales?from=2026-13-01&to=2026-12-01", "from"),
+        ("/reports/sales?from=2026-02-01&to=2026-01-01", "after to"),
+        ("/reports/sales?from=2026-01-01&to=2026-01-02&currency=ABC", "currency"),
+        ("/events?after=12", "after"),
+        ("/events?limit=100000", "limit"),
+    ] {
+        let reply = app.call(Method::GET, path, Some(&t), None).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}: {}", reply.text);
+        assert!(reply.body["detail"].as_str().unwrap().contains(says), "{path}: {}", reply.text);
+    }
+    let unknown = app.call(Method::GET, "/orders?colour=red", Some(&t), None).await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    assert_eq!(unknown.headers["content-type"], "application/problem+json", "{}", unknown.text);
+}
