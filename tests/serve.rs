@@ -1,0 +1,122 @@
+//! `orderlog serve` as a process on a free loopback port, against SQLite and PostgreSQL: a
+//! token from `orderlog token create`, a checkout over HTTP, and the order read back after
+//! waiting for the checkout's position.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+
+use orderlog_store::postgres::testing::TestDatabase;
+use serde_json::{json, Value};
+
+fn orderlog(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_orderlog")).args(args).output().expect("the binary runs")
+}
+
+struct Server {
+    child: Child,
+    address: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(database: &str, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orderlog"))
+        .args(["serve", "--database", database, "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let address = line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("{line}")).parse().unwrap();
+    Server { child, address }
+}
+
+/// One HTTP/1.1 request; returns the status and the JSON body.
+fn http(server: &Server, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let mut stream = TcpStream::connect(server.address).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        server.address,
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let (_, payload) = response.split_once("\r\n\r\n").unwrap();
+    (status, serde_json::from_str(payload).unwrap_or(Value::Null))
+}
+
+fn ok(server: &Server, method: &str, path: &str, token: &str, body: Option<Value>) -> Value {
+    let (status, body) = http(server, method, path, token, body);
+    assert!((200..300).contains(&status), "{method} {path}: {status} {body}");
+    body
+}
+
+fn checkout_over_http(database: &str) {
+    let refused = orderlog(&["serve", "--database", database, "--listen", "127.0.0.1:0"]);
+    assert!(!refused.status.success(), "serve refuses to start without a token");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("orderlog token create"));
+    let made =
+        orderlog(&["token", "create", "--database", database, "--principal", "web", "--scopes", "shop,operations"]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let token = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("olt_"));
+    let server = serve(database, &[]);
+    let t = token.as_str();
+    let (status, _) = http(&server, "GET", "/orders/x", "olt_000000000000_wrong", None);
+    assert_eq!(status, 401);
+    ok(&server, "POST", "/stock/mug/berlin/receipts", t, Some(json!({"quantity": 5})));
+    let customer = json!({"kind": "guest", "email": "ann@example.com"});
+    ok(&server, "POST", "/carts", t, Some(json!({"cart_id": "c1", "currency": "EUR", "customer": customer})));
+    let price = json!({"amount": 900, "currency": "EUR"});
+    ok(&server, "POST", "/carts/c1/items", t, Some(json!({"sku": "mug", "quantity": 2, "unit_price": price})));
+    let address =
+        json!({"name": "Ann", "line1": "Main St 1", "city": "Berlin", "postal_code": "10115", "country": "DE"});
+    ok(&server, "PUT", "/carts/c1/shipping-address", t, Some(address));
+    ok(&server, "PUT", "/carts/c1/shipping-method", t, Some(json!({"id": "dhl", "price": price})));
+    let placed = ok(&server, "POST", "/carts/c1/checkout", t, Some(json!({"location": "berlin"})));
+    let order_id = placed["order_id"].as_str().unwrap();
+    let position = placed["position"].as_u64().unwrap();
+    let order = ok(&server, "GET", &format!("/orders/{order_id}?wait_for={position}&timeout_ms=10000"), t, None);
+    assert_eq!(order["state"], "placed");
+    assert_eq!(order["total"], 2 * 900 + 900);
+    assert_eq!(order["timeline"][0]["actor"], "web");
+    let stock = ok(&server, "GET", &format!("/inventory/skus/mug?wait_for={position}"), t, None);
+    assert_eq!((stock["on_hand"].as_i64(), stock["reserved"].as_i64()), (Some(5), Some(2)));
+    let (status, _) = http(&server, "GET", "/streams/order-x", t, None);
+    assert_eq!(status, 403, "shop and operations are not audit");
+}
+
+#[test]
+fn a_checkout_over_http_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    checkout_over_http(dir.path().join("shop.db").to_str().unwrap());
+}
+
+#[test]
+fn a_checkout_over_http_on_postgres() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = runtime.block_on(TestDatabase::create());
+    checkout_over_http(&db.url);
+    drop(db);
+}
+
+#[test]
+fn insecure_dev_serves_without_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path().join("shop.db").to_str().unwrap(), &["--insecure-dev"]);
+    let (status, body) = http(&server, "POST", "/stock/mug/berlin/receipts", "", Some(json!({"quantity": 1})));
+    assert_eq!(status, 200, "{body}");
+}
