@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use orderlog_api::auth::{parse_scopes, PostgresTokens, Scope, SqliteTokens, TokenStore};
+use orderlog_api::auth::{parse_scopes, CachedTokens, PostgresTokens, Scope, SqliteTokens, TokenStore};
 use orderlog_api::metrics::Metrics;
 use orderlog_api::{Api, TimedStore};
 use orderlog_commands::{CommandService, RandomIds, SystemClock};
@@ -150,6 +150,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             orderlog_store::postgres::redact(&args.database)
         );
     }
+    let tokens: Arc<dyn TokenStore> = Arc::new(CachedTokens::new(tokens));
     let running = Arc::new(AtomicBool::new(true));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let projectors = if args.no_projectors {

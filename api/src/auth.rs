@@ -4,12 +4,12 @@
 //! random bytes. Only the SHA-256 of the whole token is stored, in `orderlog_api_tokens`
 //! in the database of the log; a token is shown once, when it is made.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
@@ -364,10 +364,80 @@ mod tests {
         assert_eq!(tokens.active().await.unwrap(), 0);
     }
 
+    #[tokio::test]
+    async fn the_cache_forgets_a_token_revoked_through_it_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = CachedTokens::new(Arc::new(SqliteTokens::open(dir.path().join("t.db")).unwrap()));
+        let made = tokens.create("a", &parse_scopes("audit").unwrap()).await.unwrap();
+        assert!(tokens.authenticate(&made.token).await.unwrap().is_some());
+        assert!(tokens.authenticate(&made.token).await.unwrap().is_some(), "from the cache");
+        tokens.revoke(&made.info.id).await.unwrap();
+        assert_eq!(tokens.authenticate(&made.token).await.unwrap(), None);
+    }
+
     #[test]
     fn bad_scopes_and_principals_are_named() {
         assert!(parse_scopes("shop,root").unwrap_err().contains("unknown scope 'root'"));
         assert!(parse_scopes(" , ").unwrap_err().contains("at least one scope"));
         assert!(check_principal("a b").unwrap_err().contains("principal 'a b'"));
+    }
+}
+
+/// Remembers valid tokens for a short while, so a request does not cost a database round
+/// trip to authenticate. A token revoked through this cache stops at once; one revoked
+/// elsewhere (another process, `orderlog token revoke`) within [`CachedTokens::TTL`].
+pub struct CachedTokens {
+    inner: Arc<dyn TokenStore>,
+    cache: Mutex<HashMap<String, (Principal, Instant)>>,
+}
+
+impl CachedTokens {
+    pub const TTL: Duration = Duration::from_secs(2);
+    const ENTRIES_MAX: usize = 10_000;
+
+    pub fn new(inner: Arc<dyn TokenStore>) -> CachedTokens {
+        CachedTokens { inner, cache: Mutex::new(HashMap::new()) }
+    }
+}
+
+#[async_trait]
+impl TokenStore for CachedTokens {
+    async fn create(&self, principal: &str, scopes: &BTreeSet<Scope>) -> Result<NewToken, String> {
+        self.inner.create(principal, scopes).await
+    }
+
+    async fn list(&self) -> Result<Vec<TokenInfo>, String> {
+        self.inner.list().await
+    }
+
+    async fn revoke(&self, id: &str) -> Result<bool, String> {
+        let revoked = self.inner.revoke(id).await?;
+        self.cache.lock().expect("token cache").retain(|_, (p, _)| p.token_id != id);
+        Ok(revoked)
+    }
+
+    async fn authenticate(&self, token: &str) -> Result<Option<Principal>, String> {
+        let key = digest(token);
+        if let Some((principal, at)) = self.cache.lock().expect("token cache").get(&key) {
+            if at.elapsed() < Self::TTL {
+                return Ok(Some(principal.clone()));
+            }
+        }
+        let found = self.inner.authenticate(token).await?;
+        let mut cache = self.cache.lock().expect("token cache");
+        match &found {
+            Some(principal) => {
+                if cache.len() >= Self::ENTRIES_MAX {
+                    cache.clear();
+                }
+                cache.insert(key, (principal.clone(), Instant::now()));
+            }
+            None => drop(cache.remove(&key)),
+        }
+        Ok(found)
+    }
+
+    async fn active(&self) -> Result<usize, String> {
+        self.inner.active().await
     }
 }

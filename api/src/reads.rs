@@ -78,8 +78,8 @@ async fn get_order(
     Query(params): Query<WaitParams>,
 ) -> Result<Response, Problem> {
     wait(&api, OrderStatusTable::NAME, &params).await?;
-    match api.queries.order(&order_id).await.map_err(query_problem)? {
-        Some(order) => Ok(Json(order).into_response()),
+    match api.queries.order_json(&order_id).await.map_err(query_problem)? {
+        Some(order) => Ok(([(header::CONTENT_TYPE, "application/json")], order).into_response()),
         None => Err(Problem::not_found(format!("no order '{order_id}'"))),
     }
 }

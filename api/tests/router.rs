@@ -636,7 +636,7 @@ struct Broken;
 
 #[async_trait]
 impl ReadQueries for Broken {
-    async fn order(&self, _: &str) -> Result<Option<OrderStatusRow>, String> {
+    async fn order_json(&self, _: &str) -> Result<Option<String>, String> {
         Err("connection to 10.0.0.7 refused: secret-internal-detail".into())
     }
     async fn orders(&self, _: &OrderFilter) -> Result<Vec<OrderStatusRow>, String> {

@@ -55,7 +55,12 @@ pub struct TopSku {
 /// Read-model queries.
 #[async_trait]
 pub trait ReadQueries: Send + Sync {
-    async fn order(&self, order_id: &str) -> Result<Option<OrderStatusRow>, String>;
+    async fn order(&self, order_id: &str) -> Result<Option<OrderStatusRow>, String> {
+        self.order_json(order_id).await?.map(|json| parse(&json)).transpose()
+    }
+    /// The order's row as stored: a JSON object of [`OrderStatusRow`]'s fields (served as
+    /// is, without a decode and encode).
+    async fn order_json(&self, order_id: &str) -> Result<Option<String>, String>;
     async fn orders(&self, filter: &OrderFilter) -> Result<Vec<OrderStatusRow>, String>;
     /// Every stock item of a SKU (one per location).
     async fn inventory_of_sku(&self, sku: &str) -> Result<Vec<InventoryRow>, String>;
@@ -124,13 +129,12 @@ impl SqliteQueries {
 
 #[async_trait]
 impl ReadQueries for SqliteQueries {
-    async fn order(&self, order_id: &str) -> Result<Option<OrderStatusRow>, String> {
-        let json: Option<String> = self.with(|conn| {
+    async fn order_json(&self, order_id: &str) -> Result<Option<String>, String> {
+        self.with(|conn| {
             conn.prepare_cached("SELECT data FROM rm_order_status WHERE key = ?1")?
                 .query_row([order_id], |r| r.get(0))
                 .optional()
-        })?;
-        json.map(|j| parse(&j)).transpose()
+        })
     }
 
     async fn orders(&self, f: &OrderFilter) -> Result<Vec<OrderStatusRow>, String> {
@@ -224,8 +228,14 @@ impl PostgresQueries {
 
 #[async_trait]
 impl ReadQueries for PostgresQueries {
-    async fn order(&self, order_id: &str) -> Result<Option<OrderStatusRow>, String> {
-        Ok(self.json_rows("SELECT data::text FROM rm_order_status WHERE key = $1", &[&order_id]).await?.pop())
+    async fn order_json(&self, order_id: &str) -> Result<Option<String>, String> {
+        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let stmt = client
+            .prepare_cached("SELECT data::text FROM rm_order_status WHERE key = $1")
+            .await
+            .map_err(|e| e.to_string())?;
+        let row = client.query_opt(&stmt, &[&order_id]).await.map_err(|e| e.to_string())?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     async fn orders(&self, f: &OrderFilter) -> Result<Vec<OrderStatusRow>, String> {
