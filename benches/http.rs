@@ -194,7 +194,11 @@ fn main() {
             let list = carts.clone();
             let (rate, lat) = load(&address, &token, connections, move |i| {
                 list.get(i).map(|cart| {
-                    ("POST".into(), format!("/carts/{cart}/checkout"), Some(json!({"order_id": format!("o-{cart}"), "location": "berlin"})))
+                    (
+                        "POST".into(),
+                        format!("/carts/{cart}/checkout"),
+                        Some(json!({"order_id": format!("o-{cart}"), "location": "berlin"})),
+                    )
                 })
             })
             .await;
