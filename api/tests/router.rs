@@ -697,3 +697,100 @@ async fn query_parameters_are_checked() {
     assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
     assert_eq!(unknown.headers["content-type"], "application/problem+json", "{}", unknown.text);
 }
+
+fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let keys = prop::sample::select(vec![
+        "sku",
+        "quantity",
+        "unit_price",
+        "amount",
+        "currency",
+        "cart_id",
+        "order_id",
+        "location",
+        "customer",
+        "kind",
+        "email",
+        "reason",
+        "type",
+        "provider_event_id",
+        "lines",
+        "delta",
+        "allowed",
+        "discount",
+        "code",
+        "id",
+        "price",
+        "return_id",
+        "restock",
+        "event_id",
+        "occurred_at",
+        "principal",
+        "scopes",
+        "tax_rate_bps",
+    ]);
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        (-3i64..5).prop_map(Value::from),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        prop::sample::select(vec![
+            "mug",
+            "EUR",
+            "XYZ",
+            "",
+            "guest",
+            "berlin",
+            "a/b",
+            "\u{0}",
+            "percentage",
+            "captured"
+        ])
+        .prop_map(Value::from),
+        ".{0,12}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::btree_map(keys.clone(), inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+    /// Whatever arrives at whichever route, the server answers (never a 5xx), and a
+    /// refused request leaves the log exactly as it was.
+    #[test]
+    fn no_input_crashes_the_server_or_changes_the_log_when_refused(
+        requests in proptest::collection::vec((0usize..38, json_value(), proptest::prelude::any::<bool>()), 1..12),
+    ) {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        runtime.block_on(async {
+            let app = App::sqlite();
+            let t = app.token("shop,operations,audit,analytics,admin").await;
+            app.ok(Method::POST, "/stock/mug/berlin/receipts", &t, Some(json!({"quantity": 3}))).await;
+            fill_cart(&app, &t, "c1", 1).await;
+            let routes = protected();
+            for (route, body, raw) in requests {
+                let (method, path, _) = &routes[route % routes.len()];
+                if path.starts_with("/events/live") {
+                    continue;
+                }
+                let before = app.store.read_all(orderlog_store::LogCursor::START, 10_000).await.unwrap();
+                let text = if raw { body.to_string().chars().rev().collect() } else { body.to_string() };
+                let reply = app.send(method.clone(), path, Some(&t), Some(text), &[]).await;
+                assert!(reply.status.as_u16() < 500, "{method} {path}: {} {}", reply.status, reply.text);
+                if !reply.status.is_success() {
+                    assert_eq!(reply.headers["content-type"], "application/problem+json");
+                    let after = app.store.read_all(orderlog_store::LogCursor::START, 10_000).await.unwrap();
+                    assert_eq!(after, before, "{method} {path} was refused but the log changed");
+                }
+            }
+        });
+    }
+}
