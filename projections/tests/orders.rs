@@ -16,6 +16,7 @@ use orderlog_domain::stock::StockCommand;
 use orderlog_domain::{CartId, Currency, Decider, LocationId, Money, OrderId, ReturnId, ShipmentId, Sku, StockKey};
 use orderlog_projections::orders::{OrderStatusRow, OrderStatusTable, ORDER_VIEWS_POSTGRES, ORDER_VIEWS_SQLITE};
 use orderlog_projections::postgres::PostgresRows;
+use orderlog_projections::queries::{PostgresQueries, ReadQueries, SqliteQueries};
 use orderlog_projections::sqlite::SqliteRows;
 use orderlog_projections::table::{RowStore, Runner, TableModel};
 use orderlog_store::postgres::testing::TestDatabase;
@@ -338,18 +339,23 @@ async fn order_rows_agree_with_the_domain_on_postgres() {
     assert_eq!((top.get::<_, i64>(0), top.get::<_, i64>(1)), (15 * 2, 15 * 2 * 900));
 }
 
-async fn backend(postgres: bool) -> (Arc<dyn EventStore>, Arc<dyn RowStore>, Box<dyn std::any::Any>) {
+type Backend = (Arc<dyn EventStore>, Arc<dyn RowStore>, Arc<dyn ReadQueries>, Box<dyn std::any::Any>);
+
+async fn backend(postgres: bool) -> Backend {
     if postgres {
         let db = TestDatabase::create().await;
         let log = Arc::new(PostgresStore::connect_url(&db.url).await.unwrap());
-        let rows = Arc::new(PostgresRows::connect(&db.url, ORDER_VIEWS_POSTGRES).await.unwrap());
-        (log, rows, Box::new(db))
+        let rows = PostgresRows::connect(&db.url, ORDER_VIEWS_POSTGRES).await.unwrap();
+        let queries = Arc::new(PostgresQueries::new(rows.pool()));
+        (log, Arc::new(rows), queries, Box::new(db))
     } else {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("orderlog.db");
         let log = Arc::new(SqliteStore::open(&path).unwrap());
         let rows = Arc::new(SqliteRows::open(&path, ORDER_VIEWS_SQLITE).unwrap());
-        (log, rows, Box::new(dir))
+        rows.ensure(OrderStatusTable::NAME, OrderStatusTable::VERSION).await.unwrap();
+        let queries = Arc::new(SqliteQueries::open(&path, 1).unwrap());
+        (log, rows, queries, Box::new(dir))
     }
 }
 
@@ -367,13 +373,25 @@ proptest::proptest! {
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
-            let (log, rows, _keep) = backend(postgres).await;
+            let (log, rows, queries, _keep) = backend(postgres).await;
             let mut shop = Shop::stocked(log.clone()).await;
             for (n, stage) in stages.iter().enumerate() {
                 shop.order(n as u32, *stage).await;
             }
             let stored = assert_rows_agree_with_the_domain(&log, &rows, stages.len() as u32, batch).await;
             assert_eq!(stored.len(), stages.len());
+            // The report view over the rows equals the report computed here from them.
+            let got: Vec<SalesRow> = queries
+                .sales("2000-01-01", "2100-01-01", None)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| {
+                    (d.day, d.currency, d.orders, d.units, d.gross, d.refunds, d.net, d.cancellation_rate,
+                     d.median_seconds_to_ship)
+                })
+                .collect();
+            assert_sales(got, expected_sales(&stored));
         });
     }
 }
