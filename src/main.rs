@@ -50,6 +50,26 @@ enum Commands {
         #[command(subcommand)]
         command: serve::TokenCommand,
     },
+    /// An aggregate's state at a version or a moment, with the events that led to it and
+    /// who did each and why; or, with --correlation, every event of one business flow.
+    History {
+        /// The stream: cart-ID, order-ID, stock-SKU@LOCATION or shipment-ID.
+        #[arg(required_unless_present = "correlation")]
+        stream: Option<String>,
+        #[arg(long, default_value = DEFAULT_DATABASE)]
+        database: String,
+        /// The state after every event recorded at or before this time (RFC 3339).
+        #[arg(long, conflicts_with = "at_version")]
+        as_of: Option<String>,
+        /// The state after the stream's first N events.
+        #[arg(long)]
+        at_version: Option<u64>,
+        /// Every event of this correlation id (a checkout, a return …), across streams.
+        #[arg(long, conflicts_with_all = ["stream", "as_of", "at_version"])]
+        correlation: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Read models and where they stand.
     Projections {
         #[command(subcommand)]
@@ -160,6 +180,9 @@ async fn run(cli: Cli) -> Result<()> {
         Commands::Demo(args) => demo::run(args).await,
         Commands::Serve(args) => serve::serve(args).await,
         Commands::Token { command } => serve::token(command).await,
+        Commands::History { stream, database, as_of, at_version, correlation, json } => {
+            history(&database, stream, as_of, at_version, correlation, json).await
+        }
         Commands::Migrate { database } => {
             let opened = open_store(&database).await?;
             let shown = orderlog_store::postgres::redact(&database);
@@ -228,4 +251,61 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn print_event(e: &orderlog_replay::history::HistoryEvent) {
+    println!(
+        "{:>8} {:<28} v{:<4} {:<22} {}  by {}  command {}  correlation {}{}",
+        e.position,
+        e.stream_id,
+        e.version,
+        e.event_type,
+        e.recorded_at,
+        e.actor,
+        e.command_id,
+        e.correlation_id,
+        e.causation_id.as_deref().map(|c| format!("  caused by {c}")).unwrap_or_default()
+    );
+}
+
+async fn history(
+    database: &str,
+    stream: Option<String>,
+    as_of: Option<String>,
+    at_version: Option<u64>,
+    correlation: Option<String>,
+    json: bool,
+) -> Result<()> {
+    use orderlog_replay::history::{correlated, stream_history, Point};
+    let opened = open_store(database).await?;
+    if let Some(correlation) = correlation {
+        let events = correlated(&*opened.store, &correlation).await?;
+        if json {
+            println!("{}", serde_json::to_string(&events)?);
+        } else {
+            println!("{} events with correlation id '{correlation}', in log order:", events.len());
+            events.iter().for_each(print_event);
+        }
+        return Ok(());
+    }
+    let stream = stream.context("name a stream, or give --correlation")?;
+    let point = match (as_of, at_version) {
+        (Some(t), _) => Point::AsOf(
+            chrono::DateTime::parse_from_rfc3339(&t)
+                .with_context(|| format!("--as-of: '{t}' is not an RFC 3339 time such as 2026-11-26T10:00:00Z"))?
+                .with_timezone(&chrono::Utc),
+        ),
+        (None, Some(n)) => Point::AtVersion(n),
+        (None, None) => Point::Latest,
+    };
+    let history = stream_history(&*opened.store, &stream, point).await?;
+    if json {
+        println!("{}", serde_json::to_string(&history)?);
+    } else {
+        println!("{} at version {} of {}:", history.stream_id, history.version, history.current_version);
+        println!("{}", serde_json::to_string_pretty(&history.state)?);
+        println!("events:");
+        history.events.iter().for_each(print_event);
+    }
+    Ok(())
 }

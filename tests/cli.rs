@@ -143,3 +143,27 @@ fn an_unreachable_postgres_url_is_named() {
     assert!(err.contains("127.0.0.1:1"), "{err}");
     assert!(!err.contains("hunter2"), "the password is never printed: {err}");
 }
+
+#[test]
+fn history_shows_a_stream_at_a_version_and_a_flow_across_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    let db = db.to_str().unwrap();
+    demo_json(db);
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let stream: String = conn
+        .query_row("SELECT stream_id FROM events WHERE stream_id LIKE 'stock-%' GROUP BY stream_id HAVING count(*) > 2 LIMIT 1", [], |r| r.get(0))
+        .unwrap();
+    let out = orderlog(&["history", &stream, "--database", db, "--at-version", "2", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let at: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((at["version"].as_u64(), at["events"].as_array().unwrap().len()), (Some(2), 2));
+    assert!(at["state"].get("on_hand").is_some(), "{at}");
+    let correlation = at["events"][1]["correlation_id"].as_str().unwrap();
+    let out = orderlog(&["history", "--correlation", correlation, "--database", db, "--json"]);
+    let flow: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(flow.as_array().unwrap().iter().all(|e| e["correlation_id"] == correlation));
+    let out = orderlog(&["history", &stream, "--database", db, "--as-of", "not a time"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--as-of"), "{}", stderr(&out));
+}

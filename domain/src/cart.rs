@@ -121,7 +121,7 @@ pub struct CartLine {
     pub unit_price: Money,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub enum CartStatus {
     #[default]
     NotCreated,
@@ -132,7 +132,7 @@ pub enum CartStatus {
     Expired,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct CartState {
     pub status: CartStatus,
     pub currency: Option<Currency>,

@@ -95,7 +95,7 @@ pub struct ReturnedLine {
     pub restock: bool,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct LineProgress {
     pub ordered: u32,
     pub shipped: u32,
@@ -105,7 +105,7 @@ pub struct LineProgress {
     pub returned: u32,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PaymentState {
     pub authorized: i64,
     pub captured: i64,
@@ -116,13 +116,13 @@ pub struct PaymentState {
     pub provider_events: BTreeSet<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ReturnState {
     pub lines: BTreeMap<Sku, u32>,
     pub received: bool,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct OrderState {
     pub status: OrderStatus,
     pub placed: Option<PlacedOrder>,

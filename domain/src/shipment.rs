@@ -32,7 +32,7 @@ pub enum CarrierEventKind {
     DeliveryFailed { reason: String },
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ShipmentState {
     pub status: ShipmentStatus,
     pub order_id: Option<OrderId>,

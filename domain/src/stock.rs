@@ -22,7 +22,7 @@ pub enum AdjustmentReason {
 }
 
 /// The reservation held for one order line.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Reservation {
     pub quantity: u32,
     /// Units shipped (committed) so far; never more than `quantity`.
@@ -31,7 +31,7 @@ pub struct Reservation {
     pub shipments: BTreeSet<ShipmentId>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct StockState {
     pub on_hand: i64,
     /// Units held for placed orders and not yet shipped or released.

@@ -1,10 +1,12 @@
-//! History tools. For now: [`verify_chains`], which reads the whole log in order and checks
+//! History tools: [`history`] (time travel and business flows) and [`verify_chains`], which reads the whole log in order and checks
 //! that every stream's versions run 1, 2, 3 … without gaps and that every event's hash
 //! follows from its own bytes and the previous event of its stream — so an event changed,
 //! removed from the middle of a stream, inserted or moved is found, and named.
 //!
 //! Not yet: a digest over global positions (which also catches the removal of a stream's
-//! last event), time travel, export and import; those are the history issue.
+//! last event), export and import; those are the history issue.
+
+pub mod history;
 
 use std::collections::HashMap;
 
@@ -34,6 +36,9 @@ pub struct VerifyReport {
 pub enum ReplayError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The request cannot be answered (no such stream, a version past its end …).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Checks every stream's version sequence and hash chain over the whole log. Memory grows
