@@ -35,7 +35,7 @@ fn envelope(domain: DomainEvent, command: String) -> NewEvent {
     NewEvent {
         event_id: Uuid::new_v4(),
         event_type: domain.event_type().into(),
-        schema_version: 1,
+        schema_version: domain.schema_version(),
         payload: domain.payload(),
         metadata: Metadata {
             actor: "bench".into(),
@@ -100,7 +100,7 @@ fn order_life(n: u64) -> Vec<NewEvent> {
 fn event(i: u64) -> NewEvent {
     let order = OrderId::parse(format!("o{i}")).unwrap();
     let stock = match i % 4 {
-        0 => StockEvent::StockReceived { quantity: 5 },
+        0 => StockEvent::StockReceived { units: 5, reference: None },
         1 => StockEvent::StockReserved { order_id: order, quantity: 2 },
         2 => StockEvent::ReservationReleased { order_id: order, quantity: 1 },
         _ => StockEvent::IncomingExpected { quantity: 3 },

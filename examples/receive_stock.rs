@@ -15,7 +15,7 @@ async fn main() -> anyhow::Result<()> {
     let store = Arc::new(SqliteStore::open(&path)?);
     let service = CommandService::new(store.clone(), Arc::new(SystemClock), Arc::new(RandomIds));
     let stock = StockKey::new(Sku::parse("mug")?, LocationId::parse("berlin")?);
-    let command = Command::Stock { stock, command: StockCommand::Receive { quantity: 24 } };
+    let command = Command::Stock { stock, command: StockCommand::Receive { quantity: 24, reference: None } };
     // The command id is the idempotency key: running this example twice appends once.
     let outcome = service.execute(CommandEnvelope::new("receipt-2026-0042", "clerk@shop", command)).await?;
     let how = if outcome.replayed { "already appended by an earlier run:" } else { "appended" };

@@ -544,7 +544,11 @@ async fn receive_stock(sim: &Sim, orders: u32, seed: u64) -> Result<()> {
                 )
                 .await?;
             }
-            sim.must(&mut shopper, Command::Stock { stock, command: StockCommand::Receive { quantity } }).await?;
+            sim.must(
+                &mut shopper,
+                Command::Stock { stock, command: StockCommand::Receive { quantity, reference: None } },
+            )
+            .await?;
         }
     }
     Ok(())
@@ -554,7 +558,11 @@ async fn receive_stock(sim: &Sim, orders: u32, seed: u64) -> Result<()> {
 async fn flash_sale(sim: &Arc<Sim>, orders: u32, seed: u64) -> Result<u64> {
     let mut setup = Shopper { index: 0, rng: ChaCha8Rng::seed_from_u64(seed ^ 0xF1A5), next_command: 1_000_000 };
     let stock = StockKey::new(Sku::parse(FLASH_SKU)?, LocationId::parse(FLASH_LOCATION)?);
-    sim.must(&mut setup, Command::Stock { stock, command: StockCommand::Receive { quantity: FLASH_UNITS } }).await?;
+    sim.must(
+        &mut setup,
+        Command::Stock { stock, command: StockCommand::Receive { quantity: FLASH_UNITS, reference: None } },
+    )
+    .await?;
     let shoppers = u64::from((orders / 20).clamp(50, 500));
     let mut ready = Vec::new();
     for n in 0..shoppers {

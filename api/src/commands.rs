@@ -568,8 +568,16 @@ pub struct Quantity {
     pub quantity: u32,
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Receipt {
+    pub quantity: u32,
+    /// The supplier's delivery reference (a delivery note, a purchase order).
+    pub reference: Option<String>,
+}
+
 /// Receives units into stock.
-#[utoipa::path(post, path = "/stock/{sku}/{location}/receipts", tag = "stock", request_body = Quantity,
+#[utoipa::path(post, path = "/stock/{sku}/{location}/receipts", tag = "stock", request_body = Receipt,
     params(("sku" = String, Path), ("location" = String, Path)),
     responses((status = 200, body = CommandResult), (status = 422, body = Problem)),
     security(("bearer" = ["operations"])))]
@@ -578,9 +586,9 @@ async fn receive_stock(
     Extension(p): Extension<Principal>,
     Path((sku, location)): Path<(String, String)>,
     headers: HeaderMap,
-    Body(body): Body<Quantity>,
+    Body(body): Body<Receipt>,
 ) -> Result<Response, Problem> {
-    let command = StockCommand::Receive { quantity: body.quantity };
+    let command = StockCommand::Receive { quantity: body.quantity, reference: body.reference };
     run(&api, &p, &headers, "stock.receive", Command::Stock { stock: stock_key(sku, location)?, command }).await
 }
 

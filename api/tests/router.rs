@@ -175,7 +175,7 @@ async fn a_day_at_the_shop(app: App) {
     let all = app.token("shop,operations,audit,analytics,admin").await;
     let t = all.as_str();
     for (path, body) in [
-        ("/stock/mug/berlin/receipts", json!({"quantity": 10})),
+        ("/stock/mug/berlin/receipts", json!({"quantity": 10, "reference": "DN-1"})),
         ("/stock/tea/berlin/receipts", json!({"quantity": 5})),
         ("/stock/mug/berlin/adjustments", json!({"delta": -1, "reason": "damage"})),
         ("/stock/mug/berlin/incoming", json!({"quantity": 20})),

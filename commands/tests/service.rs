@@ -69,7 +69,7 @@ impl Shop {
     }
 
     async fn receive(&self, s: &str, quantity: u32) {
-        let cmd = Command::Stock { stock: stock_key(s), command: StockCommand::Receive { quantity } };
+        let cmd = Command::Stock { stock: stock_key(s), command: StockCommand::Receive { quantity, reference: None } };
         self.run(&format!("receive-{s}-{quantity}-{}", self.service.next_id()), cmd).await.unwrap();
     }
 
@@ -184,7 +184,8 @@ async fn the_same_command_id_with_another_command_is_refused() {
     let shop = Shop::memory();
     shop.receive("mug", 5).await;
     let head = shop.store.head().await.unwrap();
-    let other = Command::Stock { stock: stock_key("mug"), command: StockCommand::Receive { quantity: 9 } };
+    let other =
+        Command::Stock { stock: stock_key("mug"), command: StockCommand::Receive { quantity: 9, reference: None } };
     let err = shop.run("receive-mug-5-id-1", other).await.unwrap_err();
     assert!(matches!(err, CommandError::IdempotencyKeyReused { .. }), "{err}");
     assert_eq!(shop.store.head().await.unwrap(), head);
@@ -234,7 +235,7 @@ async fn every_event_records_who_why_and_when() {
     let mut envelope = CommandEnvelope::new(
         "cmd-7",
         "clerk@shop",
-        Command::Stock { stock: stock_key("mug"), command: StockCommand::Receive { quantity: 4 } },
+        Command::Stock { stock: stock_key("mug"), command: StockCommand::Receive { quantity: 4, reference: None } },
     )
     .correlated("delivery-123");
     envelope.causation_id = Some("po-55".into());

@@ -209,7 +209,7 @@ mod tests {
         state
     }
     fn stock_of(units: u32) -> StockState {
-        Stock::fold(&[StockEvent::StockReceived { quantity: units }])
+        Stock::fold(&[StockEvent::StockReceived { units: units, reference: None }])
     }
     fn command() -> CheckoutCommand {
         CheckoutCommand {

@@ -2,8 +2,8 @@
 //!
 //! The type name is the variant's name (`CartCreated`); the payload is the variant's
 //! fields as a JSON object. Names and payload shapes are a contract with every log ever
-//! written: rename nothing, and raise [`SCHEMA_VERSION`] of a type (with an upcaster)
-//! when its shape changes.
+//! written: rename nothing in place; when a type's shape changes, raise its version in
+//! [`SCHEMA_VERSIONS`] and add an upcaster from the old version (and a fixture of it).
 
 use serde::{Deserialize, Serialize};
 
@@ -12,8 +12,39 @@ use crate::order::OrderEvent;
 use crate::shipment::ShipmentEvent;
 use crate::stock::StockEvent;
 
-/// The schema version every event type is written with by this build.
+/// The schema version of event types not listed in [`SCHEMA_VERSIONS`].
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// Event types whose shape has changed, with the version this build writes. Every older
+/// version of these has an upcaster in [`upcast`]; fixtures of each older version are in
+/// `domain/tests/fixtures/` and replayed by a test.
+pub const SCHEMA_VERSIONS: &[(&str, u32)] = &[
+    // v2: `quantity` became `units` (the word every other stock event uses for counted
+    // items), and the supplier's delivery reference is recorded (null when not given).
+    ("StockReceived", 2),
+];
+
+/// The schema version this build writes (and reads natively) for `event_type`.
+pub fn schema_version_of(event_type: &str) -> u32 {
+    SCHEMA_VERSIONS.iter().find(|(t, _)| *t == event_type).map_or(SCHEMA_VERSION, |(_, v)| *v)
+}
+
+/// Turns a payload of `event_type` at `version` into the payload of `version + 1`.
+fn upcast(
+    event_type: &str,
+    version: u32,
+    payload: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<(), String> {
+    match (event_type, version) {
+        ("StockReceived", 1) => {
+            let quantity = payload.remove("quantity").ok_or("a version 1 StockReceived has no `quantity`")?;
+            payload.insert("units".into(), quantity);
+            payload.insert("reference".into(), serde_json::Value::Null);
+            Ok(())
+        }
+        _ => Err(format!("no upcaster from version {version}")),
+    }
+}
 
 /// Which aggregate a stream or an event belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -174,7 +205,7 @@ impl DomainEvent {
     }
 
     pub fn schema_version(&self) -> u32 {
-        SCHEMA_VERSION
+        schema_version_of(self.event_type())
     }
 
     /// The payload: the variant's fields as a JSON object.
@@ -207,15 +238,19 @@ impl DomainEvent {
         } else {
             return Err(DecodeError::UnknownType { event_type: event_type.to_string() });
         };
-        if schema_version > SCHEMA_VERSION {
+        let current = schema_version_of(event_type);
+        if schema_version > current {
             return Err(DecodeError::NewerSchema {
                 event_type: event_type.to_string(),
                 found: schema_version,
-                supported: SCHEMA_VERSION,
+                supported: current,
             });
         }
-        if schema_version < SCHEMA_VERSION || schema_version == 0 {
+        if schema_version == 0 {
             return Err(DecodeError::OlderSchema { event_type: event_type.to_string(), found: schema_version });
+        }
+        if schema_version < current {
+            return Self::decode_older(kind, event_type, schema_version, current, payload);
         }
         let payload_err =
             |e: serde_json::Error| DecodeError::Payload { event_type: event_type.to_string(), detail: e.to_string() };
@@ -229,6 +264,36 @@ impl DomainEvent {
         };
         de.end().map_err(payload_err)?;
         Ok(event)
+    }
+
+    /// The slow path, for events written by an older build: the payload is parsed, brought
+    /// up to the current version one upcaster at a time, then read.
+    fn decode_older(
+        kind: AggregateKind,
+        event_type: &str,
+        found: u32,
+        current: u32,
+        payload: &str,
+    ) -> Result<DomainEvent, DecodeError> {
+        let payload_err = |detail: String| DecodeError::Payload { event_type: event_type.to_string(), detail };
+        let value: serde_json::Value = serde_json::from_str(payload).map_err(|e| payload_err(e.to_string()))?;
+        let serde_json::Value::Object(mut fields) = value else {
+            return Err(payload_err(format!("a version {found} payload is not a JSON object")));
+        };
+        for version in found..current {
+            upcast(event_type, version, &mut fields).map_err(|detail| match detail.starts_with("no upcaster") {
+                true => DecodeError::OlderSchema { event_type: event_type.to_string(), found },
+                false => payload_err(detail),
+            })?;
+        }
+        let tagged = serde_json::Value::Object(serde_json::Map::from_iter([(event_type.to_string(), fields.into())]));
+        let read = |e: serde_json::Error| payload_err(e.to_string());
+        Ok(match kind {
+            AggregateKind::Cart => DomainEvent::Cart(serde_json::from_value(tagged).map_err(read)?),
+            AggregateKind::Order => DomainEvent::Order(serde_json::from_value(tagged).map_err(read)?),
+            AggregateKind::Stock => DomainEvent::Stock(serde_json::from_value(tagged).map_err(read)?),
+            AggregateKind::Shipment => DomainEvent::Shipment(serde_json::from_value(tagged).map_err(read)?),
+        })
     }
 }
 
@@ -314,10 +379,11 @@ mod tests {
 
     #[test]
     fn payload_is_the_fields_only() {
-        let event = DomainEvent::Stock(StockEvent::StockReceived { quantity: 3 });
+        let event = DomainEvent::Stock(StockEvent::StockReceived { units: 3, reference: None });
         assert_eq!(event.event_type(), "StockReceived");
-        assert_eq!(event.payload(), r#"{"quantity":3}"#);
-        assert_eq!(DomainEvent::decode("StockReceived", 1, r#"{"quantity":3}"#).unwrap(), event);
+        assert_eq!(event.payload(), r#"{"reference":null,"units":3}"#);
+        assert_eq!(DomainEvent::decode("StockReceived", 2, &event.payload()).unwrap(), event);
+        assert_eq!(DomainEvent::decode("StockReceived", 1, r#"{"quantity":3}"#).unwrap(), event, "upcast from v1");
     }
 
     #[test]
@@ -328,11 +394,18 @@ mod tests {
         );
         assert!(DomainEvent::decode("StockReceived", 7, "{}").unwrap_err().to_string().contains("newer"));
         assert!(matches!(
-            DomainEvent::decode("StockReceived", 1, r#"{"quantity":-1}"#),
+            DomainEvent::decode("StockReceived", 2, r#"{"units":-1,"reference":null}"#),
             Err(DecodeError::Payload { .. })
         ));
-        for bad in [r#"{"quantity":3} {}"#, r#"{"quantity":3"#, "", "null", "[3]", r#"{"quantity":"3"}"#] {
-            let error = DomainEvent::decode("StockReceived", 1, bad).unwrap_err();
+        for bad in [
+            r#"{"units":3,"reference":null} {}"#,
+            r#"{"units":3"#,
+            "",
+            "null",
+            "[3]",
+            r#"{"units":"3","reference":null}"#,
+        ] {
+            let error = DomainEvent::decode("StockReceived", 2, bad).unwrap_err();
             assert!(matches!(error, DecodeError::Payload { .. }), "{bad:?}: {error}");
             assert!(error.to_string().contains("StockReceived"), "{error}");
         }
@@ -344,9 +417,13 @@ mod tests {
         for event in [
             DomainEvent::Order(OrderEvent::OrderConfirmed {}),
             DomainEvent::Order(OrderEvent::OrderExpired {}),
-            DomainEvent::Stock(StockEvent::StockReceived { quantity: 9 }),
+            DomainEvent::Stock(StockEvent::StockReceived { units: 9, reference: Some("PO-7".into()) }),
+            DomainEvent::Stock(StockEvent::SafetyStockSet { quantity: 2 }),
         ] {
-            assert_eq!(DomainEvent::decode(event.event_type(), 1, &event.payload()).unwrap(), event);
+            assert_eq!(
+                DomainEvent::decode(event.event_type(), event.schema_version(), &event.payload()).unwrap(),
+                event
+            );
         }
     }
 

@@ -203,7 +203,7 @@ mod tests {
         BTreeMap::from([(
             key(),
             Stock::fold(&[
-                StockEvent::StockReceived { quantity: 5 },
+                StockEvent::StockReceived { units: 5, reference: None },
                 StockEvent::StockReserved { order_id: oid(), quantity: 2 },
             ]),
         )])

@@ -55,6 +55,9 @@ impl StockState {
 pub enum StockCommand {
     Receive {
         quantity: u32,
+        /// The supplier's delivery reference (a delivery note, a purchase order).
+        #[serde(default)]
+        reference: Option<String>,
     },
     /// Changes on-hand units by `delta`; with `expected_on_hand`, only if on-hand is
     /// exactly that now (compare-and-set, for cycle counts).
@@ -88,14 +91,37 @@ pub enum StockCommand {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StockEvent {
-    StockReceived { quantity: u32 },
-    StockAdjusted { delta: i64, reason: AdjustmentReason },
-    StockReserved { order_id: OrderId, quantity: u32 },
-    ReservationReleased { order_id: OrderId, quantity: u32 },
-    StockCommitted { order_id: OrderId, shipment_id: ShipmentId, quantity: u32 },
-    SafetyStockSet { quantity: u32 },
-    IncomingExpected { quantity: u32 },
-    BackordersSet { allowed: bool },
+    /// Schema version 2 (see `codec::SCHEMA_VERSIONS`); version 1 had `quantity` and no reference.
+    StockReceived {
+        units: u32,
+        reference: Option<String>,
+    },
+    StockAdjusted {
+        delta: i64,
+        reason: AdjustmentReason,
+    },
+    StockReserved {
+        order_id: OrderId,
+        quantity: u32,
+    },
+    ReservationReleased {
+        order_id: OrderId,
+        quantity: u32,
+    },
+    StockCommitted {
+        order_id: OrderId,
+        shipment_id: ShipmentId,
+        quantity: u32,
+    },
+    SafetyStockSet {
+        quantity: u32,
+    },
+    IncomingExpected {
+        quantity: u32,
+    },
+    BackordersSet {
+        allowed: bool,
+    },
 }
 
 pub struct Stock;
@@ -109,9 +135,12 @@ impl Decider for Stock {
         use StockCommand as C;
         use StockEvent as E;
         let event = match command {
-            C::Receive { quantity } => {
+            C::Receive { quantity, reference } => {
                 check_quantity("quantity", *quantity)?;
-                E::StockReceived { quantity: *quantity }
+                if let Some(r) = reference.as_deref().filter(|r| r.is_empty() || r.len() > 200) {
+                    return Err(Rejection::invalid(format!("reference: '{r}' must be 1 to 200 characters")));
+                }
+                E::StockReceived { units: *quantity, reference: reference.clone() }
             }
             C::Adjust { delta, reason, expected_on_hand } => {
                 if *delta == 0 || delta.abs() > STOCK_MOVE_MAX {
@@ -229,8 +258,8 @@ impl Decider for Stock {
     fn evolve(mut state: StockState, event: &StockEvent) -> StockState {
         use StockEvent as E;
         match event {
-            E::StockReceived { quantity } => {
-                let q = i64::from(*quantity);
+            E::StockReceived { units, .. } => {
+                let q = i64::from(*units);
                 state.on_hand += q;
                 state.incoming = (state.incoming - q).max(0);
             }
@@ -276,7 +305,7 @@ mod tests {
         ShipmentId::parse(s).unwrap()
     }
     fn received(q: u32) -> StockEvent {
-        StockEvent::StockReceived { quantity: q }
+        StockEvent::StockReceived { units: q, reference: None }
     }
     fn reserved(o: &str, q: u32) -> StockEvent {
         StockEvent::StockReserved { order_id: order(o), quantity: q }
@@ -284,10 +313,13 @@ mod tests {
 
     #[test]
     fn receive_adds_on_hand_and_consumes_incoming() {
-        assert_eq!(given_when::<Stock>(&[], &StockCommand::Receive { quantity: 5 }).unwrap(), vec![received(5)]);
+        assert_eq!(
+            given_when::<Stock>(&[], &StockCommand::Receive { quantity: 5, reference: None }).unwrap(),
+            vec![received(5)]
+        );
         let s = Stock::fold(&[StockEvent::IncomingExpected { quantity: 8 }, received(5)]);
         assert_eq!((s.on_hand, s.incoming), (5, 3));
-        assert!(given_when::<Stock>(&[], &StockCommand::Receive { quantity: 0 }).is_err());
+        assert!(given_when::<Stock>(&[], &StockCommand::Receive { quantity: 0, reference: None }).is_err());
     }
 
     #[test]

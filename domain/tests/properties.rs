@@ -75,7 +75,7 @@ fn stock_command() -> impl Strategy<Value = StockCommand> {
         Just(AdjustmentReason::ReturnToStock),
     ];
     prop_oneof![
-        (0u32..8).prop_map(|quantity| StockCommand::Receive { quantity }),
+        (0u32..8).prop_map(|quantity| StockCommand::Receive { quantity, reference: None }),
         (-6i64..6, reason, proptest::option::of(0i64..10))
             .prop_map(|(delta, reason, expected_on_hand)| StockCommand::Adjust { delta, reason, expected_on_hand }),
         (0u8..5, 0u32..6).prop_map(|(o, quantity)| StockCommand::Reserve { order_id: order_id(o), quantity }),

@@ -27,7 +27,7 @@ pub struct StockLevel {
 impl StockLevel {
     pub(crate) fn apply(&mut self, event: &StockEvent) {
         match event {
-            StockEvent::StockReceived { quantity } => {
+            StockEvent::StockReceived { units: quantity, .. } => {
                 self.on_hand += i64::from(*quantity);
                 self.incoming = (self.incoming - i64::from(*quantity)).max(0);
             }

@@ -12,7 +12,7 @@ fn new_event(event_type: &str, payload: String) -> NewEvent {
     NewEvent {
         event_id: uuid::Uuid::new_v4(),
         event_type: event_type.into(),
-        schema_version: 1,
+        schema_version: orderlog_domain::codec::schema_version_of(event_type),
         payload,
         metadata: Metadata {
             actor: "t".into(),
@@ -45,10 +45,10 @@ async fn levels_follow_the_stock_events_in_small_batches() {
     append_stock(
         &store,
         "stock-mug@berlin",
-        vec![StockEvent::StockReceived { quantity: 10 }, StockEvent::IncomingExpected { quantity: 5 }],
+        vec![StockEvent::StockReceived { units: 10, reference: None }, StockEvent::IncomingExpected { quantity: 5 }],
     )
     .await;
-    append_stock(&store, "stock-mug@hamburg", vec![StockEvent::StockReceived { quantity: 3 }]).await;
+    append_stock(&store, "stock-mug@hamburg", vec![StockEvent::StockReceived { units: 3, reference: None }]).await;
     append_stock(
         &store,
         "stock-mug@berlin",
@@ -69,7 +69,7 @@ async fn levels_follow_the_stock_events_in_small_batches() {
     assert_eq!(levels.by_sku()["mug"].on_hand, 13);
     assert_eq!(levels.oversold_units(), 0);
     // Catching up from the checkpoint folds only what is new.
-    append_stock(&store, "stock-mug@hamburg", vec![StockEvent::StockReceived { quantity: 1 }]).await;
+    append_stock(&store, "stock-mug@hamburg", vec![StockEvent::StockReceived { units: 1, reference: None }]).await;
     assert_eq!(catch_up(&store, &mut levels, checkpoint, 2).await.unwrap().position, 6);
     assert_eq!(levels.items[&("mug".to_string(), "hamburg".to_string())].on_hand, 4);
 }
@@ -77,7 +77,7 @@ async fn levels_follow_the_stock_events_in_small_batches() {
 #[tokio::test]
 async fn an_unreadable_event_stops_the_projection_naming_it() {
     let store = MemoryStore::new();
-    append_stock(&store, "stock-mug@berlin", vec![StockEvent::StockReceived { quantity: 1 }]).await;
+    append_stock(&store, "stock-mug@berlin", vec![StockEvent::StockReceived { units: 1, reference: None }]).await;
     store
         .append(vec![StreamAppend {
             stream_id: "stock-mug@berlin".into(),

@@ -149,7 +149,11 @@ impl Shop {
         let mut shop = Shop { service, clock, next: 0 };
         for stock in ["mug", "tea"] {
             let key = StockKey::new(Sku::parse(stock).unwrap(), LocationId::parse("berlin").unwrap());
-            shop.run(Command::Stock { stock: key, command: StockCommand::Receive { quantity: 1_000 } }).await;
+            shop.run(Command::Stock {
+                stock: key,
+                command: StockCommand::Receive { quantity: 1_000, reference: None },
+            })
+            .await;
         }
         shop
     }

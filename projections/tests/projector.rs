@@ -60,7 +60,7 @@ impl Setup {
     /// Receives `n` units; returns the position of the event (a command's result carries it).
     async fn receive(&self, n: u32) -> u64 {
         let stock = StockKey::new(Sku::parse("mug").unwrap(), LocationId::parse("berlin").unwrap());
-        let command = Command::Stock { stock, command: StockCommand::Receive { quantity: n } };
+        let command = Command::Stock { stock, command: StockCommand::Receive { quantity: n, reference: None } };
         let outcome =
             self.service.execute(CommandEnvelope::new(format!("receive-{n}"), "clerk", command)).await.unwrap();
         outcome.position.unwrap()
@@ -167,11 +167,12 @@ async fn models_keep_up_with_concurrent_writers_on_postgres() {
         writers.push(tokio::spawn(async move {
             let mut last = 0;
             for i in 0..40u64 {
-                let event = DomainEvent::Stock(StockEvent::StockReceived { quantity: 1 + (i % 3) as u32 });
+                let event =
+                    DomainEvent::Stock(StockEvent::StockReceived { units: 1 + (i % 3) as u32, reference: None });
                 let new = NewEvent {
                     event_id: uuid::Uuid::new_v4(),
                     event_type: event.event_type().into(),
-                    schema_version: 1,
+                    schema_version: event.schema_version(),
                     payload: event.payload(),
                     metadata: Metadata {
                         actor: "w".into(),

@@ -118,12 +118,12 @@ impl Shop {
         for (i, sku) in ["mug", "tea", "pot"].iter().enumerate() {
             for location in ["berlin", "hamburg"] {
                 self.stock(sku, location, StockCommand::ExpectIncoming { quantity: 10 }).await;
-                self.stock(sku, location, StockCommand::Receive { quantity: 4 + i as u32 }).await;
+                self.stock(sku, location, StockCommand::Receive { quantity: 4 + i as u32, reference: None }).await;
                 self.stock(sku, location, StockCommand::SetSafetyStock { quantity: 1 }).await;
                 let damage =
                     StockCommand::Adjust { delta: -1, reason: AdjustmentReason::Damage, expected_on_hand: None };
                 self.stock(sku, location, damage).await;
-                self.stock(sku, location, StockCommand::Receive { quantity: 3 }).await;
+                self.stock(sku, location, StockCommand::Receive { quantity: 3, reference: None }).await;
             }
         }
         assert!(self.log.settle(Duration::from_secs(30)).await.unwrap());
@@ -339,7 +339,7 @@ async fn postgres_an_unreadable_event_stops_the_model_and_its_checkpoint_says_wh
 
 fn stock_command() -> impl Strategy<Value = (u8, u8, StockCommand)> {
     let command = prop_oneof![
-        (1u32..6).prop_map(|quantity| StockCommand::Receive { quantity }),
+        (1u32..6).prop_map(|quantity| StockCommand::Receive { quantity, reference: None }),
         (-4i64..4).prop_filter("non-zero", |d| *d != 0).prop_map(|delta| StockCommand::Adjust {
             delta,
             reason: AdjustmentReason::Correction,

@@ -48,7 +48,7 @@ fn fold_first(events: &[orderlog_store::RecordedEvent]) -> serde_json::Value {
 
 fn command() -> impl Strategy<Value = StockCommand> {
     prop_oneof![
-        (1u32..9).prop_map(|quantity| StockCommand::Receive { quantity }),
+        (1u32..9).prop_map(|quantity| StockCommand::Receive { quantity, reference: None }),
         (-3i64..3).prop_filter("non-zero", |d| *d != 0).prop_map(|delta| StockCommand::Adjust {
             delta,
             reason: AdjustmentReason::CycleCount,
@@ -94,8 +94,11 @@ proptest! {
 
 #[tokio::test]
 async fn history_names_who_and_why_and_finds_a_flow_across_streams() {
-    let (store, _) =
-        stocked(&[StockCommand::Receive { quantity: 3 }, StockCommand::SetSafetyStock { quantity: 1 }]).await;
+    let (store, _) = stocked(&[
+        StockCommand::Receive { quantity: 3, reference: None },
+        StockCommand::SetSafetyStock { quantity: 1 },
+    ])
+    .await;
     let history = stream_history(&*store, STREAM, Point::Latest).await.unwrap();
     assert_eq!(history.events[0].actor, "clerk0");
     assert_eq!(history.events[1].actor, "clerk1");
@@ -109,7 +112,7 @@ async fn history_names_who_and_why_and_finds_a_flow_across_streams() {
 
 #[tokio::test]
 async fn bad_requests_are_named() {
-    let (store, _) = stocked(&[StockCommand::Receive { quantity: 3 }]).await;
+    let (store, _) = stocked(&[StockCommand::Receive { quantity: 3, reference: None }]).await;
     let err = |r: Result<_, ReplayError>| r.err().unwrap().to_string();
     assert!(err(stream_history(&*store, "stock-tea@berlin", Point::Latest).await).contains("no stream"));
     assert!(err(stream_history(&*store, "invoice-7", Point::Latest).await).contains("not an aggregate's stream"));
