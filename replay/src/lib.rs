@@ -6,7 +6,9 @@
 //! Not yet: a digest over global positions (which also catches the removal of a stream's
 //! last event), export and import; those are the history issue.
 
+pub mod archive;
 pub mod history;
+pub mod progress;
 
 use std::collections::HashMap;
 

@@ -1,0 +1,335 @@
+//! Backup and restore: the log as NDJSON, one event per line in log order, then one end
+//! line with the number of events and a digest chained over every event's hash in file
+//! order — so a file cut short, reordered, or with a line changed, added or removed is
+//! refused on import, naming the line.
+//!
+//! Import verifies the whole file before writing anything, then appends the events in
+//! file order (consecutive events of one stream in one append, several streams per call)
+//! with each stream's expected version, so the store recomputes the same hash chain. A
+//! store that already holds a prefix of the file (an import that was interrupted) is
+//! resumed after it; any other non-empty store is refused.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+
+use chrono::{DateTime, Utc};
+use orderlog_store::hash::{event_hash, format_time, GENESIS};
+use orderlog_store::{
+    EventStore, ExpectedVersion, LogCursor, Metadata, NewEvent, RecordedEvent, StreamAppend, READ_EVENTS_MAX,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::progress::Progress;
+use crate::ReplayError;
+
+/// The format's name and version, on the end line.
+pub const FORMAT: &str = "orderlog-export-1";
+
+/// Events per append when importing (several streams per call).
+const IMPORT_BATCH_EVENTS: usize = 1_000;
+
+/// One event line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventLine {
+    pub position: u64,
+    pub stream_id: String,
+    pub version: u64,
+    pub event_id: uuid::Uuid,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub schema_version: u32,
+    /// The payload exactly as stored (its bytes are hashed).
+    pub payload: String,
+    pub metadata: Metadata,
+    pub recorded_at: String,
+    pub hash: String,
+}
+
+/// The end line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndLine {
+    pub format: String,
+    pub events: u64,
+    /// SHA-256 chained over the events' hashes in file order.
+    pub digest: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Line {
+    End { end: EndLine },
+    Event(Box<EventLine>),
+}
+
+/// Which part of the log to export.
+#[derive(Clone, Debug, Default)]
+pub struct ExportFilter {
+    /// Events at positions ≥ this.
+    pub from: Option<u64>,
+    /// Events at positions ≤ this.
+    pub to: Option<u64>,
+    /// Streams of this category only (`cart`, `order`, `stock`, `shipment`).
+    pub category: Option<String>,
+}
+
+fn chain(digest: &str, hash: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(digest.as_bytes());
+    hasher.update(hash.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+fn line_of(e: &RecordedEvent) -> EventLine {
+    EventLine {
+        position: e.position,
+        stream_id: e.stream_id.clone(),
+        version: e.version,
+        event_id: e.event_id,
+        event_type: e.event_type.clone(),
+        schema_version: e.schema_version,
+        payload: e.payload.clone(),
+        metadata: e.metadata.clone(),
+        recorded_at: format_time(&e.recorded_at),
+        hash: e.hash.clone(),
+    }
+}
+
+/// Writes the log (or the part `filter` selects) to `out`; returns the events written.
+/// Reads in bounded batches: memory stays flat however long the log.
+pub async fn export(
+    store: &dyn EventStore,
+    out: &mut dyn Write,
+    filter: &ExportFilter,
+    progress: &mut Progress,
+) -> Result<u64, ReplayError> {
+    let io = |e: std::io::Error| ReplayError::Invalid(format!("cannot write the export: {e}"));
+    let prefix = filter.category.as_ref().map(|c| format!("{c}-"));
+    let mut cursor = LogCursor::START;
+    let mut digest = GENESIS.to_string();
+    let mut written = 0u64;
+    loop {
+        let batch = store.read_all(cursor, READ_EVENTS_MAX).await?;
+        let Some(last) = batch.last() else { break };
+        cursor = LogCursor::after(last);
+        for e in &batch {
+            let wanted = filter.from.is_none_or(|from| e.position >= from)
+                && filter.to.is_none_or(|to| e.position <= to)
+                && prefix.as_ref().is_none_or(|p| e.stream_id.starts_with(p.as_str()));
+            if !wanted {
+                continue;
+            }
+            serde_json::to_writer(&mut *out, &line_of(e)).map_err(|e| io(e.into()))?;
+            out.write_all(b"\n").map_err(io)?;
+            digest = chain(&digest, &e.hash);
+            written += 1;
+        }
+        progress.advance(batch.len() as u64);
+    }
+    let end = Line::End { end: EndLine { format: FORMAT.into(), events: written, digest } };
+    serde_json::to_writer(&mut *out, &end).map_err(|e| io(e.into()))?;
+    out.write_all(b"\n").map_err(io)?;
+    out.flush().map_err(io)?;
+    progress.finish();
+    Ok(written)
+}
+
+fn refuse(line: u64, detail: impl std::fmt::Display) -> ReplayError {
+    ReplayError::Invalid(format!("line {line}: {detail}; nothing was imported"))
+}
+
+fn recorded(line: &EventLine, n: u64) -> Result<RecordedEvent, ReplayError> {
+    let recorded_at: DateTime<Utc> = DateTime::parse_from_rfc3339(&line.recorded_at)
+        .map_err(|e| refuse(n, format!("recorded_at '{}': {e}", line.recorded_at)))?
+        .with_timezone(&Utc);
+    Ok(RecordedEvent {
+        position: line.position,
+        commit: line.position,
+        stream_id: line.stream_id.clone(),
+        version: line.version,
+        event_id: line.event_id,
+        event_type: line.event_type.clone(),
+        schema_version: line.schema_version,
+        payload: line.payload.clone(),
+        metadata: line.metadata.clone(),
+        recorded_at,
+        hash: line.hash.clone(),
+    })
+}
+
+/// Checks a whole export: every line parses, each stream's versions run 1, 2, 3 … and each
+/// hash follows from the event's bytes and the previous event of its stream, the end line
+/// is there and its count and digest match. Returns the number of events. Memory: one
+/// version and hash per stream.
+pub fn verify_file(input: &mut dyn BufRead, progress: &mut Progress) -> Result<u64, ReplayError> {
+    let mut heads: HashMap<String, (u64, String)> = HashMap::new();
+    let mut digest = GENESIS.to_string();
+    let mut events = 0u64;
+    let mut n = 0u64;
+    let mut text = String::new();
+    let mut ended = false;
+    loop {
+        text.clear();
+        let read = input.read_line(&mut text).map_err(|e| refuse(n + 1, format!("cannot be read: {e}")))?;
+        if read == 0 {
+            break;
+        }
+        n += 1;
+        if ended {
+            return Err(refuse(n, "a line after the end line"));
+        }
+        let line: Line =
+            serde_json::from_str(text.trim_end()).map_err(|e| refuse(n, format!("not an event line: {e}")))?;
+        match line {
+            Line::End { end } => {
+                if end.format != FORMAT {
+                    return Err(refuse(n, format!("format '{}' is not {FORMAT}", end.format)));
+                }
+                if end.events != events {
+                    return Err(refuse(n, format!("the end line counts {} events, the file has {events}", end.events)));
+                }
+                if end.digest != digest {
+                    return Err(refuse(
+                        n,
+                        "the digest does not match the events: lines were changed, removed or reordered",
+                    ));
+                }
+                ended = true;
+            }
+            Line::Event(line) => {
+                let event = recorded(&line, n)?;
+                let (version, prev) = heads.get(&line.stream_id).cloned().unwrap_or((0, GENESIS.to_string()));
+                if line.version != version + 1 {
+                    return Err(refuse(
+                        n,
+                        format!(
+                            "'{}' version {} follows version {version} (an event is missing or out of order)",
+                            line.stream_id, line.version
+                        ),
+                    ));
+                }
+                if event_hash(&prev, &event) != line.hash {
+                    return Err(refuse(
+                        n,
+                        format!(
+                            "'{}' version {}: its hash does not follow from its bytes and the previous event of its stream (altered)",
+                            line.stream_id, line.version
+                        ),
+                    ));
+                }
+                heads.insert(line.stream_id.clone(), (line.version, line.hash.clone()));
+                digest = chain(&digest, &line.hash);
+                events += 1;
+                progress.advance(1);
+            }
+        }
+    }
+    if !ended {
+        return Err(refuse(n, "the file ends without its end line: it was cut short"));
+    }
+    Ok(events)
+}
+
+/// Loads a verified export (`open` gives the file again from its start) into `store`:
+/// into an empty store, or one holding exactly a prefix of the file (resumed). Returns the
+/// events appended.
+pub async fn import(
+    store: &dyn EventStore,
+    open: &dyn Fn() -> Result<Box<dyn BufRead>, ReplayError>,
+    progress_check: &mut Progress,
+    progress_load: &mut Progress,
+) -> Result<u64, ReplayError> {
+    let total = verify_file(&mut *open()?, progress_check)?;
+    progress_check.finish();
+    // What the store holds must be the file's first events, in order.
+    let mut held = 0u64;
+    let mut cursor = LogCursor::START;
+    let mut input = open()?;
+    let mut text = String::new();
+    let mut n = 0u64;
+    'prefix: loop {
+        let batch = store.read_all(cursor, READ_EVENTS_MAX).await?;
+        let Some(last) = batch.last() else { break };
+        cursor = LogCursor::after(last);
+        for e in &batch {
+            text.clear();
+            input.read_line(&mut text).map_err(|e| ReplayError::Invalid(e.to_string()))?;
+            n += 1;
+            let same = match serde_json::from_str::<Line>(text.trim_end()) {
+                Ok(Line::Event(line)) => line.event_id == e.event_id && line.hash == e.hash,
+                _ => false,
+            };
+            if !same {
+                return Err(ReplayError::Invalid(format!(
+                    "the store is not empty and its event at position {} is not line {n} of the file; \
+                     import into an empty store (or the store of an interrupted import of this file)",
+                    e.position
+                )));
+            }
+            held += 1;
+            if held == total {
+                break 'prefix;
+            }
+        }
+    }
+    progress_load.advance(held);
+    let mut appended = 0u64;
+    let mut batch: Vec<StreamAppend> = Vec::new();
+    let mut batch_events = 0usize;
+    let mut in_batch: HashMap<String, usize> = HashMap::new();
+    loop {
+        text.clear();
+        if input.read_line(&mut text).map_err(|e| ReplayError::Invalid(e.to_string()))? == 0 {
+            break;
+        }
+        n += 1;
+        let Ok(Line::Event(line)) = serde_json::from_str::<Line>(text.trim_end()) else { break };
+        let event = recorded(&line, n)?;
+        let continues = batch.last().is_some_and(|a| a.stream_id == line.stream_id);
+        if !continues && (in_batch.contains_key(&line.stream_id) || batch_events >= IMPORT_BATCH_EVENTS) {
+            appended += flush(store, &mut batch, &mut in_batch, &mut batch_events, progress_load).await?;
+        }
+        let new = NewEvent {
+            event_id: event.event_id,
+            event_type: event.event_type,
+            schema_version: event.schema_version,
+            payload: event.payload,
+            metadata: event.metadata,
+            recorded_at: event.recorded_at,
+        };
+        if batch.last().is_some_and(|a| a.stream_id == line.stream_id) {
+            batch.last_mut().expect("a run").events.push(new);
+        } else {
+            in_batch.insert(line.stream_id.clone(), batch.len());
+            batch.push(StreamAppend {
+                stream_id: line.stream_id.clone(),
+                expected: ExpectedVersion::Exact(line.version - 1),
+                events: vec![new],
+            });
+        }
+        batch_events += 1;
+    }
+    appended += flush(store, &mut batch, &mut in_batch, &mut batch_events, progress_load).await?;
+    progress_load.finish();
+    Ok(appended)
+}
+
+async fn flush(
+    store: &dyn EventStore,
+    batch: &mut Vec<StreamAppend>,
+    in_batch: &mut HashMap<String, usize>,
+    batch_events: &mut usize,
+    progress: &mut Progress,
+) -> Result<u64, ReplayError> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let events = *batch_events as u64;
+    store.append(std::mem::take(batch)).await?;
+    in_batch.clear();
+    *batch_events = 0;
+    progress.advance(events);
+    Ok(events)
+}
