@@ -101,6 +101,19 @@ enum Commands {
         #[arg(long, default_value = DEFAULT_DATABASE)]
         database: String,
     },
+    /// Rebuild read models from the whole log without taking them offline: a copy is
+    /// folded beside each live one and swapped in when it has caught up. Interrupted, it
+    /// resumes when run again.
+    Rebuild {
+        /// inventory_levels or order_status.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        projection: Option<String>,
+        /// Every read model.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value = DEFAULT_DATABASE)]
+        database: String,
+    },
     /// Read models and where they stand.
     Projections {
         #[command(subcommand)]
@@ -211,6 +224,7 @@ async fn run(cli: Cli) -> Result<()> {
         Commands::Demo(args) => demo::run(args).await,
         Commands::Serve(args) => serve::serve(args).await,
         Commands::Token { command } => serve::token(command).await,
+        Commands::Rebuild { projection, all, database } => rebuild(&database, projection, all).await,
         Commands::Export { database, from, to, category, gzip } => export(&database, from, to, category, gzip).await,
         Commands::Import { file, database } => import(&database, &file).await,
         Commands::Verify { database } => {
@@ -407,5 +421,52 @@ async fn import(database: &str, file: &std::path::Path) -> Result<()> {
     let mut load = orderlog_replay::progress::Progress::new("import: loading", None);
     let appended = orderlog_replay::archive::import(&*opened.store, &open, &mut check, &mut load).await?;
     eprintln!("imported {appended} events ({} verified)", check.done());
+    Ok(())
+}
+
+async fn rebuild(database: &str, projection: Option<String>, all: bool) -> Result<()> {
+    let opened = open_store(database).await?;
+    let runners = read_models(database, opened.store.clone()).await?.runners;
+    let names: Vec<&str> = runners.iter().map(|r| r.name()).collect();
+    let chosen: Vec<Arc<dyn AnyRunner>> = match (&projection, all) {
+        (_, true) => runners.clone(),
+        (Some(name), false) => match runners.iter().find(|r| r.name() == name) {
+            Some(r) => vec![r.clone()],
+            None => bail!("no read model '{name}'; the read models are {}", names.join(", ")),
+        },
+        (None, false) => bail!("name a read model ({}) or give --all", names.join(", ")),
+    };
+    for runner in chosen {
+        let head = opened.store.head().await?;
+        let mut progress = orderlog_replay::progress::Progress::new(format!("rebuild {}", runner.name()), Some(head));
+        let watched = runner.clone();
+        let (done, mut finished) = tokio::sync::oneshot::channel::<()>();
+        let shown = tokio::spawn(async move {
+            let mut seen = 0;
+            loop {
+                tokio::select! {
+                    _ = &mut finished => return progress,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                }
+                if let Some(at) = watched.rebuild_checkpoint().await {
+                    progress.advance(at.events.saturating_sub(seen));
+                    seen = at.events;
+                }
+            }
+        });
+        let rebuilt = runner.rebuild().await;
+        let _ = done.send(());
+        let mut progress = shown.await?;
+        let checkpoint = rebuilt?;
+        progress.advance(checkpoint.events.saturating_sub(progress.done()));
+        progress.finish();
+        println!(
+            "{}: rebuilt at version {} and swapped in ({} events, position {})",
+            runner.name(),
+            checkpoint.version,
+            checkpoint.events,
+            checkpoint.cursor.position
+        );
+    }
     Ok(())
 }

@@ -167,3 +167,34 @@ fn history_shows_a_stream_at_a_version_and_a_flow_across_streams() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--as-of"), "{}", stderr(&out));
 }
+
+#[test]
+fn export_import_and_rebuild_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    let db = db.to_str().unwrap();
+    demo_json(db);
+    let out = orderlog(&["rebuild", "--all", "--database", db]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("inventory_levels: rebuilt") && text.contains("order_status: rebuilt"), "{text}");
+    let export = orderlog(&["export", "--database", db, "--gzip"]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    let file = dir.path().join("log.ndjson.gz");
+    std::fs::write(&file, &export.stdout).unwrap();
+    let copy = dir.path().join("copy.db");
+    let copy = copy.to_str().unwrap();
+    let out = orderlog(&["import", file.to_str().unwrap(), "--database", copy]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again = orderlog(&["export", "--database", copy, "--gzip"]);
+    let unzip = |bytes: &[u8]| {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(bytes), &mut text).unwrap();
+        text
+    };
+    assert_eq!(unzip(&again.stdout), unzip(&export.stdout), "the copy exports the same log");
+    let verify = orderlog(&["verify", "--database", copy]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
+    let bad = orderlog(&["rebuild", "nothing", "--database", db]);
+    assert!(stderr(&bad).contains("no read model 'nothing'"));
+}

@@ -208,4 +208,64 @@ impl RowStore for PostgresRows {
             .map_err(db)?;
         Ok(())
     }
+
+    async fn swap(&self, live: &'static str, shadow: &'static str) -> Result<bool, String> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&READ_MODEL_DDL_LOCK_KEY]).await.map_err(db)?;
+        let at = |row: Option<tokio_postgres::Row>| {
+            row.map(|r| (r.get::<_, i32>(0), (r.get::<_, i64>(1), r.get::<_, i64>(2)), r.get::<_, i64>(3)))
+        };
+        let query = "SELECT version, commit_order, position, events FROM orderlog_checkpoints
+                      WHERE projection = $1 FOR UPDATE";
+        let Some((version, cursor, events)) = at(tx.query_opt(query, &[&shadow]).await.map_err(db)?) else {
+            return Err(format!("no rebuild '{shadow}' to swap in"));
+        };
+        if let Some((live_version, live_cursor, _)) = at(tx.query_opt(query, &[&live]).await.map_err(db)?) {
+            if live_version == version && live_cursor > cursor {
+                return Ok(false);
+            }
+        }
+        tx.batch_execute(&format!(
+            "DROP TABLE IF EXISTS {live_table} CASCADE;
+             ALTER TABLE {shadow_table} RENAME TO {live_table};
+             ALTER TABLE {live_table} RENAME CONSTRAINT {shadow_table}_pkey TO {live_table}_pkey;",
+            live_table = table(live),
+            shadow_table = table(shadow)
+        ))
+        .await
+        .map_err(db)?;
+        tx.execute(
+            "INSERT INTO orderlog_checkpoints (projection, version, commit_order, position, events)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (projection) DO UPDATE SET version = EXCLUDED.version,
+                commit_order = EXCLUDED.commit_order, position = EXCLUDED.position,
+                events = EXCLUDED.events, error = NULL",
+            &[&live, &version, &cursor.0, &cursor.1, &events],
+        )
+        .await
+        .map_err(db)?;
+        tx.execute("DELETE FROM orderlog_checkpoints WHERE projection = $1", &[&shadow]).await.map_err(db)?;
+        for view in &self.views {
+            tx.batch_execute("SAVEPOINT view").await.map_err(db)?;
+            match tx.batch_execute(view).await {
+                Ok(()) => tx.batch_execute("RELEASE view").await.map_err(db)?,
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                    tx.batch_execute("ROLLBACK TO view").await.map_err(db)?
+                }
+                Err(e) => return Err(db(e)),
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+
+    async fn discard(&self, model: &'static str) -> Result<(), String> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&READ_MODEL_DDL_LOCK_KEY]).await.map_err(db)?;
+        tx.batch_execute(&format!("DROP TABLE IF EXISTS {}", table(model))).await.map_err(db)?;
+        tx.execute("DELETE FROM orderlog_checkpoints WHERE projection = $1", &[&model]).await.map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
 }

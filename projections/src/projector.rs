@@ -28,6 +28,10 @@ pub trait AnyRunner: Send + Sync {
     async fn record_failure(&self, error: &RunError);
     /// Whether the stored rows equal the fold of the whole log.
     async fn verify(&self) -> Result<bool, RunError>;
+    /// Rebuilds the model beside the live one and swaps it in (see [`Runner::rebuild`]).
+    async fn rebuild(&self) -> Result<Checkpoint, RunError>;
+    /// Where a rebuild under way stands.
+    async fn rebuild_checkpoint(&self) -> Option<Checkpoint>;
 }
 
 #[async_trait]
@@ -52,6 +56,12 @@ impl<M: TableModel> AnyRunner for Runner<M> {
     }
     async fn verify(&self) -> Result<bool, RunError> {
         Runner::verify(self).await
+    }
+    async fn rebuild(&self) -> Result<Checkpoint, RunError> {
+        Runner::rebuild(self).await
+    }
+    async fn rebuild_checkpoint(&self) -> Option<Checkpoint> {
+        Runner::rebuild_checkpoint(self).await
     }
 }
 
@@ -87,6 +97,21 @@ pub async fn run_live(
                             }
                         }
                         Ok(_) | Err(RunError::CheckpointMoved { .. }) => {}
+                        // This build folds another version: rebuild beside the stored model
+                        // (which keeps serving) and swap, then go on.
+                        Err(RunError::VersionMismatch { stored, current, .. }) => {
+                            tracing::warn!(
+                                projection = name,
+                                stored,
+                                current,
+                                "rebuilding a read model of another version"
+                            );
+                            if let Err(e) = runner.rebuild().await {
+                                tracing::error!(projection = name, error = %e, "rebuild failed");
+                                runner.record_failure(&e).await;
+                                return Err(e);
+                            }
+                        }
                         Err(e) => {
                             tracing::error!(projection = name, error = %e, "projection stopped");
                             runner.record_failure(&e).await;

@@ -223,4 +223,66 @@ impl RowStore for SqliteRows {
         })
         .await
     }
+
+    async fn swap(&self, live: &'static str, shadow: &'static str) -> Result<bool, String> {
+        let views = self.views.clone();
+        self.with(move |conn| {
+            // Renaming a table must not rewrite (or check) the views that name the live one.
+            conn.pragma_update(None, "legacy_alter_table", "ON").map_err(text)?;
+            let swapped = (|| {
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(text)?;
+                let at = |name: &str| {
+                    tx.query_row(
+                        "SELECT version, commit_order, position, events FROM orderlog_checkpoints WHERE projection = ?1",
+                        [name],
+                        |r| Ok((r.get::<_, u32>(0)?, (r.get::<_, u64>(1)?, r.get::<_, u64>(2)?), r.get::<_, u64>(3)?)),
+                    )
+                    .optional()
+                    .map_err(text)
+                };
+                let Some((version, cursor, events)) = at(shadow)? else {
+                    return Err(format!("no rebuild '{shadow}' to swap in"));
+                };
+                if let Some((live_version, live_cursor, _)) = at(live)? {
+                    if live_version == version && live_cursor > cursor {
+                        return Ok(false);
+                    }
+                }
+                tx.execute_batch(&format!(
+                    "DROP TABLE IF EXISTS {live_table}; ALTER TABLE {shadow_table} RENAME TO {live_table};",
+                    live_table = table(live),
+                    shadow_table = table(shadow)
+                ))
+                .map_err(text)?;
+                tx.execute(
+                    "INSERT INTO orderlog_checkpoints (projection, version, commit_order, position, events)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (projection) DO UPDATE SET version = excluded.version,
+                        commit_order = excluded.commit_order, position = excluded.position,
+                        events = excluded.events, error = NULL",
+                    params![live, version, cursor.0, cursor.1, events],
+                )
+                .map_err(text)?;
+                tx.execute("DELETE FROM orderlog_checkpoints WHERE projection = ?1", [shadow]).map_err(text)?;
+                for view in &views {
+                    tx.execute_batch(view).map_err(text)?;
+                }
+                tx.commit().map_err(text)?;
+                Ok(true)
+            })();
+            conn.pragma_update(None, "legacy_alter_table", "OFF").map_err(text)?;
+            swapped
+        })
+        .await
+    }
+
+    async fn discard(&self, model: &'static str) -> Result<(), String> {
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(text)?;
+            tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", table(model))).map_err(text)?;
+            tx.execute("DELETE FROM orderlog_checkpoints WHERE projection = ?1", [model]).map_err(text)?;
+            tx.commit().map_err(text)
+        })
+        .await
+    }
 }

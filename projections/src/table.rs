@@ -17,6 +17,9 @@ use orderlog_store::{EventStore, LogCursor, RecordedEvent, StoreError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+/// The suffix of a model's rebuild beside the live model.
+pub const REBUILD_SUFFIX: &str = "__rebuild";
+
 /// Events a runner reads and folds per transaction, unless told otherwise.
 pub const BATCH_EVENTS_MAX_DEFAULT: u32 = 1_000;
 
@@ -92,6 +95,13 @@ pub trait RowStore: Send + Sync {
     ) -> Result<bool, String>;
     /// Records why the model stopped (outside any batch).
     async fn record_error(&self, model: &'static str, error: &str) -> Result<(), String>;
+    /// In one transaction: `shadow`'s rows and checkpoint become `live`'s, the views are made
+    /// again over them, and `live`'s old table is dropped — unless `live` is of the same
+    /// version and further along the log than `shadow` (then nothing changes and the answer
+    /// is false: fold `shadow` further and try again).
+    async fn swap(&self, live: &'static str, shadow: &'static str) -> Result<bool, String>;
+    /// Drops a model's table and checkpoint (a rebuild of another version left behind).
+    async fn discard(&self, model: &'static str) -> Result<(), String>;
 }
 
 /// A folded batch, ready to be written.
@@ -128,13 +138,32 @@ impl Drop for AbortOnDrop {
 pub struct Runner<M: TableModel> {
     log: Arc<dyn EventStore>,
     rows: Arc<dyn RowStore>,
+    /// Where the rows and checkpoint are stored: the model's name, or its rebuild's.
+    name: &'static str,
+    /// Where the model's rebuild is stored.
+    shadow_name: &'static str,
     batch_events_max: u32,
     _model: std::marker::PhantomData<M>,
 }
 
 impl<M: TableModel> Runner<M> {
     pub fn new(log: Arc<dyn EventStore>, rows: Arc<dyn RowStore>) -> Runner<M> {
-        Runner { log, rows, batch_events_max: BATCH_EVENTS_MAX_DEFAULT, _model: std::marker::PhantomData }
+        let shadow_name: &'static str = Box::leak(format!("{}{REBUILD_SUFFIX}", M::NAME).into_boxed_str());
+        Runner {
+            log,
+            rows,
+            name: M::NAME,
+            shadow_name,
+            batch_events_max: BATCH_EVENTS_MAX_DEFAULT,
+            _model: std::marker::PhantomData,
+        }
+    }
+
+    /// The runner of the model's rebuild: its rows and checkpoint are stored beside the live
+    /// model's (`rm_{NAME}__rebuild`) until [`Runner::rebuild`] swaps them in.
+    pub fn shadow(log: Arc<dyn EventStore>, rows: Arc<dyn RowStore>) -> Runner<M> {
+        let live = Runner::new(log, rows);
+        Runner { name: live.shadow_name, ..live }
     }
 
     pub fn with_batch_events_max(mut self, batch_events_max: u32) -> Runner<M> {
@@ -148,19 +177,19 @@ impl<M: TableModel> Runner<M> {
 
     /// Creates the model's table and checkpoint if absent.
     pub async fn ensure(&self) -> Result<(), RunError> {
-        self.rows.ensure(M::NAME, M::VERSION).await.map_err(Self::rows_error)
+        self.rows.ensure(self.name, M::VERSION).await.map_err(Self::rows_error)
     }
 
     /// The model's checkpoint.
     pub async fn checkpoint(&self) -> Result<Checkpoint, RunError> {
-        self.rows.checkpoint(M::NAME).await.map_err(Self::rows_error)
+        self.rows.checkpoint(self.name).await.map_err(Self::rows_error)
     }
 
     /// Records in the checkpoint why the model stopped (best effort: the storage may be
     /// what failed).
     pub async fn record_failure(&self, error: &RunError) {
-        if let Err(e) = self.rows.record_error(M::NAME, &error.to_string()).await {
-            tracing::warn!(projection = M::NAME, error = %e, "could not record why the projection stopped");
+        if let Err(e) = self.rows.record_error(self.name, &error.to_string()).await {
+            tracing::warn!(projection = self.name, error = %e, "could not record why the projection stopped");
         }
     }
 
@@ -193,7 +222,7 @@ impl<M: TableModel> Runner<M> {
         let stop_reader = AbortOnDrop(reader);
         let mut from = checkpoint.cursor;
         let Some(mut prepared) = self.prepare(received::<M>(&mut ahead).await?, &BTreeMap::new()).await? else {
-            return self.rows.checkpoint(M::NAME).await.map_err(Self::rows_error);
+            return self.rows.checkpoint(self.name).await.map_err(Self::rows_error);
         };
         loop {
             let to = prepared.to;
@@ -202,7 +231,7 @@ impl<M: TableModel> Runner<M> {
                 drop(stop_reader);
                 self.commit(from, prepared).await?;
                 while self.step().await? > 0 {}
-                return self.rows.checkpoint(M::NAME).await.map_err(Self::rows_error);
+                return self.rows.checkpoint(self.name).await.map_err(Self::rows_error);
             }
             let written = std::mem::take(&mut prepared.folded);
             let following = async {
@@ -214,9 +243,41 @@ impl<M: TableModel> Runner<M> {
             from = to;
             match following? {
                 Some(next) => prepared = next,
-                None => return self.rows.checkpoint(M::NAME).await.map_err(Self::rows_error),
+                None => return self.rows.checkpoint(self.name).await.map_err(Self::rows_error),
             }
         }
+    }
+
+    /// Rebuilds the model without taking it offline: a second copy is folded from the start
+    /// of the log beside the live one (which keeps serving, and keeps being updated by its
+    /// runners), caught up, and swapped in atomically once it has reached the live one; the
+    /// old table is dropped in the same transaction. Interrupted, it resumes from the
+    /// copy's checkpoint when run again; a copy of another version is discarded first.
+    pub async fn rebuild(&self) -> Result<Checkpoint, RunError> {
+        let shadow = Runner::<M> {
+            log: Arc::clone(&self.log),
+            rows: Arc::clone(&self.rows),
+            name: self.shadow_name,
+            shadow_name: self.shadow_name,
+            batch_events_max: self.batch_events_max,
+            _model: std::marker::PhantomData,
+        };
+        if let Ok(left) = self.rows.checkpoint(shadow.name).await {
+            if left.version != M::VERSION {
+                self.rows.discard(shadow.name).await.map_err(Self::rows_error)?;
+            }
+        }
+        loop {
+            shadow.catch_up().await?;
+            if self.rows.swap(self.name, shadow.name).await.map_err(Self::rows_error)? {
+                return self.rows.checkpoint(self.name).await.map_err(Self::rows_error);
+            }
+        }
+    }
+
+    /// Where a rebuild in progress stands (none: no rebuild under way).
+    pub async fn rebuild_checkpoint(&self) -> Option<Checkpoint> {
+        self.rows.checkpoint(self.shadow_name).await.ok()
     }
 
     /// Folds one batch; returns how many events it folded (0: nothing to read).
@@ -231,10 +292,10 @@ impl<M: TableModel> Runner<M> {
 
     /// The checkpoint, refused if it was stored by another version of the model.
     async fn current(&self) -> Result<Checkpoint, RunError> {
-        let checkpoint = self.rows.checkpoint(M::NAME).await.map_err(Self::rows_error)?;
+        let checkpoint = self.rows.checkpoint(self.name).await.map_err(Self::rows_error)?;
         if checkpoint.version != M::VERSION {
             return Err(RunError::VersionMismatch {
-                projection: M::NAME,
+                projection: self.name,
                 stored: checkpoint.version,
                 current: M::VERSION,
             });
@@ -246,7 +307,7 @@ impl<M: TableModel> Runner<M> {
         self.log
             .read_all(from, self.batch_events_max)
             .await
-            .map_err(|source| RunError::Store { projection: M::NAME, source })
+            .map_err(|source| RunError::Store { projection: self.name, source })
     }
 
     /// Decodes and folds a batch into the rows it touches, serialized for writing; `None`
@@ -270,12 +331,12 @@ impl<M: TableModel> Runner<M> {
                 Err(_) if i > 0 => break,
                 Err(e) => {
                     let error = RunError::Unreadable {
-                        projection: M::NAME,
+                        projection: self.name,
                         position: event.position,
                         event_type: event.event_type.clone(),
                         detail: e.to_string(),
                     };
-                    self.rows.record_error(M::NAME, &error.to_string()).await.map_err(Self::rows_error)?;
+                    self.rows.record_error(self.name, &error.to_string()).await.map_err(Self::rows_error)?;
                     return Err(error);
                 }
             }
@@ -295,7 +356,7 @@ impl<M: TableModel> Runner<M> {
                 None => absent.push(key.clone()),
             }
         }
-        let stored = self.rows.load(M::NAME, absent).await.map_err(Self::rows_error)?;
+        let stored = self.rows.load(self.name, absent).await.map_err(Self::rows_error)?;
         for (key, json) in stored {
             let row = serde_json::from_str(&json)
                 .map_err(|e| Self::rows_error(format!("row '{key}' does not match this build's model: {e}")))?;
@@ -316,9 +377,9 @@ impl<M: TableModel> Runner<M> {
     /// Writes a prepared batch if the checkpoint is still at `from`.
     async fn commit(&self, from: LogCursor, prepared: Prepared<M::Row>) -> Result<(), RunError> {
         let Prepared { to, events, rows, .. } = prepared;
-        let committed = self.rows.commit(M::NAME, from, to, events, rows).await.map_err(Self::rows_error)?;
+        let committed = self.rows.commit(self.name, from, to, events, rows).await.map_err(Self::rows_error)?;
         if !committed {
-            return Err(RunError::CheckpointMoved { projection: M::NAME });
+            return Err(RunError::CheckpointMoved { projection: self.name });
         }
         Ok(())
     }
@@ -327,7 +388,7 @@ impl<M: TableModel> Runner<M> {
     /// when the model has caught up).
     pub async fn verify(&self) -> Result<bool, RunError> {
         let expected = self.fold_in_memory().await?;
-        let stored = self.rows.load(M::NAME, expected.keys().cloned().collect()).await.map_err(Self::rows_error)?;
+        let stored = self.rows.load(self.name, expected.keys().cloned().collect()).await.map_err(Self::rows_error)?;
         if stored.len() != expected.len() {
             return Ok(false);
         }
@@ -349,13 +410,13 @@ impl<M: TableModel> Runner<M> {
                 .log
                 .read_all(cursor, self.batch_events_max)
                 .await
-                .map_err(|source| RunError::Store { projection: M::NAME, source })?;
+                .map_err(|source| RunError::Store { projection: self.name, source })?;
             let Some(last) = batch.last() else { return Ok(rows) };
             cursor = LogCursor::after(last);
             for event in batch.iter().filter(|e| M::wants(e)) {
                 let d = DomainEvent::decode(&event.event_type, event.schema_version, &event.payload).map_err(|e| {
                     RunError::Unreadable {
-                        projection: M::NAME,
+                        projection: self.name,
                         position: event.position,
                         event_type: event.event_type.clone(),
                         detail: e.to_string(),

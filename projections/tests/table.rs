@@ -206,6 +206,12 @@ impl RowStore for FailingLoad {
     async fn record_error(&self, model: &'static str, error: &str) -> Result<(), String> {
         self.inner.record_error(model, error).await
     }
+    async fn swap(&self, live: &'static str, shadow: &'static str) -> Result<bool, String> {
+        self.inner.swap(live, shadow).await
+    }
+    async fn discard(&self, model: &'static str) -> Result<(), String> {
+        self.inner.discard(model).await
+    }
 }
 
 async fn a_fault_at_any_step_of_a_batch_neither_counts_twice_nor_misses(make: impl AsyncFn() -> Shop) {
@@ -377,4 +383,166 @@ proptest! {
             the_stored_model_equals_the_fold(shop, commands, batch).await;
         });
     }
+}
+
+/// The inventory model as a later build would fold it: same rows, version 2.
+struct InventoryV2;
+
+impl TableModel for InventoryV2 {
+    const NAME: &'static str = InventoryTable::NAME;
+    const VERSION: u32 = InventoryTable::VERSION + 1;
+    type Row = <InventoryTable as TableModel>::Row;
+
+    fn wants(event: &orderlog_store::RecordedEvent) -> bool {
+        InventoryTable::wants(event)
+    }
+    fn keys(event: &orderlog_store::RecordedEvent, decoded: &orderlog_domain::codec::DomainEvent) -> Vec<String> {
+        InventoryTable::keys(event, decoded)
+    }
+    fn evolve(
+        row: Self::Row,
+        key: &str,
+        event: &orderlog_store::RecordedEvent,
+        decoded: &orderlog_domain::codec::DomainEvent,
+    ) -> Self::Row {
+        InventoryTable::evolve(row, key, event, decoded)
+    }
+}
+
+impl Shop {
+    /// Reads the plain-SQL view over and over until `stop`; returns (reads, failures).
+    fn reader(&self, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<(u32, Vec<String>)> {
+        enum Conn {
+            Sqlite(std::path::PathBuf),
+            Postgres(String),
+        }
+        let conn = match &self.backend {
+            Backend::Sqlite(dir) => Conn::Sqlite(dir.path().join("orderlog.db")),
+            Backend::Postgres(db) => Conn::Postgres(db.url.clone()),
+        };
+        tokio::spawn(async move {
+            let (mut reads, mut failures) = (0u32, Vec::new());
+            let pg = match &conn {
+                Conn::Postgres(url) => {
+                    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+                    tokio::spawn(connection);
+                    Some(client)
+                }
+                Conn::Sqlite(_) => None,
+            };
+            let lite = match &conn {
+                Conn::Sqlite(path) => Some(rusqlite::Connection::open(path).unwrap()),
+                Conn::Postgres(_) => None,
+            };
+            while !*stop.borrow() {
+                let read: Result<i64, String> = match (&pg, &lite) {
+                    (Some(client), _) => client
+                        .query_one("SELECT COALESCE(SUM(on_hand), 0)::bigint FROM inventory_by_location", &[])
+                        .await
+                        .map(|r| r.get(0))
+                        .map_err(|e| e.to_string()),
+                    (_, Some(conn)) => conn
+                        .query_row("SELECT COALESCE(SUM(on_hand), 0) FROM inventory_by_location", [], |r| r.get(0))
+                        .map_err(|e| e.to_string()),
+                    _ => unreachable!(),
+                };
+                match read {
+                    Ok(_) => reads += 1,
+                    Err(e) => failures.push(e),
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (reads, failures)
+        })
+    }
+}
+
+async fn a_rebuild_swaps_in_while_writers_write_and_readers_read(mut shop: Shop) {
+    use orderlog_projections::projector;
+    shop.fill().await;
+    let rows = shop.rows().await;
+    shop.runner(rows.clone(), 5).catch_up().await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // The live model keeps being updated by its own runner, and keeps being read.
+    let live: Arc<dyn projector::AnyRunner> = Arc::new(shop.runner(shop.rows().await, 5));
+    let live_task = tokio::spawn(projector::run_live(shop.log.clone(), vec![live.clone()], stopped.clone()));
+    let reader = shop.reader(stopped.clone());
+    let log = shop.log.clone();
+    let writer = tokio::spawn(async move {
+        let service =
+            CommandService::new(log, Arc::new(orderlog_commands::SystemClock), Arc::new(SequentialIds::new("w-")));
+        for i in 0..60u32 {
+            let stock = StockKey::new(
+                Sku::parse(["mug", "tea"][i as usize % 2]).unwrap(),
+                LocationId::parse("berlin").unwrap(),
+            );
+            let command = StockCommand::Receive { quantity: 1, reference: None };
+            service
+                .execute(CommandEnvelope::new(format!("w{i}"), "writer", Command::Stock { stock, command }))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+    });
+    let rebuilt = shop.runner(rows.clone(), 3).rebuild().await.unwrap();
+    assert_eq!(rebuilt.version, InventoryTable::VERSION);
+    writer.await.unwrap();
+    assert!(shop.log.settle(Duration::from_secs(30)).await.unwrap());
+    assert!(projector::wait_caught_up(&*shop.log, &*live, Duration::from_secs(30)).await.unwrap());
+    stop.send(true).unwrap();
+    for (name, ended) in live_task.await.unwrap() {
+        ended.unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let (reads, failures) = reader.await.unwrap();
+    assert!(failures.is_empty(), "reads failed during the rebuild: {failures:?}");
+    assert!(reads > 5, "the reader read while the rebuild ran ({reads})");
+    assert_equals_fold(&shop, &*rows).await;
+    assert!(rows.checkpoint("inventory_levels__rebuild").await.is_err(), "the rebuild's copy is gone after the swap");
+    // A second rebuild of an up-to-date model swaps again, and nothing changes.
+    shop.runner(rows.clone(), 50).rebuild().await.unwrap();
+    assert_equals_fold(&shop, &*rows).await;
+}
+
+async fn a_new_version_of_a_model_is_rebuilt_beside_the_old_one(mut shop: Shop) {
+    use orderlog_projections::projector;
+    shop.fill().await;
+    let rows = shop.rows().await;
+    shop.runner(rows.clone(), 5).catch_up().await.unwrap();
+    let v2 = Runner::<InventoryV2>::new(shop.log.clone(), rows.clone());
+    assert!(matches!(v2.step().await, Err(RunError::VersionMismatch { stored: 1, current: 2, .. })));
+    // An interrupted rebuild of the old version is left behind; it is discarded, not reused.
+    let stale = Runner::<InventoryTable>::shadow(shop.log.clone(), rows.clone()).with_batch_events_max(2);
+    stale.ensure().await.unwrap();
+    stale.step().await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let runner: Arc<dyn projector::AnyRunner> = Arc::new(Runner::<InventoryV2>::new(shop.log.clone(), rows.clone()));
+    let task = tokio::spawn(projector::run_live(shop.log.clone(), vec![runner.clone()], stopped));
+    assert!(projector::wait_caught_up(&*shop.log, &*runner, Duration::from_secs(30)).await.unwrap());
+    stop.send(true).unwrap();
+    for (name, ended) in task.await.unwrap() {
+        ended.unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let checkpoint = rows.checkpoint(InventoryTable::NAME).await.unwrap();
+    assert_eq!(checkpoint.version, 2);
+    assert!(runner.verify().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_rebuild_swaps_in_while_writers_write_and_readers_read() {
+    a_rebuild_swaps_in_while_writers_write_and_readers_read(Shop::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_rebuild_swaps_in_while_writers_write_and_readers_read() {
+    a_rebuild_swaps_in_while_writers_write_and_readers_read(Shop::postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_new_version_of_a_model_is_rebuilt_beside_the_old_one() {
+    a_new_version_of_a_model_is_rebuilt_beside_the_old_one(Shop::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_new_version_of_a_model_is_rebuilt_beside_the_old_one() {
+    a_new_version_of_a_model_is_rebuilt_beside_the_old_one(Shop::postgres().await).await;
 }
