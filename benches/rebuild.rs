@@ -158,6 +158,42 @@ async fn rebuild<M: TableModel>(log: Arc<dyn EventStore>, rows: Arc<dyn RowStore
     println!("{:<30}{rate:>10.0} events/s   ratio {:.2}", format!("{} rebuild:", M::NAME), rate / raw);
 }
 
+/// `verify`, `export` and `import` over the same log, against the same raw scan.
+async fn history_tools(log: &dyn EventStore, scanned: u64, raw: f64, postgres: bool, dir: &std::path::Path) {
+    use orderlog_replay::archive::{export, import, ExportFilter};
+    use orderlog_replay::progress::Progress;
+    let line = |name: &str, rate: f64| println!("{:<30}{rate:>10.0} events/s   ratio {:.2}", name, rate / raw);
+    let started = Instant::now();
+    let report = orderlog_replay::verify_chains(log).await.unwrap();
+    assert!(report.first_broken.is_none());
+    line("verify:", report.events as f64 / started.elapsed().as_secs_f64());
+    let file = dir.join("export.ndjson");
+    let started = Instant::now();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+    let written = export(log, &mut out, &ExportFilter::default(), &mut Progress::quiet()).await.unwrap();
+    drop(out);
+    assert_eq!(written, scanned);
+    line("export (to a file):", written as f64 / started.elapsed().as_secs_f64());
+    let target_db;
+    let target: Box<dyn EventStore> = if postgres {
+        target_db = Some(TestDatabase::create().await);
+        Box::new(PostgresStore::connect_url(&target_db.as_ref().unwrap().url).await.unwrap())
+    } else {
+        target_db = None;
+        Box::new(SqliteStore::open(dir.join("imported.db")).unwrap())
+    };
+    let path = file.clone();
+    let open = move || -> Result<Box<dyn std::io::BufRead>, orderlog_replay::ReplayError> {
+        Ok(Box::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap())))
+    };
+    let started = Instant::now();
+    let imported = import(&*target, &open, &mut Progress::quiet(), &mut Progress::quiet()).await.unwrap();
+    assert_eq!(imported, scanned);
+    line("import (verify, then load):", imported as f64 / started.elapsed().as_secs_f64());
+    drop(target);
+    drop(target_db);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let events: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
@@ -189,6 +225,7 @@ fn main() {
         println!("raw scan through the store:   {raw:>10.0} events/s");
         rebuild::<InventoryTable>(log.clone(), rows.clone(), scanned, raw).await;
         rebuild::<OrderStatusTable>(log.clone(), rows, scanned, raw).await;
+        history_tools(&*log, scanned, raw, postgres, dir.path()).await;
         drop(db);
     });
 }
