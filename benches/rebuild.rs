@@ -187,6 +187,9 @@ async fn history_tools(log: &dyn EventStore, scanned: u64, raw: f64, postgres: b
         Ok(Box::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap())))
     };
     let started = Instant::now();
+    let checked = orderlog_replay::archive::verify_file(&mut *open().unwrap(), &mut Progress::quiet()).unwrap();
+    line("  of which verifying the file:", checked as f64 / started.elapsed().as_secs_f64());
+    let started = Instant::now();
     let imported = import(&*target, &open, &mut Progress::quiet(), &mut Progress::quiet()).await.unwrap();
     assert_eq!(imported, scanned);
     line("import (verify, then load):", imported as f64 / started.elapsed().as_secs_f64());

@@ -57,11 +57,29 @@ pub struct EndLine {
     pub digest: String,
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(untagged)]
 enum Line {
     End { end: EndLine },
     Event(Box<EventLine>),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndWrapper {
+    end: EndLine,
+}
+
+impl Line {
+    /// An event line, else the end line (read directly: an untagged enum would buffer
+    /// every line first).
+    fn parse(text: &str) -> Result<Line, serde_json::Error> {
+        match serde_json::from_str::<EventLine>(text) {
+            Ok(event) => Ok(Line::Event(Box::new(event))),
+            Err(e) => match serde_json::from_str::<EndWrapper>(text) {
+                Ok(w) => Ok(Line::End { end: w.end }),
+                Err(_) => Err(e),
+            },
+        }
+    }
 }
 
 /// Which part of the log to export.
@@ -128,7 +146,7 @@ pub async fn export(
         }
         progress.advance(batch.len() as u64);
     }
-    let end = Line::End { end: EndLine { format: FORMAT.into(), events: written, digest } };
+    let end = EndWrapper { end: EndLine { format: FORMAT.into(), events: written, digest } };
     serde_json::to_writer(&mut *out, &end).map_err(|e| io(e.into()))?;
     out.write_all(b"\n").map_err(io)?;
     out.flush().map_err(io)?;
@@ -180,8 +198,7 @@ pub fn verify_file(input: &mut dyn BufRead, progress: &mut Progress) -> Result<u
         if ended {
             return Err(refuse(n, "a line after the end line"));
         }
-        let line: Line =
-            serde_json::from_str(text.trim_end()).map_err(|e| refuse(n, format!("not an event line: {e}")))?;
+        let line: Line = Line::parse(text.trim_end()).map_err(|e| refuse(n, format!("not an event line: {e}")))?;
         match line {
             Line::End { end } => {
                 if end.format != FORMAT {
@@ -257,7 +274,7 @@ pub async fn import(
             text.clear();
             input.read_line(&mut text).map_err(|e| ReplayError::Invalid(e.to_string()))?;
             n += 1;
-            let same = match serde_json::from_str::<Line>(text.trim_end()) {
+            let same = match Line::parse(text.trim_end()) {
                 Ok(Line::Event(line)) => line.event_id == e.event_id && line.hash == e.hash,
                 _ => false,
             };
@@ -285,7 +302,7 @@ pub async fn import(
             break;
         }
         n += 1;
-        let Ok(Line::Event(line)) = serde_json::from_str::<Line>(text.trim_end()) else { break };
+        let Ok(Line::Event(line)) = Line::parse(text.trim_end()) else { break };
         let event = recorded(&line, n)?;
         let continues = batch.last().is_some_and(|a| a.stream_id == line.stream_id);
         if !continues && (in_batch.contains_key(&line.stream_id) || batch_events >= IMPORT_BATCH_EVENTS) {
