@@ -156,3 +156,53 @@ async fn an_interrupted_import_resumes_and_a_foreign_store_is_refused() {
     assert_eq!(other.head().await.unwrap(), 1);
     assert_eq!(other.read_all(LogCursor::START, 10).await.unwrap().len(), 1);
 }
+
+/// Rewrites every hash and the end line so that a changed file is consistent again — as
+/// someone forging a file would.
+fn reseal(mut lines: Vec<orderlog_replay::archive::EventLine>) -> String {
+    use sha2::Digest;
+    let mut heads: std::collections::HashMap<String, String> = Default::default();
+    let mut digest = orderlog_store::hash::GENESIS.to_string();
+    let mut out = String::new();
+    for line in &mut lines {
+        let prev = heads.get(&line.stream_id).cloned().unwrap_or_else(|| orderlog_store::hash::GENESIS.to_string());
+        let event = orderlog_store::RecordedEvent {
+            position: line.position,
+            commit: line.position,
+            stream_id: line.stream_id.clone(),
+            version: line.version,
+            event_id: line.event_id,
+            event_type: line.event_type.clone(),
+            schema_version: line.schema_version,
+            payload: line.payload.clone(),
+            metadata: line.metadata.clone(),
+            recorded_at: chrono::DateTime::parse_from_rfc3339(&line.recorded_at).unwrap().with_timezone(&Utc),
+            hash: String::new(),
+        };
+        line.hash = orderlog_store::hash::event_hash(&prev, &event);
+        heads.insert(line.stream_id.clone(), line.hash.clone());
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(digest.as_bytes());
+        hasher.update(line.hash.as_bytes());
+        digest = hex::encode(hasher.finalize());
+        out.push_str(&serde_json::to_string(line).unwrap());
+        out.push('\n');
+    }
+    let end = serde_json::json!({"end": {"format": "orderlog-export-1", "events": lines.len(), "digest": digest}});
+    out + &end.to_string() + "\n"
+}
+
+#[tokio::test]
+async fn a_forged_file_that_repeats_an_event_id_is_refused_before_anything_is_written() {
+    let store = Arc::new(MemoryStore::new());
+    filled(store.clone()).await;
+    let file = exported(&*store, &ExportFilter::default()).await;
+    let mut lines: Vec<orderlog_replay::archive::EventLine> =
+        file.lines().take(60).map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(load(&MemoryStore::new(), &reseal(lines.clone())).await.unwrap(), 60, "resealing alone is fine");
+    lines[40].event_id = lines[3].event_id;
+    let target = MemoryStore::new();
+    let error = load(&target, &reseal(lines)).await.unwrap_err().to_string();
+    assert!(error.contains("line 41: event id") && error.contains("a second time"), "{error}");
+    assert_eq!(target.head().await.unwrap(), 0);
+}
