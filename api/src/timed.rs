@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use orderlog_store::{AppendOutcome, EventStore, LogCursor, RecordedEvent, StoreError, StreamAppend};
+use orderlog_store::{AppendOutcome, CommitRecord, EventStore, LogCursor, RecordedEvent, StoreError, StreamAppend};
 
 use crate::metrics::Metrics;
 
@@ -64,5 +64,9 @@ impl EventStore for TimedStore {
 
     async fn settle(&self, timeout: Duration) -> Result<bool, StoreError> {
         self.inner.settle(timeout).await
+    }
+
+    async fn read_commits(&self, after: LogCursor, limit: u32) -> Result<Vec<CommitRecord>, StoreError> {
+        self.inner.read_commits(after, limit).await
     }
 }

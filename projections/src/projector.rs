@@ -191,7 +191,8 @@ pub async fn wait_caught_up(log: &dyn EventStore, runner: &dyn AnyRunner, timeou
             return Err(RunError::Stopped { projection: name, reason });
         }
         let cursor: LogCursor = checkpoint.cursor;
-        if log.read_all(cursor, 1).await.map_err(store)?.is_empty() {
+        // A model of another version is being rebuilt: not caught up until it is swapped in.
+        if checkpoint.version == runner.version() && log.read_all(cursor, 1).await.map_err(store)?.is_empty() {
             return Ok(true);
         }
         if tokio::time::Instant::now() >= deadline {
@@ -223,7 +224,7 @@ pub async fn wait_for_position(
         if let Some(reason) = checkpoint.error {
             return Err(RunError::Stopped { projection: name, reason });
         }
-        if checkpoint.cursor >= target {
+        if checkpoint.version == runner.version() && checkpoint.cursor >= target {
             return Ok(true);
         }
         let now = tokio::time::Instant::now();

@@ -3,8 +3,8 @@
 //! follows from its own bytes and the previous event of its stream — so an event changed,
 //! removed from the middle of a stream, inserted or moved is found, and named.
 //!
-//! Not yet: a digest over global positions (which also catches the removal of a stream's
-//! last event), export and import; those are the history issue.
+//! Besides the chains, every commit's record (which events it wrote, where) is checked, so
+//! an event deleted (the last one too), inserted or moved between positions is found.
 
 pub mod archive;
 pub mod history;
@@ -12,8 +12,8 @@ pub mod progress;
 
 use std::collections::HashMap;
 
-use orderlog_store::hash::{event_hash, GENESIS};
-use orderlog_store::{EventStore, LogCursor, StoreError, READ_EVENTS_MAX};
+use orderlog_store::hash::{commit_digest, event_hash, GENESIS};
+use orderlog_store::{CommitRecord, EventStore, LogCursor, RecordedEvent, StoreError, READ_EVENTS_MAX};
 
 /// Where the log stops being trustworthy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,13 +46,51 @@ pub enum ReplayError {
 /// Checks every stream's version sequence and hash chain over the whole log. Memory grows
 /// with the number of streams (one version and hash each), not with the number of events.
 pub async fn verify_chains(store: &dyn EventStore) -> Result<VerifyReport, ReplayError> {
+    verify_log(store, &mut progress::Progress::quiet()).await
+}
+
+/// [`verify_chains`], showing progress.
+pub async fn verify_log(
+    store: &dyn EventStore,
+    progress: &mut progress::Progress,
+) -> Result<VerifyReport, ReplayError> {
     let mut heads: HashMap<String, (u64, String)> = HashMap::new();
     let mut report = VerifyReport::default();
+    let mut commits = Commits::default();
     let mut after = LogCursor::START;
+    let broken = |report: &mut VerifyReport,
+                  heads: &HashMap<String, (u64, String)>,
+                  event: Option<&RecordedEvent>,
+                  position: u64,
+                  reason: String| {
+        report.first_broken = Some(BrokenEvent {
+            position,
+            stream_id: event.map(|e| e.stream_id.clone()).unwrap_or_default(),
+            version: event.map_or(0, |e| e.version),
+            reason,
+        });
+        report.streams = heads.len() as u64;
+    };
     loop {
         let page = store.read_all(after, READ_EVENTS_MAX).await?;
-        let Some(last) = page.last() else { break };
+        let Some(last) = page.last() else {
+            // Every recorded commit must have had all its events read (a commit that became
+            // readable after the last page is read first).
+            if let Some(record) = commits.pending(store).await? {
+                if commits.group.is_empty() && !store.read_all(after, 1).await?.is_empty() {
+                    commits.ahead.push_front(record);
+                    continue;
+                }
+                let reason = format!(
+                    "the log ends before the {} event(s) recorded by the commit at position {}: deleted",
+                    record.events, record.first_position
+                );
+                broken(&mut report, &heads, None, record.first_position, reason);
+            }
+            break;
+        };
         after = LogCursor::after(last);
+        progress.advance(page.len() as u64);
         for event in &page {
             report.events += 1;
             let (version, prev) = heads.get(&event.stream_id).map_or((0, GENESIS), |(v, h)| (*v, h.as_str()));
@@ -61,16 +99,11 @@ pub async fn verify_chains(store: &dyn EventStore) -> Result<VerifyReport, Repla
             } else if event_hash(prev, event) != event.hash {
                 Some("its hash does not match its contents and the previous event of its stream".to_string())
             } else {
-                None
+                commits.take(store, event).await?
             };
             if let Some(reason) = reason {
-                report.first_broken = Some(BrokenEvent {
-                    position: event.position,
-                    stream_id: event.stream_id.clone(),
-                    version: event.version,
-                    reason,
-                });
-                report.streams = heads.len() as u64;
+                let position = commits.blame.take().unwrap_or(event.position);
+                broken(&mut report, &heads, Some(event), position, reason);
                 return Ok(report);
             }
             heads.insert(event.stream_id.clone(), (event.version, event.hash.clone()));
@@ -78,4 +111,71 @@ pub async fn verify_chains(store: &dyn EventStore) -> Result<VerifyReport, Repla
     }
     report.streams = heads.len() as u64;
     Ok(report)
+}
+
+/// The commit records, taken in step with the events they record.
+#[derive(Default)]
+struct Commits {
+    ahead: std::collections::VecDeque<CommitRecord>,
+    cursor: LogCursor,
+    current: Option<CommitRecord>,
+    group: Vec<(u64, String)>,
+    /// The position to name when a commit's events do not match its record.
+    blame: Option<u64>,
+}
+
+impl Commits {
+    async fn next(&mut self, store: &dyn EventStore) -> Result<Option<CommitRecord>, ReplayError> {
+        if self.ahead.is_empty() {
+            let page = store.read_commits(self.cursor, READ_EVENTS_MAX).await?;
+            if let Some(last) = page.last() {
+                self.cursor = last.cursor();
+            }
+            self.ahead.extend(page);
+        }
+        Ok(self.ahead.pop_front())
+    }
+
+    /// Adds `event` to its commit's group; a reason if the log and the records disagree.
+    async fn take(&mut self, store: &dyn EventStore, event: &RecordedEvent) -> Result<Option<String>, ReplayError> {
+        if self.current.is_none() {
+            match self.next(store).await? {
+                Some(record) => self.current = Some(record),
+                None => return Ok(Some("no commit records this event: inserted".into())),
+            }
+        }
+        let record = self.current.as_ref().expect("a current commit");
+        if self.group.is_empty() && event.position != record.first_position {
+            self.blame = Some(record.first_position.min(event.position));
+            return Ok(Some(format!(
+                "the commit recorded at position {} does not start here: an event was deleted, inserted or moved",
+                record.first_position
+            )));
+        }
+        self.group.push((event.position, event.hash.clone()));
+        if (self.group.len() as u64) < record.events {
+            return Ok(None);
+        }
+        let digest = commit_digest(self.group.iter().map(|(p, h)| (*p, h.as_str())));
+        let first = record.first_position;
+        let matches = digest == record.digest;
+        self.group.clear();
+        self.current = None;
+        if matches {
+            Ok(None)
+        } else {
+            self.blame = Some(first);
+            Ok(Some(format!(
+                "the events from position {first} do not match what their commit recorded: an event was deleted, inserted or moved"
+            )))
+        }
+    }
+
+    /// A commit whose events were not all read, once the events have run out.
+    async fn pending(&mut self, store: &dyn EventStore) -> Result<Option<CommitRecord>, ReplayError> {
+        if let Some(record) = self.current.take() {
+            return Ok(Some(record));
+        }
+        self.next(store).await
+    }
 }

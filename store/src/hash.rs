@@ -49,3 +49,20 @@ pub fn verify_stream<'a>(events: impl IntoIterator<Item = &'a RecordedEvent>) ->
     }
     Ok(())
 }
+
+/// The digest of one commit's events: SHA-256 (hex) of `position:hash` of each event, in
+/// position order, joined by commas. Recorded with every commit, it pins which events a
+/// commit wrote and where, so an event deleted (the last one too), inserted or moved
+/// between positions is found even where every stream's own chain still holds.
+pub fn commit_digest<'a>(events: impl IntoIterator<Item = (u64, &'a str)>) -> String {
+    let mut hasher = Sha256::new();
+    for (i, (position, hash)) in events.into_iter().enumerate() {
+        if i > 0 {
+            hasher.update(b",");
+        }
+        hasher.update(position.to_string().as_bytes());
+        hasher.update(b":");
+        hasher.update(hash.as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}

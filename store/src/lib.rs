@@ -154,6 +154,26 @@ pub struct StreamAppend {
     pub events: Vec<NewEvent>,
 }
 
+/// What one commit wrote: recorded in the same transaction as its events (one per append
+/// on SQLite and in memory, one per transaction on PostgreSQL).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRecord {
+    /// Where the commit sits in log order (the transaction id on PostgreSQL, the first
+    /// position elsewhere).
+    pub commit: u64,
+    pub first_position: u64,
+    pub events: u64,
+    /// [`hash::commit_digest`] of its events.
+    pub digest: String,
+}
+
+impl CommitRecord {
+    /// The cursor just after this record, for [`EventStore::read_commits`].
+    pub fn cursor(&self) -> LogCursor {
+        LogCursor { commit: self.commit, position: self.first_position }
+    }
+}
+
 /// A stream's version after an append.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamVersion {
@@ -261,4 +281,8 @@ pub trait EventStore: Send + Sync {
     /// any database of the server), since until then a late commit could still land below
     /// a reader's cursor. Call it before reading "everything so far".
     async fn settle(&self, timeout: Duration) -> Result<bool, StoreError>;
+
+    /// The commit records after `after` (`commit`, `first_position`), in log order, at most
+    /// `limit`; only those of commits `read_all` can see.
+    async fn read_commits(&self, after: LogCursor, limit: u32) -> Result<Vec<CommitRecord>, StoreError>;
 }

@@ -18,6 +18,7 @@ struct Log {
     streams: HashMap<String, (Vec<usize>, String)>,
     by_id: HashMap<Uuid, usize>,
     by_command: HashMap<String, Vec<usize>>,
+    commits: Vec<crate::CommitRecord>,
 }
 
 /// The event log in memory.
@@ -70,6 +71,7 @@ impl EventStore for MemoryStore {
                 detail: format!("in stream '{}' at version {}", existing.stream_id, existing.version),
             });
         }
+        let first = log.events.len() as u64 + 1;
         for event in &mut write.events {
             let index = log.events.len();
             event.position = index as u64 + 1;
@@ -82,6 +84,15 @@ impl EventStore for MemoryStore {
             log.events.push(event.clone());
         }
         let head = log.events.len() as u64;
+        if head >= first {
+            let digest = crate::hash::commit_digest(write.events.iter().map(|e| (e.position, e.hash.as_str())));
+            log.commits.push(crate::CommitRecord {
+                commit: first,
+                first_position: first,
+                events: head - first + 1,
+                digest,
+            });
+        }
         drop(log);
         self.head.send_replace(head);
         Ok(write.outcome())
@@ -149,5 +160,10 @@ impl EventStore for MemoryStore {
 
     async fn settle(&self, _timeout: Duration) -> Result<bool, StoreError> {
         Ok(true)
+    }
+
+    async fn read_commits(&self, after: LogCursor, limit: u32) -> Result<Vec<crate::CommitRecord>, StoreError> {
+        let log = self.log.lock().expect("memory log lock");
+        Ok(log.commits.iter().filter(|c| c.cursor() > after).take(limit as usize).cloned().collect())
     }
 }

@@ -25,7 +25,8 @@ use crate::append::{plan, validate, AppendLookup, EventLocation, Plan, StreamHea
 use crate::hash::GENESIS;
 pub use crate::migration::Migration;
 use crate::{
-    AppendOutcome, EventStore, ExpectedVersion, LogCursor, RecordedEvent, StoreError, StreamAppend, READ_EVENTS_MAX,
+    AppendOutcome, CommitRecord, EventStore, ExpectedVersion, LogCursor, RecordedEvent, StoreError, StreamAppend,
+    READ_EVENTS_MAX,
 };
 
 /// This build's PostgreSQL migrations.
@@ -35,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "append_function",
         sql: include_str!("../migrations/postgres/0002_append_function.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "commit_records",
+        sql: include_str!("../migrations/postgres/0003_commit_records.sql"),
     },
 ];
 /// Advisory lock held while migrating ("ORLG" and 1).
@@ -1101,6 +1107,37 @@ impl EventStore for PostgresStore {
             .await
             .map_err(pg)?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    async fn read_commits(&self, after: LogCursor, limit: u32) -> Result<Vec<CommitRecord>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT commit_order::text, first_position, events, digest FROM orderlog_commits
+                  WHERE (commit_order, first_position) > ($1::text::xid8, $2::int8)
+                    AND commit_order < pg_snapshot_xmin(pg_current_snapshot())
+                  ORDER BY commit_order, first_position LIMIT $3",
+            )
+            .await
+            .map_err(pg)?;
+        let rows = client
+            .query(
+                &stmt,
+                &[&after.commit.to_string(), &(after.position as i64), &i64::from(limit.min(READ_EVENTS_MAX))],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                let commit: &str = r.get(0);
+                Ok(CommitRecord {
+                    commit: commit.parse().map_err(|e| StoreError::Backend(format!("commit order '{commit}': {e}")))?,
+                    first_position: r.get::<_, i64>(1) as u64,
+                    events: r.get::<_, i64>(2) as u64,
+                    digest: r.get(3),
+                })
+            })
+            .collect()
     }
 
     async fn read_command(&self, command_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {

@@ -18,9 +18,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::append::{plan, validate, AppendLookup, EventLocation, Plan, StreamHead, Write};
-use crate::hash::format_time;
+use crate::hash::{commit_digest, format_time};
 pub use crate::migration::Migration;
-use crate::{AppendOutcome, EventStore, LogCursor, RecordedEvent, StoreError, StreamAppend, READ_EVENTS_MAX};
+use crate::{
+    AppendOutcome, CommitRecord, EventStore, LogCursor, RecordedEvent, StoreError, StreamAppend, READ_EVENTS_MAX,
+};
 
 /// `PRAGMA application_id` of an orderlog database ("ORLG").
 pub const APPLICATION_ID: i32 = 0x4F52_4C47;
@@ -36,8 +38,10 @@ pub const BUSY_TIMEOUT_MS: u64 = 10_000;
 pub const WAIT_POLL_MS: u64 = 100;
 
 /// This build's migrations.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "event_log", sql: include_str!("../migrations/sqlite/0001_event_log.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "event_log", sql: include_str!("../migrations/sqlite/0001_event_log.sql") },
+    Migration { version: 2, name: "commit_records", sql: include_str!("../migrations/sqlite/0002_commit_records.sql") },
+];
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -75,6 +79,9 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
         let applied = migrate(&mut conn)?;
+        if applied.contains(&2) {
+            record_earlier_commits(&mut conn)?;
+        }
         let head: u64 =
             conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| r.get(0)).map_err(backend)?;
         let (tx, rx) = mpsc::channel(APPEND_QUEUE_MAX);
@@ -261,6 +268,23 @@ impl AppendLookup for SqliteTarget<'_> {
 }
 
 /// Writes the planned events at positions `next`, `next + 1`, … and the new stream heads.
+/// Gives the events of a log written before commit records existed one record each.
+fn record_earlier_commits(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+    {
+        let mut read = tx.prepare("SELECT position, hash FROM events ORDER BY position").map_err(backend)?;
+        let mut insert = tx
+            .prepare("INSERT INTO orderlog_commits (first_position, events, digest) VALUES (?1, 1, ?2)")
+            .map_err(backend)?;
+        let mut rows = read.query([]).map_err(backend)?;
+        while let Some(row) = rows.next().map_err(backend)? {
+            let (position, hash): (u64, String) = (row.get(0).map_err(backend)?, row.get(1).map_err(backend)?);
+            insert.execute(params![position, commit_digest([(position, hash.as_str())])]).map_err(backend)?;
+        }
+    }
+    tx.commit().map_err(backend)
+}
+
 fn write_rows(conn: &Connection, write: &mut Write, next: u64) -> Result<(), StoreError> {
     let mut insert = conn
         .prepare_cached(
@@ -355,6 +379,14 @@ fn write_batch(
                 Plan::Write(mut write) => {
                     write_rows(&tx, &mut write, next)?;
                     let written = write.events.len() as u64;
+                    if written > 0 {
+                        let digest = commit_digest(write.events.iter().map(|e| (e.position, e.hash.as_str())));
+                        tx.prepare_cached(
+                            "INSERT INTO orderlog_commits (first_position, events, digest) VALUES (?1, ?2, ?3)",
+                        )
+                        .and_then(|mut insert| insert.execute(params![next, written, digest]))
+                        .map_err(backend)?;
+                    }
                     Ok((write.outcome(), written))
                 }
             });
@@ -520,6 +552,25 @@ impl EventStore for SqliteStore {
             let poll = tokio::time::Instant::now() + Duration::from_millis(WAIT_POLL_MS);
             let _ = tokio::time::timeout_at(poll.min(deadline), rx.wait_for(|&h| h > after.position)).await;
         }
+    }
+
+    async fn read_commits(&self, after: LogCursor, limit: u32) -> Result<Vec<CommitRecord>, StoreError> {
+        self.with_reader(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT first_position, events, digest FROM orderlog_commits WHERE first_position > ?1
+                      ORDER BY first_position LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![after.position, limit.min(READ_EVENTS_MAX)], |r| {
+                    let first: u64 = r.get(0)?;
+                    Ok(CommitRecord { commit: first, first_position: first, events: r.get(1)?, digest: r.get(2)? })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
     }
 
     async fn settle(&self, _timeout: Duration) -> Result<bool, StoreError> {
