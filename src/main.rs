@@ -100,6 +100,9 @@ enum Commands {
     Verify {
         #[arg(long, default_value = DEFAULT_DATABASE)]
         database: String,
+        /// Start at the commit that wrote the event at this position.
+        #[arg(long)]
+        from: Option<u64>,
     },
     /// Rebuild read models from the whole log without taking them offline: a copy is
     /// folded beside each live one and swapped in when it has caught up. Interrupted, it
@@ -227,11 +230,11 @@ async fn run(cli: Cli) -> Result<()> {
         Commands::Rebuild { projection, all, database } => rebuild(&database, projection, all).await,
         Commands::Export { database, from, to, category, gzip } => export(&database, from, to, category, gzip).await,
         Commands::Import { file, database } => import(&database, &file).await,
-        Commands::Verify { database } => {
+        Commands::Verify { database, from } => {
             let opened = open_store(&database).await?;
             let head = opened.store.head().await?;
             let mut progress = orderlog_replay::progress::Progress::new("verify", Some(head));
-            let report = orderlog_replay::verify_log(&*opened.store, &mut progress).await?;
+            let report = orderlog_replay::verify_log(&*opened.store, from, &mut progress).await?;
             progress.finish();
             match report.first_broken {
                 None => {

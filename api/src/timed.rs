@@ -69,4 +69,8 @@ impl EventStore for TimedStore {
     async fn read_commits(&self, after: LogCursor, limit: u32) -> Result<Vec<CommitRecord>, StoreError> {
         self.inner.read_commits(after, limit).await
     }
+
+    async fn commit_of(&self, position: u64) -> Result<Option<CommitRecord>, StoreError> {
+        self.inner.commit_of(position).await
+    }
 }

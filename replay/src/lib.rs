@@ -43,33 +43,43 @@ pub enum ReplayError {
     Invalid(String),
 }
 
-/// Checks every stream's version sequence and hash chain over the whole log. Memory grows
-/// with the number of streams (one version and hash each), not with the number of events.
+/// Checks the whole log: every stream's version sequence and hash chain, and every
+/// commit's record. Memory is bounded by [`VERIFY_HEADS_MAX`].
 pub async fn verify_chains(store: &dyn EventStore) -> Result<VerifyReport, ReplayError> {
-    verify_log(store, &mut progress::Progress::quiet()).await
+    verify_log(store, None, &mut progress::Progress::quiet()).await
 }
 
-/// [`verify_chains`], showing progress.
+/// Streams' heads kept in memory while verifying; past this the map is emptied and heads
+/// are read back from the store as needed, so memory stays flat however large the log.
+pub const VERIFY_HEADS_MAX: usize = 100_000;
+
+/// [`verify_chains`] from the commit that wrote the event at `from` (the whole log when
+/// `None`), showing progress.
 pub async fn verify_log(
     store: &dyn EventStore,
+    from: Option<u64>,
     progress: &mut progress::Progress,
 ) -> Result<VerifyReport, ReplayError> {
     let mut heads: HashMap<String, (u64, String)> = HashMap::new();
     let mut report = VerifyReport::default();
     let mut commits = Commits::default();
     let mut after = LogCursor::START;
-    let broken = |report: &mut VerifyReport,
-                  heads: &HashMap<String, (u64, String)>,
-                  event: Option<&RecordedEvent>,
-                  position: u64,
-                  reason: String| {
+    if let Some(position) = from.filter(|p| *p > 1) {
+        let record = store
+            .commit_of(position)
+            .await?
+            .ok_or_else(|| ReplayError::Invalid(format!("--from: no recorded event at position {position}")))?;
+        after = LogCursor { commit: record.commit, position: record.first_position - 1 };
+        commits.cursor = after;
+    }
+    let mut seen_streams = 0u64;
+    let broken = |report: &mut VerifyReport, event: Option<&RecordedEvent>, position: u64, reason: String| {
         report.first_broken = Some(BrokenEvent {
             position,
             stream_id: event.map(|e| e.stream_id.clone()).unwrap_or_default(),
             version: event.map_or(0, |e| e.version),
             reason,
         });
-        report.streams = heads.len() as u64;
     };
     loop {
         let page = store.read_all(after, READ_EVENTS_MAX).await?;
@@ -85,7 +95,7 @@ pub async fn verify_log(
                     "the log ends before the {} event(s) recorded by the commit at position {}: deleted",
                     record.events, record.first_position
                 );
-                broken(&mut report, &heads, None, record.first_position, reason);
+                broken(&mut report, None, record.first_position, reason);
             }
             break;
         };
@@ -93,6 +103,21 @@ pub async fn verify_log(
         progress.advance(page.len() as u64);
         for event in &page {
             report.events += 1;
+            if !heads.contains_key(&event.stream_id) {
+                if heads.len() >= VERIFY_HEADS_MAX {
+                    heads.clear();
+                }
+                seen_streams += 1;
+                // A stream first met past its start (verifying from a position, or after the
+                // map was emptied): its head comes from the store.
+                if event.version > 1 {
+                    if let Some(prev) = store.read_stream(&event.stream_id, event.version - 1, 1).await?.first() {
+                        if prev.version == event.version - 1 && prev.position < event.position {
+                            heads.insert(event.stream_id.clone(), (prev.version, prev.hash.clone()));
+                        }
+                    }
+                }
+            }
             let (version, prev) = heads.get(&event.stream_id).map_or((0, GENESIS), |(v, h)| (*v, h.as_str()));
             let reason = if event.version != version + 1 {
                 Some(format!("version {} follows version {version} of its stream", event.version))
@@ -103,13 +128,14 @@ pub async fn verify_log(
             };
             if let Some(reason) = reason {
                 let position = commits.blame.take().unwrap_or(event.position);
-                broken(&mut report, &heads, Some(event), position, reason);
+                broken(&mut report, Some(event), position, reason);
+                report.streams = seen_streams;
                 return Ok(report);
             }
             heads.insert(event.stream_id.clone(), (event.version, event.hash.clone()));
         }
     }
-    report.streams = heads.len() as u64;
+    report.streams = seen_streams;
     Ok(report)
 }
 

@@ -242,3 +242,20 @@ mod postgres {
         }
     }
 }
+
+#[tokio::test]
+async fn verifying_from_a_position_checks_the_rest_and_finds_what_is_broken_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log(&dir).await;
+    let store = SqliteStore::open(&path).unwrap();
+    let quiet = &mut orderlog_replay::progress::Progress::quiet();
+    let from4 = orderlog_replay::verify_log(&store, Some(4), quiet).await.unwrap();
+    assert_eq!((from4.events, from4.first_broken), (3, None), "positions 4, 5 and 6");
+    drop(store);
+    tamper(&path, "DELETE FROM events WHERE position = 6");
+    let store = SqliteStore::open(&path).unwrap();
+    let broken = orderlog_replay::verify_log(&store, Some(5), quiet).await.unwrap().first_broken.unwrap();
+    assert_eq!(broken.position, 6);
+    let error = orderlog_replay::verify_log(&store, Some(60), quiet).await.unwrap_err();
+    assert!(error.to_string().contains("--from: no recorded event at position 60"), "{error}");
+}

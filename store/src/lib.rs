@@ -285,4 +285,8 @@ pub trait EventStore: Send + Sync {
     /// The commit records after `after` (`commit`, `first_position`), in log order, at most
     /// `limit`; only those of commits `read_all` can see.
     async fn read_commits(&self, after: LogCursor, limit: u32) -> Result<Vec<CommitRecord>, StoreError>;
+
+    /// The record of the commit that wrote the event at `position` (`None`: no such event,
+    /// or no record covers it).
+    async fn commit_of(&self, position: u64) -> Result<Option<CommitRecord>, StoreError>;
 }

@@ -166,4 +166,9 @@ impl EventStore for MemoryStore {
         let log = self.log.lock().expect("memory log lock");
         Ok(log.commits.iter().filter(|c| c.cursor() > after).take(limit as usize).cloned().collect())
     }
+
+    async fn commit_of(&self, position: u64) -> Result<Option<crate::CommitRecord>, StoreError> {
+        let log = self.log.lock().expect("memory log lock");
+        Ok(log.commits.iter().find(|c| c.first_position <= position && position < c.first_position + c.events).cloned())
+    }
 }

@@ -1140,6 +1140,30 @@ impl EventStore for PostgresStore {
             .collect()
     }
 
+    async fn commit_of(&self, position: u64) -> Result<Option<CommitRecord>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT c.commit_order::text, c.first_position, c.events, c.digest
+                   FROM orderlog_events e JOIN orderlog_commits c ON c.commit_order = e.tx_id
+                  WHERE e.position = $1 AND c.first_position <= $1
+                  ORDER BY c.first_position DESC LIMIT 1",
+                &[&(position as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        row.map(|r| {
+            let commit: &str = r.get(0);
+            Ok(CommitRecord {
+                commit: commit.parse().map_err(|e| StoreError::Backend(format!("commit order '{commit}': {e}")))?,
+                first_position: r.get::<_, i64>(1) as u64,
+                events: r.get::<_, i64>(2) as u64,
+                digest: r.get(3),
+            })
+        })
+        .transpose()
+    }
+
     async fn read_command(&self, command_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {
         let client = self.client().await?;
         let stmt = client

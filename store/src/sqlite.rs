@@ -573,6 +573,24 @@ impl EventStore for SqliteStore {
         .await
     }
 
+    async fn commit_of(&self, position: u64) -> Result<Option<CommitRecord>, StoreError> {
+        self.with_reader(move |conn| {
+            conn.query_row(
+                "SELECT first_position, events, digest FROM orderlog_commits
+                  WHERE first_position <= ?1 ORDER BY first_position DESC LIMIT 1",
+                [position],
+                |r| {
+                    let first: u64 = r.get(0)?;
+                    Ok(CommitRecord { commit: first, first_position: first, events: r.get(1)?, digest: r.get(2)? })
+                },
+            )
+            .optional()
+            .map(|record| record.filter(|c| position < c.first_position + c.events))
+            .map_err(backend)
+        })
+        .await
+    }
+
     async fn settle(&self, _timeout: Duration) -> Result<bool, StoreError> {
         // One writer commits in position order: what committed is readable.
         Ok(true)
