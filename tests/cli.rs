@@ -195,6 +195,21 @@ fn export_import_and_rebuild_from_the_command_line() {
     assert_eq!(unzip(&again.stdout), unzip(&export.stdout), "the copy exports the same log");
     let verify = orderlog(&["verify", "--database", copy]);
     assert!(verify.status.success(), "{}", stderr(&verify));
+    // The copy's read models, folded from the imported log, equal the original's.
+    for database in [db, copy] {
+        let out = orderlog(&["project", "--once", "--database", database]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let rows = |path: &str, table: &str| -> Vec<(String, String)> {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut stmt = conn.prepare(&format!("SELECT key, data FROM {table} ORDER BY key")).unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    for table in ["rm_inventory_levels", "rm_order_status"] {
+        let original = rows(db, table);
+        assert!(!original.is_empty());
+        assert_eq!(rows(copy, table), original, "{table} of the copy");
+    }
     let bad = orderlog(&["rebuild", "nothing", "--database", db]);
     assert!(stderr(&bad).contains("no read model 'nothing'"));
 }
