@@ -183,7 +183,7 @@ async fn history_tools(log: &dyn EventStore, scanned: u64, raw: f64, postgres: b
         Box::new(SqliteStore::open(dir.join("imported.db")).unwrap())
     };
     let path = file.clone();
-    let open = move || -> Result<Box<dyn std::io::BufRead>, orderlog_replay::ReplayError> {
+    let open = move || -> Result<Box<dyn std::io::BufRead + Send>, orderlog_replay::ReplayError> {
         Ok(Box::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap())))
     };
     let started = Instant::now();

@@ -417,7 +417,7 @@ async fn import(database: &str, file: &std::path::Path) -> Result<()> {
     use orderlog_replay::ReplayError;
     let opened = open_store(database).await?;
     let path = file.to_path_buf();
-    let open = move || -> Result<Box<dyn std::io::BufRead>, ReplayError> {
+    let open = move || -> Result<Box<dyn std::io::BufRead + Send>, ReplayError> {
         let mut f = std::fs::File::open(&path)
             .map_err(|e| ReplayError::Invalid(format!("cannot open '{}': {e}", path.display())))?;
         let mut magic = [0u8; 2];

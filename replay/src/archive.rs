@@ -182,23 +182,42 @@ fn recorded(line: &EventLine, n: u64) -> Result<RecordedEvent, ReplayError> {
 /// is there and its count and digest match, and no event id repeats. Returns the number
 /// of events. Memory: one version and hash per stream, and one id per event.
 pub fn verify_file(input: &mut dyn BufRead, progress: &mut Progress) -> Result<u64, ReplayError> {
-    let mut heads: HashMap<String, (u64, String)> = HashMap::new();
-    // Event ids are unique in a log; a file that repeats one (in another stream, with hashes
-    // made to match) would otherwise be refused by the store halfway through the load.
-    let mut ids: std::collections::HashSet<uuid::Uuid> = std::collections::HashSet::new();
-    let mut digest = GENESIS.to_string();
-    let mut events = 0u64;
-    let mut n = 0u64;
+    let mut checker = Checker::default();
     let mut text = String::new();
-    let mut ended = false;
     loop {
         text.clear();
-        let read = input.read_line(&mut text).map_err(|e| refuse(n + 1, format!("cannot be read: {e}")))?;
+        let read = input.read_line(&mut text).map_err(|e| refuse(checker.lines + 1, format!("cannot be read: {e}")))?;
         if read == 0 {
-            break;
+            return checker.finish();
         }
-        n += 1;
-        if ended {
+        if checker.line(&text)?.is_some() {
+            progress.advance(1);
+        }
+    }
+}
+
+/// Checks an export line by line (see [`verify_file`]).
+#[derive(Default)]
+struct Checker {
+    heads: HashMap<String, (u64, String)>,
+    // Event ids are unique in a log; a file that repeats one (in another stream, with hashes
+    // made to match) would otherwise be refused by the store halfway through a load.
+    ids: std::collections::HashSet<uuid::Uuid>,
+    digest: String,
+    events: u64,
+    lines: u64,
+    ended: bool,
+}
+
+impl Checker {
+    /// The event of the next line (none for the end line), if it holds.
+    fn line(&mut self, text: &str) -> Result<Option<RecordedEvent>, ReplayError> {
+        self.lines += 1;
+        let n = self.lines;
+        if self.digest.is_empty() {
+            self.digest = GENESIS.to_string();
+        }
+        if self.ended {
             return Err(refuse(n, "a line after the end line"));
         }
         let line: Line = Line::parse(text.trim_end()).map_err(|e| refuse(n, format!("not an event line: {e}")))?;
@@ -207,20 +226,24 @@ pub fn verify_file(input: &mut dyn BufRead, progress: &mut Progress) -> Result<u
                 if end.format != FORMAT {
                     return Err(refuse(n, format!("format '{}' is not {FORMAT}", end.format)));
                 }
-                if end.events != events {
-                    return Err(refuse(n, format!("the end line counts {} events, the file has {events}", end.events)));
+                if end.events != self.events {
+                    return Err(refuse(
+                        n,
+                        format!("the end line counts {} events, the file has {}", end.events, self.events),
+                    ));
                 }
-                if end.digest != digest {
+                if end.digest != self.digest {
                     return Err(refuse(
                         n,
                         "the digest does not match the events: lines were changed, removed or reordered",
                     ));
                 }
-                ended = true;
+                self.ended = true;
+                Ok(None)
             }
             Line::Event(line) => {
                 let event = recorded(&line, n)?;
-                let (version, prev) = heads.get(&line.stream_id).cloned().unwrap_or((0, GENESIS.to_string()));
+                let (version, prev) = self.heads.get(&line.stream_id).cloned().unwrap_or((0, GENESIS.to_string()));
                 if line.version != version + 1 {
                     return Err(refuse(
                         n,
@@ -239,20 +262,66 @@ pub fn verify_file(input: &mut dyn BufRead, progress: &mut Progress) -> Result<u
                         ),
                     ));
                 }
-                if !ids.insert(line.event_id) {
+                if !self.ids.insert(line.event_id) {
                     return Err(refuse(n, format!("event id {} appears a second time", line.event_id)));
                 }
-                heads.insert(line.stream_id.clone(), (line.version, line.hash.clone()));
-                digest = chain(&digest, &line.hash);
-                events += 1;
-                progress.advance(1);
+                self.heads.insert(line.stream_id.clone(), (line.version, line.hash.clone()));
+                self.digest = chain(&self.digest, &line.hash);
+                self.events += 1;
+                Ok(Some(event))
             }
         }
     }
-    if !ended {
-        return Err(refuse(n, "the file ends without its end line: it was cut short"));
+
+    /// After the last line: the number of events, if the file ended properly.
+    fn finish(&self) -> Result<u64, ReplayError> {
+        if !self.ended {
+            return Err(refuse(self.lines, "the file ends without its end line: it was cut short"));
+        }
+        Ok(self.events)
     }
-    Ok(events)
+}
+
+/// The checked events of an export, for a bulk load: an error (naming the line) as soon as
+/// the file fails a check, including at its end.
+struct CheckedEvents {
+    input: Box<dyn BufRead + Send>,
+    checker: Checker,
+    loaded: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    done: bool,
+}
+
+impl Iterator for CheckedEvents {
+    type Item = Result<RecordedEvent, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut text = String::new();
+        while !self.done {
+            text.clear();
+            match self.input.read_line(&mut text) {
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(refuse(self.checker.lines + 1, format!("cannot be read: {e}")).to_string()));
+                }
+                Ok(0) => {
+                    self.done = true;
+                    return self.checker.finish().err().map(|e| Err(e.to_string()));
+                }
+                Ok(_) => match self.checker.line(&text) {
+                    Ok(Some(event)) => {
+                        self.loaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return Some(Ok(event));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e.to_string()));
+                    }
+                },
+            }
+        }
+        None
+    }
 }
 
 /// Loads a verified export (`open` gives the file again from its start) into `store`:
@@ -260,10 +329,13 @@ pub fn verify_file(input: &mut dyn BufRead, progress: &mut Progress) -> Result<u
 /// events appended.
 pub async fn import(
     store: &dyn EventStore,
-    open: &dyn Fn() -> Result<Box<dyn BufRead>, ReplayError>,
+    open: &dyn Fn() -> Result<Box<dyn BufRead + Send>, ReplayError>,
     progress_check: &mut Progress,
     progress_load: &mut Progress,
 ) -> Result<u64, ReplayError> {
+    if store.read_all(LogCursor::START, 1).await?.is_empty() {
+        return load_into_empty(store, open()?, progress_load).await;
+    }
     let total = verify_file(&mut *open()?, progress_check)?;
     progress_check.finish();
     // What the store holds must be the file's first events, in order.
@@ -337,6 +409,36 @@ pub async fn import(
     appended += flush(store, &mut batch, &mut in_batch, &mut batch_events, progress_load).await?;
     progress_load.finish();
     Ok(appended)
+}
+
+/// Into an empty store: checked and loaded in one pass, in one transaction of the store —
+/// a file that fails a check leaves the store empty.
+async fn load_into_empty(
+    store: &dyn EventStore,
+    input: Box<dyn BufRead + Send>,
+    progress: &mut Progress,
+) -> Result<u64, ReplayError> {
+    let loaded = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let events =
+        CheckedEvents { input, checker: Checker::default(), loaded: std::sync::Arc::clone(&loaded), done: false };
+    let load = store.bulk_load(Box::new(events));
+    tokio::pin!(load);
+    let result = loop {
+        tokio::select! {
+            result = &mut load => break result,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {
+                let now = loaded.load(std::sync::atomic::Ordering::Relaxed);
+                progress.advance(now.saturating_sub(progress.done()));
+            }
+        }
+    };
+    let count = result.map_err(|e| match e {
+        orderlog_store::StoreError::LoadRefused(reason) => ReplayError::Invalid(reason),
+        other => ReplayError::Store(other),
+    })?;
+    progress.advance(count.saturating_sub(progress.done()));
+    progress.finish();
+    Ok(count)
 }
 
 async fn flush(

@@ -41,7 +41,7 @@ async fn exported(store: &dyn EventStore, filter: &ExportFilter) -> String {
 
 async fn load(store: &dyn EventStore, file: &str) -> Result<u64, ReplayError> {
     let text = file.to_string();
-    let open = move || -> Result<Box<dyn BufRead>, ReplayError> {
+    let open = move || -> Result<Box<dyn BufRead + Send>, ReplayError> {
         Ok(Box::new(std::io::Cursor::new(text.clone().into_bytes())))
     };
     import(store, &open, &mut Progress::quiet(), &mut Progress::quiet()).await

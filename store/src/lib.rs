@@ -220,7 +220,18 @@ pub enum StoreError {
     Backend(String),
     #[error("the store is closed")]
     Closed,
+    /// A bulk load was refused (its source failed, or the store is not empty); nothing was
+    /// written.
+    #[error("{0}")]
+    LoadRefused(String),
 }
+
+/// Events for [`EventStore::bulk_load`], in log order, each with its hash; an `Err` item
+/// stops the load, which then writes nothing.
+pub type BulkEvents = Box<dyn Iterator<Item = Result<RecordedEvent, String>> + Send>;
+
+/// Events per commit record written by a bulk load.
+pub const BULK_RECORD_EVENTS: u64 = 10_000;
 
 fn describe_version(v: u64) -> String {
     if v == 0 {
@@ -289,4 +300,9 @@ pub trait EventStore: Send + Sync {
     /// The record of the commit that wrote the event at `position` (`None`: no such event,
     /// or no record covers it).
     async fn commit_of(&self, position: u64) -> Result<Option<CommitRecord>, StoreError>;
+
+    /// Loads `events` (already hashed and checked by the caller) into an empty log, in
+    /// order, in one transaction: every event or none. Positions are the store's own;
+    /// versions and hashes are kept as given. Returns how many were loaded.
+    async fn bulk_load(&self, events: BulkEvents) -> Result<u64, StoreError>;
 }

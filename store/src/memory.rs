@@ -167,6 +167,38 @@ impl EventStore for MemoryStore {
         Ok(log.commits.iter().filter(|c| c.cursor() > after).take(limit as usize).cloned().collect())
     }
 
+    async fn bulk_load(&self, events: crate::BulkEvents) -> Result<u64, StoreError> {
+        let events: Vec<RecordedEvent> = events.collect::<Result<_, _>>().map_err(StoreError::LoadRefused)?;
+        let mut log = self.log.lock().expect("memory log lock");
+        if !log.events.is_empty() {
+            return Err(StoreError::LoadRefused("the store is not empty".into()));
+        }
+        for chunk in events.chunks(crate::BULK_RECORD_EVENTS as usize) {
+            let first = log.events.len() as u64 + 1;
+            for event in chunk {
+                let mut event = event.clone();
+                let index = log.events.len();
+                event.position = index as u64 + 1;
+                event.commit = event.position;
+                let entry = log.streams.entry(event.stream_id.clone()).or_default();
+                entry.0.push(index);
+                entry.1.clone_from(&event.hash);
+                log.by_id.insert(event.event_id, index);
+                log.by_command.entry(event.metadata.command_id.clone()).or_default().push(index);
+                log.events.push(event);
+            }
+            let written = &log.events[first as usize - 1..];
+            let digest = crate::hash::commit_digest(written.iter().map(|e| (e.position, e.hash.as_str())));
+            let record =
+                crate::CommitRecord { commit: first, first_position: first, events: chunk.len() as u64, digest };
+            log.commits.push(record);
+        }
+        let head = log.events.len() as u64;
+        drop(log);
+        self.head.send_replace(head);
+        Ok(events.len() as u64)
+    }
+
     async fn commit_of(&self, position: u64) -> Result<Option<crate::CommitRecord>, StoreError> {
         let log = self.log.lock().expect("memory log lock");
         Ok(log.commits.iter().find(|c| c.first_position <= position && position < c.first_position + c.events).cloned())

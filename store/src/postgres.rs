@@ -1042,6 +1042,10 @@ const SELECT_EVENT: &str =
 const AFTER_CURSOR: &str = "(tx_id, position) > ($1::text::xid8, $2::int8)
                             AND tx_id < pg_snapshot_xmin(pg_current_snapshot())";
 
+fn pg_json(e: serde_json::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
 fn event_from_row(row: &Row) -> Result<RecordedEvent, StoreError> {
     let position = row.get::<_, i64>(0) as u64;
     let broken = |what: &str, e: &dyn std::fmt::Display| {
@@ -1138,6 +1142,64 @@ impl EventStore for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn bulk_load(&self, events: crate::BulkEvents) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let occupied: bool =
+            tx.query_one("SELECT EXISTS (SELECT 1 FROM orderlog_events)", &[]).await.map_err(pg)?.get(0);
+        if occupied {
+            return Err(StoreError::LoadRefused("the store is not empty".into()));
+        }
+        let insert = tx
+            .prepare(
+                "WITH written AS (
+                   INSERT INTO orderlog_events (stream_id, version, event_id, event_type, schema_version, payload,
+                                                metadata, command_id, recorded_at, hash)
+                   SELECT s, v, id, t, sv, p, m::JSONB, c, r, h
+                     FROM unnest($1::TEXT[], $2::INT8[], $3::UUID[], $4::TEXT[], $5::INT4[], $6::TEXT[], $7::TEXT[],
+                                 $8::TEXT[], $9::TIMESTAMPTZ[], $10::TEXT[])
+                          WITH ORDINALITY AS u(s, v, id, t, sv, p, m, c, r, h, n)
+                    ORDER BY n
+                   RETURNING position, hash)
+                 INSERT INTO orderlog_commits (commit_order, first_position, events, digest)
+                 SELECT pg_current_xact_id(), min(w.position), count(*),
+                        encode(sha256(convert_to(string_agg(w.position::TEXT || ':' || w.hash, ',' ORDER BY w.position), 'UTF8')), 'hex')
+                   FROM written w HAVING count(*) > 0",
+            )
+            .await
+            .map_err(pg)?;
+        let mut loaded = 0u64;
+        let mut events = events.peekable();
+        while events.peek().is_some() {
+            let chunk: Vec<RecordedEvent> = events
+                .by_ref()
+                .take(crate::BULK_RECORD_EVENTS as usize)
+                .collect::<Result<_, _>>()
+                .map_err(StoreError::LoadRefused)?;
+            let metadata: Vec<String> =
+                chunk.iter().map(|e| serde_json::to_string(&e.metadata)).collect::<Result<_, _>>().map_err(pg_json)?;
+            let column = |f: fn(&RecordedEvent) -> String| chunk.iter().map(f).collect::<Vec<String>>();
+            let streams = column(|e| e.stream_id.clone());
+            let versions: Vec<i64> = chunk.iter().map(|e| e.version as i64).collect();
+            let ids: Vec<uuid::Uuid> = chunk.iter().map(|e| e.event_id).collect();
+            let types = column(|e| e.event_type.clone());
+            let schemas: Vec<i32> = chunk.iter().map(|e| e.schema_version as i32).collect();
+            let payloads = column(|e| e.payload.clone());
+            let commands = column(|e| e.metadata.command_id.clone());
+            let times: Vec<chrono::DateTime<chrono::Utc>> = chunk.iter().map(|e| e.recorded_at).collect();
+            let hashes = column(|e| e.hash.clone());
+            tx.execute(
+                &insert,
+                &[&streams, &versions, &ids, &types, &schemas, &payloads, &metadata, &commands, &times, &hashes],
+            )
+            .await
+            .map_err(|e| StoreError::LoadRefused(format!("the events cannot be stored: {e}")))?;
+            loaded += chunk.len() as u64;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(loaded)
     }
 
     async fn commit_of(&self, position: u64) -> Result<Option<CommitRecord>, StoreError> {

@@ -6,6 +6,7 @@
 //! leaves the others untouched, and no caller hears `Ok` before the batch is durable.
 //! Reads run on a small pool of reading connections, in parallel with the writer.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -571,6 +572,81 @@ impl EventStore for SqliteStore {
             rows.collect::<Result<Vec<_>, _>>().map_err(backend)
         })
         .await
+    }
+
+    async fn bulk_load(&self, events: crate::BulkEvents) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
+            let mut conn = Connection::open(&path).map_err(backend)?;
+            conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS)).map_err(backend)?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+            if read_head(&tx)? != 0 {
+                return Err(StoreError::LoadRefused("the store is not empty".into()));
+            }
+            let mut heads: HashMap<String, (u64, String)> = HashMap::new();
+            let mut group: Vec<(u64, String)> = Vec::new();
+            let mut position = 0u64;
+            {
+                let mut insert = tx
+                    .prepare(
+                        "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version,
+                                             payload, metadata, command_id, recorded_at, hash)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    )
+                    .map_err(backend)?;
+                let mut record = tx
+                    .prepare("INSERT INTO orderlog_commits (first_position, events, digest) VALUES (?1, ?2, ?3)")
+                    .map_err(backend)?;
+                let mut flush = |group: &mut Vec<(u64, String)>| -> Result<(), StoreError> {
+                    if let Some((first, _)) = group.first() {
+                        let digest = commit_digest(group.iter().map(|(p, h)| (*p, h.as_str())));
+                        record.execute(params![first, group.len() as u64, digest]).map_err(backend)?;
+                        group.clear();
+                    }
+                    Ok(())
+                };
+                for event in events {
+                    let e = event.map_err(StoreError::LoadRefused)?;
+                    position += 1;
+                    let metadata = serde_json::to_string(&e.metadata).map_err(backend)?;
+                    insert
+                        .execute(params![
+                            position,
+                            e.stream_id,
+                            e.version,
+                            e.event_id.to_string(),
+                            e.event_type,
+                            e.schema_version,
+                            e.payload,
+                            metadata,
+                            e.metadata.command_id,
+                            format_time(&e.recorded_at),
+                            e.hash,
+                        ])
+                        .map_err(|err| {
+                            StoreError::LoadRefused(format!("event {} cannot be stored: {err}", e.event_id))
+                        })?;
+                    group.push((position, e.hash.clone()));
+                    heads.insert(e.stream_id, (e.version, e.hash));
+                    if group.len() as u64 >= crate::BULK_RECORD_EVENTS {
+                        flush(&mut group)?;
+                    }
+                }
+                flush(&mut group)?;
+                let mut upsert = tx
+                    .prepare("INSERT INTO streams (stream_id, version, hash) VALUES (?1, ?2, ?3)")
+                    .map_err(backend)?;
+                for (stream_id, (version, hash)) in &heads {
+                    upsert.execute(params![stream_id, version, hash]).map_err(backend)?;
+                }
+            }
+            tx.commit().map_err(backend)?;
+            Ok(position)
+        })
+        .await
+        .map_err(backend)??;
+        self.head.send_replace(loaded);
+        Ok(loaded)
     }
 
     async fn commit_of(&self, position: u64) -> Result<Option<CommitRecord>, StoreError> {
