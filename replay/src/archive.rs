@@ -26,6 +26,9 @@ use crate::ReplayError;
 /// The format's name and version, on the end line.
 pub const FORMAT: &str = "orderlog-export-1";
 
+/// Checked events waiting for the store during a load.
+const IMPORT_QUEUE_EVENTS: usize = 8_192;
+
 /// Events per append when importing (several streams per call).
 const IMPORT_BATCH_EVENTS: usize = 1_000;
 
@@ -421,7 +424,20 @@ async fn load_into_empty(
     let loaded = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let events =
         CheckedEvents { input, checker: Checker::default(), loaded: std::sync::Arc::clone(&loaded), done: false };
-    let load = store.bulk_load(Box::new(events));
+    // Reading and checking the file runs on a thread of its own, ahead of the store's
+    // writing (a bounded queue between them).
+    let (send, receive) = std::sync::mpsc::sync_channel(IMPORT_QUEUE_EVENTS);
+    std::thread::Builder::new()
+        .name("orderlog-import-check".into())
+        .spawn(move || {
+            for event in events {
+                if send.send(event).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| ReplayError::Invalid(format!("cannot start the import: {e}")))?;
+    let load = store.bulk_load(Box::new(receive.into_iter()));
     tokio::pin!(load);
     let result = loop {
         tokio::select! {

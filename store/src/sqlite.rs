@@ -579,6 +579,9 @@ impl EventStore for SqliteStore {
         let loaded = tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
             let mut conn = Connection::open(&path).map_err(backend)?;
             conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS)).map_err(backend)?;
+            // The whole load is one transaction: its changed pages stay in memory until it
+            // commits (256 MiB here) rather than spilling to the WAL as it goes.
+            conn.pragma_update(None, "cache_size", -262_144).map_err(backend)?;
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
             if read_head(&tx)? != 0 {
                 return Err(StoreError::LoadRefused("the store is not empty".into()));
