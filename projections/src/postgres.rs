@@ -34,6 +34,22 @@ fn db(e: tokio_postgres::Error) -> String {
     }
 }
 
+/// (Re)makes the views inside `tx`. A view may name the table of a model not created yet;
+/// it is made when that model is.
+async fn make_views(tx: &deadpool_postgres::Transaction<'_>, views: &[&'static str]) -> Result<(), String> {
+    for view in views {
+        tx.batch_execute("SAVEPOINT view").await.map_err(db)?;
+        match tx.batch_execute(view).await {
+            Ok(()) => tx.batch_execute("RELEASE view").await.map_err(db)?,
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                tx.batch_execute("ROLLBACK TO view").await.map_err(db)?
+            }
+            Err(e) => return Err(db(e)),
+        }
+    }
+    Ok(())
+}
+
 fn table(model: &str) -> String {
     format!("rm_{model}")
 }
@@ -109,17 +125,7 @@ impl RowStore for PostgresRows {
         )
         .await
         .map_err(db)?;
-        // A view may name the table of a model not created yet; it is made when that model is.
-        for view in &self.views {
-            tx.batch_execute("SAVEPOINT view").await.map_err(db)?;
-            match tx.batch_execute(view).await {
-                Ok(()) => tx.batch_execute("RELEASE view").await.map_err(db)?,
-                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
-                    tx.batch_execute("ROLLBACK TO view").await.map_err(db)?
-                }
-                Err(e) => return Err(db(e)),
-            }
-        }
+        make_views(&tx, &self.views).await?;
         tx.commit().await.map_err(db)
     }
 
@@ -226,10 +232,14 @@ impl RowStore for PostgresRows {
                 return Ok(false);
             }
         }
+        // The rows move into the live table rather than the table being replaced: the views
+        // keep pointing at the same table, and a reader mid-query keeps its snapshot (a table
+        // dropped and renamed under a view made concurrent reads fail).
         tx.batch_execute(&format!(
-            "DROP TABLE IF EXISTS {live_table} CASCADE;
-             ALTER TABLE {shadow_table} RENAME TO {live_table};
-             ALTER TABLE {live_table} RENAME CONSTRAINT {shadow_table}_pkey TO {live_table}_pkey;",
+            "CREATE TABLE IF NOT EXISTS {live_table} (key TEXT PRIMARY KEY, data JSONB NOT NULL);
+             DELETE FROM {live_table};
+             INSERT INTO {live_table} (key, data) SELECT key, data FROM {shadow_table};
+             DROP TABLE {shadow_table};",
             live_table = table(live),
             shadow_table = table(shadow)
         ))
@@ -246,16 +256,6 @@ impl RowStore for PostgresRows {
         .await
         .map_err(db)?;
         tx.execute("DELETE FROM orderlog_checkpoints WHERE projection = $1", &[&shadow]).await.map_err(db)?;
-        for view in &self.views {
-            tx.batch_execute("SAVEPOINT view").await.map_err(db)?;
-            match tx.batch_execute(view).await {
-                Ok(()) => tx.batch_execute("RELEASE view").await.map_err(db)?,
-                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
-                    tx.batch_execute("ROLLBACK TO view").await.map_err(db)?
-                }
-                Err(e) => return Err(db(e)),
-            }
-        }
         tx.commit().await.map_err(db)?;
         Ok(true)
     }

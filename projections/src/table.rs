@@ -95,8 +95,8 @@ pub trait RowStore: Send + Sync {
     ) -> Result<bool, String>;
     /// Records why the model stopped (outside any batch).
     async fn record_error(&self, model: &'static str, error: &str) -> Result<(), String>;
-    /// In one transaction: `shadow`'s rows and checkpoint become `live`'s, the views are made
-    /// again over them, and `live`'s old table is dropped — unless `live` is of the same
+    /// In one transaction: `shadow`'s rows and checkpoint become `live`'s (the views show
+    /// them), and `live`'s old rows and `shadow`'s table are gone — unless `live` is of the same
     /// version and further along the log than `shadow` (then nothing changes and the answer
     /// is false: fold `shadow` further and try again).
     async fn swap(&self, live: &'static str, shadow: &'static str) -> Result<bool, String>;

@@ -1042,6 +1042,17 @@ const SELECT_EVENT: &str =
 const AFTER_CURSOR: &str = "(tx_id, position) > ($1::text::xid8, $2::int8)
                             AND tx_id < pg_snapshot_xmin(pg_current_snapshot())";
 
+/// A commit record from `commit_order::text, first_position, events, digest`.
+fn commit_from_row(r: &Row) -> Result<CommitRecord, StoreError> {
+    let commit: &str = r.get(0);
+    Ok(CommitRecord {
+        commit: commit.parse().map_err(|e| StoreError::Backend(format!("commit order '{commit}': {e}")))?,
+        first_position: r.get::<_, i64>(1) as u64,
+        events: r.get::<_, i64>(2) as u64,
+        digest: r.get(3),
+    })
+}
+
 fn pg_json(e: serde_json::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
@@ -1131,17 +1142,7 @@ impl EventStore for PostgresStore {
             )
             .await
             .map_err(pg)?;
-        rows.iter()
-            .map(|r| {
-                let commit: &str = r.get(0);
-                Ok(CommitRecord {
-                    commit: commit.parse().map_err(|e| StoreError::Backend(format!("commit order '{commit}': {e}")))?,
-                    first_position: r.get::<_, i64>(1) as u64,
-                    events: r.get::<_, i64>(2) as u64,
-                    digest: r.get(3),
-                })
-            })
-            .collect()
+        rows.iter().map(commit_from_row).collect()
     }
 
     async fn bulk_load(&self, events: crate::BulkEvents) -> Result<u64, StoreError> {
@@ -1214,16 +1215,7 @@ impl EventStore for PostgresStore {
             )
             .await
             .map_err(pg)?;
-        row.map(|r| {
-            let commit: &str = r.get(0);
-            Ok(CommitRecord {
-                commit: commit.parse().map_err(|e| StoreError::Backend(format!("commit order '{commit}': {e}")))?,
-                first_position: r.get::<_, i64>(1) as u64,
-                events: r.get::<_, i64>(2) as u64,
-                digest: r.get(3),
-            })
-        })
-        .transpose()
+        row.as_ref().map(commit_from_row).transpose()
     }
 
     async fn read_command(&self, command_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {
