@@ -174,6 +174,9 @@ async fn history_tools(log: &dyn EventStore, scanned: u64, raw: f64, postgres: b
     drop(out);
     assert_eq!(written, scanned);
     line("export (to a file):", written as f64 / started.elapsed().as_secs_f64());
+    if let Ok(keep) = std::env::var("ORDERLOG_BENCH_KEEP_EXPORT") {
+        std::fs::copy(&file, keep).unwrap();
+    }
     let target_db;
     let target: Box<dyn EventStore> = if postgres {
         target_db = Some(TestDatabase::create().await);

@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use std::io::{BufRead, Write};
 
 use chrono::{DateTime, Utc};
-use orderlog_store::hash::{event_hash, format_time, GENESIS};
+use orderlog_store::hash::{event_hash_of_text, format_time, GENESIS};
 use orderlog_store::{
-    EventStore, ExpectedVersion, LogCursor, Metadata, NewEvent, RecordedEvent, StreamAppend, READ_EVENTS_MAX,
+    EventStore, ExpectedVersion, LoadEvent, LogCursor, Metadata, NewEvent, RecordedEvent, StreamAppend, READ_EVENTS_MAX,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -26,8 +26,11 @@ use crate::ReplayError;
 /// The format's name and version, on the end line.
 pub const FORMAT: &str = "orderlog-export-1";
 
-/// Checked events waiting for the store during a load.
-const IMPORT_QUEUE_EVENTS: usize = 8_192;
+/// Checked events handed to the store at a time during a load.
+const IMPORT_CHUNK_EVENTS: usize = 256;
+
+/// Chunks of checked events waiting for the store during a load.
+const IMPORT_QUEUE_CHUNKS: usize = 32;
 
 /// Events per append when importing (several streams per call).
 const IMPORT_BATCH_EVENTS: usize = 1_000;
@@ -100,7 +103,7 @@ fn chain(digest: &str, hash: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(digest.as_bytes());
     hasher.update(hash.as_bytes());
-    hex::encode(hasher.finalize())
+    orderlog_store::hash::to_hex(&hasher.finalize())
 }
 
 fn line_of(e: &RecordedEvent) -> EventLine {
@@ -161,22 +164,22 @@ fn refuse(line: u64, detail: impl std::fmt::Display) -> ReplayError {
     ReplayError::Invalid(format!("line {line}: {detail}; nothing was imported"))
 }
 
-fn recorded(line: &EventLine, n: u64) -> Result<RecordedEvent, ReplayError> {
+fn recorded(line: EventLine, n: u64) -> Result<RecordedEvent, ReplayError> {
     let recorded_at: DateTime<Utc> = DateTime::parse_from_rfc3339(&line.recorded_at)
         .map_err(|e| refuse(n, format!("recorded_at '{}': {e}", line.recorded_at)))?
         .with_timezone(&Utc);
     Ok(RecordedEvent {
         position: line.position,
         commit: line.position,
-        stream_id: line.stream_id.clone(),
+        stream_id: line.stream_id,
         version: line.version,
         event_id: line.event_id,
-        event_type: line.event_type.clone(),
+        event_type: line.event_type,
         schema_version: line.schema_version,
-        payload: line.payload.clone(),
-        metadata: line.metadata.clone(),
+        payload: line.payload,
+        metadata: line.metadata,
         recorded_at,
-        hash: line.hash.clone(),
+        hash: line.hash,
     })
 }
 
@@ -214,7 +217,7 @@ struct Checker {
 
 impl Checker {
     /// The event of the next line (none for the end line), if it holds.
-    fn line(&mut self, text: &str) -> Result<Option<RecordedEvent>, ReplayError> {
+    fn line(&mut self, text: &str) -> Result<Option<LoadEvent>, ReplayError> {
         self.lines += 1;
         let n = self.lines;
         if self.digest.is_empty() {
@@ -245,33 +248,44 @@ impl Checker {
                 Ok(None)
             }
             Line::Event(line) => {
-                let event = recorded(&line, n)?;
-                let (version, prev) = self.heads.get(&line.stream_id).cloned().unwrap_or((0, GENESIS.to_string()));
-                if line.version != version + 1 {
+                let event = recorded(*line, n)?;
+                let (version, prev) = self.heads.get(&event.stream_id).map_or((0, GENESIS), |(v, h)| (*v, h.as_str()));
+                if event.version != version + 1 {
                     return Err(refuse(
                         n,
                         format!(
                             "'{}' version {} follows version {version} (an event is missing or out of order)",
-                            line.stream_id, line.version
+                            event.stream_id, event.version
                         ),
                     ));
                 }
-                if event_hash(&prev, &event) != line.hash {
+                // The text forms the hash covers are the ones the store writes.
+                let metadata = serde_json::to_string(&event.metadata).expect("metadata serializes");
+                let recorded_at = format_time(&event.recorded_at);
+                if event_hash_of_text(prev, &event, &metadata, &recorded_at) != event.hash {
                     return Err(refuse(
                         n,
                         format!(
                             "'{}' version {}: its hash does not follow from its bytes and the previous event of its stream (altered)",
-                            line.stream_id, line.version
+                            event.stream_id, event.version
                         ),
                     ));
                 }
-                if !self.ids.insert(line.event_id) {
-                    return Err(refuse(n, format!("event id {} appears a second time", line.event_id)));
+                if !self.ids.insert(event.event_id) {
+                    return Err(refuse(n, format!("event id {} appears a second time", event.event_id)));
                 }
-                self.heads.insert(line.stream_id.clone(), (line.version, line.hash.clone()));
-                self.digest = chain(&self.digest, &line.hash);
+                match self.heads.get_mut(&event.stream_id) {
+                    Some(head) => {
+                        head.0 = event.version;
+                        head.1.clone_from(&event.hash);
+                    }
+                    None => {
+                        self.heads.insert(event.stream_id.clone(), (event.version, event.hash.clone()));
+                    }
+                }
+                self.digest = chain(&self.digest, &event.hash);
                 self.events += 1;
-                Ok(Some(event))
+                Ok(Some(LoadEvent { event, metadata, recorded_at }))
             }
         }
     }
@@ -295,7 +309,7 @@ struct CheckedEvents {
 }
 
 impl Iterator for CheckedEvents {
-    type Item = Result<RecordedEvent, String>;
+    type Item = Result<LoadEvent, String>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let mut text = String::new();
@@ -384,11 +398,12 @@ pub async fn import(
         }
         n += 1;
         let Ok(Line::Event(line)) = Line::parse(text.trim_end()) else { break };
-        let event = recorded(&line, n)?;
-        let continues = batch.last().is_some_and(|a| a.stream_id == line.stream_id);
-        if !continues && (in_batch.contains_key(&line.stream_id) || batch_events >= IMPORT_BATCH_EVENTS) {
+        let event = recorded(*line, n)?;
+        let continues = batch.last().is_some_and(|a| a.stream_id == event.stream_id);
+        if !continues && (in_batch.contains_key(&event.stream_id) || batch_events >= IMPORT_BATCH_EVENTS) {
             appended += flush(store, &mut batch, &mut in_batch, &mut batch_events, progress_load).await?;
         }
+        let (stream_id, version) = (event.stream_id, event.version);
         let new = NewEvent {
             event_id: event.event_id,
             event_type: event.event_type,
@@ -397,15 +412,11 @@ pub async fn import(
             metadata: event.metadata,
             recorded_at: event.recorded_at,
         };
-        if batch.last().is_some_and(|a| a.stream_id == line.stream_id) {
+        if batch.last().is_some_and(|a| a.stream_id == stream_id) {
             batch.last_mut().expect("a run").events.push(new);
         } else {
-            in_batch.insert(line.stream_id.clone(), batch.len());
-            batch.push(StreamAppend {
-                stream_id: line.stream_id.clone(),
-                expected: ExpectedVersion::Exact(line.version - 1),
-                events: vec![new],
-            });
+            in_batch.insert(stream_id.clone(), batch.len());
+            batch.push(StreamAppend { stream_id, expected: ExpectedVersion::Exact(version - 1), events: vec![new] });
         }
         batch_events += 1;
     }
@@ -426,14 +437,30 @@ async fn load_into_empty(
         CheckedEvents { input, checker: Checker::default(), loaded: std::sync::Arc::clone(&loaded), done: false };
     // Reading and checking the file runs on a thread of its own, ahead of the store's
     // writing (a bounded queue between them).
-    let (send, receive) = std::sync::mpsc::sync_channel(IMPORT_QUEUE_EVENTS);
+    let (send, receive) = std::sync::mpsc::sync_channel(IMPORT_QUEUE_CHUNKS);
     std::thread::Builder::new()
         .name("orderlog-import-check".into())
         .spawn(move || {
+            let mut chunk = Vec::with_capacity(IMPORT_CHUNK_EVENTS);
             for event in events {
-                if send.send(event).is_err() {
-                    return;
+                match event {
+                    Ok(event) => {
+                        chunk.push(event);
+                        if chunk.len() == IMPORT_CHUNK_EVENTS {
+                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(IMPORT_CHUNK_EVENTS));
+                            if send.send(Ok(full)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = send.send(Err(e));
+                        return;
+                    }
                 }
+            }
+            if !chunk.is_empty() {
+                let _ = send.send(Ok(chunk));
             }
         })
         .map_err(|e| ReplayError::Invalid(format!("cannot start the import: {e}")))?;

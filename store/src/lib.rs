@@ -226,9 +226,29 @@ pub enum StoreError {
     LoadRefused(String),
 }
 
-/// Events for [`EventStore::bulk_load`], in log order, each with its hash; an `Err` item
-/// stops the load, which then writes nothing.
-pub type BulkEvents = Box<dyn Iterator<Item = Result<RecordedEvent, String>> + Send>;
+/// One event of a bulk load, with the text forms the stores write (the caller computes them
+/// anyway to check the event's hash, on a thread of its own).
+#[derive(Clone, Debug)]
+pub struct LoadEvent {
+    pub event: RecordedEvent,
+    /// `event.metadata` as JSON, as [`hash::event_hash`] serializes it.
+    pub metadata: String,
+    /// `event.recorded_at` as [`hash::format_time`] formats it.
+    pub recorded_at: String,
+}
+
+impl LoadEvent {
+    /// The event with its text forms computed here.
+    pub fn new(event: RecordedEvent) -> LoadEvent {
+        let metadata = serde_json::to_string(&event.metadata).expect("metadata serializes");
+        let recorded_at = hash::format_time(&event.recorded_at);
+        LoadEvent { event, metadata, recorded_at }
+    }
+}
+
+/// Events for [`EventStore::bulk_load`], in log order, each with its hash, in chunks; an
+/// `Err` item stops the load, which then writes nothing.
+pub type BulkEvents = Box<dyn Iterator<Item = Result<Vec<LoadEvent>, String>> + Send>;
 
 /// Events per commit record written by a bulk load.
 pub const BULK_RECORD_EVENTS: u64 = 10_000;

@@ -168,7 +168,11 @@ impl EventStore for MemoryStore {
     }
 
     async fn bulk_load(&self, events: crate::BulkEvents) -> Result<u64, StoreError> {
-        let events: Vec<RecordedEvent> = events.collect::<Result<_, _>>().map_err(StoreError::LoadRefused)?;
+        let mut loaded: Vec<RecordedEvent> = Vec::new();
+        for chunk in events {
+            loaded.extend(chunk.map_err(StoreError::LoadRefused)?.into_iter().map(|e| e.event));
+        }
+        let events = loaded;
         let mut log = self.log.lock().expect("memory log lock");
         if !log.events.is_empty() {
             return Err(StoreError::LoadRefused("the store is not empty".into()));

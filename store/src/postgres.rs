@@ -63,6 +63,58 @@ pub const SETTLE_POLL_MS: u64 = 10;
 pub const STALE_RETRY_MAX: u32 = 8;
 /// Stream heads kept in the cache; it is emptied when it would grow past this.
 pub const HEAD_CACHE_MAX: usize = 100_000;
+/// The event log's indexes besides its positions (migration 1), dropped and built again
+/// around a bulk load: how to drop it, how to build it.
+const BULK_INDEXES: [(&str, &str); 4] = [
+    (
+        "ALTER TABLE orderlog_events DROP CONSTRAINT orderlog_events_event_id_key",
+        "ALTER TABLE orderlog_events ADD CONSTRAINT orderlog_events_event_id_key UNIQUE (event_id)",
+    ),
+    (
+        "ALTER TABLE orderlog_events DROP CONSTRAINT orderlog_events_stream_id_version_key",
+        "ALTER TABLE orderlog_events ADD CONSTRAINT orderlog_events_stream_id_version_key UNIQUE (stream_id, version)",
+    ),
+    (
+        "DROP INDEX orderlog_events_commit_order",
+        "CREATE INDEX orderlog_events_commit_order ON orderlog_events (tx_id, position)",
+    ),
+    (
+        "DROP INDEX orderlog_events_by_command",
+        "CREATE INDEX orderlog_events_by_command ON orderlog_events USING hash (command_id)",
+    ),
+];
+
+/// JSON text sent as a `jsonb` value (binary format: version 1, then the text).
+#[derive(Debug)]
+struct JsonbText<'a>(&'a str);
+
+impl tokio_postgres::types::ToSql for JsonbText<'_> {
+    fn to_sql(
+        &self,
+        _ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(&[1]);
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        *ty == tokio_postgres::types::Type::JSONB
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// The commit record of a bulk load's group of events (first position, count, digest);
+/// empties the group.
+fn bulk_record(group: &mut Vec<(u64, String)>) -> (i64, i64, String) {
+    let digest = crate::hash::commit_digest(group.iter().map(|(p, h)| (*p, h.as_str())));
+    let record = (group[0].0 as i64, group.len() as i64, digest);
+    group.clear();
+    record
+}
+
 /// Least pause between two NOTIFYs this process sends.
 pub const NOTIFY_INTERVAL_MS: u64 = 50;
 
@@ -1053,10 +1105,6 @@ fn commit_from_row(r: &Row) -> Result<CommitRecord, StoreError> {
     })
 }
 
-fn pg_json(e: serde_json::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
-
 fn event_from_row(row: &Row) -> Result<RecordedEvent, StoreError> {
     let position = row.get::<_, i64>(0) as u64;
     let broken = |what: &str, e: &dyn std::fmt::Display| {
@@ -1146,61 +1194,113 @@ impl EventStore for PostgresStore {
     }
 
     async fn bulk_load(&self, events: crate::BulkEvents) -> Result<u64, StoreError> {
+        use tokio_postgres::binary_copy::BinaryCopyInWriter;
+        use tokio_postgres::types::Type;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
+        // Nobody else writes (or reads) the log until the load commits: the positions are
+        // the load's own, and the indexes are dropped and built again around it.
+        tx.batch_execute("LOCK TABLE orderlog_events, orderlog_commits IN ACCESS EXCLUSIVE MODE").await.map_err(pg)?;
         let occupied: bool =
             tx.query_one("SELECT EXISTS (SELECT 1 FROM orderlog_events)", &[]).await.map_err(pg)?.get(0);
         if occupied {
             return Err(StoreError::LoadRefused("the store is not empty".into()));
         }
-        let insert = tx
-            .prepare(
-                "WITH written AS (
-                   INSERT INTO orderlog_events (stream_id, version, event_id, event_type, schema_version, payload,
-                                                metadata, command_id, recorded_at, hash)
-                   SELECT s, v, id, t, sv, p, m::JSONB, c, r, h
-                     FROM unnest($1::TEXT[], $2::INT8[], $3::UUID[], $4::TEXT[], $5::INT4[], $6::TEXT[], $7::TEXT[],
-                                 $8::TEXT[], $9::TIMESTAMPTZ[], $10::TEXT[])
-                          WITH ORDINALITY AS u(s, v, id, t, sv, p, m, c, r, h, n)
-                    ORDER BY n
-                   RETURNING position, hash)
-                 INSERT INTO orderlog_commits (commit_order, first_position, events, digest)
-                 SELECT pg_current_xact_id(), min(w.position), count(*),
-                        encode(sha256(convert_to(string_agg(w.position::TEXT || ':' || w.hash, ',' ORDER BY w.position), 'UTF8')), 'hex')
-                   FROM written w HAVING count(*) > 0",
+        // Into an empty table the rows are copied in (binary COPY) and each index is built
+        // once, sorted, at the end, instead of inserting into four trees per row.
+        for (drop, _) in BULK_INDEXES {
+            tx.batch_execute(drop).await.map_err(pg)?;
+        }
+        let sink = tx
+            .copy_in(
+                "COPY orderlog_events (position, stream_id, version, event_id, event_type, schema_version, payload,
+                                       metadata, command_id, recorded_at, hash) FROM STDIN (FORMAT binary)",
             )
             .await
             .map_err(pg)?;
-        let mut loaded = 0u64;
-        let mut events = events.peekable();
-        while events.peek().is_some() {
-            let chunk: Vec<RecordedEvent> = events
-                .by_ref()
-                .take(crate::BULK_RECORD_EVENTS as usize)
-                .collect::<Result<_, _>>()
-                .map_err(StoreError::LoadRefused)?;
-            let metadata: Vec<String> =
-                chunk.iter().map(|e| serde_json::to_string(&e.metadata)).collect::<Result<_, _>>().map_err(pg_json)?;
-            let column = |f: fn(&RecordedEvent) -> String| chunk.iter().map(f).collect::<Vec<String>>();
-            let streams = column(|e| e.stream_id.clone());
-            let versions: Vec<i64> = chunk.iter().map(|e| e.version as i64).collect();
-            let ids: Vec<uuid::Uuid> = chunk.iter().map(|e| e.event_id).collect();
-            let types = column(|e| e.event_type.clone());
-            let schemas: Vec<i32> = chunk.iter().map(|e| e.schema_version as i32).collect();
-            let payloads = column(|e| e.payload.clone());
-            let commands = column(|e| e.metadata.command_id.clone());
-            let times: Vec<chrono::DateTime<chrono::Utc>> = chunk.iter().map(|e| e.recorded_at).collect();
-            let hashes = column(|e| e.hash.clone());
+        let types = [
+            Type::INT8,
+            Type::TEXT,
+            Type::INT8,
+            Type::UUID,
+            Type::TEXT,
+            Type::INT4,
+            Type::TEXT,
+            Type::JSONB,
+            Type::TEXT,
+            Type::TIMESTAMPTZ,
+            Type::TEXT,
+        ];
+        let writer = BinaryCopyInWriter::new(sink, &types);
+        tokio::pin!(writer);
+        let mut records: Vec<(i64, i64, String)> = Vec::new();
+        let mut group: Vec<(u64, String)> = Vec::new();
+        let mut position = 0u64;
+        let copy_error =
+            |e: tokio_postgres::Error| StoreError::LoadRefused(format!("the events cannot be stored: {e}"));
+        for chunk in events {
+            for load in chunk.map_err(StoreError::LoadRefused)? {
+                let e = &load.event;
+                position += 1;
+                writer
+                    .as_mut()
+                    .write(&[
+                        &(position as i64),
+                        &e.stream_id,
+                        &(e.version as i64),
+                        &e.event_id,
+                        &e.event_type,
+                        &(e.schema_version as i32),
+                        &e.payload,
+                        &JsonbText(&load.metadata),
+                        &e.metadata.command_id,
+                        &e.recorded_at,
+                        &e.hash,
+                    ])
+                    .await
+                    .map_err(copy_error)?;
+                group.push((position, load.event.hash));
+                if group.len() as u64 >= crate::BULK_RECORD_EVENTS {
+                    records.push(bulk_record(&mut group));
+                }
+            }
+        }
+        if !group.is_empty() {
+            records.push(bulk_record(&mut group));
+        }
+        writer.as_mut().finish().await.map_err(copy_error)?;
+        for (_, create) in BULK_INDEXES {
+            tx.batch_execute(create)
+                .await
+                .map_err(|e| StoreError::LoadRefused(format!("the events cannot be indexed: {e}")))?;
+        }
+        if position > 0 {
+            // Appends after the load number on from its last position.
             tx.execute(
-                &insert,
-                &[&streams, &versions, &ids, &types, &schemas, &payloads, &metadata, &commands, &times, &hashes],
+                "SELECT setval('orderlog_events_position_seq', GREATEST($1, last_value)) FROM orderlog_events_position_seq",
+                &[&(position as i64)],
             )
             .await
-            .map_err(|e| StoreError::LoadRefused(format!("the events cannot be stored: {e}")))?;
-            loaded += chunk.len() as u64;
+            .map_err(pg)?;
         }
+        let (firsts, counts, digests): (Vec<i64>, Vec<i64>, Vec<String>) = records.into_iter().fold(
+            (Vec::new(), Vec::new(), Vec::new()),
+            |(mut f, mut c, mut d), (first, count, digest)| {
+                f.push(first);
+                c.push(count);
+                d.push(digest);
+                (f, c, d)
+            },
+        );
+        tx.execute(
+            "INSERT INTO orderlog_commits (commit_order, first_position, events, digest)
+             SELECT pg_current_xact_id(), f, c, d FROM unnest($1::INT8[], $2::INT8[], $3::TEXT[]) AS u(f, c, d)",
+            &[&firsts, &counts, &digests],
+        )
+        .await
+        .map_err(pg)?;
         tx.commit().await.map_err(pg)?;
-        Ok(loaded)
+        Ok(position)
     }
 
     async fn commit_of(&self, position: u64) -> Result<Option<CommitRecord>, StoreError> {
