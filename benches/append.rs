@@ -4,6 +4,10 @@
 //!
 //! `cargo bench --bench append`
 
+// The allocator of the `orderlog` binary, so the figures are those of the CLI.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

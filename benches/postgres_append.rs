@@ -9,6 +9,10 @@
 //! `cargo bench --bench postgres_append [-- SECONDS]` (server: `ORDERLOG_TEST_POSTGRES`,
 //! default postgres://postgres@127.0.0.1:5432/postgres)
 
+// The allocator of the `orderlog` binary, so the figures are those of the CLI.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

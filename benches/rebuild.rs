@@ -7,6 +7,10 @@
 //!
 //! `cargo bench --bench rebuild [-- EVENTS [sqlite|postgres]]` (default 1 000 000, sqlite)
 
+// The allocator of the `orderlog` binary, so the figures are those of the CLI.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::Instant;
 

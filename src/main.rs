@@ -4,6 +4,12 @@ mod demo;
 mod report;
 mod serve;
 
+// mimalloc instead of the system allocator: events are decoded on one thread and freed on
+// another (import's checking thread, the projector's read-ahead, the HTTP workers), which
+// glibc's arenas serialize on a lock.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;

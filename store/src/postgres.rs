@@ -1231,6 +1231,7 @@ impl EventStore for PostgresStore {
             Type::TIMESTAMPTZ,
             Type::TEXT,
         ];
+        let started = std::time::Instant::now();
         let writer = BinaryCopyInWriter::new(sink, &types);
         tokio::pin!(writer);
         let mut records: Vec<(i64, i64, String)> = Vec::new();
@@ -1269,11 +1270,13 @@ impl EventStore for PostgresStore {
             records.push(bulk_record(&mut group));
         }
         writer.as_mut().finish().await.map_err(copy_error)?;
+        let rows = started.elapsed();
         for (_, create) in BULK_INDEXES {
             tx.batch_execute(create)
                 .await
                 .map_err(|e| StoreError::LoadRefused(format!("the events cannot be indexed: {e}")))?;
         }
+        let indexed = started.elapsed();
         if position > 0 {
             // Appends after the load number on from its last position.
             tx.execute(
@@ -1300,6 +1303,7 @@ impl EventStore for PostgresStore {
         .await
         .map_err(pg)?;
         tx.commit().await.map_err(pg)?;
+        tracing::debug!(events = position, ?rows, indexes = ?(indexed - rows), commit = ?(started.elapsed() - indexed), "bulk load");
         Ok(position)
     }
 

@@ -601,6 +601,7 @@ impl EventStore for SqliteStore {
             // the indexes, until the load commits.
             tx.execute_batch(&BULK_INDEXES.iter().map(|(name, _)| format!("DROP INDEX {name};")).collect::<String>())
                 .map_err(backend)?;
+            let started = std::time::Instant::now();
             let mut heads: HashMap<String, (u64, String)> = HashMap::new();
             let mut group: Vec<(u64, String)> = Vec::new();
             let mut position = 0u64;
@@ -665,11 +666,14 @@ impl EventStore for SqliteStore {
                     upsert.execute(params![stream_id, version, hash]).map_err(backend)?;
                 }
             }
+            let rows = started.elapsed();
             for (_, create) in BULK_INDEXES {
                 tx.execute_batch(create)
                     .map_err(|err| StoreError::LoadRefused(format!("the events cannot be indexed: {err}")))?;
             }
+            let indexed = started.elapsed();
             tx.commit().map_err(backend)?;
+            tracing::debug!(events = position, ?rows, indexes = ?(indexed - rows), commit = ?(started.elapsed() - indexed), "bulk load");
             Ok(position)
         })
         .await
