@@ -61,16 +61,49 @@ pub fn verify_stream<'a>(events: impl IntoIterator<Item = &'a RecordedEvent>) ->
 /// commit wrote and where, so an event deleted (the last one too), inserted or moved
 /// between positions is found even where every stream's own chain still holds.
 pub fn commit_digest<'a>(events: impl IntoIterator<Item = (u64, &'a str)>) -> String {
-    let mut hasher = Sha256::new();
-    for (i, (position, hash)) in events.into_iter().enumerate() {
-        if i > 0 {
-            hasher.update(b",");
-        }
-        hasher.update(position.to_string().as_bytes());
-        hasher.update(b":");
-        hasher.update(hash.as_bytes());
+    let mut digest = CommitDigest::default();
+    for (position, hash) in events {
+        digest.push(position, hash);
     }
-    to_hex(&hasher.finalize())
+    digest.finish()
+}
+
+/// [`commit_digest`] computed as the events come, without holding them.
+#[derive(Clone, Default)]
+pub struct CommitDigest {
+    hasher: Sha256,
+    first: u64,
+    events: u64,
+}
+
+impl CommitDigest {
+    /// The next event of the commit (in position order).
+    pub fn push(&mut self, position: u64, hash: &str) {
+        if self.events == 0 {
+            self.first = position;
+        } else {
+            self.hasher.update(b",");
+        }
+        self.hasher.update(itoa::Buffer::new().format(position).as_bytes());
+        self.hasher.update(b":");
+        self.hasher.update(hash.as_bytes());
+        self.events += 1;
+    }
+
+    /// The position of the first event pushed (0: none yet).
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// How many events were pushed.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// The digest, as [`commit_digest`] gives it.
+    pub fn finish(self) -> String {
+        to_hex(&self.hasher.finalize())
+    }
 }
 
 /// Lower-case hex of `bytes` (a table lookup per byte; `hex::encode` goes a char at a time,
@@ -95,5 +128,12 @@ mod tests {
         assert_eq!(to_hex(&all), hex::encode(&all));
         assert_eq!(to_hex(&[]), "");
         assert_eq!(to_hex(&[0x0f, 0xa0]), "0fa0");
+    }
+
+    #[test]
+    fn commit_digest_is_sha256_of_positions_and_hashes_joined_by_commas() {
+        let text = "9:ab,10:cd,11:ef";
+        assert_eq!(commit_digest([(9, "ab"), (10, "cd"), (11, "ef")]), to_hex(&Sha256::digest(text.as_bytes())));
+        assert_eq!(commit_digest([]), to_hex(&Sha256::digest(b"")));
     }
 }

@@ -108,11 +108,9 @@ impl tokio_postgres::types::ToSql for JsonbText<'_> {
 
 /// The commit record of a bulk load's group of events (first position, count, digest);
 /// empties the group.
-fn bulk_record(group: &mut Vec<(u64, String)>) -> (i64, i64, String) {
-    let digest = crate::hash::commit_digest(group.iter().map(|(p, h)| (*p, h.as_str())));
-    let record = (group[0].0 as i64, group.len() as i64, digest);
-    group.clear();
-    record
+fn bulk_record(group: &mut crate::hash::CommitDigest) -> (i64, i64, String) {
+    let (first, events) = (group.first() as i64, group.events() as i64);
+    (first, events, std::mem::take(group).finish())
 }
 
 /// Least pause between two NOTIFYs this process sends.
@@ -1176,10 +1174,13 @@ impl EventStore for PostgresStore {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT commit_order::text, first_position, events, digest FROM orderlog_commits
-                  WHERE (commit_order, first_position) > ($1::text::xid8, $2::int8)
-                    AND commit_order < pg_snapshot_xmin(pg_current_snapshot())
-                  ORDER BY commit_order, first_position LIMIT $3",
+                // The output column is named apart from the table's: `ORDER BY commit_order`
+                // would sort by the text (and "100000" < "99999").
+                "SELECT c.commit_order::text AS commit_text, c.first_position, c.events, c.digest
+                   FROM orderlog_commits c
+                  WHERE (c.commit_order, c.first_position) > ($1::text::xid8, $2::int8)
+                    AND c.commit_order < pg_snapshot_xmin(pg_current_snapshot())
+                  ORDER BY c.commit_order, c.first_position LIMIT $3",
             )
             .await
             .map_err(pg)?;
@@ -1235,7 +1236,7 @@ impl EventStore for PostgresStore {
         let writer = BinaryCopyInWriter::new(sink, &types);
         tokio::pin!(writer);
         let mut records: Vec<(i64, i64, String)> = Vec::new();
-        let mut group: Vec<(u64, String)> = Vec::new();
+        let mut group = crate::hash::CommitDigest::default();
         let mut position = 0u64;
         let copy_error =
             |e: tokio_postgres::Error| StoreError::LoadRefused(format!("the events cannot be stored: {e}"));
@@ -1260,13 +1261,13 @@ impl EventStore for PostgresStore {
                     ])
                     .await
                     .map_err(copy_error)?;
-                group.push((position, load.event.hash));
-                if group.len() as u64 >= crate::BULK_RECORD_EVENTS {
+                group.push(position, &e.hash);
+                if group.events() >= crate::BULK_RECORD_EVENTS {
                     records.push(bulk_record(&mut group));
                 }
             }
         }
-        if !group.is_empty() {
+        if group.events() > 0 {
             records.push(bulk_record(&mut group));
         }
         writer.as_mut().finish().await.map_err(copy_error)?;

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::append::{plan, validate, AppendLookup, EventLocation, Plan, StreamHead, Write};
-use crate::hash::{commit_digest, format_time};
+use crate::hash::{commit_digest, format_time, CommitDigest};
 pub use crate::migration::Migration;
 use crate::{
     AppendOutcome, CommitRecord, EventStore, LogCursor, RecordedEvent, StoreError, StreamAppend, READ_EVENTS_MAX,
@@ -603,7 +603,7 @@ impl EventStore for SqliteStore {
                 .map_err(backend)?;
             let started = std::time::Instant::now();
             let mut heads: HashMap<String, (u64, String)> = HashMap::new();
-            let mut group: Vec<(u64, String)> = Vec::new();
+            let mut group = CommitDigest::default();
             let mut position = 0u64;
             {
                 let mut insert = tx
@@ -616,11 +616,10 @@ impl EventStore for SqliteStore {
                 let mut record = tx
                     .prepare("INSERT INTO orderlog_commits (first_position, events, digest) VALUES (?1, ?2, ?3)")
                     .map_err(backend)?;
-                let mut flush = |group: &mut Vec<(u64, String)>| -> Result<(), StoreError> {
-                    if let Some((first, _)) = group.first() {
-                        let digest = commit_digest(group.iter().map(|(p, h)| (*p, h.as_str())));
-                        record.execute(params![first, group.len() as u64, digest]).map_err(backend)?;
-                        group.clear();
+                let mut flush = |group: &mut CommitDigest| -> Result<(), StoreError> {
+                    if group.events() > 0 {
+                        let (first, events) = (group.first(), group.events());
+                        record.execute(params![first, events, std::mem::take(group).finish()]).map_err(backend)?;
                     }
                     Ok(())
                 };
@@ -646,14 +645,14 @@ impl EventStore for SqliteStore {
                             .map_err(|err| {
                                 StoreError::LoadRefused(format!("event {} cannot be stored: {err}", e.event_id))
                             })?;
-                        group.push((position, e.hash.clone()));
+                        group.push(position, &e.hash);
                         match heads.get_mut(&e.stream_id) {
                             Some(head) => *head = (e.version, e.hash),
                             None => {
                                 heads.insert(e.stream_id, (e.version, e.hash));
                             }
                         }
-                        if group.len() as u64 >= crate::BULK_RECORD_EVENTS {
+                        if group.events() >= crate::BULK_RECORD_EVENTS {
                             flush(&mut group)?;
                         }
                     }

@@ -377,4 +377,27 @@ async fn the_log_is_read_in_numeric_commit_order() {
         paged.push(event.stream_id);
     }
     assert_eq!(paged, ["a", "b", "c"], "page by page, nothing skipped");
+
+    // The commit records too (`orderlog verify` reads them beside the log; a log written
+    // while the server's transaction ids crossed 100 000 was reported broken at its first
+    // event when they were sorted as text).
+    for (tx_id, position) in [(&ids[0], 20i64), (&ids[1], 10), (&ids[2], 30)] {
+        client
+            .execute(
+                "INSERT INTO orderlog_commits (commit_order, first_position, events, digest)
+                 VALUES ($1::text::xid8, $2, 1, 'd')",
+                &[tx_id, &position],
+            )
+            .await
+            .unwrap();
+    }
+    let records = store.read_commits(LogCursor::START, 10).await.unwrap();
+    assert_eq!(records.iter().map(|c| c.commit).collect::<Vec<_>>(), [boundary - 1, boundary, boundary + 1]);
+    let mut cursor = LogCursor::START;
+    let mut paged = Vec::new();
+    while let Some(record) = store.read_commits(cursor, 1).await.unwrap().pop() {
+        cursor = LogCursor { commit: record.commit, position: record.first_position };
+        paged.push(record.first_position);
+    }
+    assert_eq!(paged, [10, 20, 30], "page by page, nothing skipped");
 }
