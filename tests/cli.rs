@@ -168,6 +168,13 @@ fn history_shows_a_stream_at_a_version_and_a_flow_across_streams() {
     assert!(stderr(&out).contains("--as-of"), "{}", stderr(&out));
 }
 
+/// Lines of a gzipped export.
+fn unzip_lines(bytes: &[u8]) -> usize {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(bytes), &mut text).unwrap();
+    text.lines().count()
+}
+
 #[test]
 fn export_import_and_rebuild_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -186,6 +193,8 @@ fn export_import_and_rebuild_from_the_command_line() {
     let copy = copy.to_str().unwrap();
     let out = orderlog(&["import", file.to_str().unwrap(), "--database", copy]);
     assert!(out.status.success(), "{}", stderr(&out));
+    let events = unzip_lines(&export.stdout) - 1;
+    assert!(stderr(&out).contains(&format!("imported {events} events; {events} checked")), "{}", stderr(&out));
     let again = orderlog(&["export", "--database", copy, "--gzip"]);
     let unzip = |bytes: &[u8]| {
         let mut text = String::new();
