@@ -63,6 +63,9 @@ pub const SETTLE_POLL_MS: u64 = 10;
 pub const STALE_RETRY_MAX: u32 = 8;
 /// Stream heads kept in the cache; it is emptied when it would grow past this.
 pub const HEAD_CACHE_MAX: usize = 100_000;
+/// How long a bulk load waits for the log's tables before it gives up.
+pub const BULK_LOCK_TIMEOUT_MS: u64 = 10_000;
+
 /// The event log's indexes besides its positions (migration 1), dropped and built again
 /// around a bulk load: how to drop it, how to build it.
 const BULK_INDEXES: [(&str, &str); 4] = [
@@ -1201,7 +1204,23 @@ impl EventStore for PostgresStore {
         let tx = client.transaction().await.map_err(pg)?;
         // Nobody else writes (or reads) the log until the load commits: the positions are
         // the load's own, and the indexes are dropped and built again around it.
-        tx.batch_execute("LOCK TABLE orderlog_events, orderlog_commits IN ACCESS EXCLUSIVE MODE").await.map_err(pg)?;
+        // A session holding the log in an open transaction would block the load for as long
+        // as it stays open: wait a bounded time, then say so.
+        tx.batch_execute(&format!("SET LOCAL lock_timeout = {BULK_LOCK_TIMEOUT_MS}")).await.map_err(pg)?;
+        tx.batch_execute("LOCK TABLE orderlog_events, orderlog_commits IN ACCESS EXCLUSIVE MODE").await.map_err(
+            |e| {
+                if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+                    StoreError::LoadRefused(format!(
+                        "the event log is in use: another session has held it in an open transaction for over {} s; \
+                     end that transaction (or stop the processes using this database) and import again",
+                        BULK_LOCK_TIMEOUT_MS / 1000
+                    ))
+                } else {
+                    pg(e)
+                }
+            },
+        )?;
+        tx.batch_execute("SET LOCAL lock_timeout = 0").await.map_err(pg)?;
         let occupied: bool =
             tx.query_one("SELECT EXISTS (SELECT 1 FROM orderlog_events)", &[]).await.map_err(pg)?.get(0);
         if occupied {

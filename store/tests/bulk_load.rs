@@ -107,6 +107,9 @@ async fn loads_and_carries_on(store: &dyn EventStore) {
     let count = BULK_RECORD_EVENTS * 5 / 2;
     let source = events(count);
     assert_eq!(store.bulk_load(input(source.clone(), None)).await.unwrap(), count);
+    // On PostgreSQL a reader sees nothing newer than the oldest transaction running on the
+    // server — here possibly the other test's load, waiting for its lock for 10 s.
+    assert!(store.settle(std::time::Duration::from_secs(60)).await.unwrap());
 
     let log = whole_log(store).await;
     assert_eq!(log.len() as u64, count);
@@ -225,4 +228,24 @@ async fn postgres_bulk_load_keeps_the_schema_and_the_rules() {
     assert_eq!(postgres_schema(&db.url).await, migrated, "a refused load leaves the schema as it was");
     loads_and_carries_on(&store).await;
     assert_eq!(postgres_schema(&db.url).await, migrated, "a load ends with the migrated schema");
+}
+
+#[tokio::test]
+async fn postgres_bulk_load_gives_up_on_a_log_held_open_by_another_session() {
+    let db = TestDatabase::create().await;
+    let store = PostgresStore::connect_url(&db.url).await.unwrap();
+    let (mut holder, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let open = holder.transaction().await.unwrap();
+    open.query("SELECT count(*) FROM orderlog_events", &[]).await.unwrap();
+    let started = std::time::Instant::now();
+    let refused = store.bulk_load(input(events(10), None)).await.unwrap_err();
+    assert!(
+        matches!(refused, StoreError::LoadRefused(ref why) if why.contains("the event log is in use")),
+        "{refused}"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(orderlog_store::postgres::BULK_LOCK_TIMEOUT_MS));
+    open.rollback().await.unwrap();
+    // Once that session is gone, the load goes through.
+    assert_eq!(store.bulk_load(input(events(10), None)).await.unwrap(), 10);
 }
