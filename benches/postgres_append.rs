@@ -7,7 +7,9 @@
 //! so neither side pays for the other's autovacuum or checkpoint.
 //!
 //! `cargo bench --bench postgres_append [-- SECONDS]` (server: `ORDERLOG_TEST_POSTGRES`,
-//! default postgres://postgres@127.0.0.1:5432/postgres)
+//! default postgres://postgres@127.0.0.1:5432/postgres). `ORDERLOG_BENCH_APPEND_CALLS=N`
+//! sets `append_calls_max`; `ORDERLOG_BENCH_SETUP_SQL` runs SQL on the fresh database before
+//! measuring (experiments: what an index costs, say).
 
 // The allocator of the `orderlog` binary, so the figures are those of the CLI.
 #[global_allocator]
@@ -177,6 +179,12 @@ fn main() {
             .batch_execute("CREATE TABLE raw_events (LIKE orderlog_events INCLUDING DEFAULTS); ALTER TABLE raw_events ADD PRIMARY KEY (position)")
             .await
             .unwrap();
+        // For experiments: SQL run on the bench's database before measuring (say, dropping
+        // an index to see what it costs).
+        if let Ok(setup) = std::env::var("ORDERLOG_BENCH_SETUP_SQL") {
+            admin.batch_execute(&setup).await.unwrap();
+            println!("setup: {setup}");
+        }
         println!("{seconds} s per measurement, database {}", db.name);
         println!("{:<36} {:>14} {:>14} {:>7}", "workload", "orderlog", "raw", "ratio");
         for (round, writers) in [1usize, 16, 64].into_iter().enumerate() {
