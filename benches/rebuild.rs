@@ -5,7 +5,9 @@
 //! twice (the second is the raw scan; the first warms the caches), then folded into each
 //! table model from an empty checkpoint (the rebuild).
 //!
-//! `cargo bench --bench rebuild [-- EVENTS [sqlite|postgres]]` (default 1 000 000, sqlite)
+//! `cargo bench --bench rebuild [-- EVENTS [sqlite|postgres]]` (default 1 000 000, sqlite);
+//! `ORDERLOG_BENCH_KEEP_EXPORT=PATH` keeps a copy of the exported file there (to time
+//! `orderlog import` on it alone).
 
 // The allocator of the `orderlog` binary, so the figures are those of the CLI.
 #[global_allocator]

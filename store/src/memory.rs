@@ -39,6 +39,29 @@ impl MemoryStore {
     }
 }
 
+impl Log {
+    /// Puts `events` at the next positions (set in place) with one commit record.
+    fn commit(&mut self, events: &mut [RecordedEvent]) {
+        let first = self.events.len() as u64 + 1;
+        for event in events.iter_mut() {
+            let index = self.events.len();
+            event.position = index as u64 + 1;
+            event.commit = event.position;
+            let entry = self.streams.entry(event.stream_id.clone()).or_default();
+            entry.0.push(index);
+            entry.1.clone_from(&event.hash);
+            self.by_id.insert(event.event_id, index);
+            self.by_command.entry(event.metadata.command_id.clone()).or_default().push(index);
+            self.events.push(event.clone());
+        }
+        if !events.is_empty() {
+            let digest = crate::hash::commit_digest(events.iter().map(|e| (e.position, e.hash.as_str())));
+            let count = events.len() as u64;
+            self.commits.push(crate::CommitRecord { commit: first, first_position: first, events: count, digest });
+        }
+    }
+}
+
 impl AppendLookup for &Log {
     fn find_event(&mut self, event_id: &Uuid) -> Result<Option<EventLocation>, StoreError> {
         Ok(self.by_id.get(event_id).map(|&i| {
@@ -71,28 +94,8 @@ impl EventStore for MemoryStore {
                 detail: format!("in stream '{}' at version {}", existing.stream_id, existing.version),
             });
         }
-        let first = log.events.len() as u64 + 1;
-        for event in &mut write.events {
-            let index = log.events.len();
-            event.position = index as u64 + 1;
-            event.commit = event.position;
-            let entry = log.streams.entry(event.stream_id.clone()).or_default();
-            entry.0.push(index);
-            entry.1.clone_from(&event.hash);
-            log.by_id.insert(event.event_id, index);
-            log.by_command.entry(event.metadata.command_id.clone()).or_default().push(index);
-            log.events.push(event.clone());
-        }
+        log.commit(&mut write.events);
         let head = log.events.len() as u64;
-        if head >= first {
-            let digest = crate::hash::commit_digest(write.events.iter().map(|e| (e.position, e.hash.as_str())));
-            log.commits.push(crate::CommitRecord {
-                commit: first,
-                first_position: first,
-                events: head - first + 1,
-                digest,
-            });
-        }
         drop(log);
         self.head.send_replace(head);
         Ok(write.outcome())
@@ -172,35 +175,17 @@ impl EventStore for MemoryStore {
         for chunk in events {
             loaded.extend(chunk.map_err(StoreError::LoadRefused)?.into_iter().map(|e| e.event));
         }
-        let events = loaded;
         let mut log = self.log.lock().expect("memory log lock");
         if !log.events.is_empty() {
             return Err(StoreError::LoadRefused("the store is not empty".into()));
         }
-        for chunk in events.chunks(crate::BULK_RECORD_EVENTS as usize) {
-            let first = log.events.len() as u64 + 1;
-            for event in chunk {
-                let mut event = event.clone();
-                let index = log.events.len();
-                event.position = index as u64 + 1;
-                event.commit = event.position;
-                let entry = log.streams.entry(event.stream_id.clone()).or_default();
-                entry.0.push(index);
-                entry.1.clone_from(&event.hash);
-                log.by_id.insert(event.event_id, index);
-                log.by_command.entry(event.metadata.command_id.clone()).or_default().push(index);
-                log.events.push(event);
-            }
-            let written = &log.events[first as usize - 1..];
-            let digest = crate::hash::commit_digest(written.iter().map(|e| (e.position, e.hash.as_str())));
-            let record =
-                crate::CommitRecord { commit: first, first_position: first, events: chunk.len() as u64, digest };
-            log.commits.push(record);
+        for chunk in loaded.chunks_mut(crate::BULK_RECORD_EVENTS as usize) {
+            log.commit(chunk);
         }
         let head = log.events.len() as u64;
         drop(log);
         self.head.send_replace(head);
-        Ok(events.len() as u64)
+        Ok(head)
     }
 
     async fn commit_of(&self, position: u64) -> Result<Option<crate::CommitRecord>, StoreError> {

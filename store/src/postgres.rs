@@ -109,11 +109,12 @@ impl tokio_postgres::types::ToSql for JsonbText<'_> {
     tokio_postgres::types::to_sql_checked!();
 }
 
-/// The commit record of a bulk load's group of events (first position, count, digest);
-/// empties the group.
-fn bulk_record(group: &mut crate::hash::CommitDigest) -> (i64, i64, String) {
-    let (first, events) = (group.first() as i64, group.events() as i64);
-    (first, events, std::mem::take(group).finish())
+/// Adds the commit record of a bulk load's group of events (first position, count, digest)
+/// to `records`; empties the group.
+fn bulk_record(group: &mut crate::hash::CommitDigest, records: &mut (Vec<i64>, Vec<i64>, Vec<String>)) {
+    records.0.push(group.first() as i64);
+    records.1.push(group.events() as i64);
+    records.2.push(std::mem::take(group).finish());
 }
 
 /// Least pause between two NOTIFYs this process sends.
@@ -1220,7 +1221,7 @@ impl EventStore for PostgresStore {
                 }
             },
         )?;
-        tx.batch_execute("SET LOCAL lock_timeout = 0").await.map_err(pg)?;
+        tx.batch_execute("SET LOCAL lock_timeout TO DEFAULT").await.map_err(pg)?;
         let occupied: bool =
             tx.query_one("SELECT EXISTS (SELECT 1 FROM orderlog_events)", &[]).await.map_err(pg)?.get(0);
         if occupied {
@@ -1254,7 +1255,8 @@ impl EventStore for PostgresStore {
         let started = std::time::Instant::now();
         let writer = BinaryCopyInWriter::new(sink, &types);
         tokio::pin!(writer);
-        let mut records: Vec<(i64, i64, String)> = Vec::new();
+        // The commit records, as columns: first positions, counts, digests.
+        let mut records: (Vec<i64>, Vec<i64>, Vec<String>) = Default::default();
         let mut group = crate::hash::CommitDigest::default();
         let mut position = 0u64;
         let copy_error =
@@ -1282,12 +1284,12 @@ impl EventStore for PostgresStore {
                     .map_err(copy_error)?;
                 group.push(position, &e.hash);
                 if group.events() >= crate::BULK_RECORD_EVENTS {
-                    records.push(bulk_record(&mut group));
+                    bulk_record(&mut group, &mut records);
                 }
             }
         }
         if group.events() > 0 {
-            records.push(bulk_record(&mut group));
+            bulk_record(&mut group, &mut records);
         }
         writer.as_mut().finish().await.map_err(copy_error)?;
         let rows = started.elapsed();
@@ -1306,15 +1308,7 @@ impl EventStore for PostgresStore {
             .await
             .map_err(pg)?;
         }
-        let (firsts, counts, digests): (Vec<i64>, Vec<i64>, Vec<String>) = records.into_iter().fold(
-            (Vec::new(), Vec::new(), Vec::new()),
-            |(mut f, mut c, mut d), (first, count, digest)| {
-                f.push(first);
-                c.push(count);
-                d.push(digest);
-                (f, c, d)
-            },
-        );
+        let (firsts, counts, digests) = records;
         tx.execute(
             "INSERT INTO orderlog_commits (commit_order, first_position, events, digest)
              SELECT pg_current_xact_id(), f, c, d FROM unnest($1::INT8[], $2::INT8[], $3::TEXT[]) AS u(f, c, d)",

@@ -46,6 +46,14 @@ const BULK_INDEXES: [(&str, &str); 3] = [
     ("events_by_command", "CREATE INDEX events_by_command ON events (command_id)"),
 ];
 
+/// One row of the log, in the order `write_rows` and `bulk_load` bind it.
+const INSERT_EVENT: &str = "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version,
+                                                payload, metadata, command_id, recorded_at, hash)
+                            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+
+/// One commit record: first position, number of events, digest.
+const INSERT_COMMIT: &str = "INSERT INTO orderlog_commits (first_position, events, digest) VALUES (?1, ?2, ?3)";
+
 /// This build's migrations.
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "event_log", sql: include_str!("../migrations/sqlite/0001_event_log.sql") },
@@ -283,26 +291,18 @@ fn record_earlier_commits(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
     {
         let mut read = tx.prepare("SELECT position, hash FROM events ORDER BY position").map_err(backend)?;
-        let mut insert = tx
-            .prepare("INSERT INTO orderlog_commits (first_position, events, digest) VALUES (?1, 1, ?2)")
-            .map_err(backend)?;
+        let mut insert = tx.prepare(INSERT_COMMIT).map_err(backend)?;
         let mut rows = read.query([]).map_err(backend)?;
         while let Some(row) = rows.next().map_err(backend)? {
             let (position, hash): (u64, String) = (row.get(0).map_err(backend)?, row.get(1).map_err(backend)?);
-            insert.execute(params![position, commit_digest([(position, hash.as_str())])]).map_err(backend)?;
+            insert.execute(params![position, 1, commit_digest([(position, hash.as_str())])]).map_err(backend)?;
         }
     }
     tx.commit().map_err(backend)
 }
 
 fn write_rows(conn: &Connection, write: &mut Write, next: u64) -> Result<(), StoreError> {
-    let mut insert = conn
-        .prepare_cached(
-            "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version,
-                                 payload, metadata, command_id, recorded_at, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        )
-        .map_err(backend)?;
+    let mut insert = conn.prepare_cached(INSERT_EVENT).map_err(backend)?;
     for (e, position) in write.events.iter_mut().zip(next..) {
         e.position = position;
         e.commit = position;
@@ -391,11 +391,9 @@ fn write_batch(
                     let written = write.events.len() as u64;
                     if written > 0 {
                         let digest = commit_digest(write.events.iter().map(|e| (e.position, e.hash.as_str())));
-                        tx.prepare_cached(
-                            "INSERT INTO orderlog_commits (first_position, events, digest) VALUES (?1, ?2, ?3)",
-                        )
-                        .and_then(|mut insert| insert.execute(params![next, written, digest]))
-                        .map_err(backend)?;
+                        tx.prepare_cached(INSERT_COMMIT)
+                            .and_then(|mut insert| insert.execute(params![next, written, digest]))
+                            .map_err(backend)?;
                     }
                     Ok((write.outcome(), written))
                 }
@@ -606,16 +604,8 @@ impl EventStore for SqliteStore {
             let mut group = CommitDigest::default();
             let mut position = 0u64;
             {
-                let mut insert = tx
-                    .prepare(
-                        "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version,
-                                             payload, metadata, command_id, recorded_at, hash)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                    )
-                    .map_err(backend)?;
-                let mut record = tx
-                    .prepare("INSERT INTO orderlog_commits (first_position, events, digest) VALUES (?1, ?2, ?3)")
-                    .map_err(backend)?;
+                let mut insert = tx.prepare(INSERT_EVENT).map_err(backend)?;
+                let mut record = tx.prepare(INSERT_COMMIT).map_err(backend)?;
                 let mut flush = |group: &mut CommitDigest| -> Result<(), StoreError> {
                     if group.events() > 0 {
                         let (first, events) = (group.first(), group.events());
