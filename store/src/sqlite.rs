@@ -70,10 +70,18 @@ struct AppendRequest {
     reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
 }
 
+/// What the writer thread does, in the order sent.
+enum WriterJob {
+    Append(AppendRequest),
+    /// Work that needs the writer's connection to itself (the bulk load), run between
+    /// batches of appends.
+    Exclusive(Box<dyn FnOnce(&mut Connection) + Send>),
+}
+
 /// The event log in a SQLite file.
 pub struct SqliteStore {
     path: PathBuf,
-    writer: mpsc::Sender<AppendRequest>,
+    writer: mpsc::Sender<WriterJob>,
     readers: Arc<Mutex<Vec<Connection>>>,
     head: watch::Sender<u64>,
     applied: Vec<u32>,
@@ -340,12 +348,142 @@ fn write_rows(conn: &Connection, write: &mut Write, next: u64) -> Result<(), Sto
     Ok(())
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<AppendRequest>, head: watch::Sender<u64>) {
-    while let Some(first) = rx.blocking_recv() {
+/// Page cache of a bulk load: 256 MiB (negative `cache_size` is KiB), so that the changed
+/// pages of most loads stay in memory until the commit.
+const BULK_CACHE_KIB: i64 = 262_144;
+
+/// The bulk load, on the writer's connection. When no other connection has the file open,
+/// the load leaves WAL mode for its duration: in rollback-journal mode the new pages are
+/// written to the database file once at the commit (pages that did not exist before need
+/// no journal), where WAL mode writes each twice, to the WAL and again at the checkpoint.
+/// A reader that keeps the file open (another process) keeps it in WAL mode, and the load
+/// goes through the WAL as any write does. Either way the file is in WAL mode afterwards.
+fn bulk_load_on(conn: &mut Connection, events: crate::BulkEvents) -> Result<u64, StoreError> {
+    let rollback_journal = leave_wal(conn);
+    let cache: i64 = conn.query_row("PRAGMA cache_size", [], |r| r.get(0)).map_err(backend)?;
+    conn.pragma_update(None, "cache_size", -BULK_CACHE_KIB).map_err(backend)?;
+    let loaded = load_rows(conn, events, rollback_journal);
+    if let Err(e) = conn.pragma_update(None, "cache_size", cache) {
+        tracing::warn!(error = %e, "the writer's page cache could not be set back after a bulk load");
+    }
+    if rollback_journal {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => {}
+            // Opening the store sets WAL mode again.
+            other => tracing::warn!(?other, "the database could not go back to WAL mode after a bulk load"),
+        }
+    }
+    loaded
+}
+
+/// Switches the file to rollback-journal mode if no other connection has it open; says
+/// whether it did.
+fn leave_wal(conn: &Connection) -> bool {
+    // Another connection is a reason not to switch, not one to wait.
+    if conn.busy_timeout(Duration::ZERO).is_err() {
+        return false;
+    }
+    let mode = conn.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get::<_, String>(0));
+    let _ = conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS));
+    matches!(mode, Ok(m) if m.eq_ignore_ascii_case("delete"))
+}
+
+/// The rows, the indexes and the commit record of a bulk load, in one transaction.
+fn load_rows(conn: &mut Connection, events: crate::BulkEvents, rollback_journal: bool) -> Result<u64, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+    if read_head(&tx)? != 0 {
+        return Err(StoreError::LoadRefused("the store is not empty".into()));
+    }
+    // Into an empty table the rows go in position order (appended to the table's
+    // tree) and each index is built once, sorted, at the end, instead of inserting
+    // into three trees at random places per row. In WAL mode readers keep their
+    // snapshot, with the indexes, until the load commits.
+    tx.execute_batch(&BULK_INDEXES.iter().map(|(name, _)| format!("DROP INDEX {name};")).collect::<String>())
+        .map_err(backend)?;
+    let started = std::time::Instant::now();
+    let mut heads: HashMap<String, (u64, String)> = HashMap::new();
+    let mut group = CommitDigest::default();
+    let mut position = 0u64;
+    {
+        let mut insert = tx.prepare(INSERT_EVENT).map_err(backend)?;
+        let mut record = tx.prepare(INSERT_COMMIT).map_err(backend)?;
+        let mut flush = |group: &mut CommitDigest| -> Result<(), StoreError> {
+            if group.events() > 0 {
+                let (first, events) = (group.first(), group.events());
+                record.execute(params![first, events, std::mem::take(group).finish()]).map_err(backend)?;
+            }
+            Ok(())
+        };
+        let mut id = uuid::Uuid::encode_buffer();
+        for chunk in events {
+            for load in chunk.map_err(StoreError::LoadRefused)? {
+                let e = load.event;
+                position += 1;
+                insert
+                    .execute(params![
+                        position,
+                        e.stream_id,
+                        e.version,
+                        &*e.event_id.hyphenated().encode_lower(&mut id),
+                        e.event_type,
+                        e.schema_version,
+                        e.payload,
+                        load.metadata,
+                        e.metadata.command_id,
+                        load.recorded_at,
+                        e.hash,
+                    ])
+                    .map_err(|err| StoreError::LoadRefused(format!("event {} cannot be stored: {err}", e.event_id)))?;
+                group.push(position, &e.hash);
+                match heads.get_mut(&e.stream_id) {
+                    Some(head) => *head = (e.version, e.hash),
+                    None => {
+                        heads.insert(e.stream_id, (e.version, e.hash));
+                    }
+                }
+                if group.events() >= crate::BULK_RECORD_EVENTS {
+                    flush(&mut group)?;
+                }
+            }
+        }
+        flush(&mut group)?;
+        let mut upsert =
+            tx.prepare("INSERT INTO streams (stream_id, version, hash) VALUES (?1, ?2, ?3)").map_err(backend)?;
+        for (stream_id, (version, hash)) in &heads {
+            upsert.execute(params![stream_id, version, hash]).map_err(backend)?;
+        }
+    }
+    let rows = started.elapsed();
+    for (_, create) in BULK_INDEXES {
+        tx.execute_batch(create)
+            .map_err(|err| StoreError::LoadRefused(format!("the events cannot be indexed: {err}")))?;
+    }
+    let indexed = started.elapsed();
+    tx.commit().map_err(backend)?;
+    let journal = if rollback_journal { "rollback" } else { "wal" };
+    tracing::debug!(events = position, journal, ?rows, indexes = ?(indexed - rows), commit = ?(started.elapsed() - indexed), "bulk load");
+    Ok(position)
+}
+
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<WriterJob>, head: watch::Sender<u64>) {
+    let mut next = rx.blocking_recv();
+    while let Some(job) = next.take() {
+        let first = match job {
+            WriterJob::Exclusive(work) => {
+                work(&mut conn);
+                next = rx.blocking_recv();
+                continue;
+            }
+            WriterJob::Append(request) => request,
+        };
         let mut batch = vec![first];
         while batch.len() < BATCH_APPENDS_MAX {
             match rx.try_recv() {
-                Ok(request) => batch.push(request),
+                Ok(WriterJob::Append(request)) => batch.push(request),
+                Ok(exclusive) => {
+                    next = Some(exclusive);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -359,6 +497,9 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<AppendRequest>, head
         }
         for (request, result) in batch.into_iter().zip(results) {
             let _ = request.reply.send(result);
+        }
+        if next.is_none() {
+            next = rx.blocking_recv();
         }
     }
 }
@@ -475,7 +616,7 @@ impl EventStore for SqliteStore {
     async fn append(&self, appends: Vec<StreamAppend>) -> Result<AppendOutcome, StoreError> {
         validate(&appends)?;
         let (reply, answer) = oneshot::channel();
-        self.writer.send(AppendRequest { appends, reply }).await.map_err(|_| StoreError::Closed)?;
+        self.writer.send(WriterJob::Append(AppendRequest { appends, reply })).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -582,91 +723,15 @@ impl EventStore for SqliteStore {
     }
 
     async fn bulk_load(&self, events: crate::BulkEvents) -> Result<u64, StoreError> {
-        let path = self.path.clone();
-        let loaded = tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
-            let mut conn = Connection::open(&path).map_err(backend)?;
-            conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS)).map_err(backend)?;
-            // The whole load is one transaction: its changed pages stay in memory until it
-            // commits (256 MiB here) rather than spilling to the WAL as it goes.
-            conn.pragma_update(None, "cache_size", -262_144).map_err(backend)?;
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
-            if read_head(&tx)? != 0 {
-                return Err(StoreError::LoadRefused("the store is not empty".into()));
-            }
-            // Into an empty table the rows go in position order (appended to the table's
-            // tree) and each index is built once, sorted, at the end, instead of inserting
-            // into three trees at random places per row. Readers keep their snapshot, with
-            // the indexes, until the load commits.
-            tx.execute_batch(&BULK_INDEXES.iter().map(|(name, _)| format!("DROP INDEX {name};")).collect::<String>())
-                .map_err(backend)?;
-            let started = std::time::Instant::now();
-            let mut heads: HashMap<String, (u64, String)> = HashMap::new();
-            let mut group = CommitDigest::default();
-            let mut position = 0u64;
-            {
-                let mut insert = tx.prepare(INSERT_EVENT).map_err(backend)?;
-                let mut record = tx.prepare(INSERT_COMMIT).map_err(backend)?;
-                let mut flush = |group: &mut CommitDigest| -> Result<(), StoreError> {
-                    if group.events() > 0 {
-                        let (first, events) = (group.first(), group.events());
-                        record.execute(params![first, events, std::mem::take(group).finish()]).map_err(backend)?;
-                    }
-                    Ok(())
-                };
-                let mut id = uuid::Uuid::encode_buffer();
-                for chunk in events {
-                    for load in chunk.map_err(StoreError::LoadRefused)? {
-                        let e = load.event;
-                        position += 1;
-                        insert
-                            .execute(params![
-                                position,
-                                e.stream_id,
-                                e.version,
-                                &*e.event_id.hyphenated().encode_lower(&mut id),
-                                e.event_type,
-                                e.schema_version,
-                                e.payload,
-                                load.metadata,
-                                e.metadata.command_id,
-                                load.recorded_at,
-                                e.hash,
-                            ])
-                            .map_err(|err| {
-                                StoreError::LoadRefused(format!("event {} cannot be stored: {err}", e.event_id))
-                            })?;
-                        group.push(position, &e.hash);
-                        match heads.get_mut(&e.stream_id) {
-                            Some(head) => *head = (e.version, e.hash),
-                            None => {
-                                heads.insert(e.stream_id, (e.version, e.hash));
-                            }
-                        }
-                        if group.events() >= crate::BULK_RECORD_EVENTS {
-                            flush(&mut group)?;
-                        }
-                    }
-                }
-                flush(&mut group)?;
-                let mut upsert = tx
-                    .prepare("INSERT INTO streams (stream_id, version, hash) VALUES (?1, ?2, ?3)")
-                    .map_err(backend)?;
-                for (stream_id, (version, hash)) in &heads {
-                    upsert.execute(params![stream_id, version, hash]).map_err(backend)?;
-                }
-            }
-            let rows = started.elapsed();
-            for (_, create) in BULK_INDEXES {
-                tx.execute_batch(create)
-                    .map_err(|err| StoreError::LoadRefused(format!("the events cannot be indexed: {err}")))?;
-            }
-            let indexed = started.elapsed();
-            tx.commit().map_err(backend)?;
-            tracing::debug!(events = position, ?rows, indexes = ?(indexed - rows), commit = ?(started.elapsed() - indexed), "bulk load");
-            Ok(position)
-        })
-        .await
-        .map_err(backend)??;
+        // This store's idle readers are closed, so that the load can have the file to itself
+        // (see `bulk_load_on`); it runs on the writer's connection, between appends.
+        self.readers.lock().expect("reader pool lock").clear();
+        let (reply, answer) = oneshot::channel();
+        let work = move |conn: &mut Connection| {
+            let _ = reply.send(bulk_load_on(conn, events));
+        };
+        self.writer.send(WriterJob::Exclusive(Box::new(work))).await.map_err(|_| StoreError::Closed)?;
+        let loaded = answer.await.map_err(|_| StoreError::Closed)??;
         self.head.send_replace(loaded);
         Ok(loaded)
     }

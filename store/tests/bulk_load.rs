@@ -179,6 +179,17 @@ fn sqlite_schema(path: &std::path::Path) -> Vec<(String, String, Option<String>)
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
 }
 
+fn journal_mode(path: &std::path::Path) -> String {
+    rusqlite::Connection::open(path).unwrap().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap()
+}
+
+/// Bytes in the file's write-ahead log (none when there is no WAL file).
+fn wal_bytes(path: &std::path::Path) -> u64 {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(wal).map_or(0, |m| m.len())
+}
+
 #[tokio::test]
 async fn sqlite_bulk_load_keeps_the_schema_and_the_rules() {
     let dir = tempfile::tempdir().unwrap();
@@ -188,10 +199,34 @@ async fn sqlite_bulk_load_keeps_the_schema_and_the_rules() {
     let refused = SqliteStore::open(dir.path().join("refused.db")).unwrap();
     a_refused_load_leaves_nothing(&refused).await;
     assert_eq!(sqlite_schema(refused.path()), migrated, "a refused load leaves the schema as it was");
+    assert_eq!(journal_mode(refused.path()), "wal", "a refused load leaves the file in WAL mode");
 
     let loaded = SqliteStore::open(dir.path().join("loaded.db")).unwrap();
     loads_and_carries_on(&loaded).await;
     assert_eq!(sqlite_schema(loaded.path()), migrated, "a load ends with the migrated schema");
+    assert_eq!(journal_mode(loaded.path()), "wal", "a load leaves the file in WAL mode");
+    // With the file to itself the load wrote its pages straight into the database (about
+    // 10 MB here); the WAL holds only the few appends made after it.
+    let wal = wal_bytes(loaded.path());
+    assert!(wal < 1 << 20, "{wal} bytes in the WAL");
+}
+
+/// A reader in another process keeps the file open in WAL mode: the load cannot leave WAL
+/// mode, goes through the WAL as any write does, and the reader sees its events.
+#[tokio::test]
+async fn sqlite_bulk_load_beside_another_reader_goes_through_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("shared.db")).unwrap();
+    let other = rusqlite::Connection::open(store.path()).unwrap();
+    let count = |c: &rusqlite::Connection| c.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, u64>(0));
+    assert_eq!(count(&other).unwrap(), 0);
+
+    assert_eq!(store.bulk_load(input(events(5_000), None)).await.unwrap(), 5_000);
+    assert_eq!(count(&other).unwrap(), 5_000, "the other connection reads the loaded events");
+    assert_eq!(store.head().await.unwrap(), 5_000);
+    assert_eq!(journal_mode(store.path()), "wal");
+    let wal = wal_bytes(store.path());
+    assert!(wal > 1 << 20, "the load went through the WAL: {wal} bytes in it");
 }
 
 async fn postgres_schema(url: &str) -> Vec<(String, String)> {
