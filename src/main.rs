@@ -158,6 +158,15 @@ pub fn is_postgres(database: &str) -> bool {
 
 /// The read models of `database`.
 pub async fn read_models(database: &str, log: Arc<dyn EventStore>) -> Result<ReadModels> {
+    read_models_cached(database, log, Vec::new()).await
+}
+
+/// The read models of `database`, whose runners keep these caches of rows exact.
+pub async fn read_models_cached(
+    database: &str,
+    log: Arc<dyn EventStore>,
+    caches: Vec<Arc<orderlog_projections::cache::RowCache>>,
+) -> Result<ReadModels> {
     use orderlog_projections::inventory::{InventoryTable, INVENTORY_VIEWS_POSTGRES, INVENTORY_VIEWS_SQLITE};
     use orderlog_projections::orders::{OrderStatusTable, ORDER_VIEWS_POSTGRES, ORDER_VIEWS_SQLITE};
     let (rows, pool): (Arc<dyn RowStore>, _) = if is_postgres(database) {
@@ -169,9 +178,14 @@ pub async fn read_models(database: &str, log: Arc<dyn EventStore>) -> Result<Rea
         let views = [INVENTORY_VIEWS_SQLITE, ORDER_VIEWS_SQLITE].concat();
         (Arc::new(SqliteRows::open(database, &views).map_err(anyhow::Error::msg)?), None)
     };
+    let watched: Arc<dyn RowStore> = if caches.is_empty() {
+        rows.clone()
+    } else {
+        Arc::new(orderlog_projections::cache::WatchedRows::new(rows.clone(), caches))
+    };
     let runners = vec![
-        projector::runner::<InventoryTable>(log.clone(), rows.clone()),
-        projector::runner::<OrderStatusTable>(log, rows.clone()),
+        projector::runner::<InventoryTable>(log.clone(), watched.clone()),
+        projector::runner::<OrderStatusTable>(log, watched),
     ];
     Ok(ReadModels { rows, runners, pool })
 }

@@ -11,11 +11,14 @@ use orderlog_api::auth::{parse_scopes, CachedTokens, PostgresTokens, Scope, Sqli
 use orderlog_api::metrics::Metrics;
 use orderlog_api::{Api, TimedStore};
 use orderlog_commands::{CommandService, RandomIds, SystemClock};
+use orderlog_projections::cache::RowCache;
+use orderlog_projections::orders::OrderStatusTable;
 use orderlog_projections::projector;
 use orderlog_projections::queries::{PostgresQueries, SqliteQueries};
+use orderlog_projections::table::TableModel;
 use orderlog_store::EventStore;
 
-use crate::{is_postgres, open_store, read_models, DEFAULT_DATABASE};
+use crate::{is_postgres, open_store, read_models_cached, DEFAULT_DATABASE};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -122,7 +125,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let opened = open_store(&args.database).await?;
     let metrics = Arc::new(Metrics::default());
     let store: Arc<dyn EventStore> = Arc::new(TimedStore::new(opened.store.clone(), metrics.clone()));
-    let models = read_models(&args.database, opened.store.clone()).await?;
+    // Orders read often are served from memory, kept exact by this process's projector; a
+    // server whose projector runs elsewhere reads every order from the store.
+    let order_cache = (!args.no_projectors).then(|| RowCache::new(OrderStatusTable::NAME));
+    let models =
+        read_models_cached(&args.database, opened.store.clone(), order_cache.iter().cloned().collect()).await?;
     for runner in &models.runners {
         runner.ensure().await?;
     }
@@ -177,6 +184,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         metrics,
         insecure_dev: args.insecure_dev,
         projections_running: running,
+        order_cache,
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -56,6 +56,9 @@ pub struct Api {
     /// Whether projections are expected to be running (in this process or another); set
     /// false when an in-process projector has stopped.
     pub projections_running: Arc<AtomicBool>,
+    /// Orders as served, kept exact by this process's order-status runner (whose row store
+    /// must then be a `WatchedRows` over this cache); none to read every order from the store.
+    pub order_cache: Option<Arc<orderlog_projections::cache::RowCache>>,
 }
 
 impl Api {

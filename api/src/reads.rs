@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::Stream;
 use orderlog_domain::Currency;
+use orderlog_projections::cache::Lookup;
 use orderlog_projections::orders::OrderStatusTable;
 use orderlog_projections::projector;
 use orderlog_projections::queries::{OrderFilter, SalesDay, TopSku};
@@ -78,8 +79,24 @@ async fn get_order(
     Query(params): Query<WaitParams>,
 ) -> Result<Response, Problem> {
     wait(&api, OrderStatusTable::NAME, &params).await?;
-    match api.queries.order_json(&order_id).await.map_err(query_problem)? {
-        Some(order) => Ok(([(header::CONTENT_TYPE, "application/json")], order).into_response()),
+    let order: Option<Arc<str>> = match &api.order_cache {
+        // A read that waited for a position goes to the store: the cache may not have heard
+        // of the commit it waited for yet.
+        Some(cache) if params.wait_for.is_none() => match cache.lookup(&order_id) {
+            Lookup::Hit(order) => Some(order),
+            Lookup::Miss(ticket) => {
+                let order: Option<Arc<str>> =
+                    api.queries.order_json(&order_id).await.map_err(query_problem)?.map(Arc::from);
+                if let Some(order) = &order {
+                    cache.put(ticket, &order_id, order.clone());
+                }
+                order
+            }
+        },
+        _ => api.queries.order_json(&order_id).await.map_err(query_problem)?.map(Arc::from),
+    };
+    match order {
+        Some(order) => Ok(([(header::CONTENT_TYPE, "application/json")], order.to_string()).into_response()),
         None => Err(Problem::not_found(format!("no order '{order_id}'"))),
     }
 }
@@ -581,6 +598,18 @@ async fn metrics(State(api): State<Shared>) -> Response {
                 u8::from(s.error.is_some())
             );
         }
+    }
+    if let Some(cache) = &api.order_cache {
+        let stats = cache.stats();
+        extra.push_str(
+            "# HELP orderlog_order_cache_lookups_total Order reads answered from memory (hit) or the store (miss).\n",
+        );
+        extra.push_str("# TYPE orderlog_order_cache_lookups_total counter\n");
+        let _ = writeln!(extra, "orderlog_order_cache_lookups_total{{outcome=\"hit\"}} {}", stats.hits);
+        let _ = writeln!(extra, "orderlog_order_cache_lookups_total{{outcome=\"miss\"}} {}", stats.misses);
+        extra.push_str("# HELP orderlog_order_cache_bytes Bytes of orders held in memory.\n");
+        extra.push_str("# TYPE orderlog_order_cache_bytes gauge\n");
+        let _ = writeln!(extra, "orderlog_order_cache_bytes {}", stats.bytes);
     }
     let mut response = api.metrics.render(&extra).into_response();
     response

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::body::Body;
@@ -15,13 +16,14 @@ use orderlog_api::auth::{parse_scopes, PostgresTokens, Scope, SqliteTokens, Toke
 use orderlog_api::metrics::Metrics;
 use orderlog_api::{router_and_doc, Api, TimedStore};
 use orderlog_commands::{CommandService, RandomIds, SystemClock};
+use orderlog_projections::cache::{RowCache, WatchedRows, ROW_CACHE_BYTES_MAX};
 use orderlog_projections::inventory::{InventoryTable, INVENTORY_VIEWS_POSTGRES, INVENTORY_VIEWS_SQLITE};
 use orderlog_projections::orders::{OrderStatusRow, OrderStatusTable, ORDER_VIEWS_POSTGRES, ORDER_VIEWS_SQLITE};
 use orderlog_projections::postgres::PostgresRows;
 use orderlog_projections::projector::{self, AnyRunner};
 use orderlog_projections::queries::{OrderFilter, PostgresQueries, ReadQueries, SalesDay, SqliteQueries, TopSku};
 use orderlog_projections::sqlite::SqliteRows;
-use orderlog_projections::table::RowStore;
+use orderlog_projections::table::{RowStore, TableModel};
 use orderlog_store::postgres::testing::TestDatabase;
 use orderlog_store::{EventStore, PostgresStore, SqliteStore};
 use serde_json::{json, Value};
@@ -32,6 +34,7 @@ struct App {
     doc: utoipa::openapi::OpenApi,
     tokens: Arc<dyn TokenStore>,
     store: Arc<dyn EventStore>,
+    order_cache: Arc<RowCache>,
     _stop: tokio::sync::watch::Sender<bool>,
     _keep: Box<dyn std::any::Any + Send>,
 }
@@ -52,6 +55,10 @@ fn build(
 ) -> App {
     let metrics = Arc::new(Metrics::default());
     let timed: Arc<dyn EventStore> = Arc::new(TimedStore::new(store.clone(), metrics.clone()));
+    // Orders served from memory as `orderlog serve` does, but kept for an hour: a cached
+    // order can only change here because the runner's commit made the cache forget it.
+    let order_cache = RowCache::with_limits(OrderStatusTable::NAME, Duration::from_secs(3600), ROW_CACHE_BYTES_MAX);
+    let rows: Arc<dyn RowStore> = Arc::new(WatchedRows::new(rows, vec![order_cache.clone()]));
     let runners: Vec<Arc<dyn AnyRunner>> = vec![
         projector::runner::<InventoryTable>(store.clone(), rows.clone()),
         projector::runner::<OrderStatusTable>(store.clone(), rows),
@@ -68,9 +75,10 @@ fn build(
         metrics,
         insecure_dev: false,
         projections_running: Arc::new(AtomicBool::new(true)),
+        order_cache: Some(order_cache.clone()),
     });
     let (router, doc) = router_and_doc(api);
-    App { router, doc, tokens, store, _stop: stop, _keep: keep }
+    App { router, doc, tokens, store, order_cache, _stop: stop, _keep: keep }
 }
 
 impl App {
@@ -381,6 +389,59 @@ async fn live_feed_resumes(app: &App, token: &str, logged: &[u64]) {
         }
     }
     assert_eq!(seen, logged[3..11], "no event skipped or repeated across the reconnect");
+}
+
+/// An order read without waiting is served from memory once read, and changes as soon as
+/// the runner has folded a change (the cache here keeps rows for an hour, so only the
+/// runner's commit can have made it read the order again).
+async fn cached_orders_follow_their_changes(app: App) {
+    let all = app.token("shop,operations").await;
+    let t = all.as_str();
+    app.ok(Method::POST, "/stock/mug/berlin/receipts", t, Some(json!({"quantity": 10}))).await;
+    fill_cart(&app, t, "c9", 1).await;
+    let placed =
+        app.ok(Method::POST, "/carts/c9/checkout", t, Some(json!({"order_id": "o9", "location": "berlin"}))).await;
+    assert_eq!(order_when_caught_up(&app, t, "o9", placed["position"].as_u64().unwrap()).await["state"], "placed");
+    let before = app.order_cache.stats();
+    for _ in 0..3 {
+        assert_eq!(app.ok(Method::GET, "/orders/o9", t, None).await["state"], "placed");
+    }
+    let after = app.order_cache.stats();
+    assert_eq!((after.misses - before.misses, after.hits - before.hits), (1, 2), "read once, then from memory");
+
+    let cancelled = app.ok(Method::POST, "/orders/o9/cancel", t, Some(json!({"reason": "changed mind"}))).await;
+    // Read-your-writes goes to the store.
+    let position = cancelled["position"].as_u64().unwrap();
+    assert_eq!(order_when_caught_up(&app, t, "o9", position).await["state"], "cancelled");
+    // And the cached copy is forgotten once the runner's commit has returned.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = app.ok(Method::GET, "/orders/o9", t, None).await["state"].clone();
+        if state == "cancelled" {
+            break;
+        }
+        assert_eq!(state, "placed");
+        assert!(std::time::Instant::now() < deadline, "the cached order never changed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(app.ok(Method::GET, "/orders/o9", t, None).await["state"], "cancelled");
+    let unknown = app.call(Method::GET, "/orders/nope", Some(t), None).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let stats = app.order_cache.stats();
+    let metrics = app.call(Method::GET, "/metrics", None, None).await.text;
+    let hits = format!("orderlog_order_cache_lookups_total{{outcome=\"hit\"}} {}", stats.hits);
+    assert!(metrics.contains(&hits), "{metrics}");
+    assert!(metrics.contains("orderlog_order_cache_bytes "), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_orders_follow_their_changes_on_sqlite() {
+    cached_orders_follow_their_changes(App::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_orders_follow_their_changes_on_postgres() {
+    cached_orders_follow_their_changes(App::postgres().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

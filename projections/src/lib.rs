@@ -6,6 +6,7 @@
 //! the log's database, which a [`table::Runner`] updates exactly once per event through a
 //! [`table::RowStore`] ([`sqlite::SqliteRows`], [`postgres::PostgresRows`]).
 
+pub mod cache;
 pub mod inventory;
 pub mod orders;
 pub mod postgres;

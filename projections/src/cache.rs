@@ -1,0 +1,307 @@
+//! Rows of one read model kept in memory as they are served (the stored JSON text), for
+//! reads that repeat — an order page a shopper reloads, a status a shop polls.
+//!
+//! The runner of this process keeps the cache exact: its row store is wrapped in
+//! [`WatchedRows`], which forgets a row as soon as a commit has changed it, and the whole
+//! cache when a rebuild is swapped in. Rows changed by another process (a projector or a
+//! rebuild running elsewhere) are not seen that way; every cached row is therefore read
+//! again after [`ROW_CACHE_TTL`] at most, which bounds how stale those can be. A read that
+//! must see a given position (read-your-writes) should go to the store, not to the cache.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use orderlog_store::LogCursor;
+
+use crate::table::{Checkpoint, RowStore};
+
+/// How long a cached row is served before it is read again: the bound on how stale a row
+/// changed by another process can be.
+pub const ROW_CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// Bytes of keys and rows a cache holds at most; past it, it starts over empty.
+pub const ROW_CACHE_BYTES_MAX: usize = 64 << 20;
+
+/// Cached rows of one model.
+pub struct RowCache {
+    model: &'static str,
+    ttl: Duration,
+    bytes_max: usize,
+    state: Mutex<State>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    rows: HashMap<String, (Arc<str>, Instant)>,
+    bytes: usize,
+    /// Raised whenever rows are forgotten: a row read from the store before a change must
+    /// not be put into the cache after it.
+    generation: u64,
+}
+
+/// What a look-up found.
+pub enum Lookup {
+    Hit(Arc<str>),
+    /// Not cached: read the store, then [`RowCache::put`] what it said with this ticket.
+    Miss(Ticket),
+}
+
+/// When a miss was found (see [`RowCache::put`]).
+pub struct Ticket {
+    generation: u64,
+}
+
+/// Hits and misses so far, and what the cache holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+impl RowCache {
+    pub fn new(model: &'static str) -> Arc<RowCache> {
+        RowCache::with_limits(model, ROW_CACHE_TTL, ROW_CACHE_BYTES_MAX)
+    }
+
+    pub fn with_limits(model: &'static str, ttl: Duration, bytes_max: usize) -> Arc<RowCache> {
+        Arc::new(RowCache {
+            model,
+            ttl,
+            bytes_max,
+            state: Mutex::default(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        })
+    }
+
+    /// The model whose rows these are.
+    pub fn model(&self) -> &'static str {
+        self.model
+    }
+
+    pub fn lookup(&self, key: &str) -> Lookup {
+        let state = self.state.lock().expect("row cache lock");
+        match state.rows.get(key) {
+            Some((row, at)) if at.elapsed() < self.ttl => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Lookup::Hit(row.clone())
+            }
+            _ => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                Lookup::Miss(Ticket { generation: state.generation })
+            }
+        }
+    }
+
+    /// Caches the row the store gave for `key` after a miss — unless rows were forgotten
+    /// since the miss (the store may have answered from before that change).
+    pub fn put(&self, ticket: Ticket, key: &str, row: Arc<str>) {
+        let mut state = self.state.lock().expect("row cache lock");
+        if state.generation != ticket.generation {
+            return;
+        }
+        let size = key.len() + row.len();
+        if state.bytes + size > self.bytes_max {
+            state.rows.clear();
+            state.bytes = 0;
+        }
+        state.bytes += size;
+        if let Some((old, _)) = state.rows.insert(key.to_string(), (row, Instant::now())) {
+            state.bytes -= key.len() + old.len();
+        }
+    }
+
+    /// Forgets the rows of these keys.
+    pub fn forget<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
+        let mut state = self.state.lock().expect("row cache lock");
+        state.generation += 1;
+        for key in keys {
+            if let Some((row, _)) = state.rows.remove(key) {
+                state.bytes -= key.len() + row.len();
+            }
+        }
+    }
+
+    /// Forgets every row.
+    pub fn forget_all(&self) {
+        let mut state = self.state.lock().expect("row cache lock");
+        state.generation += 1;
+        state.rows.clear();
+        state.bytes = 0;
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let state = self.state.lock().expect("row cache lock");
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            rows: state.rows.len(),
+            bytes: state.bytes,
+        }
+    }
+}
+
+/// A row store that tells caches what its commits changed: the rows a commit wrote are
+/// forgotten once it has committed, and all of a model's rows when a rebuild is swapped in
+/// or the model is discarded.
+pub struct WatchedRows {
+    inner: Arc<dyn RowStore>,
+    caches: Vec<Arc<RowCache>>,
+}
+
+impl WatchedRows {
+    pub fn new(inner: Arc<dyn RowStore>, caches: Vec<Arc<RowCache>>) -> WatchedRows {
+        WatchedRows { inner, caches }
+    }
+
+    fn caches_of<'a>(&'a self, model: &'a str) -> impl Iterator<Item = &'a Arc<RowCache>> + 'a {
+        self.caches.iter().filter(move |c| c.model == model)
+    }
+}
+
+#[async_trait]
+impl RowStore for WatchedRows {
+    async fn ensure(&self, model: &'static str, version: u32) -> Result<(), String> {
+        self.inner.ensure(model, version).await
+    }
+
+    async fn checkpoint(&self, model: &'static str) -> Result<Checkpoint, String> {
+        self.inner.checkpoint(model).await
+    }
+
+    async fn load(&self, model: &'static str, keys: Vec<String>) -> Result<BTreeMap<String, String>, String> {
+        self.inner.load(model, keys).await
+    }
+
+    async fn commit(
+        &self,
+        model: &'static str,
+        from: LogCursor,
+        to: LogCursor,
+        events: u64,
+        rows: Vec<(String, String)>,
+    ) -> Result<bool, String> {
+        let keys: Vec<String> = rows.iter().map(|(key, _)| key.clone()).collect();
+        let committed = self.inner.commit(model, from, to, events, rows).await;
+        // Forgotten whatever the answer: a commit that failed on the way back may still have
+        // committed.
+        for cache in self.caches_of(model) {
+            cache.forget(keys.iter().map(String::as_str));
+        }
+        committed
+    }
+
+    async fn record_error(&self, model: &'static str, error: &str) -> Result<(), String> {
+        self.inner.record_error(model, error).await
+    }
+
+    async fn swap(&self, live: &'static str, shadow: &'static str) -> Result<bool, String> {
+        let swapped = self.inner.swap(live, shadow).await;
+        for cache in self.caches_of(live) {
+            cache.forget_all();
+        }
+        swapped
+    }
+
+    async fn discard(&self, model: &'static str) -> Result<(), String> {
+        let discarded = self.inner.discard(model).await;
+        for cache in self.caches_of(model) {
+            cache.forget_all();
+        }
+        discarded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::SqliteRows;
+
+    fn row(text: &str) -> Arc<str> {
+        Arc::from(text)
+    }
+
+    fn hit(cache: &RowCache, key: &str) -> Option<String> {
+        match cache.lookup(key) {
+            Lookup::Hit(row) => Some(row.to_string()),
+            Lookup::Miss(_) => None,
+        }
+    }
+
+    fn miss(cache: &RowCache, key: &str) -> Ticket {
+        match cache.lookup(key) {
+            Lookup::Hit(row) => panic!("'{key}' is cached: {row}"),
+            Lookup::Miss(ticket) => ticket,
+        }
+    }
+
+    #[test]
+    fn a_row_read_before_a_change_is_not_cached_after_it() {
+        let cache = RowCache::with_limits("m", Duration::from_secs(3600), 1 << 20);
+        let before = miss(&cache, "k");
+        // A commit lands while the store is being read for `k`.
+        cache.forget(["other"]);
+        cache.put(before, "k", row("old"));
+        let after = miss(&cache, "k");
+        cache.put(after, "k", row("new"));
+        assert_eq!(hit(&cache, "k").as_deref(), Some("new"));
+        assert_eq!(cache.stats(), CacheStats { hits: 1, misses: 2, rows: 1, bytes: 4 });
+    }
+
+    #[test]
+    fn rows_are_read_again_after_the_ttl() {
+        let cache = RowCache::with_limits("m", Duration::from_millis(50), 1 << 20);
+        let ticket = miss(&cache, "k");
+        cache.put(ticket, "k", row("v"));
+        assert!(hit(&cache, "k").is_some());
+        std::thread::sleep(Duration::from_millis(60));
+        let ticket = miss(&cache, "k");
+        cache.put(ticket, "k", row("w"));
+        assert_eq!(hit(&cache, "k").as_deref(), Some("w"));
+        assert_eq!(cache.stats().bytes, 2, "the replaced row's bytes are given back");
+    }
+
+    #[test]
+    fn past_its_bytes_it_starts_over() {
+        let cache = RowCache::with_limits("m", Duration::from_secs(3600), 100);
+        let ticket = miss(&cache, "k1");
+        cache.put(ticket, "k1", row(&"a".repeat(60)));
+        let ticket = miss(&cache, "k2");
+        cache.put(ticket, "k2", row(&"b".repeat(60)));
+        assert!(hit(&cache, "k1").is_none());
+        assert_eq!(hit(&cache, "k2").map(|r| r.len()), Some(60));
+        assert_eq!(cache.stats().bytes, 62);
+    }
+
+    #[tokio::test]
+    async fn a_commit_forgets_its_rows_and_a_swap_forgets_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn RowStore> = Arc::new(SqliteRows::open(dir.path().join("rows.db"), &[]).unwrap());
+        let cache = RowCache::with_limits("m", Duration::from_secs(3600), 1 << 20);
+        let other = RowCache::with_limits("n", Duration::from_secs(3600), 1 << 20);
+        let rows = WatchedRows::new(inner, vec![cache.clone(), other.clone()]);
+        rows.ensure("m", 1).await.unwrap();
+        for (c, key) in [(&cache, "k1"), (&cache, "k2"), (&other, "k1")] {
+            let ticket = miss(c, key);
+            c.put(ticket, key, row("{}"));
+        }
+        let to = LogCursor { commit: 1, position: 1 };
+        assert!(rows.commit("m", LogCursor::START, to, 1, vec![("k1".into(), "{\"n\":1}".into())]).await.unwrap());
+        assert!(hit(&cache, "k1").is_none(), "the committed row is forgotten");
+        assert!(hit(&cache, "k2").is_some(), "rows the commit did not write stay");
+        assert!(hit(&other, "k1").is_some(), "another model's rows stay");
+
+        rows.ensure("m_rebuild", 1).await.unwrap();
+        assert!(rows.commit("m_rebuild", LogCursor::START, to, 1, vec![("k2".into(), "{}".into())]).await.unwrap());
+        assert!(rows.swap("m", "m_rebuild").await.unwrap());
+        assert!(hit(&cache, "k2").is_none(), "a swapped-in rebuild replaces every row");
+        assert!(hit(&other, "k1").is_some());
+    }
+}
