@@ -169,8 +169,11 @@ fn main() {
         .unwrap();
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     let token = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    // `ORDERLOG_BENCH_SERVE_ARGS="--no-order-cache"`: more arguments for `orderlog serve`.
+    let extra = std::env::var("ORDERLOG_BENCH_SERVE_ARGS").unwrap_or_default();
     let mut child = Command::new(bin)
         .args(["serve", "--database", &database, "--listen", "127.0.0.1:0"])
+        .args(extra.split_whitespace())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -179,7 +182,7 @@ fn main() {
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let address = line.trim().strip_prefix("listening on http://").unwrap().to_string();
     let server = Server(child);
-    println!("{backend}: serving on {address}; {checkouts} checkouts per phase");
+    println!("{backend}: serving on {address}; {checkouts} checkouts per phase; serve args '{extra}'");
     runtime.block_on(async {
         let mut c = Connection::open(&address, &token).await;
         for sku in 0..50 {

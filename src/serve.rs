@@ -11,7 +11,7 @@ use orderlog_api::auth::{parse_scopes, CachedTokens, PostgresTokens, Scope, Sqli
 use orderlog_api::metrics::Metrics;
 use orderlog_api::{Api, TimedStore};
 use orderlog_commands::{CommandService, RandomIds, SystemClock};
-use orderlog_projections::cache::RowCache;
+use orderlog_projections::cache::{follow_checkpoints, RowCache, ROW_CACHE_CHECK_MS};
 use orderlog_projections::orders::OrderStatusTable;
 use orderlog_projections::projector;
 use orderlog_projections::queries::{PostgresQueries, SqliteQueries};
@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// Do not run the projectors in this process (run `orderlog project` beside it).
     #[arg(long)]
     no_projectors: bool,
+    /// Read every order from the store instead of serving orders read before from memory.
+    /// (Without projectors in this process, orders are always read from the store.)
+    #[arg(long)]
+    no_order_cache: bool,
 }
 
 #[derive(Subcommand)]
@@ -127,7 +131,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let store: Arc<dyn EventStore> = Arc::new(TimedStore::new(opened.store.clone(), metrics.clone()));
     // Orders read often are served from memory, kept exact by this process's projector; a
     // server whose projector runs elsewhere reads every order from the store.
-    let order_cache = (!args.no_projectors).then(|| RowCache::new(OrderStatusTable::NAME));
+    let order_cache = (!args.no_projectors && !args.no_order_cache).then(|| RowCache::new(OrderStatusTable::NAME));
     let models =
         read_models_cached(&args.database, opened.store.clone(), order_cache.iter().cloned().collect()).await?;
     for runner in &models.runners {
@@ -160,6 +164,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let tokens: Arc<dyn TokenStore> = Arc::new(CachedTokens::new(tokens));
     let running = Arc::new(AtomicBool::new(true));
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    if let Some(cache) = &order_cache {
+        let every = std::time::Duration::from_millis(ROW_CACHE_CHECK_MS);
+        tokio::spawn(follow_checkpoints(models.rows.clone(), vec![cache.clone()], every, stopped.clone()));
+    }
     let projectors = if args.no_projectors {
         None
     } else {

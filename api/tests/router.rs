@@ -16,7 +16,7 @@ use orderlog_api::auth::{parse_scopes, PostgresTokens, Scope, SqliteTokens, Toke
 use orderlog_api::metrics::Metrics;
 use orderlog_api::{router_and_doc, Api, TimedStore};
 use orderlog_commands::{CommandService, RandomIds, SystemClock};
-use orderlog_projections::cache::{RowCache, WatchedRows, ROW_CACHE_BYTES_MAX};
+use orderlog_projections::cache::{follow_checkpoints, RowCache, WatchedRows, ROW_CACHE_BYTES_MAX};
 use orderlog_projections::inventory::{InventoryTable, INVENTORY_VIEWS_POSTGRES, INVENTORY_VIEWS_SQLITE};
 use orderlog_projections::orders::{OrderStatusRow, OrderStatusTable, ORDER_VIEWS_POSTGRES, ORDER_VIEWS_SQLITE};
 use orderlog_projections::postgres::PostgresRows;
@@ -58,12 +58,13 @@ fn build(
     // Orders served from memory as `orderlog serve` does, but kept for an hour: a cached
     // order can only change here because the runner's commit made the cache forget it.
     let order_cache = RowCache::with_limits(OrderStatusTable::NAME, Duration::from_secs(3600), ROW_CACHE_BYTES_MAX);
-    let rows: Arc<dyn RowStore> = Arc::new(WatchedRows::new(rows, vec![order_cache.clone()]));
+    let watched: Arc<dyn RowStore> = Arc::new(WatchedRows::new(rows.clone(), vec![order_cache.clone()]));
     let runners: Vec<Arc<dyn AnyRunner>> = vec![
-        projector::runner::<InventoryTable>(store.clone(), rows.clone()),
-        projector::runner::<OrderStatusTable>(store.clone(), rows),
+        projector::runner::<InventoryTable>(store.clone(), watched.clone()),
+        projector::runner::<OrderStatusTable>(store.clone(), watched),
     ];
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(follow_checkpoints(rows, vec![order_cache.clone()], Duration::from_millis(10), stopped.clone()));
     tokio::spawn(projector::run_live(store.clone(), runners.clone(), stopped));
     let service = Arc::new(CommandService::new(timed.clone(), Arc::new(SystemClock), Arc::new(RandomIds)));
     let api = Arc::new(Api {

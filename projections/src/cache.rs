@@ -3,10 +3,13 @@
 //!
 //! The runner of this process keeps the cache exact: its row store is wrapped in
 //! [`WatchedRows`], which forgets a row as soon as a commit has changed it, and the whole
-//! cache when a rebuild is swapped in. Rows changed by another process (a projector or a
-//! rebuild running elsewhere) are not seen that way; every cached row is therefore read
-//! again after [`ROW_CACHE_TTL`] at most, which bounds how stale those can be. A read that
-//! must see a given position (read-your-writes) should go to the store, not to the cache.
+//! cache when a rebuild is swapped in. Commits of another process (a second server's
+//! projector, `orderlog project`, a rebuild elsewhere) are noticed by [`follow_checkpoints`]:
+//! when the stored checkpoint has moved past this process's last commit, the whole cache is
+//! forgotten, within [`ROW_CACHE_CHECK_MS`]. A rebuild swapped in elsewhere at the very
+//! position the model already stood at moves nothing; for that, every cached row is read
+//! again after [`ROW_CACHE_TTL`] at most. A read that must see a given position
+//! (read-your-writes) should go to the store, not to the cache.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,9 +21,12 @@ use orderlog_store::LogCursor;
 
 use crate::table::{Checkpoint, RowStore};
 
-/// How long a cached row is served before it is read again: the bound on how stale a row
-/// changed by another process can be.
-pub const ROW_CACHE_TTL: Duration = Duration::from_secs(2);
+/// How long a cached row is served before it is read again (the backstop for changes no
+/// checkpoint shows: a rebuild swapped in elsewhere at the position the model stood at).
+pub const ROW_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// How often [`follow_checkpoints`] reads the stored checkpoints.
+pub const ROW_CACHE_CHECK_MS: u64 = 100;
 
 /// Bytes of keys and rows a cache holds at most; past it, it starts over empty.
 pub const ROW_CACHE_BYTES_MAX: usize = 64 << 20;
@@ -42,6 +48,8 @@ struct State {
     /// Raised whenever rows are forgotten: a row read from the store before a change must
     /// not be put into the cache after it.
     generation: u64,
+    /// The model's checkpoint as of the last change the cache heard of.
+    cursor: Option<LogCursor>,
 }
 
 /// What a look-up found.
@@ -129,6 +137,44 @@ impl RowCache {
         }
     }
 
+    /// After a commit of this process that moved the model from `from` to `to`: forgets the
+    /// rows of these keys — or every row, if the cache had not heard that the model stood
+    /// at `from` (something else moved it there).
+    pub fn committed<'a>(&self, keys: impl IntoIterator<Item = &'a str>, from: LogCursor, to: LogCursor) {
+        let mut state = self.state.lock().expect("row cache lock");
+        state.generation += 1;
+        if state.cursor == Some(from) {
+            for key in keys {
+                if let Some((row, _)) = state.rows.remove(key) {
+                    state.bytes -= key.len() + row.len();
+                }
+            }
+        } else {
+            state.rows.clear();
+            state.bytes = 0;
+        }
+        state.cursor = state.cursor.max(Some(to));
+    }
+
+    /// The model's stored checkpoint is at `cursor`: if that is past the last commit this
+    /// cache heard of, another process changed rows, and every row is forgotten. Says
+    /// whether it was.
+    pub fn observe(&self, cursor: LogCursor) -> bool {
+        let mut state = self.state.lock().expect("row cache lock");
+        if state.cursor.is_some_and(|known| cursor <= known) {
+            return false;
+        }
+        let known = state.cursor.replace(cursor);
+        state.generation += 1;
+        if known.is_none() && state.rows.is_empty() {
+            // The first look, with nothing cached yet.
+            return false;
+        }
+        state.rows.clear();
+        state.bytes = 0;
+        true
+    }
+
     /// Forgets every row.
     pub fn forget_all(&self) {
         let mut state = self.state.lock().expect("row cache lock");
@@ -190,10 +236,14 @@ impl RowStore for WatchedRows {
     ) -> Result<bool, String> {
         let keys: Vec<String> = rows.iter().map(|(key, _)| key.clone()).collect();
         let committed = self.inner.commit(model, from, to, events, rows).await;
-        // Forgotten whatever the answer: a commit that failed on the way back may still have
-        // committed.
         for cache in self.caches_of(model) {
-            cache.forget(keys.iter().map(String::as_str));
+            match committed {
+                Ok(true) => cache.committed(keys.iter().map(String::as_str), from, to),
+                // Nothing written (the checkpoint had moved: see `follow_checkpoints`).
+                Ok(false) => {}
+                // A commit that failed on the way back may still have committed.
+                Err(_) => cache.forget_all(),
+            }
         }
         committed
     }
@@ -216,6 +266,37 @@ impl RowStore for WatchedRows {
             cache.forget_all();
         }
         discarded
+    }
+}
+
+/// Until `stop` turns true: every [`ROW_CACHE_CHECK_MS`], each cache's model checkpoint is
+/// read from `rows` (the row store itself, not a [`WatchedRows`]) and shown to the cache
+/// (see [`RowCache::observe`]). A checkpoint that cannot be read makes the caches forget
+/// everything, as they cannot tell what changed.
+pub async fn follow_checkpoints(
+    rows: Arc<dyn RowStore>,
+    caches: Vec<Arc<RowCache>>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        for cache in &caches {
+            match rows.checkpoint(cache.model).await {
+                Ok(checkpoint) => {
+                    if cache.observe(checkpoint.cursor) {
+                        tracing::debug!(model = cache.model, "another process moved the model: cache emptied");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(model = cache.model, error = %e, "checkpoint unreadable: cache emptied");
+                    cache.forget_all();
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            changed = stop.changed() => if changed.is_err() || *stop.borrow() { return },
+        }
     }
 }
 
@@ -288,6 +369,8 @@ mod tests {
         let other = RowCache::with_limits("n", Duration::from_secs(3600), 1 << 20);
         let rows = WatchedRows::new(inner, vec![cache.clone(), other.clone()]);
         rows.ensure("m", 1).await.unwrap();
+        // The follower's first look (see `follow_checkpoints`).
+        assert!(!cache.observe(LogCursor::START));
         for (c, key) in [(&cache, "k1"), (&cache, "k2"), (&other, "k1")] {
             let ticket = miss(c, key);
             c.put(ticket, key, row("{}"));
@@ -298,10 +381,50 @@ mod tests {
         assert!(hit(&cache, "k2").is_some(), "rows the commit did not write stay");
         assert!(hit(&other, "k1").is_some(), "another model's rows stay");
 
+        // A commit from a position the cache never heard of: something else moved the
+        // model, so nothing cached can be trusted.
+        let ticket = miss(&cache, "k1");
+        cache.put(ticket, "k1", row("{}"));
+        cache.committed(["k9"], LogCursor { commit: 5, position: 5 }, LogCursor { commit: 6, position: 6 });
+        assert!(hit(&cache, "k1").is_none() && hit(&cache, "k2").is_none());
+        let ticket = miss(&cache, "k2");
+        cache.put(ticket, "k2", row("{}"));
+
         rows.ensure("m_rebuild", 1).await.unwrap();
         assert!(rows.commit("m_rebuild", LogCursor::START, to, 1, vec![("k2".into(), "{}".into())]).await.unwrap());
         assert!(rows.swap("m", "m_rebuild").await.unwrap());
         assert!(hit(&cache, "k2").is_none(), "a swapped-in rebuild replaces every row");
         assert!(hit(&other, "k1").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_commit_of_another_process_empties_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn RowStore> = Arc::new(SqliteRows::open(dir.path().join("rows.db"), &[]).unwrap());
+        let cache = RowCache::with_limits("m", Duration::from_secs(3600), 1 << 20);
+        let rows = WatchedRows::new(inner.clone(), vec![cache.clone()]);
+        rows.ensure("m", 1).await.unwrap();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let follower =
+            tokio::spawn(follow_checkpoints(inner.clone(), vec![cache.clone()], Duration::from_millis(10), stopped));
+        let at = |n| LogCursor { commit: n, position: n };
+        // This process's own commit: only its row is forgotten, and the follower agrees.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for key in ["k1", "k2"] {
+            let ticket = miss(&cache, key);
+            cache.put(ticket, key, row("{}"));
+        }
+        assert!(rows.commit("m", LogCursor::START, at(1), 1, vec![("k1".into(), "{}".into())]).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(hit(&cache, "k2").is_some(), "the follower saw nothing foreign");
+        // Another process commits straight to the store.
+        assert!(inner.commit("m", at(1), at(2), 1, vec![("k3".into(), "{}".into())]).await.unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while hit(&cache, "k2").is_some() {
+            assert!(std::time::Instant::now() < deadline, "the foreign commit went unnoticed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.send(true).unwrap();
+        follower.await.unwrap();
     }
 }
