@@ -263,9 +263,11 @@ fn wrk_order_reads(address: &str, token: &str, checkouts: usize, dir: &std::path
         ),
     )
     .unwrap();
+    // `ORDERLOG_BENCH_WRK_THREADS` (default 2): wrk's threads.
+    let threads = std::env::var("ORDERLOG_BENCH_WRK_THREADS").unwrap_or_else(|_| "2".into());
     for connections in [16, 64] {
         let out = Command::new("wrk")
-            .args(["-t2", &format!("-c{connections}"), "-d5s", "--latency", "-s"])
+            .args([&format!("-t{threads}"), &format!("-c{connections}"), "-d5s", "--latency", "-s"])
             .arg(&script)
             .arg(format!("http://{address}"))
             .output()
@@ -278,7 +280,7 @@ fn wrk_order_reads(address: &str, token: &str, checkouts: usize, dir: &std::path
                 .unwrap_or_else(|| "?".into())
         };
         println!(
-            "order read {connections:>2} connections (wrk): {} requests/s  p50 {}  p99 {}",
+            "order read {connections:>2} connections (wrk -t{threads}): {} requests/s  p50 {}  p99 {}",
             field("Requests/sec:"),
             field("50%"),
             field("99%")
