@@ -9,7 +9,8 @@
 //! `cargo bench --bench postgres_append [-- SECONDS]` (server: `ORDERLOG_TEST_POSTGRES`,
 //! default postgres://postgres@127.0.0.1:5432/postgres). `ORDERLOG_BENCH_APPEND_CALLS=N`
 //! sets `append_calls_max`; `ORDERLOG_BENCH_SETUP_SQL` runs SQL on the fresh database before
-//! measuring (experiments: what an index costs, say).
+//! measuring (experiments: what an index costs, say); `ORDERLOG_BENCH_ROUNDS=N` measures each
+//! workload N times, raw and orderlog in turn, and prints the median.
 
 // The allocator of the `orderlog` binary, so the figures are those of the CLI.
 #[global_allocator]
@@ -187,23 +188,44 @@ fn main() {
         }
         println!("{seconds} s per measurement, database {}", db.name);
         println!("{:<36} {:>14} {:>14} {:>7}", "workload", "orderlog", "raw", "ratio");
+        // `ORDERLOG_BENCH_ROUNDS=N`: each workload measured N times, raw and orderlog in turn,
+        // with the median ratio (the machine's rate drifts between measurements).
+        let rounds: usize = std::env::var("ORDERLOG_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
+        let median = |mut ratios: Vec<f64>| {
+            ratios.sort_by(f64::total_cmp);
+            ratios[ratios.len() / 2]
+        };
         for (round, writers) in [1usize, 16, 64].into_iter().enumerate() {
-            quiesce(&admin).await;
-            let raw = raw_single_rows(&db.url, writers, run).await;
-            quiesce(&admin).await;
-            let ours = orderlog_single_events(Arc::clone(&store), writers, run, round).await;
-            println!(
-                "{:<36} {:>10.0} ev/s {:>10.0} tx/s {:>7.2}",
-                format!("1 event per append, {writers} writers"),
-                ours,
-                raw,
-                ours / raw
-            );
+            let mut ratios = Vec::new();
+            for repeat in 0..rounds {
+                quiesce(&admin).await;
+                let raw = raw_single_rows(&db.url, writers, run).await;
+                quiesce(&admin).await;
+                let ours = orderlog_single_events(Arc::clone(&store), writers, run, round * rounds + repeat).await;
+                println!(
+                    "{:<36} {:>10.0} ev/s {:>10.0} tx/s {:>7.2}",
+                    format!("1 event per append, {writers} writers"),
+                    ours,
+                    raw,
+                    ours / raw
+                );
+                ratios.push(ours / raw);
+            }
+            if rounds > 1 {
+                println!("{:<36} {:>37.2}", format!("  median of {rounds}"), median(ratios));
+            }
         }
-        quiesce(&admin).await;
-        let raw = raw_batches(&db.url, run).await;
-        quiesce(&admin).await;
-        let ours = orderlog_batches(&store, run).await;
-        println!("{:<36} {:>11.2} ms {:>11.2} ms {:>7.2}", "100-event batch, 1 writer", ours, raw, raw / ours);
+        let mut ratios = Vec::new();
+        for _ in 0..rounds {
+            quiesce(&admin).await;
+            let raw = raw_batches(&db.url, run).await;
+            quiesce(&admin).await;
+            let ours = orderlog_batches(&store, run).await;
+            println!("{:<36} {:>11.2} ms {:>11.2} ms {:>7.2}", "100-event batch, 1 writer", ours, raw, raw / ours);
+            ratios.push(ours);
+        }
+        if rounds > 1 {
+            println!("{:<36} {:>11.2} ms", format!("  median of {rounds}"), median(ratios));
+        }
     });
 }

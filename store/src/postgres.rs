@@ -42,6 +42,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "commit_records",
         sql: include_str!("../migrations/postgres/0003_commit_records.sql"),
     },
+    Migration { version: 4, name: "generic_plans", sql: include_str!("../migrations/postgres/0004_generic_plans.sql") },
 ];
 /// Advisory lock held while migrating ("ORLG" and 1).
 const MIGRATION_LOCK_KEY: i64 = 0x4F52_4C47_0000_0001;

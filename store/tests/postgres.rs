@@ -257,6 +257,19 @@ async fn migrating_twice_is_a_no_op() {
     assert_eq!(second.stream_version("s").await.unwrap(), 1);
 }
 
+/// The append function runs with its plans fixed: no JIT, no sequential scans, and generic
+/// plans (planned once per connection, not on every call).
+#[tokio::test]
+async fn the_append_function_keeps_its_plan_settings() {
+    let db = TestDatabase::create().await;
+    let _store = PostgresStore::connect_url(&db.url).await.unwrap();
+    let client = admin(&db.url).await;
+    let row = client.query_one("SELECT proconfig FROM pg_proc WHERE proname = 'orderlog_append'", &[]).await.unwrap();
+    let mut config: Vec<String> = row.get(0);
+    config.sort();
+    assert_eq!(config, ["enable_seqscan=off", "jit=off", "plan_cache_mode=force_generic_plan"]);
+}
+
 #[tokio::test]
 async fn concurrent_migrators_apply_each_migration_once() {
     let db = TestDatabase::create().await;
