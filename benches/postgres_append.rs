@@ -172,7 +172,8 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let db = TestDatabase::create().await;
-        let calls = std::env::var("ORDERLOG_BENCH_APPEND_CALLS").unwrap_or_else(|_| "1".into());
+        let calls = std::env::var("ORDERLOG_BENCH_APPEND_CALLS")
+            .unwrap_or_else(|_| orderlog_store::postgres::APPEND_CALLS_MAX_DEFAULT.to_string());
         let store =
             Arc::new(PostgresStore::connect_url(&db.url_with(&format!("pool_max_size=64&append_calls_max={calls}"))).await.unwrap());
         let admin = connect(&db.url).await;
