@@ -222,3 +222,111 @@ fn export_import_and_rebuild_from_the_command_line() {
     let bad = orderlog(&["rebuild", "nothing", "--database", db]);
     assert!(stderr(&bad).contains("no read model 'nothing'"));
 }
+
+/// A log of `count` events written straight into a SQLite store (faster than the demo).
+fn big_log(path: &std::path::Path, count: u64) {
+    use orderlog_store::hash::{event_hash, GENESIS};
+    use orderlog_store::{EventStore, LoadEvent, Metadata, RecordedEvent};
+    let mut heads: std::collections::HashMap<String, (u64, String)> = Default::default();
+    let mut chunks: Vec<Result<Vec<LoadEvent>, String>> = Vec::new();
+    let mut chunk = Vec::new();
+    for i in 1..=count {
+        let stream_id = format!("stock-s{}@berlin", i % 101);
+        let (version, prev) = heads.get(&stream_id).cloned().unwrap_or((0, GENESIS.to_string()));
+        let mut event = RecordedEvent {
+            position: i,
+            commit: i,
+            stream_id: stream_id.clone(),
+            version: version + 1,
+            event_id: uuid::Uuid::from_u128(0xc1_0000_0000_0000_0000_0000_0000_0000 + u128::from(i)),
+            event_type: "StockAdjusted".into(),
+            schema_version: 1,
+            payload: format!(r#"{{"delta":{},"reason":"count {i}"}}"#, i % 7),
+            metadata: Metadata {
+                actor: "loader".into(),
+                command_id: format!("c{i}"),
+                command_hash: None,
+                correlation_id: format!("c{i}"),
+                causation_id: None,
+            },
+            recorded_at: chrono::DateTime::from_timestamp(1_780_000_000 + i as i64, 0).unwrap(),
+            hash: String::new(),
+        };
+        event.hash = event_hash(&prev, &event);
+        heads.insert(stream_id, (event.version, event.hash.clone()));
+        chunk.push(LoadEvent::new(event));
+        if chunk.len() == 1_000 {
+            chunks.push(Ok(std::mem::take(&mut chunk)));
+        }
+    }
+    chunks.push(Ok(chunk));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = orderlog_store::SqliteStore::open(path).unwrap();
+    assert_eq!(runtime.block_on(store.bulk_load(Box::new(chunks.into_iter()))).unwrap(), count);
+}
+
+/// An import into SQLite killed while it commits (it writes the file through a rollback
+/// journal when it has the file to itself) leaves the store empty and sound, in WAL mode,
+/// and the import run again loads everything.
+#[test]
+fn an_import_killed_while_it_commits_leaves_the_store_empty_and_can_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source.db");
+    big_log(&source, 60_000);
+    let export = orderlog(&["export", "--database", source.to_str().unwrap()]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    let file = dir.path().join("log.ndjson");
+    std::fs::write(&file, &export.stdout).unwrap();
+
+    let mut interrupted = 0;
+    for attempt in 0..5 {
+        let target = dir.path().join(format!("target{attempt}.db"));
+        let target = target.to_str().unwrap().to_string();
+        assert!(orderlog(&["migrate", "--database", &target]).status.success());
+        let empty_size = std::fs::metadata(&target).unwrap().len();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_orderlog"))
+            .args(["import", file.to_str().unwrap(), "--database", &target])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let journal = format!("{target}-journal");
+        // Killed once the commit has begun writing pages into the database file.
+        let killed = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "the import failed on its own");
+                break false;
+            }
+            let writing = std::path::Path::new(&journal).exists()
+                && std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0) > empty_size;
+            if writing {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                break true;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        };
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let store = orderlog_store::SqliteStore::open(&target).unwrap();
+        let head = runtime.block_on(orderlog_store::EventStore::head(&store)).unwrap();
+        drop(store);
+        if killed {
+            interrupted += 1;
+            assert_eq!(head, 0, "the killed load was rolled back from its journal");
+            assert!(!std::path::Path::new(&journal).exists(), "the hot journal was played back");
+            let mode: String = rusqlite::Connection::open(&target)
+                .unwrap()
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
+            let again = orderlog(&["import", file.to_str().unwrap(), "--database", &target]);
+            assert!(again.status.success(), "{}", stderr(&again));
+            assert!(stderr(&again).contains("imported 60000 events"), "{}", stderr(&again));
+            let verify = orderlog(&["verify", "--database", &target]);
+            assert!(verify.status.success(), "{}", stderr(&verify));
+            break;
+        }
+        assert_eq!(head, 60_000, "an import that was not killed is complete");
+    }
+    assert_eq!(interrupted, 1, "no attempt was caught while committing");
+}
