@@ -279,7 +279,7 @@ fn an_import_killed_while_it_commits_leaves_the_store_empty_and_can_run_again() 
     std::fs::write(&file, &export.stdout).unwrap();
 
     let mut interrupted = 0;
-    for attempt in 0..5 {
+    for attempt in 0..8 {
         let target = dir.path().join(format!("target{attempt}.db"));
         let target = target.to_str().unwrap().to_string();
         assert!(orderlog(&["migrate", "--database", &target]).status.success());
@@ -291,14 +291,17 @@ fn an_import_killed_while_it_commits_leaves_the_store_empty_and_can_run_again() 
             .spawn()
             .unwrap();
         let journal = format!("{target}-journal");
-        // Killed once the commit has begun writing pages into the database file.
+        // Killed once the commit has begun: the journal is synced (SQLite writes its magic
+        // number then, just before it writes pages into the database file) and the file has
+        // grown.
+        const JOURNAL_MAGIC: [u8; 8] = [0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7];
         let killed = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 assert!(status.success(), "the import failed on its own");
                 break false;
             }
-            let writing = std::path::Path::new(&journal).exists()
-                && std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0) > empty_size;
+            let synced = std::fs::read(&journal).is_ok_and(|bytes| bytes.starts_with(&JOURNAL_MAGIC));
+            let writing = synced && std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0) > empty_size;
             if writing {
                 child.kill().unwrap();
                 child.wait().unwrap();
