@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::Stream;
 use orderlog_domain::Currency;
-use orderlog_projections::cache::Lookup;
+use orderlog_projections::cache::{Lookup, RowCache};
 use orderlog_projections::orders::OrderStatusTable;
 use orderlog_projections::projector;
 use orderlog_projections::queries::{OrderFilter, SalesDay, TopSku};
@@ -85,15 +85,17 @@ async fn get_order(
         Some(cache) if params.wait_for.is_none() => match cache.lookup(&order_id) {
             Lookup::Hit(order) => Some(order),
             Lookup::Miss(ticket) => {
-                let order: Option<Arc<str>> =
-                    api.queries.order_json(&order_id).await.map_err(query_problem)?.map(Arc::from);
+                let stored = api.queries.order_json(&order_id).await.map_err(query_problem)?;
+                let order = stored.as_deref().map(RowCache::canonical);
                 if let Some(order) = &order {
                     cache.put(ticket, &order_id, order.clone());
                 }
                 order
             }
         },
-        _ => api.queries.order_json(&order_id).await.map_err(query_problem)?.map(Arc::from),
+        // With a cache, every read is answered in its text form, cached or not.
+        Some(_) => api.queries.order_json(&order_id).await.map_err(query_problem)?.as_deref().map(RowCache::canonical),
+        None => api.queries.order_json(&order_id).await.map_err(query_problem)?.map(Arc::from),
     };
     match order {
         Some(order) => Ok(([(header::CONTENT_TYPE, "application/json")], order.to_string()).into_response()),

@@ -415,7 +415,9 @@ async fn cached_orders_follow_their_changes(app: App) {
         assert_eq!(app.ok(Method::GET, "/orders/o9", t, None).await["state"], "placed");
     }
     let after = app.order_cache.stats();
-    assert_eq!((after.misses - before.misses, after.hits - before.hits), (1, 2), "read once, then from memory");
+    // Written through when the runner committed the order (or, if the read came first,
+    // read from the store once).
+    assert!(after.misses - before.misses <= 1 && after.hits - before.hits >= 2, "{before:?} {after:?}");
 
     let cancelled = app.ok(Method::POST, "/orders/o9/cancel", t, Some(json!({"reason": "changed mind"}))).await;
     // Read-your-writes goes to the store.

@@ -2,8 +2,8 @@
 //! reads that repeat — an order page a shopper reloads, a status a shop polls.
 //!
 //! The runner of this process keeps the cache exact: its row store is wrapped in
-//! [`WatchedRows`], which forgets a row as soon as a commit has changed it, and the whole
-//! cache when a rebuild is swapped in. Commits of another process (a second server's
+//! [`WatchedRows`], which puts the rows a commit wrote into the cache as soon as it has
+//! committed (written through), and forgets the whole cache when a rebuild is swapped in. Commits of another process (a second server's
 //! projector, `orderlog project`, a rebuild elsewhere) are noticed by [`follow_checkpoints`]:
 //! when the stored checkpoint has moved past this process's last commit, the whole cache is
 //! forgotten, within [`ROW_CACHE_CHECK_MS`]. A rebuild swapped in elsewhere at the very
@@ -108,13 +108,16 @@ impl RowCache {
         }
     }
 
-    /// Caches the row the store gave for `key` after a miss — unless rows were forgotten
-    /// since the miss (the store may have answered from before that change).
+    /// Caches the row the store gave for `key` after a miss — unless rows changed since the
+    /// miss (the store may have answered from before that change).
     pub fn put(&self, ticket: Ticket, key: &str, row: Arc<str>) {
         let mut state = self.state.lock().expect("row cache lock");
-        if state.generation != ticket.generation {
-            return;
+        if state.generation == ticket.generation {
+            self.insert(&mut state, key, row);
         }
+    }
+
+    fn insert(&self, state: &mut State, key: &str, row: Arc<str>) {
         let size = key.len() + row.len();
         if state.bytes + size > self.bytes_max {
             state.rows.clear();
@@ -123,6 +126,16 @@ impl RowCache {
         state.bytes += size;
         if let Some((old, _)) = state.rows.insert(key.to_string(), (row, Instant::now())) {
             state.bytes -= key.len() + old.len();
+        }
+    }
+
+    /// A row's JSON as the cache holds and serves it: compact, keys in order — the same
+    /// text whether it came from the runner or from the store (PostgreSQL hands `jsonb`
+    /// back reformatted). Text that is not JSON is kept as it is.
+    pub fn canonical(json: &str) -> Arc<str> {
+        match serde_json::from_str::<serde_json::Value>(json) {
+            Ok(value) => Arc::from(value.to_string()),
+            Err(_) => Arc::from(json),
         }
     }
 
@@ -137,21 +150,20 @@ impl RowCache {
         }
     }
 
-    /// After a commit of this process that moved the model from `from` to `to`: forgets the
-    /// rows of these keys — or every row, if the cache had not heard that the model stood
-    /// at `from` (something else moved it there).
-    pub fn committed<'a>(&self, keys: impl IntoIterator<Item = &'a str>, from: LogCursor, to: LogCursor) {
+    /// After a commit of this process that moved the model from `from` to `to`: the rows it
+    /// wrote (key, JSON) replace the cached ones — written through, so that a row just
+    /// changed (an order just placed) is served from memory from its first read. If the
+    /// cache had not heard that the model stood at `from` (something else moved it there),
+    /// every other row is forgotten too.
+    pub fn committed(&self, rows: &[(String, String)], from: LogCursor, to: LogCursor) {
         let mut state = self.state.lock().expect("row cache lock");
         state.generation += 1;
-        if state.cursor == Some(from) {
-            for key in keys {
-                if let Some((row, _)) = state.rows.remove(key) {
-                    state.bytes -= key.len() + row.len();
-                }
-            }
-        } else {
+        if state.cursor != Some(from) {
             state.rows.clear();
             state.bytes = 0;
+        }
+        for (key, json) in rows {
+            self.insert(&mut state, key, RowCache::canonical(json));
         }
         state.cursor = state.cursor.max(Some(to));
     }
@@ -234,11 +246,12 @@ impl RowStore for WatchedRows {
         events: u64,
         rows: Vec<(String, String)>,
     ) -> Result<bool, String> {
-        let keys: Vec<String> = rows.iter().map(|(key, _)| key.clone()).collect();
+        let watched = self.caches_of(model).next().is_some();
+        let written = if watched { rows.clone() } else { Vec::new() };
         let committed = self.inner.commit(model, from, to, events, rows).await;
         for cache in self.caches_of(model) {
             match committed {
-                Ok(true) => cache.committed(keys.iter().map(String::as_str), from, to),
+                Ok(true) => cache.committed(&written, from, to),
                 // Nothing written (the checkpoint had moved: see `follow_checkpoints`).
                 Ok(false) => {}
                 // A commit that failed on the way back may still have committed.
@@ -362,7 +375,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_commit_forgets_its_rows_and_a_swap_forgets_all() {
+    async fn a_commit_writes_its_rows_through_and_a_swap_forgets_all() {
         let dir = tempfile::tempdir().unwrap();
         let inner: Arc<dyn RowStore> = Arc::new(SqliteRows::open(dir.path().join("rows.db"), &[]).unwrap());
         let cache = RowCache::with_limits("m", Duration::from_secs(3600), 1 << 20);
@@ -376,22 +389,33 @@ mod tests {
             c.put(ticket, key, row("{}"));
         }
         let to = LogCursor { commit: 1, position: 1 };
-        assert!(rows.commit("m", LogCursor::START, to, 1, vec![("k1".into(), "{\"n\":1}".into())]).await.unwrap());
-        assert!(hit(&cache, "k1").is_none(), "the committed row is forgotten");
-        assert!(hit(&cache, "k2").is_some(), "rows the commit did not write stay");
-        assert!(hit(&other, "k1").is_some(), "another model's rows stay");
+        let written = vec![("k1".into(), "{ \"n\": 1, \"a\": [1, 2] }".into()), ("k3".into(), "{\"n\":3}".into())];
+        assert!(rows.commit("m", LogCursor::START, to, 1, written).await.unwrap());
+        assert_eq!(hit(&cache, "k1").as_deref(), Some(r#"{"a":[1,2],"n":1}"#), "written through, canonical");
+        assert_eq!(hit(&cache, "k3").as_deref(), Some(r#"{"n":3}"#), "a new row too");
+        assert_eq!(hit(&cache, "k2").as_deref(), Some("{}"), "rows the commit did not write stay");
+        assert_eq!(hit(&other, "k1").as_deref(), Some("{}"), "another model's rows stay");
+        // A read of the store that began before the commit does not overwrite it.
+        let before = miss(&cache, "k4");
+        let next = LogCursor { commit: 2, position: 2 };
+        assert!(rows.commit("m", to, next, 1, vec![("k4".into(), "{\"v\":2}".into())]).await.unwrap());
+        cache.put(before, "k4", row(r#"{"v":1}"#));
+        assert_eq!(hit(&cache, "k4").as_deref(), Some(r#"{"v":2}"#));
 
         // A commit from a position the cache never heard of: something else moved the
         // model, so nothing cached can be trusted.
-        let ticket = miss(&cache, "k1");
-        cache.put(ticket, "k1", row("{}"));
-        cache.committed(["k9"], LogCursor { commit: 5, position: 5 }, LogCursor { commit: 6, position: 6 });
-        assert!(hit(&cache, "k1").is_none() && hit(&cache, "k2").is_none());
+        let ticket = miss(&cache, "k5");
+        cache.put(ticket, "k5", row("{}"));
+        let k9 = [("k9".to_string(), "{}".to_string())];
+        cache.committed(&k9, LogCursor { commit: 5, position: 5 }, LogCursor { commit: 6, position: 6 });
+        assert!(hit(&cache, "k5").is_none() && hit(&cache, "k2").is_none());
+        assert!(hit(&cache, "k9").is_some(), "the commit's own rows are current");
         let ticket = miss(&cache, "k2");
         cache.put(ticket, "k2", row("{}"));
 
         rows.ensure("m_rebuild", 1).await.unwrap();
-        assert!(rows.commit("m_rebuild", LogCursor::START, to, 1, vec![("k2".into(), "{}".into())]).await.unwrap());
+        let ahead = LogCursor { commit: 3, position: 3 };
+        assert!(rows.commit("m_rebuild", LogCursor::START, ahead, 1, vec![("k2".into(), "{}".into())]).await.unwrap());
         assert!(rows.swap("m", "m_rebuild").await.unwrap());
         assert!(hit(&cache, "k2").is_none(), "a swapped-in rebuild replaces every row");
         assert!(hit(&other, "k1").is_some());
