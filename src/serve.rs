@@ -35,7 +35,7 @@ pub struct ServeArgs {
     /// Do not run the projectors in this process (run `orderlog project` beside it).
     #[arg(long)]
     no_projectors: bool,
-    /// Read every order from the store instead of serving orders read before from memory.
+    /// Read every order from the store instead of serving orders from memory.
     /// (Without projectors in this process, orders are always read from the store.)
     #[arg(long)]
     no_order_cache: bool,

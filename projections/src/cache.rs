@@ -52,6 +52,14 @@ struct State {
     cursor: Option<LogCursor>,
 }
 
+impl State {
+    /// Forgets every row.
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.bytes = 0;
+    }
+}
+
 /// What a look-up found.
 pub enum Lookup {
     Hit(Arc<str>),
@@ -89,11 +97,6 @@ impl RowCache {
         })
     }
 
-    /// The model whose rows these are.
-    pub fn model(&self) -> &'static str {
-        self.model
-    }
-
     pub fn lookup(&self, key: &str) -> Lookup {
         let state = self.state.lock().expect("row cache lock");
         match state.rows.get(key) {
@@ -120,8 +123,7 @@ impl RowCache {
     fn insert(&self, state: &mut State, key: &str, row: Arc<str>) {
         let size = key.len() + row.len();
         if state.bytes + size > self.bytes_max {
-            state.rows.clear();
-            state.bytes = 0;
+            state.clear();
         }
         state.bytes += size;
         if let Some((old, _)) = state.rows.insert(key.to_string(), (row, Instant::now())) {
@@ -139,31 +141,19 @@ impl RowCache {
         }
     }
 
-    /// Forgets the rows of these keys.
-    pub fn forget<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
-        let mut state = self.state.lock().expect("row cache lock");
-        state.generation += 1;
-        for key in keys {
-            if let Some((row, _)) = state.rows.remove(key) {
-                state.bytes -= key.len() + row.len();
-            }
-        }
-    }
-
     /// After a commit of this process that moved the model from `from` to `to`: the rows it
-    /// wrote (key, JSON) replace the cached ones — written through, so that a row just
-    /// changed (an order just placed) is served from memory from its first read. If the
-    /// cache had not heard that the model stood at `from` (something else moved it there),
-    /// every other row is forgotten too.
-    pub fn committed(&self, rows: &[(String, String)], from: LogCursor, to: LogCursor) {
+    /// wrote (key, [`RowCache::canonical`] JSON) replace the cached ones — written through,
+    /// so that a row just changed (an order just placed) is served from memory from its
+    /// first read. If the cache had not heard that the model stood at `from` (something else
+    /// moved it there), every other row is forgotten too.
+    pub fn committed(&self, rows: Vec<(String, Arc<str>)>, from: LogCursor, to: LogCursor) {
         let mut state = self.state.lock().expect("row cache lock");
         state.generation += 1;
         if state.cursor != Some(from) {
-            state.rows.clear();
-            state.bytes = 0;
+            state.clear();
         }
-        for (key, json) in rows {
-            self.insert(&mut state, key, RowCache::canonical(json));
+        for (key, row) in rows {
+            self.insert(&mut state, &key, row);
         }
         state.cursor = state.cursor.max(Some(to));
     }
@@ -182,8 +172,7 @@ impl RowCache {
             // The first look, with nothing cached yet.
             return false;
         }
-        state.rows.clear();
-        state.bytes = 0;
+        state.clear();
         true
     }
 
@@ -191,8 +180,7 @@ impl RowCache {
     pub fn forget_all(&self) {
         let mut state = self.state.lock().expect("row cache lock");
         state.generation += 1;
-        state.rows.clear();
-        state.bytes = 0;
+        state.clear();
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -206,9 +194,9 @@ impl RowCache {
     }
 }
 
-/// A row store that tells caches what its commits changed: the rows a commit wrote are
-/// forgotten once it has committed, and all of a model's rows when a rebuild is swapped in
-/// or the model is discarded.
+/// A row store that tells caches what its commits changed: the rows a commit wrote go into
+/// the model's caches once it has committed (see [`RowCache::committed`]), and all of a
+/// model's rows are forgotten when a rebuild is swapped in or the model is discarded.
 pub struct WatchedRows {
     inner: Arc<dyn RowStore>,
     caches: Vec<Arc<RowCache>>,
@@ -246,12 +234,16 @@ impl RowStore for WatchedRows {
         events: u64,
         rows: Vec<(String, String)>,
     ) -> Result<bool, String> {
-        let watched = self.caches_of(model).next().is_some();
-        let written = if watched { rows.clone() } else { Vec::new() };
+        // The cached form of the rows, made before (and outside the cache's lock), for models
+        // that have a cache.
+        let written: Vec<(String, Arc<str>)> = match self.caches_of(model).next() {
+            Some(_) => rows.iter().map(|(key, json)| (key.clone(), RowCache::canonical(json))).collect(),
+            None => Vec::new(),
+        };
         let committed = self.inner.commit(model, from, to, events, rows).await;
         for cache in self.caches_of(model) {
             match committed {
-                Ok(true) => cache.committed(&written, from, to),
+                Ok(true) => cache.committed(written.clone(), from, to),
                 // Nothing written (the checkpoint had moved: see `follow_checkpoints`).
                 Ok(false) => {}
                 // A commit that failed on the way back may still have committed.
@@ -340,8 +332,8 @@ mod tests {
     fn a_row_read_before_a_change_is_not_cached_after_it() {
         let cache = RowCache::with_limits("m", Duration::from_secs(3600), 1 << 20);
         let before = miss(&cache, "k");
-        // A commit lands while the store is being read for `k`.
-        cache.forget(["other"]);
+        // A change lands while the store is being read for `k`.
+        cache.forget_all();
         cache.put(before, "k", row("old"));
         let after = miss(&cache, "k");
         cache.put(after, "k", row("new"));
@@ -406,8 +398,8 @@ mod tests {
         // model, so nothing cached can be trusted.
         let ticket = miss(&cache, "k5");
         cache.put(ticket, "k5", row("{}"));
-        let k9 = [("k9".to_string(), "{}".to_string())];
-        cache.committed(&k9, LogCursor { commit: 5, position: 5 }, LogCursor { commit: 6, position: 6 });
+        let k9 = vec![("k9".to_string(), row("{}"))];
+        cache.committed(k9, LogCursor { commit: 5, position: 5 }, LogCursor { commit: 6, position: 6 });
         assert!(hit(&cache, "k5").is_none() && hit(&cache, "k2").is_none());
         assert!(hit(&cache, "k9").is_some(), "the commit's own rows are current");
         let ticket = miss(&cache, "k2");

@@ -260,9 +260,9 @@ impl Checker {
                     ));
                 }
                 // The text forms the hash covers are the ones the store writes.
-                let metadata = serde_json::to_string(&event.metadata).expect("metadata serializes");
-                let recorded_at = format_time(&event.recorded_at);
-                if event_hash_of_text(prev, &event, &metadata, &recorded_at) != event.hash {
+                let load = LoadEvent::new(event);
+                let event = &load.event;
+                if event_hash_of_text(prev, event, &load.metadata, &load.recorded_at) != event.hash {
                     return Err(refuse(
                         n,
                         format!(
@@ -285,7 +285,7 @@ impl Checker {
                 }
                 self.digest = chain(&self.digest, &event.hash);
                 self.events += 1;
-                Ok(Some(LoadEvent { event, metadata, recorded_at }))
+                Ok(Some(load))
             }
         }
     }

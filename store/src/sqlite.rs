@@ -38,14 +38,6 @@ pub const BUSY_TIMEOUT_MS: u64 = 10_000;
 /// How often a waiting reader looks for appends made by other processes.
 pub const WAIT_POLL_MS: u64 = 100;
 
-/// The event log's indexes besides its positions (migration 3), dropped and built again
-/// around a bulk load: name, and how to build it.
-const BULK_INDEXES: [(&str, &str); 3] = [
-    ("events_by_event_id", "CREATE UNIQUE INDEX events_by_event_id ON events (event_id)"),
-    ("events_by_stream_version", "CREATE UNIQUE INDEX events_by_stream_version ON events (stream_id, version)"),
-    ("events_by_command", "CREATE INDEX events_by_command ON events (command_id)"),
-];
-
 /// One row of the log, in the order `write_rows` and `bulk_load` bind it.
 const INSERT_EVENT: &str = "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version,
                                                 payload, metadata, command_id, recorded_at, hash)
@@ -398,8 +390,15 @@ fn load_rows(conn: &mut Connection, events: crate::BulkEvents, rollback_journal:
     // tree) and each index is built once, sorted, at the end, instead of inserting
     // into three trees at random places per row. In WAL mode readers keep their
     // snapshot, with the indexes, until the load commits.
-    tx.execute_batch(&BULK_INDEXES.iter().map(|(name, _)| format!("DROP INDEX {name};")).collect::<String>())
+    // The indexes as the migrations made them (migration 3 names every one), read from the
+    // schema so that they are built again exactly so.
+    let indexes: Vec<(String, String)> = tx
+        .prepare("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL")
+        .and_then(|mut stmt| stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
         .map_err(backend)?;
+    for (name, _) in &indexes {
+        tx.execute_batch(&format!("DROP INDEX {name}")).map_err(backend)?;
+    }
     let started = std::time::Instant::now();
     let mut heads: HashMap<String, (u64, String)> = HashMap::new();
     let mut group = CommitDigest::default();
@@ -454,7 +453,7 @@ fn load_rows(conn: &mut Connection, events: crate::BulkEvents, rollback_journal:
         }
     }
     let rows = started.elapsed();
-    for (_, create) in BULK_INDEXES {
+    for (_, create) in &indexes {
         tx.execute_batch(create)
             .map_err(|err| StoreError::LoadRefused(format!("the events cannot be indexed: {err}")))?;
     }
@@ -466,12 +465,13 @@ fn load_rows(conn: &mut Connection, events: crate::BulkEvents, rollback_journal:
 }
 
 fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<WriterJob>, head: watch::Sender<u64>) {
-    let mut next = rx.blocking_recv();
-    while let Some(job) = next.take() {
+    // A job taken while gathering a batch, to run after it.
+    let mut pending: Option<WriterJob> = None;
+    loop {
+        let Some(job) = pending.take().or_else(|| rx.blocking_recv()) else { return };
         let first = match job {
             WriterJob::Exclusive(work) => {
                 work(&mut conn);
-                next = rx.blocking_recv();
                 continue;
             }
             WriterJob::Append(request) => request,
@@ -481,7 +481,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<WriterJob>, head: wa
             match rx.try_recv() {
                 Ok(WriterJob::Append(request)) => batch.push(request),
                 Ok(exclusive) => {
-                    next = Some(exclusive);
+                    pending = Some(exclusive);
                     break;
                 }
                 Err(_) => break,
@@ -497,9 +497,6 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<WriterJob>, head: wa
         }
         for (request, result) in batch.into_iter().zip(results) {
             let _ = request.reply.send(result);
-        }
-        if next.is_none() {
-            next = rx.blocking_recv();
         }
     }
 }
