@@ -10,7 +10,9 @@
 //! default postgres://postgres@127.0.0.1:5432/postgres). `ORDERLOG_BENCH_APPEND_CALLS=N`
 //! sets `append_calls_max`; `ORDERLOG_BENCH_SETUP_SQL` runs SQL on the fresh database before
 //! measuring (experiments: what an index costs, say); `ORDERLOG_BENCH_ROUNDS=N` measures each
-//! workload N times, raw and orderlog in turn, and prints the median.
+//! workload N times, raw and orderlog in turn, and prints the median;
+//! `ORDERLOG_BENCH_ONLY=single|batch` measures only the one-event or the 100-event workloads;
+//! `ORDERLOG_BENCH_WRITERS=16,64` sets the writer counts of the one-event workloads.
 
 // The allocator of the `orderlog` binary, so the figures are those of the CLI.
 #[global_allocator]
@@ -196,7 +198,13 @@ fn main() {
             ratios.sort_by(f64::total_cmp);
             ratios[ratios.len() / 2]
         };
-        for (round, writers) in [1usize, 16, 64].into_iter().enumerate() {
+        let only = std::env::var("ORDERLOG_BENCH_ONLY").unwrap_or_default();
+        let writer_counts: Vec<usize> = match std::env::var("ORDERLOG_BENCH_WRITERS") {
+            _ if only == "batch" => Vec::new(),
+            Ok(list) => list.split(',').map(|n| n.trim().parse().expect("ORDERLOG_BENCH_WRITERS: numbers")).collect(),
+            Err(_) => vec![1, 16, 64],
+        };
+        for (round, writers) in writer_counts.into_iter().enumerate() {
             let mut ratios = Vec::new();
             for repeat in 0..rounds {
                 quiesce(&admin).await;
@@ -216,8 +224,9 @@ fn main() {
                 println!("{:<36} {:>37.2}", format!("  median of {rounds}"), median(ratios));
             }
         }
+        let batch_rounds = if only == "single" { 0 } else { rounds };
         let mut ratios = Vec::new();
-        for _ in 0..rounds {
+        for _ in 0..batch_rounds {
             quiesce(&admin).await;
             let raw = raw_batches(&db.url, run).await;
             quiesce(&admin).await;
@@ -225,7 +234,7 @@ fn main() {
             println!("{:<36} {:>11.2} ms {:>11.2} ms {:>7.2}", "100-event batch, 1 writer", ours, raw, raw / ours);
             ratios.push(ours);
         }
-        if rounds > 1 {
+        if batch_rounds > 1 {
             println!("{:<36} {:>11.2} ms", format!("  median of {rounds}"), median(ratios));
         }
     });

@@ -792,6 +792,12 @@ impl Batcher {
                         None => return,
                     },
                 };
+                // A call that just finished woke its appenders, and those that append again
+                // are about to submit: one yield lets them in before this batch is cut, so
+                // the next call takes them together instead of one call for the first and
+                // the rest left waiting for a slot (16 writers: 0.69 → 0.85 of the raw
+                // commit rate, BENCHMARKS.md).
+                tokio::task::yield_now().await;
                 let mut streams: std::collections::HashSet<String> =
                     first.0.streams.iter().map(|(s, _, _)| s.clone()).collect();
                 let mut batch = vec![first];
