@@ -205,10 +205,11 @@ pub fn verify_file(input: &mut dyn BufRead, progress: &mut Progress) -> Result<u
 /// Checks an export line by line (see [`verify_file`]).
 #[derive(Default)]
 struct Checker {
-    heads: HashMap<String, (u64, String)>,
+    // Looked up once per line: foldhash rather than SipHash (a fifth of the checking).
+    heads: foldhash::HashMap<String, (u64, String)>,
     // Event ids are unique in a log; a file that repeats one (in another stream, with hashes
     // made to match) would otherwise be refused by the store halfway through a load.
-    ids: std::collections::HashSet<uuid::Uuid>,
+    ids: foldhash::HashSet<uuid::Uuid>,
     digest: String,
     events: u64,
     lines: u64,

@@ -6,7 +6,6 @@
 //! leaves the others untouched, and no caller hears `Ok` before the batch is durable.
 //! Reads run on a small pool of reading connections, in parallel with the writer.
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -406,7 +405,7 @@ fn load_rows(conn: &mut Connection, events: crate::BulkEvents, rollback_journal:
         tx.execute_batch(&format!("DROP INDEX {name}")).map_err(backend)?;
     }
     let started = std::time::Instant::now();
-    let mut heads: HashMap<String, (u64, String)> = HashMap::new();
+    let mut heads: foldhash::HashMap<String, (u64, String)> = Default::default();
     let mut group = CommitDigest::default();
     let mut position = 0u64;
     {
