@@ -262,7 +262,8 @@ fn big_log(path: &std::path::Path, count: u64) {
     chunks.push(Ok(chunk));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let store = orderlog_store::SqliteStore::open(path).unwrap();
-    assert_eq!(runtime.block_on(store.bulk_load(Box::new(chunks.into_iter()))).unwrap(), count);
+    let chunks = chunks.into_iter().map(|chunk| chunk.map(orderlog_store::LoadChunk::from));
+    assert_eq!(runtime.block_on(store.bulk_load(Box::new(chunks))).unwrap(), count);
 }
 
 /// An import into SQLite killed while it commits (it writes the file through a rollback

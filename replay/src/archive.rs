@@ -15,7 +15,8 @@ use std::io::{BufRead, Write};
 use chrono::{DateTime, Utc};
 use orderlog_store::hash::{event_hash_of_text, format_time, GENESIS};
 use orderlog_store::{
-    EventStore, ExpectedVersion, LoadEvent, LogCursor, Metadata, NewEvent, RecordedEvent, StreamAppend, READ_EVENTS_MAX,
+    EventStore, ExpectedVersion, LoadChunk, LoadEvent, LogCursor, Metadata, NewEvent, RecordedEvent, StreamAppend,
+    READ_EVENTS_MAX,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -442,14 +443,23 @@ async fn load_into_empty(
     std::thread::Builder::new()
         .name("orderlog-import-check".into())
         .spawn(move || {
+            // The store sends each chunk back when it is done with it, and this thread,
+            // which allocated its events, frees them (and reuses the chunk).
+            let (home, spent) = std::sync::mpsc::channel::<Vec<LoadEvent>>();
             let mut chunk = Vec::with_capacity(IMPORT_CHUNK_EVENTS);
             for event in events {
                 match event {
                     Ok(event) => {
                         chunk.push(event);
                         if chunk.len() == IMPORT_CHUNK_EVENTS {
-                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(IMPORT_CHUNK_EVENTS));
-                            if send.send(Ok(full)).is_err() {
+                            let mut next = None;
+                            while let Ok(mut old) = spent.try_recv() {
+                                old.clear();
+                                next = Some(old);
+                            }
+                            let next = next.unwrap_or_else(|| Vec::with_capacity(IMPORT_CHUNK_EVENTS));
+                            let full = std::mem::replace(&mut chunk, next);
+                            if send.send(Ok(LoadChunk::returning(full, home.clone()))).is_err() {
                                 return;
                             }
                         }
@@ -461,7 +471,7 @@ async fn load_into_empty(
                 }
             }
             if !chunk.is_empty() {
-                let _ = send.send(Ok(chunk));
+                let _ = send.send(Ok(chunk.into()));
             }
         })
         .map_err(|e| ReplayError::Invalid(format!("cannot start the import: {e}")))?;

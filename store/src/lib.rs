@@ -248,7 +248,50 @@ impl LoadEvent {
 
 /// Events for [`EventStore::bulk_load`], in log order, each with its hash, in chunks; an
 /// `Err` item stops the load, which then writes nothing.
-pub type BulkEvents = Box<dyn Iterator<Item = Result<Vec<LoadEvent>, String>> + Send>;
+pub type BulkEvents = Box<dyn Iterator<Item = Result<LoadChunk, String>> + Send>;
+
+/// A chunk of a bulk load's events. Made with [`LoadChunk::returning`], a chunk that is
+/// dropped goes back over that channel, so that the thread that allocated its events frees
+/// them: freeing another thread's allocations costs the freeing thread, and the allocating
+/// one again when it collects them (a third of an import's checking thread, measured).
+#[derive(Debug, Default)]
+pub struct LoadChunk {
+    events: Vec<LoadEvent>,
+    home: Option<std::sync::mpsc::Sender<Vec<LoadEvent>>>,
+}
+
+impl LoadChunk {
+    /// A chunk that is sent to `home` when dropped (if `home` still listens).
+    pub fn returning(events: Vec<LoadEvent>, home: std::sync::mpsc::Sender<Vec<LoadEvent>>) -> LoadChunk {
+        LoadChunk { events, home: Some(home) }
+    }
+
+    /// The events, taken out of the chunk (which then goes home empty).
+    pub fn take(&mut self) -> Vec<LoadEvent> {
+        std::mem::take(&mut self.events)
+    }
+}
+
+impl From<Vec<LoadEvent>> for LoadChunk {
+    fn from(events: Vec<LoadEvent>) -> LoadChunk {
+        LoadChunk { events, home: None }
+    }
+}
+
+impl std::ops::Deref for LoadChunk {
+    type Target = [LoadEvent];
+    fn deref(&self) -> &[LoadEvent] {
+        &self.events
+    }
+}
+
+impl Drop for LoadChunk {
+    fn drop(&mut self) {
+        if let Some(home) = self.home.take() {
+            let _ = home.send(std::mem::take(&mut self.events));
+        }
+    }
+}
 
 /// Events per commit record written by a bulk load.
 pub const BULK_RECORD_EVENTS: u64 = 10_000;
@@ -325,4 +368,49 @@ pub trait EventStore: Send + Sync {
     /// order, in one transaction: every event or none. Positions are the store's own;
     /// versions and hashes are kept as given. Returns how many were loaded.
     async fn bulk_load(&self, events: BulkEvents) -> Result<u64, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_event(n: u64) -> LoadEvent {
+        LoadEvent::new(RecordedEvent {
+            position: n,
+            commit: n,
+            stream_id: "stock-tshirt@berlin".into(),
+            version: n,
+            event_id: Uuid::new_v4(),
+            event_type: "StockReceived".into(),
+            schema_version: 1,
+            payload: "{}".into(),
+            metadata: Metadata::default(),
+            recorded_at: chrono::Utc::now(),
+            hash: hash::GENESIS.into(),
+        })
+    }
+
+    #[test]
+    fn a_returning_chunk_goes_home_with_its_events_when_dropped() {
+        let (home, spent) = std::sync::mpsc::channel();
+        let chunk = LoadChunk::returning(vec![load_event(1), load_event(2)], home.clone());
+        assert_eq!(chunk.len(), 2);
+        assert!(spent.try_recv().is_err(), "nothing goes home while the chunk is in use");
+        drop(chunk);
+        assert_eq!(spent.try_recv().unwrap().iter().map(|e| e.event.version).collect::<Vec<_>>(), [1, 2]);
+
+        // Taken out, the events stay with the taker; the chunk goes home empty.
+        let mut chunk = LoadChunk::returning(vec![load_event(3)], home);
+        let taken = chunk.take();
+        drop(chunk);
+        assert_eq!(taken.len(), 1);
+        assert!(spent.try_recv().unwrap().is_empty());
+
+        // A chunk made from a Vec has no home; dropping it, or one whose home stopped
+        // listening, is fine.
+        drop(LoadChunk::from(vec![load_event(4)]));
+        let (home, spent) = std::sync::mpsc::channel();
+        drop(spent);
+        drop(LoadChunk::returning(vec![load_event(5)], home));
+    }
 }

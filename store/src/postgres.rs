@@ -1271,7 +1271,7 @@ impl EventStore for PostgresStore {
         let copy_error =
             |e: tokio_postgres::Error| StoreError::LoadRefused(format!("the events cannot be stored: {e}"));
         for chunk in events {
-            for load in chunk.map_err(StoreError::LoadRefused)? {
+            for load in chunk.map_err(StoreError::LoadRefused)?.iter() {
                 let e = &load.event;
                 position += 1;
                 writer

@@ -420,8 +420,8 @@ fn load_rows(conn: &mut Connection, events: crate::BulkEvents, rollback_journal:
         };
         let mut id = uuid::Uuid::encode_buffer();
         for chunk in events {
-            for load in chunk.map_err(StoreError::LoadRefused)? {
-                let e = load.event;
+            for load in chunk.map_err(StoreError::LoadRefused)?.iter() {
+                let e = &load.event;
                 position += 1;
                 insert
                     .execute(params![
@@ -440,9 +440,12 @@ fn load_rows(conn: &mut Connection, events: crate::BulkEvents, rollback_journal:
                     .map_err(|err| StoreError::LoadRefused(format!("event {} cannot be stored: {err}", e.event_id)))?;
                 group.push(position, &e.hash);
                 match heads.get_mut(&e.stream_id) {
-                    Some(head) => *head = (e.version, e.hash),
+                    Some(head) => {
+                        head.0 = e.version;
+                        head.1.clone_from(&e.hash);
+                    }
                     None => {
-                        heads.insert(e.stream_id, (e.version, e.hash));
+                        heads.insert(e.stream_id.clone(), (e.version, e.hash.clone()));
                     }
                 }
                 if group.events() >= crate::BULK_RECORD_EVENTS {

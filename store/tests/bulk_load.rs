@@ -8,8 +8,8 @@ use chrono::{TimeZone, Utc};
 use orderlog_store::hash::{commit_digest, event_hash, GENESIS};
 use orderlog_store::postgres::testing::TestDatabase;
 use orderlog_store::{
-    AppendOutcome, EventStore, ExpectedVersion, LoadEvent, LogCursor, Metadata, NewEvent, PostgresStore, RecordedEvent,
-    SqliteStore, StoreError, StreamAppend, BULK_RECORD_EVENTS,
+    AppendOutcome, EventStore, ExpectedVersion, LoadChunk, LoadEvent, LogCursor, Metadata, NewEvent, PostgresStore,
+    RecordedEvent, SqliteStore, StoreError, StreamAppend, BULK_RECORD_EVENTS,
 };
 use uuid::Uuid;
 
@@ -66,7 +66,7 @@ fn input(events: Vec<RecordedEvent>, fail_at: Option<usize>) -> orderlog_store::
     if !chunk.is_empty() {
         chunks.push(Ok(chunk));
     }
-    Box::new(chunks.into_iter())
+    Box::new(chunks.into_iter().map(|chunk| chunk.map(LoadChunk::from)))
 }
 
 async fn whole_log(store: &dyn EventStore) -> Vec<RecordedEvent> {
