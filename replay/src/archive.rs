@@ -217,9 +217,33 @@ struct Checker {
     ended: bool,
 }
 
+/// A line parsed, before the checks that depend on the lines before it.
+// Nearly every line is an event: boxing the large variant would cost an allocation a line.
+#[allow(clippy::large_enum_variant)]
+enum Parsed {
+    End(EndLine),
+    Event(LoadEvent),
+}
+
+/// Parses line `n`: the part of checking a line that needs no other line (JSON, times, the
+/// text forms the store writes), so that it can run on a thread of its own.
+fn parse_line(n: u64, text: &str) -> Result<Parsed, ReplayError> {
+    match Line::parse(text.trim_end()).map_err(|e| refuse(n, format!("not an event line: {e}")))? {
+        Line::End { end } => Ok(Parsed::End(end)),
+        Line::Event(line) => Ok(Parsed::Event(LoadEvent::new(recorded(*line, n)?))),
+    }
+}
+
 impl Checker {
     /// The event of the next line (none for the end line), if it holds.
     fn line(&mut self, text: &str) -> Result<Option<LoadEvent>, ReplayError> {
+        let parsed = parse_line(self.lines + 1, text);
+        self.check(parsed)
+    }
+
+    /// The event of the next line (none for the end line), if it holds; `parsed` is what
+    /// [`parse_line`] made of it.
+    fn check(&mut self, parsed: Result<Parsed, ReplayError>) -> Result<Option<LoadEvent>, ReplayError> {
         self.lines += 1;
         let n = self.lines;
         if self.digest.is_empty() {
@@ -228,9 +252,8 @@ impl Checker {
         if self.ended {
             return Err(refuse(n, "a line after the end line"));
         }
-        let line: Line = Line::parse(text.trim_end()).map_err(|e| refuse(n, format!("not an event line: {e}")))?;
-        match line {
-            Line::End { end } => {
+        match parsed? {
+            Parsed::End(end) => {
                 if end.format != FORMAT {
                     return Err(refuse(n, format!("format '{}' is not {FORMAT}", end.format)));
                 }
@@ -249,8 +272,8 @@ impl Checker {
                 self.ended = true;
                 Ok(None)
             }
-            Line::Event(line) => {
-                let event = recorded(*line, n)?;
+            Parsed::Event(load) => {
+                let event = &load.event;
                 let (version, prev) = self.heads.get(&event.stream_id).map_or((0, GENESIS), |(v, h)| (*v, h.as_str()));
                 if event.version != version + 1 {
                     return Err(refuse(
@@ -262,8 +285,6 @@ impl Checker {
                     ));
                 }
                 // The text forms the hash covers are the ones the store writes.
-                let load = LoadEvent::new(event);
-                let event = &load.event;
                 if event_hash_of_text(prev, event, &load.metadata, &load.recorded_at) != event.hash {
                     return Err(refuse(
                         n,
@@ -298,48 +319,6 @@ impl Checker {
             return Err(refuse(self.lines, "the file ends without its end line: it was cut short"));
         }
         Ok(self.events)
-    }
-}
-
-/// The checked events of an export, for a bulk load: an error (naming the line) as soon as
-/// the file fails a check, including at its end.
-struct CheckedEvents {
-    input: Box<dyn BufRead + Send>,
-    checker: Checker,
-    loaded: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    done: bool,
-}
-
-impl Iterator for CheckedEvents {
-    type Item = Result<LoadEvent, String>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let mut text = String::new();
-        while !self.done {
-            text.clear();
-            match self.input.read_line(&mut text) {
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(refuse(self.checker.lines + 1, format!("cannot be read: {e}")).to_string()));
-                }
-                Ok(0) => {
-                    self.done = true;
-                    return self.checker.finish().err().map(|e| Err(e.to_string()));
-                }
-                Ok(_) => match self.checker.line(&text) {
-                    Ok(Some(event)) => {
-                        self.loaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        return Some(Ok(event));
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        self.done = true;
-                        return Some(Err(e.to_string()));
-                    }
-                },
-            }
-        }
-        None
     }
 }
 
@@ -435,46 +414,82 @@ async fn load_into_empty(
     progress: &mut Progress,
 ) -> Result<u64, ReplayError> {
     let loaded = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let events =
-        CheckedEvents { input, checker: Checker::default(), loaded: std::sync::Arc::clone(&loaded), done: false };
-    // Reading and checking the file runs on a thread of its own, ahead of the store's
-    // writing (a bounded queue between them).
+    // Two threads ahead of the store's writing, with bounded queues between them: one reads
+    // and parses the lines (most of the work, and needing no other line), the other checks
+    // them in order (versions, hashes, ids, the digest) and hands them to the store in
+    // chunks. The store sends each chunk back when it is done with it, to the parsing
+    // thread, which allocated its events and so frees them at the least cost.
+    let (parsed_send, parsed) = std::sync::mpsc::sync_channel::<Vec<Result<Parsed, ReplayError>>>(IMPORT_QUEUE_CHUNKS);
     let (send, receive) = std::sync::mpsc::sync_channel(IMPORT_QUEUE_CHUNKS);
-    std::thread::Builder::new()
-        .name("orderlog-import-check".into())
-        .spawn(move || {
-            // The store sends each chunk back when it is done with it, and this thread,
-            // which allocated its events, frees them (and reuses the chunk).
-            let (home, spent) = std::sync::mpsc::channel::<Vec<LoadEvent>>();
+    let (home, spent) = std::sync::mpsc::channel::<Vec<LoadEvent>>();
+    let start = |name: &str, work: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(work)
+            .map(drop)
+            .map_err(|e| ReplayError::Invalid(format!("cannot start the import: {e}")))
+    };
+    start(
+        "orderlog-import-parse",
+        Box::new(move || {
+            let mut input = input;
+            let mut text = String::new();
+            let mut n = 0u64;
+            let mut lines = Vec::with_capacity(IMPORT_CHUNK_EVENTS);
+            loop {
+                text.clear();
+                let line = match input.read_line(&mut text) {
+                    Err(e) => Some(Err(refuse(n + 1, format!("cannot be read: {e}")))),
+                    Ok(0) => None,
+                    Ok(_) => {
+                        n += 1;
+                        Some(parse_line(n, &text))
+                    }
+                };
+                // The end of the file, or a line that cannot be read or parsed: nothing
+                // after it is needed (the checks stop there at the latest).
+                let last = !matches!(line, Some(Ok(_)));
+                lines.extend(line);
+                if last || lines.len() == IMPORT_CHUNK_EVENTS {
+                    spent.try_iter().for_each(drop);
+                    let full = std::mem::replace(&mut lines, Vec::with_capacity(IMPORT_CHUNK_EVENTS));
+                    if parsed_send.send(full).is_err() || last {
+                        return;
+                    }
+                }
+            }
+        }),
+    )?;
+    let counter = std::sync::Arc::clone(&loaded);
+    start(
+        "orderlog-import-check",
+        Box::new(move || {
+            let mut checker = Checker::default();
             let mut chunk = Vec::with_capacity(IMPORT_CHUNK_EVENTS);
-            for event in events {
-                match event {
-                    Ok(event) => {
+            for line in parsed.iter().flatten() {
+                match checker.check(line) {
+                    Ok(Some(event)) => {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         chunk.push(event);
                         if chunk.len() == IMPORT_CHUNK_EVENTS {
-                            let mut next = None;
-                            while let Ok(mut old) = spent.try_recv() {
-                                old.clear();
-                                next = Some(old);
-                            }
-                            let next = next.unwrap_or_else(|| Vec::with_capacity(IMPORT_CHUNK_EVENTS));
-                            let full = std::mem::replace(&mut chunk, next);
+                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(IMPORT_CHUNK_EVENTS));
                             if send.send(Ok(LoadChunk::returning(full, home.clone()))).is_err() {
                                 return;
                             }
                         }
                     }
+                    Ok(None) => {}
                     Err(e) => {
-                        let _ = send.send(Err(e));
+                        let _ = send.send(Err(e.to_string()));
                         return;
                     }
                 }
             }
-            if !chunk.is_empty() {
-                let _ = send.send(Ok(chunk.into()));
-            }
-        })
-        .map_err(|e| ReplayError::Invalid(format!("cannot start the import: {e}")))?;
+            // The lines ran out: the file must have ended with its end line.
+            let last = checker.finish().map(|_| LoadChunk::returning(chunk, home)).map_err(|e| e.to_string());
+            let _ = send.send(last);
+        }),
+    )?;
     let load = store.bulk_load(Box::new(receive.into_iter()));
     tokio::pin!(load);
     let result = loop {
