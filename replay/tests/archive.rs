@@ -115,6 +115,12 @@ async fn a_damaged_file_is_refused_naming_the_line_and_nothing_is_imported() {
     dropped_last_event.remove(59);
     let mut added = lines.clone();
     added.insert(60, lines[59]);
+    // Lines are parsed ahead of the checks, on a thread of their own: the first failing
+    // line is still the one named, even when a later one cannot be parsed at all.
+    let mut swapped_then_garbage = swapped.clone();
+    swapped_then_garbage[19] = "not json";
+    let mut garbage_after_end = lines.clone();
+    garbage_after_end.push("not json");
     let cases = [
         (join(lines[..60].to_vec()), "line 60: the file ends without its end line"),
         (altered, "(altered)"),
@@ -122,6 +128,9 @@ async fn a_damaged_file_is_refused_naming_the_line_and_nothing_is_imported() {
         (join(dropped_middle), "an event is missing or out of order"),
         (join(dropped_last_event), "line 60: the end line counts 60 events, the file has 59"),
         (join(added), "line 61:"),
+        (join(swapped_then_garbage), "line 3:"),
+        (join(lines[..19].iter().copied().chain(["not json"]).collect()), "line 20: not an event line"),
+        (join(garbage_after_end), "line 62: a line after the end line"),
         (file.replacen("{\"position\":1,", "{\"position\":1,\"extra\":1,", 1), "line 1: not an event line"),
     ];
     for (damaged, says) in cases {
