@@ -339,8 +339,9 @@ fn write_rows(conn: &Connection, write: &mut Write, next: u64) -> Result<(), Sto
     Ok(())
 }
 
-/// Page cache of a bulk load: 256 MiB (negative `cache_size` is KiB), so that the changed
-/// pages of most loads stay in memory until the commit.
+/// Page cache of a bulk load while it writes the rows: 256 MiB (negative `cache_size` is
+/// KiB), so that the rows of most loads stay in memory while they are written (the index
+/// builds after them run with [`INDEX_SORT_CACHE_KIB`]).
 const BULK_CACHE_KIB: i64 = 262_144;
 
 /// Helper threads of the bulk load's index builds (SQLite's `PRAGMA threads`).
@@ -360,8 +361,9 @@ fn bulk_load_on(conn: &mut Connection, events: crate::BulkEvents) -> Result<u64,
     let cache: i64 = conn.query_row("PRAGMA cache_size", [], |r| r.get(0)).map_err(backend)?;
     conn.pragma_update(None, "cache_size", -BULK_CACHE_KIB).map_err(backend)?;
     let loaded = load_rows(conn, events, rollback_journal);
-    if let Err(e) = conn.pragma_update(None, "cache_size", cache) {
-        tracing::warn!(error = %e, "the writer's page cache could not be set back after a bulk load");
+    // Set back whether the load held or not (`load_rows` changes both).
+    if let Err(e) = conn.execute_batch(&format!("PRAGMA cache_size = {cache}; PRAGMA threads = 0")) {
+        tracing::warn!(error = %e, "the writer's page cache and threads could not be set back after a bulk load");
     }
     if rollback_journal {
         match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
@@ -473,7 +475,6 @@ fn load_rows(conn: &mut Connection, events: crate::BulkEvents, rollback_journal:
         tx.execute_batch(create)
             .map_err(|err| StoreError::LoadRefused(format!("the events cannot be indexed: {err}")))?;
     }
-    tx.execute_batch("PRAGMA threads = 0").map_err(backend)?;
     let indexed = started.elapsed();
     tx.commit().map_err(backend)?;
     let journal = if rollback_journal { "rollback" } else { "wal" };
