@@ -315,6 +315,11 @@ impl Checker {
 
     /// After the last line: the number of events, if the file ended properly.
     fn finish(&self) -> Result<u64, ReplayError> {
+        if self.lines == 0 {
+            return Err(ReplayError::Invalid(
+                "the file is empty (an export has at least its end line); nothing was imported".into(),
+            ));
+        }
         if !self.ended {
             return Err(refuse(self.lines, "the file ends without its end line: it was cut short"));
         }
