@@ -79,23 +79,24 @@ async fn get_order(
     Query(params): Query<WaitParams>,
 ) -> Result<Response, Problem> {
     wait(&api, OrderStatusTable::NAME, &params).await?;
-    let order: Option<Arc<str>> = match &api.order_cache {
-        // A read that waited for a position goes to the store: the cache may not have heard
-        // of the commit it waited for yet.
-        Some(cache) if params.wait_for.is_none() => match cache.lookup(&order_id) {
-            Lookup::Hit(order) => Some(order),
-            Lookup::Miss(ticket) => {
-                let stored = api.queries.order_json(&order_id).await.map_err(query_problem)?;
-                let order = stored.as_deref().map(RowCache::canonical);
-                if let Some(order) = &order {
-                    cache.put(ticket, &order_id, order.clone());
-                }
-                order
+    // A read that waited for a position goes to the store: the cache may not have heard of
+    // the commit it waited for yet.
+    let cache = api.order_cache.as_ref().filter(|_| params.wait_for.is_none());
+    let order: Option<Arc<str>> = match cache.map(|cache| cache.lookup(&order_id)) {
+        Some(Lookup::Hit(order)) => Some(order),
+        looked => {
+            let stored = api.queries.order_json(&order_id).await.map_err(query_problem)?;
+            // With a cache, every read is answered in its text form, cached or not.
+            let order = if api.order_cache.is_some() {
+                stored.as_deref().map(RowCache::canonical)
+            } else {
+                stored.map(Arc::from)
+            };
+            if let (Some(cache), Some(Lookup::Miss(ticket)), Some(order)) = (cache, looked, &order) {
+                cache.put(ticket, &order_id, order.clone());
             }
-        },
-        // With a cache, every read is answered in its text form, cached or not.
-        Some(_) => api.queries.order_json(&order_id).await.map_err(query_problem)?.as_deref().map(RowCache::canonical),
-        None => api.queries.order_json(&order_id).await.map_err(query_problem)?.map(Arc::from),
+            order
+        }
     };
     match order {
         Some(order) => Ok(([(header::CONTENT_TYPE, "application/json")], order.to_string()).into_response()),

@@ -435,6 +435,15 @@ async fn cached_orders_follow_their_changes(app: App) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(app.ok(Method::GET, "/orders/o9", t, None).await["state"], "cancelled");
+    // An order the runner did not write through (the cache emptied since) is read from the
+    // store once, and then served from memory.
+    app.order_cache.forget_all();
+    let before = app.order_cache.stats();
+    for _ in 0..3 {
+        assert_eq!(app.ok(Method::GET, "/orders/o9", t, None).await["state"], "cancelled");
+    }
+    let after = app.order_cache.stats();
+    assert_eq!((after.misses - before.misses, after.hits - before.hits), (1, 2), "{before:?} {after:?}");
     let unknown = app.call(Method::GET, "/orders/nope", Some(t), None).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     let stats = app.order_cache.stats();
