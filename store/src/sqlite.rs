@@ -23,6 +23,9 @@ pub use crate::migration::Migration;
 use crate::{
     AppendOutcome, CommitRecord, EventStore, LogCursor, RecordedEvent, StoreError, StreamAppend, READ_EVENTS_MAX,
 };
+use borrowed::{BorrowedInsert, Param};
+
+mod borrowed;
 
 /// `PRAGMA application_id` of an orderlog database ("ORLG").
 pub const APPLICATION_ID: i32 = 0x4F52_4C47;
@@ -411,7 +414,8 @@ fn load_rows(conn: &mut Connection, events: crate::BulkEvents, rollback_journal:
     let mut group = CommitDigest::default();
     let mut position = 0u64;
     {
-        let mut insert = tx.prepare(INSERT_EVENT).map_err(backend)?;
+        // The rows' texts are bound in place, not copied (see `borrowed`).
+        let mut insert = BorrowedInsert::prepare(&tx, INSERT_EVENT).map_err(backend)?;
         let mut record = tx.prepare(INSERT_COMMIT).map_err(backend)?;
         let mut flush = |group: &mut CommitDigest| -> Result<(), StoreError> {
             if group.events() > 0 {
@@ -425,19 +429,25 @@ fn load_rows(conn: &mut Connection, events: crate::BulkEvents, rollback_journal:
             for load in chunk.map_err(StoreError::LoadRefused)?.iter() {
                 let e = &load.event;
                 position += 1;
+                let int = |n: u64| i64::try_from(n).map(Param::Int);
+                let (Ok(at), Ok(version), Ok(schema_version)) =
+                    (int(position), int(e.version), int(u64::from(e.schema_version)))
+                else {
+                    return Err(StoreError::LoadRefused(format!("event {}: a number is out of range", e.event_id)));
+                };
                 insert
-                    .execute(params![
-                        position,
-                        e.stream_id,
-                        e.version,
-                        &*e.event_id.hyphenated().encode_lower(&mut id),
-                        e.event_type,
-                        e.schema_version,
-                        e.payload,
-                        load.metadata,
-                        e.metadata.command_id,
-                        load.recorded_at,
-                        e.hash,
+                    .run(&[
+                        at,
+                        Param::Text(&e.stream_id),
+                        version,
+                        Param::Text(e.event_id.hyphenated().encode_lower(&mut id)),
+                        Param::Text(&e.event_type),
+                        schema_version,
+                        Param::Text(&e.payload),
+                        Param::Text(&load.metadata),
+                        Param::Text(&e.metadata.command_id),
+                        Param::Text(&load.recorded_at),
+                        Param::Text(&e.hash),
                     ])
                     .map_err(|err| StoreError::LoadRefused(format!("event {} cannot be stored: {err}", e.event_id)))?;
                 group.push(position, &e.hash);
@@ -471,9 +481,11 @@ fn load_rows(conn: &mut Connection, events: crate::BulkEvents, rollback_journal:
     // pages out now rather than at the commit.
     tx.execute_batch(&format!("PRAGMA threads = {INDEX_SORT_THREADS}; PRAGMA cache_size = -{INDEX_SORT_CACHE_KIB}"))
         .map_err(backend)?;
-    for (_, create) in &indexes {
+    for (name, create) in &indexes {
+        let t = std::time::Instant::now();
         tx.execute_batch(create)
             .map_err(|err| StoreError::LoadRefused(format!("the events cannot be indexed: {err}")))?;
+        tracing::debug!(index = %name, took = ?t.elapsed(), "index built");
     }
     let indexed = started.elapsed();
     tx.commit().map_err(backend)?;
