@@ -24,6 +24,8 @@ use sha2::{Digest, Sha256};
 use crate::progress::Progress;
 use crate::ReplayError;
 
+mod canonical;
+
 /// The format's name and version, on the end line.
 pub const FORMAT: &str = "orderlog-export-1";
 
@@ -228,7 +230,12 @@ enum Parsed {
 /// Parses line `n`: the part of checking a line that needs no other line (JSON, times, the
 /// text forms the store writes), so that it can run on a thread of its own.
 fn parse_line(n: u64, text: &str) -> Result<Parsed, ReplayError> {
-    match Line::parse(text.trim_end()).map_err(|e| refuse(n, format!("not an event line: {e}")))? {
+    let text = text.trim_end();
+    // Lines as export writes them, directly; any other line through serde_json.
+    if let Some(event) = canonical::event(text) {
+        return Ok(Parsed::Event(event));
+    }
+    match Line::parse(text).map_err(|e| refuse(n, format!("not an event line: {e}")))? {
         Line::End { end } => Ok(Parsed::End(end)),
         Line::Event(line) => Ok(Parsed::Event(LoadEvent::new(recorded(*line, n)?))),
     }
