@@ -219,6 +219,14 @@ struct Checker {
     ended: bool,
 }
 
+/// Lines parsed for the check, in file order: events, then at most one line that is not
+/// an event (the end line, or a line that cannot be read or parsed), which ends the chunk.
+#[derive(Default)]
+struct ParsedChunk {
+    events: Vec<LoadEvent>,
+    then: Option<Result<EndLine, ReplayError>>,
+}
+
 /// A line parsed, before the checks that depend on the lines before it.
 // Nearly every line is an event: boxing the large variant would cost an allocation a line.
 #[allow(clippy::large_enum_variant)]
@@ -251,73 +259,83 @@ impl Checker {
     /// The event of the next line (none for the end line), if it holds; `parsed` is what
     /// [`parse_line`] made of it.
     fn check(&mut self, parsed: Result<Parsed, ReplayError>) -> Result<Option<LoadEvent>, ReplayError> {
+        match parsed {
+            Ok(Parsed::Event(load)) => self.check_event(&load).map(|()| Some(load)),
+            Ok(Parsed::End(end)) => self.check_end(&end).map(|()| None),
+            Err(e) => {
+                self.next_line()?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Counts the next line and returns its number; refuses any line after the end line.
+    fn next_line(&mut self) -> Result<u64, ReplayError> {
         self.lines += 1;
-        let n = self.lines;
         if self.digest.is_empty() {
             self.digest = GENESIS.to_string();
         }
         if self.ended {
-            return Err(refuse(n, "a line after the end line"));
+            return Err(refuse(self.lines, "a line after the end line"));
         }
-        match parsed? {
-            Parsed::End(end) => {
-                if end.format != FORMAT {
-                    return Err(refuse(n, format!("format '{}' is not {FORMAT}", end.format)));
-                }
-                if end.events != self.events {
-                    return Err(refuse(
-                        n,
-                        format!("the end line counts {} events, the file has {}", end.events, self.events),
-                    ));
-                }
-                if end.digest != self.digest {
-                    return Err(refuse(
-                        n,
-                        "the digest does not match the events: lines were changed, removed or reordered",
-                    ));
-                }
-                self.ended = true;
-                Ok(None)
+        Ok(self.lines)
+    }
+
+    /// Checks the next line, the end line `end`.
+    fn check_end(&mut self, end: &EndLine) -> Result<(), ReplayError> {
+        let n = self.next_line()?;
+        if end.format != FORMAT {
+            return Err(refuse(n, format!("format '{}' is not {FORMAT}", end.format)));
+        }
+        if end.events != self.events {
+            return Err(refuse(n, format!("the end line counts {} events, the file has {}", end.events, self.events)));
+        }
+        if end.digest != self.digest {
+            return Err(refuse(n, "the digest does not match the events: lines were changed, removed or reordered"));
+        }
+        self.ended = true;
+        Ok(())
+    }
+
+    /// Checks the next line, the event `load`, against the lines before it.
+    fn check_event(&mut self, load: &LoadEvent) -> Result<(), ReplayError> {
+        let n = self.next_line()?;
+        let event = &load.event;
+        let (version, prev) = self.heads.get(&event.stream_id).map_or((0, GENESIS), |(v, h)| (*v, h.as_str()));
+        if event.version != version + 1 {
+            return Err(refuse(
+                n,
+                format!(
+                    "'{}' version {} follows version {version} (an event is missing or out of order)",
+                    event.stream_id, event.version
+                ),
+            ));
+        }
+        // The text forms the hash covers are the ones the store writes.
+        if event_hash_of_text(prev, event, &load.metadata, &load.recorded_at) != event.hash {
+            return Err(refuse(
+                n,
+                format!(
+                    "'{}' version {}: its hash does not follow from its bytes and the previous event of its stream (altered)",
+                    event.stream_id, event.version
+                ),
+            ));
+        }
+        if !self.ids.insert(event.event_id) {
+            return Err(refuse(n, format!("event id {} appears a second time", event.event_id)));
+        }
+        match self.heads.get_mut(&event.stream_id) {
+            Some(head) => {
+                head.0 = event.version;
+                head.1.clone_from(&event.hash);
             }
-            Parsed::Event(load) => {
-                let event = &load.event;
-                let (version, prev) = self.heads.get(&event.stream_id).map_or((0, GENESIS), |(v, h)| (*v, h.as_str()));
-                if event.version != version + 1 {
-                    return Err(refuse(
-                        n,
-                        format!(
-                            "'{}' version {} follows version {version} (an event is missing or out of order)",
-                            event.stream_id, event.version
-                        ),
-                    ));
-                }
-                // The text forms the hash covers are the ones the store writes.
-                if event_hash_of_text(prev, event, &load.metadata, &load.recorded_at) != event.hash {
-                    return Err(refuse(
-                        n,
-                        format!(
-                            "'{}' version {}: its hash does not follow from its bytes and the previous event of its stream (altered)",
-                            event.stream_id, event.version
-                        ),
-                    ));
-                }
-                if !self.ids.insert(event.event_id) {
-                    return Err(refuse(n, format!("event id {} appears a second time", event.event_id)));
-                }
-                match self.heads.get_mut(&event.stream_id) {
-                    Some(head) => {
-                        head.0 = event.version;
-                        head.1.clone_from(&event.hash);
-                    }
-                    None => {
-                        self.heads.insert(event.stream_id.clone(), (event.version, event.hash.clone()));
-                    }
-                }
-                self.digest = chain(&self.digest, &event.hash);
-                self.events += 1;
-                Ok(Some(load))
+            None => {
+                self.heads.insert(event.stream_id.clone(), (event.version, event.hash.clone()));
             }
         }
+        self.digest = chain(&self.digest, &event.hash);
+        self.events += 1;
+        Ok(())
     }
 
     /// After the last line: the number of events, if the file ended properly.
@@ -427,11 +445,12 @@ async fn load_into_empty(
 ) -> Result<u64, ReplayError> {
     let loaded = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     // Two threads ahead of the store's writing, with bounded queues between them: one reads
-    // and parses the lines (most of the work, and needing no other line), the other checks
-    // them in order (versions, hashes, ids, the digest) and hands them to the store in
-    // chunks. The store sends each chunk back when it is done with it, to the parsing
-    // thread, which allocated its events and so frees them at the least cost.
-    let (parsed_send, parsed) = std::sync::mpsc::sync_channel::<Vec<Result<Parsed, ReplayError>>>(IMPORT_QUEUE_CHUNKS);
+    // and parses the lines (needing no other line), the other checks them in order
+    // (versions, hashes, ids, the digest) where they lie and hands each chunk on to the
+    // store as it is. The store sends each chunk back when it is done with it, to the
+    // parsing thread, which allocated the chunk and its events, frees the events at the
+    // least cost and fills the chunk again. An event is never moved after it is parsed.
+    let (parsed_send, parsed) = std::sync::mpsc::sync_channel::<ParsedChunk>(IMPORT_QUEUE_CHUNKS);
     let (send, receive) = std::sync::mpsc::sync_channel(IMPORT_QUEUE_CHUNKS);
     let (home, spent) = std::sync::mpsc::channel::<Vec<LoadEvent>>();
     let start = |name: &str, work: Box<dyn FnOnce() + Send>| {
@@ -447,7 +466,7 @@ async fn load_into_empty(
             let mut input = input;
             let mut text = String::new();
             let mut n = 0u64;
-            let mut lines = Vec::with_capacity(IMPORT_CHUNK_EVENTS);
+            let mut chunk = ParsedChunk::default();
             loop {
                 text.clear();
                 let line = match input.read_line(&mut text) {
@@ -461,10 +480,19 @@ async fn load_into_empty(
                 // The end of the file, or a line that cannot be read or parsed: nothing
                 // after it is needed (the checks stop there at the latest).
                 let last = !matches!(line, Some(Ok(_)));
-                lines.extend(line);
-                if last || lines.len() == IMPORT_CHUNK_EVENTS {
-                    spent.try_iter().for_each(drop);
-                    let full = std::mem::replace(&mut lines, Vec::with_capacity(IMPORT_CHUNK_EVENTS));
+                match line {
+                    Some(Ok(Parsed::Event(event))) => chunk.events.push(event),
+                    Some(Ok(Parsed::End(end))) => chunk.then = Some(Ok(end)),
+                    Some(Err(e)) => chunk.then = Some(Err(e)),
+                    None => {}
+                }
+                if last || chunk.then.is_some() || chunk.events.len() == IMPORT_CHUNK_EVENTS {
+                    // A chunk the store is done with: its events are freed here, where
+                    // they were allocated, and it is filled again.
+                    let mut events = spent.try_iter().last().unwrap_or_default();
+                    events.clear();
+                    events.reserve(IMPORT_CHUNK_EVENTS);
+                    let full = std::mem::replace(&mut chunk, ParsedChunk { events, then: None });
                     if parsed_send.send(full).is_err() || last {
                         return;
                     }
@@ -477,29 +505,27 @@ async fn load_into_empty(
         "orderlog-import-check",
         Box::new(move || {
             let mut checker = Checker::default();
-            let mut chunk = Vec::with_capacity(IMPORT_CHUNK_EVENTS);
-            for line in parsed.iter().flatten() {
-                match checker.check(line) {
-                    Ok(Some(event)) => {
-                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        chunk.push(event);
-                        if chunk.len() == IMPORT_CHUNK_EVENTS {
-                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(IMPORT_CHUNK_EVENTS));
-                            if send.send(Ok(LoadChunk::returning(full, home.clone()))).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
+            for chunk in parsed.iter() {
+                if let Err(e) = chunk.events.iter().try_for_each(|event| checker.check_event(event)) {
+                    let _ = send.send(Err(e.to_string()));
+                    return;
+                }
+                counter.fetch_add(chunk.events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                if !chunk.events.is_empty() && send.send(Ok(LoadChunk::returning(chunk.events, home.clone()))).is_err()
+                {
+                    return;
+                }
+                if let Some(then) = chunk.then {
+                    if let Err(e) = checker.check(then.map(Parsed::End)) {
                         let _ = send.send(Err(e.to_string()));
                         return;
                     }
                 }
             }
             // The lines ran out: the file must have ended with its end line.
-            let last = checker.finish().map(|_| LoadChunk::returning(chunk, home)).map_err(|e| e.to_string());
-            let _ = send.send(last);
+            if let Err(e) = checker.finish() {
+                let _ = send.send(Err(e.to_string()));
+            }
         }),
     )?;
     let load = store.bulk_load(Box::new(receive.into_iter()));

@@ -131,6 +131,7 @@ async fn a_damaged_file_is_refused_naming_the_line_and_nothing_is_imported() {
         (join(swapped_then_garbage), "line 3:"),
         (join(lines[..19].iter().copied().chain(["not json"]).collect()), "line 20: not an event line"),
         (join(garbage_after_end), "line 62: a line after the end line"),
+        (join(lines.iter().copied().chain([lines[5]]).collect()), "line 62: a line after the end line"),
         (String::new(), "the file is empty"),
         (file.replacen("{\"position\":1,", "{\"position\":1,\"extra\":1,", 1), "line 1: not an event line"),
     ];
