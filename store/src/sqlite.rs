@@ -346,7 +346,8 @@ fn write_rows(conn: &Connection, write: &mut Write, next: u64) -> Result<(), Sto
 /// The rows go in position order, each to the end of the table, so a page once full is not
 /// touched again: more cache only puts off writing it (to the commit, or to the index
 /// builds, which run with [`INDEX_SORT_CACHE_KIB`]) and costs fresh memory to fault in.
-/// 16 MiB against 256 MiB: a 1M-event import 0.1–0.9 s faster (BENCHMARKS.md).
+/// 16 MiB against 256 MiB: a 1M-event import faster in most runs, by up to a second
+/// (BENCHMARKS.md), and 240 MiB less memory.
 const BULK_CACHE_KIB: i64 = 16_384;
 
 /// Helper threads of the bulk load's index builds (SQLite's `PRAGMA threads`).
@@ -435,7 +436,10 @@ fn load_rows(conn: &mut Connection, events: crate::BulkEvents, rollback_journal:
                 let (Ok(at), Ok(version), Ok(schema_version)) =
                     (int(position), int(e.version), int(u64::from(e.schema_version)))
                 else {
-                    return Err(StoreError::LoadRefused(format!("event {}: a number is out of range", e.event_id)));
+                    return Err(StoreError::LoadRefused(format!(
+                        "event {}: its version ({}) or schema version ({}) is beyond SQLite's integers",
+                        e.event_id, e.version, e.schema_version
+                    )));
                 };
                 insert
                     .run(&[
