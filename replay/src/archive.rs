@@ -505,25 +505,24 @@ async fn load_into_empty(
         "orderlog-import-check",
         Box::new(move || {
             let mut checker = Checker::default();
-            for chunk in parsed.iter() {
-                if let Err(e) = chunk.events.iter().try_for_each(|event| checker.check_event(event)) {
-                    let _ = send.send(Err(e.to_string()));
-                    return;
-                }
-                counter.fetch_add(chunk.events.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                if !chunk.events.is_empty() && send.send(Ok(LoadChunk::returning(chunk.events, home.clone()))).is_err()
-                {
-                    return;
-                }
-                if let Some(then) = chunk.then {
-                    if let Err(e) = checker.check(then.map(Parsed::End)) {
-                        let _ = send.send(Err(e.to_string()));
-                        return;
+            let mut check = || -> Result<(), ReplayError> {
+                for chunk in parsed.iter() {
+                    chunk.events.iter().try_for_each(|event| checker.check_event(event))?;
+                    counter.fetch_add(chunk.events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    if !chunk.events.is_empty()
+                        && send.send(Ok(LoadChunk::returning(chunk.events, home.clone()))).is_err()
+                    {
+                        // The store stopped reading: its own error ends the import.
+                        return Ok(());
+                    }
+                    if let Some(then) = chunk.then {
+                        checker.check(then.map(Parsed::End))?;
                     }
                 }
-            }
-            // The lines ran out: the file must have ended with its end line.
-            if let Err(e) = checker.finish() {
+                // The lines ran out: the file must have ended with its end line.
+                checker.finish().map(drop)
+            };
+            if let Err(e) = check() {
                 let _ = send.send(Err(e.to_string()));
             }
         }),

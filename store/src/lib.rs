@@ -252,7 +252,7 @@ pub type BulkEvents = Box<dyn Iterator<Item = Result<LoadChunk, String>> + Send>
 
 /// A chunk of a bulk load's events. Made with [`LoadChunk::returning`], a chunk that is
 /// dropped goes back over that channel, so that the thread that allocated its events frees
-/// them: freeing another thread's allocations costs the freeing thread, and the allocating
+/// them (and can fill the chunk again): freeing another thread's allocations costs the freeing thread, and the allocating
 /// one again when it collects them (a third of an import's checking thread, measured).
 #[derive(Debug, Default)]
 pub struct LoadChunk {
