@@ -71,12 +71,12 @@ pub fn decide_create_shipment(
             )));
         }
         let progress = &order.lines[&line.sku];
-        if line.quantity > progress.ordered - progress.shipped {
+        if line.quantity > progress.ordered.saturating_sub(progress.shipped) {
             return Err(Rejection::conflict(format!(
                 "lines: {} of {} exceeds the {} left to ship",
                 line.quantity,
                 line.sku,
-                progress.ordered - progress.shipped
+                progress.ordered.saturating_sub(progress.shipped)
             )));
         }
     }
@@ -150,12 +150,8 @@ pub fn decide_receive_return(
     let mut decision = Decision { order_id: Some(order_id.clone()), ..Decision::default() };
     decision.push(stream::order(order_id), Order::decide(&command, order)?);
     for key in return_stock_keys(order, lines) {
-        let quantity: u32 = lines.iter().filter(|l| l.restock && l.sku == key.sku).map(|l| l.quantity).sum();
-        let adjust = StockCommand::Adjust {
-            delta: i64::from(quantity),
-            reason: AdjustmentReason::ReturnToStock,
-            expected_on_hand: None,
-        };
+        let delta: i64 = lines.iter().filter(|l| l.restock && l.sku == key.sku).map(|l| i64::from(l.quantity)).sum();
+        let adjust = StockCommand::Adjust { delta, reason: AdjustmentReason::ReturnToStock, expected_on_hand: None };
         decision.push(stream::stock(&key), Stock::decide(&adjust, stock(stocks, &key)?)?);
     }
     Ok(decision)

@@ -85,28 +85,25 @@ impl Money {
     /// Adds two amounts of the same currency; mixing currencies or overflowing is refused.
     pub fn checked_add(self, other: Money) -> Result<Money, Rejection> {
         self.same_currency(other)?;
-        let amount = self
-            .amount
-            .checked_add(other.amount)
-            .ok_or_else(|| Rejection::invalid("amount: sum overflows".to_string()))?;
+        let amount = self.amount.checked_add(other.amount).ok_or_else(|| {
+            Rejection::invalid(format!("amount: {self} plus {other} is beyond what an amount can hold"))
+        })?;
         Ok(Money::new(amount, self.currency))
     }
 
     pub fn checked_sub(self, other: Money) -> Result<Money, Rejection> {
         self.same_currency(other)?;
-        let amount = self
-            .amount
-            .checked_sub(other.amount)
-            .ok_or_else(|| Rejection::invalid("amount: difference overflows".to_string()))?;
+        let amount = self.amount.checked_sub(other.amount).ok_or_else(|| {
+            Rejection::invalid(format!("amount: {self} minus {other} is beyond what an amount can hold"))
+        })?;
         Ok(Money::new(amount, self.currency))
     }
 
     /// Multiplies by a quantity, refusing overflow.
     pub fn checked_mul(self, quantity: u32) -> Result<Money, Rejection> {
-        let amount = self
-            .amount
-            .checked_mul(i64::from(quantity))
-            .ok_or_else(|| Rejection::invalid("amount: product overflows".to_string()))?;
+        let amount = self.amount.checked_mul(i64::from(quantity)).ok_or_else(|| {
+            Rejection::invalid(format!("amount: {self} times {quantity} is beyond what an amount can hold"))
+        })?;
         Ok(Money::new(amount, self.currency))
     }
 

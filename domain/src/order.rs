@@ -287,10 +287,11 @@ impl Decider for Order {
                 if p.voided {
                     return Err(Rejection::conflict("payment: authorization was voided"));
                 }
-                if p.captured + amount.amount > p.authorized {
+                let open = p.authorized.saturating_sub(p.captured);
+                if amount.amount > open {
                     return Err(Rejection::conflict(format!(
-                        "amount: capturing {amount} would exceed the authorized {}",
-                        Money::new(p.authorized - p.captured, currency)
+                        "amount: capturing {amount} would exceed the authorized {} not yet captured",
+                        Money::new(open, currency)
                     )));
                 }
                 vec![E::PaymentCaptured { amount: *amount, provider_event_id: provider_event_id.clone() }]
@@ -306,10 +307,11 @@ impl Decider for Order {
             }
             C::RefundPayment { amount, provider_event_id } => {
                 positive(currency, *amount)?;
-                if p.refunded + amount.amount > p.captured {
+                let open = p.captured.saturating_sub(p.refunded);
+                if amount.amount > open {
                     return Err(Rejection::conflict(format!(
                         "amount: refunding {amount} would exceed the captured {} not yet refunded",
-                        Money::new(p.captured - p.refunded, currency)
+                        Money::new(open, currency)
                     )));
                 }
                 vec![E::PaymentRefunded { amount: *amount, provider_event_id: provider_event_id.clone() }]
@@ -328,7 +330,7 @@ impl Decider for Order {
                         "order: not confirmed; payment must be authorized before shipping",
                     ));
                 }
-                check_lines(state, lines, |l| l.ordered - l.shipped, "ordered and not yet shipped")?;
+                check_lines(state, lines, |l| l.ordered.saturating_sub(l.shipped), "ordered and not yet shipped")?;
                 vec![E::LinesShipped { shipment_id: shipment_id.clone(), lines: lines.clone() }]
             }
             C::RecordDelivered { shipment_id, lines } => {
@@ -338,7 +340,7 @@ impl Decider for Order {
                 if !state.shipped.contains(shipment_id) {
                     return Err(Rejection::conflict(format!("shipment {shipment_id}: has not shipped for this order")));
                 }
-                check_lines(state, lines, |l| l.shipped - l.delivered, "shipped and not yet delivered")?;
+                check_lines(state, lines, |l| l.shipped.saturating_sub(l.delivered), "shipped and not yet delivered")?;
                 vec![E::LinesDelivered { shipment_id: shipment_id.clone(), lines: lines.clone() }]
             }
             C::Complete {} => {
@@ -374,7 +376,12 @@ impl Decider for Order {
                 if state.returns.contains_key(return_id) {
                     return Err(Rejection::conflict(format!("return {return_id}: already requested")));
                 }
-                check_lines(state, lines, |l| l.delivered - l.return_requested, "delivered and not yet returned")?;
+                check_lines(
+                    state,
+                    lines,
+                    |l| l.delivered.saturating_sub(l.return_requested),
+                    "delivered and not yet returned",
+                )?;
                 vec![E::ReturnRequested { return_id: return_id.clone(), lines: lines.clone(), reason: reason.clone() }]
             }
             C::ReceiveReturn { return_id, lines } => {
@@ -388,7 +395,7 @@ impl Decider for Order {
                 let mut seen = BTreeMap::<&Sku, u32>::new();
                 for line in lines {
                     check_quantity("lines.quantity", line.quantity)?;
-                    *seen.entry(&line.sku).or_default() += line.quantity;
+                    add_quantity(seen.entry(&line.sku).or_default(), line.quantity, &line.sku)?;
                 }
                 for (sku, quantity) in seen {
                     let requested = ret.lines.get(sku).copied().unwrap_or(0);
@@ -413,7 +420,8 @@ impl Decider for Order {
             E::OrderPlaced { order } => {
                 state.status = OrderStatus::Placed;
                 for line in &order.lines {
-                    state.lines.entry(line.sku.clone()).or_default().ordered += line.quantity;
+                    let progress = state.lines.entry(line.sku.clone()).or_default();
+                    progress.ordered = progress.ordered.saturating_add(line.quantity);
                 }
                 state.placed = Some(order.as_ref().clone());
             }
@@ -425,7 +433,7 @@ impl Decider for Order {
             }
             E::OrderConfirmed {} => state.status = state.status.max(OrderStatus::Confirmed),
             E::PaymentCaptured { amount, provider_event_id } => {
-                state.payment.captured += amount.amount;
+                state.payment.captured = state.payment.captured.saturating_add(amount.amount);
                 state.payment.provider_events.insert(provider_event_id.clone());
             }
             E::PaymentVoided { provider_event_id } => {
@@ -433,24 +441,26 @@ impl Decider for Order {
                 state.payment.provider_events.insert(provider_event_id.clone());
             }
             E::PaymentRefunded { amount, provider_event_id } => {
-                state.payment.refunded += amount.amount;
+                state.payment.refunded = state.payment.refunded.saturating_add(amount.amount);
                 state.payment.provider_events.insert(provider_event_id.clone());
             }
             E::PaymentFailed { provider_event_id, .. } => {
-                state.payment.failures += 1;
+                state.payment.failures = state.payment.failures.saturating_add(1);
                 state.payment.provider_events.insert(provider_event_id.clone());
             }
             E::LinesShipped { shipment_id, lines } => {
                 state.shipped.insert(shipment_id.clone());
                 for l in lines {
-                    state.lines.entry(l.sku.clone()).or_default().shipped += l.quantity;
+                    let progress = state.lines.entry(l.sku.clone()).or_default();
+                    progress.shipped = progress.shipped.saturating_add(l.quantity);
                 }
                 state.status = state.status.max(state.fulfilment_status());
             }
             E::LinesDelivered { shipment_id, lines } => {
                 state.delivered.insert(shipment_id.clone());
                 for l in lines {
-                    state.lines.entry(l.sku.clone()).or_default().delivered += l.quantity;
+                    let progress = state.lines.entry(l.sku.clone()).or_default();
+                    progress.delivered = progress.delivered.saturating_add(l.quantity);
                 }
                 state.status = state.status.max(state.fulfilment_status());
             }
@@ -460,8 +470,10 @@ impl Decider for Order {
             E::ReturnRequested { return_id, lines, .. } => {
                 let mut ret = ReturnState::default();
                 for l in lines {
-                    *ret.lines.entry(l.sku.clone()).or_default() += l.quantity;
-                    state.lines.entry(l.sku.clone()).or_default().return_requested += l.quantity;
+                    let requested = ret.lines.entry(l.sku.clone()).or_default();
+                    *requested = requested.saturating_add(l.quantity);
+                    let progress = state.lines.entry(l.sku.clone()).or_default();
+                    progress.return_requested = progress.return_requested.saturating_add(l.quantity);
                 }
                 state.returns.insert(return_id.clone(), ret);
             }
@@ -470,7 +482,8 @@ impl Decider for Order {
                     ret.received = true;
                 }
                 for l in lines {
-                    state.lines.entry(l.sku.clone()).or_default().returned += l.quantity;
+                    let progress = state.lines.entry(l.sku.clone()).or_default();
+                    progress.returned = progress.returned.saturating_add(l.quantity);
                 }
             }
         }
@@ -510,6 +523,14 @@ fn positive(currency: Currency, amount: Money) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// Adds `quantity` to a per-SKU sum, refusing a sum past `u32::MAX`.
+fn add_quantity(sum: &mut u32, quantity: u32, sku: &Sku) -> Result<(), Rejection> {
+    *sum = sum.checked_add(quantity).ok_or_else(|| {
+        Rejection::invalid(format!("lines: the quantities of {sku} add up to more than {}", u32::MAX))
+    })?;
+    Ok(())
+}
+
 /// Checks that every line names an order line, that quantities are ≥ 1, and that the
 /// summed quantity per SKU stays within `room` of that line.
 fn check_lines(
@@ -524,7 +545,7 @@ fn check_lines(
     let mut sums = BTreeMap::<&Sku, u32>::new();
     for line in lines {
         check_quantity("lines.quantity", line.quantity)?;
-        *sums.entry(&line.sku).or_default() += line.quantity;
+        add_quantity(sums.entry(&line.sku).or_default(), line.quantity, &line.sku)?;
     }
     for (sku, quantity) in sums {
         let progress = state

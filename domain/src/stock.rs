@@ -46,7 +46,7 @@ pub struct StockState {
 impl StockState {
     /// Units that can still be promised to shoppers.
     pub fn available(&self) -> i64 {
-        self.on_hand - self.reserved - self.unavailable
+        self.on_hand.saturating_sub(self.reserved).saturating_sub(self.unavailable)
     }
 }
 
@@ -140,10 +140,11 @@ impl Decider for Stock {
                 if let Some(r) = reference.as_deref().filter(|r| r.is_empty() || r.len() > 200) {
                     return Err(Rejection::invalid(format!("reference: '{r}' must be 1 to 200 characters")));
                 }
+                checked(state.on_hand.checked_add(i64::from(*quantity)), "quantity: receiving it")?;
                 E::StockReceived { units: *quantity, reference: reference.clone() }
             }
             C::Adjust { delta, reason, expected_on_hand } => {
-                if *delta == 0 || delta.abs() > STOCK_MOVE_MAX {
+                if *delta == 0 || delta.unsigned_abs() > STOCK_MOVE_MAX.unsigned_abs() {
                     return Err(Rejection::invalid(format!(
                         "delta: must be non-zero and at most {STOCK_MOVE_MAX} in size"
                     )));
@@ -156,14 +157,14 @@ impl Decider for Stock {
                         )));
                     }
                 }
-                let on_hand = state.on_hand + delta;
+                let on_hand = checked(state.on_hand.checked_add(*delta), "delta: applying it to on hand")?;
                 if on_hand < 0 {
                     return Err(Rejection::conflict(format!(
                         "delta: would leave on hand at {on_hand}; only {} on hand",
                         state.on_hand
                     )));
                 }
-                let available = state.available() + delta;
+                let available = checked(state.available().checked_add(*delta), "delta: applying it to available")?;
                 if available < 0 && !state.allow_backorders {
                     return Err(Rejection::conflict(format!(
                         "delta: would leave available at {available}; {} units are reserved for orders",
@@ -213,7 +214,7 @@ impl Decider for Stock {
                 if r.released {
                     return Err(Rejection::conflict(format!("order {order_id}: its reservation was released")));
                 }
-                if r.committed + quantity > r.quantity {
+                if r.committed.saturating_add(*quantity) > r.quantity {
                     return Err(Rejection::conflict(format!(
                         "quantity: shipping {quantity} would exceed the {} reserved ({} already shipped)",
                         r.quantity, r.committed
@@ -232,17 +233,17 @@ impl Decider for Stock {
                 if q == state.unavailable {
                     return Ok(vec![]);
                 }
-                let available = state.on_hand - state.reserved - q;
-                if available < 0 && !state.allow_backorders {
+                let unreserved = state.on_hand.saturating_sub(state.reserved);
+                if q > unreserved && !state.allow_backorders {
                     return Err(Rejection::conflict(format!(
-                        "quantity: safety stock {q} exceeds the {} units not reserved",
-                        state.on_hand - state.reserved
+                        "quantity: safety stock {q} exceeds the {unreserved} units not reserved"
                     )));
                 }
                 E::SafetyStockSet { quantity: *quantity }
             }
             C::ExpectIncoming { quantity } => {
                 check_quantity("quantity", *quantity)?;
+                checked(state.incoming.checked_add(i64::from(*quantity)), "quantity: adding it to incoming")?;
                 E::IncomingExpected { quantity: *quantity }
             }
             C::SetBackorders { allowed } => {
@@ -260,37 +261,42 @@ impl Decider for Stock {
         match event {
             E::StockReceived { units, .. } => {
                 let q = i64::from(*units);
-                state.on_hand += q;
-                state.incoming = (state.incoming - q).max(0);
+                state.on_hand = state.on_hand.saturating_add(q);
+                state.incoming = state.incoming.saturating_sub(q).max(0);
             }
-            E::StockAdjusted { delta, .. } => state.on_hand += delta,
+            E::StockAdjusted { delta, .. } => state.on_hand = state.on_hand.saturating_add(*delta),
             E::StockReserved { order_id, quantity } => {
-                state.reserved += i64::from(*quantity);
+                state.reserved = state.reserved.saturating_add(i64::from(*quantity));
                 state
                     .reservations
                     .insert(order_id.clone(), Reservation { quantity: *quantity, ..Reservation::default() });
             }
             E::ReservationReleased { order_id, quantity } => {
-                state.reserved -= i64::from(*quantity);
+                state.reserved = state.reserved.saturating_sub(i64::from(*quantity));
                 if let Some(r) = state.reservations.get_mut(order_id) {
                     r.released = true;
                 }
             }
             E::StockCommitted { order_id, shipment_id, quantity } => {
                 let q = i64::from(*quantity);
-                state.on_hand -= q;
-                state.reserved -= q;
+                state.on_hand = state.on_hand.saturating_sub(q);
+                state.reserved = state.reserved.saturating_sub(q);
                 if let Some(r) = state.reservations.get_mut(order_id) {
-                    r.committed += quantity;
+                    r.committed = r.committed.saturating_add(*quantity);
                     r.shipments.insert(shipment_id.clone());
                 }
             }
             E::SafetyStockSet { quantity } => state.unavailable = i64::from(*quantity),
-            E::IncomingExpected { quantity } => state.incoming += i64::from(*quantity),
+            E::IncomingExpected { quantity } => state.incoming = state.incoming.saturating_add(i64::from(*quantity)),
             E::BackordersSet { allowed } => state.allow_backorders = *allowed,
         }
         state
     }
+}
+
+/// The result of a checked sum, or a rejection saying which sum would overflow.
+fn checked(sum: Option<i64>, what: &str) -> Result<i64, Rejection> {
+    sum.ok_or_else(|| Rejection::invalid(format!("{what} would overflow the count of units")))
 }
 
 #[cfg(test)]
