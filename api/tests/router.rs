@@ -2,186 +2,26 @@
 //! the flow): every route, each scope boundary, each error class, idempotent retries, and
 //! the OpenAPI document against the routes.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use axum::Router;
 use http_body_util::BodyExt;
-use orderlog_api::auth::{parse_scopes, PostgresTokens, Scope, SqliteTokens, TokenStore};
-use orderlog_api::metrics::Metrics;
-use orderlog_api::{router_and_doc, Api, TimedStore};
-use orderlog_commands::{CommandService, RandomIds, SystemClock};
-use orderlog_projections::cache::{follow_checkpoints, RowCache, WatchedRows, ROW_CACHE_BYTES_MAX};
-use orderlog_projections::inventory::{InventoryTable, INVENTORY_VIEWS_POSTGRES, INVENTORY_VIEWS_SQLITE};
-use orderlog_projections::orders::{OrderStatusRow, OrderStatusTable, ORDER_VIEWS_POSTGRES, ORDER_VIEWS_SQLITE};
-use orderlog_projections::postgres::PostgresRows;
-use orderlog_projections::projector::{self, AnyRunner};
-use orderlog_projections::queries::{OrderFilter, PostgresQueries, ReadQueries, SalesDay, SqliteQueries, TopSku};
+use orderlog_api::auth::{parse_scopes, Scope, SqliteTokens};
+use orderlog_projections::orders::OrderStatusRow;
+use orderlog_projections::queries::{OrderFilter, ReadQueries, SalesDay, TopSku};
 use orderlog_projections::sqlite::SqliteRows;
-use orderlog_projections::table::{RowStore, TableModel};
-use orderlog_store::postgres::testing::TestDatabase;
-use orderlog_store::{EventStore, PostgresStore, SqliteStore};
+use orderlog_projections::table::RowStore;
+use orderlog_store::{EventStore, SqliteStore};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-struct App {
-    router: Router,
-    doc: utoipa::openapi::OpenApi,
-    tokens: Arc<dyn TokenStore>,
-    store: Arc<dyn EventStore>,
-    order_cache: Arc<RowCache>,
-    _stop: tokio::sync::watch::Sender<bool>,
-    _keep: Box<dyn std::any::Any + Send>,
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
-    text: String,
-}
-
-async fn build(
-    store: Arc<dyn EventStore>,
-    rows: Arc<dyn RowStore>,
-    queries: Arc<dyn ReadQueries>,
-    tokens: Arc<dyn TokenStore>,
-    keep: Box<dyn std::any::Any + Send>,
-) -> App {
-    let metrics = Arc::new(Metrics::default());
-    let timed: Arc<dyn EventStore> = Arc::new(TimedStore::new(store.clone(), metrics.clone()));
-    // Orders served from memory as `orderlog serve` does, but kept for an hour: a cached
-    // order can only change here because the runner's commit made the cache forget it.
-    let order_cache = RowCache::with_limits(OrderStatusTable::NAME, Duration::from_secs(3600), ROW_CACHE_BYTES_MAX);
-    let watched: Arc<dyn RowStore> = Arc::new(WatchedRows::new(rows.clone(), vec![order_cache.clone()]));
-    let runners: Vec<Arc<dyn AnyRunner>> = vec![
-        projector::runner::<InventoryTable>(store.clone(), watched.clone()),
-        projector::runner::<OrderStatusTable>(store.clone(), watched),
-    ];
-    // As `orderlog serve` does: the read models' tables exist before the first request.
-    for runner in &runners {
-        runner.ensure().await.unwrap();
-    }
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(follow_checkpoints(rows, vec![order_cache.clone()], Duration::from_millis(10), stopped.clone()));
-    tokio::spawn(projector::run_live(store.clone(), runners.clone(), stopped));
-    let service = Arc::new(CommandService::new(timed.clone(), Arc::new(SystemClock), Arc::new(RandomIds)));
-    let api = Arc::new(Api {
-        service,
-        store: timed,
-        queries,
-        tokens: tokens.clone(),
-        runners,
-        metrics,
-        insecure_dev: false,
-        projections_running: Arc::new(AtomicBool::new(true)),
-        order_cache: Some(order_cache.clone()),
-    });
-    let (router, doc) = router_and_doc(api);
-    App { router, doc, tokens, store, order_cache, _stop: stop, _keep: keep }
-}
-
-impl App {
-    async fn sqlite() -> App {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("orderlog.db");
-        let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&path).unwrap());
-        let views = [INVENTORY_VIEWS_SQLITE, ORDER_VIEWS_SQLITE].concat();
-        let rows: Arc<dyn RowStore> = Arc::new(SqliteRows::open(&path, &views).unwrap());
-        let queries = Arc::new(SqliteQueries::open(&path, 2).unwrap());
-        let tokens = Arc::new(SqliteTokens::open(&path).unwrap());
-        build(store, rows, queries, tokens, Box::new(dir)).await
-    }
-
-    async fn postgres() -> App {
-        let db = TestDatabase::create().await;
-        let store: Arc<dyn EventStore> = Arc::new(PostgresStore::connect_url(&db.url).await.unwrap());
-        let views = [INVENTORY_VIEWS_POSTGRES, ORDER_VIEWS_POSTGRES].concat();
-        let rows = PostgresRows::connect(&db.url, &views).await.unwrap();
-        let pool = rows.pool();
-        let queries = Arc::new(PostgresQueries::new(pool.clone()));
-        let tokens = Arc::new(PostgresTokens::open(pool).await.unwrap());
-        build(store, Arc::new(rows), queries, tokens, Box::new(db)).await
-    }
-
-    async fn token(&self, scopes: &str) -> String {
-        self.tokens.create("tester", &parse_scopes(scopes).unwrap()).await.unwrap().token
-    }
-
-    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
-        self.send(method, path, token, body.map(|b| b.to_string()), &[]).await
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<String>,
-        headers: &[(&str, &str)],
-    ) -> Reply {
-        let mut request = Request::builder().method(method).uri(path);
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        if body.is_some() {
-            request = request.header("content-type", "application/json");
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(body.map_or_else(Body::empty, Body::from)).unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        if headers.get("content-type").is_some_and(|v| v == "text/event-stream") {
-            // A live stream does not end: its status and headers are the answer.
-            return Reply { status, headers, body: Value::Null, text: String::new() };
-        }
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let text = String::from_utf8_lossy(&bytes).to_string();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply { status, headers, body, text }
-    }
-
-    /// Calls and insists on 200 (or 201/204), returning the body.
-    async fn ok(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Value {
-        let reply = self.call(method.clone(), path, Some(token), body).await;
-        assert!(reply.status.is_success(), "{method} {path}: {} {}", reply.status, reply.text);
-        reply.body
-    }
-}
-
-fn eur(amount: i64) -> Value {
-    json!({"amount": amount, "currency": "EUR"})
-}
-
-/// A cart with one line of `qty` mugs, ready to check out.
-async fn fill_cart(app: &App, token: &str, cart: &str, qty: u32) {
-    app.ok(
-        Method::POST,
-        "/carts",
-        token,
-        Some(json!({"cart_id": cart, "currency": "EUR", "customer": {"kind": "guest", "email": "ann@example.com"}})),
-    )
-    .await;
-    let item = json!({"sku": "mug", "quantity": qty, "unit_price": eur(900)});
-    app.ok(Method::POST, &format!("/carts/{cart}/items"), token, Some(item)).await;
-    let address =
-        json!({"name": "Ann", "line1": "Main St 1", "city": "Berlin", "postal_code": "10115", "country": "DE"});
-    app.ok(Method::PUT, &format!("/carts/{cart}/shipping-address"), token, Some(address)).await;
-    let method = json!({"id": "dhl", "price": eur(490)});
-    app.ok(Method::PUT, &format!("/carts/{cart}/shipping-method"), token, Some(method)).await;
-}
-
-async fn order_when_caught_up(app: &App, token: &str, order: &str, position: u64) -> Value {
-    app.ok(Method::GET, &format!("/orders/{order}?wait_for={position}&timeout_ms=10000"), token, None).await
-}
+use common::*;
 
 /// Every command and read route in one shop's day.
 async fn a_day_at_the_shop(app: App) {

@@ -28,22 +28,22 @@ impl StockLevel {
     pub(crate) fn apply(&mut self, event: &StockEvent) {
         match event {
             StockEvent::StockReceived { units: quantity, .. } => {
-                self.on_hand += i64::from(*quantity);
+                self.on_hand = self.on_hand.saturating_add(i64::from(*quantity));
                 self.incoming = (self.incoming - i64::from(*quantity)).max(0);
             }
-            StockEvent::StockAdjusted { delta, .. } => self.on_hand += delta,
-            StockEvent::StockReserved { quantity, .. } => self.reserved += i64::from(*quantity),
-            StockEvent::ReservationReleased { quantity, .. } => self.reserved -= i64::from(*quantity),
+            StockEvent::StockAdjusted { delta, .. } => self.on_hand = self.on_hand.saturating_add(*delta),
+            StockEvent::StockReserved { quantity, .. } => self.reserved = self.reserved.saturating_add(i64::from(*quantity)),
+            StockEvent::ReservationReleased { quantity, .. } => self.reserved = self.reserved.saturating_sub(i64::from(*quantity)),
             StockEvent::StockCommitted { quantity, .. } => {
-                self.on_hand -= i64::from(*quantity);
-                self.reserved -= i64::from(*quantity);
+                self.on_hand = self.on_hand.saturating_sub(i64::from(*quantity));
+                self.reserved = self.reserved.saturating_sub(i64::from(*quantity));
             }
             StockEvent::SafetyStockSet { quantity } => self.unavailable = i64::from(*quantity),
-            StockEvent::IncomingExpected { quantity } => self.incoming += i64::from(*quantity),
+            StockEvent::IncomingExpected { quantity } => self.incoming = self.incoming.saturating_add(i64::from(*quantity)),
             StockEvent::BackordersSet { .. } => {}
         }
-        self.available = self.on_hand - self.reserved - self.unavailable;
-        self.oversold = self.oversold.max(self.reserved - self.on_hand).max(-self.on_hand);
+        self.available = self.on_hand.saturating_sub(self.reserved).saturating_sub(self.unavailable);
+        self.oversold = self.oversold.max(self.reserved.saturating_sub(self.on_hand)).max(self.on_hand.saturating_neg());
     }
 }
 
@@ -77,12 +77,12 @@ impl InventoryLevels {
         let mut totals: BTreeMap<&str, StockLevel> = BTreeMap::new();
         for ((sku, _), level) in &self.items {
             let t = totals.entry(sku).or_default();
-            t.on_hand += level.on_hand;
-            t.reserved += level.reserved;
-            t.unavailable += level.unavailable;
-            t.available += level.available;
-            t.incoming += level.incoming;
-            t.oversold += level.oversold;
+            t.on_hand = t.on_hand.saturating_add(level.on_hand);
+            t.reserved = t.reserved.saturating_add(level.reserved);
+            t.unavailable = t.unavailable.saturating_add(level.unavailable);
+            t.available = t.available.saturating_add(level.available);
+            t.incoming = t.incoming.saturating_add(level.incoming);
+            t.oversold = t.oversold.saturating_add(level.oversold);
         }
         totals
     }

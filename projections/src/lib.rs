@@ -12,6 +12,7 @@ pub mod orders;
 pub mod postgres;
 pub mod projector;
 pub mod queries;
+pub mod reports;
 pub mod sqlite;
 pub mod table;
 

@@ -138,6 +138,8 @@ pub const ORDER_VIEWS_SQLITE: &[&str] = &[
          FROM rm_order_status",
     // Sales per day of placement and currency. Gross and net count orders not cancelled or
     // expired; refunds are those of the day's orders; the median is over orders shipped.
+    // SQLite's SUM refuses a sum past 64 bits ("integer overflow"); the HTTP reports fold
+    // the rows in 128 bits instead (`reports`), and PostgreSQL's views sum in NUMERIC.
     "DROP VIEW IF EXISTS sales_by_day; CREATE VIEW sales_by_day AS
        WITH o AS (
          SELECT date(placed_at) AS day, currency, total, discount, refunded, state,
@@ -194,19 +196,19 @@ pub const ORDER_VIEWS_POSTGRES: &[&str] = &[
                 state NOT IN ('cancelled', 'expired') AS kept
            FROM order_status WHERE placed_at IS NOT NULL)
        SELECT day, currency, count(*) AS orders,
-              COALESCE(SUM(units) FILTER (WHERE kept), 0)::bigint AS units,
-              COALESCE(SUM(total) FILTER (WHERE kept), 0)::bigint AS gross,
-              COALESCE(SUM(discount) FILTER (WHERE kept), 0)::bigint AS discounts,
-              SUM(refunded)::bigint AS refunds,
-              (COALESCE(SUM(total) FILTER (WHERE kept), 0) - SUM(refunded))::bigint AS net,
-              (COALESCE(SUM(total) FILTER (WHERE kept), 0) / GREATEST(count(*) FILTER (WHERE kept), 1))::bigint
+              COALESCE(SUM(units) FILTER (WHERE kept), 0)::numeric AS units,
+              COALESCE(SUM(total) FILTER (WHERE kept), 0)::numeric AS gross,
+              COALESCE(SUM(discount) FILTER (WHERE kept), 0)::numeric AS discounts,
+              SUM(refunded)::numeric AS refunds,
+              (COALESCE(SUM(total) FILTER (WHERE kept), 0) - SUM(refunded))::numeric AS net,
+              div(COALESCE(SUM(total) FILTER (WHERE kept), 0), GREATEST(count(*) FILTER (WHERE kept), 1))
                 AS average_order_value,
               AVG(CASE WHEN state = 'cancelled' THEN 1.0 ELSE 0.0 END)::float8 AS cancellation_rate,
               percentile_cont(0.5) WITHIN GROUP (ORDER BY ship_seconds) AS median_seconds_to_ship
          FROM o GROUP BY day, currency",
     "DROP VIEW IF EXISTS top_skus CASCADE; CREATE VIEW top_skus AS
-       SELECT l->>'sku' AS sku, o.currency, SUM((l->>'quantity')::bigint)::bigint AS units,
-              SUM((l->>'quantity')::bigint * (l->>'unit_price')::bigint)::bigint AS revenue
+       SELECT l->>'sku' AS sku, o.currency, SUM((l->>'quantity')::bigint)::numeric AS units,
+              SUM((l->>'quantity')::numeric * (l->>'unit_price')::numeric) AS revenue
          FROM order_status o, jsonb_array_elements(o.lines) l
         WHERE o.state NOT IN ('cancelled', 'expired')
         GROUP BY 1, 2",
@@ -264,14 +266,14 @@ impl TableModel for OrderStatusTable {
                 row.state = state_name(OrderStatus::Confirmed);
                 row.confirmed_at = Some(at.clone());
             }
-            OrderEvent::PaymentCaptured { amount, .. } => row.captured += amount.amount,
+            OrderEvent::PaymentCaptured { amount, .. } => row.captured = row.captured.saturating_add(amount.amount),
             OrderEvent::PaymentVoided { .. } => row.voided = true,
-            OrderEvent::PaymentRefunded { amount, .. } => row.refunded += amount.amount,
-            OrderEvent::PaymentFailed { .. } => row.payment_failures += 1,
+            OrderEvent::PaymentRefunded { amount, .. } => row.refunded = row.refunded.saturating_add(amount.amount),
+            OrderEvent::PaymentFailed { .. } => row.payment_failures = row.payment_failures.saturating_add(1),
             OrderEvent::LinesShipped { lines, .. } => {
                 for l in lines {
                     if let Some(line) = row.line(l.sku.as_str()) {
-                        line.shipped += l.quantity;
+                        line.shipped = line.shipped.saturating_add(l.quantity);
                     }
                 }
                 let all_shipped = row.lines.iter().all(|l| l.shipped == l.quantity);
@@ -283,7 +285,7 @@ impl TableModel for OrderStatusTable {
             OrderEvent::LinesDelivered { lines, .. } => {
                 for l in lines {
                     if let Some(line) = row.line(l.sku.as_str()) {
-                        line.delivered += l.quantity;
+                        line.delivered = line.delivered.saturating_add(l.quantity);
                     }
                 }
                 if row.lines.iter().all(|l| l.delivered == l.quantity) {
@@ -304,7 +306,7 @@ impl TableModel for OrderStatusTable {
             OrderEvent::ReturnReceived { lines, .. } => {
                 for l in lines {
                     if let Some(line) = row.line(l.sku.as_str()) {
-                        line.returned += l.quantity;
+                        line.returned = line.returned.saturating_add(l.quantity);
                     }
                 }
             }

@@ -8,10 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
 use rusqlite::{Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
 
 use crate::inventory::InventoryRow;
 use crate::orders::OrderStatusRow;
+pub use crate::reports::{SalesDay, TopSku};
+use crate::reports::{SalesFold, TopSkuFold};
 
 /// Which orders to list. Orders are listed by placement time, then id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -25,31 +26,6 @@ pub struct OrderFilter {
     /// Continue after this order (placement time and id of the last one listed).
     pub after: Option<(String, String)>,
     pub limit: u32,
-}
-
-/// Sales of one day and currency (view `sales_by_day`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SalesDay {
-    pub day: String,
-    pub currency: String,
-    pub orders: i64,
-    pub units: i64,
-    pub gross: i64,
-    pub discounts: i64,
-    pub refunds: i64,
-    pub net: i64,
-    pub average_order_value: i64,
-    pub cancellation_rate: f64,
-    pub median_seconds_to_ship: Option<f64>,
-}
-
-/// Units and revenue of one SKU in one currency (view `top_skus`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopSku {
-    pub sku: String,
-    pub currency: String,
-    pub units: i64,
-    pub revenue: i64,
 }
 
 /// Read-model queries.
@@ -125,6 +101,31 @@ impl SqliteQueries {
         })?;
         json.iter().map(|j| parse(j)).collect()
     }
+
+    /// Hands each row's JSON, parsed, to `f`, without holding them all.
+    fn each_row<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: &[&dyn rusqlite::ToSql],
+        mut f: impl FnMut(T),
+    ) -> Result<(), String> {
+        let mut failed = None;
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let mut rows = stmt.query(params)?;
+            while let Some(row) = rows.next()? {
+                match parse(row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?) {
+                    Ok(value) => f(value),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        failed.map_or(Ok(()), Err)
+    }
 }
 
 #[async_trait]
@@ -164,44 +165,35 @@ impl ReadQueries for SqliteQueries {
     }
 
     async fn sales(&self, from: &str, to: &str, currency: Option<&str>) -> Result<Vec<SalesDay>, String> {
-        self.with(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT day, currency, orders, units, gross, discounts, refunds, net, average_order_value,
-                        cancellation_rate, median_seconds_to_ship
-                   FROM sales_by_day WHERE day >= ?1 AND day <= ?2 AND (?3 IS NULL OR currency = ?3)
-                  ORDER BY day, currency",
-            )?;
-            let rows = stmt.query_map(rusqlite::params![from, to, currency], |r| {
-                Ok(SalesDay {
-                    day: r.get(0)?,
-                    currency: r.get(1)?,
-                    orders: r.get(2)?,
-                    units: r.get(3)?,
-                    gross: r.get(4)?,
-                    discounts: r.get(5)?,
-                    refunds: r.get(6)?,
-                    net: r.get(7)?,
-                    average_order_value: r.get(8)?,
-                    cancellation_rate: r.get(9)?,
-                    median_seconds_to_ship: r.get(10)?,
-                })
-            })?;
-            rows.collect()
-        })
+        let (first, last, after) = report_days(from, to)?;
+        let mut fold = SalesFold::default();
+        self.each_row(
+            "SELECT data FROM rm_order_status WHERE json_extract(data, '$.placed_at') >= ?1
+                AND json_extract(data, '$.placed_at') < ?2",
+            &[&first.to_string(), &after],
+            |row| fold.add(&row, first, last, currency),
+        )?;
+        Ok(fold.finish())
     }
 
     async fn top_skus(&self, currency: Option<&str>, limit: u32) -> Result<Vec<TopSku>, String> {
-        self.with(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT sku, currency, units, revenue FROM top_skus WHERE ?1 IS NULL OR currency = ?1
-                  ORDER BY units DESC, revenue DESC, sku LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(rusqlite::params![currency, limit], |r| {
-                Ok(TopSku { sku: r.get(0)?, currency: r.get(1)?, units: r.get(2)?, revenue: r.get(3)? })
-            })?;
-            rows.collect()
-        })
+        let mut fold = TopSkuFold::default();
+        self.each_row(
+            "SELECT data FROM rm_order_status WHERE ?1 IS NULL OR json_extract(data, '$.currency') = ?1",
+            &[&currency],
+            |row| fold.add(&row, currency),
+        )?;
+        Ok(fold.finish(limit))
     }
+}
+
+/// The first and last day of a report, and the day after the last as text (rows are
+/// selected by their placement time's text, which starts with its UTC day).
+fn report_days(from: &str, to: &str) -> Result<(chrono::NaiveDate, chrono::NaiveDate, String), String> {
+    let day = |v: &str| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|e| format!("'{v}': {e}"));
+    let (first, last) = (day(from)?, day(to)?);
+    let after = last.succ_opt().map_or_else(|| "9999-99".to_string(), |d| d.to_string());
+    Ok((first, last, after))
 }
 
 /// Queries on PostgreSQL, through the read models' pool.
@@ -268,48 +260,27 @@ impl ReadQueries for PostgresQueries {
     }
 
     async fn sales(&self, from: &str, to: &str, currency: Option<&str>) -> Result<Vec<SalesDay>, String> {
-        let client = self.pool.get().await.map_err(|e| e.to_string())?;
-        let rows = client
-            .query(
-                "SELECT day::text, currency, orders, units, gross, discounts, refunds, net, average_order_value,
-                        cancellation_rate, median_seconds_to_ship
-                   FROM sales_by_day WHERE day >= $1::text::date AND day <= $2::text::date AND ($3::text IS NULL OR currency = $3)
-                  ORDER BY day, currency",
-                &[&from, &to, &currency],
+        let (first, last, after) = report_days(from, to)?;
+        let rows: Vec<OrderStatusRow> = self
+            .json_rows(
+                "SELECT data::text FROM rm_order_status WHERE data->>'placed_at' >= $1 AND data->>'placed_at' < $2",
+                &[&first.to_string(), &after],
             )
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(rows
-            .iter()
-            .map(|r| SalesDay {
-                day: r.get(0),
-                currency: r.get(1),
-                orders: r.get(2),
-                units: r.get(3),
-                gross: r.get(4),
-                discounts: r.get(5),
-                refunds: r.get(6),
-                net: r.get(7),
-                average_order_value: r.get(8),
-                cancellation_rate: r.get(9),
-                median_seconds_to_ship: r.get(10),
-            })
-            .collect())
+            .await?;
+        let mut fold = SalesFold::default();
+        rows.iter().for_each(|row| fold.add(row, first, last, currency));
+        Ok(fold.finish())
     }
 
     async fn top_skus(&self, currency: Option<&str>, limit: u32) -> Result<Vec<TopSku>, String> {
-        let client = self.pool.get().await.map_err(|e| e.to_string())?;
-        let rows = client
-            .query(
-                "SELECT sku, currency, units, revenue FROM top_skus WHERE $1::text IS NULL OR currency = $1
-                  ORDER BY units DESC, revenue DESC, sku LIMIT $2",
-                &[&currency, &i64::from(limit)],
+        let rows: Vec<OrderStatusRow> = self
+            .json_rows(
+                "SELECT data::text FROM rm_order_status WHERE $1::text IS NULL OR data->>'currency' = $1",
+                &[&currency],
             )
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(rows
-            .iter()
-            .map(|r| TopSku { sku: r.get(0), currency: r.get(1), units: r.get(2), revenue: r.get(3) })
-            .collect())
+            .await?;
+        let mut fold = TopSkuFold::default();
+        rows.iter().for_each(|row| fold.add(row, currency));
+        Ok(fold.finish(limit))
     }
 }

@@ -329,7 +329,8 @@ async fn order_rows_agree_with_the_domain_on_postgres() {
     assert_eq!(delivered, 6);
     let got: Vec<SalesRow> = client
         .query(
-            "SELECT day::text, currency, orders, units, gross, refunds, net, cancellation_rate, median_seconds_to_ship
+            "SELECT day::text, currency, orders, units::bigint, gross::bigint, refunds::bigint, net::bigint,
+                    cancellation_rate, median_seconds_to_ship
              FROM sales_by_day ORDER BY day, currency",
             &[],
         )
@@ -339,7 +340,7 @@ async fn order_rows_agree_with_the_domain_on_postgres() {
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7), r.get(8)))
         .collect();
     assert_sales(got, expected_sales(&stored));
-    let top = client.query_one("SELECT units, revenue FROM top_skus WHERE sku = 'mug'", &[]).await.unwrap();
+    let top = client.query_one("SELECT units::bigint, revenue::bigint FROM top_skus WHERE sku = 'mug'", &[]).await.unwrap();
     assert_eq!((top.get::<_, i64>(0), top.get::<_, i64>(1)), (15 * 2, 15 * 2 * 900));
 }
 
@@ -391,8 +392,9 @@ proptest::proptest! {
                 .unwrap()
                 .into_iter()
                 .map(|d| {
-                    (d.day, d.currency, d.orders, d.units, d.gross, d.refunds, d.net, d.cancellation_rate,
-                     d.median_seconds_to_ship)
+                    let small = |v: i128| i64::try_from(v).unwrap();
+                    (d.day, d.currency, d.orders, small(d.units), small(d.gross), small(d.refunds), small(d.net),
+                     d.cancellation_rate, d.median_seconds_to_ship)
                 })
                 .collect();
             assert_sales(got, expected_sales(&stored));
