@@ -225,7 +225,9 @@ fn main() -> ExitCode {
     // id, status and latency); ORDERLOG_LOG_FORMAT=json writes one JSON object per line.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only for a person at a terminal: a file or a log collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     if std::env::var("ORDERLOG_LOG_FORMAT").is_ok_and(|f| f == "json") {
         logs.json().with_current_span(true).init();
     } else {

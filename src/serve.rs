@@ -126,6 +126,13 @@ pub async fn token(command: TokenCommand) -> Result<()> {
 }
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
+    if args.insecure_dev && !args.listen.ip().is_loopback() {
+        bail!(
+            "--insecure-dev lets every request in without a token, so it listens only on a loopback \
+             address (127.0.0.1 or ::1), not on {}",
+            args.listen
+        );
+    }
     let opened = open_store(&args.database).await?;
     let metrics = Arc::new(Metrics::default());
     let store: Arc<dyn EventStore> = Arc::new(TimedStore::new(opened.store.clone(), metrics.clone()));
@@ -200,7 +207,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let address = listener.local_addr()?;
     println!("listening on http://{address}");
     tracing::info!(%address, database = %orderlog_store::postgres::redact(&args.database), "serving");
-    axum::serve(listener, orderlog_api::router(api))
+    axum::serve(orderlog_api::listener::ProblemListener(listener), orderlog_api::router(api))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -93,6 +93,9 @@ pub struct TokenInfo {
     pub scopes: Vec<Scope>,
     pub created_at: String,
     pub revoked_at: Option<String>,
+    /// Why the stored row is not a valid token, when it is not (it then lets nothing in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
 }
 
 /// A token just made: the only time its secret is shown.
@@ -132,7 +135,7 @@ pub trait TokenStore: Send + Sync {
     async fn authenticate(&self, token: &str) -> Result<Option<Principal>, String>;
     /// How many tokens are not revoked.
     async fn active(&self) -> Result<usize, String> {
-        Ok(self.list().await?.iter().filter(|t| t.revoked_at.is_none()).count())
+        Ok(self.list().await?.iter().filter(|t| t.revoked_at.is_none() && t.invalid.is_none()).count())
     }
 }
 
@@ -153,6 +156,7 @@ fn mint(principal: &str, scopes: &BTreeSet<Scope>) -> Result<(NewToken, String),
         scopes: scopes.iter().copied().collect(),
         created_at: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
         revoked_at: None,
+        invalid: None,
     };
     let hash = digest(&token);
     Ok((NewToken { info, token }, hash))
@@ -162,8 +166,27 @@ fn scopes_text(scopes: &[Scope]) -> String {
     scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
 }
 
-fn principal_of(id: String, name: String, scopes: &str) -> Result<Principal, String> {
-    Ok(Principal { name, token_id: id, scopes: parse_scopes(scopes)? })
+/// The principal of a stored token row, or none when the row cannot be a valid token (its
+/// scopes empty or unknown, or its principal malformed, as by a hand edit): such a token
+/// lets nothing in, and the cause is logged.
+fn principal_of(id: String, name: String, scopes: &str) -> Option<Principal> {
+    match parse_scopes(scopes).and_then(|scopes| check_principal(&name).map(|()| scopes)) {
+        Ok(scopes) => Some(Principal { name, token_id: id, scopes }),
+        Err(e) => {
+            tracing::warn!(token_id = %id, error = %e, "a stored token is invalid and was refused");
+            None
+        }
+    }
+}
+
+/// A stored token row as listed: a row that cannot be a valid token is listed with what is
+/// wrong with it, so one bad row does not hide the others.
+fn info_of(id: String, principal: String, scopes: &str, created_at: String, revoked_at: Option<String>) -> TokenInfo {
+    let (scopes, invalid) = match parse_scopes(scopes).and_then(|s| check_principal(&principal).map(|()| s)) {
+        Ok(scopes) => (scopes.into_iter().collect(), None),
+        Err(e) => (Vec::new(), Some(format!("this token lets nothing in: {e} (stored scopes '{scopes}')"))),
+    };
+    TokenInfo { id, principal, scopes, created_at, revoked_at, invalid }
 }
 
 /// Tokens in the SQLite file of the log.
@@ -211,17 +234,10 @@ impl TokenStore for SqliteTokens {
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
             rows.collect()
         })?;
-        rows.into_iter()
-            .map(|(id, principal, scopes, created_at, revoked_at)| {
-                Ok(TokenInfo {
-                    id,
-                    principal,
-                    scopes: parse_scopes(&scopes)?.into_iter().collect(),
-                    created_at,
-                    revoked_at,
-                })
-            })
-            .collect()
+        Ok(rows
+            .into_iter()
+            .map(|(id, principal, scopes, created_at, revoked_at)| info_of(id, principal, &scopes, created_at, revoked_at))
+            .collect())
     }
 
     async fn revoke(&self, id: &str) -> Result<bool, String> {
@@ -244,7 +260,7 @@ impl TokenStore for SqliteTokens {
             .query_row([hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()
         })?;
-        row.map(|(id, name, scopes)| principal_of(id, name, &scopes)).transpose()
+        Ok(row.and_then(|(id, name, scopes)| principal_of(id, name, &scopes)))
     }
 }
 
@@ -255,15 +271,13 @@ pub struct PostgresTokens {
 
 impl PostgresTokens {
     pub async fn open(pool: Pool) -> Result<PostgresTokens, String> {
-        let client = pool.get().await.map_err(|e| e.to_string())?;
-        client
-            .batch_execute(
-                "CREATE TABLE IF NOT EXISTS orderlog_api_tokens (
-                   id text PRIMARY KEY, principal text NOT NULL, scopes text NOT NULL,
-                   token_sha256 text NOT NULL UNIQUE, created_at text NOT NULL, revoked_at text)",
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+        orderlog_projections::postgres::create_under_lock(
+            &pool,
+            "CREATE TABLE IF NOT EXISTS orderlog_api_tokens (
+               id text PRIMARY KEY, principal text NOT NULL, scopes text NOT NULL,
+               token_sha256 text NOT NULL UNIQUE, created_at text NOT NULL, revoked_at text)",
+        )
+        .await?;
         Ok(PostgresTokens { pool })
     }
 
@@ -298,17 +312,7 @@ impl TokenStore for PostgresTokens {
             )
             .await
             .map_err(|e| e.to_string())?;
-        rows.iter()
-            .map(|r| {
-                Ok(TokenInfo {
-                    id: r.get(0),
-                    principal: r.get(1),
-                    scopes: parse_scopes(r.get(2))?.into_iter().collect(),
-                    created_at: r.get(3),
-                    revoked_at: r.get(4),
-                })
-            })
-            .collect()
+        Ok(rows.iter().map(|r| info_of(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect())
     }
 
     async fn revoke(&self, id: &str) -> Result<bool, String> {
@@ -331,7 +335,7 @@ impl TokenStore for PostgresTokens {
             .await
             .map_err(|e| e.to_string())?;
         let row = client.query_opt(&stmt, &[&digest(token)]).await.map_err(|e| e.to_string())?;
-        row.map(|r| principal_of(r.get(0), r.get(1), r.get(2))).transpose()
+        Ok(row.and_then(|r| principal_of(r.get(0), r.get(1), r.get(2))))
     }
 }
 

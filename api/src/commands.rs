@@ -29,6 +29,9 @@ use crate::body::Body;
 use crate::problem::Problem;
 use crate::Shared;
 
+/// The namespace of order ids made from cart ids (UUID v5).
+const ORDER_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f72_6465_726c_6f67_2d6f_7264_6572_6964);
+
 /// Longest `Idempotency-Key` accepted.
 const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 
@@ -358,7 +361,8 @@ async fn select_shipping_method(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Checkout {
-    /// The new order's id; generated when absent.
+    /// The new order's id; when absent, made from the cart's id (so a second checkout of
+    /// the cart names the same order).
     #[schema(value_type = Option<String>)]
     pub order_id: Option<OrderId>,
     /// The location that supplies every line not named in `sources`.
@@ -386,12 +390,18 @@ async fn checkout(
     headers: HeaderMap,
     Body(body): Body<Checkout>,
 ) -> Result<Response, Problem> {
+    let cart_id = id(CartId::parse(cart_id))?;
+    // Without an order id, the order's id follows from the cart's, so checking the same
+    // cart out again names the same order.
     let order_id = match body.order_id {
         Some(id) => id,
-        None => id(OrderId::parse(format!("order-{}", uuid::Uuid::new_v4().simple())))?,
+        None => id(OrderId::parse(format!(
+            "order-{}",
+            uuid::Uuid::new_v5(&ORDER_ID_NAMESPACE, cart_id.as_str().as_bytes()).simple()
+        )))?,
     };
     let checkout = CheckoutCommand {
-        cart_id: id(CartId::parse(cart_id))?,
+        cart_id,
         order_id,
         location: body.location,
         sources: body.sources,

@@ -9,6 +9,7 @@
 pub mod auth;
 mod body;
 mod commands;
+pub mod listener;
 pub mod metrics;
 pub mod problem;
 mod reads;
@@ -141,7 +142,9 @@ pub fn router_and_doc(api: Shared) -> (Router, utoipa::openapi::OpenApi) {
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
                     let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-                    tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id = %id)
+                    // At error level, so the span (and its request id) is on every line
+                    // logged inside it at any level the filter lets through.
+                    tracing::error_span!("request", method = %request.method(), uri = %request.uri().path(), request_id = %id)
                 })
                 .on_request(())
                 .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
@@ -159,11 +162,27 @@ pub fn router(api: Shared) -> Router {
 /// Records each request's latency by route and status.
 async fn measure(State(api): State<Shared>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     api.metrics.request(&method, &route, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// The `method` label of a request's metrics: one of the methods the API knows, or
+/// `other`, so that made-up methods cannot grow the metrics without bound.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// Turns an error response that is not yet a problem (axum's rejections of a path or a
@@ -198,7 +217,7 @@ async fn authorize(
         Principal { name: "insecure-dev".into(), token_id: "-".into(), scopes: Scope::ALL.into_iter().collect() }
     } else {
         let header = request.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim) else {
+        let Some(token) = header.and_then(bearer_token) else {
             return Problem::new(StatusCode::UNAUTHORIZED, "send an API token: Authorization: Bearer olt_…")
                 .into_response();
         };
@@ -218,6 +237,14 @@ async fn authorize(
     }
     request.extensions_mut().insert(principal);
     next.run(request).await
+}
+
+/// The token of an `Authorization: Bearer …` header; the scheme's name is case-insensitive
+/// (RFC 9110, section 11.1).
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Whether the server can serve: the store answers and no projection has stopped.

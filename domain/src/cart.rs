@@ -15,7 +15,7 @@ pub const TEXT_BYTES_MAX: usize = 256;
 
 /// Who the cart belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Customer {
     Registered { customer_id: CustomerId, email: Option<String> },
     Guest { email: String },
@@ -91,13 +91,14 @@ pub fn check_email(field: &str, email: &str) -> Result<(), Rejection> {
 
 /// A discount code and what it takes off the subtotal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Discount {
     pub code: String,
     pub kind: DiscountKind,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DiscountKind {
     /// A share of the subtotal, in basis points (1 000 = 10 %).
     Percentage { basis_points: u32 },
@@ -107,6 +108,7 @@ pub enum DiscountKind {
 
 /// A selected shipping method and its price.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ShippingMethod {
     pub id: String,
     pub price: Money,

@@ -76,7 +76,13 @@ pub fn decide_checkout(
         CartStatus::NotCreated => return Err(Rejection::not_found("cart: does not exist")),
         CartStatus::Expired => return Err(Rejection::conflict("cart: expired; it cannot be checked out")),
         CartStatus::CheckedOut { order_id } => {
-            // The same cart checked out again returns the order it already became.
+            if *order_id != command.order_id {
+                return Err(Rejection::conflict(format!(
+                    "cart: already checked out as order {order_id}, not {}",
+                    command.order_id
+                )));
+            }
+            // The same cart checked out again as the same order returns that order.
             let mut decision = Decision { order_id: Some(order_id.clone()), ..Decision::default() };
             decision.push::<CartEvent>(cart_stream, vec![]);
             return Ok(decision);
@@ -253,14 +259,17 @@ mod tests {
     }
 
     #[test]
-    fn checking_out_twice_returns_the_same_order() {
+    fn checking_out_twice_returns_the_same_order_and_refuses_another() {
         let mut cart = ready_cart(&[("mug", 1, 1_000)]);
-        cart = Cart::evolve(cart, &CartEvent::CartCheckedOut { order_id: OrderId::parse("o1").unwrap() });
-        let mut again = command();
-        again.order_id = OrderId::parse("o2").unwrap();
-        let decision = decide_checkout(&again, &cart, &OrderState::default(), &BTreeMap::new()).unwrap();
-        assert_eq!(decision.order_id, Some(OrderId::parse("o1").unwrap()));
+        cart = Cart::evolve(cart, &CartEvent::CartCheckedOut { order_id: command().order_id });
+        let decision = decide_checkout(&command(), &cart, &OrderState::default(), &BTreeMap::new()).unwrap();
+        assert_eq!(decision.order_id, Some(command().order_id));
         assert_eq!(decision.event_count(), 0);
+        let mut other = command();
+        other.order_id = OrderId::parse("o2").unwrap();
+        let err = decide_checkout(&other, &cart, &OrderState::default(), &BTreeMap::new()).unwrap_err();
+        assert_eq!(err.kind, RejectionKind::Conflict);
+        assert!(err.reason.contains(&format!("already checked out as order {}", command().order_id)), "{}", err.reason);
     }
 
     #[test]

@@ -9,9 +9,17 @@ use crate::Rejection;
 /// Longest id accepted anywhere, in bytes.
 pub const ID_BYTES_MAX: usize = 128;
 
+/// The grammar of every id, as the OpenAPI document states it: a letter or digit, then
+/// letters, digits, `-`, `_`, `.` or `:`. An id starts with a letter or digit so that no id
+/// is a dot segment (`.`, `..`) that a client normalising a URL path would rewrite.
+pub const ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$";
+
 fn check_id(kind: &str, value: &str) -> Result<(), Rejection> {
     if value.is_empty() {
         return Err(Rejection::invalid(format!("{kind}: must not be empty")));
+    }
+    if !value.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(Rejection::invalid(format!("{kind}: '{value}' must start with a letter or a digit")));
     }
     if value.len() > ID_BYTES_MAX {
         return Err(Rejection::invalid(format!("{kind}: longer than {ID_BYTES_MAX} bytes")));

@@ -68,6 +68,7 @@ impl<'de> Deserialize<'de> for Currency {
 
 /// An amount of minor units (cents, yen, fils) in one currency.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Money {
     pub amount: i64,
     pub currency: Currency,

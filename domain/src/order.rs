@@ -82,6 +82,7 @@ pub struct PlacedOrder {
 
 /// A quantity of one SKU.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LineQuantity {
     pub sku: Sku,
     pub quantity: u32,
@@ -89,6 +90,7 @@ pub struct LineQuantity {
 
 /// A returned line as received: put back on sale or written off.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReturnedLine {
     pub sku: Sku,
     pub quantity: u32,

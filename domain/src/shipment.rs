@@ -25,7 +25,7 @@ pub enum ShipmentStatus {
 
 /// What a carrier reported.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CarrierEventKind {
     InTransit,
     Delivered,

@@ -50,6 +50,17 @@ async fn make_views(tx: &deadpool_postgres::Transaction<'_>, views: &[&'static s
     Ok(())
 }
 
+/// Runs `ddl` (`CREATE … IF NOT EXISTS`) under the read models' DDL lock: PostgreSQL's
+/// `IF NOT EXISTS` does not hold against a concurrent creator (two processes starting at
+/// once on a fresh database collide on `pg_type_typname_nsp_index`).
+pub async fn create_under_lock(pool: &Pool, ddl: &str) -> Result<(), String> {
+    let mut client = pool.get().await.map_err(text)?;
+    let tx = client.transaction().await.map_err(db)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&READ_MODEL_DDL_LOCK_KEY]).await.map_err(db)?;
+    tx.batch_execute(ddl).await.map_err(db)?;
+    tx.commit().await.map_err(db)
+}
+
 fn table(model: &str) -> String {
     format!("rm_{model}")
 }
@@ -76,21 +87,18 @@ impl PostgresRows {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(text)?;
-        let client = pool.get().await.map_err(text)?;
-        client
-            .batch_execute(
-                "CREATE TABLE IF NOT EXISTS orderlog_checkpoints (
-                    projection   TEXT PRIMARY KEY,
-                    version      INTEGER NOT NULL,
-                    commit_order BIGINT NOT NULL,
-                    position     BIGINT NOT NULL,
-                    events       BIGINT NOT NULL,
-                    error        TEXT
-                )",
-            )
-            .await
-            .map_err(db)?;
-        drop(client);
+        create_under_lock(
+            &pool,
+            "CREATE TABLE IF NOT EXISTS orderlog_checkpoints (
+                projection   TEXT PRIMARY KEY,
+                version      INTEGER NOT NULL,
+                commit_order BIGINT NOT NULL,
+                position     BIGINT NOT NULL,
+                events       BIGINT NOT NULL,
+                error        TEXT
+            )",
+        )
+        .await?;
         Ok(PostgresRows { pool, fault: Mutex::new(None), views: views.to_vec() })
     }
 
