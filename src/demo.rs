@@ -436,7 +436,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         None => Utc.with_ymd_and_hms(2026, 1, 5, 8, 0, 0).single().expect("valid start"),
     };
     let clock = Arc::new(ManualClock::new(start_time));
-    let tag = format!("h{head_before}");
+    // Ids of carts, orders and commands carry the run's own tag: the head alone would give
+    // two runs started at once on one database the same ids.
+    let tag = format!("h{head_before}-{:08x}", rand::random::<u32>());
     let service = CommandService::new(store.clone(), clock.clone(), Arc::new(SequentialIds::new(format!("{tag}-id-"))));
     let sim = Arc::new(Sim {
         service,

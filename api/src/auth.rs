@@ -236,7 +236,9 @@ impl TokenStore for SqliteTokens {
         })?;
         Ok(rows
             .into_iter()
-            .map(|(id, principal, scopes, created_at, revoked_at)| info_of(id, principal, &scopes, created_at, revoked_at))
+            .map(|(id, principal, scopes, created_at, revoked_at)| {
+                info_of(id, principal, &scopes, created_at, revoked_at)
+            })
             .collect())
     }
 

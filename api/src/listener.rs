@@ -52,13 +52,19 @@ fn problem_for(head: &[u8]) -> Option<Vec<u8>> {
     let rest = head.strip_prefix(b"HTTP/1.1 ")?;
     let status = StatusCode::from_bytes(rest.get(..3)?).ok()?;
     let detail = match status {
-        StatusCode::URI_TOO_LONG => "the request's URI is longer than the server reads (64 KiB); shorten the path or query",
+        StatusCode::URI_TOO_LONG => {
+            "the request's URI is longer than the server reads (64 KiB); shorten the path or query"
+        }
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "the request's headers are larger than the server reads",
-        StatusCode::BAD_REQUEST => "the request is not valid HTTP/1.1 (its request line or a header could not be parsed)",
+        StatusCode::BAD_REQUEST => {
+            "the request is not valid HTTP/1.1 (its request line or a header could not be parsed)"
+        }
         _ => return None,
     };
     let bodiless = head.ends_with(b"\r\n\r\n")
-        && head.windows(b"\r\ncontent-length: 0\r\n".len()).any(|w| w.eq_ignore_ascii_case(b"\r\ncontent-length: 0\r\n"));
+        && head
+            .windows(b"\r\ncontent-length: 0\r\n".len())
+            .any(|w| w.eq_ignore_ascii_case(b"\r\ncontent-length: 0\r\n"));
     if !bodiless {
         return None;
     }

@@ -32,18 +32,25 @@ impl StockLevel {
                 self.incoming = (self.incoming - i64::from(*quantity)).max(0);
             }
             StockEvent::StockAdjusted { delta, .. } => self.on_hand = self.on_hand.saturating_add(*delta),
-            StockEvent::StockReserved { quantity, .. } => self.reserved = self.reserved.saturating_add(i64::from(*quantity)),
-            StockEvent::ReservationReleased { quantity, .. } => self.reserved = self.reserved.saturating_sub(i64::from(*quantity)),
+            StockEvent::StockReserved { quantity, .. } => {
+                self.reserved = self.reserved.saturating_add(i64::from(*quantity))
+            }
+            StockEvent::ReservationReleased { quantity, .. } => {
+                self.reserved = self.reserved.saturating_sub(i64::from(*quantity))
+            }
             StockEvent::StockCommitted { quantity, .. } => {
                 self.on_hand = self.on_hand.saturating_sub(i64::from(*quantity));
                 self.reserved = self.reserved.saturating_sub(i64::from(*quantity));
             }
             StockEvent::SafetyStockSet { quantity } => self.unavailable = i64::from(*quantity),
-            StockEvent::IncomingExpected { quantity } => self.incoming = self.incoming.saturating_add(i64::from(*quantity)),
+            StockEvent::IncomingExpected { quantity } => {
+                self.incoming = self.incoming.saturating_add(i64::from(*quantity))
+            }
             StockEvent::BackordersSet { .. } => {}
         }
         self.available = self.on_hand.saturating_sub(self.reserved).saturating_sub(self.unavailable);
-        self.oversold = self.oversold.max(self.reserved.saturating_sub(self.on_hand)).max(self.on_hand.saturating_neg());
+        self.oversold =
+            self.oversold.max(self.reserved.saturating_sub(self.on_hand)).max(self.on_hand.saturating_neg());
     }
 }
 

@@ -167,7 +167,10 @@ mod tests {
         let day = NaiveDate::from_ymd_opt(2026, 11, 3).unwrap();
         let mut sales = SalesFold::default();
         let mut top = TopSkuFold::default();
-        for r in [row("a", "placed", i64::MAX, i64::MIN, u32::MAX, i64::MAX), row("b", "placed", i64::MAX, 0, u32::MAX, i64::MAX)] {
+        for r in [
+            row("a", "placed", i64::MAX, i64::MIN, u32::MAX, i64::MAX),
+            row("b", "placed", i64::MAX, 0, u32::MAX, i64::MAX),
+        ] {
             sales.add(&r, day, day, None);
             top.add(&r, None);
         }

@@ -340,7 +340,8 @@ async fn order_rows_agree_with_the_domain_on_postgres() {
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7), r.get(8)))
         .collect();
     assert_sales(got, expected_sales(&stored));
-    let top = client.query_one("SELECT units::bigint, revenue::bigint FROM top_skus WHERE sku = 'mug'", &[]).await.unwrap();
+    let top =
+        client.query_one("SELECT units::bigint, revenue::bigint FROM top_skus WHERE sku = 'mug'", &[]).await.unwrap();
     assert_eq!((top.get::<_, i64>(0), top.get::<_, i64>(1)), (15 * 2, 15 * 2 * 900));
 }
 

@@ -180,4 +180,3 @@ pub async fn fill_cart(app: &App, token: &str, cart: &str, qty: u32) {
 pub async fn order_when_caught_up(app: &App, token: &str, order: &str, position: u64) -> Value {
     app.ok(Method::GET, &format!("/orders/{order}?wait_for={position}&timeout_ms=10000"), token, None).await
 }
-
