@@ -87,13 +87,20 @@ pub async fn build(
 impl App {
     pub async fn sqlite() -> App {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("orderlog.db");
+        let mut app = App::sqlite_in(dir.path()).await;
+        app._keep = Box::new(dir);
+        app
+    }
+
+    /// On `orderlog.db` in `dir`, which the caller keeps (to reach the file itself).
+    pub async fn sqlite_in(dir: &std::path::Path) -> App {
+        let path = dir.join("orderlog.db");
         let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&path).unwrap());
         let views = [INVENTORY_VIEWS_SQLITE, ORDER_VIEWS_SQLITE].concat();
         let rows: Arc<dyn RowStore> = Arc::new(SqliteRows::open(&path, &views).unwrap());
         let queries = Arc::new(SqliteQueries::open(&path, 2).unwrap());
         let tokens = Arc::new(SqliteTokens::open(&path).unwrap());
-        build(store, rows, queries, tokens, Box::new(dir)).await
+        build(store, rows, queries, tokens, Box::new(())).await
     }
 
     pub async fn postgres() -> App {
