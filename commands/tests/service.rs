@@ -198,9 +198,12 @@ async fn checking_out_a_cart_again_returns_the_same_order() {
     shop.cart("c1", &[("mug", 1)]).await;
     shop.checkout("c1", "o1").await.unwrap();
     let head = shop.store.head().await.unwrap();
-    let second = shop.checkout("c1", "o2").await.unwrap();
+    let second = shop.checkout("c1", "o1").await.unwrap();
     assert_eq!(second.order_id, Some(OrderId::parse("o1").unwrap()));
     assert_eq!(second.events_appended, 0);
+    // Another order id for the same cart is refused, naming the order it became.
+    let CommandError::Rejected(other) = shop.checkout("c1", "o2").await.unwrap_err() else { panic!("a rejection") };
+    assert!(other.reason.contains("already checked out as order o1"), "{}", other.reason);
     assert_eq!(shop.store.head().await.unwrap(), head);
     assert_eq!(shop.stock("mug").await.reserved, 1, "reserved once");
 }
