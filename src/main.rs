@@ -269,6 +269,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Some(b) if b.stream_id.is_empty() => {
                     bail!("the log is broken at position {}: {}", b.position, b.reason)
                 }
+                Some(b) if b.position == 0 => bail!("the stream '{}' is broken: {}", b.stream_id, b.reason),
                 Some(b) => bail!(
                     "the log is broken at position {} ('{}' version {}): {}",
                     b.position,

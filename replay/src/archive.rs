@@ -216,6 +216,8 @@ struct Checker {
     digest: String,
     events: u64,
     lines: u64,
+    /// The position of the last event line (0 before the first).
+    last_position: u64,
     ended: bool,
 }
 
@@ -301,6 +303,17 @@ impl Checker {
     fn check_event(&mut self, load: &LoadEvent) -> Result<(), ReplayError> {
         let n = self.next_line()?;
         let event = &load.event;
+        // An export lists the log in order: each line's position is past the one before.
+        if event.position <= self.last_position {
+            return Err(refuse(
+                n,
+                format!(
+                    "position {} does not follow position {} of the line before (lines reordered or positions altered)",
+                    event.position, self.last_position
+                ),
+            ));
+        }
+        self.last_position = event.position;
         let (version, prev) = self.heads.get(&event.stream_id).map_or((0, GENESIS), |(v, h)| (*v, h.as_str()));
         if event.version != version + 1 {
             return Err(refuse(

@@ -18,6 +18,7 @@ use orderlog_store::{CommitRecord, EventStore, LogCursor, RecordedEvent, StoreEr
 /// Where the log stops being trustworthy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokenEvent {
+    /// 0 when what is broken is a stream's recorded head, not an event.
     pub position: u64,
     pub stream_id: String,
     pub version: u64,
@@ -101,6 +102,8 @@ pub async fn verify_log(
         };
         after = LogCursor::after(last);
         progress.advance(page.len() as u64);
+        let (low, high) = page.iter().fold((u64::MAX, 0), |(l, h), e| (l.min(e.position), h.max(e.position)));
+        let stored_fault = store.stored_form_fault(low, high).await?;
         for event in &page {
             report.events += 1;
             if !heads.contains_key(&event.stream_id) {
@@ -119,7 +122,9 @@ pub async fn verify_log(
                 }
             }
             let (version, prev) = heads.get(&event.stream_id).map_or((0, GENESIS), |(v, h)| (*v, h.as_str()));
-            let reason = if event.version != version + 1 {
+            let reason = if let Some((_, fault)) = stored_fault.as_ref().filter(|(p, _)| *p == event.position) {
+                Some(fault.clone())
+            } else if event.version != version + 1 {
                 Some(format!("version {} follows version {version} of its stream", event.version))
             } else if event_hash(prev, event) != event.hash {
                 Some("its hash does not match its contents and the previous event of its stream".to_string())
@@ -136,6 +141,11 @@ pub async fn verify_log(
         }
     }
     report.streams = seen_streams;
+    if report.first_broken.is_none() {
+        if let Some((stream_id, reason)) = store.stream_head_fault().await? {
+            report.first_broken = Some(BrokenEvent { position: 0, stream_id, version: 0, reason });
+        }
+    }
     Ok(report)
 }
 

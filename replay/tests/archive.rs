@@ -134,6 +134,9 @@ async fn a_damaged_file_is_refused_naming_the_line_and_nothing_is_imported() {
         (join(lines.iter().copied().chain([lines[5]]).collect()), "line 62: a line after the end line"),
         (String::new(), "the file is empty"),
         (file.replacen("{\"position\":1,", "{\"position\":1,\"extra\":1,", 1), "line 1: not an event line"),
+        // Positions are not hashed, so they are checked for order: each line's is past the last.
+        (file.replacen("{\"position\":5,", "{\"position\":3,", 1), "line 5: position 3 does not follow position 4"),
+        (file.replacen("{\"position\":1,", "{\"position\":0,", 1), "line 1: position 0 does not follow position 0"),
     ];
     for (damaged, says) in cases {
         let target = MemoryStore::new();

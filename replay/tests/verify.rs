@@ -233,6 +233,12 @@ mod postgres {
                 "moved",
             ),
         ];
+        let extra = r#"UPDATE orderlog_events SET metadata = metadata || '{"admin": true}' WHERE position = 2"#;
+        let command = "UPDATE orderlog_events SET command_id = 'someone-else' WHERE position = 4";
+        let cases: Vec<(String, u64, &str)> = cases
+            .into_iter()
+            .chain([(extra.to_string(), 2, "metadata"), (command.to_string(), 4, "command id")])
+            .collect();
         for (sql, position, says) in cases {
             let db = pg_log().await;
             tamper(&db, &sql).await;
@@ -258,4 +264,41 @@ async fn verifying_from_a_position_checks_the_rest_and_finds_what_is_broken_ther
     assert_eq!(broken.position, 6);
     let error = orderlog_replay::verify_log(&store, Some(60), quiet).await.unwrap_err();
     assert!(error.to_string().contains("--from: no recorded event at position 60"), "{error}");
+}
+
+/// Edits the hash does not see were passed by verify: an extra metadata field, a
+/// re-encoded time, an upper-case event id, an indexed command id that is not the hashed
+/// one, and a stream head moved past its last event (after which every append to the
+/// stream failed with "gave up after 16 retries").
+#[tokio::test]
+async fn bytes_the_hash_does_not_cover_and_stale_heads_are_found() {
+    let cases = [
+        (
+            r#"UPDATE events SET metadata = substr(metadata, 1, length(metadata) - 1) || ',"admin":true}' WHERE position = 2"#,
+            2,
+            "metadata",
+        ),
+        ("UPDATE events SET recorded_at = replace(recorded_at, 'Z', '+00:00') WHERE position = 3", 3, "time"),
+        ("UPDATE events SET event_id = upper(event_id) WHERE position = 4", 4, "event id"),
+        ("UPDATE events SET command_id = 'someone-else' WHERE position = 5", 5, "command id"),
+    ];
+    for (sql, position, says) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log(&dir).await;
+        tamper(&path, sql);
+        let broken = verify(&path).await.first_broken.unwrap_or_else(|| panic!("not found: {sql}"));
+        assert_eq!(broken.position, position, "{sql}: {}", broken.reason);
+        assert!(broken.reason.contains(says), "{sql}: {}", broken.reason);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = log(&dir).await;
+    tamper(&path, "UPDATE streams SET version = version + 1 WHERE stream_id = 'stock-b@x'");
+    let broken = verify(&path).await.first_broken.expect("a stale head is found");
+    assert_eq!(broken.stream_id, "stock-b@x");
+    assert!(broken.reason.contains("recorded head is version 4 but its last event is version 3"), "{}", broken.reason);
+    let dir = tempfile::tempdir().unwrap();
+    let path = log(&dir).await;
+    tamper(&path, "DELETE FROM streams WHERE stream_id = 'stock-a@x'");
+    let broken = verify(&path).await.first_broken.expect("a missing head is found");
+    assert!(broken.reason.contains("no recorded head"), "{}", broken.reason);
 }

@@ -364,10 +364,54 @@ pub trait EventStore: Send + Sync {
     /// or no record covers it).
     async fn commit_of(&self, position: u64) -> Result<Option<CommitRecord>, StoreError>;
 
+    /// The first event at a position from `from` to `to` whose stored bytes differ from
+    /// what its hash covers (the canonical text of its id, metadata and time) or whose
+    /// indexed copies differ from the hashed values (the `command_id` column that drives
+    /// idempotency), with what differs. A backend that stores only parsed values has none.
+    async fn stored_form_fault(&self, from: u64, to: u64) -> Result<Option<(u64, String)>, StoreError> {
+        let _ = (from, to);
+        Ok(None)
+    }
+
+    /// The first stream whose recorded head (the version and hash appends check against)
+    /// is not its last event, with what differs. A backend that derives heads from the
+    /// events has none.
+    async fn stream_head_fault(&self) -> Result<Option<(String, String)>, StoreError> {
+        Ok(None)
+    }
+
     /// Loads `events` (already hashed and checked by the caller) into an empty log, in
     /// order, in one transaction: every event or none. Positions are the store's own;
     /// versions and hashes are kept as given. Returns how many were loaded.
     async fn bulk_load(&self, events: BulkEvents) -> Result<u64, StoreError>;
+}
+
+/// What differs between an event's stored text forms and the canonical forms its hash
+/// covers, if anything: `metadata` as stored (SQLite: its text; PostgreSQL: its JSON) and
+/// the indexed `command_id` column.
+pub fn stored_metadata_fault(metadata: &str, command_id: &str, exact_text: bool) -> Option<String> {
+    let parsed: Metadata = match serde_json::from_str(metadata) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("its metadata cannot be read: {e}")),
+    };
+    let canonical = serde_json::to_string(&parsed).expect("metadata serializes");
+    let same = if exact_text {
+        canonical == metadata
+    } else {
+        serde_json::from_str::<serde_json::Value>(metadata).ok() == serde_json::to_value(&parsed).ok()
+    };
+    if !same {
+        return Some(format!(
+            "its stored metadata {metadata} is not what its hash covers ({canonical}): a field was added or re-encoded"
+        ));
+    }
+    if parsed.command_id != command_id {
+        return Some(format!(
+            "its indexed command id '{command_id}' is not the command id '{}' its hash covers",
+            parsed.command_id
+        ));
+    }
+    None
 }
 
 #[cfg(test)]

@@ -1207,6 +1207,27 @@ impl EventStore for PostgresStore {
         rows.iter().map(commit_from_row).collect()
     }
 
+    async fn stored_form_fault(&self, from: u64, to: u64) -> Result<Option<(u64, String)>, StoreError> {
+        // Ids and times are typed columns (one form each); the metadata is JSONB, whose
+        // keys and values must be exactly those of the hashed metadata.
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT position, metadata::text, command_id FROM orderlog_events
+                  WHERE position >= $1 AND position <= $2 ORDER BY position",
+                &[&(from as i64), &(to as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        for row in rows {
+            let (metadata, command_id): (String, String) = (row.get(1), row.get(2));
+            if let Some(fault) = crate::stored_metadata_fault(&metadata, &command_id, false) {
+                return Ok(Some((row.get::<_, i64>(0) as u64, fault)));
+            }
+        }
+        Ok(None)
+    }
+
     async fn bulk_load(&self, events: crate::BulkEvents) -> Result<u64, StoreError> {
         use tokio_postgres::binary_copy::BinaryCopyInWriter;
         use tokio_postgres::types::Type;

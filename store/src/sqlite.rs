@@ -754,6 +754,79 @@ impl EventStore for SqliteStore {
         .await
     }
 
+    async fn stored_form_fault(&self, from: u64, to: u64) -> Result<Option<(u64, String)>, StoreError> {
+        self.with_reader(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT position, event_id, metadata, command_id, recorded_at FROM events
+                      WHERE position >= ?1 AND position <= ?2 ORDER BY position",
+                )
+                .map_err(backend)?;
+            let mut rows = stmt.query(params![from, to]).map_err(backend)?;
+            while let Some(row) = rows.next().map_err(backend)? {
+                let position: u64 = row.get(0).map_err(backend)?;
+                let text =
+                    |i| row.get_ref(i).ok().and_then(|v| v.as_str().ok().map(str::to_string)).unwrap_or_default();
+                let (event_id, metadata, command_id, recorded_at) = (text(1), text(2), text(3), text(4));
+                let canonical_id = Uuid::parse_str(&event_id).map(|u| u.to_string()).unwrap_or_default();
+                let fault = if canonical_id != event_id {
+                    Some(format!("its stored event id '{event_id}' is not the canonical form its hash covers"))
+                } else if let Some(fault) = crate::stored_metadata_fault(&metadata, &command_id, true) {
+                    Some(fault)
+                } else {
+                    match recorded_at.parse::<chrono::DateTime<chrono::Utc>>() {
+                        Ok(t) if crate::hash::format_time(&t) == recorded_at => None,
+                        _ => Some(format!(
+                            "its stored time '{recorded_at}' is not the canonical form its hash covers (re-encoded)"
+                        )),
+                    }
+                };
+                if let Some(fault) = fault {
+                    return Ok(Some((position, fault)));
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
+    async fn stream_head_fault(&self) -> Result<Option<(String, String)>, StoreError> {
+        self.with_reader(move |conn| {
+            // Heads that are not their stream's last event, and streams with events but no head.
+            conn.query_row(
+                "SELECT stream_id, head_version, head_hash, last_version, last_hash FROM (
+                   SELECT s.stream_id, s.version AS head_version, s.hash AS head_hash,
+                          e.version AS last_version, e.hash AS last_hash
+                     FROM streams s LEFT JOIN events e ON e.stream_id = s.stream_id
+                          AND e.version = (SELECT MAX(version) FROM events WHERE stream_id = s.stream_id)
+                   UNION ALL
+                   SELECT e.stream_id, NULL, NULL, MAX(e.version), NULL FROM events e
+                    WHERE NOT EXISTS (SELECT 1 FROM streams s WHERE s.stream_id = e.stream_id)
+                    GROUP BY e.stream_id)
+                 WHERE head_version IS NOT last_version OR head_hash IS NOT last_hash
+                 ORDER BY stream_id LIMIT 1",
+                [],
+                |r| {
+                    let stream: String = r.get(0)?;
+                    let head: Option<u64> = r.get(1)?;
+                    let last: Option<u64> = r.get(3)?;
+                    let fault = match (head, last) {
+                        (None, last) => format!("it has events (to version {}) but no recorded head", last.unwrap_or(0)),
+                        (Some(h), Some(l)) if h != l => format!(
+                            "its recorded head is version {h} but its last event is version {l}: appends to it would be refused"
+                        ),
+                        (Some(h), None) => format!("its recorded head is version {h} but it has no events"),
+                        (Some(h), Some(_)) => format!("its recorded head hash at version {h} is not its last event's hash"),
+                    };
+                    Ok((stream, fault))
+                },
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
     async fn bulk_load(&self, events: crate::BulkEvents) -> Result<u64, StoreError> {
         // This store's idle readers are closed, so that the load can have the file to itself
         // (see `bulk_load_on`); it runs on the writer's connection, between appends.
