@@ -107,9 +107,16 @@ fn error_lines_carry_the_request_id_and_no_colour() {
     let log_path = dir.path().join("serve.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let server = serve(db, &[], Stdio::from(log));
-    // A read model's table gone from under the server makes its reads fail with a 500.
+    // A read model's table replaced under the server (by something its projector does not
+    // make again) makes its reads fail with a 500.
     let conn = rusqlite::Connection::open(&database).unwrap();
-    conn.execute_batch("DROP VIEW IF EXISTS sales_by_day; DROP VIEW IF EXISTS top_skus; DROP VIEW IF EXISTS order_status; DROP TABLE rm_order_status").unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    conn.execute_batch(
+        "BEGIN IMMEDIATE; DROP VIEW IF EXISTS sales_by_day; DROP VIEW IF EXISTS top_skus;
+         DROP VIEW IF EXISTS order_status; DROP TABLE rm_order_status;
+         CREATE VIEW rm_order_status AS SELECT 1 AS gone; COMMIT;",
+    )
+    .unwrap();
     let request = format!(
         "GET /reports/sales?from=2026-01-01&to=2026-01-02 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\n\
          X-Request-Id: req-hardening-1\r\nConnection: close\r\n\r\n"
