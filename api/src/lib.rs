@@ -11,6 +11,7 @@ mod body;
 mod commands;
 pub mod listener;
 pub mod metrics;
+mod openapi;
 pub mod problem;
 mod reads;
 mod timed;
@@ -126,6 +127,7 @@ pub fn router_and_doc(api: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .merge(guarded(&api, &[Admin], reads::token_routes()))
         .merge(reads::operation_routes())
         .split_for_parts();
+    let doc = openapi::exact(doc);
     let served = doc.clone();
     let request_id = HeaderName::from_static("x-request-id");
     let router = router
@@ -165,7 +167,7 @@ async fn measure(State(api): State<Shared>, request: Request, next: Next) -> Res
     let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
-    api.metrics.request(&method, &route, response.status().as_u16(), started.elapsed());
+    api.metrics.request(method, &route, response.status().as_u16(), started.elapsed());
     response
 }
 

@@ -325,3 +325,40 @@ async fn the_bearer_scheme_is_case_insensitive() {
     let reply = app.send(Method::GET, "/events", None, None, &[("authorization", &format!("Basic {t}"))]).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
 }
+
+/// The document served at /openapi.json declares every error as problem+json (as the
+/// server sends it), the statuses a guarded route and a body can give, and the one id
+/// grammar on every id in a path.
+#[tokio::test]
+async fn the_openapi_document_declares_problems_and_the_id_grammar() {
+    let app = App::sqlite().await;
+    let doc = app.call(Method::GET, "/openapi.json", None, None).await.body;
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            operations += 1;
+            let responses = op["responses"].as_object().unwrap();
+            for (status, response) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    let content = response["content"].as_object().unwrap();
+                    assert!(content.contains_key("application/problem+json"), "{method} {path} {status}: {response}");
+                    assert_eq!(content.len(), 1, "{method} {path} {status}");
+                }
+            }
+            if op.get("security").is_some_and(|s| !s.as_array().unwrap().is_empty()) {
+                assert!(responses.contains_key("401") && responses.contains_key("403"), "{method} {path}");
+            }
+            if op.get("requestBody").is_some() {
+                for status in ["400", "413", "415", "422"] {
+                    assert!(responses.contains_key(status), "{method} {path} lacks {status}");
+                }
+            }
+            for param in op["parameters"].as_array().into_iter().flatten() {
+                if param["in"] == "path" && param["name"] != "stream_id" && param["name"] != "token_id" {
+                    assert_eq!(param["schema"]["pattern"], orderlog_domain::ids::ID_PATTERN, "{method} {path}");
+                }
+            }
+        }
+    }
+    assert!(operations >= 40, "{operations} operations");
+}
