@@ -198,7 +198,8 @@ async fn checking_out_a_cart_again_returns_the_same_order() {
     shop.cart("c1", &[("mug", 1)]).await;
     shop.checkout("c1", "o1").await.unwrap();
     let head = shop.store.head().await.unwrap();
-    let second = shop.checkout("c1", "o1").await.unwrap();
+    // A new command (another id) checking the same cart out as the same order.
+    let second = shop.run("checkout-c1-again", Shop::checkout_command("c1", "o1")).await.unwrap();
     assert_eq!(second.order_id, Some(OrderId::parse("o1").unwrap()));
     assert_eq!(second.events_appended, 0);
     // Another order id for the same cart is refused, naming the order it became.
