@@ -17,7 +17,8 @@ use common::*;
 const ALL: &str = "shop,operations,audit,analytics,admin";
 
 /// Capture 1 then `i64::MAX` (and refund likewise) answered 200 and left `captured` at
-/// `i64::MIN`; now the second is a 409 naming the bound, and the order is unchanged.
+/// `i64::MIN`; now an amount past the most a command may name is a 422, one past what is
+/// authorized (or captured) a 409, and the order is unchanged.
 async fn money_past_i64_is_refused(app: App) {
     let t = app.token(ALL).await;
     app.ok(Method::POST, "/stock/mug/berlin/receipts", &t, Some(json!({"quantity": 5}))).await;
@@ -31,10 +32,19 @@ async fn money_past_i64_is_refused(app: App) {
         .is_success());
     assert!(pay(json!({"type": "captured", "amount": eur(1), "provider_event_id": "e2"})).await.status.is_success());
     let reply = pay(json!({"type": "captured", "amount": eur(i64::MAX), "provider_event_id": "e3"})).await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.text);
+    assert!(
+        reply.body["detail"].as_str().unwrap().contains("more than the 1000000000000 minor units"),
+        "{}",
+        reply.text
+    );
+    let reply = pay(json!({"type": "captured", "amount": eur(1_000_000_000_000), "provider_event_id": "e3"})).await;
     assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text);
     assert!(reply.body["detail"].as_str().unwrap().contains("would exceed the authorized"), "{}", reply.text);
     assert!(pay(json!({"type": "refunded", "amount": eur(1), "provider_event_id": "e4"})).await.status.is_success());
     let reply = pay(json!({"type": "refunded", "amount": eur(i64::MAX), "provider_event_id": "e5"})).await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.text);
+    let reply = pay(json!({"type": "refunded", "amount": eur(2), "provider_event_id": "e5"})).await;
     assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text);
     let last = pay(json!({"type": "refunded", "amount": eur(0), "provider_event_id": "e6"})).await;
     assert_eq!(last.status, StatusCode::UNPROCESSABLE_ENTITY);

@@ -10,8 +10,18 @@ use crate::{check_quantity, Currency, CustomerId, Decider, Money, OrderId, Rejec
 pub const CART_LINES_MAX: usize = 100;
 /// Most units of one line.
 pub const LINE_QUANTITY_MAX: u32 = 10_000;
-/// Longest free-text field (names, address lines, codes), in bytes.
-pub const TEXT_BYTES_MAX: usize = 256;
+/// Longest free-text field (names, address lines, codes), in characters.
+pub const TEXT_CHARS_MAX: usize = 256;
+/// Longest email address, in characters.
+pub const EMAIL_CHARS_MAX: usize = 254;
+
+/// Characters that carry nothing a person can read: white space (as Unicode and
+/// ECMAScript's `\s` define it, the byte order mark included) and control characters. A
+/// text needs at least one other; an email has none. The OpenAPI document's patterns say
+/// the same with `[^\s\x00-\x1f\x7f-\x9f]`.
+pub fn is_blank(c: char) -> bool {
+    c.is_whitespace() || c.is_control() || c == '\u{feff}'
+}
 
 /// Who the cart belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,8 +56,8 @@ impl Address {
             check_text(field, value)?;
         }
         if let Some(line2) = &self.line2 {
-            if line2.len() > TEXT_BYTES_MAX {
-                return Err(Rejection::invalid(format!("address.line2: longer than {TEXT_BYTES_MAX} bytes")));
+            if line2.chars().count() > TEXT_CHARS_MAX {
+                return Err(Rejection::invalid(format!("address.line2: longer than {TEXT_CHARS_MAX} characters")));
             }
         }
         if self.country.len() != 2 || !self.country.chars().all(|c| c.is_ascii_uppercase()) {
@@ -62,11 +72,13 @@ impl Address {
 
 /// Checks a required free-text field.
 pub fn check_text(field: &str, value: &str) -> Result<(), Rejection> {
-    if value.trim().is_empty() {
-        return Err(Rejection::invalid(format!("{field}: must not be empty")));
+    if value.chars().all(is_blank) {
+        return Err(Rejection::invalid(format!(
+            "{field}: must not be empty (white space and control characters alone)"
+        )));
     }
-    if value.len() > TEXT_BYTES_MAX {
-        return Err(Rejection::invalid(format!("{field}: longer than {TEXT_BYTES_MAX} bytes")));
+    if value.chars().count() > TEXT_CHARS_MAX {
+        return Err(Rejection::invalid(format!("{field}: longer than {TEXT_CHARS_MAX} characters")));
     }
     Ok(())
 }
@@ -74,7 +86,7 @@ pub fn check_text(field: &str, value: &str) -> Result<(), Rejection> {
 /// Checks an email address's shape (local part, one '@', a dotted domain).
 pub fn check_email(field: &str, email: &str) -> Result<(), Rejection> {
     let bad = || Rejection::invalid(format!("{field}: '{email}' is not an email address"));
-    if email.len() > 254 || email.chars().any(char::is_whitespace) {
+    if email.chars().count() > EMAIL_CHARS_MAX || email.chars().any(is_blank) {
         return Err(bad());
     }
     let (local, domain) = email.split_once('@').ok_or_else(bad)?;
@@ -257,7 +269,13 @@ impl Decider for Cart {
                 if existing == 0 && state.lines.len() >= CART_LINES_MAX {
                     return Err(Rejection::conflict(format!("cart: already holds {CART_LINES_MAX} lines")));
                 }
-                check_line_quantity(existing.saturating_add(*quantity))?;
+                check_line_quantity(*quantity)?;
+                if existing.saturating_add(*quantity) > LINE_QUANTITY_MAX {
+                    return Err(Rejection::conflict(format!(
+                        "quantity: the cart holds {existing} of {sku}; {quantity} more would pass the limit of \
+                         {LINE_QUANTITY_MAX} units per line"
+                    )));
+                }
                 E::ItemAdded { sku: sku.clone(), quantity: *quantity, unit_price: *unit_price }
             }
             C::ChangeQuantity { sku, quantity } => {
@@ -282,10 +300,8 @@ impl Decider for Cart {
                         }
                     }
                     DiscountKind::Fixed { amount } => {
+                        crate::money::check_amount("discount.amount", amount.amount, 1)?;
                         check_price(currency, *amount, "discount.amount")?;
-                        if amount.amount == 0 {
-                            return Err(Rejection::invalid("discount.amount: must be positive"));
-                        }
                     }
                 }
                 if state.discount.as_ref() == Some(discount) {
@@ -369,16 +385,14 @@ fn check_line_quantity(quantity: u32) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// A price must be in the cart's currency and not negative.
+/// A price must be in the cart's currency and from 0 to [`crate::money::AMOUNT_MAX`].
 pub fn check_price(currency: Currency, price: Money, field: &str) -> Result<(), Rejection> {
+    crate::money::check_amount(field, price.amount, 0)?;
     if price.currency != currency {
-        return Err(Rejection::invalid(format!(
+        return Err(Rejection::conflict(format!(
             "{field}: currency {} differs from the cart's {currency}",
             price.currency
         )));
-    }
-    if price.amount < 0 {
-        return Err(Rejection::invalid(format!("{field}: must not be negative")));
     }
     Ok(())
 }

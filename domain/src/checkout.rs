@@ -90,17 +90,17 @@ pub fn decide_checkout(
         CartStatus::Open => {}
     }
     if cart.lines.is_empty() {
-        return Err(Rejection::invalid("cart: has no lines to check out"));
+        return Err(Rejection::conflict("cart: has no lines to check out"));
     }
-    let email = cart.email().ok_or_else(|| Rejection::invalid("email: the cart has no contact email"))?.to_string();
+    let email = cart.email().ok_or_else(|| Rejection::conflict("email: the cart has no contact email"))?.to_string();
     let shipping_address = cart
         .shipping_address
         .clone()
-        .ok_or_else(|| Rejection::invalid("shipping_address: the cart has no shipping address"))?;
+        .ok_or_else(|| Rejection::conflict("shipping_address: the cart has no shipping address"))?;
     let shipping_method = cart
         .shipping_method
         .clone()
-        .ok_or_else(|| Rejection::invalid("shipping_method: the cart has no shipping method"))?;
+        .ok_or_else(|| Rejection::conflict("shipping_method: the cart has no shipping method"))?;
     if command.tax_rate_bps > TAX_RATE_BPS_MAX {
         return Err(Rejection::invalid(format!("tax_rate_bps: {} exceeds {TAX_RATE_BPS_MAX}", command.tax_rate_bps)));
     }

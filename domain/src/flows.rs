@@ -65,7 +65,7 @@ pub fn decide_create_shipment(
             .find(|l| l.sku == line.sku)
             .ok_or_else(|| Rejection::not_found(format!("lines: order {order_id} has no line for {}", line.sku)))?;
         if &order_line.location != location {
-            return Err(Rejection::invalid(format!(
+            return Err(Rejection::conflict(format!(
                 "lines: {} is supplied from {}, not from {location}",
                 line.sku, order_line.location
             )));

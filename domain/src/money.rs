@@ -23,6 +23,15 @@ impl Currency {
         Ok(Currency(currency))
     }
 
+    /// Every currency this build accepts (those with a minor unit), by code.
+    pub fn all() -> Vec<Currency> {
+        use iso_currency::IntoEnumIterator;
+        let mut all: Vec<Currency> =
+            iso_currency::Currency::iter().filter(|c| c.exponent().is_some()).map(Currency).collect();
+        all.sort_by_key(|c| c.code());
+        all
+    }
+
     /// The ISO-4217 alphabetic code.
     pub fn code(&self) -> &'static str {
         self.0.code()
@@ -64,6 +73,24 @@ impl<'de> Deserialize<'de> for Currency {
         let code = String::deserialize(deserializer)?;
         Currency::parse(&code).map_err(|r| serde::de::Error::custom(r.reason))
     }
+}
+
+/// The largest amount a command may name, in minor units (10¹²: ten billion euros). With
+/// at most 100 lines of 10 000 units, no cart's totals can then pass what an `i64` holds.
+pub const AMOUNT_MAX: i64 = 1_000_000_000_000;
+
+/// Checks that an amount in a command is from `min` to [`AMOUNT_MAX`].
+pub fn check_amount(field: &str, amount: i64, min: i64) -> Result<(), Rejection> {
+    if amount < min {
+        let rule = if min > 0 { "must be positive" } else { "must not be negative" };
+        return Err(Rejection::invalid(format!("{field}: {rule} (got {amount})")));
+    }
+    if amount > AMOUNT_MAX {
+        return Err(Rejection::invalid(format!(
+            "{field}: {amount} is more than the {AMOUNT_MAX} minor units an amount may be"
+        )));
+    }
+    Ok(())
 }
 
 /// An amount of minor units (cents, yen, fils) in one currency.

@@ -268,7 +268,7 @@ impl Decider for Order {
                     return Err(Rejection::conflict("payment: already authorized"));
                 }
                 if *amount != placed.totals.total {
-                    return Err(Rejection::invalid(format!(
+                    return Err(Rejection::conflict(format!(
                         "amount: authorization of {amount} does not match the order total {}",
                         placed.totals.total
                     )));
@@ -394,14 +394,14 @@ impl Decider for Order {
                 if ret.received {
                     return Err(Rejection::conflict(format!("return {return_id}: already received")));
                 }
-                let mut seen = BTreeMap::<&Sku, u32>::new();
+                let mut seen = BTreeMap::<&Sku, u64>::new();
                 for line in lines {
                     check_quantity("lines.quantity", line.quantity)?;
-                    add_quantity(seen.entry(&line.sku).or_default(), line.quantity, &line.sku)?;
+                    add_quantity(seen.entry(&line.sku).or_default(), line.quantity);
                 }
                 for (sku, quantity) in seen {
                     let requested = ret.lines.get(sku).copied().unwrap_or(0);
-                    if quantity > requested {
+                    if quantity > u64::from(requested) {
                         return Err(Rejection::conflict(format!(
                             "lines: {quantity} of {sku} received but only {requested} requested for return"
                         )));
@@ -513,24 +513,19 @@ fn not_terminal(state: &OrderState) -> Result<(), Rejection> {
 }
 
 fn positive(currency: Currency, amount: Money) -> Result<(), Rejection> {
+    crate::money::check_amount("amount", amount.amount, 1)?;
     if amount.currency != currency {
-        return Err(Rejection::invalid(format!(
+        return Err(Rejection::conflict(format!(
             "amount: currency {} differs from the order's {currency}",
             amount.currency
         )));
     }
-    if amount.amount <= 0 {
-        return Err(Rejection::invalid("amount: must be positive"));
-    }
     Ok(())
 }
 
-/// Adds `quantity` to a per-SKU sum, refusing a sum past `u32::MAX`.
-fn add_quantity(sum: &mut u32, quantity: u32, sku: &Sku) -> Result<(), Rejection> {
-    *sum = sum.checked_add(quantity).ok_or_else(|| {
-        Rejection::invalid(format!("lines: the quantities of {sku} add up to more than {}", u32::MAX))
-    })?;
-    Ok(())
+/// Adds `quantity` to a per-SKU sum (in `u64`, which a request's lines cannot overflow).
+fn add_quantity(sum: &mut u64, quantity: u32) {
+    *sum = sum.saturating_add(u64::from(quantity));
 }
 
 /// Checks that every line names an order line, that quantities are ≥ 1, and that the
@@ -544,10 +539,10 @@ fn check_lines(
     if lines.is_empty() {
         return Err(Rejection::invalid("lines: at least one line is needed"));
     }
-    let mut sums = BTreeMap::<&Sku, u32>::new();
+    let mut sums = BTreeMap::<&Sku, u64>::new();
     for line in lines {
         check_quantity("lines.quantity", line.quantity)?;
-        add_quantity(sums.entry(&line.sku).or_default(), line.quantity, &line.sku)?;
+        add_quantity(sums.entry(&line.sku).or_default(), line.quantity);
     }
     for (sku, quantity) in sums {
         let progress = state
@@ -555,7 +550,7 @@ fn check_lines(
             .get(sku)
             .ok_or_else(|| Rejection::not_found(format!("lines: the order has no line for {sku}")))?;
         let room = room(progress);
-        if quantity > room {
+        if quantity > u64::from(room) {
             return Err(Rejection::conflict(format!("lines: {quantity} of {sku} exceeds the {room} {what}")));
         }
     }

@@ -9,6 +9,8 @@ use crate::{check_quantity, Decider, OrderId, Rejection, RejectionKind, Shipment
 
 /// Largest single movement of units (receive, adjust, incoming, safety stock).
 pub const STOCK_MOVE_MAX: i64 = 1_000_000_000;
+/// Longest receipt reference (a delivery note's number), in characters.
+pub const REFERENCE_CHARS_MAX: usize = 200;
 
 /// Why an adjustment was made. Every adjustment has one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,7 +139,9 @@ impl Decider for Stock {
         let event = match command {
             C::Receive { quantity, reference } => {
                 check_quantity("quantity", *quantity)?;
-                if let Some(r) = reference.as_deref().filter(|r| r.is_empty() || r.len() > 200) {
+                if let Some(r) =
+                    reference.as_deref().filter(|r| r.is_empty() || r.chars().count() > REFERENCE_CHARS_MAX)
+                {
                     return Err(Rejection::invalid(format!("reference: '{r}' must be 1 to 200 characters")));
                 }
                 checked(state.on_hand.checked_add(i64::from(*quantity)), "quantity: receiving it")?;
@@ -296,7 +300,7 @@ impl Decider for Stock {
 
 /// The result of a checked sum, or a rejection saying which sum would overflow.
 fn checked(sum: Option<i64>, what: &str) -> Result<i64, Rejection> {
-    sum.ok_or_else(|| Rejection::invalid(format!("{what} would overflow the count of units")))
+    sum.ok_or_else(|| Rejection::conflict(format!("{what} would overflow the count of units")))
 }
 
 #[cfg(test)]
