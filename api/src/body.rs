@@ -39,18 +39,34 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 
 /// Parses a JSON body, naming the field at fault.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let mut json: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| Problem::bad_request(format!("the body is not valid JSON: {e}")))?;
+    integers(&mut json);
+    serde_path_to_error::deserialize(json).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
         let at = if path == "." || path.is_empty() { String::new() } else { format!("field `{path}`: ") };
-        match inner.classify() {
-            serde_json::error::Category::Data => Problem::unprocessable(format!("{at}{inner}")),
-            _ => Problem::bad_request(format!("the body is not valid JSON: {inner}")),
+        Problem::unprocessable(format!("{at}{}", e.into_inner()))
+    })
+}
+
+/// Writes every number with no fractional part (`3.0`, `1e3`) as the integer it is: JSON
+/// Schema counts it an integer, so a field typed `integer` takes it.
+fn integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if !(n.is_i64() || n.is_u64()) => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0) {
+                if (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f) {
+                    *value = Value::from(f as i64);
+                } else if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                    *value = Value::from(f as u64);
+                }
+            }
         }
-    })?;
-    de.end().map_err(|e| Problem::bad_request(format!("the body is not valid JSON: {e}")))?;
-    Ok(value)
+        Value::Array(items) => items.iter_mut().for_each(integers),
+        Value::Object(fields) => fields.values_mut().for_each(integers),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -76,5 +92,14 @@ mod tests {
         assert_eq!(e.status, 400);
         let e = parse::<Line>(br#"{"sku":"mug","quantity":1} x"#).unwrap_err();
         assert_eq!(e.status, 400);
+    }
+
+    #[test]
+    fn integral_numbers_are_integers() {
+        let line = parse::<Line>(br#"{"sku":"mug","quantity":3.0}"#).unwrap();
+        assert_eq!(line.quantity, 3);
+        assert_eq!(parse::<Line>(br#"{"sku":"mug","quantity":1e3}"#).unwrap().quantity, 1_000);
+        let e = parse::<Line>(br#"{"sku":"mug","quantity":2.5}"#).unwrap_err();
+        assert!(e.detail.starts_with("field `quantity`: invalid type: floating point `2.5`"), "{}", e.detail);
     }
 }

@@ -48,6 +48,13 @@ pub struct CommandResult {
     pub position: Option<u64>,
     /// The order concerned, where there is one (checkout: the order placed).
     pub order_id: Option<String>,
+    /// The cart concerned, for cart commands and checkout (a cart made without an id: the
+    /// id it was given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cart_id: Option<String>,
+    /// The shipment concerned, for shipment commands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shipment_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -78,6 +85,12 @@ pub(crate) async fn run(
         }
         None => uuid::Uuid::new_v4().to_string(),
     };
+    let (cart_id, shipment_id) = match &command {
+        Command::Cart { cart_id, .. } => (Some(cart_id.to_string()), None),
+        Command::Checkout { checkout } => (Some(checkout.cart_id.to_string()), None),
+        Command::Shipment { shipment_id, .. } => (None, Some(shipment_id.to_string())),
+        _ => (None, None),
+    };
     let envelope = CommandEnvelope::new(format!("{}:{key}", principal.name), principal.name.clone(), command);
     match api.service.execute(envelope).await {
         Ok(outcome) => {
@@ -92,6 +105,8 @@ pub(crate) async fn run(
                     .collect(),
                 position: outcome.position,
                 order_id: outcome.order_id.map(|o| o.to_string()),
+                cart_id,
+                shipment_id,
             };
             let mut response = Json(result).into_response();
             if outcome.replayed {

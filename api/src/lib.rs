@@ -127,8 +127,7 @@ pub fn router_and_doc(api: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .merge(guarded(&api, &[Admin], reads::token_routes()))
         .merge(reads::operation_routes())
         .split_for_parts();
-    let doc = openapi::exact(doc);
-    let served = doc.clone();
+    let served = openapi::exact(&doc);
     let request_id = HeaderName::from_static("x-request-id");
     let router = router
         .route("/openapi.json", axum::routing::get(move || async move { Json(served) }))

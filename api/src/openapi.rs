@@ -1,26 +1,287 @@
 //! What the OpenAPI document says beyond the route declarations, applied to every
-//! operation in one place: every error is `application/problem+json` with the Problem
-//! schema; the statuses every guarded route, every body and every path can give; and the
-//! one id grammar on every id in a path.
+//! operation in one place: every request body typed to its leaves with the bounds the
+//! server checks (`additionalProperties: false` everywhere), every query parameter's
+//! bounds, every error as `application/problem+json` with the Problem schema, the statuses
+//! each kind of route can give, the one id grammar on every id, and links from a created
+//! cart to the operations on it, so a stateful fuzzer can walk a shopping flow.
+//!
+//! The schemas here restate the domain's rules (`orderlog_domain` constants are used where
+//! there is one); the schemathesis stage of `.ci/run` checks that server and document agree.
 
+use orderlog_domain::cart::{CART_LINES_MAX, EMAIL_CHARS_MAX, LINE_QUANTITY_MAX, TEXT_CHARS_MAX};
+use orderlog_domain::checkout::TAX_RATE_BPS_MAX;
 use orderlog_domain::ids::{ID_BYTES_MAX, ID_PATTERN};
+use orderlog_domain::money::AMOUNT_MAX;
+use orderlog_domain::stock::{REFERENCE_CHARS_MAX, STOCK_MOVE_MAX};
+use orderlog_domain::Currency;
 use serde_json::{json, Map, Value};
 
-/// Path parameters that are ids of the one grammar.
-const ID_PARAMS: &[&str] = &["cart_id", "order_id", "sku", "location", "shipment_id", "return_id"];
+/// A character that is not blank (see `orderlog_domain::cart::is_blank`).
+const CONTENT: &str = "[^\\s\\x00-\\x1f\\x7f-\\x9f]";
 
-/// The document with its errors, statuses and id patterns made exact.
-pub fn exact(doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
-    let mut value = serde_json::to_value(&doc).expect("the document serializes");
+fn id() -> Value {
+    json!({"type": "string", "pattern": ID_PATTERN, "maxLength": ID_BYTES_MAX})
+}
+
+fn nullable(mut schema: Value) -> Value {
+    let ty = schema["type"].clone();
+    schema["type"] = json!([ty, "null"]);
+    schema
+}
+
+fn text() -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": TEXT_CHARS_MAX, "pattern": CONTENT})
+}
+
+fn email() -> Value {
+    let c = "[^@\\s\\x00-\\x1f\\x7f-\\x9f]";
+    let d = "[^@.\\s\\x00-\\x1f\\x7f-\\x9f]";
+    json!({"type": "string", "maxLength": EMAIL_CHARS_MAX, "pattern": format!("^{c}+@{d}{c}*[.]{c}*{d}$")})
+}
+
+fn int(min: i64, max: i64) -> Value {
+    json!({"type": "integer", "format": "int64", "minimum": min, "maximum": max})
+}
+
+fn object(properties: Value, required: &[&str]) -> Value {
+    json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
+}
+
+fn money(min: i64) -> Value {
+    object(
+        json!({"amount": int(min, AMOUNT_MAX), "currency": {"$ref": "#/components/schemas/Currency"}}),
+        &["amount", "currency"],
+    )
+}
+
+fn lines() -> Value {
+    json!({"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/LineQuantity"}})
+}
+
+/// The schemas the request bodies name.
+fn components() -> Vec<(&'static str, Value)> {
+    let codes: Vec<&str> = Currency::all().iter().map(|c| c.code()).collect();
+    vec![
+        (
+            "Currency",
+            json!({"type": "string", "enum": codes, "description": "ISO 4217 code of a currency with a minor unit"}),
+        ),
+        ("Money", json!({"description": "minor units of a currency", "allOf": [money(0)]})),
+        (
+            "Customer",
+            json!({"oneOf": [
+                object(json!({"kind": {"const": "guest"}, "email": email()}), &["kind", "email"]),
+                object(json!({"kind": {"const": "registered"}, "customer_id": id(), "email": nullable(email())}), &["kind", "customer_id"]),
+            ]}),
+        ),
+        (
+            "Address",
+            object(
+                json!({
+                    "name": text(), "line1": text(),
+                    "line2": {"type": ["string", "null"], "maxLength": TEXT_CHARS_MAX},
+                    "city": text(), "postal_code": text(),
+                    "country": {"type": "string", "pattern": "^[A-Z]{2}$", "description": "ISO 3166-1 alpha-2"},
+                }),
+                &["name", "line1", "city", "postal_code", "country"],
+            ),
+        ),
+        ("ShippingMethod", object(json!({"id": text(), "price": money(0)}), &["id", "price"])),
+        (
+            "Discount",
+            object(
+                json!({"code": text(), "kind": {"oneOf": [
+                    object(json!({"kind": {"const": "percentage"}, "basis_points": int(1, 10_000)}), &["kind", "basis_points"]),
+                    object(json!({"kind": {"const": "fixed"}, "amount": money(1)}), &["kind", "amount"]),
+                ]}}),
+                &["code", "kind"],
+            ),
+        ),
+        ("LineQuantity", object(json!({"sku": id(), "quantity": int(1, i64::from(u32::MAX))}), &["sku", "quantity"])),
+        (
+            "ReturnedLine",
+            object(
+                json!({"sku": id(), "quantity": int(1, i64::from(u32::MAX)), "restock": {"type": "boolean"}}),
+                &["sku", "quantity", "restock"],
+            ),
+        ),
+    ]
+}
+
+/// The body of each command route, by method and path.
+fn body(method: &str, path: &str) -> Option<Value> {
+    let reference = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+    let units = |min: i64| int(min, i64::from(u32::MAX));
+    let schema = match (method, path) {
+        ("post", "/carts") => object(
+            json!({"cart_id": nullable(id()), "currency": reference("Currency"), "customer": reference("Customer")}),
+            &["currency", "customer"],
+        ),
+        ("post", "/carts/{cart_id}/items") => object(
+            json!({"sku": id(), "quantity": int(1, i64::from(LINE_QUANTITY_MAX)), "unit_price": money(0)}),
+            &["sku", "quantity", "unit_price"],
+        ),
+        ("patch", "/carts/{cart_id}/items/{sku}") => {
+            object(json!({"quantity": int(1, i64::from(LINE_QUANTITY_MAX))}), &["quantity"])
+        }
+        ("put", "/carts/{cart_id}/discount") => object(json!({"discount": reference("Discount")}), &["discount"]),
+        ("put", "/carts/{cart_id}/contact") => object(json!({"email": email()}), &["email"]),
+        ("put", "/carts/{cart_id}/shipping-address") => reference("Address"),
+        ("put", "/carts/{cart_id}/shipping-method") => reference("ShippingMethod"),
+        ("post", "/carts/{cart_id}/checkout") => object(
+            json!({
+                "order_id": nullable(id()), "location": id(),
+                "sources": {"type": "object", "propertyNames": id(), "additionalProperties": id(), "maxProperties": CART_LINES_MAX},
+                "tax_rate_bps": int(0, i64::from(TAX_RATE_BPS_MAX)),
+            }),
+            &["location"],
+        ),
+        ("post", "/orders/{order_id}/cancel") | ("post", "/shipments/{shipment_id}/cancel") => {
+            object(json!({"reason": text()}), &["reason"])
+        }
+        ("post", "/orders/{order_id}/payments") => json!({"oneOf": [
+            object(json!({"type": {"const": "authorized"}, "amount": money(1), "provider_ref": text(), "provider_event_id": text()}), &["type", "amount", "provider_ref", "provider_event_id"]),
+            object(json!({"type": {"const": "captured"}, "amount": money(1), "provider_event_id": text()}), &["type", "amount", "provider_event_id"]),
+            object(json!({"type": {"const": "voided"}, "provider_event_id": text()}), &["type", "provider_event_id"]),
+            object(json!({"type": {"const": "refunded"}, "amount": money(1), "provider_event_id": text()}), &["type", "amount", "provider_event_id"]),
+            object(json!({"type": {"const": "failed"}, "reason": text(), "provider_event_id": text()}), &["type", "reason", "provider_event_id"]),
+        ]}),
+        ("post", "/orders/{order_id}/returns") => {
+            object(json!({"return_id": id(), "lines": lines(), "reason": text()}), &["return_id", "lines", "reason"])
+        }
+        ("post", "/orders/{order_id}/returns/{return_id}/receive") => {
+            object(json!({"lines": {"type": "array", "minItems": 1, "items": reference("ReturnedLine")}}), &["lines"])
+        }
+        ("post", "/stock/{sku}/{location}/receipts") => object(
+            json!({"quantity": units(1), "reference": {"type": ["string", "null"], "minLength": 1, "maxLength": REFERENCE_CHARS_MAX}}),
+            &["quantity"],
+        ),
+        ("post", "/stock/{sku}/{location}/adjustments") => object(
+            json!({
+                "delta": {"type": "integer", "minimum": -STOCK_MOVE_MAX, "maximum": STOCK_MOVE_MAX, "not": {"const": 0}},
+                "reason": {"type": "string", "enum": ["correction", "cycle_count", "damage", "shrinkage", "return_to_stock"]},
+                "expected_on_hand": {"type": ["integer", "null"], "format": "int64"},
+            }),
+            &["delta", "reason"],
+        ),
+        ("put", "/stock/{sku}/{location}/safety-stock") => object(json!({"quantity": units(0)}), &["quantity"]),
+        ("post", "/stock/{sku}/{location}/incoming") => object(json!({"quantity": units(1)}), &["quantity"]),
+        ("put", "/stock/{sku}/{location}/backorders") => object(json!({"allowed": {"type": "boolean"}}), &["allowed"]),
+        ("post", "/shipments") => object(
+            json!({"shipment_id": nullable(id()), "order_id": id(), "location": id(), "lines": lines()}),
+            &["order_id", "location", "lines"],
+        ),
+        ("post", "/shipments/{shipment_id}/ship") => {
+            object(json!({"carrier": text(), "tracking_number": text()}), &["carrier", "tracking_number"])
+        }
+        ("post", "/shipments/{shipment_id}/deliver") => object(
+            json!({"event_id": nullable(text()), "occurred_at": {"type": ["string", "null"], "format": "date-time"}, "reason": {"type": "null"}}),
+            &[],
+        ),
+        ("post", "/shipments/{shipment_id}/delivery-failed") => object(
+            json!({"event_id": nullable(text()), "occurred_at": {"type": ["string", "null"], "format": "date-time"}, "reason": text()}),
+            &["reason"],
+        ),
+        ("post", "/tokens") => object(
+            json!({
+                "principal": {"type": "string", "pattern": "^[A-Za-z0-9._@-]{1,64}$"},
+                "scopes": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": ["shop", "operations", "audit", "analytics", "admin"]}},
+            }),
+            &["principal", "scopes"],
+        ),
+        _ => return None,
+    };
+    Some(schema)
+}
+
+/// The schema of a query parameter, by path and name.
+fn query(path: &str, name: &str) -> Option<Value> {
+    let feed_limit = int(1, 10_000);
+    let schema = match (path, name) {
+        (_, "wait_for") | (_, "timeout_ms") => json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}),
+        ("/orders", "limit") => int(1, 500),
+        ("/orders", "state") => {
+            json!({"type": "string", "enum": ["placed", "confirmed", "partially_shipped", "shipped", "delivered", "completed", "cancelled", "expired"]})
+        }
+        ("/orders", "placed_from") | ("/orders", "placed_to") => json!({"type": "string", "format": "date-time"}),
+        ("/orders", "after") => json!({"type": "string", "pattern": "~"}),
+        ("/orders", "customer") => json!({"type": "string"}),
+        ("/reports/sales", "from") | ("/reports/sales", "to") => {
+            json!({"type": "string", "format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"})
+        }
+        (_, "currency") => json!({"$ref": "#/components/schemas/Currency"}),
+        ("/reports/top-skus", "limit") => int(1, 500),
+        ("/streams/{stream_id}", "from_version") => json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}),
+        ("/streams/{stream_id}", "limit") | ("/events", "limit") | ("/events/live", "limit") => feed_limit,
+        ("/events", "after") | ("/events/live", "after") => {
+            json!({"type": "string", "pattern": "^[0-9]{1,19}[.][0-9]{1,19}$"})
+        }
+        _ => return None,
+    };
+    Some(schema)
+}
+
+/// Links from an operation's 200 answer to the operations that take what it made: a cart
+/// made feeds its items, address, method, contact and checkout; an order placed, its
+/// payments, cancellation and reads; a shipment made, its packing and shipping.
+fn links(method: &str, path: &str) -> Option<Value> {
+    let to = |operation: &str, param: &str, field: &str| json!({"operationId": operation, "parameters": {param: format!("$response.body#/{field}")}});
+    let cart = |operation: &str| to(operation, "cart_id", "cart_id");
+    let order = |operation: &str| to(operation, "order_id", "order_id");
+    let shipment = |operation: &str| to(operation, "shipment_id", "shipment_id");
+    let links = match (method, path) {
+        ("post", "/carts")
+        | ("post", "/carts/{cart_id}/items")
+        | ("put", "/carts/{cart_id}/shipping-address")
+        | ("put", "/carts/{cart_id}/shipping-method")
+        | ("put", "/carts/{cart_id}/contact") => json!({
+            "AddItem": cart("add_item"),
+            "SetShippingAddress": cart("set_shipping_address"),
+            "SelectShippingMethod": cart("select_shipping_method"),
+            "SetContact": cart("set_contact"),
+            "ApplyDiscount": cart("apply_discount"),
+            "Checkout": cart("checkout"),
+        }),
+        ("post", "/carts/{cart_id}/checkout") => json!({
+            "GetOrder": order("get_order"),
+            "RecordPayment": order("record_payment"),
+            "CancelOrder": order("cancel_order"),
+            "RequestReturn": order("request_return"),
+        }),
+        ("post", "/shipments") => json!({
+            "PackShipment": shipment("pack_shipment"),
+            "ShipShipment": shipment("ship_shipment"),
+            "CancelShipment": shipment("cancel_shipment"),
+        }),
+        _ => return None,
+    };
+    Some(links)
+}
+
+/// The document with its bodies, parameters, errors, statuses and ids made exact, as JSON
+/// (it uses JSON Schema words utoipa's model does not have: `const`, `not`, `propertyNames`).
+pub fn exact(doc: &utoipa::openapi::OpenApi) -> Value {
+    let mut value = serde_json::to_value(doc).expect("the document serializes");
+    if let Some(schemas) = value.pointer_mut("/components/schemas").and_then(Value::as_object_mut) {
+        for (name, schema) in components() {
+            schemas.insert(name.to_string(), schema);
+        }
+    }
     if let Some(paths) = value.get_mut("paths").and_then(Value::as_object_mut) {
-        for item in paths.values_mut().filter_map(Value::as_object_mut) {
-            for operation in item.values_mut().filter_map(Value::as_object_mut) {
-                operation_exact(operation);
+        for (path, item) in paths.iter_mut() {
+            let Some(item) = item.as_object_mut() else { continue };
+            for (method, operation) in item.iter_mut() {
+                if let Some(operation) = operation.as_object_mut() {
+                    operation_exact(method, path, operation);
+                }
             }
         }
     }
-    serde_json::from_value(value).expect("the document is still an OpenAPI document")
+    value
 }
+
+/// Path parameters that are ids of the one grammar.
+const ID_PARAMS: &[&str] = &["cart_id", "order_id", "sku", "location", "shipment_id", "return_id"];
 
 fn problem(description: &str) -> Value {
     json!({
@@ -29,26 +290,40 @@ fn problem(description: &str) -> Value {
     })
 }
 
-fn operation_exact(operation: &mut Map<String, Value>) {
+fn operation_exact(method: &str, path: &str, operation: &mut Map<String, Value>) {
+    if let Some(schema) = body(method, path) {
+        operation.insert(
+            "requestBody".into(),
+            json!({"required": true, "content": {"application/json": {"schema": schema}}}),
+        );
+    }
     let guarded = operation.get("security").and_then(Value::as_array).is_some_and(|s| !s.is_empty());
     let has_body = operation.contains_key("requestBody");
     let mut has_path_id = false;
     let mut has_params = false;
+    let mut has_wait = false;
     if let Some(params) = operation.get_mut("parameters").and_then(Value::as_array_mut) {
         for param in params.iter_mut().filter_map(Value::as_object_mut) {
             has_params = true;
             let name = param.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-            if param.get("in").and_then(Value::as_str) == Some("path") && ID_PARAMS.contains(&name.as_str()) {
+            let place = param.get("in").and_then(Value::as_str).unwrap_or_default().to_string();
+            if place == "path" && ID_PARAMS.contains(&name.as_str()) {
                 has_path_id = true;
-                param.insert(
-                    "schema".into(),
-                    json!({"type": "string", "pattern": ID_PATTERN, "maxLength": ID_BYTES_MAX}),
-                );
+                param.insert("schema".into(), id());
+            }
+            has_wait |= name == "wait_for";
+            if place == "query" {
+                if let Some(schema) = query(path, &name) {
+                    param.insert("schema".into(), schema);
+                }
             }
         }
     }
     let responses = operation.entry("responses").or_insert_with(|| json!({}));
     let Some(responses) = responses.as_object_mut() else { return };
+    if let (Some(links), Some(ok)) = (links(method, path), responses.get_mut("200").and_then(Value::as_object_mut)) {
+        ok.insert("links".into(), links);
+    }
     for (status, response) in responses.iter_mut() {
         if status.starts_with('4') || status.starts_with('5') {
             let description = response.get("description").and_then(Value::as_str).unwrap_or("").to_string();
@@ -70,6 +345,18 @@ fn operation_exact(operation: &mut Map<String, Value>) {
     }
     if has_path_id || has_params {
         add("400", "a path or query parameter is not valid");
+    }
+    if method != "get" && guarded && !path.starts_with("/tokens") {
+        add("404", "the cart, order, stock item or shipment named does not exist");
+        add("409", "the command does not fit the state of what it names");
+        add("422", "the command is not valid");
+    }
+    if method == "get" && has_path_id {
+        add("404", "nothing has that id");
+    }
+    if has_wait {
+        add("409", "wait_for names a position the log does not have");
+        add("503", "the read model has not reached wait_for within timeout_ms, or has stopped");
     }
     add("414", "the URI is longer than the server reads");
 }

@@ -41,7 +41,10 @@ async fn wait(api: &Shared, model: &str, params: &WaitParams) -> Result<(), Prob
     let timeout = Duration::from_millis(params.timeout_ms.unwrap_or(WAIT_MS_DEFAULT).min(WAIT_MS_MAX));
     let runner = api.runner(model).ok_or_else(|| Problem::internal(format!("no runner for '{model}'")))?;
     if api.store.cursor_of(position).await.map_err(Problem::internal)?.is_none() {
-        return Err(Problem::unprocessable(format!("wait_for: no committed event at position {position}")));
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            format!("wait_for: the log has no committed event at position {position}"),
+        ));
     }
     match projector::wait_for_position(&*api.store, &**runner, position, timeout).await {
         Ok(true) => Ok(()),
@@ -292,10 +295,11 @@ async fn sales_report(State(api): State<Shared>, Query(p): Query<SalesParams>) -
             .map_err(|_| Problem::bad_request(format!("{name}: '{v}' is not a date (YYYY-MM-DD)")))
     };
     let (from, to) = (day("from", &p.from)?, day("to", &p.to)?);
-    if from > to {
-        return Err(Problem::bad_request(format!("from ({from}) is after to ({to})")));
-    }
     let currency = currency(p.currency)?;
+    // A range whose first day is after its last holds no days.
+    if from > to {
+        return Ok(Json(Vec::new()));
+    }
     let days =
         api.queries.sales(&from.to_string(), &to.to_string(), currency.as_deref()).await.map_err(query_problem)?;
     Ok(Json(days))
