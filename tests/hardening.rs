@@ -3,44 +3,16 @@
 //! problem+json, `--insecure-dev` only on loopback, request ids and no colour in logs, and
 //! any number of processes starting at once on one PostgreSQL database.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+use common::{orderlog, serve, Server};
 
 use orderlog_store::postgres::testing::TestDatabase;
 use serde_json::Value;
-
-fn orderlog(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_orderlog")).args(args).output().expect("the binary runs")
-}
-
-struct Server {
-    child: Child,
-    address: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `orderlog serve` with its log written to `log` (a file, so not a terminal).
-fn serve(database: &str, extra: &[&str], log: Stdio) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orderlog"))
-        .args(["serve", "--database", database, "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let address =
-        line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("{line:?}")).parse().unwrap();
-    Server { child, address }
-}
 
 /// Sends `request` as it is and returns the whole answer.
 fn raw(server: &Server, request: &[u8]) -> String {

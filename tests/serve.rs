@@ -2,42 +2,16 @@
 //! token from `orderlog token create`, a checkout over HTTP, and the order read back after
 //! waiting for the checkout's position.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Stdio;
+
+use common::{orderlog, serve, Server};
 
 use orderlog_store::postgres::testing::TestDatabase;
 use serde_json::{json, Value};
-
-fn orderlog(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_orderlog")).args(args).output().expect("the binary runs")
-}
-
-struct Server {
-    child: Child,
-    address: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(database: &str, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orderlog"))
-        .args(["serve", "--database", database, "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let address = line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("{line}")).parse().unwrap();
-    Server { child, address }
-}
 
 /// One HTTP/1.1 request; returns the status and the JSON body.
 fn http(server: &Server, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
@@ -73,7 +47,7 @@ fn checkout_over_http(database: &str) {
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     let token = String::from_utf8(made.stdout).unwrap().trim().to_string();
     assert!(token.starts_with("olt_"));
-    let server = serve(database, &[]);
+    let server = serve(database, &[], Stdio::null());
     let t = token.as_str();
     let (status, _) = http(&server, "GET", "/orders/x", "olt_000000000000_wrong", None);
     assert_eq!(status, 401);
@@ -116,7 +90,7 @@ fn a_checkout_over_http_on_postgres() {
 #[test]
 fn insecure_dev_serves_without_tokens() {
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(dir.path().join("shop.db").to_str().unwrap(), &["--insecure-dev"]);
+    let server = serve(dir.path().join("shop.db").to_str().unwrap(), &["--insecure-dev"], Stdio::null());
     let (status, body) = http(&server, "POST", "/stock/mug/berlin/receipts", "", Some(json!({"quantity": 1})));
     assert_eq!(status, 200, "{body}");
 }
