@@ -143,9 +143,7 @@ pub fn router_and_doc(api: Shared) -> (Router, utoipa::openapi::OpenApi) {
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
                     let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-                    // At error level, so the span (and its request id) is on every line
-                    // logged inside it at any level the filter lets through.
-                    tracing::error_span!("request", method = %request.method(), uri = %request.uri().path(), request_id = %id)
+                    tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id = %id)
                 })
                 .on_request(())
                 .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
@@ -160,12 +158,18 @@ pub fn router(api: Shared) -> Router {
     router_and_doc(api).0
 }
 
-/// Records each request's latency by route and status.
+/// Records each request's latency by route and status, and logs the cause of an internal
+/// error with the request's id (here, so every such line has it whatever the log level).
 async fn measure(State(api): State<Shared>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
     let method = method_label(request.method());
+    let request_id = request.headers().get("x-request-id").cloned();
     let started = Instant::now();
     let response = next.run(request).await;
+    if let Some(problem::Cause(cause)) = response.extensions().get::<problem::Cause>() {
+        let id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
+        tracing::error!(request_id = %id, method, route = %route, error = %cause, "request failed");
+    }
     api.metrics.request(method, &route, response.status().as_u16(), started.elapsed());
     response
 }

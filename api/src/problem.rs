@@ -1,6 +1,6 @@
 //! Errors as `application/problem+json` (RFC 9457): a status, a short title and a detail a
-//! person can act on. Internal errors say only that something failed; the cause goes to
-//! the log, with the request id.
+//! person can act on. Internal errors say only that something failed; the cause travels
+//! with the response (as [`Cause`]) to the middleware that logs it with the request id.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +22,15 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub shortages: Option<serde_json::Value>,
+    /// What went wrong inside, for the log only: never sent.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub cause: Option<String>,
 }
+
+/// The cause of an internal error, in the response's extensions until it is logged.
+#[derive(Clone, Debug)]
+pub struct Cause(pub String);
 
 impl Problem {
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Problem {
@@ -32,6 +40,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             shortages: None,
+            cause: None,
         }
     }
 
@@ -52,10 +61,15 @@ impl Problem {
         Problem::new(StatusCode::NOT_FOUND, detail)
     }
 
-    /// A failure the client cannot fix: logged with its cause, answered without it.
+    /// A failure the client cannot fix: answered without its cause, which is logged with
+    /// the request id (see [`Cause`]).
     pub fn internal(cause: impl std::fmt::Display) -> Problem {
-        tracing::error!(error = %cause, "request failed");
-        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "the server failed to handle the request; it has been logged")
+        let mut problem = Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the server failed to handle the request; it has been logged",
+        );
+        problem.cause = Some(cause.to_string());
+        problem
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Problem {
@@ -72,6 +86,9 @@ impl IntoResponse for Problem {
         let status = self.status();
         let body = serde_json::to_vec(&self).unwrap_or_default();
         let mut response = (status, body).into_response();
+        if let Some(cause) = self.cause {
+            response.extensions_mut().insert(Cause(cause));
+        }
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
