@@ -25,7 +25,7 @@ pub struct Problem {
     /// What went wrong inside, for the log only: never sent.
     #[serde(skip)]
     #[schema(ignore)]
-    pub cause: Option<String>,
+    pub cause: Option<Box<str>>,
 }
 
 /// The cause of an internal error, in the response's extensions until it is logged.
@@ -68,7 +68,7 @@ impl Problem {
             StatusCode::INTERNAL_SERVER_ERROR,
             "the server failed to handle the request; it has been logged",
         );
-        problem.cause = Some(cause.to_string());
+        problem.cause = Some(cause.to_string().into());
         problem
     }
 
@@ -87,7 +87,7 @@ impl IntoResponse for Problem {
         let body = serde_json::to_vec(&self).unwrap_or_default();
         let mut response = (status, body).into_response();
         if let Some(cause) = self.cause {
-            response.extensions_mut().insert(Cause(cause));
+            response.extensions_mut().insert(Cause(cause.into()));
         }
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if status == StatusCode::UNAUTHORIZED {
