@@ -21,7 +21,7 @@ pub struct Problem {
     /// Lines that could not be reserved, for an out-of-stock checkout.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub shortages: Option<serde_json::Value>,
+    pub shortages: Option<Box<serde_json::Value>>,
     /// What went wrong inside, for the log only: never sent.
     #[serde(skip)]
     #[schema(ignore)]
@@ -107,7 +107,7 @@ impl From<Rejection> for Problem {
         };
         let mut problem = Problem::new(status, r.reason.clone()).typed(kind);
         if !r.shortages.is_empty() {
-            problem.shortages = serde_json::to_value(&r.shortages).ok();
+            problem.shortages = serde_json::to_value(&r.shortages).ok().map(Box::new);
         }
         problem
     }
