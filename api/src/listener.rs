@@ -107,10 +107,23 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ProblemIo<T> {
         Poll::Ready(Ok(replaced))
     }
 
-    /// Writes arrive whole (hyper flattens its buffers), so a status line and its headers
-    /// are seen in one call.
+    /// hyper writes a response's head as one buffer of its own (the first of a vectored
+    /// write), so its parse-error answers are recognised there; everything else goes on
+    /// vectored, as hyper sends it to a plain socket.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let first = bufs.iter().find(|b| !b.is_empty());
+        if self.replacing.is_some() || first.is_some_and(|b| problem_for(b).is_some()) {
+            return self.poll_write(cx, first.map_or(&[][..], |b| &b[..]));
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
     fn is_write_vectored(&self) -> bool {
-        false
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
