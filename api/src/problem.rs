@@ -20,12 +20,22 @@ pub struct Problem {
     pub detail: String,
     /// Lines that could not be reserved, for an out-of-stock checkout.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Vec<Shortage>>)]
     pub shortages: Option<Box<serde_json::Value>>,
     /// What went wrong inside, for the log only: never sent.
     #[serde(skip)]
     #[schema(ignore)]
     pub cause: Option<Box<str>>,
+}
+
+/// One line of an out-of-stock refusal (the document's shape of `orderlog_domain::Shortage`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Shortage {
+    sku: String,
+    location: String,
+    requested: u32,
+    available: i64,
 }
 
 /// The cause of an internal error, in the response's extensions until it is logged.

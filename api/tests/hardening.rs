@@ -371,4 +371,9 @@ async fn the_openapi_document_declares_problems_and_the_id_grammar() {
         }
     }
     assert!(operations >= 40, "{operations} operations");
+    // An out-of-stock refusal lists its short lines: an array (the fuzzer found it declared
+    // an object).
+    let shortages = &doc["components"]["schemas"]["Problem"]["properties"]["shortages"];
+    assert!(shortages["type"].as_array().unwrap().contains(&json!("array")), "{shortages}");
+    assert!(doc["components"]["schemas"]["Shortage"]["properties"]["requested"].is_object());
 }
