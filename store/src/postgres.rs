@@ -1156,7 +1156,10 @@ impl EventStore for PostgresStore {
             .await
             .map_err(pg)?;
         let limit = limit.min(READ_EVENTS_MAX);
-        let rows = client.query(&stmt, &[&stream_id, &(from_version as i64), &i64::from(limit)]).await.map_err(pg)?;
+        let rows = client
+            .query(&stmt, &[&stream_id, &i64::try_from(from_version).unwrap_or(i64::MAX), &i64::from(limit)])
+            .await
+            .map_err(pg)?;
         let events: Vec<RecordedEvent> = rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
         // A short page ends at the stream's head: the next append to it can plan without a read.
         if let Some(last) = events.last().filter(|_| events.len() < limit as usize) {

@@ -664,7 +664,8 @@ impl EventStore for SqliteStore {
             query_events(
                 conn,
                 &format!("{SELECT_EVENT} WHERE stream_id = ?1 AND version >= ?2 ORDER BY version LIMIT ?3"),
-                params![stream_id, from_version, limit],
+                // Versions are stored as SQLite integers (i64); none is past i64::MAX.
+                params![stream_id, from_version.min(i64::MAX as u64), limit],
             )
         })
         .await
