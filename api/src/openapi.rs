@@ -66,7 +66,6 @@ fn components() -> Vec<(&'static str, Value)> {
             "Currency",
             json!({"type": "string", "enum": codes, "description": "ISO 4217 code of a currency with a minor unit"}),
         ),
-        ("Money", json!({"description": "minor units of a currency", "allOf": [money(0)]})),
         (
             "Customer",
             json!({"oneOf": [

@@ -260,27 +260,56 @@ impl ReadQueries for PostgresQueries {
     }
 
     async fn sales(&self, from: &str, to: &str, currency: Option<&str>) -> Result<Vec<SalesDay>, String> {
-        let (first, last, after) = report_days(from, to)?;
-        let rows: Vec<OrderStatusRow> = self
-            .json_rows(
-                "SELECT data::text FROM rm_order_status WHERE data->>'placed_at' >= $1 AND data->>'placed_at' < $2",
-                &[&first.to_string(), &after],
+        // The view sums in NUMERIC, read as text: exact past 64 bits, aggregated in the database.
+        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let rows = client
+            .query(
+                "SELECT day::text, currency, orders, units::text, gross::text, discounts::text, refunds::text,
+                        net::text, average_order_value::text, cancellation_rate, median_seconds_to_ship
+                   FROM sales_by_day WHERE day >= $1::text::date AND day <= $2::text::date AND ($3::text IS NULL OR currency = $3)
+                  ORDER BY day, currency",
+                &[&from, &to, &currency],
             )
-            .await?;
-        let mut fold = SalesFold::default();
-        rows.iter().for_each(|row| fold.add(row, first, last, currency));
-        Ok(fold.finish())
+            .await
+            .map_err(|e| e.to_string())?;
+        rows.iter()
+            .map(|r| {
+                Ok(SalesDay {
+                    day: r.get(0),
+                    currency: r.get(1),
+                    orders: r.get(2),
+                    units: numeric(r.get(3))?,
+                    gross: numeric(r.get(4))?,
+                    discounts: numeric(r.get(5))?,
+                    refunds: numeric(r.get(6))?,
+                    net: numeric(r.get(7))?,
+                    average_order_value: numeric(r.get(8))?,
+                    cancellation_rate: r.get(9),
+                    median_seconds_to_ship: r.get(10),
+                })
+            })
+            .collect()
     }
 
     async fn top_skus(&self, currency: Option<&str>, limit: u32) -> Result<Vec<TopSku>, String> {
-        let rows: Vec<OrderStatusRow> = self
-            .json_rows(
-                "SELECT data::text FROM rm_order_status WHERE $1::text IS NULL OR data->>'currency' = $1",
-                &[&currency],
+        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let rows = client
+            .query(
+                "SELECT sku, currency, units::text, revenue::text FROM top_skus WHERE $1::text IS NULL OR currency = $1
+                  ORDER BY units DESC, revenue DESC, sku LIMIT $2",
+                &[&currency, &i64::from(limit)],
             )
-            .await?;
-        let mut fold = TopSkuFold::default();
-        rows.iter().for_each(|row| fold.add(row, currency));
-        Ok(fold.finish(limit))
+            .await
+            .map_err(|e| e.to_string())?;
+        rows.iter()
+            .map(|r| {
+                Ok(TopSku { sku: r.get(0), currency: r.get(1), units: numeric(r.get(2))?, revenue: numeric(r.get(3))? })
+            })
+            .collect()
     }
+}
+
+/// A whole NUMERIC as PostgreSQL writes it (`-123`), as the `i128` the reports are in.
+fn numeric(text: &str) -> Result<i128, String> {
+    text.parse().map_err(|e| format!("report figure '{text}': {e}"))
 }

@@ -1,7 +1,8 @@
-//! The reports (sales per day, best-selling SKUs), folded from order rows in `i128`: every
-//! amount a row can hold is an `i64`, so no sum of them can overflow, and no stored value
-//! can make a report unreadable. The SQL views `sales_by_day` and `top_skus` give the same
-//! figures to plain-SQL readers.
+//! The reports (sales per day, best-selling SKUs) and, for SQLite, their folds from order
+//! rows in `i128`: every amount a row can hold is an `i64`, so no sum of them can overflow,
+//! and no stored value can make a report unreadable. (SQLite's `SUM` refuses a sum past 64
+//! bits; on PostgreSQL the views `sales_by_day` and `top_skus` sum in NUMERIC and are read
+//! as they are.)
 
 use std::collections::BTreeMap;
 
