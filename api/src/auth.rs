@@ -166,11 +166,17 @@ fn scopes_text(scopes: &[Scope]) -> String {
     scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
 }
 
+/// The scopes of a stored token row whose principal and scopes are both valid.
+fn stored_scopes(principal: &str, scopes: &str) -> Result<BTreeSet<Scope>, String> {
+    check_principal(principal)?;
+    parse_scopes(scopes)
+}
+
 /// The principal of a stored token row, or none when the row cannot be a valid token (its
 /// scopes empty or unknown, or its principal malformed, as by a hand edit): such a token
 /// lets nothing in, and the cause is logged.
 fn principal_of(id: String, name: String, scopes: &str) -> Option<Principal> {
-    match parse_scopes(scopes).and_then(|scopes| check_principal(&name).map(|()| scopes)) {
+    match stored_scopes(&name, scopes) {
         Ok(scopes) => Some(Principal { name, token_id: id, scopes }),
         Err(e) => {
             tracing::warn!(token_id = %id, error = %e, "a stored token is invalid and was refused");
@@ -182,7 +188,7 @@ fn principal_of(id: String, name: String, scopes: &str) -> Option<Principal> {
 /// A stored token row as listed: a row that cannot be a valid token is listed with what is
 /// wrong with it, so one bad row does not hide the others.
 fn info_of(id: String, principal: String, scopes: &str, created_at: String, revoked_at: Option<String>) -> TokenInfo {
-    let (scopes, invalid) = match parse_scopes(scopes).and_then(|s| check_principal(&principal).map(|()| s)) {
+    let (scopes, invalid) = match stored_scopes(&principal, scopes) {
         Ok(scopes) => (scopes.into_iter().collect(), None),
         Err(e) => (Vec::new(), Some(format!("this token lets nothing in: {e} (stored scopes '{scopes}')"))),
     };
