@@ -328,10 +328,6 @@ impl Decider for Cart {
             }
             C::Expire {} => E::CartExpired {},
         };
-        if matches!(event, E::ItemAdded { .. } | E::ItemQuantityChanged { .. } | E::ShippingMethodSelected { .. }) {
-            // A cart whose totals cannot be computed could never be read or checked out.
-            Cart::evolve(state.clone(), &event).totals()?;
-        }
         Ok(vec![event])
     }
 

@@ -256,3 +256,44 @@ fn capturing_or_refunding_past_i64_is_refused() {
     assert!(err.reason.contains("more than the 1000000000000 minor units"), "{}", err.reason);
     assert_eq!((order.payment.captured, order.payment.refunded), (1, 1));
 }
+
+/// The fullest, dearest cart a command can make (every line at its limit, every amount at
+/// `AMOUNT_MAX`, 100 % tax) still has totals an `i64` holds: why a cart needs no totals check
+/// when a line changes.
+#[test]
+fn the_largest_cart_has_totals_that_fit() {
+    use orderlog_domain::cart::{CART_LINES_MAX, LINE_QUANTITY_MAX};
+    use orderlog_domain::money::AMOUNT_MAX;
+    let step = |state, command: CartCommand| {
+        let events = Cart::decide(&command, &state).unwrap();
+        events.iter().fold(state, |s, e| Cart::evolve(s, e))
+    };
+    let guest = Customer::Guest { email: "ann@example.com".into() };
+    let mut cart = step(Default::default(), CartCommand::Create { currency: eur(), customer: guest });
+    for n in 0..CART_LINES_MAX {
+        let sku = Sku::parse(format!("sku{n}")).unwrap();
+        cart = step(
+            cart,
+            CartCommand::AddItem { sku, quantity: LINE_QUANTITY_MAX, unit_price: Money::new(AMOUNT_MAX, eur()) },
+        );
+    }
+    let method = ShippingMethod { id: "dhl".into(), price: Money::new(AMOUNT_MAX, eur()) };
+    cart = step(cart, CartCommand::SelectShippingMethod { method });
+    cart = step(cart, CartCommand::SetShippingAddress { address: address() });
+    let command = CheckoutCommand {
+        cart_id: CartId::parse("c1").unwrap(),
+        order_id: OrderId::parse("o1").unwrap(),
+        location: berlin(),
+        sources: BTreeMap::new(),
+        tax_rate_bps: 10_000,
+    };
+    let mut stocks = BTreeMap::new();
+    for key in command.stock_keys(&cart) {
+        stocks.insert(key, Default::default());
+    }
+    // Out of stock, but only after the totals were computed without overflow.
+    let refused = decide_checkout(&command, &cart, &Default::default(), &stocks).unwrap_err();
+    assert_eq!(refused.kind, orderlog_domain::RejectionKind::OutOfStock, "{}", refused.reason);
+    let totals = cart.totals().unwrap();
+    assert_eq!(totals.subtotal.amount, CART_LINES_MAX as i64 * i64::from(LINE_QUANTITY_MAX) * AMOUNT_MAX);
+}
