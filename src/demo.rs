@@ -200,7 +200,8 @@ impl Sim {
     }
 
     async fn order_total(&self, order_id: &OrderId) -> Result<Money> {
-        let events = self.service.store().read_stream(&orderlog_domain::stream::order(order_id), 1, 1).await?;
+        let events =
+            self.service.store().read_stream(&orderlog_domain::StreamId::order(order_id).to_string(), 1, 1).await?;
         let first = events.first().ok_or_else(|| anyhow::anyhow!("order {order_id} has no events"))?;
         match DomainEvent::decode(&first.event_type, first.schema_version, &first.payload)? {
             DomainEvent::Order(OrderEvent::OrderPlaced { order }) => Ok(order.totals.total),
@@ -273,7 +274,8 @@ impl Sim {
             self.must(shopper, order(OrderCommand::VoidPayment { provider_event_id: event("voided") })).await?;
             return Ok(());
         }
-        let placed = self.service.store().read_stream(&orderlog_domain::stream::order(order_id), 1, 1).await?;
+        let placed =
+            self.service.store().read_stream(&orderlog_domain::StreamId::order(order_id).to_string(), 1, 1).await?;
         let lines = match DomainEvent::decode(&placed[0].event_type, placed[0].schema_version, &placed[0].payload)? {
             DomainEvent::Order(OrderEvent::OrderPlaced { order }) => order
                 .lines
@@ -429,7 +431,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     // Each run ends with the flash sale, so the flash SKU's stream ends near the end of the
     // previous run: the simulated clock continues an hour after it.
     let flash_stream =
-        orderlog_domain::stream::stock(&StockKey::new(Sku::parse(FLASH_SKU)?, LocationId::parse(FLASH_LOCATION)?));
+        orderlog_domain::StreamId::stock(&StockKey::new(Sku::parse(FLASH_SKU)?, LocationId::parse(FLASH_LOCATION)?))
+            .to_string();
     let flash_version = store.stream_version(&flash_stream).await?;
     let start_time = match store.read_stream(&flash_stream, flash_version, 1).await?.first() {
         Some(last) => last.recorded_at + Duration::hours(1),

@@ -7,6 +7,7 @@
 //! [`CommandError`]; [`Clock`] and [`IdSource`], passed in so that simulations replay exactly.
 
 mod load;
+mod plan;
 mod service;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,6 +62,20 @@ pub enum Command {
         shipment_id: ShipmentId,
         command: ShipmentCommand,
     },
+}
+
+impl Command {
+    /// The hash that tells a retry of a command id from another command under the same id:
+    /// SHA-256 of the command's canonical encoding, version 1, which is the JSON serde writes
+    /// for [`Command`] (variants tagged `target`, fields in declaration order). Events keep
+    /// the hash they were written with, so this encoding must not change: a test holds
+    /// hashes written by earlier builds. A different encoding would be version 2, written
+    /// as `v2:{hex}` beside version 1 hashes, never in their place.
+    pub fn hash(&self) -> String {
+        use sha2::Digest;
+        let json = serde_json::to_string(self).expect("commands serialize");
+        hex::encode(sha2::Sha256::digest(json.as_bytes()))
+    }
 }
 
 /// A command with its idempotency key and its provenance.

@@ -4,22 +4,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use orderlog_domain::cart::Cart;
-use orderlog_domain::checkout::{decide_checkout, Decision};
+use orderlog_domain::checkout::Decision;
 use orderlog_domain::codec::DomainEvent;
-use orderlog_domain::flows::{
-    decide_carrier_event, decide_create_shipment, decide_end_order, decide_receive_return, decide_ship,
-    order_stock_keys, return_stock_keys,
-};
-use orderlog_domain::order::{Order, OrderCommand};
-use orderlog_domain::shipment::{Shipment, ShipmentCommand};
-use orderlog_domain::stock::{Stock, StockCommand, StockState};
-use orderlog_domain::{stream, Decider, OrderId, Rejection, StockKey};
+use orderlog_domain::StreamId;
 use orderlog_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::load::StateCache;
+use crate::plan::Loaded;
 use crate::{Clock, Command, CommandEnvelope, CommandError, CommandOutcome, IdSource};
 
 /// Namespace of the event ids derived from command ids (UUID v5).
@@ -51,9 +44,6 @@ pub struct CommandService {
     config: ServiceConfig,
     cache: StateCache,
 }
-
-/// The streams a decision read, with the versions they were read at.
-type Reads = BTreeMap<String, u64>;
 
 impl CommandService {
     pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>, ids: Arc<dyn IdSource>) -> CommandService {
@@ -90,14 +80,14 @@ impl CommandService {
         if envelope.actor.is_empty() {
             return Err(CommandError::Invalid("actor: must not be empty".into()));
         }
-        let command_hash = command_hash(&envelope.command);
+        let command_hash = envelope.command.hash();
         let mut retries = 0;
         loop {
             if let Some(outcome) = self.recorded_outcome(&envelope, &command_hash).await? {
                 return Ok(outcome);
             }
-            let (decision, reads) = self.decide(&envelope.command).await?;
-            let appends = self.appends(&envelope, &command_hash, &decision, &reads);
+            let (decision, loaded) = self.decide(&envelope.command).await?;
+            let appends = self.appends(&envelope, &command_hash, &decision, &loaded);
             let mut outcome = CommandOutcome {
                 command_id: envelope.command_id.clone(),
                 events_appended: decision.event_count() as u32,
@@ -108,11 +98,12 @@ impl CommandService {
                 retries,
             };
             if decision.event_count() == 0 {
-                outcome.streams = appends
+                outcome.streams = decision
+                    .streams
                     .iter()
-                    .map(|a| orderlog_store::StreamVersion {
-                        stream_id: a.stream_id.clone(),
-                        version: reads[&a.stream_id],
+                    .map(|(stream, _)| orderlog_store::StreamVersion {
+                        stream_id: stream.to_string(),
+                        version: loaded.streams[stream].1,
                     })
                     .collect();
                 return Ok(outcome);
@@ -156,8 +147,7 @@ impl CommandService {
             let v = streams.entry(&e.stream_id).or_default();
             *v = (*v).max(e.version);
         }
-        let order_id =
-            events.iter().find_map(|e| e.stream_id.strip_prefix("order-")).and_then(|id| OrderId::parse(id).ok());
+        let order_id = events.iter().find_map(|e| StreamId::parse(&e.stream_id).and_then(|s| s.order_id()));
         Ok(Some(CommandOutcome {
             command_id: envelope.command_id.clone(),
             events_appended: events.len() as u32,
@@ -177,7 +167,7 @@ impl CommandService {
         envelope: &CommandEnvelope,
         command_hash: &str,
         decision: &Decision,
-        reads: &Reads,
+        loaded: &Loaded,
     ) -> Vec<StreamAppend> {
         let now = self.clock.now();
         let metadata = Metadata {
@@ -192,8 +182,10 @@ impl CommandService {
             .streams
             .iter()
             .map(|(stream_id, events)| StreamAppend {
-                stream_id: stream_id.clone(),
-                expected: ExpectedVersion::Exact(*reads.get(stream_id).expect("every decided stream was loaded")),
+                stream_id: stream_id.to_string(),
+                expected: ExpectedVersion::Exact(
+                    loaded.streams.get(stream_id).expect("every decided stream was loaded").1,
+                ),
                 events: events
                     .iter()
                     .map(|event| {
@@ -205,161 +197,24 @@ impl CommandService {
             .collect()
     }
 
-    /// Loads what the command needs and decides.
-    async fn decide(&self, command: &Command) -> Result<(Decision, Reads), CommandError> {
-        let mut reads = Reads::new();
-        let decision = match command {
-            Command::Cart { cart_id, command } => {
-                let s = stream::cart(cart_id);
-                let (cart, v) = self.cache.load::<Cart>(&*self.store, &s).await?;
-                reads.insert(s.clone(), v);
-                single(s, Cart::decide(command, &cart)?)
-            }
-            Command::Checkout { checkout } => {
-                let cart_stream = stream::cart(&checkout.cart_id);
-                let (cart, v) = self.cache.load::<Cart>(&*self.store, &cart_stream).await?;
-                reads.insert(cart_stream, v);
-                let order_stream = stream::order(&checkout.order_id);
-                let (order, v) = self.cache.load::<Order>(&*self.store, &order_stream).await?;
-                reads.insert(order_stream, v);
-                let stocks = self.load_stocks(checkout.stock_keys(&cart), &mut reads).await?;
-                decide_checkout(checkout, &cart, &order, &stocks)?
-            }
-            Command::Order { order_id, command } => {
-                if let Some(route) = order_route(command) {
-                    return Err(CommandError::Invalid(route.to_string()));
-                }
-                let s = stream::order(order_id);
-                let (order, v) = self.cache.load::<Order>(&*self.store, &s).await?;
-                reads.insert(s.clone(), v);
-                let mut d = single(s, Order::decide(command, &order)?);
-                d.order_id = Some(order_id.clone());
-                d
-            }
-            Command::CancelOrder { order_id, reason } => {
-                let end = OrderCommand::Cancel { reason: reason.clone() };
-                self.end_order(order_id, &end, &mut reads).await?
-            }
-            Command::ExpireOrder { order_id } => self.end_order(order_id, &OrderCommand::Expire {}, &mut reads).await?,
-            Command::ReceiveReturn { order_id, return_id, lines } => {
-                let s = stream::order(order_id);
-                let (order, v) = self.cache.load::<Order>(&*self.store, &s).await?;
-                reads.insert(s, v);
-                let stocks = self.load_stocks(return_stock_keys(&order, lines), &mut reads).await?;
-                decide_receive_return(order_id, return_id, lines, &order, &stocks)?
-            }
-            Command::Stock { stock, command } => {
-                if matches!(
-                    command,
-                    StockCommand::Reserve { .. } | StockCommand::Release { .. } | StockCommand::Commit { .. }
-                ) {
-                    return Err(CommandError::Invalid(
-                        "stock: reservations are made by checkout, released by cancelling or expiring the order, and committed by shipping".into(),
-                    ));
-                }
-                let s = stream::stock(stock);
-                let (state, v) = self.cache.load::<Stock>(&*self.store, &s).await?;
-                reads.insert(s.clone(), v);
-                single(s, Stock::decide(command, &state)?)
-            }
-            Command::Shipment { shipment_id, command } => {
-                let s = stream::shipment(shipment_id);
-                let (shipment, v) = self.cache.load::<Shipment>(&*self.store, &s).await?;
-                reads.insert(s.clone(), v);
-                let order_id = match command {
-                    ShipmentCommand::Create { order_id, .. } => Some(order_id.clone()),
-                    _ => shipment.order_id.clone(),
-                };
-                let order = match (&order_id, command) {
-                    (
-                        Some(id),
-                        ShipmentCommand::Create { .. }
-                        | ShipmentCommand::Ship { .. }
-                        | ShipmentCommand::RecordCarrierEvent { .. },
-                    ) => {
-                        let os = stream::order(id);
-                        let (order, v) = self.cache.load::<Order>(&*self.store, &os).await?;
-                        reads.insert(os, v);
-                        Some(order)
-                    }
-                    _ => None,
-                };
-                match (command, order) {
-                    (ShipmentCommand::Create { .. }, Some(order)) => {
-                        decide_create_shipment(shipment_id, command, &shipment, &order)?
-                    }
-                    (ShipmentCommand::Ship { .. }, Some(order)) => {
-                        let location = shipment.location.clone().expect("a created shipment has a location");
-                        let keys =
-                            shipment.lines.iter().map(|l| StockKey::new(l.sku.clone(), location.clone())).collect();
-                        let stocks = self.load_stocks(keys, &mut reads).await?;
-                        decide_ship(shipment_id, command, &shipment, &order, &stocks)?
-                    }
-                    (ShipmentCommand::RecordCarrierEvent { .. }, Some(order)) => {
-                        decide_carrier_event(shipment_id, command, &shipment, &order)?
-                    }
-                    _ => {
-                        let mut d = single(s, Shipment::decide(command, &shipment)?);
-                        d.order_id = order_id;
-                        d
-                    }
-                }
-            }
-        };
-        Ok((decision, reads))
+    /// Loads the streams the command names, then those their states name, and decides.
+    async fn decide(&self, command: &Command) -> Result<(Decision, Loaded), CommandError> {
+        let mut loaded = Loaded::default();
+        self.load(command.streams(), &mut loaded).await?;
+        let then = command.then_streams(&loaded);
+        self.load(then, &mut loaded).await?;
+        Ok((command.decide(&loaded)?, loaded))
     }
 
-    async fn end_order(
-        &self,
-        order_id: &OrderId,
-        command: &OrderCommand,
-        reads: &mut Reads,
-    ) -> Result<Decision, CommandError> {
-        let s = stream::order(order_id);
-        let (order, v) = self.cache.load::<Order>(&*self.store, &s).await?;
-        reads.insert(s, v);
-        if order.placed.is_none() {
-            return Err(Rejection::not_found(format!("order {order_id}: does not exist")).into());
+    async fn load(&self, streams: Vec<StreamId>, loaded: &mut Loaded) -> Result<(), CommandError> {
+        for stream in streams {
+            if !loaded.streams.contains_key(&stream) {
+                let state = self.cache.load(&*self.store, &stream).await?;
+                loaded.streams.insert(stream, state);
+            }
         }
-        let stocks = self.load_stocks(order_stock_keys(&order), reads).await?;
-        Ok(decide_end_order(order_id, command, &order, &stocks)?)
+        Ok(())
     }
-
-    async fn load_stocks(
-        &self,
-        keys: Vec<StockKey>,
-        reads: &mut Reads,
-    ) -> Result<BTreeMap<StockKey, StockState>, CommandError> {
-        let mut stocks = BTreeMap::new();
-        for key in keys {
-            let s = stream::stock(&key);
-            let (state, v) = self.cache.load::<Stock>(&*self.store, &s).await?;
-            reads.insert(s, v);
-            stocks.insert(key, state);
-        }
-        Ok(stocks)
-    }
-}
-
-/// Order commands that must go through a flow, and where.
-fn order_route(command: &OrderCommand) -> Option<&'static str> {
-    match command {
-        OrderCommand::Place { .. } => Some("order: orders are placed by checking out a cart"),
-        OrderCommand::RecordShipped { .. } => Some("order: lines ship when a shipment ships"),
-        OrderCommand::RecordDelivered { .. } => Some("order: lines are delivered by a shipment's carrier events"),
-        OrderCommand::Cancel { .. } => Some("order: cancel with the cancel-order command, which also releases stock"),
-        OrderCommand::Expire {} => Some("order: expire with the expire-order command, which also releases stock"),
-        OrderCommand::ReceiveReturn { .. } => {
-            Some("order: receive returns with the receive-return command, which also restocks")
-        }
-        _ => None,
-    }
-}
-
-fn single<E: Into<DomainEvent>>(stream: String, events: Vec<E>) -> Decision {
-    let mut d = Decision::default();
-    d.push(stream, events);
-    d
 }
 
 /// A spread for retry pauses that differs between commands and between retries, without a
@@ -367,11 +222,6 @@ fn single<E: Into<DomainEvent>>(stream: String, events: Vec<E>) -> Decision {
 fn jitter(command_id: &str, retries: u32) -> u64 {
     let digest = Sha256::digest(format!("{command_id}\n{retries}").as_bytes());
     u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
-}
-
-fn command_hash(command: &Command) -> String {
-    let json = serde_json::to_string(command).expect("commands serialize");
-    hex::encode(Sha256::digest(json.as_bytes()))
 }
 
 /// Event ids follow from the command id, so two runs of one command race to append the

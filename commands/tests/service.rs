@@ -224,11 +224,16 @@ async fn rejected_commands_leave_the_log_unchanged() {
         command: CartCommand::ChangeQuantity { sku: sku("mug"), quantity: 0 },
     };
     assert!(matches!(shop.run("bad-1", bad).await, Err(CommandError::Rejected(_))));
-    let direct = Command::Stock {
-        stock: stock_key("mug"),
-        command: StockCommand::Reserve { order_id: OrderId::parse("x").unwrap(), quantity: 1 },
-    };
-    assert!(matches!(shop.run("bad-2", direct).await, Err(CommandError::Invalid(_))));
+    let empty =
+        Command::Stock { stock: stock_key("mug"), command: StockCommand::Receive { quantity: 0, reference: None } };
+    assert!(matches!(shop.run("bad-2", empty).await, Err(CommandError::Rejected(_))));
+    // Reserving is a step of checkout: no command can name it.
+    let direct = serde_json::json!({
+        "target": "stock", "stock": {"sku": "mug", "location": "berlin"},
+        "command": {"type": "reserve", "order_id": "x", "quantity": 1},
+    });
+    let error = serde_json::from_value::<Command>(direct).unwrap_err().to_string();
+    assert!(error.contains("unknown variant `reserve`"), "{error}");
     assert_eq!(shop.store.read_all(orderlog_store::LogCursor::START, 1_000).await.unwrap(), before);
 }
 

@@ -223,6 +223,7 @@ pub enum CartCommand {
     Expire {},
 }
 
+events! {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CartEvent {
     CartCreated { currency: Currency, customer: Customer },
@@ -236,6 +237,7 @@ pub enum CartEvent {
     ShippingMethodSelected { method: ShippingMethod },
     CartCheckedOut { order_id: OrderId },
     CartExpired {},
+}
 }
 
 pub struct Cart;

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cart::{Cart, CartEvent, CartState, CartStatus};
 use crate::codec::DomainEvent;
-use crate::order::{Order, OrderCommand, OrderLine, OrderState, OrderTotals, PlacedOrder};
-use crate::stock::{Stock, StockCommand, StockState};
-use crate::{stream, CartId, Decider, LocationId, OrderId, Rejection, RejectionKind, Shortage, Sku, StockKey};
+use crate::order::{Order, OrderAction, OrderLine, OrderState, OrderTotals, PlacedOrder};
+use crate::stock::{Stock, StockAction, StockState};
+use crate::{CartId, Decider, LocationId, OrderId, Rejection, RejectionKind, Shortage, Sku, StockKey, StreamId};
 
 /// Largest tax rate accepted, in basis points (100 %).
 pub const TAX_RATE_BPS_MAX: u32 = 10_000;
@@ -47,14 +47,14 @@ impl CheckoutCommand {
 /// its state took part in the decision.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Decision {
-    pub streams: Vec<(String, Vec<DomainEvent>)>,
+    pub streams: Vec<(StreamId, Vec<DomainEvent>)>,
     /// The order the decision concerns, when there is one (checkout reports the order it
     /// placed, or the one an earlier checkout of the same cart placed).
     pub order_id: Option<OrderId>,
 }
 
 impl Decision {
-    pub fn push<E: Into<DomainEvent>>(&mut self, stream: String, events: Vec<E>) {
+    pub fn push<E: Into<DomainEvent>>(&mut self, stream: StreamId, events: Vec<E>) {
         self.streams.push((stream, events.into_iter().map(Into::into).collect()));
     }
 
@@ -71,7 +71,7 @@ pub fn decide_checkout(
     order: &OrderState,
     stocks: &BTreeMap<StockKey, StockState>,
 ) -> Result<Decision, Rejection> {
-    let cart_stream = stream::cart(&command.cart_id);
+    let cart_stream = StreamId::cart(&command.cart_id);
     match &cart.status {
         CartStatus::NotCreated => return Err(Rejection::not_found("cart: does not exist")),
         CartStatus::Expired => return Err(Rejection::conflict("cart: expired; it cannot be checked out")),
@@ -117,9 +117,9 @@ pub fn decide_checkout(
     for line in cart.lines.values() {
         let key = command.source(&line.sku);
         let stock = stocks.get(&key).unwrap_or(&empty);
-        let reserve = StockCommand::Reserve { order_id: command.order_id.clone(), quantity: line.quantity };
+        let reserve = StockAction::Reserve { order_id: command.order_id.clone(), quantity: line.quantity };
         match Stock::decide(&reserve, stock) {
-            Ok(events) => decision.push(stream::stock(&key), events),
+            Ok(events) => decision.push(StreamId::stock(&key), events),
             Err(r) if r.kind == RejectionKind::OutOfStock => shortages.push(Shortage {
                 sku: key.sku.clone(),
                 location: key.location.clone(),
@@ -161,14 +161,16 @@ pub fn decide_checkout(
         shipping_address,
         shipping_method,
     };
-    let order_events = Order::decide(&OrderCommand::Place { order: Box::new(placed) }, order)?;
+    let order_events = Order::decide(&OrderAction::Place { order: Box::new(placed) }, order)?;
     let cart_events = vec![CartEvent::CartCheckedOut { order_id: command.order_id.clone() }];
     debug_assert_eq!(
         Cart::evolve(cart.clone(), &cart_events[0]).status,
         CartStatus::CheckedOut { order_id: command.order_id.clone() }
     );
     decision.streams.insert(0, (cart_stream, cart_events.into_iter().map(Into::into).collect()));
-    decision.streams.insert(1, (stream::order(&command.order_id), order_events.into_iter().map(Into::into).collect()));
+    decision
+        .streams
+        .insert(1, (StreamId::order(&command.order_id), order_events.into_iter().map(Into::into).collect()));
     Ok(decision)
 }
 
@@ -235,7 +237,7 @@ mod tests {
             (StockKey::new(sku("tea"), loc()), stock_of(1)),
         ]);
         let decision = decide_checkout(&command(), &cart, &OrderState::default(), &stocks).unwrap();
-        let streams: Vec<&str> = decision.streams.iter().map(|(s, _)| s.as_str()).collect();
+        let streams: Vec<String> = decision.streams.iter().map(|(s, _)| s.to_string()).collect();
         assert_eq!(streams, ["cart-c1", "order-o1", "stock-mug@berlin", "stock-tea@berlin"]);
         assert_eq!(decision.event_count(), 4);
         let DomainEvent::Order(crate::order::OrderEvent::OrderPlaced { order }) = &decision.streams[1].1[0] else {

@@ -1,15 +1,15 @@
 //! Decisions that span streams besides checkout: cancelling or expiring an order (which
-//! releases its reservations), creating and shipping a shipment (which commits stock and
+//! releases its reservations), creating and shipping a shipment (which dispatches stock and
 //! updates the order), carrier events (which deliver the order's lines), and receiving a
 //! return (which puts restocked units back on hand).
 
 use std::collections::BTreeMap;
 
 use crate::checkout::Decision;
-use crate::order::{Order, OrderCommand, OrderEvent, OrderState, OrderStatus, ReturnedLine};
+use crate::order::{Order, OrderAction, OrderEvent, OrderState, OrderStatus, ReturnedLine};
 use crate::shipment::{Shipment, ShipmentCommand, ShipmentState, ShipmentStatus};
-use crate::stock::{AdjustmentReason, Stock, StockCommand, StockState};
-use crate::{stream, Decider, OrderId, Rejection, ReturnId, ShipmentId, StockKey};
+use crate::stock::{AdjustmentReason, Stock, StockAction, StockState};
+use crate::{Decider, OrderId, Rejection, ReturnId, ShipmentId, StockKey, StreamId};
 
 /// The stock items an order's lines reserved.
 pub fn order_stock_keys(order: &OrderState) -> Vec<StockKey> {
@@ -25,16 +25,16 @@ fn stock<'a>(stocks: &'a BTreeMap<StockKey, StockState>, key: &StockKey) -> Resu
 /// Ends an order (cancel or expire) and releases every reservation it holds, atomically.
 pub fn decide_end_order(
     order_id: &OrderId,
-    command: &OrderCommand,
+    command: &OrderAction,
     order: &OrderState,
     stocks: &BTreeMap<StockKey, StockState>,
 ) -> Result<Decision, Rejection> {
-    debug_assert!(matches!(command, OrderCommand::Cancel { .. } | OrderCommand::Expire {}));
+    debug_assert!(matches!(command, OrderAction::Cancel { .. } | OrderAction::Expire {}));
     let mut decision = Decision { order_id: Some(order_id.clone()), ..Decision::default() };
-    decision.push(stream::order(order_id), Order::decide(command, order)?);
+    decision.push(StreamId::order(order_id), Order::decide(command, order)?);
     for key in order_stock_keys(order) {
-        let events = Stock::decide(&StockCommand::Release { order_id: order_id.clone() }, stock(stocks, &key)?)?;
-        decision.push(stream::stock(&key), events);
+        let events = Stock::decide(&StockAction::Release { order_id: order_id.clone() }, stock(stocks, &key)?)?;
+        decision.push(StreamId::stock(&key), events);
     }
     Ok(decision)
 }
@@ -81,13 +81,13 @@ pub fn decide_create_shipment(
         }
     }
     let mut decision = Decision { order_id: Some(order_id.clone()), ..Decision::default() };
-    decision.push(stream::shipment(shipment_id), Shipment::decide(command, shipment)?);
-    decision.push::<OrderEvent>(stream::order(order_id), vec![]);
+    decision.push(StreamId::shipment(shipment_id), Shipment::decide(command, shipment)?);
+    decision.push::<OrderEvent>(StreamId::order(order_id), vec![]);
     Ok(decision)
 }
 
 /// Ships a packed shipment: the shipment's `ShipmentShipped`, the order's `LinesShipped`
-/// and a `StockCommitted` on each stock item it carries, in one append.
+/// and a `StockDispatched` on each stock item it carries, in one append.
 pub fn decide_ship(
     shipment_id: &ShipmentId,
     command: &ShipmentCommand,
@@ -99,17 +99,17 @@ pub fn decide_ship(
     let order_id = shipment.order_id.clone().expect("a created shipment names its order");
     let location = shipment.location.clone().expect("a created shipment has a location");
     let mut decision = Decision { order_id: Some(order_id.clone()), ..Decision::default() };
-    decision.push(stream::shipment(shipment_id), shipment_events);
-    let record = OrderCommand::RecordShipped { shipment_id: shipment_id.clone(), lines: shipment.lines.clone() };
-    decision.push(stream::order(&order_id), Order::decide(&record, order)?);
+    decision.push(StreamId::shipment(shipment_id), shipment_events);
+    let record = OrderAction::RecordShipped { shipment_id: shipment_id.clone(), lines: shipment.lines.clone() };
+    decision.push(StreamId::order(&order_id), Order::decide(&record, order)?);
     for line in &shipment.lines {
         let key = StockKey::new(line.sku.clone(), location.clone());
-        let commit = StockCommand::Commit {
+        let dispatch = StockAction::Dispatch {
             order_id: order_id.clone(),
             shipment_id: shipment_id.clone(),
             quantity: line.quantity,
         };
-        decision.push(stream::stock(&key), Stock::decide(&commit, stock(stocks, &key)?)?);
+        decision.push(StreamId::stock(&key), Stock::decide(&dispatch, stock(stocks, &key)?)?);
     }
     Ok(decision)
 }
@@ -126,14 +126,14 @@ pub fn decide_carrier_event(
     let after = events.iter().fold(shipment.clone(), Shipment::evolve);
     let order_id = shipment.order_id.clone().expect("a created shipment names its order");
     let mut decision = Decision { order_id: Some(order_id.clone()), ..Decision::default() };
-    decision.push(stream::shipment(shipment_id), events);
+    decision.push(StreamId::shipment(shipment_id), events);
     let order_events = if after.status == ShipmentStatus::Delivered && shipment.status != ShipmentStatus::Delivered {
-        let record = OrderCommand::RecordDelivered { shipment_id: shipment_id.clone(), lines: shipment.lines.clone() };
+        let record = OrderAction::RecordDelivered { shipment_id: shipment_id.clone(), lines: shipment.lines.clone() };
         Order::decide(&record, order)?
     } else {
         vec![]
     };
-    decision.push(stream::order(&order_id), order_events);
+    decision.push(StreamId::order(&order_id), order_events);
     Ok(decision)
 }
 
@@ -146,13 +146,13 @@ pub fn decide_receive_return(
     order: &OrderState,
     stocks: &BTreeMap<StockKey, StockState>,
 ) -> Result<Decision, Rejection> {
-    let command = OrderCommand::ReceiveReturn { return_id: return_id.clone(), lines: lines.to_vec() };
+    let command = OrderAction::ReceiveReturn { return_id: return_id.clone(), lines: lines.to_vec() };
     let mut decision = Decision { order_id: Some(order_id.clone()), ..Decision::default() };
-    decision.push(stream::order(order_id), Order::decide(&command, order)?);
+    decision.push(StreamId::order(order_id), Order::decide(&command, order)?);
     for key in return_stock_keys(order, lines) {
         let delta: i64 = lines.iter().filter(|l| l.restock && l.sku == key.sku).map(|l| i64::from(l.quantity)).sum();
-        let adjust = StockCommand::Adjust { delta, reason: AdjustmentReason::ReturnToStock, expected_on_hand: None };
-        decision.push(stream::stock(&key), Stock::decide(&adjust, stock(stocks, &key)?)?);
+        let adjust = StockAction::Adjust { delta, reason: AdjustmentReason::ReturnToStock, expected_on_hand: None };
+        decision.push(StreamId::stock(&key), Stock::decide(&adjust, stock(stocks, &key)?)?);
     }
     Ok(decision)
 }
@@ -210,7 +210,7 @@ mod tests {
 
     #[test]
     fn cancel_releases_every_reservation() {
-        let cancel = OrderCommand::Cancel { reason: "changed mind".into() };
+        let cancel = OrderAction::Cancel { reason: "changed mind".into() };
         let decision = decide_end_order(&oid(), &cancel, &confirmed_order(), &reserved_stock()).unwrap();
         assert_eq!(decision.streams[1].0, "stock-mug@berlin");
         assert_eq!(
@@ -239,7 +239,7 @@ mod tests {
     }
 
     #[test]
-    fn shipping_commits_stock_and_ships_order_lines_then_delivery_delivers_them() {
+    fn shipping_dispatches_stock_and_ships_order_lines_then_delivery_delivers_them() {
         let shipment = Shipment::fold(&[
             ShipmentEvent::ShipmentCreated { order_id: oid(), location: key().location, lines: two_mugs() },
             ShipmentEvent::ShipmentPacked {},

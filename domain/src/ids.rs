@@ -124,24 +124,6 @@ impl StockKey {
     }
 }
 
-/// Stream ids of the four aggregates.
-pub mod stream {
-    use super::*;
-
-    pub fn cart(id: &CartId) -> String {
-        format!("cart-{id}")
-    }
-    pub fn order(id: &OrderId) -> String {
-        format!("order-{id}")
-    }
-    pub fn stock(key: &StockKey) -> String {
-        format!("stock-{}@{}", key.sku, key.location)
-    }
-    pub fn shipment(id: &ShipmentId) -> String {
-        format!("shipment-{id}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,12 +135,5 @@ mod tests {
         let err = Sku::parse("a@b").unwrap_err();
         assert!(err.reason.contains('@'), "{}", err.reason);
         assert!(Sku::parse("TSHIRT-RED_XL.2").is_ok());
-    }
-
-    #[test]
-    fn stream_ids_follow_the_naming_rule() {
-        let key = StockKey::new(Sku::parse("mug").unwrap(), LocationId::parse("berlin").unwrap());
-        assert_eq!(stream::stock(&key), "stock-mug@berlin");
-        assert_eq!(stream::cart(&CartId::parse("c1").unwrap()), "cart-c1");
     }
 }

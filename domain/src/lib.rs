@@ -12,6 +12,35 @@
 //! cross-stream decisions in [`flows`]; [`codec::DomainEvent`], the stable names and schema
 //! versions under which events are stored.
 
+/// Declares an aggregate's event enum and, from the same list, the stored type name of each
+/// variant (its name), so that an event cannot exist without its name.
+macro_rules! events {
+    (
+        $(#[$meta:meta])*
+        pub enum $enum:ident {
+            $($(#[$vmeta:meta])* $variant:ident { $($(#[$fmeta:meta])* $field:ident : $ty:ty),* $(,)? }),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        pub enum $enum {
+            $($(#[$vmeta])* $variant { $($(#[$fmeta])* $field: $ty),* }),+
+        }
+
+        impl $enum {
+            /// Every stored type name of these events.
+            pub const TYPES: &'static [&'static str] = &[$(stringify!($variant)),+];
+
+            /// The name this event is stored under.
+            pub fn event_type(&self) -> &'static str {
+                match self {
+                    $(Self::$variant { .. } => stringify!($variant),)+
+                }
+            }
+        }
+    };
+}
+
+pub mod aggregate;
 pub mod cart;
 pub mod checkout;
 pub mod codec;
@@ -26,7 +55,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use ids::{stream, CartId, CustomerId, LocationId, OrderId, ReturnId, ShipmentId, Sku, StockKey};
+pub use aggregate::{AggregateKind, AnyState, DomainEvent, StreamId};
+pub use ids::{CartId, CustomerId, LocationId, OrderId, ReturnId, ShipmentId, Sku, StockKey};
 pub use money::{Currency, Money};
 
 /// An aggregate as a pure decision function and a fold.

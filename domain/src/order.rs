@@ -159,9 +159,46 @@ impl OrderState {
     }
 }
 
+/// What a caller can ask of an order on its own. Placing, shipping, delivering, ending
+/// and receiving returns are steps of flows that change other streams too, so they are
+/// [`OrderAction`]s only.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum OrderCommand {
+    AuthorizePayment { amount: Money, provider_ref: String, provider_event_id: String },
+    CapturePayment { amount: Money, provider_event_id: String },
+    VoidPayment { provider_event_id: String },
+    RefundPayment { amount: Money, provider_event_id: String },
+    RecordPaymentFailure { reason: String, provider_event_id: String },
+    Complete {},
+    RequestReturn { return_id: ReturnId, lines: Vec<LineQuantity>, reason: String },
+}
+
+impl From<OrderCommand> for OrderAction {
+    fn from(command: OrderCommand) -> OrderAction {
+        use OrderCommand as C;
+        match command {
+            C::AuthorizePayment { amount, provider_ref, provider_event_id } => {
+                OrderAction::AuthorizePayment { amount, provider_ref, provider_event_id }
+            }
+            C::CapturePayment { amount, provider_event_id } => {
+                OrderAction::CapturePayment { amount, provider_event_id }
+            }
+            C::VoidPayment { provider_event_id } => OrderAction::VoidPayment { provider_event_id },
+            C::RefundPayment { amount, provider_event_id } => OrderAction::RefundPayment { amount, provider_event_id },
+            C::RecordPaymentFailure { reason, provider_event_id } => {
+                OrderAction::RecordPaymentFailure { reason, provider_event_id }
+            }
+            C::Complete {} => OrderAction::Complete {},
+            C::RequestReturn { return_id, lines, reason } => OrderAction::RequestReturn { return_id, lines, reason },
+        }
+    }
+}
+
+/// Everything the order decider does: the caller's [`OrderCommand`]s and the steps flows take.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OrderAction {
     /// Only through checkout, which builds `order` from the cart.
     Place {
         order: Box<PlacedOrder>,
@@ -213,6 +250,7 @@ pub enum OrderCommand {
     },
 }
 
+events! {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderEvent {
     OrderPlaced { order: Box<PlacedOrder> },
@@ -230,16 +268,17 @@ pub enum OrderEvent {
     ReturnRequested { return_id: ReturnId, lines: Vec<LineQuantity>, reason: String },
     ReturnReceived { return_id: ReturnId, lines: Vec<ReturnedLine> },
 }
+}
 
 pub struct Order;
 
 impl Decider for Order {
-    type Command = OrderCommand;
+    type Command = OrderAction;
     type Event = OrderEvent;
     type State = OrderState;
 
-    fn decide(command: &OrderCommand, state: &OrderState) -> Result<Vec<OrderEvent>, Rejection> {
-        use OrderCommand as C;
+    fn decide(command: &OrderAction, state: &OrderState) -> Result<Vec<OrderEvent>, Rejection> {
+        use OrderAction as C;
         use OrderEvent as E;
         if let C::Place { order } = command {
             if state.status != OrderStatus::NotPlaced {
@@ -493,8 +532,8 @@ impl Decider for Order {
     }
 }
 
-fn provider_event_id(command: &OrderCommand) -> Option<&String> {
-    use OrderCommand as C;
+fn provider_event_id(command: &OrderAction) -> Option<&String> {
+    use OrderAction as C;
     match command {
         C::AuthorizePayment { provider_event_id, .. }
         | C::CapturePayment { provider_event_id, .. }
@@ -628,14 +667,14 @@ pub(crate) mod tests {
 
     #[test]
     fn place_once() {
-        let cmd = OrderCommand::Place { order: Box::new(placed_order(2_000)) };
+        let cmd = OrderAction::Place { order: Box::new(placed_order(2_000)) };
         assert_eq!(given_when::<Order>(&[], &cmd).unwrap(), vec![placed()]);
         assert_eq!(given_when::<Order>(&[placed()], &cmd).unwrap_err().kind, RejectionKind::Conflict);
     }
 
     #[test]
     fn authorization_confirms_the_order() {
-        let cmd = OrderCommand::AuthorizePayment {
+        let cmd = OrderAction::AuthorizePayment {
             amount: Money::new(2_000, eur()),
             provider_ref: "pi_1".into(),
             provider_event_id: "evt_1".into(),
@@ -645,7 +684,7 @@ pub(crate) mod tests {
             given_when::<Order>(&authorized(), &cmd).unwrap().is_empty(),
             "a provider event seen twice changes nothing"
         );
-        let wrong = OrderCommand::AuthorizePayment {
+        let wrong = OrderAction::AuthorizePayment {
             amount: Money::new(1_999, eur()),
             provider_ref: "pi_1".into(),
             provider_event_id: "evt_2".into(),
@@ -657,7 +696,7 @@ pub(crate) mod tests {
     #[test]
     fn captures_never_exceed_the_authorization() {
         let capture =
-            |a, id: &str| OrderCommand::CapturePayment { amount: Money::new(a, eur()), provider_event_id: id.into() };
+            |a, id: &str| OrderAction::CapturePayment { amount: Money::new(a, eur()), provider_event_id: id.into() };
         assert_eq!(given_when::<Order>(&authorized(), &capture(1_500, "c1")).unwrap().len(), 1);
         let mut given = authorized();
         given.push(OrderEvent::PaymentCaptured { amount: Money::new(1_500, eur()), provider_event_id: "c1".into() });
@@ -669,7 +708,7 @@ pub(crate) mod tests {
 
     #[test]
     fn void_only_while_nothing_is_captured() {
-        let void = OrderCommand::VoidPayment { provider_event_id: "v1".into() };
+        let void = OrderAction::VoidPayment { provider_event_id: "v1".into() };
         assert_eq!(
             given_when::<Order>(&authorized(), &void).unwrap(),
             vec![OrderEvent::PaymentVoided { provider_event_id: "v1".into() }]
@@ -682,7 +721,7 @@ pub(crate) mod tests {
 
     #[test]
     fn refunds_never_exceed_captures() {
-        let refund = |a| OrderCommand::RefundPayment { amount: Money::new(a, eur()), provider_event_id: "r1".into() };
+        let refund = |a| OrderAction::RefundPayment { amount: Money::new(a, eur()), provider_event_id: "r1".into() };
         assert!(given_when::<Order>(&authorized(), &refund(1)).is_err());
         let mut captured = authorized();
         captured.push(OrderEvent::PaymentCaptured { amount: Money::new(2_000, eur()), provider_event_id: "c1".into() });
@@ -692,8 +731,7 @@ pub(crate) mod tests {
 
     #[test]
     fn payment_failure_is_recorded_once() {
-        let fail =
-            OrderCommand::RecordPaymentFailure { reason: "card declined".into(), provider_event_id: "f1".into() };
+        let fail = OrderAction::RecordPaymentFailure { reason: "card declined".into(), provider_event_id: "f1".into() };
         let events = given_when::<Order>(&[placed()], &fail).unwrap();
         assert_eq!(events.len(), 1);
         let mut given = vec![placed()];
@@ -703,16 +741,16 @@ pub(crate) mod tests {
 
     #[test]
     fn shipping_needs_confirmation_and_never_exceeds_ordered() {
-        let ship1 = OrderCommand::RecordShipped { shipment_id: ship("s1"), lines: lines(1) };
+        let ship1 = OrderAction::RecordShipped { shipment_id: ship("s1"), lines: lines(1) };
         assert!(given_when::<Order>(&[placed()], &ship1).unwrap_err().reason.contains("not confirmed"));
         let events = given_when::<Order>(&authorized(), &ship1).unwrap();
         let mut given = authorized();
         given.extend(events);
         assert_eq!(Order::fold(&given).status, OrderStatus::PartiallyShipped);
         assert!(given_when::<Order>(&given, &ship1).unwrap().is_empty(), "same shipment twice");
-        let too_many = OrderCommand::RecordShipped { shipment_id: ship("s2"), lines: lines(2) };
+        let too_many = OrderAction::RecordShipped { shipment_id: ship("s2"), lines: lines(2) };
         assert!(given_when::<Order>(&given, &too_many).unwrap_err().reason.contains("exceeds"));
-        let unknown = OrderCommand::RecordShipped {
+        let unknown = OrderAction::RecordShipped {
             shipment_id: ship("s3"),
             lines: vec![LineQuantity { sku: sku("tea"), quantity: 1 }],
         };
@@ -724,11 +762,11 @@ pub(crate) mod tests {
         let mut given = authorized();
         given.push(OrderEvent::LinesShipped { shipment_id: ship("s1"), lines: lines(2) });
         assert_eq!(Order::fold(&given).status, OrderStatus::Shipped);
-        let complete = OrderCommand::Complete {};
+        let complete = OrderAction::Complete {};
         assert!(given_when::<Order>(&given, &complete).is_err());
-        let deliver_unknown = OrderCommand::RecordDelivered { shipment_id: ship("s9"), lines: lines(2) };
+        let deliver_unknown = OrderAction::RecordDelivered { shipment_id: ship("s9"), lines: lines(2) };
         assert!(given_when::<Order>(&given, &deliver_unknown).is_err());
-        let deliver = OrderCommand::RecordDelivered { shipment_id: ship("s1"), lines: lines(2) };
+        let deliver = OrderAction::RecordDelivered { shipment_id: ship("s1"), lines: lines(2) };
         given.extend(given_when::<Order>(&given, &deliver).unwrap());
         assert_eq!(Order::fold(&given).status, OrderStatus::Delivered);
         assert_eq!(given_when::<Order>(&given, &complete).unwrap(), vec![OrderEvent::OrderCompleted {}]);
@@ -736,7 +774,7 @@ pub(crate) mod tests {
 
     #[test]
     fn cancel_only_while_nothing_shipped() {
-        let cancel = OrderCommand::Cancel { reason: "customer asked".into() };
+        let cancel = OrderAction::Cancel { reason: "customer asked".into() };
         assert_eq!(given_when::<Order>(&authorized(), &cancel).unwrap().len(), 1);
         let mut shipped = authorized();
         shipped.push(OrderEvent::LinesShipped { shipment_id: ship("s1"), lines: lines(1) });
@@ -744,19 +782,19 @@ pub(crate) mod tests {
         let mut cancelled = authorized();
         cancelled.push(OrderEvent::OrderCancelled { reason: "x".into() });
         assert!(given_when::<Order>(&cancelled, &cancel).is_err());
-        let capture = OrderCommand::CapturePayment { amount: Money::new(1, eur()), provider_event_id: "c9".into() };
+        let capture = OrderAction::CapturePayment { amount: Money::new(1, eur()), provider_event_id: "c9".into() };
         assert!(given_when::<Order>(&cancelled, &capture).is_err(), "no capture after cancel");
-        let void = OrderCommand::VoidPayment { provider_event_id: "v9".into() };
+        let void = OrderAction::VoidPayment { provider_event_id: "v9".into() };
         assert!(given_when::<Order>(&cancelled, &void).is_ok(), "void after cancel");
     }
 
     #[test]
     fn expire_only_unpaid_placed_orders() {
         assert_eq!(
-            given_when::<Order>(&[placed()], &OrderCommand::Expire {}).unwrap(),
+            given_when::<Order>(&[placed()], &OrderAction::Expire {}).unwrap(),
             vec![OrderEvent::OrderExpired {}]
         );
-        assert!(given_when::<Order>(&authorized(), &OrderCommand::Expire {}).is_err());
+        assert!(given_when::<Order>(&authorized(), &OrderAction::Expire {}).is_err());
     }
 
     #[test]
@@ -765,20 +803,19 @@ pub(crate) mod tests {
         given.push(OrderEvent::LinesShipped { shipment_id: ship("s1"), lines: lines(2) });
         given.push(OrderEvent::LinesDelivered { shipment_id: ship("s1"), lines: lines(1) });
         let rid = ReturnId::parse("r1").unwrap();
-        let too_many =
-            OrderCommand::RequestReturn { return_id: rid.clone(), lines: lines(2), reason: "too big".into() };
+        let too_many = OrderAction::RequestReturn { return_id: rid.clone(), lines: lines(2), reason: "too big".into() };
         assert!(given_when::<Order>(&given, &too_many).is_err());
-        let request = OrderCommand::RequestReturn { return_id: rid.clone(), lines: lines(1), reason: "too big".into() };
+        let request = OrderAction::RequestReturn { return_id: rid.clone(), lines: lines(1), reason: "too big".into() };
         given.extend(given_when::<Order>(&given, &request).unwrap());
         assert!(given_when::<Order>(&given, &request).is_err(), "same return id twice");
-        let receive = OrderCommand::ReceiveReturn {
+        let receive = OrderAction::ReceiveReturn {
             return_id: rid.clone(),
             lines: vec![ReturnedLine { sku: sku("mug"), quantity: 1, restock: true }],
         };
         given.extend(given_when::<Order>(&given, &receive).unwrap());
         assert_eq!(Order::fold(&given).lines[&sku("mug")].returned, 1);
         assert!(given_when::<Order>(&given, &receive).unwrap_err().reason.contains("already received"));
-        let unknown = OrderCommand::ReceiveReturn { return_id: ReturnId::parse("r2").unwrap(), lines: vec![] };
+        let unknown = OrderAction::ReceiveReturn { return_id: ReturnId::parse("r2").unwrap(), lines: vec![] };
         assert_eq!(given_when::<Order>(&given, &unknown).unwrap_err().kind, RejectionKind::NotFound);
     }
 }

@@ -71,6 +71,7 @@ pub enum ShipmentCommand {
     },
 }
 
+events! {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ShipmentEvent {
     ShipmentCreated { order_id: OrderId, location: LocationId, lines: Vec<LineQuantity> },
@@ -78,6 +79,7 @@ pub enum ShipmentEvent {
     ShipmentShipped { carrier: String, tracking_number: String },
     CarrierEventRecorded { event_id: String, kind: CarrierEventKind, occurred_at: DateTime<Utc> },
     ShipmentCancelled { reason: String },
+}
 }
 
 pub struct Shipment;

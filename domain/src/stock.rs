@@ -27,8 +27,8 @@ pub enum AdjustmentReason {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Reservation {
     pub quantity: u32,
-    /// Units shipped (committed) so far; never more than `quantity`.
-    pub committed: u32,
+    /// Units dispatched with shipments so far; never more than `quantity`.
+    pub dispatched: u32,
     pub released: bool,
     pub shipments: BTreeSet<ShipmentId>,
 }
@@ -52,9 +52,49 @@ impl StockState {
     }
 }
 
+/// What a caller can ask of a stock item. Reserving, releasing and dispatching are steps
+/// of checkout, ending an order and shipping, so they are [`StockAction`]s only.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StockCommand {
+    Receive {
+        quantity: u32,
+        #[serde(default)]
+        reference: Option<String>,
+    },
+    Adjust {
+        delta: i64,
+        reason: AdjustmentReason,
+        expected_on_hand: Option<i64>,
+    },
+    SetSafetyStock {
+        quantity: u32,
+    },
+    ExpectIncoming {
+        quantity: u32,
+    },
+    SetBackorders {
+        allowed: bool,
+    },
+}
+
+impl From<StockCommand> for StockAction {
+    fn from(command: StockCommand) -> StockAction {
+        use StockCommand as C;
+        match command {
+            C::Receive { quantity, reference } => StockAction::Receive { quantity, reference },
+            C::Adjust { delta, reason, expected_on_hand } => StockAction::Adjust { delta, reason, expected_on_hand },
+            C::SetSafetyStock { quantity } => StockAction::SetSafetyStock { quantity },
+            C::ExpectIncoming { quantity } => StockAction::ExpectIncoming { quantity },
+            C::SetBackorders { allowed } => StockAction::SetBackorders { allowed },
+        }
+    }
+}
+
+/// Everything the stock decider does: the caller's [`StockCommand`]s and the steps flows take.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StockAction {
     Receive {
         quantity: u32,
         /// The supplier's delivery reference (a delivery note, a purchase order).
@@ -75,7 +115,7 @@ pub enum StockCommand {
     Release {
         order_id: OrderId,
     },
-    Commit {
+    Dispatch {
         order_id: OrderId,
         shipment_id: ShipmentId,
         quantity: u32,
@@ -91,6 +131,7 @@ pub enum StockCommand {
     },
 }
 
+events! {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StockEvent {
     /// Schema version 2 (see `codec::SCHEMA_VERSIONS`); version 1 had `quantity` and no reference.
@@ -110,7 +151,7 @@ pub enum StockEvent {
         order_id: OrderId,
         quantity: u32,
     },
-    StockCommitted {
+    StockDispatched {
         order_id: OrderId,
         shipment_id: ShipmentId,
         quantity: u32,
@@ -125,16 +166,17 @@ pub enum StockEvent {
         allowed: bool,
     },
 }
+}
 
 pub struct Stock;
 
 impl Decider for Stock {
-    type Command = StockCommand;
+    type Command = StockAction;
     type Event = StockEvent;
     type State = StockState;
 
-    fn decide(command: &StockCommand, state: &StockState) -> Result<Vec<StockEvent>, Rejection> {
-        use StockCommand as C;
+    fn decide(command: &StockAction, state: &StockState) -> Result<Vec<StockEvent>, Rejection> {
+        use StockAction as C;
         use StockEvent as E;
         let event = match command {
             C::Receive { quantity, reference } => {
@@ -201,12 +243,12 @@ impl Decider for Stock {
                 E::StockReserved { order_id: order_id.clone(), quantity: *quantity }
             }
             C::Release { order_id } => match state.reservations.get(order_id) {
-                Some(r) if !r.released && r.quantity > r.committed => {
-                    E::ReservationReleased { order_id: order_id.clone(), quantity: r.quantity - r.committed }
+                Some(r) if !r.released && r.quantity > r.dispatched => {
+                    E::ReservationReleased { order_id: order_id.clone(), quantity: r.quantity - r.dispatched }
                 }
                 _ => return Ok(vec![]),
             },
-            C::Commit { order_id, shipment_id, quantity } => {
+            C::Dispatch { order_id, shipment_id, quantity } => {
                 check_quantity("quantity", *quantity)?;
                 let r = state
                     .reservations
@@ -218,10 +260,10 @@ impl Decider for Stock {
                 if r.released {
                     return Err(Rejection::conflict(format!("order {order_id}: its reservation was released")));
                 }
-                if r.committed.saturating_add(*quantity) > r.quantity {
+                if r.dispatched.saturating_add(*quantity) > r.quantity {
                     return Err(Rejection::conflict(format!(
                         "quantity: shipping {quantity} would exceed the {} reserved ({} already shipped)",
-                        r.quantity, r.committed
+                        r.quantity, r.dispatched
                     )));
                 }
                 if i64::from(*quantity) > state.on_hand {
@@ -230,7 +272,7 @@ impl Decider for Stock {
                         state.on_hand
                     )));
                 }
-                E::StockCommitted { order_id: order_id.clone(), shipment_id: shipment_id.clone(), quantity: *quantity }
+                E::StockDispatched { order_id: order_id.clone(), shipment_id: shipment_id.clone(), quantity: *quantity }
             }
             C::SetSafetyStock { quantity } => {
                 let q = i64::from(*quantity);
@@ -281,12 +323,12 @@ impl Decider for Stock {
                     r.released = true;
                 }
             }
-            E::StockCommitted { order_id, shipment_id, quantity } => {
+            E::StockDispatched { order_id, shipment_id, quantity } => {
                 let q = i64::from(*quantity);
                 state.on_hand = state.on_hand.saturating_sub(q);
                 state.reserved = state.reserved.saturating_sub(q);
                 if let Some(r) = state.reservations.get_mut(order_id) {
-                    r.committed = r.committed.saturating_add(*quantity);
+                    r.dispatched = r.dispatched.saturating_add(*quantity);
                     r.shipments.insert(shipment_id.clone());
                 }
             }
@@ -324,17 +366,17 @@ mod tests {
     #[test]
     fn receive_adds_on_hand_and_consumes_incoming() {
         assert_eq!(
-            given_when::<Stock>(&[], &StockCommand::Receive { quantity: 5, reference: None }).unwrap(),
+            given_when::<Stock>(&[], &StockAction::Receive { quantity: 5, reference: None }).unwrap(),
             vec![received(5)]
         );
         let s = Stock::fold(&[StockEvent::IncomingExpected { quantity: 8 }, received(5)]);
         assert_eq!((s.on_hand, s.incoming), (5, 3));
-        assert!(given_when::<Stock>(&[], &StockCommand::Receive { quantity: 0, reference: None }).is_err());
+        assert!(given_when::<Stock>(&[], &StockAction::Receive { quantity: 0, reference: None }).is_err());
     }
 
     #[test]
     fn reserve_within_available() {
-        let cmd = StockCommand::Reserve { order_id: order("o1"), quantity: 3 };
+        let cmd = StockAction::Reserve { order_id: order("o1"), quantity: 3 };
         assert_eq!(given_when::<Stock>(&[received(3)], &cmd).unwrap(), vec![reserved("o1", 3)]);
         let err = given_when::<Stock>(&[received(2)], &cmd).unwrap_err();
         assert_eq!(err.kind, RejectionKind::OutOfStock);
@@ -343,28 +385,28 @@ mod tests {
 
     #[test]
     fn reserve_is_idempotent_per_order_line() {
-        let cmd = StockCommand::Reserve { order_id: order("o1"), quantity: 3 };
+        let cmd = StockAction::Reserve { order_id: order("o1"), quantity: 3 };
         let given = [received(3), reserved("o1", 3)];
         assert!(given_when::<Stock>(&given, &cmd).unwrap().is_empty());
-        let other = StockCommand::Reserve { order_id: order("o1"), quantity: 2 };
+        let other = StockAction::Reserve { order_id: order("o1"), quantity: 2 };
         assert_eq!(given_when::<Stock>(&given, &other).unwrap_err().kind, RejectionKind::Conflict);
     }
 
     #[test]
     fn safety_stock_is_unavailable() {
         let given = [received(5), StockEvent::SafetyStockSet { quantity: 3 }];
-        let cmd = StockCommand::Reserve { order_id: order("o1"), quantity: 3 };
+        let cmd = StockAction::Reserve { order_id: order("o1"), quantity: 3 };
         assert_eq!(given_when::<Stock>(&given, &cmd).unwrap_err().kind, RejectionKind::OutOfStock);
-        let too_much = StockCommand::SetSafetyStock { quantity: 6 };
+        let too_much = StockAction::SetSafetyStock { quantity: 6 };
         assert!(given_when::<Stock>(&[received(5)], &too_much).is_err());
     }
 
     #[test]
     fn backorders_allow_reserving_beyond_available() {
         let given = [received(1), StockEvent::BackordersSet { allowed: true }];
-        let cmd = StockCommand::Reserve { order_id: order("o1"), quantity: 3 };
+        let cmd = StockAction::Reserve { order_id: order("o1"), quantity: 3 };
         assert_eq!(given_when::<Stock>(&given, &cmd).unwrap(), vec![reserved("o1", 3)]);
-        assert!(given_when::<Stock>(&given, &StockCommand::SetBackorders { allowed: true }).unwrap().is_empty());
+        assert!(given_when::<Stock>(&given, &StockAction::SetBackorders { allowed: true }).unwrap().is_empty());
     }
 
     #[test]
@@ -372,9 +414,9 @@ mod tests {
         let given = [
             received(5),
             reserved("o1", 3),
-            StockEvent::StockCommitted { order_id: order("o1"), shipment_id: shipment("s1"), quantity: 1 },
+            StockEvent::StockDispatched { order_id: order("o1"), shipment_id: shipment("s1"), quantity: 1 },
         ];
-        let cmd = StockCommand::Release { order_id: order("o1") };
+        let cmd = StockAction::Release { order_id: order("o1") };
         assert_eq!(
             given_when::<Stock>(&given, &cmd).unwrap(),
             vec![StockEvent::ReservationReleased { order_id: order("o1"), quantity: 2 }]
@@ -388,27 +430,27 @@ mod tests {
     }
 
     #[test]
-    fn commit_never_ships_more_than_reserved() {
+    fn dispatch_never_ships_more_than_reserved() {
         let given = [received(5), reserved("o1", 2)];
-        let ok = StockCommand::Commit { order_id: order("o1"), shipment_id: shipment("s1"), quantity: 2 };
+        let ok = StockAction::Dispatch { order_id: order("o1"), shipment_id: shipment("s1"), quantity: 2 };
         assert_eq!(
             given_when::<Stock>(&given, &ok).unwrap(),
-            vec![StockEvent::StockCommitted { order_id: order("o1"), shipment_id: shipment("s1"), quantity: 2 }]
+            vec![StockEvent::StockDispatched { order_id: order("o1"), shipment_id: shipment("s1"), quantity: 2 }]
         );
-        let too_many = StockCommand::Commit { order_id: order("o1"), shipment_id: shipment("s1"), quantity: 3 };
+        let too_many = StockAction::Dispatch { order_id: order("o1"), shipment_id: shipment("s1"), quantity: 3 };
         assert!(given_when::<Stock>(&given, &too_many).unwrap_err().reason.contains("exceed"));
-        let none = StockCommand::Commit { order_id: order("o9"), shipment_id: shipment("s1"), quantity: 1 };
+        let none = StockAction::Dispatch { order_id: order("o9"), shipment_id: shipment("s1"), quantity: 1 };
         assert_eq!(given_when::<Stock>(&given, &none).unwrap_err().kind, RejectionKind::NotFound);
         let mut shipped = given.to_vec();
         shipped.extend(given_when::<Stock>(&given, &ok).unwrap());
-        assert!(given_when::<Stock>(&shipped, &ok).unwrap().is_empty(), "commit is idempotent per shipment");
+        assert!(given_when::<Stock>(&shipped, &ok).unwrap().is_empty(), "dispatch is idempotent per shipment");
         let s = Stock::fold(&shipped);
         assert_eq!((s.on_hand, s.reserved), (3, 0));
     }
 
     #[test]
     fn adjust_needs_a_reason_and_keeps_on_hand_and_available_non_negative() {
-        let down = StockCommand::Adjust { delta: -2, reason: AdjustmentReason::Damage, expected_on_hand: None };
+        let down = StockAction::Adjust { delta: -2, reason: AdjustmentReason::Damage, expected_on_hand: None };
         assert_eq!(
             given_when::<Stock>(&[received(5)], &down).unwrap(),
             vec![StockEvent::StockAdjusted { delta: -2, reason: AdjustmentReason::Damage }]
@@ -416,13 +458,13 @@ mod tests {
         assert!(given_when::<Stock>(&[received(1)], &down).unwrap_err().reason.contains("on hand"));
         let given = [received(3), reserved("o1", 2)];
         assert!(given_when::<Stock>(&given, &down).unwrap_err().reason.contains("reserved"));
-        let zero = StockCommand::Adjust { delta: 0, reason: AdjustmentReason::Correction, expected_on_hand: None };
+        let zero = StockAction::Adjust { delta: 0, reason: AdjustmentReason::Correction, expected_on_hand: None };
         assert!(given_when::<Stock>(&given, &zero).is_err());
     }
 
     #[test]
     fn adjust_compare_and_set() {
-        let count = StockCommand::Adjust { delta: 2, reason: AdjustmentReason::CycleCount, expected_on_hand: Some(4) };
+        let count = StockAction::Adjust { delta: 2, reason: AdjustmentReason::CycleCount, expected_on_hand: Some(4) };
         assert!(given_when::<Stock>(&[received(5)], &count).unwrap_err().reason.contains("expected 4"));
         assert_eq!(given_when::<Stock>(&[received(4)], &count).unwrap().len(), 1);
     }
@@ -430,11 +472,11 @@ mod tests {
     #[test]
     fn expect_incoming_and_safety_stock_events() {
         assert_eq!(
-            given_when::<Stock>(&[], &StockCommand::ExpectIncoming { quantity: 7 }).unwrap(),
+            given_when::<Stock>(&[], &StockAction::ExpectIncoming { quantity: 7 }).unwrap(),
             vec![StockEvent::IncomingExpected { quantity: 7 }]
         );
         assert_eq!(
-            given_when::<Stock>(&[received(5)], &StockCommand::SetSafetyStock { quantity: 2 }).unwrap(),
+            given_when::<Stock>(&[received(5)], &StockAction::SetSafetyStock { quantity: 2 }).unwrap(),
             vec![StockEvent::SafetyStockSet { quantity: 2 }]
         );
     }

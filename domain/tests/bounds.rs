@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use orderlog_domain::cart::{Address, Cart, CartCommand, Customer, Discount, DiscountKind, ShippingMethod};
 use orderlog_domain::checkout::{decide_checkout, CheckoutCommand};
-use orderlog_domain::order::{LineQuantity, Order, OrderCommand, OrderLine, OrderTotals, PlacedOrder, ReturnedLine};
-use orderlog_domain::stock::{AdjustmentReason, Stock, StockCommand, StockState};
+use orderlog_domain::order::{LineQuantity, Order, OrderAction, OrderLine, OrderTotals, PlacedOrder, ReturnedLine};
+use orderlog_domain::stock::{AdjustmentReason, Stock, StockAction, StockState};
 use orderlog_domain::{CartId, Currency, Decider, LocationId, Money, OrderId, ReturnId, ShipmentId, Sku};
 use proptest::prelude::*;
 
@@ -79,42 +79,42 @@ fn lines() -> impl Strategy<Value = Vec<LineQuantity>> {
     )
 }
 
-fn order_command() -> impl Strategy<Value = OrderCommand> {
+fn order_command() -> impl Strategy<Value = OrderAction> {
     let event_id = (0u8..40).prop_map(|i| format!("evt_{i}"));
     let shipment = (0u8..4).prop_map(|i| ShipmentId::parse(format!("s{i}")).unwrap());
     let ret = (0u8..3).prop_map(|i| ReturnId::parse(format!("r{i}")).unwrap());
     prop_oneof![
-        2 => (money(), event_id.clone()).prop_map(|(amount, provider_event_id)| OrderCommand::AuthorizePayment {
+        2 => (money(), event_id.clone()).prop_map(|(amount, provider_event_id)| OrderAction::AuthorizePayment {
             amount, provider_ref: "pi_1".into(), provider_event_id
         }),
-        4 => (money(), event_id.clone()).prop_map(|(amount, provider_event_id)| OrderCommand::CapturePayment { amount, provider_event_id }),
-        1 => event_id.clone().prop_map(|provider_event_id| OrderCommand::VoidPayment { provider_event_id }),
-        4 => (money(), event_id).prop_map(|(amount, provider_event_id)| OrderCommand::RefundPayment { amount, provider_event_id }),
-        2 => (shipment.clone(), lines()).prop_map(|(shipment_id, lines)| OrderCommand::RecordShipped { shipment_id, lines }),
-        2 => (shipment, lines()).prop_map(|(shipment_id, lines)| OrderCommand::RecordDelivered { shipment_id, lines }),
-        1 => (ret.clone(), lines()).prop_map(|(return_id, lines)| OrderCommand::RequestReturn { return_id, lines, reason: "no".into() }),
-        1 => (ret, lines(), any::<bool>()).prop_map(|(return_id, lines, restock)| OrderCommand::ReceiveReturn {
+        4 => (money(), event_id.clone()).prop_map(|(amount, provider_event_id)| OrderAction::CapturePayment { amount, provider_event_id }),
+        1 => event_id.clone().prop_map(|provider_event_id| OrderAction::VoidPayment { provider_event_id }),
+        4 => (money(), event_id).prop_map(|(amount, provider_event_id)| OrderAction::RefundPayment { amount, provider_event_id }),
+        2 => (shipment.clone(), lines()).prop_map(|(shipment_id, lines)| OrderAction::RecordShipped { shipment_id, lines }),
+        2 => (shipment, lines()).prop_map(|(shipment_id, lines)| OrderAction::RecordDelivered { shipment_id, lines }),
+        1 => (ret.clone(), lines()).prop_map(|(return_id, lines)| OrderAction::RequestReturn { return_id, lines, reason: "no".into() }),
+        1 => (ret, lines(), any::<bool>()).prop_map(|(return_id, lines, restock)| OrderAction::ReceiveReturn {
             return_id,
             lines: lines.into_iter().map(|l| ReturnedLine { sku: l.sku, quantity: l.quantity, restock }).collect(),
         }),
-        1 => Just(OrderCommand::Complete {}),
+        1 => Just(OrderAction::Complete {}),
     ]
 }
 
-fn stock_command() -> impl Strategy<Value = StockCommand> {
+fn stock_command() -> impl Strategy<Value = StockAction> {
     let order = (0u8..4).prop_map(|i| OrderId::parse(format!("o{i}")).unwrap());
     prop_oneof![
-        3 => quantity().prop_map(|quantity| StockCommand::Receive { quantity, reference: None }),
-        2 => (amount(), proptest::option::of(amount())).prop_map(|(delta, expected_on_hand)| StockCommand::Adjust {
+        3 => quantity().prop_map(|quantity| StockAction::Receive { quantity, reference: None }),
+        2 => (amount(), proptest::option::of(amount())).prop_map(|(delta, expected_on_hand)| StockAction::Adjust {
             delta, reason: AdjustmentReason::Correction, expected_on_hand
         }),
-        2 => (order.clone(), quantity()).prop_map(|(order_id, quantity)| StockCommand::Reserve { order_id, quantity }),
-        1 => order.clone().prop_map(|order_id| StockCommand::Release { order_id }),
-        2 => (order, quantity()).prop_map(|(order_id, quantity)| StockCommand::Commit {
+        2 => (order.clone(), quantity()).prop_map(|(order_id, quantity)| StockAction::Reserve { order_id, quantity }),
+        1 => order.clone().prop_map(|order_id| StockAction::Release { order_id }),
+        2 => (order, quantity()).prop_map(|(order_id, quantity)| StockAction::Dispatch {
             order_id, shipment_id: ShipmentId::parse("s1").unwrap(), quantity
         }),
-        1 => quantity().prop_map(|quantity| StockCommand::SetSafetyStock { quantity }),
-        2 => quantity().prop_map(|quantity| StockCommand::ExpectIncoming { quantity }),
+        1 => quantity().prop_map(|quantity| StockAction::SetSafetyStock { quantity }),
+        2 => quantity().prop_map(|quantity| StockAction::ExpectIncoming { quantity }),
     ]
 }
 
@@ -159,7 +159,7 @@ proptest! {
         line_quantity in prop_oneof![Just(u32::MAX), 1u32..=u32::MAX],
         commands in proptest::collection::vec(order_command(), 0..40),
     ) {
-        let initial = Order::fold(&Order::decide(&OrderCommand::Place { order: Box::new(placed(total, line_quantity)) }, &Default::default()).unwrap());
+        let initial = Order::fold(&Order::decide(&OrderAction::Place { order: Box::new(placed(total, line_quantity)) }, &Default::default()).unwrap());
         for s in run::<Order>(initial, &commands) {
             let p = &s.payment;
             prop_assert!(p.authorized >= 0 && p.captured >= 0 && p.refunded >= 0, "{p:?}");
@@ -178,7 +178,7 @@ proptest! {
             prop_assert!(s.reserved >= 0 && s.incoming >= 0 && s.unavailable >= 0, "{s:?}");
             prop_assert!(s.available() >= 0, "available {} in {s:?}", s.available());
             for r in s.reservations.values() {
-                prop_assert!(r.committed <= r.quantity);
+                prop_assert!(r.dispatched <= r.quantity);
             }
         }
     }
@@ -211,7 +211,7 @@ proptest! {
         };
         let mut stocks = BTreeMap::new();
         for key in command.stock_keys(cart) {
-            let received = Stock::decide(&StockCommand::Receive { quantity: u32::MAX, reference: None }, &StockState::default()).unwrap();
+            let received = Stock::decide(&StockAction::Receive { quantity: u32::MAX, reference: None }, &StockState::default()).unwrap();
             stocks.insert(key, Stock::fold(&received));
         }
         if let Ok(decision) = decide_checkout(&command, cart, &Default::default(), &stocks) {
@@ -233,25 +233,25 @@ proptest! {
 #[test]
 fn capturing_or_refunding_past_i64_is_refused() {
     let order = Order::fold(
-        &Order::decide(&OrderCommand::Place { order: Box::new(placed(100, 1)) }, &Default::default()).unwrap(),
+        &Order::decide(&OrderAction::Place { order: Box::new(placed(100, 1)) }, &Default::default()).unwrap(),
     );
-    let step = |state, command: OrderCommand| {
+    let step = |state, command: OrderAction| {
         let events = Order::decide(&command, &state).unwrap();
         events.iter().fold(state, |s, e| Order::evolve(s, e))
     };
     let m = |a| Money::new(a, eur());
     let order = step(
         order,
-        OrderCommand::AuthorizePayment { amount: m(100), provider_ref: "pi".into(), provider_event_id: "e1".into() },
+        OrderAction::AuthorizePayment { amount: m(100), provider_ref: "pi".into(), provider_event_id: "e1".into() },
     );
-    let order = step(order, OrderCommand::CapturePayment { amount: m(1), provider_event_id: "e2".into() });
+    let order = step(order, OrderAction::CapturePayment { amount: m(1), provider_event_id: "e2".into() });
     let err =
-        Order::decide(&OrderCommand::CapturePayment { amount: m(i64::MAX), provider_event_id: "e3".into() }, &order)
+        Order::decide(&OrderAction::CapturePayment { amount: m(i64::MAX), provider_event_id: "e3".into() }, &order)
             .unwrap_err();
     assert!(err.reason.contains("more than the 1000000000000 minor units"), "{}", err.reason);
-    let order = step(order, OrderCommand::RefundPayment { amount: m(1), provider_event_id: "e4".into() });
+    let order = step(order, OrderAction::RefundPayment { amount: m(1), provider_event_id: "e4".into() });
     let err =
-        Order::decide(&OrderCommand::RefundPayment { amount: m(i64::MAX), provider_event_id: "e5".into() }, &order)
+        Order::decide(&OrderAction::RefundPayment { amount: m(i64::MAX), provider_event_id: "e5".into() }, &order)
             .unwrap_err();
     assert!(err.reason.contains("more than the 1000000000000 minor units"), "{}", err.reason);
     assert_eq!((order.payment.captured, order.payment.refunded), (1, 1));

@@ -6,9 +6,9 @@
 use chrono::{TimeZone, Utc};
 use orderlog_domain::cart::{Address, Cart, CartCommand, Customer, Discount, DiscountKind, ShippingMethod};
 use orderlog_domain::codec::DomainEvent;
-use orderlog_domain::order::{LineQuantity, Order, OrderCommand, OrderLine, OrderTotals, PlacedOrder, ReturnedLine};
+use orderlog_domain::order::{LineQuantity, Order, OrderAction, OrderLine, OrderTotals, PlacedOrder, ReturnedLine};
 use orderlog_domain::shipment::{CarrierEventKind, Shipment, ShipmentCommand};
-use orderlog_domain::stock::{AdjustmentReason, Stock, StockCommand};
+use orderlog_domain::stock::{AdjustmentReason, Stock, StockAction};
 use orderlog_domain::{CartId, Currency, Decider, LocationId, Money, OrderId, ReturnId, ShipmentId, Sku};
 use proptest::prelude::*;
 
@@ -66,7 +66,7 @@ where
         .collect()
 }
 
-fn stock_command() -> impl Strategy<Value = StockCommand> {
+fn stock_command() -> impl Strategy<Value = StockAction> {
     let reason = prop_oneof![
         Just(AdjustmentReason::Correction),
         Just(AdjustmentReason::CycleCount),
@@ -75,18 +75,18 @@ fn stock_command() -> impl Strategy<Value = StockCommand> {
         Just(AdjustmentReason::ReturnToStock),
     ];
     prop_oneof![
-        (0u32..8).prop_map(|quantity| StockCommand::Receive { quantity, reference: None }),
+        (0u32..8).prop_map(|quantity| StockAction::Receive { quantity, reference: None }),
         (-6i64..6, reason, proptest::option::of(0i64..10))
-            .prop_map(|(delta, reason, expected_on_hand)| StockCommand::Adjust { delta, reason, expected_on_hand }),
-        (0u8..5, 0u32..6).prop_map(|(o, quantity)| StockCommand::Reserve { order_id: order_id(o), quantity }),
-        (0u8..5).prop_map(|o| StockCommand::Release { order_id: order_id(o) }),
-        (0u8..5, 0u8..4, 0u32..4).prop_map(|(o, s, quantity)| StockCommand::Commit {
+            .prop_map(|(delta, reason, expected_on_hand)| StockAction::Adjust { delta, reason, expected_on_hand }),
+        (0u8..5, 0u32..6).prop_map(|(o, quantity)| StockAction::Reserve { order_id: order_id(o), quantity }),
+        (0u8..5).prop_map(|o| StockAction::Release { order_id: order_id(o) }),
+        (0u8..5, 0u8..4, 0u32..4).prop_map(|(o, s, quantity)| StockAction::Dispatch {
             order_id: order_id(o),
             shipment_id: shipment_id(s),
             quantity
         }),
-        (0u32..6).prop_map(|quantity| StockCommand::SetSafetyStock { quantity }),
-        (0u32..6).prop_map(|quantity| StockCommand::ExpectIncoming { quantity }),
+        (0u32..6).prop_map(|quantity| StockAction::SetSafetyStock { quantity }),
+        (0u32..6).prop_map(|quantity| StockAction::ExpectIncoming { quantity }),
     ]
 }
 
@@ -129,31 +129,31 @@ fn lines() -> impl Strategy<Value = Vec<LineQuantity>> {
     proptest::collection::vec((0u8..3, 0u32..3).prop_map(|(s, quantity)| LineQuantity { sku: sku(s), quantity }), 1..3)
 }
 
-fn order_command() -> impl Strategy<Value = OrderCommand> {
+fn order_command() -> impl Strategy<Value = OrderAction> {
     let event_id = (0u8..6).prop_map(|i| format!("evt_{i}"));
     let amount = prop_oneof![Just(2_000i64), -5i64..2_500].prop_map(|a| Money::new(a, eur()));
     prop_oneof![
-        1 => Just(OrderCommand::Place { order: Box::new(placed_order()) }),
-        3 => (amount.clone(), event_id.clone()).prop_map(|(amount, provider_event_id)| OrderCommand::AuthorizePayment {
+        1 => Just(OrderAction::Place { order: Box::new(placed_order()) }),
+        3 => (amount.clone(), event_id.clone()).prop_map(|(amount, provider_event_id)| OrderAction::AuthorizePayment {
             amount,
             provider_ref: "pi_1".into(),
             provider_event_id
         }),
-        3 => (amount.clone(), event_id.clone()).prop_map(|(amount, provider_event_id)| OrderCommand::CapturePayment { amount, provider_event_id }),
-        1 => event_id.clone().prop_map(|provider_event_id| OrderCommand::VoidPayment { provider_event_id }),
-        2 => (amount, event_id.clone()).prop_map(|(amount, provider_event_id)| OrderCommand::RefundPayment { amount, provider_event_id }),
-        1 => event_id.prop_map(|provider_event_id| OrderCommand::RecordPaymentFailure { reason: "declined".into(), provider_event_id }),
-        3 => (0u8..4, lines()).prop_map(|(s, lines)| OrderCommand::RecordShipped { shipment_id: shipment_id(s), lines }),
-        3 => (0u8..4, lines()).prop_map(|(s, lines)| OrderCommand::RecordDelivered { shipment_id: shipment_id(s), lines }),
-        1 => Just(OrderCommand::Complete {}),
-        1 => Just(OrderCommand::Cancel { reason: "asked".into() }),
-        1 => Just(OrderCommand::Expire {}),
-        2 => (0u8..3, lines()).prop_map(|(r, lines)| OrderCommand::RequestReturn {
+        3 => (amount.clone(), event_id.clone()).prop_map(|(amount, provider_event_id)| OrderAction::CapturePayment { amount, provider_event_id }),
+        1 => event_id.clone().prop_map(|provider_event_id| OrderAction::VoidPayment { provider_event_id }),
+        2 => (amount, event_id.clone()).prop_map(|(amount, provider_event_id)| OrderAction::RefundPayment { amount, provider_event_id }),
+        1 => event_id.prop_map(|provider_event_id| OrderAction::RecordPaymentFailure { reason: "declined".into(), provider_event_id }),
+        3 => (0u8..4, lines()).prop_map(|(s, lines)| OrderAction::RecordShipped { shipment_id: shipment_id(s), lines }),
+        3 => (0u8..4, lines()).prop_map(|(s, lines)| OrderAction::RecordDelivered { shipment_id: shipment_id(s), lines }),
+        1 => Just(OrderAction::Complete {}),
+        1 => Just(OrderAction::Cancel { reason: "asked".into() }),
+        1 => Just(OrderAction::Expire {}),
+        2 => (0u8..3, lines()).prop_map(|(r, lines)| OrderAction::RequestReturn {
             return_id: ReturnId::parse(format!("r{r}")).unwrap(),
             lines,
             reason: "too small".into()
         }),
-        2 => (0u8..3, lines(), any::<bool>()).prop_map(|(r, lines, restock)| OrderCommand::ReceiveReturn {
+        2 => (0u8..3, lines(), any::<bool>()).prop_map(|(r, lines, restock)| OrderAction::ReceiveReturn {
             return_id: ReturnId::parse(format!("r{r}")).unwrap(),
             lines: lines.into_iter().map(|l| ReturnedLine { sku: l.sku, quantity: l.quantity, restock }).collect()
         }),
@@ -219,11 +219,11 @@ proptest! {
             prop_assert!(s.on_hand >= 0, "on hand {} in {s:?}", s.on_hand);
             let outstanding: i64 = s.reservations.values()
                 .filter(|r| !r.released)
-                .map(|r| i64::from(r.quantity - r.committed))
+                .map(|r| i64::from(r.quantity - r.dispatched))
                 .sum();
             prop_assert_eq!(s.reserved, outstanding);
             for r in s.reservations.values() {
-                prop_assert!(r.committed <= r.quantity, "shipped {} of {} reserved", r.committed, r.quantity);
+                prop_assert!(r.dispatched <= r.quantity, "shipped {} of {} reserved", r.dispatched, r.quantity);
             }
         }
     }
@@ -232,7 +232,7 @@ proptest! {
     /// shipped ≤ ordered and delivered ≤ shipped on every line; returned ≤ delivered.
     #[test]
     fn orders_never_go_backwards_and_payments_stay_within_bounds(commands in proptest::collection::vec(order_command(), 0..60)) {
-        let mut all = vec![OrderCommand::Place { order: Box::new(placed_order()) }];
+        let mut all = vec![OrderAction::Place { order: Box::new(placed_order()) }];
         all.extend(commands);
         let (states, _) = run::<Order>(&all);
         for pair in states.windows(2) {
@@ -262,7 +262,7 @@ proptest! {
     ) {
         let (states, events) = run::<Cart>(&carts);
         prop_assert_eq!(&Cart::fold(&through_storage(&events)), states.last().unwrap());
-        let mut all = vec![OrderCommand::Place { order: Box::new(placed_order()) }];
+        let mut all = vec![OrderAction::Place { order: Box::new(placed_order()) }];
         all.extend(orders);
         let (states, events) = run::<Order>(&all);
         prop_assert_eq!(&Order::fold(&through_storage(&events)), states.last().unwrap());

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use orderlog_domain::codec::DomainEvent;
 use orderlog_domain::stock::StockEvent;
+use orderlog_domain::{AggregateKind, StockKey, StreamId};
 use orderlog_store::RecordedEvent;
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +39,7 @@ impl StockLevel {
             StockEvent::ReservationReleased { quantity, .. } => {
                 self.reserved = self.reserved.saturating_sub(i64::from(*quantity))
             }
-            StockEvent::StockCommitted { quantity, .. } => {
+            StockEvent::StockDispatched { quantity, .. } => {
                 self.on_hand = self.on_hand.saturating_sub(i64::from(*quantity));
                 self.reserved = self.reserved.saturating_sub(i64::from(*quantity));
             }
@@ -101,9 +102,8 @@ impl Projection for InventoryLevels {
 
     fn apply(&mut self, event: &RecordedEvent, decoded: &DomainEvent) {
         let DomainEvent::Stock(stock) = decoded else { return };
-        let key = event.stream_id.strip_prefix("stock-").and_then(|rest| rest.split_once('@'));
-        let Some((sku, location)) = key else { return };
-        self.items.entry((sku.to_string(), location.to_string())).or_default().apply(stock);
+        let Some(key) = StreamId::parse(&event.stream_id).and_then(|s| s.stock_key()) else { return };
+        self.items.entry((key.sku.to_string(), key.location.to_string())).or_default().apply(stock);
     }
 }
 
@@ -149,8 +149,8 @@ pub const INVENTORY_VIEWS_POSTGRES: &[&str] = &[
          FROM inventory_by_location GROUP BY sku",
 ];
 
-fn stock_item(event: &RecordedEvent) -> Option<(&str, &str)> {
-    event.stream_id.strip_prefix("stock-").and_then(|rest| rest.split_once('@'))
+fn stock_item(event: &RecordedEvent) -> Option<StockKey> {
+    StreamId::parse(&event.stream_id).and_then(|s| s.stock_key())
 }
 
 impl TableModel for InventoryTable {
@@ -159,20 +159,20 @@ impl TableModel for InventoryTable {
     type Row = InventoryRow;
 
     fn wants(event: &RecordedEvent) -> bool {
-        event.stream_id.starts_with("stock-")
+        StreamId::kind_of(&event.stream_id) == Some(AggregateKind::Stock)
     }
 
     fn keys(event: &RecordedEvent, decoded: &DomainEvent) -> Vec<String> {
         match (decoded, stock_item(event)) {
-            (DomainEvent::Stock(_), Some((sku, location))) => vec![format!("{sku}@{location}")],
+            (DomainEvent::Stock(_), Some(key)) => vec![format!("{}@{}", key.sku, key.location)],
             _ => Vec::new(),
         }
     }
 
     fn evolve(mut row: InventoryRow, _key: &str, event: &RecordedEvent, decoded: &DomainEvent) -> InventoryRow {
-        let (DomainEvent::Stock(stock), Some((sku, location))) = (decoded, stock_item(event)) else { return row };
-        row.sku = sku.to_string();
-        row.location = location.to_string();
+        let (DomainEvent::Stock(stock), Some(key)) = (decoded, stock_item(event)) else { return row };
+        row.sku = key.sku.to_string();
+        row.location = key.location.to_string();
         row.level.apply(stock);
         row
     }

@@ -6,6 +6,7 @@ use chrono::SecondsFormat;
 use orderlog_domain::cart::Customer;
 use orderlog_domain::codec::DomainEvent;
 use orderlog_domain::order::{OrderEvent, OrderStatus};
+use orderlog_domain::{AggregateKind, StreamId};
 use orderlog_store::RecordedEvent;
 use serde::{Deserialize, Serialize};
 
@@ -220,12 +221,14 @@ impl TableModel for OrderStatusTable {
     type Row = OrderStatusRow;
 
     fn wants(event: &RecordedEvent) -> bool {
-        event.stream_id.starts_with("order-")
+        StreamId::kind_of(&event.stream_id) == Some(AggregateKind::Order)
     }
 
     fn keys(event: &RecordedEvent, decoded: &DomainEvent) -> Vec<String> {
-        match (decoded, event.stream_id.strip_prefix("order-")) {
-            (DomainEvent::Order(_), Some(id)) => vec![id.to_string()],
+        match (decoded, StreamId::parse(&event.stream_id)) {
+            (DomainEvent::Order(_), Some(stream)) if stream.kind() == AggregateKind::Order => {
+                vec![stream.id().to_string()]
+            }
             _ => Vec::new(),
         }
     }

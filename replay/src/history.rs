@@ -3,12 +3,7 @@
 //! across streams, in log order.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use orderlog_domain::cart::Cart;
-use orderlog_domain::codec::{AggregateKind, DomainEvent};
-use orderlog_domain::order::Order;
-use orderlog_domain::shipment::Shipment;
-use orderlog_domain::stock::Stock;
-use orderlog_domain::Decider;
+use orderlog_domain::{AnyState, DomainEvent, StreamId};
 use orderlog_store::{EventStore, LogCursor, RecordedEvent, READ_EVENTS_MAX};
 use serde::Serialize;
 
@@ -72,17 +67,6 @@ pub struct StreamHistory {
     pub events: Vec<HistoryEvent>,
 }
 
-fn fold<D: Decider>(events: &[D::Event]) -> serde_json::Value
-where
-    D::State: Serialize,
-{
-    serde_json::to_value(D::fold(events)).unwrap_or(serde_json::Value::Null)
-}
-
-fn typed<E: TryFrom<DomainEvent>>(decoded: Vec<DomainEvent>) -> Vec<E> {
-    decoded.into_iter().filter_map(|d| E::try_from(d).ok()).collect()
-}
-
 /// The state of `stream_id` at `point` (folded by the domain's own decider), with the
 /// events up to it.
 pub async fn stream_history(
@@ -90,7 +74,7 @@ pub async fn stream_history(
     stream_id: &str,
     point: Point,
 ) -> Result<StreamHistory, ReplayError> {
-    let kind = AggregateKind::of_stream(stream_id).ok_or_else(|| {
+    let kind = StreamId::kind_of(stream_id).ok_or_else(|| {
         ReplayError::Invalid(format!(
             "'{stream_id}' is not an aggregate's stream: streams are cart-…, order-…, stock-SKU@LOCATION, shipment-…"
         ))
@@ -130,12 +114,12 @@ pub async fn stream_history(
             ReplayError::Invalid(format!("the event at position {} cannot be read: {err}", e.position))
         })?);
     }
-    let state = match kind {
-        AggregateKind::Cart => fold::<Cart>(&typed(decoded)),
-        AggregateKind::Order => fold::<Order>(&typed(decoded)),
-        AggregateKind::Stock => fold::<Stock>(&typed(decoded)),
-        AggregateKind::Shipment => fold::<Shipment>(&typed(decoded)),
-    };
+    let state = decoded
+        .into_iter()
+        .filter(|e| e.kind() == kind)
+        .try_fold(AnyState::initial(kind), AnyState::evolve)
+        .expect("events of the stream's own kind evolve its state")
+        .to_json();
     Ok(StreamHistory {
         stream_id: stream_id.to_string(),
         version: recorded.last().map_or(0, |e| e.version),

@@ -82,3 +82,60 @@ async fn an_older_log_replays_and_takes_new_commands() {
     let mug = stream_history(&*store, "stock-mug@berlin", Point::Latest).await.unwrap();
     assert_eq!(mug.state["on_hand"], 52);
 }
+
+/// A whole shop's log as `orderlog export` wrote it before the command registry (the demo,
+/// 12 orders): it names stock leaving with a shipment `StockCommitted`, which this build
+/// reads as `StockDispatched`.
+const LOG_BEFORE_REGISTRY: &str = include_str!("fixtures/log-before-registry.ndjson");
+
+#[tokio::test]
+async fn a_log_written_before_the_registry_imports_verifies_and_folds() {
+    use orderlog_projections::inventory::InventoryLevels;
+    use orderlog_projections::Projection;
+    use orderlog_replay::archive::import;
+    use orderlog_replay::progress::Progress;
+
+    assert!(LOG_BEFORE_REGISTRY.contains(r#""type":"StockCommitted""#), "the fixture holds the old name");
+    let store = Arc::new(MemoryStore::new());
+    let open = || -> Result<Box<dyn std::io::BufRead + Send>, orderlog_replay::ReplayError> {
+        Ok(Box::new(std::io::Cursor::new(LOG_BEFORE_REGISTRY.as_bytes())))
+    };
+    let imported = import(&*store, &open, &mut Progress::quiet(), &mut Progress::quiet()).await.unwrap();
+    assert_eq!(imported, LOG_BEFORE_REGISTRY.lines().count() as u64 - 1);
+    let report = orderlog_replay::verify_chains(&*store).await.unwrap();
+    assert_eq!(report.first_broken, None);
+
+    // Every event decodes, and the stock items fold to what the inventory projection says.
+    let events = store.read_all(orderlog_store::LogCursor::START, 10_000).await.unwrap();
+    let mut levels = InventoryLevels::default();
+    let mut dispatched = 0;
+    for event in &events {
+        let decoded = DomainEvent::decode(&event.event_type, event.schema_version, &event.payload)
+            .unwrap_or_else(|e| panic!("position {}: {e}", event.position));
+        dispatched += u32::from(matches!(decoded, DomainEvent::Stock(StockEvent::StockDispatched { .. })));
+        levels.apply(event, &decoded);
+    }
+    assert_eq!(dispatched, 10);
+    let mut checked = 0;
+    for stream in events.iter().map(|e| e.stream_id.as_str()).filter(|s| s.starts_with("stock-")) {
+        let history = stream_history(&*store, stream, Point::Latest).await.unwrap();
+        let (sku, location) = stream["stock-".len()..].split_once('@').unwrap();
+        let level = &levels.items[&(sku.to_string(), location.to_string())];
+        let folded = (history.state["on_hand"].as_i64(), history.state["reserved"].as_i64());
+        assert_eq!(folded, (Some(level.on_hand), Some(level.reserved)), "{stream}");
+        checked += 1;
+    }
+    assert!(checked > 20);
+
+    // New commands append on top of the old log: a shipped stock item takes a receipt.
+    let service = CommandService::new(store.clone(), Arc::new(SystemClock), Arc::new(RandomIds));
+    let dispatched_from = events.iter().find(|e| e.event_type == "StockCommitted").unwrap().stream_id.clone();
+    let (sku, location) = dispatched_from["stock-".len()..].split_once('@').unwrap();
+    let stock = StockKey::new(Sku::parse(sku).unwrap(), LocationId::parse(location).unwrap());
+    let receive = StockCommand::Receive { quantity: 3, reference: None };
+    let outcome = service
+        .execute(CommandEnvelope::new("after-1", "clerk", Command::Stock { stock, command: receive }))
+        .await
+        .unwrap();
+    assert_eq!(outcome.events_appended, 1);
+}

@@ -1,0 +1,181 @@
+//! What each command loads and how it decides: [`Command::streams`] names the streams the
+//! command itself names, [`Command::then_streams`] those the loaded states name (a cart's
+//! stock items, an order's reservations, a shipment's order), and [`Command::decide`]
+//! decides over exactly those. The service runs every command through the same
+//! load → decide → append loop over these three.
+
+use std::collections::BTreeMap;
+
+use orderlog_domain::aggregate::Aggregate;
+use orderlog_domain::cart::Cart;
+use orderlog_domain::checkout::{decide_checkout, Decision};
+use orderlog_domain::flows::{
+    decide_carrier_event, decide_create_shipment, decide_end_order, decide_receive_return, decide_ship,
+    order_stock_keys, return_stock_keys,
+};
+use orderlog_domain::order::{Order, OrderAction, OrderState};
+use orderlog_domain::shipment::{Shipment, ShipmentCommand, ShipmentState};
+use orderlog_domain::stock::{Stock, StockAction, StockState};
+use orderlog_domain::{AnyState, Decider, DomainEvent, OrderId, Rejection, StockKey, StreamId};
+
+use crate::Command;
+
+/// The streams a decision has loaded: each one's state and the version it was read at.
+#[derive(Default)]
+pub(crate) struct Loaded {
+    pub streams: BTreeMap<StreamId, (AnyState, u64)>,
+}
+
+impl Loaded {
+    /// The state of a stream the plan named; loading it is the plan's promise.
+    fn state<A: Aggregate>(&self, stream: &StreamId) -> &A::State {
+        self.streams.get(stream).and_then(|(s, _)| A::state(s)).expect("the plan names every stream it reads")
+    }
+
+    fn order(&self, id: &OrderId) -> &OrderState {
+        self.state::<Order>(&StreamId::order(id))
+    }
+
+    fn shipment(&self, stream: &StreamId) -> &ShipmentState {
+        self.state::<Shipment>(stream)
+    }
+
+    fn stocks(&self, keys: Vec<StockKey>) -> BTreeMap<StockKey, StockState> {
+        keys.into_iter()
+            .map(|key| {
+                let state = self.state::<Stock>(&StreamId::stock(&key)).clone();
+                (key, state)
+            })
+            .collect()
+    }
+}
+
+impl Command {
+    /// The streams the command names, loaded first: a pure function of the command.
+    pub fn streams(&self) -> Vec<StreamId> {
+        match self {
+            Command::Cart { cart_id, .. } => vec![StreamId::cart(cart_id)],
+            Command::Checkout { checkout } => {
+                vec![StreamId::cart(&checkout.cart_id), StreamId::order(&checkout.order_id)]
+            }
+            Command::Order { order_id, .. }
+            | Command::CancelOrder { order_id, .. }
+            | Command::ExpireOrder { order_id }
+            | Command::ReceiveReturn { order_id, .. } => vec![StreamId::order(order_id)],
+            Command::Stock { stock, .. } => vec![StreamId::stock(stock)],
+            Command::Shipment { shipment_id, command } => match command {
+                ShipmentCommand::Create { order_id, .. } => {
+                    vec![StreamId::shipment(shipment_id), StreamId::order(order_id)]
+                }
+                _ => vec![StreamId::shipment(shipment_id)],
+            },
+        }
+    }
+
+    /// The streams that the states of [`Command::streams`] name, loaded next.
+    pub(crate) fn then_streams(&self, loaded: &Loaded) -> Vec<StreamId> {
+        let stocks = |keys: Vec<StockKey>| keys.iter().map(StreamId::stock).collect();
+        match self {
+            Command::Checkout { checkout } => {
+                stocks(checkout.stock_keys(loaded.state::<Cart>(&StreamId::cart(&checkout.cart_id))))
+            }
+            Command::CancelOrder { order_id, .. } | Command::ExpireOrder { order_id } => {
+                stocks(order_stock_keys(loaded.order(order_id)))
+            }
+            Command::ReceiveReturn { order_id, lines, .. } => stocks(return_stock_keys(loaded.order(order_id), lines)),
+            Command::Shipment { shipment_id, command } => {
+                let shipment = loaded.shipment(&StreamId::shipment(shipment_id));
+                let Some(order_id) = &shipment.order_id else { return vec![] };
+                let mut streams = match command {
+                    ShipmentCommand::Ship { .. } | ShipmentCommand::RecordCarrierEvent { .. } => {
+                        vec![StreamId::order(order_id)]
+                    }
+                    _ => vec![],
+                };
+                if let (ShipmentCommand::Ship { .. }, Some(location)) = (command, &shipment.location) {
+                    streams.extend(
+                        shipment.lines.iter().map(|l| StreamId::stock(&StockKey::new(l.sku.clone(), location.clone()))),
+                    );
+                }
+                streams
+            }
+            Command::Cart { .. } | Command::Order { .. } | Command::Stock { .. } => vec![],
+        }
+    }
+
+    /// Decides over the loaded streams.
+    pub(crate) fn decide(&self, loaded: &Loaded) -> Result<Decision, Rejection> {
+        match self {
+            Command::Cart { cart_id, command } => {
+                let stream = StreamId::cart(cart_id);
+                Ok(single(stream.clone(), Cart::decide(command, loaded.state::<Cart>(&stream))?))
+            }
+            Command::Checkout { checkout } => {
+                let cart = loaded.state::<Cart>(&StreamId::cart(&checkout.cart_id));
+                let stocks = loaded.stocks(checkout.stock_keys(cart));
+                decide_checkout(checkout, cart, loaded.order(&checkout.order_id), &stocks)
+            }
+            Command::Order { order_id, command } => {
+                let events = Order::decide(&OrderAction::from(command.clone()), loaded.order(order_id))?;
+                let mut decision = single(StreamId::order(order_id), events);
+                decision.order_id = Some(order_id.clone());
+                Ok(decision)
+            }
+            Command::CancelOrder { order_id, reason } => {
+                end_order(order_id, &OrderAction::Cancel { reason: reason.clone() }, loaded)
+            }
+            Command::ExpireOrder { order_id } => end_order(order_id, &OrderAction::Expire {}, loaded),
+            Command::ReceiveReturn { order_id, return_id, lines } => {
+                let order = loaded.order(order_id);
+                let stocks = loaded.stocks(return_stock_keys(order, lines));
+                decide_receive_return(order_id, return_id, lines, order, &stocks)
+            }
+            Command::Stock { stock, command } => {
+                let stream = StreamId::stock(stock);
+                let events = Stock::decide(&StockAction::from(command.clone()), loaded.state::<Stock>(&stream))?;
+                Ok(single(stream, events))
+            }
+            Command::Shipment { shipment_id, command } => {
+                let stream = StreamId::shipment(shipment_id);
+                let shipment = loaded.shipment(&stream);
+                match command {
+                    ShipmentCommand::Create { order_id, .. } => {
+                        decide_create_shipment(shipment_id, command, shipment, loaded.order(order_id))
+                    }
+                    ShipmentCommand::Ship { .. } | ShipmentCommand::RecordCarrierEvent { .. }
+                        if shipment.order_id.is_some() =>
+                    {
+                        let order = loaded.order(shipment.order_id.as_ref().expect("checked"));
+                        if let ShipmentCommand::Ship { .. } = command {
+                            let location = shipment.location.clone().expect("a created shipment has a location");
+                            let keys =
+                                shipment.lines.iter().map(|l| StockKey::new(l.sku.clone(), location.clone())).collect();
+                            decide_ship(shipment_id, command, shipment, order, &loaded.stocks(keys))
+                        } else {
+                            decide_carrier_event(shipment_id, command, shipment, order)
+                        }
+                    }
+                    _ => {
+                        let mut decision = single(stream.clone(), Shipment::decide(command, shipment)?);
+                        decision.order_id = shipment.order_id.clone();
+                        Ok(decision)
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn end_order(order_id: &OrderId, action: &OrderAction, loaded: &Loaded) -> Result<Decision, Rejection> {
+    let order = loaded.order(order_id);
+    if order.placed.is_none() {
+        return Err(Rejection::not_found(format!("order {order_id}: does not exist")));
+    }
+    decide_end_order(order_id, action, order, &loaded.stocks(order_stock_keys(order)))
+}
+
+fn single<E: Into<DomainEvent>>(stream: StreamId, events: Vec<E>) -> Decision {
+    let mut decision = Decision::default();
+    decision.push(stream, events);
+    decision
+}
