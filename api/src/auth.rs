@@ -347,54 +347,6 @@ impl TokenStore for PostgresTokens {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn tokens_are_stored_as_hashes_and_revocation_takes_effect() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let tokens = SqliteTokens::open(&path).unwrap();
-        let made = tokens.create("shop-frontend", &parse_scopes("shop").unwrap()).await.unwrap();
-        assert!(made.token.starts_with(&format!("olt_{}_", made.info.id)));
-        let stored: String = Connection::open(&path)
-            .unwrap()
-            .query_row(
-                "SELECT group_concat(id || principal || scopes || token_sha256) FROM orderlog_api_tokens",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert!(!stored.contains(&made.token[made.token.len() - 64..]), "the secret is not stored");
-        let principal = tokens.authenticate(&made.token).await.unwrap().unwrap();
-        assert_eq!((principal.name.as_str(), principal.scopes.len()), ("shop-frontend", 1));
-        assert_eq!(tokens.authenticate("olt_nope").await.unwrap(), None);
-        assert!(tokens.revoke(&made.info.id).await.unwrap());
-        assert_eq!(tokens.authenticate(&made.token).await.unwrap(), None);
-        assert!(!tokens.revoke("missing").await.unwrap());
-        assert_eq!(tokens.active().await.unwrap(), 0);
-    }
-
-    #[tokio::test]
-    async fn the_cache_forgets_a_token_revoked_through_it_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let tokens = CachedTokens::new(Arc::new(SqliteTokens::open(dir.path().join("t.db")).unwrap()));
-        let made = tokens.create("a", &parse_scopes("audit").unwrap()).await.unwrap();
-        assert!(tokens.authenticate(&made.token).await.unwrap().is_some());
-        assert!(tokens.authenticate(&made.token).await.unwrap().is_some(), "from the cache");
-        tokens.revoke(&made.info.id).await.unwrap();
-        assert_eq!(tokens.authenticate(&made.token).await.unwrap(), None);
-    }
-
-    #[test]
-    fn bad_scopes_and_principals_are_named() {
-        assert!(parse_scopes("shop,root").unwrap_err().contains("unknown scope 'root'"));
-        assert!(parse_scopes(" , ").unwrap_err().contains("at least one scope"));
-        assert!(check_principal("a b").unwrap_err().contains("principal 'a b'"));
-    }
-}
-
 /// Remembers valid tokens for a short while, so a request does not cost a database round
 /// trip to authenticate. A token revoked through this cache stops at once; one revoked
 /// elsewhere (another process, `orderlog token revoke`) within [`CachedTokens::TTL`].
@@ -451,5 +403,53 @@ impl TokenStore for CachedTokens {
 
     async fn active(&self) -> Result<usize, String> {
         self.inner.active().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tokens_are_stored_as_hashes_and_revocation_takes_effect() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let tokens = SqliteTokens::open(&path).unwrap();
+        let made = tokens.create("shop-frontend", &parse_scopes("shop").unwrap()).await.unwrap();
+        assert!(made.token.starts_with(&format!("olt_{}_", made.info.id)));
+        let stored: String = Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT group_concat(id || principal || scopes || token_sha256) FROM orderlog_api_tokens",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(!stored.contains(&made.token[made.token.len() - 64..]), "the secret is not stored");
+        let principal = tokens.authenticate(&made.token).await.unwrap().unwrap();
+        assert_eq!((principal.name.as_str(), principal.scopes.len()), ("shop-frontend", 1));
+        assert_eq!(tokens.authenticate("olt_nope").await.unwrap(), None);
+        assert!(tokens.revoke(&made.info.id).await.unwrap());
+        assert_eq!(tokens.authenticate(&made.token).await.unwrap(), None);
+        assert!(!tokens.revoke("missing").await.unwrap());
+        assert_eq!(tokens.active().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_cache_forgets_a_token_revoked_through_it_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = CachedTokens::new(Arc::new(SqliteTokens::open(dir.path().join("t.db")).unwrap()));
+        let made = tokens.create("a", &parse_scopes("audit").unwrap()).await.unwrap();
+        assert!(tokens.authenticate(&made.token).await.unwrap().is_some());
+        assert!(tokens.authenticate(&made.token).await.unwrap().is_some(), "from the cache");
+        tokens.revoke(&made.info.id).await.unwrap();
+        assert_eq!(tokens.authenticate(&made.token).await.unwrap(), None);
+    }
+
+    #[test]
+    fn bad_scopes_and_principals_are_named() {
+        assert!(parse_scopes("shop,root").unwrap_err().contains("unknown scope 'root'"));
+        assert!(parse_scopes(" , ").unwrap_err().contains("at least one scope"));
+        assert!(check_principal("a b").unwrap_err().contains("principal 'a b'"));
     }
 }

@@ -208,9 +208,9 @@ impl CommandService {
 
     async fn load(&self, streams: Vec<StreamId>, loaded: &mut Loaded) -> Result<(), CommandError> {
         for stream in streams {
-            if !loaded.streams.contains_key(&stream) {
-                let state = self.cache.load(&*self.store, &stream).await?;
-                loaded.streams.insert(stream, state);
+            if let std::collections::btree_map::Entry::Vacant(entry) = loaded.streams.entry(stream) {
+                let state = self.cache.load(&*self.store, entry.key()).await?;
+                entry.insert(state);
             }
         }
         Ok(())

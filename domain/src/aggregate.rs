@@ -139,12 +139,12 @@ macro_rules! aggregates {
                 }
             }
 
-            /// The state after `event`; the event back when it belongs to another aggregate.
-            pub fn evolve(self, event: DomainEvent) -> Result<AnyState, DomainEvent> {
+            /// The state after `event`; the event's kind when it belongs to another aggregate.
+            pub fn evolve(self, event: DomainEvent) -> Result<AnyState, AggregateKind> {
                 match (self, event) {
                     $((AnyState::$kind(s), DomainEvent::$kind(e)) => Ok(AnyState::$kind(Box::new($decider::evolve(*s, &e)))),)+
                     #[allow(unreachable_patterns)]
-                    (_, e) => Err(e),
+                    (_, e) => Err(e.kind()),
                 }
             }
 

@@ -217,7 +217,7 @@ mod tests {
         state
     }
     fn stock_of(units: u32) -> StockState {
-        Stock::fold(&[StockEvent::StockReceived { units: units, reference: None }])
+        Stock::fold(&[StockEvent::StockReceived { units, reference: None }])
     }
     fn command() -> CheckoutCommand {
         CheckoutCommand {

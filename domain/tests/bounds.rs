@@ -237,7 +237,7 @@ fn capturing_or_refunding_past_i64_is_refused() {
     );
     let step = |state, command: OrderAction| {
         let events = Order::decide(&command, &state).unwrap();
-        events.iter().fold(state, |s, e| Order::evolve(s, e))
+        events.iter().fold(state, Order::evolve)
     };
     let m = |a| Money::new(a, eur());
     let order = step(
@@ -266,7 +266,7 @@ fn the_largest_cart_has_totals_that_fit() {
     use orderlog_domain::money::AMOUNT_MAX;
     let step = |state, command: CartCommand| {
         let events = Cart::decide(&command, &state).unwrap();
-        events.iter().fold(state, |s, e| Cart::evolve(s, e))
+        events.iter().fold(state, Cart::evolve)
     };
     let guest = Customer::Guest { email: "ann@example.com".into() };
     let mut cart = step(Default::default(), CartCommand::Create { currency: eur(), customer: guest });

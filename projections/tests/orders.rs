@@ -45,7 +45,7 @@ impl Shop {
         let cart_id = CartId::parse(format!("cart{n}")).unwrap();
         let order_id = OrderId::parse(format!("order{n}")).unwrap();
         let cart = |command| Command::Cart { cart_id: cart_id.clone(), command };
-        let customer = if n % 2 == 0 {
+        let customer = if n.is_multiple_of(2) {
             Customer::Guest { email: format!("g{n}@example.com") }
         } else {
             Customer::Registered {
