@@ -48,6 +48,17 @@ impl Scope {
             Scope::Admin => "admin",
         }
     }
+
+    /// This scope as the list of scopes a route accepts.
+    pub fn alone(self) -> &'static [Scope] {
+        match self {
+            Scope::Shop => &[Scope::Shop],
+            Scope::Operations => &[Scope::Operations],
+            Scope::Audit => &[Scope::Audit],
+            Scope::Analytics => &[Scope::Analytics],
+            Scope::Admin => &[Scope::Admin],
+        }
+    }
 }
 
 impl fmt::Display for Scope {

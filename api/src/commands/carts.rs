@@ -1,0 +1,121 @@
+//! Cart commands and checkout (scope `shop`).
+
+use std::collections::BTreeMap;
+
+use orderlog_commands::Command;
+use orderlog_domain::cart::{CartCommand, LINE_QUANTITY_MAX};
+use orderlog_domain::checkout::{CheckoutCommand, TAX_RATE_BPS_MAX};
+use orderlog_domain::{CartId, Currency, LocationId, OrderId, Sku};
+use serde_json::{json, Value};
+
+use super::wire::{Address, Customer, Discount, Price, ShippingMethod};
+use super::{body, id, NoBody, Params};
+use crate::openapi::schema::{self, email, int, money, nullable, opt, reference, req};
+use crate::problem::Problem;
+
+/// The namespace of order ids made from cart ids (UUID v5).
+const ORDER_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f72_6465_726c_6f67_2d6f_7264_6572_6964);
+
+fn cart(path: &Params, command: CartCommand) -> Result<Command, Problem> {
+    Ok(Command::Cart { cart_id: path.id("cart_id", CartId::parse)?, command })
+}
+
+fn quantity() -> Value {
+    int(1, i64::from(LINE_QUANTITY_MAX))
+}
+
+body! {
+    NewCart {
+        cart_id: Option<CartId> = opt(nullable(schema::id())),
+        currency: Currency = req(reference("Currency")),
+        customer: Customer = req(reference("Customer")),
+    }
+}
+
+pub(super) fn create(body: NewCart, _: &Params) -> Result<Command, Problem> {
+    let cart_id = match body.cart_id {
+        Some(cart_id) => cart_id,
+        None => id(CartId::parse(format!("cart-{}", uuid::Uuid::new_v4().simple())))?,
+    };
+    let command = CartCommand::Create { currency: body.currency, customer: body.customer.into() };
+    Ok(Command::Cart { cart_id, command })
+}
+
+body! {
+    Item {
+        sku: Sku = req(schema::id()),
+        quantity: u32 = req(quantity()),
+        unit_price: Price = req(money(0)),
+    }
+}
+
+pub(super) fn add_item(item: Item, path: &Params) -> Result<Command, Problem> {
+    cart(path, CartCommand::AddItem { sku: item.sku, quantity: item.quantity, unit_price: item.unit_price.into() })
+}
+
+body! {
+    Quantity { quantity: u32 = req(quantity()) }
+}
+
+pub(super) fn change_quantity(body: Quantity, path: &Params) -> Result<Command, Problem> {
+    cart(path, CartCommand::ChangeQuantity { sku: path.id("sku", Sku::parse)?, quantity: body.quantity })
+}
+
+pub(super) fn remove_item(_: NoBody, path: &Params) -> Result<Command, Problem> {
+    cart(path, CartCommand::RemoveItem { sku: path.id("sku", Sku::parse)? })
+}
+
+body! {
+    DiscountCode { discount: Discount = req(reference("Discount")) }
+}
+
+pub(super) fn apply_discount(body: DiscountCode, path: &Params) -> Result<Command, Problem> {
+    cart(path, CartCommand::ApplyDiscount { discount: body.discount.into() })
+}
+
+pub(super) fn remove_discount(_: NoBody, path: &Params) -> Result<Command, Problem> {
+    cart(path, CartCommand::RemoveDiscount {})
+}
+
+body! {
+    Contact { email: String = req(email()) }
+}
+
+pub(super) fn set_contact(body: Contact, path: &Params) -> Result<Command, Problem> {
+    cart(path, CartCommand::SetContact { email: body.email })
+}
+
+pub(super) fn set_shipping_address(address: Address, path: &Params) -> Result<Command, Problem> {
+    cart(path, CartCommand::SetShippingAddress { address: address.into() })
+}
+
+pub(super) fn select_shipping_method(method: ShippingMethod, path: &Params) -> Result<Command, Problem> {
+    cart(path, CartCommand::SelectShippingMethod { method: method.into() })
+}
+
+body! {
+    Sources {
+        order_id: Option<OrderId> = opt(nullable(schema::id())),
+        location: LocationId = req(schema::id()),
+        #[serde(default)]
+        sources: BTreeMap<Sku, LocationId> =
+            opt(json!({"type": "object", "propertyNames": schema::id(), "additionalProperties": schema::id()})),
+        #[serde(default)]
+        tax_rate_bps: u32 = opt(int(0, i64::from(TAX_RATE_BPS_MAX))),
+    }
+}
+
+pub(super) fn checkout(body: Sources, path: &Params) -> Result<Command, Problem> {
+    let cart_id = path.id("cart_id", CartId::parse)?;
+    // Without an order id, the order's id follows from the cart's, so checking the same
+    // cart out again names the same order.
+    let order_id = match body.order_id {
+        Some(order_id) => order_id,
+        None => id(OrderId::parse(format!(
+            "order-{}",
+            uuid::Uuid::new_v5(&ORDER_ID_NAMESPACE, cart_id.as_str().as_bytes()).simple()
+        )))?,
+    };
+    let (location, sources, tax_rate_bps) = (body.location, body.sources, body.tax_rate_bps);
+    Ok(Command::Checkout { checkout: CheckoutCommand { cart_id, order_id, location, sources, tax_rate_bps } })
+}
