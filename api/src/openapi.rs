@@ -11,6 +11,7 @@
 use orderlog_domain::cart::{EMAIL_CHARS_MAX, TEXT_CHARS_MAX};
 use orderlog_domain::ids::{ID_BYTES_MAX, ID_PATTERN};
 use orderlog_domain::money::AMOUNT_MAX;
+use orderlog_domain::order::OrderStatus;
 use orderlog_domain::Currency;
 use serde_json::{json, Map, Value};
 
@@ -156,7 +157,8 @@ fn query(path: &str, name: &str) -> Option<Value> {
         (_, "wait_for") | (_, "timeout_ms") => json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}),
         ("/orders", "limit") => int(1, 500),
         ("/orders", "state") => {
-            json!({"type": "string", "enum": ["placed", "confirmed", "partially_shipped", "shipped", "delivered", "completed", "cancelled", "expired"]})
+            let states: Vec<&str> = OrderStatus::PLACED.iter().map(|s| s.as_str()).collect();
+            json!({"type": "string", "enum": states})
         }
         ("/orders", "placed_from") | ("/orders", "placed_to") => json!({"type": "string", "format": "date-time"}),
         ("/orders", "after") => json!({"type": "string", "pattern": "~"}),

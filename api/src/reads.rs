@@ -12,6 +12,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::Stream;
+use orderlog_domain::order::OrderStatus;
 use orderlog_domain::Currency;
 use orderlog_projections::cache::{Lookup, RowCache};
 use orderlog_projections::orders::OrderStatusTable;
@@ -114,8 +115,7 @@ pub(crate) fn order_list_routes() -> OpenApiRouter<Shared> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct OrderListParams {
-    /// `placed`, `confirmed`, `partially_shipped`, `shipped`, `delivered`, `completed`,
-    /// `cancelled` or `expired`.
+    /// An order state (see `OrderStatus::PLACED`): `placed`, `confirmed`, … `expired`.
     state: Option<String>,
     /// A customer id, or `guest`.
     customer: Option<String>,
@@ -137,9 +137,6 @@ pub struct OrderPage {
     next: Option<String>,
 }
 
-const STATES: [&str; 8] =
-    ["placed", "confirmed", "partially_shipped", "shipped", "delivered", "completed", "cancelled", "expired"];
-
 fn instant(name: &str, value: Option<String>) -> Result<Option<String>, Problem> {
     value
         .map(|v| {
@@ -155,8 +152,9 @@ fn instant(name: &str, value: Option<String>) -> Result<Option<String>, Problem>
     responses((status = 200, body = OrderPage), (status = 400, body = Problem)),
     security(("bearer" = ["operations", "audit"])))]
 async fn list_orders(State(api): State<Shared>, Query(p): Query<OrderListParams>) -> Result<Json<OrderPage>, Problem> {
-    if let Some(state) = p.state.as_deref().filter(|s| !STATES.contains(s)) {
-        return Err(Problem::bad_request(format!("state: '{state}' is not one of {}", STATES.join(", "))));
+    let states: Vec<&str> = OrderStatus::PLACED.iter().map(|s| s.as_str()).collect();
+    if let Some(state) = p.state.as_deref().filter(|s| !states.contains(s)) {
+        return Err(Problem::bad_request(format!("state: '{state}' is not one of {}", states.join(", "))));
     }
     let limit = p.limit.unwrap_or(50);
     if limit == 0 || limit > PAGE_MAX {

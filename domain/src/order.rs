@@ -30,6 +30,18 @@ impl OrderStatus {
         matches!(self, OrderStatus::Cancelled | OrderStatus::Expired)
     }
 
+    /// Every state a placed order can be in, in lifecycle order.
+    pub const PLACED: [OrderStatus; 8] = [
+        OrderStatus::Placed,
+        OrderStatus::Confirmed,
+        OrderStatus::PartiallyShipped,
+        OrderStatus::Shipped,
+        OrderStatus::Delivered,
+        OrderStatus::Completed,
+        OrderStatus::Cancelled,
+        OrderStatus::Expired,
+    ];
+
     /// The state's name as stored and shown (`partially_shipped`), as serde writes it.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -107,9 +107,10 @@ macro_rules! body {
 pub(crate) use body;
 
 /// The registry: one line per command — method, path, name, scope, how its body becomes a
-/// command, and what it does.
+/// command (a function of the area's module, or a closure when that is one call), and
+/// what it does.
 macro_rules! commands {
-    ($api:ident; $($verb:ident $path:literal $name:literal $scope:ident $translate:path, $summary:literal;)+) => {{
+    ($api:ident; $($verb:ident $path:literal $name:literal $scope:ident $translate:expr, $summary:literal;)+) => {{
         let mut router = OpenApiRouter::new();
         $(
             let route = Route { method: Verb::$verb, path: $path, name: $name, scope: Scope::$scope, summary: $summary };

@@ -15,7 +15,7 @@ fn order_id(path: &Params) -> Result<OrderId, Problem> {
     path.id("order_id", OrderId::parse)
 }
 
-fn order(path: &Params, command: OrderCommand) -> Result<Command, Problem> {
+pub(super) fn order(path: &Params, command: OrderCommand) -> Result<Command, Problem> {
     Ok(Command::Order { order_id: order_id(path)?, command })
 }
 
