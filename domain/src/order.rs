@@ -145,6 +145,8 @@ pub struct OrderState {
     pub shipped: BTreeSet<ShipmentId>,
     pub delivered: BTreeSet<ShipmentId>,
     pub returns: BTreeMap<ReturnId, ReturnState>,
+    /// Why the order is on hold, while it is: a held order does not ship.
+    pub hold: Option<String>,
 }
 
 impl OrderState {
@@ -184,6 +186,9 @@ pub enum OrderCommand {
     RecordPaymentFailure { reason: String, provider_event_id: String },
     Complete {},
     RequestReturn { return_id: ReturnId, lines: Vec<LineQuantity>, reason: String },
+    /// Holds the order back from shipping (a fulfilment hold) until the hold is released.
+    PlaceHold { reason: String },
+    ReleaseHold {},
 }
 
 impl From<OrderCommand> for OrderAction {
@@ -203,6 +208,8 @@ impl From<OrderCommand> for OrderAction {
             }
             C::Complete {} => OrderAction::Complete {},
             C::RequestReturn { return_id, lines, reason } => OrderAction::RequestReturn { return_id, lines, reason },
+            C::PlaceHold { reason } => OrderAction::PlaceHold { reason },
+            C::ReleaseHold {} => OrderAction::ReleaseHold {},
         }
     }
 }
@@ -245,6 +252,10 @@ pub enum OrderAction {
         lines: Vec<LineQuantity>,
     },
     Complete {},
+    PlaceHold {
+        reason: String,
+    },
+    ReleaseHold {},
     /// Through the cancel flow, which also releases every reservation.
     Cancel {
         reason: String,
@@ -275,6 +286,8 @@ pub enum OrderEvent {
     LinesShipped { shipment_id: ShipmentId, lines: Vec<LineQuantity> },
     LinesDelivered { shipment_id: ShipmentId, lines: Vec<LineQuantity> },
     OrderCompleted {},
+    OrderHeld { reason: String },
+    HoldReleased {},
     OrderCancelled { reason: String },
     OrderExpired {},
     ReturnRequested { return_id: ReturnId, lines: Vec<LineQuantity>, reason: String },
@@ -378,6 +391,11 @@ impl Decider for Order {
                     return Ok(vec![]);
                 }
                 not_terminal(state)?;
+                if let Some(reason) = &state.hold {
+                    return Err(Rejection::conflict(format!(
+                        "order: on hold ({reason}); release the hold before shipping"
+                    )));
+                }
                 if state.status < OrderStatus::Confirmed {
                     return Err(Rejection::conflict(
                         "order: not confirmed; payment must be authorized before shipping",
@@ -395,6 +413,23 @@ impl Decider for Order {
                 }
                 check_lines(state, lines, |l| l.shipped.saturating_sub(l.delivered), "shipped and not yet delivered")?;
                 vec![E::LinesDelivered { shipment_id: shipment_id.clone(), lines: lines.clone() }]
+            }
+            C::PlaceHold { reason } => {
+                check_text("reason", reason)?;
+                not_terminal(state)?;
+                if state.hold.is_some() {
+                    return Err(Rejection::conflict("order: already on hold"));
+                }
+                if state.lines.values().all(|l| l.shipped >= l.ordered) {
+                    return Err(Rejection::conflict("order: everything has shipped; nothing is left to hold"));
+                }
+                vec![E::OrderHeld { reason: reason.clone() }]
+            }
+            C::ReleaseHold {} => {
+                if state.hold.is_none() {
+                    return Err(Rejection::conflict("order: is not on hold"));
+                }
+                vec![E::HoldReleased {}]
             }
             C::Complete {} => {
                 if state.status != OrderStatus::Delivered {
@@ -518,6 +553,8 @@ impl Decider for Order {
                 state.status = state.status.max(state.fulfilment_status());
             }
             E::OrderCompleted {} => state.status = OrderStatus::Completed,
+            E::OrderHeld { reason } => state.hold = Some(reason.clone()),
+            E::HoldReleased {} => state.hold = None,
             E::OrderCancelled { .. } => state.status = OrderStatus::Cancelled,
             E::OrderExpired {} => state.status = OrderStatus::Expired,
             E::ReturnRequested { return_id, lines, .. } => {

@@ -42,8 +42,12 @@ pub struct OrderStatusRow {
     /// `pending`, `failed`, `authorized`, `partially_captured`, `captured`,
     /// `partially_refunded`, `refunded` or `voided`.
     pub payment_status: String,
-    /// `unfulfilled`, `partially_shipped`, `shipped`, `partially_delivered` or `delivered`.
+    /// `unfulfilled`, `on_hold`, `partially_shipped`, `shipped`, `partially_delivered` or
+    /// `delivered`.
     pub fulfilment_status: String,
+    /// Why the order is on hold, while it is (it does not ship until the hold is released).
+    #[serde(default)]
+    pub hold: Option<String>,
     /// The customer id, or `guest`.
     pub customer: String,
     pub email: String,
@@ -107,6 +111,8 @@ impl OrderStatusRow {
             "partially_delivered"
         } else if all(|l| l.shipped == l.quantity) {
             "shipped"
+        } else if self.hold.is_some() {
+            "on_hold"
         } else if any(|l| l.shipped > 0) {
             "partially_shipped"
         } else {
@@ -128,7 +134,7 @@ pub const ORDER_VIEWS_SQLITE: &[&str] = &[
     "DROP VIEW IF EXISTS order_status; CREATE VIEW order_status AS
        SELECT key AS order_id, json_extract(data, '$.state') AS state,
               json_extract(data, '$.payment_status') AS payment_status,
-              json_extract(data, '$.fulfilment_status') AS fulfilment_status,
+              json_extract(data, '$.fulfilment_status') AS fulfilment_status, json_extract(data, '$.hold') AS hold,
               json_extract(data, '$.customer') AS customer, json_extract(data, '$.email') AS email,
               json_extract(data, '$.currency') AS currency, json_extract(data, '$.total') AS total,
               json_extract(data, '$.discount') AS discount,
@@ -181,7 +187,7 @@ pub const ORDER_VIEWS_SQLITE: &[&str] = &[
 pub const ORDER_VIEWS_POSTGRES: &[&str] = &[
     "DROP VIEW IF EXISTS order_status CASCADE; CREATE VIEW order_status AS
        SELECT key AS order_id, data->>'state' AS state, data->>'payment_status' AS payment_status,
-              data->>'fulfilment_status' AS fulfilment_status, data->>'customer' AS customer,
+              data->>'fulfilment_status' AS fulfilment_status, data->>'hold' AS hold, data->>'customer' AS customer,
               data->>'email' AS email, data->>'currency' AS currency, (data->>'total')::bigint AS total,
               (data->>'discount')::bigint AS discount,
               (data->>'captured')::bigint AS captured, (data->>'refunded')::bigint AS refunded,
@@ -296,6 +302,8 @@ impl TableModel for OrderStatusTable {
                     row.delivered_at = Some(at.clone());
                 }
             }
+            OrderEvent::OrderHeld { reason } => row.hold = Some(reason.clone()),
+            OrderEvent::HoldReleased {} => row.hold = None,
             OrderEvent::OrderCompleted {} => {
                 row.state = state_name(OrderStatus::Completed);
                 row.completed_at = Some(at.clone());

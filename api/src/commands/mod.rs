@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::MethodFilter;
 use axum::{Extension, Json};
 use orderlog_commands::{Command, CommandEnvelope, CommandError};
+use orderlog_domain::order::OrderCommand;
 use orderlog_domain::Rejection;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -138,6 +139,8 @@ pub(crate) fn routes(api: &Shared) -> OpenApiRouter<Shared> {
         Post   "/orders/{order_id}/payments"                    "order.record_payment"        Operations orders::record_payment, "Records a payment event of an order (authorized, captured, voided, refunded, failed); the provider's event id makes a redelivered event a no-op.";
         Post   "/orders/{order_id}/complete"                    "order.complete"              Operations orders::complete, "Completes a delivered order.";
         Post   "/orders/{order_id}/returns"                     "order.request_return"        Operations orders::request_return, "Opens a return of delivered units.";
+        Post   "/orders/{order_id}/hold"                        "order.place_hold"            Operations |hold: orders::Reason, path: &Params| orders::order(path, OrderCommand::PlaceHold { reason: hold.reason }), "Puts an order on hold: it does not ship until the hold is released.";
+        Post   "/orders/{order_id}/release-hold"                "order.release_hold"          Operations |_: NoBody, path: &Params| orders::order(path, OrderCommand::ReleaseHold {}), "Releases an order's hold, so that it can ship.";
         Post   "/orders/{order_id}/returns/{return_id}/receive" "order.receive_return"        Operations orders::receive_return, "Records returned units as received (restocking those marked `restock`).";
         Post   "/stock/{sku}/{location}/receipts"               "stock.receive"               Operations stock::receive, "Receives units into stock.";
         Post   "/stock/{sku}/{location}/adjustments"            "stock.adjust"                Operations stock::adjust, "Adjusts on-hand units, with a reason; with `expected_on_hand`, only if on-hand is exactly that now.";
