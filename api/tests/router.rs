@@ -69,7 +69,22 @@ async fn a_day_at_the_shop(app: App) {
     )
     .await;
     app.ok(Method::POST, "/shipments/s1/pack", t, None).await;
-    app.ok(Method::POST, "/shipments/s1/ship", t, Some(json!({"carrier": "DHL", "tracking_number": "T1"}))).await;
+    // A held order does not ship until its hold is released.
+    let held = app.ok(Method::POST, "/orders/o1/hold", t, Some(json!({"reason": "address check"}))).await;
+    let order = order_when_caught_up(&app, t, "o1", held["position"].as_u64().unwrap()).await;
+    assert_eq!((order["hold"].as_str(), order["fulfilment_status"].as_str()), (Some("address check"), Some("on_hold")));
+    let carrier = json!({"carrier": "DHL", "tracking_number": "T1"});
+    let refused = app.call(Method::POST, "/shipments/s1/ship", Some(t), Some(carrier.clone())).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text);
+    assert!(refused.body["detail"].as_str().unwrap().contains("on hold (address check)"), "{}", refused.text);
+    let again = app.call(Method::POST, "/orders/o1/hold", Some(t), Some(json!({"reason": "twice"}))).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
+    let released = app.ok(Method::POST, "/orders/o1/release-hold", t, None).await;
+    let order = order_when_caught_up(&app, t, "o1", released["position"].as_u64().unwrap()).await;
+    assert_eq!((order["hold"].as_str(), order["fulfilment_status"].as_str()), (None, Some("unfulfilled")));
+    let not_held = app.call(Method::POST, "/orders/o1/release-hold", Some(t), None).await;
+    assert_eq!(not_held.status, StatusCode::CONFLICT, "{}", not_held.text);
+    app.ok(Method::POST, "/shipments/s1/ship", t, Some(carrier)).await;
     pay(json!({"type": "captured", "amount": total, "provider_event_id": "evt_3"})).await;
     app.ok(Method::POST, "/shipments/s1/delivery-failed", t, Some(json!({"reason": "nobody home"}))).await;
     app.ok(Method::POST, "/shipments/s1/deliver", t, Some(json!({"event_id": "dhl-9"}))).await;
@@ -332,6 +347,8 @@ fn protected() -> Vec<(Method, &'static str, &'static [Scope])> {
         (Method::POST, "/orders/o1/cancel", OPS),
         (Method::POST, "/orders/o1/payments", OPS),
         (Method::POST, "/orders/o1/complete", OPS),
+        (Method::POST, "/orders/o1/hold", OPS),
+        (Method::POST, "/orders/o1/release-hold", OPS),
         (Method::POST, "/orders/o1/returns", OPS),
         (Method::POST, "/orders/o1/returns/r1/receive", OPS),
         (Method::POST, "/stock/mug/berlin/receipts", OPS),

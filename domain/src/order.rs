@@ -179,15 +179,36 @@ impl OrderState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum OrderCommand {
-    AuthorizePayment { amount: Money, provider_ref: String, provider_event_id: String },
-    CapturePayment { amount: Money, provider_event_id: String },
-    VoidPayment { provider_event_id: String },
-    RefundPayment { amount: Money, provider_event_id: String },
-    RecordPaymentFailure { reason: String, provider_event_id: String },
+    AuthorizePayment {
+        amount: Money,
+        provider_ref: String,
+        provider_event_id: String,
+    },
+    CapturePayment {
+        amount: Money,
+        provider_event_id: String,
+    },
+    VoidPayment {
+        provider_event_id: String,
+    },
+    RefundPayment {
+        amount: Money,
+        provider_event_id: String,
+    },
+    RecordPaymentFailure {
+        reason: String,
+        provider_event_id: String,
+    },
     Complete {},
-    RequestReturn { return_id: ReturnId, lines: Vec<LineQuantity>, reason: String },
+    RequestReturn {
+        return_id: ReturnId,
+        lines: Vec<LineQuantity>,
+        reason: String,
+    },
     /// Holds the order back from shipping (a fulfilment hold) until the hold is released.
-    PlaceHold { reason: String },
+    PlaceHold {
+        reason: String,
+    },
     ReleaseHold {},
 }
 

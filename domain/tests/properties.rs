@@ -146,6 +146,8 @@ fn order_command() -> impl Strategy<Value = OrderAction> {
         3 => (0u8..4, lines()).prop_map(|(s, lines)| OrderAction::RecordShipped { shipment_id: shipment_id(s), lines }),
         3 => (0u8..4, lines()).prop_map(|(s, lines)| OrderAction::RecordDelivered { shipment_id: shipment_id(s), lines }),
         1 => Just(OrderAction::Complete {}),
+        2 => Just(OrderAction::PlaceHold { reason: "fraud check".into() }),
+        2 => Just(OrderAction::ReleaseHold {}),
         1 => Just(OrderAction::Cancel { reason: "asked".into() }),
         1 => Just(OrderAction::Expire {}),
         2 => (0u8..3, lines()).prop_map(|(r, lines)| OrderAction::RequestReturn {
@@ -229,7 +231,8 @@ proptest! {
     }
 
     /// (b) An order's state never goes backwards; captured ≤ authorized; refunded ≤ captured;
-    /// shipped ≤ ordered and delivered ≤ shipped on every line; returned ≤ delivered.
+    /// shipped ≤ ordered and delivered ≤ shipped on every line; returned ≤ delivered; nothing
+    /// ships while the order is on hold.
     #[test]
     fn orders_never_go_backwards_and_payments_stay_within_bounds(commands in proptest::collection::vec(order_command(), 0..60)) {
         let mut all = vec![OrderAction::Place { order: Box::new(placed_order()) }];
@@ -239,6 +242,13 @@ proptest! {
             prop_assert!(pair[1].status >= pair[0].status, "{:?} → {:?}", pair[0].status, pair[1].status);
             if pair[0].status.is_terminal() {
                 prop_assert_eq!(pair[1].status, pair[0].status);
+            }
+        }
+        for pair in states.windows(2) {
+            if pair[0].hold.is_some() {
+                for (sku, before) in &pair[0].lines {
+                    prop_assert_eq!(pair[1].lines[sku].shipped, before.shipped, "{} shipped while on hold", sku);
+                }
             }
         }
         for s in &states {
