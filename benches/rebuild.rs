@@ -184,7 +184,7 @@ async fn history_tools(log: &dyn EventStore, scanned: u64, raw: f64, postgres: b
         std::fs::copy(&file, keep).unwrap();
     }
     let target_db;
-    let target: Box<dyn EventStore> = if postgres {
+    let target: Box<dyn orderlog_store::BulkLoad> = if postgres {
         target_db = Some(TestDatabase::create().await);
         Box::new(PostgresStore::connect_url(&target_db.as_ref().unwrap().url).await.unwrap())
     } else {

@@ -420,9 +420,10 @@ struct FlashSale {
 }
 
 pub async fn run(args: DemoArgs) -> Result<()> {
-    let store = crate::open_store(&args.database).await?.store;
+    let opened = crate::open_store(&args.database).await?;
+    let store = opened.store.clone();
     // The read models follow the log while the shop runs, as `orderlog project` would.
-    let models = crate::read_models(&args.database, store.clone()).await?;
+    let models = crate::read_models(&opened.db, store.clone()).await?;
     let (stop_models, models_stop) = tokio::sync::watch::channel(false);
     let live =
         tokio::spawn(orderlog_projections::projector::run_live(store.clone(), models.runners.clone(), models_stop));

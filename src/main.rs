@@ -16,11 +16,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use orderlog_projections::postgres::PostgresRows;
+use orderlog_api::database::Database;
 use orderlog_projections::projector::{self, AnyRunner};
-use orderlog_projections::sqlite::SqliteRows;
 use orderlog_projections::table::RowStore;
-use orderlog_store::{EventStore, PostgresStore, SqliteStore};
+use orderlog_store::EventStore;
 
 /// An event-sourced CQRS order engine for online shops.
 #[derive(Parser)]
@@ -147,37 +146,22 @@ enum ProjectionsCommand {
 pub struct ReadModels {
     pub rows: Arc<dyn RowStore>,
     pub runners: Vec<Arc<dyn AnyRunner>>,
-    /// The PostgreSQL pool of the read models (none on SQLite).
-    pub pool: Option<deadpool_postgres::Pool>,
 }
 
-/// Whether `database` names a PostgreSQL database.
-pub fn is_postgres(database: &str) -> bool {
-    database.starts_with("postgres://") || database.starts_with("postgresql://")
+/// The read models of `db`.
+pub async fn read_models(db: &Database, log: Arc<dyn EventStore>) -> Result<ReadModels> {
+    read_models_cached(db, log, Vec::new()).await
 }
 
-/// The read models of `database`.
-pub async fn read_models(database: &str, log: Arc<dyn EventStore>) -> Result<ReadModels> {
-    read_models_cached(database, log, Vec::new()).await
-}
-
-/// The read models of `database`, whose runners keep these caches of rows exact.
+/// The read models of `db`, whose runners keep these caches of rows exact.
 pub async fn read_models_cached(
-    database: &str,
+    db: &Database,
     log: Arc<dyn EventStore>,
     caches: Vec<Arc<orderlog_projections::cache::RowCache>>,
 ) -> Result<ReadModels> {
-    use orderlog_projections::inventory::{InventoryTable, INVENTORY_VIEWS_POSTGRES, INVENTORY_VIEWS_SQLITE};
-    use orderlog_projections::orders::{OrderStatusTable, ORDER_VIEWS_POSTGRES, ORDER_VIEWS_SQLITE};
-    let (rows, pool): (Arc<dyn RowStore>, _) = if is_postgres(database) {
-        let views = [INVENTORY_VIEWS_POSTGRES, ORDER_VIEWS_POSTGRES].concat();
-        let rows = PostgresRows::connect(database, &views).await.map_err(anyhow::Error::msg)?;
-        let pool = rows.pool();
-        (Arc::new(rows), Some(pool))
-    } else {
-        let views = [INVENTORY_VIEWS_SQLITE, ORDER_VIEWS_SQLITE].concat();
-        (Arc::new(SqliteRows::open(database, &views).map_err(anyhow::Error::msg)?), None)
-    };
+    use orderlog_projections::inventory::InventoryTable;
+    use orderlog_projections::orders::OrderStatusTable;
+    let rows = db.rows().await?;
     let watched: Arc<dyn RowStore> = if caches.is_empty() {
         rows.clone()
     } else {
@@ -187,37 +171,25 @@ pub async fn read_models_cached(
         projector::runner::<InventoryTable>(log.clone(), watched.clone()),
         projector::runner::<OrderStatusTable>(log, watched),
     ];
-    Ok(ReadModels { rows, runners, pool })
+    Ok(ReadModels { rows, runners })
 }
 
 /// The embedded default store.
 pub const DEFAULT_DATABASE: &str = "./orderlog.db";
 
-/// A store as the CLI opened it.
+/// A database as the CLI opened it.
 pub struct Opened {
+    pub db: Database,
     pub store: Arc<dyn EventStore>,
     /// Migrations this open applied.
     pub applied: Vec<u32>,
 }
 
-/// Opens the store named by `database`: a `postgres://` URL, or a SQLite file path (the
+/// Opens the database named by `database`: a `postgres://` URL, or a SQLite file path (the
 /// default). Either way the schema is created or brought up to date.
 pub async fn open_store(database: &str) -> Result<Opened> {
-    if database.is_empty() {
-        bail!("--database: give a SQLite file path such as {DEFAULT_DATABASE}, or a postgres:// URL");
-    }
-    if is_postgres(database) {
-        let store = PostgresStore::connect_url(database).await.context("cannot open the PostgreSQL store")?;
-        let applied = store.applied_migrations().to_vec();
-        return Ok(Opened { store: Arc::new(store), applied });
-    }
-    if database.contains("://") {
-        bail!("--database: '{database}' is neither a postgres:// URL nor a file path");
-    }
-    let store =
-        SqliteStore::open(PathBuf::from(database)).with_context(|| format!("cannot open the store '{database}'"))?;
-    let applied = store.applied_migrations().to_vec();
-    Ok(Opened { store: Arc::new(store), applied })
+    let db = Database::open(database).await?;
+    Ok(Opened { store: db.store(), applied: db.applied_migrations().to_vec(), db })
 }
 
 fn main() -> ExitCode {
@@ -294,7 +266,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Commands::Project { database, once } => {
             let opened = open_store(&database).await?;
-            let runners = read_models(&database, opened.store.clone()).await?.runners;
+            let runners = read_models(&opened.db, opened.store.clone()).await?.runners;
             let (stop, stopped) = tokio::sync::watch::channel(once);
             if !once {
                 tokio::spawn(async move {
@@ -325,7 +297,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Commands::Projections { command: ProjectionsCommand::Status { database, json } } => {
             let opened = open_store(&database).await?;
-            let runners = read_models(&database, opened.store.clone()).await?.runners;
+            let runners = read_models(&opened.db, opened.store.clone()).await?.runners;
             let statuses = projector::status(&*opened.store, &runners, chrono::Utc::now()).await?;
             if json {
                 println!("{}", serde_json::to_string(&statuses)?);
@@ -454,7 +426,7 @@ async fn import(database: &str, file: &std::path::Path) -> Result<()> {
     };
     let mut check = orderlog_replay::progress::Progress::new("import: verifying", None);
     let mut load = orderlog_replay::progress::Progress::new("import: loading", None);
-    let appended = orderlog_replay::archive::import(&*opened.store, &open, &mut check, &mut load).await?;
+    let appended = orderlog_replay::archive::import(&*opened.db.loader(), &open, &mut check, &mut load).await?;
     // Into an empty store the events are checked as they load (no separate pass counts
     // them); over a partly imported store the whole file is checked first.
     eprintln!("imported {appended} events; {} checked (hash chains, ids, count, digest)", check.done().max(appended));
@@ -463,7 +435,7 @@ async fn import(database: &str, file: &std::path::Path) -> Result<()> {
 
 async fn rebuild(database: &str, projection: Option<String>, all: bool) -> Result<()> {
     let opened = open_store(database).await?;
-    let runners = read_models(database, opened.store.clone()).await?.runners;
+    let runners = read_models(&opened.db, opened.store.clone()).await?.runners;
     let names: Vec<&str> = runners.iter().map(|r| r.name()).collect();
     let chosen: Vec<Arc<dyn AnyRunner>> = match (&projection, all) {
         (_, true) => runners.clone(),

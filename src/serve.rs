@@ -7,18 +7,17 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use orderlog_api::auth::{parse_scopes, CachedTokens, PostgresTokens, Scope, SqliteTokens, TokenStore};
+use orderlog_api::auth::{parse_scopes, CachedTokens, Scope, TokenStore};
 use orderlog_api::metrics::Metrics;
 use orderlog_api::{Api, TimedStore};
 use orderlog_commands::{CommandService, RandomIds, SystemClock};
 use orderlog_projections::cache::{follow_checkpoints, RowCache, ROW_CACHE_CHECK_MS};
 use orderlog_projections::orders::OrderStatusTable;
 use orderlog_projections::projector;
-use orderlog_projections::queries::{PostgresQueries, SqliteQueries};
 use orderlog_projections::table::TableModel;
 use orderlog_store::EventStore;
 
-use crate::{is_postgres, open_store, read_models_cached, DEFAULT_DATABASE};
+use crate::{open_store, read_models_cached, DEFAULT_DATABASE};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -70,17 +69,7 @@ pub enum TokenCommand {
 }
 
 async fn tokens(database: &str) -> Result<Arc<dyn TokenStore>> {
-    let opened = open_store(database).await?;
-    drop(opened);
-    if is_postgres(database) {
-        let pool = orderlog_projections::postgres::PostgresRows::connect(database, &[])
-            .await
-            .map_err(anyhow::Error::msg)?
-            .pool();
-        Ok(Arc::new(PostgresTokens::open(pool).await.map_err(anyhow::Error::msg)?))
-    } else {
-        Ok(Arc::new(SqliteTokens::open(database).map_err(anyhow::Error::msg)?))
-    }
+    Ok(open_store(database).await?.db.tokens().await?)
 }
 
 pub async fn token(command: TokenCommand) -> Result<()> {
@@ -139,22 +128,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     // Orders read often are served from memory, kept exact by this process's projector; a
     // server whose projector runs elsewhere reads every order from the store.
     let order_cache = (!args.no_projectors && !args.no_order_cache).then(|| RowCache::new(OrderStatusTable::NAME));
-    let models =
-        read_models_cached(&args.database, opened.store.clone(), order_cache.iter().cloned().collect()).await?;
+    let models = read_models_cached(&opened.db, opened.store.clone(), order_cache.iter().cloned().collect()).await?;
     for runner in &models.runners {
         runner.ensure().await?;
     }
-    let (queries, tokens): (Arc<dyn orderlog_projections::queries::ReadQueries>, Arc<dyn TokenStore>) =
-        match &models.pool {
-            Some(pool) => (
-                Arc::new(PostgresQueries::new(pool.clone())),
-                Arc::new(PostgresTokens::open(pool.clone()).await.map_err(anyhow::Error::msg)?),
-            ),
-            None => (
-                Arc::new(SqliteQueries::open(&args.database, 4).map_err(anyhow::Error::msg)?),
-                Arc::new(SqliteTokens::open(&args.database).map_err(anyhow::Error::msg)?),
-            ),
-        };
+    let queries = opened.db.queries(4).await?;
+    let tokens = opened.db.tokens().await?;
     if args.insecure_dev {
         tracing::warn!("INSECURE: --insecure-dev lets every request in with every scope, without a token");
         eprintln!(

@@ -78,9 +78,17 @@ fn migrate_creates_the_schema_once() {
     let db = db.to_str().unwrap();
     let out = orderlog(&["migrate", "--database", db]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1, 2, 3]"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1, 2, 3, 4]"));
     let out = orderlog(&["migrate", "--database", db]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"), "{}", String::from_utf8_lossy(&out.stdout));
+    // The migrations made every table, the tokens' and the read models' checkpoints too.
+    let conn = rusqlite::Connection::open(db).unwrap();
+    for table in ["events", "orderlog_commits", "orderlog_api_tokens", "orderlog_checkpoints"] {
+        let found: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))
+            .unwrap();
+        assert_eq!(found, 1, "{table}");
+    }
 }
 
 #[test]
@@ -99,7 +107,7 @@ fn the_demo_runs_twice_on_postgres_and_never_oversells() {
     let db = runtime.block_on(orderlog_store::postgres::testing::TestDatabase::create());
     let out = orderlog(&["migrate", "--database", &db.url]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1, 2, 3, 4]"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1, 2, 3, 4, 5]"));
     let first = demo_json(&db.url);
     assert_eq!(first["oversold_units"], 0);
     assert_eq!(first["flash_sale"]["winners"], 10);
@@ -226,7 +234,7 @@ fn export_import_and_rebuild_from_the_command_line() {
 /// A log of `count` events written straight into a SQLite store (faster than the demo).
 fn big_log(path: &std::path::Path, count: u64) {
     use orderlog_store::hash::{event_hash, GENESIS};
-    use orderlog_store::{EventStore, LoadEvent, Metadata, RecordedEvent};
+    use orderlog_store::{BulkLoad, LoadEvent, Metadata, RecordedEvent};
     let mut heads: std::collections::HashMap<String, (u64, String)> = Default::default();
     let mut chunks: Vec<Result<Vec<LoadEvent>, String>> = Vec::new();
     let mut chunk = Vec::new();

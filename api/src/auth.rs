@@ -211,16 +211,12 @@ pub struct SqliteTokens {
     conn: Mutex<Connection>,
 }
 
-const SQLITE_TABLE: &str = "CREATE TABLE IF NOT EXISTS orderlog_api_tokens (
-    id TEXT PRIMARY KEY, principal TEXT NOT NULL, scopes TEXT NOT NULL, token_sha256 TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL, revoked_at TEXT)";
-
 impl SqliteTokens {
-    /// Opens the tokens of the orderlog database at `path` (open the event store on it first).
+    /// Opens the tokens of the orderlog database at `path` (its migrations create the table:
+    /// open the event store on it first).
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteTokens, String> {
         let conn = Connection::open(path.as_ref()).map_err(|e| e.to_string())?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(|e| e.to_string())?;
-        conn.execute_batch(SQLITE_TABLE).map_err(|e| e.to_string())?;
         Ok(SqliteTokens { conn: Mutex::new(conn) })
     }
 
@@ -289,15 +285,9 @@ pub struct PostgresTokens {
 }
 
 impl PostgresTokens {
-    pub async fn open(pool: Pool) -> Result<PostgresTokens, String> {
-        orderlog_projections::postgres::create_under_lock(
-            &pool,
-            "CREATE TABLE IF NOT EXISTS orderlog_api_tokens (
-               id text PRIMARY KEY, principal text NOT NULL, scopes text NOT NULL,
-               token_sha256 text NOT NULL UNIQUE, created_at text NOT NULL, revoked_at text)",
-        )
-        .await?;
-        Ok(PostgresTokens { pool })
+    /// The tokens of the orderlog database behind `pool` (its migrations create the table).
+    pub fn new(pool: Pool) -> PostgresTokens {
+        PostgresTokens { pool }
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, String> {
@@ -425,6 +415,7 @@ mod tests {
     async fn tokens_are_stored_as_hashes_and_revocation_takes_effect() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
+        orderlog_store::SqliteStore::open(&path).unwrap();
         let tokens = SqliteTokens::open(&path).unwrap();
         let made = tokens.create("shop-frontend", &parse_scopes("shop").unwrap()).await.unwrap();
         assert!(made.token.starts_with(&format!("olt_{}_", made.info.id)));
@@ -449,6 +440,7 @@ mod tests {
     #[tokio::test]
     async fn the_cache_forgets_a_token_revoked_through_it_at_once() {
         let dir = tempfile::tempdir().unwrap();
+        orderlog_store::SqliteStore::open(dir.path().join("t.db")).unwrap();
         let tokens = CachedTokens::new(Arc::new(SqliteTokens::open(dir.path().join("t.db")).unwrap()));
         let made = tokens.create("a", &parse_scopes("audit").unwrap()).await.unwrap();
         assert!(tokens.authenticate(&made.token).await.unwrap().is_some());

@@ -9,6 +9,7 @@
 pub mod auth;
 mod body;
 mod commands;
+pub mod database;
 pub mod listener;
 pub mod metrics;
 mod openapi;

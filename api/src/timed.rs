@@ -73,8 +73,4 @@ impl EventStore for TimedStore {
     async fn commit_of(&self, position: u64) -> Result<Option<CommitRecord>, StoreError> {
         self.inner.commit_of(position).await
     }
-
-    async fn bulk_load(&self, events: orderlog_store::BulkEvents) -> Result<u64, StoreError> {
-        self.inner.bulk_load(events).await
-    }
 }

@@ -369,6 +369,7 @@ mod tests {
     #[tokio::test]
     async fn a_commit_writes_its_rows_through_and_a_swap_forgets_all() {
         let dir = tempfile::tempdir().unwrap();
+        orderlog_store::SqliteStore::open(dir.path().join("rows.db")).unwrap();
         let inner: Arc<dyn RowStore> = Arc::new(SqliteRows::open(dir.path().join("rows.db"), &[]).unwrap());
         let cache = RowCache::with_limits("m", Duration::from_secs(3600), 1 << 20);
         let other = RowCache::with_limits("n", Duration::from_secs(3600), 1 << 20);
@@ -416,6 +417,7 @@ mod tests {
     #[tokio::test]
     async fn a_commit_of_another_process_empties_the_cache() {
         let dir = tempfile::tempdir().unwrap();
+        orderlog_store::SqliteStore::open(dir.path().join("rows.db")).unwrap();
         let inner: Arc<dyn RowStore> = Arc::new(SqliteRows::open(dir.path().join("rows.db"), &[]).unwrap());
         let cache = RowCache::with_limits("m", Duration::from_secs(3600), 1 << 20);
         let rows = WatchedRows::new(inner.clone(), vec![cache.clone()]);

@@ -87,18 +87,6 @@ impl PostgresRows {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(text)?;
-        create_under_lock(
-            &pool,
-            "CREATE TABLE IF NOT EXISTS orderlog_checkpoints (
-                projection   TEXT PRIMARY KEY,
-                version      INTEGER NOT NULL,
-                commit_order BIGINT NOT NULL,
-                position     BIGINT NOT NULL,
-                events       BIGINT NOT NULL,
-                error        TEXT
-            )",
-        )
-        .await?;
         Ok(PostgresRows { pool, fault: Mutex::new(None), views: views.to_vec() })
     }
 

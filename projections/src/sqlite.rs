@@ -49,17 +49,6 @@ impl SqliteRows {
         // folded, so a commit lost to a power cut leaves the model consistent, a little
         // behind, and folded again: read-model commits need not wait for the disk.
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(text)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS orderlog_checkpoints (
-                projection   TEXT PRIMARY KEY,
-                version      INTEGER NOT NULL,
-                commit_order INTEGER NOT NULL,
-                position     INTEGER NOT NULL,
-                events       INTEGER NOT NULL,
-                error        TEXT
-            )",
-        )
-        .map_err(text)?;
         let reader = Connection::open(path.as_ref()).map_err(text)?;
         reader.busy_timeout(Duration::from_secs(10)).map_err(text)?;
         Ok(SqliteRows {

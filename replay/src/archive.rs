@@ -15,8 +15,8 @@ use std::io::{BufRead, Write};
 use chrono::{DateTime, Utc};
 use orderlog_store::hash::{event_hash_of_text, format_time, GENESIS};
 use orderlog_store::{
-    EventStore, ExpectedVersion, LoadChunk, LoadEvent, LogCursor, Metadata, NewEvent, RecordedEvent, StreamAppend,
-    READ_EVENTS_MAX,
+    BulkLoad, EventStore, ExpectedVersion, LoadChunk, LoadEvent, LogCursor, Metadata, NewEvent, RecordedEvent,
+    StreamAppend, READ_EVENTS_MAX,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -369,7 +369,7 @@ impl Checker {
 /// into an empty store, or one holding exactly a prefix of the file (resumed). Returns the
 /// events appended.
 pub async fn import(
-    store: &dyn EventStore,
+    store: &dyn BulkLoad,
     open: &dyn Fn() -> Result<Box<dyn BufRead + Send>, ReplayError>,
     progress_check: &mut Progress,
     progress_load: &mut Progress,
@@ -452,7 +452,7 @@ pub async fn import(
 /// Into an empty store: checked and loaded in one pass, in one transaction of the store —
 /// a file that fails a check leaves the store empty.
 async fn load_into_empty(
-    store: &dyn EventStore,
+    store: &dyn BulkLoad,
     input: Box<dyn BufRead + Send>,
     progress: &mut Progress,
 ) -> Result<u64, ReplayError> {

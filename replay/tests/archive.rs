@@ -39,7 +39,7 @@ async fn exported(store: &dyn EventStore, filter: &ExportFilter) -> String {
     String::from_utf8(out).unwrap()
 }
 
-async fn load(store: &dyn EventStore, file: &str) -> Result<u64, ReplayError> {
+async fn load(store: &dyn orderlog_store::BulkLoad, file: &str) -> Result<u64, ReplayError> {
     let text = file.to_string();
     let open = move || -> Result<Box<dyn BufRead + Send>, ReplayError> {
         Ok(Box::new(std::io::Cursor::new(text.clone().into_bytes())))

@@ -11,8 +11,10 @@
 //! stream ([`hash`]).
 
 pub mod append;
+#[cfg(feature = "testing")]
 pub mod conformance;
 pub mod hash;
+#[cfg(feature = "testing")]
 pub mod memory;
 pub mod migration;
 pub mod postgres;
@@ -26,6 +28,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+#[cfg(feature = "testing")]
 pub use memory::MemoryStore;
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
@@ -379,7 +382,12 @@ pub trait EventStore: Send + Sync {
     async fn stream_head_fault(&self) -> Result<Option<(String, String)>, StoreError> {
         Ok(None)
     }
+}
 
+/// A store an export can be loaded into at once (`orderlog import`): apart from appends,
+/// which decide each event's version and hash, this writes what it is given.
+#[async_trait]
+pub trait BulkLoad: EventStore {
     /// Loads `events` (already hashed and checked by the caller) into an empty log, in
     /// order, in one transaction: every event or none. Positions are the store's own;
     /// versions and hashes are kept as given. Returns how many were loaded.

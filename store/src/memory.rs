@@ -170,6 +170,14 @@ impl EventStore for MemoryStore {
         Ok(log.commits.iter().filter(|c| c.cursor() > after).take(limit as usize).cloned().collect())
     }
 
+    async fn commit_of(&self, position: u64) -> Result<Option<crate::CommitRecord>, StoreError> {
+        let log = self.log.lock().expect("memory log lock");
+        Ok(log.commits.iter().find(|c| c.first_position <= position && position < c.first_position + c.events).cloned())
+    }
+}
+
+#[async_trait]
+impl crate::BulkLoad for MemoryStore {
     async fn bulk_load(&self, events: crate::BulkEvents) -> Result<u64, StoreError> {
         let mut loaded: Vec<RecordedEvent> = Vec::new();
         for chunk in events {
@@ -186,10 +194,5 @@ impl EventStore for MemoryStore {
         drop(log);
         self.head.send_replace(head);
         Ok(head)
-    }
-
-    async fn commit_of(&self, position: u64) -> Result<Option<crate::CommitRecord>, StoreError> {
-        let log = self.log.lock().expect("memory log lock");
-        Ok(log.commits.iter().find(|c| c.first_position <= position && position < c.first_position + c.events).cloned())
     }
 }

@@ -8,8 +8,8 @@ use chrono::{TimeZone, Utc};
 use orderlog_store::hash::{commit_digest, event_hash, GENESIS};
 use orderlog_store::postgres::testing::TestDatabase;
 use orderlog_store::{
-    AppendOutcome, EventStore, ExpectedVersion, LoadChunk, LoadEvent, LogCursor, Metadata, NewEvent, PostgresStore,
-    RecordedEvent, SqliteStore, StoreError, StreamAppend, BULK_RECORD_EVENTS,
+    AppendOutcome, BulkLoad, EventStore, ExpectedVersion, LoadChunk, LoadEvent, LogCursor, Metadata, NewEvent,
+    PostgresStore, RecordedEvent, SqliteStore, StoreError, StreamAppend, BULK_RECORD_EVENTS,
 };
 use uuid::Uuid;
 
@@ -103,7 +103,7 @@ fn append_one(stream_id: &str, expected: u64, event_id: Uuid) -> Vec<StreamAppen
 
 /// Loads 2.5 commit records' worth of events and checks the log, its commit records and
 /// the rules that hold again afterwards.
-async fn loads_and_carries_on(store: &dyn EventStore) {
+async fn loads_and_carries_on(store: &dyn BulkLoad) {
     let count = BULK_RECORD_EVENTS * 5 / 2;
     let source = events(count);
     assert_eq!(store.bulk_load(input(source.clone(), None)).await.unwrap(), count);
@@ -158,7 +158,7 @@ async fn loads_and_carries_on(store: &dyn EventStore) {
 }
 
 /// A load whose input fails part-way leaves the store empty and usable.
-async fn a_refused_load_leaves_nothing(store: &dyn EventStore) {
+async fn a_refused_load_leaves_nothing(store: &dyn BulkLoad) {
     let refused = store.bulk_load(input(events(12_000), Some(11_500))).await.unwrap_err();
     assert!(matches!(refused, StoreError::LoadRefused(ref why) if why == "line 11501: altered"), "{refused}");
     assert_eq!(store.head().await.unwrap(), 0);

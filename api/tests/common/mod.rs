@@ -10,20 +10,19 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use orderlog_api::auth::{parse_scopes, PostgresTokens, SqliteTokens, TokenStore};
+use orderlog_api::auth::{parse_scopes, TokenStore};
+use orderlog_api::database::Database;
 use orderlog_api::metrics::Metrics;
 use orderlog_api::{router_and_doc, Api, TimedStore};
 use orderlog_commands::{CommandService, RandomIds, SystemClock};
 use orderlog_projections::cache::{follow_checkpoints, RowCache, WatchedRows, ROW_CACHE_BYTES_MAX};
-use orderlog_projections::inventory::{InventoryTable, INVENTORY_VIEWS_POSTGRES, INVENTORY_VIEWS_SQLITE};
-use orderlog_projections::orders::{OrderStatusTable, ORDER_VIEWS_POSTGRES, ORDER_VIEWS_SQLITE};
-use orderlog_projections::postgres::PostgresRows;
+use orderlog_projections::inventory::InventoryTable;
+use orderlog_projections::orders::OrderStatusTable;
 use orderlog_projections::projector::{self, AnyRunner};
-use orderlog_projections::queries::{PostgresQueries, ReadQueries, SqliteQueries};
-use orderlog_projections::sqlite::SqliteRows;
+use orderlog_projections::queries::ReadQueries;
 use orderlog_projections::table::{RowStore, TableModel};
 use orderlog_store::postgres::testing::TestDatabase;
-use orderlog_store::{EventStore, PostgresStore, SqliteStore};
+use orderlog_store::EventStore;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -95,23 +94,21 @@ impl App {
     /// On `orderlog.db` in `dir`, which the caller keeps (to reach the file itself).
     pub async fn sqlite_in(dir: &std::path::Path) -> App {
         let path = dir.join("orderlog.db");
-        let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&path).unwrap());
-        let views = [INVENTORY_VIEWS_SQLITE, ORDER_VIEWS_SQLITE].concat();
-        let rows: Arc<dyn RowStore> = Arc::new(SqliteRows::open(&path, &views).unwrap());
-        let queries = Arc::new(SqliteQueries::open(&path, 2).unwrap());
-        let tokens = Arc::new(SqliteTokens::open(&path).unwrap());
-        build(store, rows, queries, tokens, Box::new(())).await
+        App::on(&path.to_string_lossy(), Box::new(())).await
     }
 
     pub async fn postgres() -> App {
-        let db = TestDatabase::create().await;
-        let store: Arc<dyn EventStore> = Arc::new(PostgresStore::connect_url(&db.url).await.unwrap());
-        let views = [INVENTORY_VIEWS_POSTGRES, ORDER_VIEWS_POSTGRES].concat();
-        let rows = PostgresRows::connect(&db.url, &views).await.unwrap();
-        let pool = rows.pool();
-        let queries = Arc::new(PostgresQueries::new(pool.clone()));
-        let tokens = Arc::new(PostgresTokens::open(pool).await.unwrap());
-        build(store, Arc::new(rows), queries, tokens, Box::new(db)).await
+        let test_db = TestDatabase::create().await;
+        let url = test_db.url.clone();
+        App::on(&url, Box::new(test_db)).await
+    }
+
+    /// On the database `url` names, as `orderlog serve` opens it.
+    async fn on(url: &str, keep: Box<dyn std::any::Any + Send>) -> App {
+        let db = Database::open(url).await.unwrap();
+        let (rows, queries, tokens) =
+            (db.rows().await.unwrap(), db.queries(2).await.unwrap(), db.tokens().await.unwrap());
+        build(db.store(), rows, queries, tokens, keep).await
     }
 
     pub async fn token(&self, scopes: &str) -> String {
