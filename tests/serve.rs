@@ -56,8 +56,7 @@ fn checkout_over_http(database: &str) {
     ok(&server, "POST", "/carts", t, Some(json!({"cart_id": "c1", "currency": "EUR", "customer": customer})));
     let price = json!({"amount": 900, "currency": "EUR"});
     ok(&server, "POST", "/carts/c1/items", t, Some(json!({"sku": "mug", "quantity": 2, "unit_price": price})));
-    let address =
-        json!({"name": "Ann", "line1": "Main St 1", "city": "Berlin", "postal_code": "10115", "country": "DE"});
+    let address = orderlog_domain::testing::address_json();
     ok(&server, "PUT", "/carts/c1/shipping-address", t, Some(address));
     ok(&server, "PUT", "/carts/c1/shipping-method", t, Some(json!({"id": "dhl", "price": price})));
     let placed = ok(&server, "POST", "/carts/c1/checkout", t, Some(json!({"location": "berlin"})));

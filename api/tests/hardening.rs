@@ -4,7 +4,7 @@
 mod common;
 
 use axum::http::{Method, StatusCode};
-use orderlog_domain::cart::{Address, Customer, ShippingMethod};
+use orderlog_domain::cart::{Customer, ShippingMethod};
 use orderlog_domain::codec::DomainEvent;
 use orderlog_domain::order::{OrderEvent, OrderLine, OrderTotals, PlacedOrder};
 use orderlog_domain::stock::{AdjustmentReason, StockEvent};
@@ -99,14 +99,7 @@ async fn extreme_events_never_make_a_read_fail(app: App) {
         discount_code: None,
         tax_rate_bps: 0,
         totals: OrderTotals { subtotal: m(total), discount: m(total), shipping: m(0), tax: m(0), total: m(total) },
-        shipping_address: Address {
-            name: "Ann".into(),
-            line1: "Main St 1".into(),
-            line2: None,
-            city: "Berlin".into(),
-            postal_code: "10115".into(),
-            country: "DE".into(),
-        },
+        shipping_address: orderlog_domain::testing::address(),
         shipping_method: ShippingMethod { id: "dhl".into(), price: m(0) },
     };
     let order_events = |id: &str| {
@@ -183,14 +176,9 @@ async fn extreme_events_never_make_a_read_fail(app: App) {
     assert!(top.contains(&format!("\"revenue\":{revenue}")), "{top}");
 }
 
-#[tokio::test]
-async fn extreme_events_never_make_a_read_fail_on_sqlite() {
-    extreme_events_never_make_a_read_fail(App::sqlite().await).await;
-}
-
-#[tokio::test]
-async fn extreme_events_never_make_a_read_fail_on_postgres() {
-    extreme_events_never_make_a_read_fail(App::postgres().await).await;
+orderlog_store::each_backend! {
+    #[tokio::test]
+    fn extreme_events_never_make_a_read_fail(App) on [sqlite, postgres];
 }
 
 /// 5,000 requests with made-up methods and paths grew /metrics without bound.

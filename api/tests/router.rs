@@ -308,24 +308,14 @@ async fn cached_orders_follow_their_changes(app: App) {
     assert!(metrics.contains("orderlog_order_cache_bytes "), "{metrics}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cached_orders_follow_their_changes_on_sqlite() {
-    cached_orders_follow_their_changes(App::sqlite().await).await;
+orderlog_store::each_backend! {
+    #[tokio::test]
+    fn cached_orders_follow_their_changes(App) on [sqlite, postgres];
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cached_orders_follow_their_changes_on_postgres() {
-    cached_orders_follow_their_changes(App::postgres().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_route_works_on_sqlite() {
-    a_day_at_the_shop(App::sqlite().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_route_works_on_postgres() {
-    a_day_at_the_shop(App::postgres().await).await;
+orderlog_store::each_backend! {
+    #[tokio::test]
+    fn a_day_at_the_shop(App) on [sqlite, postgres];
 }
 
 /// Every protected route, with the scopes that may call it.

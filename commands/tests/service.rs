@@ -7,11 +7,12 @@ use chrono::{TimeZone, Utc};
 use orderlog_commands::{
     Command, CommandEnvelope, CommandError, CommandOutcome, CommandService, ManualClock, SequentialIds,
 };
-use orderlog_domain::cart::{Address, CartCommand, Customer, ShippingMethod};
+use orderlog_domain::cart::CartCommand;
 use orderlog_domain::checkout::CheckoutCommand;
 use orderlog_domain::order::{LineQuantity, OrderCommand};
 use orderlog_domain::shipment::{CarrierEventKind, ShipmentCommand};
 use orderlog_domain::stock::StockCommand;
+use orderlog_domain::testing;
 use orderlog_domain::{CartId, Currency, LocationId, Money, OrderId, RejectionKind, ShipmentId, Sku, StockKey};
 use orderlog_store::postgres::testing::TestDatabase;
 use orderlog_store::{
@@ -40,11 +41,11 @@ fn stock_key(s: &str) -> StockKey {
 }
 
 impl Shop {
-    fn memory() -> Shop {
+    async fn memory() -> Shop {
         Shop::on(Arc::new(MemoryStore::new()), None)
     }
 
-    fn sqlite() -> Shop {
+    async fn sqlite() -> Shop {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("orderlog.db")).unwrap();
         Shop::on(Arc::new(store), Some(dir))
@@ -75,24 +76,8 @@ impl Shop {
 
     async fn cart(&self, cart: &str, items: &[(&str, u32)]) {
         let cart_id = CartId::parse(cart).unwrap();
-        let mut commands = vec![CartCommand::Create {
-            currency: Currency::parse("EUR").unwrap(),
-            customer: Customer::Guest { email: "ann@example.com".into() },
-        }];
-        for (s, q) in items {
-            commands.push(CartCommand::AddItem { sku: sku(s), quantity: *q, unit_price: eur(1_000) });
-        }
-        commands.push(CartCommand::SetShippingAddress {
-            address: Address {
-                name: "Ann".into(),
-                line1: "Main St 1".into(),
-                line2: None,
-                city: "Berlin".into(),
-                postal_code: "10115".into(),
-                country: "DE".into(),
-            },
-        });
-        commands.push(CartCommand::SelectShippingMethod { method: ShippingMethod { id: "dhl".into(), price: eur(0) } });
+        let lines: Vec<(&str, u32, i64)> = items.iter().map(|(s, q)| (*s, *q, 1_000)).collect();
+        let commands = testing::cart_commands(testing::guest("ann@example.com"), &lines, 0);
         for (i, command) in commands.into_iter().enumerate() {
             self.run(&format!("{cart}-op-{i}"), Command::Cart { cart_id: cart_id.clone(), command }).await.unwrap();
         }
@@ -150,7 +135,7 @@ impl Shop {
 
 #[tokio::test]
 async fn checkout_appends_cart_order_and_stock_in_one_go() {
-    let shop = Shop::memory();
+    let shop = Shop::memory().await;
     shop.receive("mug", 5).await;
     shop.cart("c1", &[("mug", 2)]).await;
     let head = shop.store.head().await.unwrap();
@@ -166,7 +151,7 @@ async fn checkout_appends_cart_order_and_stock_in_one_go() {
 
 #[tokio::test]
 async fn the_same_command_id_returns_the_first_result_and_appends_nothing() {
-    let shop = Shop::memory();
+    let shop = Shop::memory().await;
     shop.receive("mug", 5).await;
     shop.cart("c1", &[("mug", 1)]).await;
     let first = shop.checkout("c1", "o1").await.unwrap();
@@ -181,7 +166,7 @@ async fn the_same_command_id_returns_the_first_result_and_appends_nothing() {
 
 #[tokio::test]
 async fn the_same_command_id_with_another_command_is_refused() {
-    let shop = Shop::memory();
+    let shop = Shop::memory().await;
     shop.receive("mug", 5).await;
     let head = shop.store.head().await.unwrap();
     let other =
@@ -193,7 +178,7 @@ async fn the_same_command_id_with_another_command_is_refused() {
 
 #[tokio::test]
 async fn checking_out_a_cart_again_returns_the_same_order() {
-    let shop = Shop::memory();
+    let shop = Shop::memory().await;
     shop.receive("mug", 5).await;
     shop.cart("c1", &[("mug", 1)]).await;
     shop.checkout("c1", "o1").await.unwrap();
@@ -211,7 +196,7 @@ async fn checking_out_a_cart_again_returns_the_same_order() {
 
 #[tokio::test]
 async fn rejected_commands_leave_the_log_unchanged() {
-    let shop = Shop::memory();
+    let shop = Shop::memory().await;
     shop.receive("mug", 1).await;
     shop.cart("c1", &[("mug", 3)]).await;
     let before = shop.store.read_all(orderlog_store::LogCursor::START, 1_000).await.unwrap();
@@ -239,7 +224,7 @@ async fn rejected_commands_leave_the_log_unchanged() {
 
 #[tokio::test]
 async fn every_event_records_who_why_and_when() {
-    let shop = Shop::memory();
+    let shop = Shop::memory().await;
     shop.clock.set(Utc.with_ymd_and_hms(2026, 5, 6, 7, 8, 9).unwrap());
     let mut envelope = CommandEnvelope::new(
         "cmd-7",
@@ -289,34 +274,24 @@ async fn last_unit_race(shop: Shop) {
     assert_eq!((stock.on_hand, stock.reserved, stock.available()), (1, 1, 0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_checkouts_of_the_last_unit_on_memory() {
-    last_unit_race(Shop::memory()).await;
+orderlog_store::each_backend! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    fn last_unit_race(Shop) on [memory, sqlite, postgres];
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_checkouts_of_the_last_unit_on_sqlite() {
-    last_unit_race(Shop::sqlite()).await;
+orderlog_store::each_backend! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    fn concurrent_cart_changes(Shop) on [postgres];
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_checkouts_of_the_last_unit_on_postgres() {
-    last_unit_race(Shop::postgres().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_changes_to_one_cart_are_retried_not_lost_on_postgres() {
-    concurrent_cart_changes(Shop::postgres().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_webhook_racing_the_client_authorizes_once_on_postgres() {
-    webhook_race(Shop::postgres().await).await;
+orderlog_store::each_backend! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    fn webhook_race(Shop) on [postgres];
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_changes_to_one_cart_are_retried_not_lost() {
-    concurrent_cart_changes(Shop::sqlite()).await;
+    concurrent_cart_changes(Shop::sqlite().await).await;
 }
 
 async fn concurrent_cart_changes(shop: Shop) {
@@ -341,7 +316,7 @@ async fn concurrent_cart_changes(shop: Shop) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_webhook_racing_the_client_authorizes_once() {
-    webhook_race(Shop::sqlite()).await;
+    webhook_race(Shop::sqlite().await).await;
 }
 
 async fn webhook_race(shop: Shop) {
@@ -362,7 +337,7 @@ async fn webhook_race(shop: Shop) {
 
 #[tokio::test]
 async fn cancelling_or_expiring_releases_every_reservation() {
-    let shop = Shop::memory();
+    let shop = Shop::memory().await;
     shop.receive("mug", 5).await;
     shop.receive("tea", 5).await;
     shop.cart("c1", &[("mug", 2), ("tea", 1)]).await;
@@ -385,7 +360,7 @@ async fn cancelling_or_expiring_releases_every_reservation() {
 
 #[tokio::test]
 async fn shipping_commits_stock_and_delivery_completes_the_order() {
-    let shop = Shop::memory();
+    let shop = Shop::memory().await;
     shop.receive("mug", 5).await;
     shop.cart("c1", &[("mug", 2)]).await;
     shop.checkout("c1", "o1").await.unwrap();
@@ -428,7 +403,7 @@ async fn shipping_commits_stock_and_delivery_completes_the_order() {
 
 #[tokio::test]
 async fn an_event_this_build_cannot_read_is_named_not_skipped() {
-    let shop = Shop::memory();
+    let shop = Shop::memory().await;
     shop.cart("c1", &[]).await;
     let version = shop.store.stream_version("cart-c1").await.unwrap();
     shop.store

@@ -177,7 +177,7 @@ pub fn decide_checkout(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cart::{Address, CartCommand, Customer, ShippingMethod};
+    use crate::cart::{CartCommand, Customer, ShippingMethod};
     use crate::stock::StockEvent;
     use crate::{Currency, Money};
 
@@ -201,16 +201,7 @@ mod tests {
         for (s, q, p) in items {
             run(CartCommand::AddItem { sku: sku(s), quantity: *q, unit_price: Money::new(*p, eur()) });
         }
-        run(CartCommand::SetShippingAddress {
-            address: Address {
-                name: "Ann".into(),
-                line1: "Main St 1".into(),
-                line2: None,
-                city: "Berlin".into(),
-                postal_code: "10115".into(),
-                country: "DE".into(),
-            },
-        });
+        run(CartCommand::SetShippingAddress { address: crate::testing::address() });
         run(CartCommand::SelectShippingMethod {
             method: ShippingMethod { id: "dhl".into(), price: Money::new(500, eur()) },
         });

@@ -50,6 +50,8 @@ pub mod money;
 pub mod order;
 pub mod shipment;
 pub mod stock;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 use std::fmt;
 

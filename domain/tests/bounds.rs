@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use orderlog_domain::cart::{Address, Cart, CartCommand, Customer, Discount, DiscountKind, ShippingMethod};
+use orderlog_domain::cart::{Cart, CartCommand, Customer, Discount, DiscountKind, ShippingMethod};
 use orderlog_domain::checkout::{decide_checkout, CheckoutCommand};
 use orderlog_domain::order::{LineQuantity, Order, OrderAction, OrderLine, OrderTotals, PlacedOrder, ReturnedLine};
 use orderlog_domain::stock::{AdjustmentReason, Stock, StockAction, StockState};
@@ -45,16 +45,7 @@ fn money() -> impl Strategy<Value = Money> {
     amount().prop_map(|a| Money::new(a, eur()))
 }
 
-fn address() -> Address {
-    Address {
-        name: "Ann".into(),
-        line1: "Main St 1".into(),
-        line2: None,
-        city: "Berlin".into(),
-        postal_code: "10115".into(),
-        country: "DE".into(),
-    }
-}
+use orderlog_domain::testing::address;
 
 fn placed(total: i64, line_quantity: u32) -> PlacedOrder {
     let m = |a| Money::new(a, eur());

@@ -4,7 +4,7 @@
 //! its stored form.
 
 use chrono::{TimeZone, Utc};
-use orderlog_domain::cart::{Address, Cart, CartCommand, Customer, Discount, DiscountKind, ShippingMethod};
+use orderlog_domain::cart::{Cart, CartCommand, Customer, Discount, DiscountKind, ShippingMethod};
 use orderlog_domain::codec::DomainEvent;
 use orderlog_domain::order::{LineQuantity, Order, OrderAction, OrderLine, OrderTotals, PlacedOrder, ReturnedLine};
 use orderlog_domain::shipment::{CarrierEventKind, Shipment, ShipmentCommand};
@@ -114,16 +114,7 @@ fn placed_order() -> PlacedOrder {
     }
 }
 
-fn address() -> Address {
-    Address {
-        name: "Ann".into(),
-        line1: "Main St 1".into(),
-        line2: None,
-        city: "Berlin".into(),
-        postal_code: "10115".into(),
-        country: "DE".into(),
-    }
-}
+use orderlog_domain::testing::address;
 
 fn lines() -> impl Strategy<Value = Vec<LineQuantity>> {
     proptest::collection::vec((0u8..3, 0u32..3).prop_map(|(s, quantity)| LineQuantity { sku: sku(s), quantity }), 1..3)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use orderlog_commands::{Command, CommandEnvelope, CommandService, ManualClock, SequentialIds};
-use orderlog_domain::cart::{Address, CartCommand, Customer, ShippingMethod};
+use orderlog_domain::cart::Customer;
 use orderlog_domain::checkout::CheckoutCommand;
 use orderlog_domain::codec::DomainEvent;
 use orderlog_domain::order::{LineQuantity, Order, OrderCommand, OrderEvent, ReturnedLine};
@@ -53,24 +53,9 @@ impl Shop {
                 email: Some(format!("c{n}@example.com")),
             }
         };
-        self.run(cart(CartCommand::Create { currency: Currency::parse("EUR").unwrap(), customer })).await;
-        self.run(cart(CartCommand::AddItem { sku: Sku::parse("mug").unwrap(), quantity: 2, unit_price: eur(900) }))
-            .await;
-        self.run(cart(CartCommand::AddItem { sku: Sku::parse("tea").unwrap(), quantity: 1, unit_price: eur(450) }))
-            .await;
-        let address = Address {
-            name: "Ann".into(),
-            line1: "Main St 1".into(),
-            line2: None,
-            city: "Berlin".into(),
-            postal_code: "10115".into(),
-            country: "DE".into(),
-        };
-        self.run(cart(CartCommand::SetShippingAddress { address })).await;
-        self.run(cart(CartCommand::SelectShippingMethod {
-            method: ShippingMethod { id: "dhl".into(), price: eur(490) },
-        }))
-        .await;
+        for command in orderlog_domain::testing::cart_commands(customer, &[("mug", 2, 900), ("tea", 1, 450)], 490) {
+            self.run(cart(command)).await;
+        }
         let checkout = CheckoutCommand {
             cart_id: cart_id.clone(),
             order_id: order_id.clone(),

@@ -59,7 +59,7 @@ impl Shop {
         Shop { backend, log, service, next: 0 }
     }
 
-    fn sqlite() -> Shop {
+    async fn sqlite() -> Shop {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(SqliteStore::open(dir.path().join("orderlog.db")).unwrap());
         Shop::on(Backend::Sqlite(dir), log)
@@ -303,44 +303,24 @@ async fn an_unreadable_event_stops_the_model_and_its_checkpoint_says_why(mut sho
     assert!(checkpoint.cursor.position < out.last_position.unwrap());
 }
 
-#[tokio::test]
-async fn sqlite_rows_equal_an_independent_fold_and_views_sum_them() {
-    rows_equal_an_independent_fold_and_views_sum_them(Shop::sqlite()).await;
+orderlog_store::each_backend! {
+    #[tokio::test]
+    fn rows_equal_an_independent_fold_and_views_sum_them(Shop) on [sqlite, postgres];
 }
 
-#[tokio::test]
-async fn postgres_rows_equal_an_independent_fold_and_views_sum_them() {
-    rows_equal_an_independent_fold_and_views_sum_them(Shop::postgres().await).await;
+orderlog_store::each_backend! {
+    #[tokio::test]
+    fn a_fault_at_any_step_of_a_batch_neither_counts_twice_nor_misses(Shop::*) on [sqlite, postgres];
 }
 
-#[tokio::test]
-async fn sqlite_a_fault_at_any_step_of_a_batch_neither_counts_twice_nor_misses() {
-    a_fault_at_any_step_of_a_batch_neither_counts_twice_nor_misses(async || Shop::sqlite()).await;
+orderlog_store::each_backend! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    fn two_runners_of_one_model_fold_each_event_once(Shop) on [sqlite, postgres];
 }
 
-#[tokio::test]
-async fn postgres_a_fault_at_any_step_of_a_batch_neither_counts_twice_nor_misses() {
-    a_fault_at_any_step_of_a_batch_neither_counts_twice_nor_misses(Shop::postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_two_runners_of_one_model_fold_each_event_once() {
-    two_runners_of_one_model_fold_each_event_once(Shop::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_two_runners_of_one_model_fold_each_event_once() {
-    two_runners_of_one_model_fold_each_event_once(Shop::postgres().await).await;
-}
-
-#[tokio::test]
-async fn sqlite_an_unreadable_event_stops_the_model_and_its_checkpoint_says_why() {
-    an_unreadable_event_stops_the_model_and_its_checkpoint_says_why(Shop::sqlite()).await;
-}
-
-#[tokio::test]
-async fn postgres_an_unreadable_event_stops_the_model_and_its_checkpoint_says_why() {
-    an_unreadable_event_stops_the_model_and_its_checkpoint_says_why(Shop::postgres().await).await;
+orderlog_store::each_backend! {
+    #[tokio::test]
+    fn an_unreadable_event_stops_the_model_and_its_checkpoint_says_why(Shop) on [sqlite, postgres];
 }
 
 fn stock_command() -> impl Strategy<Value = (u8, u8, StockCommand)> {
@@ -379,7 +359,7 @@ proptest! {
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
-            let shop = if postgres { Shop::postgres().await } else { Shop::sqlite() };
+            let shop = if postgres { Shop::postgres().await } else { Shop::sqlite().await };
             the_stored_model_equals_the_fold(shop, commands, batch).await;
         });
     }
@@ -527,22 +507,12 @@ async fn a_new_version_of_a_model_is_rebuilt_beside_the_old_one(mut shop: Shop) 
     assert!(runner.verify().await.unwrap());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_a_rebuild_swaps_in_while_writers_write_and_readers_read() {
-    a_rebuild_swaps_in_while_writers_write_and_readers_read(Shop::sqlite()).await;
+orderlog_store::each_backend! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    fn a_rebuild_swaps_in_while_writers_write_and_readers_read(Shop) on [sqlite, postgres];
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_rebuild_swaps_in_while_writers_write_and_readers_read() {
-    a_rebuild_swaps_in_while_writers_write_and_readers_read(Shop::postgres().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_a_new_version_of_a_model_is_rebuilt_beside_the_old_one() {
-    a_new_version_of_a_model_is_rebuilt_beside_the_old_one(Shop::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_new_version_of_a_model_is_rebuilt_beside_the_old_one() {
-    a_new_version_of_a_model_is_rebuilt_beside_the_old_one(Shop::postgres().await).await;
+orderlog_store::each_backend! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    fn a_new_version_of_a_model_is_rebuilt_beside_the_old_one(Shop) on [sqlite, postgres];
 }

@@ -38,6 +38,8 @@ macro_rules! conformance_suite {
             a_position_has_a_cursor_in_log_order,
             hashes_chain_each_stream,
             events_are_found_by_command,
+            commit_records_cover_every_event_once,
+            a_bulk_load_fills_an_empty_log_once,
         );
     };
     (@each $make:path; $($name:ident),+ $(,)?) => {
@@ -449,6 +451,68 @@ pub async fn events_are_found_by_command<S: EventStore>(store: &S) {
     assert!(found.iter().all(|e| e.stream_id == "y" && e.metadata.command_id == "cmd-42"));
     assert_log_order(&found);
     assert!(store.read_command("cmd-none").await.unwrap().is_empty());
+}
+
+/// Every event is in exactly one commit record, which `commit_of` finds from any of its
+/// positions; each record's digest is that of its events; the records page in log order.
+pub async fn commit_records_cover_every_event_once<S: EventStore>(store: &S) {
+    for i in 0..6 {
+        let stream = format!("s{}", i % 2);
+        store.append(one(&stream, ExpectedVersion::Any, numbered(1 + i % 3))).await.unwrap();
+    }
+    assert!(store.settle(Duration::from_secs(10)).await.unwrap());
+    let events = store.read_all(LogCursor::START, 1_000).await.unwrap();
+    let commits = store.read_commits(LogCursor::START, 1_000).await.unwrap();
+    assert_eq!(commits.iter().map(|c| c.events).sum::<u64>(), events.len() as u64);
+    for commit in &commits {
+        let mine: Vec<&RecordedEvent> = events
+            .iter()
+            .filter(|e| commit.first_position <= e.position && e.position < commit.first_position + commit.events)
+            .collect();
+        assert_eq!(mine.len() as u64, commit.events, "{commit:?}");
+        let digest = crate::hash::commit_digest(mine.iter().map(|e| (e.position, e.hash.as_str())));
+        assert_eq!(commit.digest, digest, "{commit:?}");
+        for e in mine {
+            assert_eq!(store.commit_of(e.position).await.unwrap().as_ref(), Some(commit));
+        }
+    }
+    let head = store.head().await.unwrap();
+    assert_eq!(store.commit_of(head + 1).await.unwrap(), None);
+    let second = store.read_commits(commits[0].cursor(), 1).await.unwrap();
+    assert_eq!(second.first(), commits.get(1), "records page after a cursor");
+}
+
+/// A bulk load puts the given events into an empty log as they are (versions, ids, hashes),
+/// is refused by a log that holds events, and appends carry on after it.
+pub async fn a_bulk_load_fills_an_empty_log_once<S: crate::BulkLoad>(store: &S) {
+    let source = crate::MemoryStore::new();
+    for i in 0..5 {
+        source.append(one(&format!("s{}", i % 3), ExpectedVersion::Any, numbered(2))).await.unwrap();
+    }
+    let given = source.read_all(LogCursor::START, 1_000).await.unwrap();
+    let input = |events: &[RecordedEvent]| -> crate::BulkEvents {
+        let chunk: Vec<crate::LoadEvent> = events.iter().cloned().map(crate::LoadEvent::new).collect();
+        Box::new(std::iter::once(Ok(crate::LoadChunk::from(chunk))))
+    };
+    assert_eq!(store.bulk_load(input(&given)).await.unwrap(), given.len() as u64);
+    assert!(store.settle(Duration::from_secs(10)).await.unwrap());
+    let loaded = store.read_all(LogCursor::START, 1_000).await.unwrap();
+    let essence = |e: &RecordedEvent| (e.stream_id.clone(), e.version, e.event_id, e.hash.clone(), e.payload.clone());
+    assert_eq!(loaded.iter().map(essence).collect::<Vec<_>>(), given.iter().map(essence).collect::<Vec<_>>());
+    for (stream, _) in verify_stream_heads(&loaded) {
+        assert!(store.stream_version(&stream).await.unwrap() > 0);
+    }
+    let again = store.bulk_load(input(&given)).await.unwrap_err();
+    assert!(matches!(again, StoreError::LoadRefused(_)), "{again}");
+    assert_eq!(store.read_all(LogCursor::START, 1_000).await.unwrap(), loaded, "a refused load changes nothing");
+    let after = store.append(one("s0", ExpectedVersion::Any, numbered(1))).await.unwrap();
+    assert_eq!(after.last_position, Some(store.head().await.unwrap()));
+    let s0 = store.read_stream("s0", 1, 100).await.unwrap();
+    verify_stream(&s0).unwrap();
+}
+
+fn verify_stream_heads(events: &[RecordedEvent]) -> BTreeMap<String, u64> {
+    events.iter().map(|e| (e.stream_id.clone(), e.version)).collect()
 }
 
 /// Runs futures concurrently on the current task and collects their outputs in order.

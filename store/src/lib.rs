@@ -13,6 +13,36 @@
 pub mod append;
 #[cfg(feature = "testing")]
 pub mod conformance;
+
+/// Runs one test body (with one test attribute) against each backend named:
+/// `each_backend! { #[tokio::test] fn body(Fixture) on [sqlite, postgres]; }` makes the
+/// tests `body::sqlite` and `body::postgres`, each calling `body(Fixture::sqlite().await)`
+/// (`Fixture::postgres().await`, …). With `Fixture::*` the body gets the constructor
+/// itself, for a test that opens its backend more than once.
+#[cfg(feature = "testing")]
+#[macro_export]
+macro_rules! each_backend {
+    (#[$attr:meta] fn $test:ident($fixture:ident) on [$($backend:ident),+ $(,)?];) => {
+        mod $test {
+            $(
+                #[$attr]
+                async fn $backend() {
+                    super::$test(super::$fixture::$backend().await).await;
+                }
+            )+
+        }
+    };
+    (#[$attr:meta] fn $test:ident($fixture:ident::*) on [$($backend:ident),+ $(,)?];) => {
+        mod $test {
+            $(
+                #[$attr]
+                async fn $backend() {
+                    super::$test(super::$fixture::$backend).await;
+                }
+            )+
+        }
+    };
+}
 pub mod hash;
 #[cfg(feature = "testing")]
 pub mod memory;

@@ -174,8 +174,7 @@ pub async fn fill_cart(app: &App, token: &str, cart: &str, qty: u32) {
     .await;
     let item = json!({"sku": "mug", "quantity": qty, "unit_price": eur(900)});
     app.ok(Method::POST, &format!("/carts/{cart}/items"), token, Some(item)).await;
-    let address =
-        json!({"name": "Ann", "line1": "Main St 1", "city": "Berlin", "postal_code": "10115", "country": "DE"});
+    let address = orderlog_domain::testing::address_json();
     app.ok(Method::PUT, &format!("/carts/{cart}/shipping-address"), token, Some(address)).await;
     let method = json!({"id": "dhl", "price": eur(490)});
     app.ok(Method::PUT, &format!("/carts/{cart}/shipping-method"), token, Some(method)).await;
