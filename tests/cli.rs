@@ -236,7 +236,7 @@ fn big_log(path: &std::path::Path, count: u64) {
     use orderlog_store::hash::{event_hash, GENESIS};
     use orderlog_store::{BulkLoad, LoadEvent, Metadata, RecordedEvent};
     let mut heads: std::collections::HashMap<String, (u64, String)> = Default::default();
-    let mut chunks: Vec<Result<Vec<LoadEvent>, String>> = Vec::new();
+    let mut chunks: Vec<Result<Vec<LoadEvent>, orderlog_store::StoreError>> = Vec::new();
     let mut chunk = Vec::new();
     for i in 1..=count {
         let stream_id = format!("stock-s{}@berlin", i % 101);

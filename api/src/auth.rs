@@ -68,21 +68,23 @@ impl fmt::Display for Scope {
 }
 
 impl FromStr for Scope {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Scope, String> {
-        Scope::ALL
-            .into_iter()
-            .find(|scope| scope.as_str() == s)
-            .ok_or_else(|| format!("unknown scope '{s}'; scopes are {}", Scope::ALL.map(Scope::as_str).join(", ")))
+    type Err = TokenError;
+    fn from_str(s: &str) -> Result<Scope, TokenError> {
+        Scope::ALL.into_iter().find(|scope| scope.as_str() == s).ok_or_else(|| {
+            TokenError::Invalid(format!("unknown scope '{s}'; scopes are {}", Scope::ALL.map(Scope::as_str).join(", ")))
+        })
     }
 }
 
 /// Parses `shop,operations`.
-pub fn parse_scopes(list: &str) -> Result<BTreeSet<Scope>, String> {
+pub fn parse_scopes(list: &str) -> Result<BTreeSet<Scope>, TokenError> {
     let scopes: BTreeSet<Scope> =
         list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(Scope::from_str).collect::<Result<_, _>>()?;
     if scopes.is_empty() {
-        return Err(format!("give at least one scope: {}", Scope::ALL.map(Scope::as_str).join(", ")));
+        return Err(TokenError::Invalid(format!(
+            "give at least one scope: {}",
+            Scope::ALL.map(Scope::as_str).join(", ")
+        )));
     }
     Ok(scopes)
 }
@@ -121,16 +123,34 @@ fn digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-fn check_principal(principal: &str) -> Result<(), String> {
+fn check_principal(principal: &str) -> Result<(), TokenError> {
     let ok = !principal.is_empty()
         && principal.len() <= 64
         && principal.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
     if ok {
         Ok(())
     } else {
-        Err(format!(
+        Err(TokenError::Invalid(format!(
             "principal '{principal}': use 1 to 64 letters, digits, '-', '_', '.' or '@' (it is recorded as the actor of events)"
-        ))
+        )))
+    }
+}
+
+/// Why a token could not be made, read or changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The principal or the scopes asked for are not valid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The database failed.
+    #[error("the tokens' database: {0}")]
+    Database(String),
+}
+
+impl TokenError {
+    fn database(e: impl std::fmt::Display) -> TokenError {
+        TokenError::Database(e.to_string())
     }
 }
 
@@ -138,22 +158,22 @@ fn check_principal(principal: &str) -> Result<(), String> {
 #[async_trait]
 pub trait TokenStore: Send + Sync {
     /// Makes a token for `principal` with `scopes`.
-    async fn create(&self, principal: &str, scopes: &BTreeSet<Scope>) -> Result<NewToken, String>;
-    async fn list(&self) -> Result<Vec<TokenInfo>, String>;
+    async fn create(&self, principal: &str, scopes: &BTreeSet<Scope>) -> Result<NewToken, TokenError>;
+    async fn list(&self) -> Result<Vec<TokenInfo>, TokenError>;
     /// Revokes the token with this id; false if there is no such token.
-    async fn revoke(&self, id: &str) -> Result<bool, String>;
+    async fn revoke(&self, id: &str) -> Result<bool, TokenError>;
     /// The principal of a presented token, if it is valid and not revoked.
-    async fn authenticate(&self, token: &str) -> Result<Option<Principal>, String>;
+    async fn authenticate(&self, token: &str) -> Result<Option<Principal>, TokenError>;
     /// How many tokens are not revoked.
-    async fn active(&self) -> Result<usize, String> {
+    async fn active(&self) -> Result<usize, TokenError> {
         Ok(self.list().await?.iter().filter(|t| t.revoked_at.is_none() && t.invalid.is_none()).count())
     }
 }
 
-fn mint(principal: &str, scopes: &BTreeSet<Scope>) -> Result<(NewToken, String), String> {
+fn mint(principal: &str, scopes: &BTreeSet<Scope>) -> Result<(NewToken, String), TokenError> {
     check_principal(principal)?;
     if scopes.is_empty() {
-        return Err("a token needs at least one scope".into());
+        return Err(TokenError::Invalid("a token needs at least one scope".into()));
     }
     let mut id = [0u8; 6];
     let mut secret = [0u8; 32];
@@ -178,7 +198,7 @@ fn scopes_text(scopes: &[Scope]) -> String {
 }
 
 /// The scopes of a stored token row whose principal and scopes are both valid.
-fn stored_scopes(principal: &str, scopes: &str) -> Result<BTreeSet<Scope>, String> {
+fn stored_scopes(principal: &str, scopes: &str) -> Result<BTreeSet<Scope>, TokenError> {
     check_principal(principal)?;
     parse_scopes(scopes)
 }
@@ -214,20 +234,20 @@ pub struct SqliteTokens {
 impl SqliteTokens {
     /// Opens the tokens of the orderlog database at `path` (its migrations create the table:
     /// open the event store on it first).
-    pub fn open(path: impl AsRef<Path>) -> Result<SqliteTokens, String> {
-        let conn = Connection::open(path.as_ref()).map_err(|e| e.to_string())?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteTokens, TokenError> {
+        let conn = Connection::open(path.as_ref()).map_err(TokenError::database)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(TokenError::database)?;
         Ok(SqliteTokens { conn: Mutex::new(conn) })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, String> {
-        f(&self.conn.lock().expect("tokens lock")).map_err(|e| e.to_string())
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, TokenError> {
+        f(&self.conn.lock().expect("tokens lock")).map_err(TokenError::database)
     }
 }
 
 #[async_trait]
 impl TokenStore for SqliteTokens {
-    async fn create(&self, principal: &str, scopes: &BTreeSet<Scope>) -> Result<NewToken, String> {
+    async fn create(&self, principal: &str, scopes: &BTreeSet<Scope>) -> Result<NewToken, TokenError> {
         let (new, hash) = mint(principal, scopes)?;
         let i = &new.info;
         self.with(|c| {
@@ -239,7 +259,7 @@ impl TokenStore for SqliteTokens {
         Ok(new)
     }
 
-    async fn list(&self) -> Result<Vec<TokenInfo>, String> {
+    async fn list(&self) -> Result<Vec<TokenInfo>, TokenError> {
         let rows: Vec<(String, String, String, String, Option<String>)> = self.with(|c| {
             let mut stmt = c.prepare(
                 "SELECT id, principal, scopes, created_at, revoked_at FROM orderlog_api_tokens ORDER BY created_at, id",
@@ -255,7 +275,7 @@ impl TokenStore for SqliteTokens {
             .collect())
     }
 
-    async fn revoke(&self, id: &str) -> Result<bool, String> {
+    async fn revoke(&self, id: &str) -> Result<bool, TokenError> {
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
         let changed = self.with(|c| {
             c.execute(
@@ -266,7 +286,7 @@ impl TokenStore for SqliteTokens {
         Ok(changed > 0)
     }
 
-    async fn authenticate(&self, token: &str) -> Result<Option<Principal>, String> {
+    async fn authenticate(&self, token: &str) -> Result<Option<Principal>, TokenError> {
         let hash = digest(token);
         let row: Option<(String, String, String)> = self.with(|c| {
             c.prepare_cached(
@@ -290,14 +310,14 @@ impl PostgresTokens {
         PostgresTokens { pool }
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, String> {
-        self.pool.get().await.map_err(|e| e.to_string())
+    async fn client(&self) -> Result<deadpool_postgres::Object, TokenError> {
+        self.pool.get().await.map_err(TokenError::database)
     }
 }
 
 #[async_trait]
 impl TokenStore for PostgresTokens {
-    async fn create(&self, principal: &str, scopes: &BTreeSet<Scope>) -> Result<NewToken, String> {
+    async fn create(&self, principal: &str, scopes: &BTreeSet<Scope>) -> Result<NewToken, TokenError> {
         let (new, hash) = mint(principal, scopes)?;
         let i = &new.info;
         self.client()
@@ -307,11 +327,11 @@ impl TokenStore for PostgresTokens {
                 &[&i.id, &i.principal, &scopes_text(&i.scopes), &hash, &i.created_at],
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(TokenError::database)?;
         Ok(new)
     }
 
-    async fn list(&self) -> Result<Vec<TokenInfo>, String> {
+    async fn list(&self) -> Result<Vec<TokenInfo>, TokenError> {
         let rows = self
             .client()
             .await?
@@ -320,30 +340,30 @@ impl TokenStore for PostgresTokens {
                 &[],
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(TokenError::database)?;
         Ok(rows.iter().map(|r| info_of(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect())
     }
 
-    async fn revoke(&self, id: &str) -> Result<bool, String> {
+    async fn revoke(&self, id: &str) -> Result<bool, TokenError> {
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
         let changed = self
             .client()
             .await?
             .execute("UPDATE orderlog_api_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", &[&id, &now])
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(TokenError::database)?;
         Ok(changed > 0)
     }
 
-    async fn authenticate(&self, token: &str) -> Result<Option<Principal>, String> {
+    async fn authenticate(&self, token: &str) -> Result<Option<Principal>, TokenError> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
                 "SELECT id, principal, scopes FROM orderlog_api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL",
             )
             .await
-            .map_err(|e| e.to_string())?;
-        let row = client.query_opt(&stmt, &[&digest(token)]).await.map_err(|e| e.to_string())?;
+            .map_err(TokenError::database)?;
+        let row = client.query_opt(&stmt, &[&digest(token)]).await.map_err(TokenError::database)?;
         Ok(row.and_then(|r| principal_of(r.get(0), r.get(1), r.get(2))))
     }
 }
@@ -367,21 +387,21 @@ impl CachedTokens {
 
 #[async_trait]
 impl TokenStore for CachedTokens {
-    async fn create(&self, principal: &str, scopes: &BTreeSet<Scope>) -> Result<NewToken, String> {
+    async fn create(&self, principal: &str, scopes: &BTreeSet<Scope>) -> Result<NewToken, TokenError> {
         self.inner.create(principal, scopes).await
     }
 
-    async fn list(&self) -> Result<Vec<TokenInfo>, String> {
+    async fn list(&self) -> Result<Vec<TokenInfo>, TokenError> {
         self.inner.list().await
     }
 
-    async fn revoke(&self, id: &str) -> Result<bool, String> {
+    async fn revoke(&self, id: &str) -> Result<bool, TokenError> {
         let revoked = self.inner.revoke(id).await?;
         self.cache.lock().expect("token cache").retain(|_, (p, _)| p.token_id != id);
         Ok(revoked)
     }
 
-    async fn authenticate(&self, token: &str) -> Result<Option<Principal>, String> {
+    async fn authenticate(&self, token: &str) -> Result<Option<Principal>, TokenError> {
         let key = digest(token);
         if let Some((principal, at)) = self.cache.lock().expect("token cache").get(&key) {
             if at.elapsed() < Self::TTL {
@@ -402,7 +422,7 @@ impl TokenStore for CachedTokens {
         Ok(found)
     }
 
-    async fn active(&self) -> Result<usize, String> {
+    async fn active(&self) -> Result<usize, TokenError> {
         self.inner.active().await
     }
 }
@@ -451,8 +471,8 @@ mod tests {
 
     #[test]
     fn bad_scopes_and_principals_are_named() {
-        assert!(parse_scopes("shop,root").unwrap_err().contains("unknown scope 'root'"));
-        assert!(parse_scopes(" , ").unwrap_err().contains("at least one scope"));
-        assert!(check_principal("a b").unwrap_err().contains("principal 'a b'"));
+        assert!(parse_scopes("shop,root").unwrap_err().to_string().contains("unknown scope 'root'"));
+        assert!(parse_scopes(" , ").unwrap_err().to_string().contains("at least one scope"));
+        assert!(check_principal("a b").unwrap_err().to_string().contains("principal 'a b'"));
     }
 }

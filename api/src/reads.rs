@@ -25,7 +25,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Principal, Scope, TokenInfo};
+use crate::auth::{Principal, Scope, TokenError, TokenInfo};
 use crate::body::Body;
 use crate::commands::WaitParams;
 use crate::problem::Problem;
@@ -64,7 +64,7 @@ async fn wait(api: &Shared, model: &str, params: &WaitParams) -> Result<(), Prob
     }
 }
 
-fn query_problem(e: String) -> Problem {
+fn query_problem(e: orderlog_projections::RowsError) -> Problem {
     Problem::internal(format!("read-model query: {e}"))
 }
 
@@ -531,7 +531,10 @@ async fn create_token(
     Body(body): Body<CreateToken>,
 ) -> Result<Response, Problem> {
     let scopes = body.scopes.into_iter().collect();
-    let made = api.tokens.create(&body.principal, &scopes).await.map_err(Problem::unprocessable)?;
+    let made = api.tokens.create(&body.principal, &scopes).await.map_err(|e| match e {
+        TokenError::Invalid(detail) => Problem::unprocessable(detail),
+        e => Problem::internal(e.to_string()),
+    })?;
     tracing::info!(by = %p.name, token_id = %made.info.id, principal = %made.info.principal, "token created");
     Ok(crate::commands::created(Json(made).into_response()))
 }

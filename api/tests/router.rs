@@ -17,6 +17,7 @@ use orderlog_projections::orders::OrderStatusRow;
 use orderlog_projections::queries::{OrderFilter, ReadQueries, SalesDay, TopSku};
 use orderlog_projections::sqlite::SqliteRows;
 use orderlog_projections::table::RowStore;
+use orderlog_projections::RowsError;
 use orderlog_store::{EventStore, SqliteStore};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -564,23 +565,23 @@ struct Broken;
 
 #[async_trait]
 impl ReadQueries for Broken {
-    async fn order_json(&self, _: &str) -> Result<Option<String>, String> {
-        Err("connection to 10.0.0.7 refused: secret-internal-detail".into())
+    async fn order_json(&self, _: &str) -> Result<Option<String>, RowsError> {
+        Err(RowsError::Database("connection to 10.0.0.7 refused: secret-internal-detail".into()))
     }
-    async fn orders(&self, _: &OrderFilter) -> Result<Vec<OrderStatusRow>, String> {
-        Err("secret-internal-detail".into())
+    async fn orders(&self, _: &OrderFilter) -> Result<Vec<OrderStatusRow>, RowsError> {
+        Err(RowsError::Database("secret-internal-detail".into()))
     }
-    async fn inventory_of_sku(&self, _: &str) -> Result<Vec<orderlog_projections::inventory::InventoryRow>, String> {
-        Err("secret-internal-detail".into())
+    async fn inventory_of_sku(&self, _: &str) -> Result<Vec<orderlog_projections::inventory::InventoryRow>, RowsError> {
+        Err(RowsError::Database("secret-internal-detail".into()))
     }
-    async fn inventory_at(&self, _: &str) -> Result<Vec<orderlog_projections::inventory::InventoryRow>, String> {
-        Err("secret-internal-detail".into())
+    async fn inventory_at(&self, _: &str) -> Result<Vec<orderlog_projections::inventory::InventoryRow>, RowsError> {
+        Err(RowsError::Database("secret-internal-detail".into()))
     }
-    async fn sales(&self, _: &str, _: &str, _: Option<&str>) -> Result<Vec<SalesDay>, String> {
-        Err("secret-internal-detail".into())
+    async fn sales(&self, _: &str, _: &str, _: Option<&str>) -> Result<Vec<SalesDay>, RowsError> {
+        Err(RowsError::Database("secret-internal-detail".into()))
     }
-    async fn top_skus(&self, _: Option<&str>, _: u32) -> Result<Vec<TopSku>, String> {
-        Err("secret-internal-detail".into())
+    async fn top_skus(&self, _: Option<&str>, _: u32) -> Result<Vec<TopSku>, RowsError> {
+        Err(RowsError::Database("secret-internal-detail".into()))
     }
 }
 

@@ -26,20 +26,30 @@ pub fn schema_version_of(event_type: &str) -> u32 {
     SCHEMA_VERSIONS.iter().find(|(t, _)| *t == event_type).map_or(SCHEMA_VERSION, |(_, v)| *v)
 }
 
+/// Why a payload could not be brought up a version.
+enum Upcast {
+    /// No upcaster from that version exists.
+    Missing,
+    /// The payload lacks what its version has.
+    Payload(String),
+}
+
 /// Turns a payload of `event_type` at `version` into the payload of `version + 1`.
 fn upcast(
     event_type: &str,
     version: u32,
     payload: &mut serde_json::Map<String, serde_json::Value>,
-) -> Result<(), String> {
+) -> Result<(), Upcast> {
     match (event_type, version) {
         ("StockReceived", 1) => {
-            let quantity = payload.remove("quantity").ok_or("a version 1 StockReceived has no `quantity`")?;
+            let quantity = payload
+                .remove("quantity")
+                .ok_or_else(|| Upcast::Payload("a version 1 StockReceived has no `quantity`".into()))?;
             payload.insert("units".into(), quantity);
             payload.insert("reference".into(), serde_json::Value::Null);
             Ok(())
         }
-        _ => Err(format!("no upcaster from version {version}")),
+        _ => Err(Upcast::Missing),
     }
 }
 
@@ -134,9 +144,9 @@ impl DomainEvent {
             return Err(payload_err(format!("a version {found} payload is not a JSON object")));
         };
         for version in found..current {
-            upcast(event_type, version, &mut fields).map_err(|detail| match detail.starts_with("no upcaster") {
-                true => DecodeError::OlderSchema { event_type: event_type.to_string(), found },
-                false => payload_err(detail),
+            upcast(event_type, version, &mut fields).map_err(|e| match e {
+                Upcast::Missing => DecodeError::OlderSchema { event_type: event_type.to_string(), found },
+                Upcast::Payload(detail) => payload_err(detail),
             })?;
         }
         let tagged = serde_json::Value::Object(serde_json::Map::from_iter([(event_type.to_string(), fields.into())]));

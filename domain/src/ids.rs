@@ -47,9 +47,9 @@ macro_rules! id_type {
         }
 
         impl TryFrom<String> for $name {
-            type Error = String;
-            fn try_from(value: String) -> Result<Self, String> {
-                $name::parse(value).map_err(|r| r.reason)
+            type Error = Rejection;
+            fn try_from(value: String) -> Result<Self, Rejection> {
+                $name::parse(value)
             }
         }
 

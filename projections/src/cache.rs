@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use orderlog_store::LogCursor;
 
 use crate::table::{Checkpoint, RowStore};
+use crate::RowsError;
 
 /// How long a cached row is served before it is read again (the backstop for changes no
 /// checkpoint shows: a rebuild swapped in elsewhere at the position the model stood at).
@@ -214,15 +215,15 @@ impl WatchedRows {
 
 #[async_trait]
 impl RowStore for WatchedRows {
-    async fn ensure(&self, model: &'static str, version: u32) -> Result<(), String> {
+    async fn ensure(&self, model: &'static str, version: u32) -> Result<(), RowsError> {
         self.inner.ensure(model, version).await
     }
 
-    async fn checkpoint(&self, model: &'static str) -> Result<Checkpoint, String> {
+    async fn checkpoint(&self, model: &'static str) -> Result<Checkpoint, RowsError> {
         self.inner.checkpoint(model).await
     }
 
-    async fn load(&self, model: &'static str, keys: Vec<String>) -> Result<BTreeMap<String, String>, String> {
+    async fn load(&self, model: &'static str, keys: Vec<String>) -> Result<BTreeMap<String, String>, RowsError> {
         self.inner.load(model, keys).await
     }
 
@@ -233,7 +234,7 @@ impl RowStore for WatchedRows {
         to: LogCursor,
         events: u64,
         rows: Vec<(String, String)>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, RowsError> {
         // The cached form of the rows, made before (and outside the cache's lock), for models
         // that have a cache.
         let written: Vec<(String, Arc<str>)> = match self.caches_of(model).next() {
@@ -253,11 +254,11 @@ impl RowStore for WatchedRows {
         committed
     }
 
-    async fn record_error(&self, model: &'static str, error: &str) -> Result<(), String> {
+    async fn record_error(&self, model: &'static str, error: &str) -> Result<(), RowsError> {
         self.inner.record_error(model, error).await
     }
 
-    async fn swap(&self, live: &'static str, shadow: &'static str) -> Result<bool, String> {
+    async fn swap(&self, live: &'static str, shadow: &'static str) -> Result<bool, RowsError> {
         let swapped = self.inner.swap(live, shadow).await;
         for cache in self.caches_of(live) {
             cache.forget_all();
@@ -265,7 +266,7 @@ impl RowStore for WatchedRows {
         swapped
     }
 
-    async fn discard(&self, model: &'static str) -> Result<(), String> {
+    async fn discard(&self, model: &'static str) -> Result<(), RowsError> {
         let discarded = self.inner.discard(model).await;
         for cache in self.caches_of(model) {
             cache.forget_all();

@@ -30,6 +30,27 @@ pub trait Projection {
     fn apply(&mut self, event: &RecordedEvent, decoded: &DomainEvent);
 }
 
+/// Why a read model's database did not do what was asked.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RowsError {
+    /// The database failed or refused (a connection, a statement, a lock wait).
+    #[error("{0}")]
+    Database(String),
+    /// A stored row, checkpoint or value is not what this build writes.
+    #[error("{0}")]
+    Corrupt(String),
+    /// What was asked does not fit (an unknown model, a swap of a model not rebuilt).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl RowsError {
+    pub(crate) fn database(e: impl std::fmt::Display) -> RowsError {
+        RowsError::Database(e.to_string())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProjectionError {

@@ -12,6 +12,7 @@ use tokio_postgres::NoTls;
 
 use crate::sqlite::CommitFault;
 use crate::table::{Checkpoint, RowStore};
+use crate::RowsError;
 
 /// Advisory lock held while creating read-model tables and views ("ORLG" and 2).
 const READ_MODEL_DDL_LOCK_KEY: i64 = 0x4F52_4C47_0000_0002;
@@ -23,20 +24,20 @@ pub struct PostgresRows {
     views: Vec<&'static str>,
 }
 
-fn text(e: impl std::fmt::Display) -> String {
-    e.to_string()
+fn text(e: impl std::fmt::Display) -> RowsError {
+    RowsError::Database(e.to_string())
 }
 
-fn db(e: tokio_postgres::Error) -> String {
+fn db(e: tokio_postgres::Error) -> RowsError {
     match e.as_db_error() {
-        Some(d) => d.message().to_string(),
-        None => e.to_string(),
+        Some(d) => RowsError::Database(d.message().to_string()),
+        None => RowsError::Database(e.to_string()),
     }
 }
 
 /// (Re)makes the views inside `tx`. A view may name the table of a model not created yet;
 /// it is made when that model is.
-async fn make_views(tx: &deadpool_postgres::Transaction<'_>, views: &[&'static str]) -> Result<(), String> {
+async fn make_views(tx: &deadpool_postgres::Transaction<'_>, views: &[&'static str]) -> Result<(), RowsError> {
     for view in views {
         tx.batch_execute("SAVEPOINT view").await.map_err(db)?;
         match tx.batch_execute(view).await {
@@ -53,7 +54,7 @@ async fn make_views(tx: &deadpool_postgres::Transaction<'_>, views: &[&'static s
 /// Runs `ddl` (`CREATE … IF NOT EXISTS`) under the read models' DDL lock: PostgreSQL's
 /// `IF NOT EXISTS` does not hold against a concurrent creator (two processes starting at
 /// once on a fresh database collide on `pg_type_typname_nsp_index`).
-pub async fn create_under_lock(pool: &Pool, ddl: &str) -> Result<(), String> {
+pub async fn create_under_lock(pool: &Pool, ddl: &str) -> Result<(), RowsError> {
     let mut client = pool.get().await.map_err(text)?;
     let tx = client.transaction().await.map_err(db)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&READ_MODEL_DDL_LOCK_KEY]).await.map_err(db)?;
@@ -74,7 +75,7 @@ impl PostgresRows {
     /// Connects to the orderlog database `url` (connect the event store to it first: that
     /// identifies and migrates it). `views` are statements that (re)create the views, run
     /// once the tables exist.
-    pub async fn connect(url: &str, views: &[&'static str]) -> Result<PostgresRows, String> {
+    pub async fn connect(url: &str, views: &[&'static str]) -> Result<PostgresRows, RowsError> {
         let options = PostgresOptions::from_url(url).map_err(text)?;
         let manager = Manager::from_config(
             options.config.clone(),
@@ -95,14 +96,14 @@ impl PostgresRows {
         *self.fault.lock().expect("fault lock") = Some(fault);
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Client, String> {
+    async fn client(&self) -> Result<deadpool_postgres::Client, RowsError> {
         self.pool.get().await.map_err(text)
     }
 }
 
 #[async_trait]
 impl RowStore for PostgresRows {
-    async fn ensure(&self, model: &'static str, version: u32) -> Result<(), String> {
+    async fn ensure(&self, model: &'static str, version: u32) -> Result<(), RowsError> {
         let mut client = self.client().await?;
         // DDL of two runners (or processes) at once fails ("tuple concurrently updated"):
         // one at a time, under an advisory lock.
@@ -125,7 +126,7 @@ impl RowStore for PostgresRows {
         tx.commit().await.map_err(db)
     }
 
-    async fn checkpoint(&self, model: &'static str) -> Result<Checkpoint, String> {
+    async fn checkpoint(&self, model: &'static str) -> Result<Checkpoint, RowsError> {
         let client = self.client().await?;
         let row = client
             .query_opt(
@@ -134,7 +135,7 @@ impl RowStore for PostgresRows {
             )
             .await
             .map_err(db)?
-            .ok_or_else(|| format!("projection '{model}' has no checkpoint; run it first"))?;
+            .ok_or_else(|| RowsError::Refused(format!("projection '{model}' has no checkpoint; run it first")))?;
         Ok(Checkpoint {
             version: row.get::<_, i32>(0) as u32,
             cursor: LogCursor { commit: row.get::<_, i64>(1) as u64, position: row.get::<_, i64>(2) as u64 },
@@ -143,7 +144,7 @@ impl RowStore for PostgresRows {
         })
     }
 
-    async fn load(&self, model: &'static str, keys: Vec<String>) -> Result<BTreeMap<String, String>, String> {
+    async fn load(&self, model: &'static str, keys: Vec<String>) -> Result<BTreeMap<String, String>, RowsError> {
         let client = self.client().await?;
         let rows = client
             .query(&format!("SELECT key, data::text FROM {} WHERE key = ANY($1)", table(model)), &[&keys])
@@ -159,7 +160,7 @@ impl RowStore for PostgresRows {
         to: LogCursor,
         events: u64,
         rows: Vec<(String, String)>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, RowsError> {
         let fault = self.fault.lock().expect("fault lock").take();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
@@ -186,7 +187,7 @@ impl RowStore for PostgresRows {
         let data: Vec<&str> = rows[..written].iter().map(|(_, d)| d.as_str()).collect();
         tx.execute(&upsert, &[&keys, &data]).await.map_err(db)?;
         if let Some(CommitFault::AfterRows(n)) = fault {
-            return Err(format!("injected fault after {n} rows"));
+            return Err(RowsError::Database(format!("injected fault after {n} rows")));
         }
         tx.execute(
             "UPDATE orderlog_checkpoints SET commit_order = $2, position = $3, events = events + $4, error = NULL
@@ -196,13 +197,13 @@ impl RowStore for PostgresRows {
         .await
         .map_err(db)?;
         if fault == Some(CommitFault::BeforeCommit) {
-            return Err("injected fault before commit".into());
+            return Err(RowsError::Database("injected fault before commit".into()));
         }
         tx.commit().await.map_err(db)?;
         Ok(true)
     }
 
-    async fn record_error(&self, model: &'static str, error: &str) -> Result<(), String> {
+    async fn record_error(&self, model: &'static str, error: &str) -> Result<(), RowsError> {
         let client = self.client().await?;
         client
             .execute("UPDATE orderlog_checkpoints SET error = $2 WHERE projection = $1", &[&model, &error])
@@ -211,7 +212,7 @@ impl RowStore for PostgresRows {
         Ok(())
     }
 
-    async fn swap(&self, live: &'static str, shadow: &'static str) -> Result<bool, String> {
+    async fn swap(&self, live: &'static str, shadow: &'static str) -> Result<bool, RowsError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&READ_MODEL_DDL_LOCK_KEY]).await.map_err(db)?;
@@ -221,7 +222,7 @@ impl RowStore for PostgresRows {
         let query = "SELECT version, commit_order, position, events FROM orderlog_checkpoints
                       WHERE projection = $1 FOR UPDATE";
         let Some((version, cursor, events)) = at(tx.query_opt(query, &[&shadow]).await.map_err(db)?) else {
-            return Err(format!("no rebuild '{shadow}' to swap in"));
+            return Err(RowsError::Refused(format!("no rebuild '{shadow}' to swap in")));
         };
         if let Some((live_version, live_cursor, _)) = at(tx.query_opt(query, &[&live]).await.map_err(db)?) {
             if live_version == version && live_cursor > cursor {
@@ -256,7 +257,7 @@ impl RowStore for PostgresRows {
         Ok(true)
     }
 
-    async fn discard(&self, model: &'static str) -> Result<(), String> {
+    async fn discard(&self, model: &'static str) -> Result<(), RowsError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&READ_MODEL_DDL_LOCK_KEY]).await.map_err(db)?;

@@ -13,6 +13,7 @@ use crate::inventory::InventoryRow;
 use crate::orders::OrderStatusRow;
 pub use crate::reports::{SalesDay, TopSku};
 use crate::reports::{SalesFold, TopSkuFold};
+use crate::RowsError;
 
 /// Which orders to list. Orders are listed by placement time, then id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -31,25 +32,26 @@ pub struct OrderFilter {
 /// Read-model queries.
 #[async_trait]
 pub trait ReadQueries: Send + Sync {
-    async fn order(&self, order_id: &str) -> Result<Option<OrderStatusRow>, String> {
+    async fn order(&self, order_id: &str) -> Result<Option<OrderStatusRow>, RowsError> {
         self.order_json(order_id).await?.map(|json| parse(&json)).transpose()
     }
     /// The order's row as stored: a JSON object of [`OrderStatusRow`]'s fields (served as
     /// is, without a decode and encode).
-    async fn order_json(&self, order_id: &str) -> Result<Option<String>, String>;
-    async fn orders(&self, filter: &OrderFilter) -> Result<Vec<OrderStatusRow>, String>;
+    async fn order_json(&self, order_id: &str) -> Result<Option<String>, RowsError>;
+    async fn orders(&self, filter: &OrderFilter) -> Result<Vec<OrderStatusRow>, RowsError>;
     /// Every stock item of a SKU (one per location).
-    async fn inventory_of_sku(&self, sku: &str) -> Result<Vec<InventoryRow>, String>;
+    async fn inventory_of_sku(&self, sku: &str) -> Result<Vec<InventoryRow>, RowsError>;
     /// Every stock item at a location.
-    async fn inventory_at(&self, location: &str) -> Result<Vec<InventoryRow>, String>;
+    async fn inventory_at(&self, location: &str) -> Result<Vec<InventoryRow>, RowsError>;
     /// Days from `from` to `to` inclusive (`YYYY-MM-DD`), optionally of one currency.
-    async fn sales(&self, from: &str, to: &str, currency: Option<&str>) -> Result<Vec<SalesDay>, String>;
+    async fn sales(&self, from: &str, to: &str, currency: Option<&str>) -> Result<Vec<SalesDay>, RowsError>;
     /// The best-selling SKUs by units, then revenue.
-    async fn top_skus(&self, currency: Option<&str>, limit: u32) -> Result<Vec<TopSku>, String>;
+    async fn top_skus(&self, currency: Option<&str>, limit: u32) -> Result<Vec<TopSku>, RowsError>;
 }
 
-fn parse<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, String> {
-    serde_json::from_str(json).map_err(|e| format!("a read-model row does not match this build: {e}"))
+fn parse<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, RowsError> {
+    serde_json::from_str(json)
+        .map_err(|e| RowsError::Corrupt(format!("a read-model row does not match this build: {e}")))
 }
 
 /// Queries on a SQLite file, through a few read connections (WAL readers never wait for the
@@ -62,38 +64,38 @@ pub struct SqliteQueries {
 impl SqliteQueries {
     /// Opens `readers` read connections to the database at `path` (its read models must
     /// have been created: open its [`crate::sqlite::SqliteRows`] first).
-    pub fn open(path: impl AsRef<Path>, readers: usize) -> Result<SqliteQueries, String> {
+    pub fn open(path: impl AsRef<Path>, readers: usize) -> Result<SqliteQueries, RowsError> {
         let mut connections = Vec::new();
         for _ in 0..readers.max(1) {
             let conn = Connection::open_with_flags(
                 path.as_ref(),
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
-            .map_err(|e| e.to_string())?;
-            conn.busy_timeout(Duration::from_secs(5)).map_err(|e| e.to_string())?;
+            .map_err(RowsError::database)?;
+            conn.busy_timeout(Duration::from_secs(5)).map_err(RowsError::database)?;
             connections.push(Mutex::new(conn));
         }
         Ok(SqliteQueries { connections, next: Default::default() })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, String> {
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, RowsError> {
         let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let n = self.connections.len();
         // A free connection if there is one, else wait for the one whose turn it is.
         for i in 0..n {
             if let Ok(conn) = self.connections[(start + i) % n].try_lock() {
-                return f(&conn).map_err(|e| e.to_string());
+                return f(&conn).map_err(RowsError::database);
             }
         }
         let conn = self.connections[start % n].lock().expect("connection lock");
-        f(&conn).map_err(|e| e.to_string())
+        f(&conn).map_err(RowsError::database)
     }
 
     fn rows<T: serde::de::DeserializeOwned>(
         &self,
         sql: &str,
         params: &[&dyn rusqlite::ToSql],
-    ) -> Result<Vec<T>, String> {
+    ) -> Result<Vec<T>, RowsError> {
         let json: Vec<String> = self.with(|conn| {
             let mut stmt = conn.prepare_cached(sql)?;
             let rows = stmt.query_map(params, |r| r.get::<_, String>(0))?;
@@ -108,7 +110,7 @@ impl SqliteQueries {
         sql: &str,
         params: &[&dyn rusqlite::ToSql],
         mut f: impl FnMut(T),
-    ) -> Result<(), String> {
+    ) -> Result<(), RowsError> {
         let mut failed = None;
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(sql)?;
@@ -130,7 +132,7 @@ impl SqliteQueries {
 
 #[async_trait]
 impl ReadQueries for SqliteQueries {
-    async fn order_json(&self, order_id: &str) -> Result<Option<String>, String> {
+    async fn order_json(&self, order_id: &str) -> Result<Option<String>, RowsError> {
         self.with(|conn| {
             conn.prepare_cached("SELECT data FROM rm_order_status WHERE key = ?1")?
                 .query_row([order_id], |r| r.get(0))
@@ -138,7 +140,7 @@ impl ReadQueries for SqliteQueries {
         })
     }
 
-    async fn orders(&self, f: &OrderFilter) -> Result<Vec<OrderStatusRow>, String> {
+    async fn orders(&self, f: &OrderFilter) -> Result<Vec<OrderStatusRow>, RowsError> {
         let (after_at, after_id) = f.after.clone().unzip();
         self.rows(
             "SELECT data FROM rm_order_status
@@ -153,18 +155,18 @@ impl ReadQueries for SqliteQueries {
         )
     }
 
-    async fn inventory_of_sku(&self, sku: &str) -> Result<Vec<InventoryRow>, String> {
+    async fn inventory_of_sku(&self, sku: &str) -> Result<Vec<InventoryRow>, RowsError> {
         self.rows("SELECT data FROM rm_inventory_levels WHERE json_extract(data, '$.sku') = ?1 ORDER BY key", &[&sku])
     }
 
-    async fn inventory_at(&self, location: &str) -> Result<Vec<InventoryRow>, String> {
+    async fn inventory_at(&self, location: &str) -> Result<Vec<InventoryRow>, RowsError> {
         self.rows(
             "SELECT data FROM rm_inventory_levels WHERE json_extract(data, '$.location') = ?1 ORDER BY key",
             &[&location],
         )
     }
 
-    async fn sales(&self, from: &str, to: &str, currency: Option<&str>) -> Result<Vec<SalesDay>, String> {
+    async fn sales(&self, from: &str, to: &str, currency: Option<&str>) -> Result<Vec<SalesDay>, RowsError> {
         let (first, last, after) = report_days(from, to)?;
         let mut fold = SalesFold::default();
         self.each_row(
@@ -176,7 +178,7 @@ impl ReadQueries for SqliteQueries {
         Ok(fold.finish())
     }
 
-    async fn top_skus(&self, currency: Option<&str>, limit: u32) -> Result<Vec<TopSku>, String> {
+    async fn top_skus(&self, currency: Option<&str>, limit: u32) -> Result<Vec<TopSku>, RowsError> {
         let mut fold = TopSkuFold::default();
         self.each_row(
             "SELECT data FROM rm_order_status WHERE ?1 IS NULL OR json_extract(data, '$.currency') = ?1",
@@ -189,8 +191,10 @@ impl ReadQueries for SqliteQueries {
 
 /// The first and last day of a report, and the day after the last as text (rows are
 /// selected by their placement time's text, which starts with its UTC day).
-fn report_days(from: &str, to: &str) -> Result<(chrono::NaiveDate, chrono::NaiveDate, String), String> {
-    let day = |v: &str| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|e| format!("'{v}': {e}"));
+fn report_days(from: &str, to: &str) -> Result<(chrono::NaiveDate, chrono::NaiveDate, String), RowsError> {
+    let day = |v: &str| {
+        chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|e| RowsError::Refused(format!("'{v}': {e}")))
+    };
     let (first, last) = (day(from)?, day(to)?);
     let after = last.succ_opt().map_or_else(|| "9999-99".to_string(), |d| d.to_string());
     Ok((first, last, after))
@@ -210,27 +214,27 @@ impl PostgresQueries {
         &self,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<T>, String> {
-        let client = self.pool.get().await.map_err(|e| e.to_string())?;
-        let stmt = client.prepare_cached(sql).await.map_err(|e| e.to_string())?;
-        let rows = client.query(&stmt, params).await.map_err(|e| e.to_string())?;
+    ) -> Result<Vec<T>, RowsError> {
+        let client = self.pool.get().await.map_err(RowsError::database)?;
+        let stmt = client.prepare_cached(sql).await.map_err(RowsError::database)?;
+        let rows = client.query(&stmt, params).await.map_err(RowsError::database)?;
         rows.iter().map(|r| parse(r.get::<_, &str>(0))).collect()
     }
 }
 
 #[async_trait]
 impl ReadQueries for PostgresQueries {
-    async fn order_json(&self, order_id: &str) -> Result<Option<String>, String> {
-        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+    async fn order_json(&self, order_id: &str) -> Result<Option<String>, RowsError> {
+        let client = self.pool.get().await.map_err(RowsError::database)?;
         let stmt = client
             .prepare_cached("SELECT data::text FROM rm_order_status WHERE key = $1")
             .await
-            .map_err(|e| e.to_string())?;
-        let row = client.query_opt(&stmt, &[&order_id]).await.map_err(|e| e.to_string())?;
+            .map_err(RowsError::database)?;
+        let row = client.query_opt(&stmt, &[&order_id]).await.map_err(RowsError::database)?;
         Ok(row.map(|r| r.get(0)))
     }
 
-    async fn orders(&self, f: &OrderFilter) -> Result<Vec<OrderStatusRow>, String> {
+    async fn orders(&self, f: &OrderFilter) -> Result<Vec<OrderStatusRow>, RowsError> {
         let (after_at, after_id) = f.after.clone().unzip();
         let limit = i64::from(f.limit);
         self.json_rows(
@@ -247,11 +251,11 @@ impl ReadQueries for PostgresQueries {
         .await
     }
 
-    async fn inventory_of_sku(&self, sku: &str) -> Result<Vec<InventoryRow>, String> {
+    async fn inventory_of_sku(&self, sku: &str) -> Result<Vec<InventoryRow>, RowsError> {
         self.json_rows("SELECT data::text FROM rm_inventory_levels WHERE data->>'sku' = $1 ORDER BY key", &[&sku]).await
     }
 
-    async fn inventory_at(&self, location: &str) -> Result<Vec<InventoryRow>, String> {
+    async fn inventory_at(&self, location: &str) -> Result<Vec<InventoryRow>, RowsError> {
         self.json_rows(
             "SELECT data::text FROM rm_inventory_levels WHERE data->>'location' = $1 ORDER BY key",
             &[&location],
@@ -259,9 +263,9 @@ impl ReadQueries for PostgresQueries {
         .await
     }
 
-    async fn sales(&self, from: &str, to: &str, currency: Option<&str>) -> Result<Vec<SalesDay>, String> {
+    async fn sales(&self, from: &str, to: &str, currency: Option<&str>) -> Result<Vec<SalesDay>, RowsError> {
         // The view sums in NUMERIC, read as text: exact past 64 bits, aggregated in the database.
-        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let client = self.pool.get().await.map_err(RowsError::database)?;
         let rows = client
             .query(
                 "SELECT day::text, currency, orders, units::text, gross::text, discounts::text, refunds::text,
@@ -271,7 +275,7 @@ impl ReadQueries for PostgresQueries {
                 &[&from, &to, &currency],
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(RowsError::database)?;
         rows.iter()
             .map(|r| {
                 Ok(SalesDay {
@@ -291,8 +295,8 @@ impl ReadQueries for PostgresQueries {
             .collect()
     }
 
-    async fn top_skus(&self, currency: Option<&str>, limit: u32) -> Result<Vec<TopSku>, String> {
-        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+    async fn top_skus(&self, currency: Option<&str>, limit: u32) -> Result<Vec<TopSku>, RowsError> {
+        let client = self.pool.get().await.map_err(RowsError::database)?;
         let rows = client
             .query(
                 "SELECT sku, currency, units::text, revenue::text FROM top_skus WHERE $1::text IS NULL OR currency = $1
@@ -300,7 +304,7 @@ impl ReadQueries for PostgresQueries {
                 &[&currency, &i64::from(limit)],
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(RowsError::database)?;
         rows.iter()
             .map(|r| {
                 Ok(TopSku { sku: r.get(0), currency: r.get(1), units: numeric(r.get(2))?, revenue: numeric(r.get(3))? })
@@ -310,6 +314,6 @@ impl ReadQueries for PostgresQueries {
 }
 
 /// A whole NUMERIC as PostgreSQL writes it (`-123`), as the `i128` the reports are in.
-fn numeric(text: &str) -> Result<i128, String> {
-    text.parse().map_err(|e| format!("report figure '{text}': {e}"))
+fn numeric(text: &str) -> Result<i128, RowsError> {
+    text.parse().map_err(|e| RowsError::Corrupt(format!("report figure '{text}': {e}")))
 }

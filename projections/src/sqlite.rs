@@ -15,6 +15,7 @@ use orderlog_store::LogCursor;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::table::{Checkpoint, RowStore};
+use crate::RowsError;
 
 /// A failure injected into the next commit, inside its transaction (which then rolls back).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,15 +35,15 @@ pub struct SqliteRows {
     views: Vec<&'static str>,
 }
 
-fn text(e: impl std::fmt::Display) -> String {
-    e.to_string()
+fn text(e: impl std::fmt::Display) -> RowsError {
+    RowsError::Database(e.to_string())
 }
 
 impl SqliteRows {
     /// Opens the read models of the orderlog database at `path` (open the event store on it
     /// first: that identifies the file and creates it). `views` are statements that
     /// (re)create the views, run once the tables exist.
-    pub fn open(path: impl AsRef<Path>, views: &[&'static str]) -> Result<SqliteRows, String> {
+    pub fn open(path: impl AsRef<Path>, views: &[&'static str]) -> Result<SqliteRows, RowsError> {
         let conn = Connection::open(path.as_ref()).map_err(text)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(text)?;
         // Rows and checkpoint commit together, and only events the log has made durable are
@@ -66,16 +67,16 @@ impl SqliteRows {
 
     async fn with<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, String> + Send + 'static,
-    ) -> Result<T, String> {
+        f: impl FnOnce(&mut Connection) -> Result<T, RowsError> + Send + 'static,
+    ) -> Result<T, RowsError> {
         let conn = Arc::clone(&self.conn);
         tokio::task::spawn_blocking(move || f(&mut conn.lock().expect("connection lock"))).await.map_err(text)?
     }
 
     async fn with_reader<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, String> + Send + 'static,
-    ) -> Result<T, String> {
+        f: impl FnOnce(&mut Connection) -> Result<T, RowsError> + Send + 'static,
+    ) -> Result<T, RowsError> {
         let conn = Arc::clone(&self.reader);
         tokio::task::spawn_blocking(move || f(&mut conn.lock().expect("connection lock"))).await.map_err(text)?
     }
@@ -87,7 +88,7 @@ fn table(model: &str) -> String {
 
 #[async_trait]
 impl RowStore for SqliteRows {
-    async fn ensure(&self, model: &'static str, version: u32) -> Result<(), String> {
+    async fn ensure(&self, model: &'static str, version: u32) -> Result<(), RowsError> {
         let views = self.views.clone();
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(text)?;
@@ -111,7 +112,7 @@ impl RowStore for SqliteRows {
         .await
     }
 
-    async fn checkpoint(&self, model: &'static str) -> Result<Checkpoint, String> {
+    async fn checkpoint(&self, model: &'static str) -> Result<Checkpoint, RowsError> {
         self.with(move |conn| {
             conn.query_row(
                 "SELECT version, commit_order, position, events, error FROM orderlog_checkpoints WHERE projection = ?1",
@@ -127,12 +128,12 @@ impl RowStore for SqliteRows {
             )
             .optional()
             .map_err(text)?
-            .ok_or_else(|| format!("projection '{model}' has no checkpoint; run it first"))
+            .ok_or_else(|| RowsError::Refused(format!("projection '{model}' has no checkpoint; run it first")))
         })
         .await
     }
 
-    async fn load(&self, model: &'static str, keys: Vec<String>) -> Result<BTreeMap<String, String>, String> {
+    async fn load(&self, model: &'static str, keys: Vec<String>) -> Result<BTreeMap<String, String>, RowsError> {
         if keys.is_empty() {
             return Ok(BTreeMap::new());
         }
@@ -157,7 +158,7 @@ impl RowStore for SqliteRows {
         to: LogCursor,
         events: u64,
         rows: Vec<(String, String)>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, RowsError> {
         let fault = self.fault.lock().expect("fault lock").take();
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(text)?;
@@ -179,12 +180,12 @@ impl RowStore for SqliteRows {
                     ))
                     .map_err(text)?;
                 if fault == Some(CommitFault::AfterRows(0)) {
-                    return Err("injected fault after 0 rows".into());
+                    return Err(RowsError::Database("injected fault after 0 rows".into()));
                 }
                 for (written, (key, data)) in (1..).zip(&rows) {
                     upsert.execute(params![key, data]).map_err(text)?;
                     if fault == Some(CommitFault::AfterRows(written)) {
-                        return Err(format!("injected fault after {written} rows"));
+                        return Err(RowsError::Database(format!("injected fault after {written} rows")));
                     }
                 }
             }
@@ -195,7 +196,7 @@ impl RowStore for SqliteRows {
             )
             .map_err(text)?;
             if fault == Some(CommitFault::BeforeCommit) {
-                return Err("injected fault before commit".into());
+                return Err(RowsError::Database("injected fault before commit".into()));
             }
             tx.commit().map_err(text)?;
             Ok(true)
@@ -203,7 +204,7 @@ impl RowStore for SqliteRows {
         .await
     }
 
-    async fn record_error(&self, model: &'static str, error: &str) -> Result<(), String> {
+    async fn record_error(&self, model: &'static str, error: &str) -> Result<(), RowsError> {
         let error = error.to_string();
         self.with(move |conn| {
             conn.execute("UPDATE orderlog_checkpoints SET error = ?2 WHERE projection = ?1", params![model, error])
@@ -213,7 +214,7 @@ impl RowStore for SqliteRows {
         .await
     }
 
-    async fn swap(&self, live: &'static str, shadow: &'static str) -> Result<bool, String> {
+    async fn swap(&self, live: &'static str, shadow: &'static str) -> Result<bool, RowsError> {
         let views = self.views.clone();
         self.with(move |conn| {
             // Renaming a table must not rewrite (or check) the views that name the live one.
@@ -230,7 +231,7 @@ impl RowStore for SqliteRows {
                     .map_err(text)
                 };
                 let Some((version, cursor, events)) = at(shadow)? else {
-                    return Err(format!("no rebuild '{shadow}' to swap in"));
+                    return Err(RowsError::Refused(format!("no rebuild '{shadow}' to swap in")));
                 };
                 if let Some((live_version, live_cursor, _)) = at(live)? {
                     if live_version == version && live_cursor > cursor {
@@ -265,7 +266,7 @@ impl RowStore for SqliteRows {
         .await
     }
 
-    async fn discard(&self, model: &'static str) -> Result<(), String> {
+    async fn discard(&self, model: &'static str) -> Result<(), RowsError> {
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(text)?;
             tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", table(model))).map_err(text)?;

@@ -7,6 +7,7 @@
 //! checkpoint is still the one the batch started from, so a second runner of the same
 //! model, or a crash anywhere, can neither apply an event twice nor skip one.
 
+use crate::RowsError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -68,8 +69,8 @@ pub enum RunError {
     CheckpointMoved { projection: &'static str },
     #[error("projection '{projection}': {source}")]
     Store { projection: &'static str, source: StoreError },
-    #[error("projection '{projection}': read model storage: {detail}")]
-    Rows { projection: &'static str, detail: String },
+    #[error("projection '{projection}': read model storage: {source}")]
+    Rows { projection: &'static str, source: RowsError },
     #[error("projection '{projection}' has stopped: {reason}")]
     Stopped { projection: &'static str, reason: String },
 }
@@ -78,10 +79,10 @@ pub enum RunError {
 #[async_trait]
 pub trait RowStore: Send + Sync {
     /// Creates the model's table and checkpoint row if absent.
-    async fn ensure(&self, model: &'static str, version: u32) -> Result<(), String>;
-    async fn checkpoint(&self, model: &'static str) -> Result<Checkpoint, String>;
+    async fn ensure(&self, model: &'static str, version: u32) -> Result<(), RowsError>;
+    async fn checkpoint(&self, model: &'static str) -> Result<Checkpoint, RowsError>;
     /// The stored rows (as JSON) of these keys; absent keys are left out.
-    async fn load(&self, model: &'static str, keys: Vec<String>) -> Result<BTreeMap<String, String>, String>;
+    async fn load(&self, model: &'static str, keys: Vec<String>) -> Result<BTreeMap<String, String>, RowsError>;
     /// In one transaction: if the checkpoint is still at `from`, writes the rows (JSON by
     /// key) and moves the checkpoint to `to`, adding `events`. Returns false, writing
     /// nothing, if the checkpoint had moved.
@@ -92,16 +93,16 @@ pub trait RowStore: Send + Sync {
         to: LogCursor,
         events: u64,
         rows: Vec<(String, String)>,
-    ) -> Result<bool, String>;
+    ) -> Result<bool, RowsError>;
     /// Records why the model stopped (outside any batch).
-    async fn record_error(&self, model: &'static str, error: &str) -> Result<(), String>;
+    async fn record_error(&self, model: &'static str, error: &str) -> Result<(), RowsError>;
     /// In one transaction: `shadow`'s rows and checkpoint become `live`'s (the views show
     /// them), and `live`'s old rows and `shadow`'s table are gone — unless `live` is of the same
     /// version and further along the log than `shadow` (then nothing changes and the answer
     /// is false: fold `shadow` further and try again).
-    async fn swap(&self, live: &'static str, shadow: &'static str) -> Result<bool, String>;
+    async fn swap(&self, live: &'static str, shadow: &'static str) -> Result<bool, RowsError>;
     /// Drops a model's table and checkpoint (a rebuild of another version left behind).
-    async fn discard(&self, model: &'static str) -> Result<(), String>;
+    async fn discard(&self, model: &'static str) -> Result<(), RowsError>;
 }
 
 /// A folded batch, ready to be written.
@@ -171,8 +172,8 @@ impl<M: TableModel> Runner<M> {
         self
     }
 
-    fn rows_error(detail: String) -> RunError {
-        RunError::Rows { projection: M::NAME, detail }
+    fn rows_error(source: RowsError) -> RunError {
+        RunError::Rows { projection: M::NAME, source }
     }
 
     /// Creates the model's table and checkpoint if absent.
@@ -358,8 +359,9 @@ impl<M: TableModel> Runner<M> {
         }
         let stored = self.rows.load(self.name, absent).await.map_err(Self::rows_error)?;
         for (key, json) in stored {
-            let row = serde_json::from_str(&json)
-                .map_err(|e| Self::rows_error(format!("row '{key}' does not match this build's model: {e}")))?;
+            let row = serde_json::from_str(&json).map_err(|e| {
+                Self::rows_error(RowsError::Corrupt(format!("row '{key}' does not match this build's model: {e}")))
+            })?;
             rows.insert(key, row);
         }
         for ((event, d), keys) in batch.iter().zip(&decoded).zip(&touched) {

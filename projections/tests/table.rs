@@ -17,6 +17,7 @@ use orderlog_projections::inventory::{
 use orderlog_projections::postgres::PostgresRows;
 use orderlog_projections::sqlite::{CommitFault, SqliteRows};
 use orderlog_projections::table::{Checkpoint, RowStore, RunError, Runner, TableModel};
+use orderlog_projections::RowsError;
 use orderlog_store::postgres::testing::TestDatabase;
 use orderlog_store::{
     EventStore, ExpectedVersion, LogCursor, Metadata, NewEvent, PostgresStore, SqliteStore, StreamAppend,
@@ -181,15 +182,15 @@ struct FailingLoad {
 
 #[async_trait]
 impl RowStore for FailingLoad {
-    async fn ensure(&self, model: &'static str, version: u32) -> Result<(), String> {
+    async fn ensure(&self, model: &'static str, version: u32) -> Result<(), RowsError> {
         self.inner.ensure(model, version).await
     }
-    async fn checkpoint(&self, model: &'static str) -> Result<Checkpoint, String> {
+    async fn checkpoint(&self, model: &'static str) -> Result<Checkpoint, RowsError> {
         self.inner.checkpoint(model).await
     }
-    async fn load(&self, model: &'static str, keys: Vec<String>) -> Result<BTreeMap<String, String>, String> {
+    async fn load(&self, model: &'static str, keys: Vec<String>) -> Result<BTreeMap<String, String>, RowsError> {
         if self.fail.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            return Err("injected fault after reading".into());
+            return Err(RowsError::Database("injected fault after reading".into()));
         }
         self.inner.load(model, keys).await
     }
@@ -200,16 +201,16 @@ impl RowStore for FailingLoad {
         to: LogCursor,
         events: u64,
         rows: Vec<(String, String)>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, RowsError> {
         self.inner.commit(model, from, to, events, rows).await
     }
-    async fn record_error(&self, model: &'static str, error: &str) -> Result<(), String> {
+    async fn record_error(&self, model: &'static str, error: &str) -> Result<(), RowsError> {
         self.inner.record_error(model, error).await
     }
-    async fn swap(&self, live: &'static str, shadow: &'static str) -> Result<bool, String> {
+    async fn swap(&self, live: &'static str, shadow: &'static str) -> Result<bool, RowsError> {
         self.inner.swap(live, shadow).await
     }
-    async fn discard(&self, model: &'static str) -> Result<(), String> {
+    async fn discard(&self, model: &'static str) -> Result<(), RowsError> {
         self.inner.discard(model).await
     }
 }

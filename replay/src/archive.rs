@@ -536,7 +536,7 @@ async fn load_into_empty(
                 checker.finish().map(drop)
             };
             if let Err(e) = check() {
-                let _ = send.send(Err(e.to_string()));
+                let _ = send.send(Err(orderlog_store::StoreError::LoadRefused(e.to_string())));
             }
         }),
     )?;

@@ -281,7 +281,7 @@ impl LoadEvent {
 
 /// Events for [`EventStore::bulk_load`], in log order, each with its hash, in chunks; an
 /// `Err` item stops the load, which then writes nothing.
-pub type BulkEvents = Box<dyn Iterator<Item = Result<LoadChunk, String>> + Send>;
+pub type BulkEvents = Box<dyn Iterator<Item = Result<LoadChunk, StoreError>> + Send>;
 
 /// A chunk of a bulk load's events. Made with [`LoadChunk::returning`], a chunk that is
 /// dropped goes back over that channel, so that the thread that allocated its events frees

@@ -181,7 +181,7 @@ impl crate::BulkLoad for MemoryStore {
     async fn bulk_load(&self, events: crate::BulkEvents) -> Result<u64, StoreError> {
         let mut loaded: Vec<RecordedEvent> = Vec::new();
         for chunk in events {
-            loaded.extend(chunk.map_err(StoreError::LoadRefused)?.take().into_iter().map(|e| e.event));
+            loaded.extend(chunk?.take().into_iter().map(|e| e.event));
         }
         let mut log = self.log.lock().expect("memory log lock");
         if !log.events.is_empty() {

@@ -50,12 +50,12 @@ fn events(count: u64) -> Vec<RecordedEvent> {
 /// The events as a bulk load's input, in chunks of 1 000; `fail_at`: an error instead of
 /// the event at that index (as a file that fails its check part-way).
 fn input(events: Vec<RecordedEvent>, fail_at: Option<usize>) -> orderlog_store::BulkEvents {
-    let mut chunks: Vec<Result<Vec<LoadEvent>, String>> = Vec::new();
+    let mut chunks: Vec<Result<Vec<LoadEvent>, orderlog_store::StoreError>> = Vec::new();
     let mut chunk = Vec::new();
     for (i, event) in events.into_iter().enumerate() {
         if Some(i) == fail_at {
             chunks.push(Ok(std::mem::take(&mut chunk)));
-            chunks.push(Err(format!("line {}: altered", i + 1)));
+            chunks.push(Err(orderlog_store::StoreError::LoadRefused(format!("line {}: altered", i + 1))));
             break;
         }
         chunk.push(LoadEvent::new(event));

@@ -122,7 +122,7 @@ impl PostgresStore {
         let copy_error =
             |e: tokio_postgres::Error| StoreError::LoadRefused(format!("the events cannot be stored: {e}"));
         for chunk in events {
-            for load in chunk.map_err(StoreError::LoadRefused)?.iter() {
+            for load in chunk?.iter() {
                 let e = &load.event;
                 position += 1;
                 writer

@@ -30,8 +30,8 @@ pub(super) struct BorrowedInsert<'c> {
 
 impl<'c> BorrowedInsert<'c> {
     /// Prepares `sql` (one statement) on `conn`.
-    pub(super) fn prepare(conn: &'c Connection, sql: &str) -> Result<BorrowedInsert<'c>, String> {
-        let len = c_int::try_from(sql.len()).map_err(|_| "the statement is too long".to_string())?;
+    pub(super) fn prepare(conn: &'c Connection, sql: &str) -> Result<BorrowedInsert<'c>, SqliteFailure> {
+        let len = c_int::try_from(sql.len()).map_err(|_| SqliteFailure("the statement is too long".into()))?;
         // SAFETY: `conn` is open for 'c, which outlives the statement; `sql` is valid for
         // `len` bytes during the call, and SQLite copies what it keeps.
         unsafe {
@@ -39,7 +39,7 @@ impl<'c> BorrowedInsert<'c> {
             let mut stmt = std::ptr::null_mut();
             let rc = ffi::sqlite3_prepare_v2(db, sql.as_ptr().cast::<c_char>(), len, &mut stmt, std::ptr::null_mut());
             if rc != ffi::SQLITE_OK || stmt.is_null() {
-                return Err(message(db, rc));
+                return Err(SqliteFailure(message(db, rc)));
             }
             Ok(BorrowedInsert { db, stmt, _conn: PhantomData })
         }
@@ -47,7 +47,7 @@ impl<'c> BorrowedInsert<'c> {
 
     /// Binds `params` (as ?1, ?2, …) and runs the statement once; the statement takes no
     /// rows back. Every parameter is unbound again before this returns, whatever happened.
-    pub(super) fn run(&mut self, params: &[Param<'_>]) -> Result<(), String> {
+    pub(super) fn run(&mut self, params: &[Param<'_>]) -> Result<(), SqliteFailure> {
         // SAFETY: `self.stmt` is a live statement of `self.db`. Texts are bound with
         // SQLITE_STATIC, so SQLite reads them in place: they stay borrowed until this
         // function returns, and `sqlite3_reset` + `sqlite3_clear_bindings` below drop every
@@ -76,11 +76,11 @@ impl<'c> BorrowedInsert<'c> {
             let result = if rc == ffi::SQLITE_OK {
                 match ffi::sqlite3_step(self.stmt) {
                     ffi::SQLITE_DONE => Ok(()),
-                    ffi::SQLITE_ROW => Err("the statement returned a row".to_string()),
-                    step => Err(message(self.db, step)),
+                    ffi::SQLITE_ROW => Err(SqliteFailure("the statement returned a row".into())),
+                    step => Err(SqliteFailure(message(self.db, step))),
                 }
             } else {
-                Err(message(self.db, rc))
+                Err(SqliteFailure(message(self.db, rc)))
             };
             ffi::sqlite3_reset(self.stmt);
             ffi::sqlite3_clear_bindings(self.stmt);
@@ -99,6 +99,16 @@ impl Drop for BorrowedInsert<'_> {
 }
 
 /// SQLite's message for `rc` on `db`, with the code's name.
+/// What SQLite said when a statement failed.
+#[derive(Debug)]
+pub(super) struct SqliteFailure(String);
+
+impl std::fmt::Display for SqliteFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 fn message(db: *mut ffi::sqlite3, rc: c_int) -> String {
     // SAFETY: `db` is an open connection; both strings are NUL-terminated and owned by
     // SQLite, and copied here before any other call on `db`.
@@ -156,7 +166,7 @@ mod tests {
         let mut insert = BorrowedInsert::prepare(&conn, "INSERT INTO t (id, name, n) VALUES (?1, ?2, ?3)").unwrap();
         insert.run(&[Param::Int(1), Param::Text("a"), Param::Int(1)]).unwrap();
         let err = insert.run(&[Param::Int(2), Param::Text("a"), Param::Int(2)]).unwrap_err();
-        assert!(err.contains("UNIQUE constraint failed: t.name"), "{err}");
+        assert!(err.to_string().contains("UNIQUE constraint failed: t.name"), "{err}");
         // Nothing stays bound from a failed run: ?3 unbound is NULL.
         insert.run(&[Param::Int(3), Param::Text("c")]).unwrap();
         let n: Option<i64> = conn.query_row("SELECT n FROM t WHERE id = 3", [], |r| r.get(0)).unwrap();
@@ -169,6 +179,6 @@ mod tests {
     fn a_bad_statement_is_refused_with_sqlites_message() {
         let conn = table();
         let err = BorrowedInsert::prepare(&conn, "INSERT INTO missing VALUES (?1)").err().unwrap();
-        assert!(err.contains("no such table: missing"), "{err}");
+        assert!(err.to_string().contains("no such table: missing"), "{err}");
     }
 }

@@ -93,7 +93,7 @@ pub(super) fn load_rows(
         };
         let mut id = uuid::Uuid::encode_buffer();
         for chunk in events {
-            for load in chunk.map_err(StoreError::LoadRefused)?.iter() {
+            for load in chunk?.iter() {
                 let e = &load.event;
                 position += 1;
                 let int = |n: u64| i64::try_from(n).map(Param::Int);
