@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
     let command = Command::Stock { stock, command: StockCommand::Receive { quantity: 24, reference: None } };
     // The command id is the idempotency key: running this example twice appends once.
     let outcome = service.execute(CommandEnvelope::new("receipt-2026-0042", "clerk@shop", command)).await?;
-    let how = if outcome.replayed { "already appended by an earlier run:" } else { "appended" };
+    let how = if outcome.repeated { "already appended by an earlier run:" } else { "appended" };
     println!("{how} {} event(s), last at position {:?}", outcome.events_appended, outcome.position);
     for event in store.read_stream("stock-mug@berlin", 1, 100).await? {
         println!(

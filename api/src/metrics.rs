@@ -58,7 +58,7 @@ impl Metrics {
         requests.entry((method.to_string(), route.to_string(), status)).or_default().observe(took.as_secs_f64());
     }
 
-    /// A command's outcome: `ok`, `replayed`, `rejected`, `conflict` or `error`.
+    /// A command's outcome: `ok`, `repeated` (an idempotent repeat), `rejected`, `conflict` or `error`.
     pub fn command(&self, command: &str, outcome: &'static str) {
         *self.commands.lock().expect("metrics lock").entry((command.to_string(), outcome)).or_default() += 1;
     }

@@ -123,7 +123,7 @@ pub struct CommandOutcome {
     /// earlier checkout of the same cart placed).
     pub order_id: Option<OrderId>,
     /// True when this is the recorded result of an earlier run of the same command id.
-    pub replayed: bool,
+    pub repeated: bool,
     /// How many times a version conflict made the command reload and decide again.
     pub retries: u32,
 }

@@ -94,7 +94,7 @@ impl CommandService {
                 streams: Vec::new(),
                 position: None,
                 order_id: decision.order_id.clone(),
-                replayed: false,
+                repeated: false,
                 retries,
             };
             if decision.event_count() == 0 {
@@ -157,7 +157,7 @@ impl CommandService {
                 .collect(),
             position: events.iter().map(|e| e.position).max(),
             order_id,
-            replayed: true,
+            repeated: true,
             retries: 0,
         }))
     }

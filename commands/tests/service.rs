@@ -157,7 +157,7 @@ async fn the_same_command_id_returns_the_first_result_and_appends_nothing() {
     let first = shop.checkout("c1", "o1").await.unwrap();
     let head = shop.store.head().await.unwrap();
     let again = shop.checkout("c1", "o1").await.unwrap();
-    assert!(again.replayed);
+    assert!(again.repeated);
     assert_eq!(again.position, first.position);
     assert_eq!(again.order_id, first.order_id);
     assert_eq!(again.events_appended, first.events_appended);

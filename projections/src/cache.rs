@@ -147,7 +147,7 @@ impl RowCache {
     /// so that a row just changed (an order just placed) is served from memory from its
     /// first read. If the cache had not heard that the model stood at `from` (something else
     /// moved it there), every other row is forgotten too.
-    pub fn committed(&self, rows: Vec<(String, Arc<str>)>, from: LogCursor, to: LogCursor) {
+    pub fn written(&self, rows: Vec<(String, Arc<str>)>, from: LogCursor, to: LogCursor) {
         let mut state = self.state.lock().expect("row cache lock");
         state.generation += 1;
         if state.cursor != Some(from) {
@@ -227,7 +227,7 @@ impl RowStore for WatchedRows {
         self.inner.load(model, keys).await
     }
 
-    async fn commit(
+    async fn write_batch(
         &self,
         model: &'static str,
         from: LogCursor,
@@ -241,10 +241,10 @@ impl RowStore for WatchedRows {
             Some(_) => rows.iter().map(|(key, json)| (key.clone(), RowCache::canonical(json))).collect(),
             None => Vec::new(),
         };
-        let committed = self.inner.commit(model, from, to, events, rows).await;
+        let committed = self.inner.write_batch(model, from, to, events, rows).await;
         for cache in self.caches_of(model) {
             match committed {
-                Ok(true) => cache.committed(written.clone(), from, to),
+                Ok(true) => cache.written(written.clone(), from, to),
                 // Nothing written (the checkpoint had moved: see `follow_checkpoints`).
                 Ok(false) => {}
                 // A commit that failed on the way back may still have committed.
@@ -384,7 +384,7 @@ mod tests {
         }
         let to = LogCursor { commit: 1, position: 1 };
         let written = vec![("k1".into(), "{ \"n\": 1, \"a\": [1, 2] }".into()), ("k3".into(), "{\"n\":3}".into())];
-        assert!(rows.commit("m", LogCursor::START, to, 1, written).await.unwrap());
+        assert!(rows.write_batch("m", LogCursor::START, to, 1, written).await.unwrap());
         assert_eq!(hit(&cache, "k1").as_deref(), Some(r#"{"a":[1,2],"n":1}"#), "written through, canonical");
         assert_eq!(hit(&cache, "k3").as_deref(), Some(r#"{"n":3}"#), "a new row too");
         assert_eq!(hit(&cache, "k2").as_deref(), Some("{}"), "rows the commit did not write stay");
@@ -392,7 +392,7 @@ mod tests {
         // A read of the store that began before the commit does not overwrite it.
         let before = miss(&cache, "k4");
         let next = LogCursor { commit: 2, position: 2 };
-        assert!(rows.commit("m", to, next, 1, vec![("k4".into(), "{\"v\":2}".into())]).await.unwrap());
+        assert!(rows.write_batch("m", to, next, 1, vec![("k4".into(), "{\"v\":2}".into())]).await.unwrap());
         cache.put(before, "k4", row(r#"{"v":1}"#));
         assert_eq!(hit(&cache, "k4").as_deref(), Some(r#"{"v":2}"#));
 
@@ -401,7 +401,7 @@ mod tests {
         let ticket = miss(&cache, "k5");
         cache.put(ticket, "k5", row("{}"));
         let k9 = vec![("k9".to_string(), row("{}"))];
-        cache.committed(k9, LogCursor { commit: 5, position: 5 }, LogCursor { commit: 6, position: 6 });
+        cache.written(k9, LogCursor { commit: 5, position: 5 }, LogCursor { commit: 6, position: 6 });
         assert!(hit(&cache, "k5").is_none() && hit(&cache, "k2").is_none());
         assert!(hit(&cache, "k9").is_some(), "the commit's own rows are current");
         let ticket = miss(&cache, "k2");
@@ -409,7 +409,10 @@ mod tests {
 
         rows.ensure("m_rebuild", 1).await.unwrap();
         let ahead = LogCursor { commit: 3, position: 3 };
-        assert!(rows.commit("m_rebuild", LogCursor::START, ahead, 1, vec![("k2".into(), "{}".into())]).await.unwrap());
+        assert!(rows
+            .write_batch("m_rebuild", LogCursor::START, ahead, 1, vec![("k2".into(), "{}".into())])
+            .await
+            .unwrap());
         assert!(rows.swap("m", "m_rebuild").await.unwrap());
         assert!(hit(&cache, "k2").is_none(), "a swapped-in rebuild replaces every row");
         assert!(hit(&other, "k1").is_some());
@@ -433,11 +436,11 @@ mod tests {
             let ticket = miss(&cache, key);
             cache.put(ticket, key, row("{}"));
         }
-        assert!(rows.commit("m", LogCursor::START, at(1), 1, vec![("k1".into(), "{}".into())]).await.unwrap());
+        assert!(rows.write_batch("m", LogCursor::START, at(1), 1, vec![("k1".into(), "{}".into())]).await.unwrap());
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(hit(&cache, "k2").is_some(), "the follower saw nothing foreign");
         // Another process commits straight to the store.
-        assert!(inner.commit("m", at(1), at(2), 1, vec![("k3".into(), "{}".into())]).await.unwrap());
+        assert!(inner.write_batch("m", at(1), at(2), 1, vec![("k3".into(), "{}".into())]).await.unwrap());
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while hit(&cache, "k2").is_some() {
             assert!(std::time::Instant::now() < deadline, "the foreign commit went unnoticed");

@@ -10,7 +10,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use orderlog_store::{LogCursor, PostgresOptions};
 use tokio_postgres::NoTls;
 
-use crate::sqlite::CommitFault;
+use crate::sqlite::WriteFault;
 use crate::table::{Checkpoint, RowStore};
 use crate::RowsError;
 
@@ -20,7 +20,7 @@ const READ_MODEL_DDL_LOCK_KEY: i64 = 0x4F52_4C47_0000_0002;
 /// Rows and checkpoints in a PostgreSQL database.
 pub struct PostgresRows {
     pool: Pool,
-    fault: Mutex<Option<CommitFault>>,
+    fault: Mutex<Option<WriteFault>>,
     views: Vec<&'static str>,
 }
 
@@ -92,7 +92,7 @@ impl PostgresRows {
     }
 
     /// Makes the next commit fail at `fault`. For tests.
-    pub fn inject(&self, fault: CommitFault) {
+    pub fn inject(&self, fault: WriteFault) {
         *self.fault.lock().expect("fault lock") = Some(fault);
     }
 
@@ -153,7 +153,7 @@ impl RowStore for PostgresRows {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    async fn commit(
+    async fn write_batch(
         &self,
         model: &'static str,
         from: LogCursor,
@@ -180,13 +180,13 @@ impl RowStore for PostgresRows {
             table(model)
         );
         let written = match fault {
-            Some(CommitFault::AfterRows(n)) => n.min(rows.len()),
+            Some(WriteFault::AfterRows(n)) => n.min(rows.len()),
             _ => rows.len(),
         };
         let keys: Vec<&str> = rows[..written].iter().map(|(k, _)| k.as_str()).collect();
         let data: Vec<&str> = rows[..written].iter().map(|(_, d)| d.as_str()).collect();
         tx.execute(&upsert, &[&keys, &data]).await.map_err(db)?;
-        if let Some(CommitFault::AfterRows(n)) = fault {
+        if let Some(WriteFault::AfterRows(n)) = fault {
             return Err(RowsError::Database(format!("injected fault after {n} rows")));
         }
         tx.execute(
@@ -196,7 +196,7 @@ impl RowStore for PostgresRows {
         )
         .await
         .map_err(db)?;
-        if fault == Some(CommitFault::BeforeCommit) {
+        if fault == Some(WriteFault::BeforeCommit) {
             return Err(RowsError::Database("injected fault before commit".into()));
         }
         tx.commit().await.map_err(db)?;

@@ -19,7 +19,7 @@ use crate::RowsError;
 
 /// A failure injected into the next commit, inside its transaction (which then rolls back).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CommitFault {
+pub enum WriteFault {
     /// After writing this many rows.
     AfterRows(usize),
     /// After moving the checkpoint, before committing.
@@ -31,7 +31,7 @@ pub struct SqliteRows {
     conn: Arc<Mutex<Connection>>,
     /// For loading rows while `conn` writes (WAL readers see the last commit).
     reader: Arc<Mutex<Connection>>,
-    fault: Mutex<Option<CommitFault>>,
+    fault: Mutex<Option<WriteFault>>,
     views: Vec<&'static str>,
 }
 
@@ -61,7 +61,7 @@ impl SqliteRows {
     }
 
     /// Makes the next commit fail at `fault`. For tests.
-    pub fn inject(&self, fault: CommitFault) {
+    pub fn inject(&self, fault: WriteFault) {
         *self.fault.lock().expect("fault lock") = Some(fault);
     }
 
@@ -151,7 +151,7 @@ impl RowStore for SqliteRows {
         .await
     }
 
-    async fn commit(
+    async fn write_batch(
         &self,
         model: &'static str,
         from: LogCursor,
@@ -179,12 +179,12 @@ impl RowStore for SqliteRows {
                         table(model)
                     ))
                     .map_err(text)?;
-                if fault == Some(CommitFault::AfterRows(0)) {
+                if fault == Some(WriteFault::AfterRows(0)) {
                     return Err(RowsError::Database("injected fault after 0 rows".into()));
                 }
                 for (written, (key, data)) in (1..).zip(&rows) {
                     upsert.execute(params![key, data]).map_err(text)?;
-                    if fault == Some(CommitFault::AfterRows(written)) {
+                    if fault == Some(WriteFault::AfterRows(written)) {
                         return Err(RowsError::Database(format!("injected fault after {written} rows")));
                     }
                 }
@@ -195,7 +195,7 @@ impl RowStore for SqliteRows {
                 params![model, to.commit, to.position, events],
             )
             .map_err(text)?;
-            if fault == Some(CommitFault::BeforeCommit) {
+            if fault == Some(WriteFault::BeforeCommit) {
                 return Err(RowsError::Database("injected fault before commit".into()));
             }
             tx.commit().map_err(text)?;

@@ -86,7 +86,7 @@ pub trait RowStore: Send + Sync {
     /// In one transaction: if the checkpoint is still at `from`, writes the rows (JSON by
     /// key) and moves the checkpoint to `to`, adding `events`. Returns false, writing
     /// nothing, if the checkpoint had moved.
-    async fn commit(
+    async fn write_batch(
         &self,
         model: &'static str,
         from: LogCursor,
@@ -230,7 +230,7 @@ impl<M: TableModel> Runner<M> {
             if prepared.cut {
                 // The read-ahead went on past the event the batch was cut before: step from here.
                 drop(stop_reader);
-                self.commit(from, prepared).await?;
+                self.write(from, prepared).await?;
                 while self.step().await? > 0 {}
                 return self.rows.checkpoint(self.name).await.map_err(Self::rows_error);
             }
@@ -239,7 +239,7 @@ impl<M: TableModel> Runner<M> {
                 let batch = received::<M>(&mut ahead).await?;
                 self.prepare(batch, &written).await
             };
-            let (committed, following) = tokio::join!(self.commit(from, prepared), following);
+            let (committed, following) = tokio::join!(self.write(from, prepared), following);
             committed?;
             from = to;
             match following? {
@@ -287,7 +287,7 @@ impl<M: TableModel> Runner<M> {
         let batch = self.read(checkpoint.cursor).await?;
         let Some(prepared) = self.prepare(batch, &BTreeMap::new()).await? else { return Ok(0) };
         let events = prepared.events;
-        self.commit(checkpoint.cursor, prepared).await?;
+        self.write(checkpoint.cursor, prepared).await?;
         Ok(events as usize)
     }
 
@@ -377,9 +377,9 @@ impl<M: TableModel> Runner<M> {
     }
 
     /// Writes a prepared batch if the checkpoint is still at `from`.
-    async fn commit(&self, from: LogCursor, prepared: Prepared<M::Row>) -> Result<(), RunError> {
+    async fn write(&self, from: LogCursor, prepared: Prepared<M::Row>) -> Result<(), RunError> {
         let Prepared { to, events, rows, .. } = prepared;
-        let committed = self.rows.commit(self.name, from, to, events, rows).await.map_err(Self::rows_error)?;
+        let committed = self.rows.write_batch(self.name, from, to, events, rows).await.map_err(Self::rows_error)?;
         if !committed {
             return Err(RunError::CheckpointMoved { projection: self.name });
         }

@@ -15,7 +15,7 @@ use orderlog_projections::inventory::{
     InventoryLevels, InventoryRow, InventoryTable, INVENTORY_VIEWS_POSTGRES, INVENTORY_VIEWS_SQLITE,
 };
 use orderlog_projections::postgres::PostgresRows;
-use orderlog_projections::sqlite::{CommitFault, SqliteRows};
+use orderlog_projections::sqlite::{SqliteRows, WriteFault};
 use orderlog_projections::table::{Checkpoint, RowStore, RunError, Runner, TableModel};
 use orderlog_projections::RowsError;
 use orderlog_store::postgres::testing::TestDatabase;
@@ -26,17 +26,17 @@ use proptest::prelude::*;
 
 /// A row store whose next commit can be made to fail.
 trait Rows: RowStore {
-    fn inject(&self, fault: CommitFault);
+    fn inject(&self, fault: WriteFault);
 }
 
 impl Rows for SqliteRows {
-    fn inject(&self, fault: CommitFault) {
+    fn inject(&self, fault: WriteFault) {
         SqliteRows::inject(self, fault)
     }
 }
 
 impl Rows for PostgresRows {
-    fn inject(&self, fault: CommitFault) {
+    fn inject(&self, fault: WriteFault) {
         PostgresRows::inject(self, fault)
     }
 }
@@ -194,7 +194,7 @@ impl RowStore for FailingLoad {
         }
         self.inner.load(model, keys).await
     }
-    async fn commit(
+    async fn write_batch(
         &self,
         model: &'static str,
         from: LogCursor,
@@ -202,7 +202,7 @@ impl RowStore for FailingLoad {
         events: u64,
         rows: Vec<(String, String)>,
     ) -> Result<bool, RowsError> {
-        self.inner.commit(model, from, to, events, rows).await
+        self.inner.write_batch(model, from, to, events, rows).await
     }
     async fn record_error(&self, model: &'static str, error: &str) -> Result<(), RowsError> {
         self.inner.record_error(model, error).await
@@ -216,8 +216,7 @@ impl RowStore for FailingLoad {
 }
 
 async fn a_fault_at_any_step_of_a_batch_neither_counts_twice_nor_misses(make: impl AsyncFn() -> Shop) {
-    let faults =
-        [None, Some(CommitFault::AfterRows(0)), Some(CommitFault::AfterRows(1)), Some(CommitFault::BeforeCommit)];
+    let faults = [None, Some(WriteFault::AfterRows(0)), Some(WriteFault::AfterRows(1)), Some(WriteFault::BeforeCommit)];
     for fault in faults {
         let mut shop = make().await;
         shop.fill().await;

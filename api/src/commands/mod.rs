@@ -318,7 +318,7 @@ pub(crate) async fn run(
     let envelope = CommandEnvelope::new(format!("{}:{key}", principal.name), principal.name.clone(), command);
     match api.service.execute(envelope).await {
         Ok(outcome) => {
-            api.metrics.command(name, if outcome.replayed { "replayed" } else { "ok" });
+            api.metrics.command(name, if outcome.repeated { "repeated" } else { "ok" });
             let result = CommandResult {
                 command_id: outcome.command_id,
                 events_appended: outcome.events_appended,
@@ -333,7 +333,7 @@ pub(crate) async fn run(
                 shipment_id,
             };
             let mut response = Json(result).into_response();
-            if outcome.replayed {
+            if outcome.repeated {
                 response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
             }
             Ok(response)
