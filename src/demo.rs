@@ -26,6 +26,10 @@ use serde::Serialize;
 
 use crate::report::{fold_log, LogReport};
 
+mod summary;
+
+use summary::*;
+
 #[derive(clap::Args)]
 pub struct DemoArgs {
     /// A SQLite file path or a postgres:// URL; created if absent, continued if it holds an
@@ -350,75 +354,6 @@ fn catalogue(seed: u64) -> Catalogue {
     Catalogue { skus }
 }
 
-#[derive(Serialize)]
-struct DemoSummary {
-    database: String,
-    seed: u64,
-    shoppers: u32,
-    events_appended: u64,
-    events_total: u64,
-    events_per_sec: f64,
-    commands: u64,
-    carts: u64,
-    cart_operations: u64,
-    cart_operations_per_checkout: f64,
-    abandoned_carts: u64,
-    orders_placed: u64,
-    checkouts_rejected_out_of_stock: u64,
-    oversold_units: i64,
-    payment_failures: u64,
-    cancellations: u64,
-    shipments: u64,
-    returns: u64,
-    conflict_retries: u64,
-    flash_sale: FlashSale,
-    log: LogReport,
-    read_models: Vec<ReadModelCheck>,
-    elapsed_ms: u64,
-}
-
-/// A read model after the run: caught up with the log, and equal to the independent fold.
-#[derive(Serialize)]
-struct ReadModelCheck {
-    name: &'static str,
-    events: u64,
-    position: u64,
-    matches_log: bool,
-}
-
-/// Waits for each read model to catch up, then compares its rows with a fold of the log.
-async fn check_read_models(
-    store: &dyn orderlog_store::EventStore,
-    models: &crate::ReadModels,
-) -> Result<Vec<ReadModelCheck>> {
-    let mut checks = Vec::new();
-    for runner in &models.runners {
-        if !orderlog_projections::projector::wait_caught_up(store, &**runner, std::time::Duration::from_secs(60))
-            .await?
-        {
-            bail!("read model {} did not catch up within 60 s", runner.name());
-        }
-        let checkpoint = runner.checkpoint().await?;
-        checks.push(ReadModelCheck {
-            name: runner.name(),
-            events: checkpoint.events,
-            position: checkpoint.cursor.position,
-            matches_log: runner.verify().await?,
-        });
-    }
-    Ok(checks)
-}
-
-#[derive(Serialize)]
-struct FlashSale {
-    sku: String,
-    location: String,
-    units: u32,
-    shoppers: u64,
-    winners: u64,
-    rejected_out_of_stock: u64,
-}
-
 pub async fn run(args: DemoArgs) -> Result<()> {
     let opened = crate::open_store(&args.database).await?;
     let store = opened.store.clone();
@@ -606,73 +541,4 @@ async fn flash_sale(sim: &Arc<Sim>, orders: u32, seed: u64) -> Result<u64> {
         task.await??;
     }
     Ok(shoppers)
-}
-
-fn money(minor: i64) -> String {
-    format!("{}.{:02}", minor / 100, (minor % 100).abs())
-}
-
-fn print_summary(s: &DemoSummary) {
-    println!("orderlog demo on {} (seed {}, {} shoppers)", s.database, s.seed, s.shoppers);
-    println!();
-    println!(
-        "  events appended     {:>10}   ({:.0} events/s, {} ms)",
-        s.events_appended, s.events_per_sec, s.elapsed_ms
-    );
-    println!("  events in the log   {:>10}", s.events_total);
-    println!("  commands            {:>10}   ({} retried after a version conflict)", s.commands, s.conflict_retries);
-    println!(
-        "  carts               {:>10}   ({} abandoned, {:.1} cart operations per checkout)",
-        s.carts, s.abandoned_carts, s.cart_operations_per_checkout
-    );
-    println!("  orders placed       {:>10}", s.orders_placed);
-    println!("  out of stock        {:>10}   checkouts rejected", s.checkouts_rejected_out_of_stock);
-    println!("  payment failures    {:>10}", s.payment_failures);
-    println!("  cancellations       {:>10}", s.cancellations);
-    println!("  shipments           {:>10}", s.shipments);
-    println!("  returns             {:>10}", s.returns);
-    println!(
-        "  flash sale          {:>10}   shoppers raced for {} units of {} at {}: {} won, {} were told it sold out",
-        s.flash_sale.shoppers,
-        s.flash_sale.units,
-        s.flash_sale.sku,
-        s.flash_sale.location,
-        s.flash_sale.winners,
-        s.flash_sale.rejected_out_of_stock
-    );
-    println!("  oversold units      {:>10}   (folded from the whole log)", s.oversold_units);
-    println!();
-    println!(
-        "Whole log: {} orders placed, {} completed, {} cancelled, {} expired",
-        s.log.orders_placed, s.log.orders_completed, s.log.orders_cancelled, s.log.orders_expired
-    );
-    for (currency, gross) in &s.log.placed_by_currency {
-        let captured = s.log.captured_by_currency.get(currency).copied().unwrap_or(0);
-        let refunded = s.log.refunded_by_currency.get(currency).copied().unwrap_or(0);
-        println!(
-            "  {currency}: placed {} | captured {} | refunded {}",
-            money(*gross),
-            money(captured),
-            money(refunded)
-        );
-    }
-    for model in &s.read_models {
-        println!(
-            "Read model {}: {} events folded, {} the fold of the log",
-            model.name,
-            model.events,
-            if model.matches_log { "equal to" } else { "DIFFERENT from" }
-        );
-    }
-    println!();
-    println!("Inventory (stock item: on hand / reserved / available)");
-    for ((sku, location), level) in &s.log.inventory.items {
-        println!(
-            "  {:<34} {:>6} / {:>6} / {:>6}",
-            format!("{sku} at {location}"),
-            level.on_hand,
-            level.reserved,
-            level.available
-        );
-    }
 }

@@ -6,6 +6,7 @@
 //! router and the OpenAPI document from the same route declarations, so a route cannot be
 //! served without being documented.
 
+mod admin;
 pub mod auth;
 mod body;
 mod commands;
@@ -124,8 +125,8 @@ pub fn router_and_doc(api: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .merge(guarded(&api, &[Operations, Analytics], reads::report_routes()))
         .merge(guarded(&api, &[Audit], reads::stream_routes()))
         .merge(guarded(&api, &[Audit, Analytics], reads::feed_routes()))
-        .merge(guarded(&api, &[Admin], reads::token_routes()))
-        .merge(reads::operation_routes())
+        .merge(guarded(&api, &[Admin], admin::token_routes()))
+        .merge(admin::operation_routes())
         .split_for_parts();
     let served = openapi::exact(&doc);
     let request_id = HeaderName::from_static("x-request-id");

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use orderlog_api::auth::{parse_scopes, TokenStore};
+use orderlog_api::auth::{parse_scopes, Scope, TokenStore};
 use orderlog_api::database::Database;
 use orderlog_api::metrics::Metrics;
 use orderlog_api::{router_and_doc, Api, TimedStore};
@@ -182,4 +182,53 @@ pub async fn fill_cart(app: &App, token: &str, cart: &str, qty: u32) {
 
 pub async fn order_when_caught_up(app: &App, token: &str, order: &str, position: u64) -> Value {
     app.ok(Method::GET, &format!("/orders/{order}?wait_for={position}&timeout_ms=10000"), token, None).await
+}
+
+/// Every protected route, with the scopes that may call it.
+pub fn protected() -> Vec<(Method, &'static str, &'static [Scope])> {
+    use Scope::*;
+    const SHOP: &[Scope] = &[Shop];
+    const OPS: &[Scope] = &[Operations];
+    vec![
+        (Method::POST, "/carts", SHOP),
+        (Method::POST, "/carts/c1/items", SHOP),
+        (Method::PATCH, "/carts/c1/items/mug", SHOP),
+        (Method::DELETE, "/carts/c1/items/mug", SHOP),
+        (Method::PUT, "/carts/c1/discount", SHOP),
+        (Method::DELETE, "/carts/c1/discount", SHOP),
+        (Method::PUT, "/carts/c1/contact", SHOP),
+        (Method::PUT, "/carts/c1/shipping-address", SHOP),
+        (Method::PUT, "/carts/c1/shipping-method", SHOP),
+        (Method::POST, "/carts/c1/checkout", SHOP),
+        (Method::POST, "/orders/o1/cancel", OPS),
+        (Method::POST, "/orders/o1/payments", OPS),
+        (Method::POST, "/orders/o1/complete", OPS),
+        (Method::POST, "/orders/o1/hold", OPS),
+        (Method::POST, "/orders/o1/release-hold", OPS),
+        (Method::POST, "/orders/o1/returns", OPS),
+        (Method::POST, "/orders/o1/returns/r1/receive", OPS),
+        (Method::POST, "/stock/mug/berlin/receipts", OPS),
+        (Method::POST, "/stock/mug/berlin/adjustments", OPS),
+        (Method::PUT, "/stock/mug/berlin/safety-stock", OPS),
+        (Method::POST, "/stock/mug/berlin/incoming", OPS),
+        (Method::PUT, "/stock/mug/berlin/backorders", OPS),
+        (Method::POST, "/shipments", OPS),
+        (Method::POST, "/shipments/s1/pack", OPS),
+        (Method::POST, "/shipments/s1/ship", OPS),
+        (Method::POST, "/shipments/s1/deliver", OPS),
+        (Method::POST, "/shipments/s1/delivery-failed", OPS),
+        (Method::POST, "/shipments/s1/cancel", OPS),
+        (Method::GET, "/orders/o1", &[Shop, Operations, Audit]),
+        (Method::GET, "/orders", &[Operations, Audit]),
+        (Method::GET, "/inventory/skus/mug", &[Shop, Operations]),
+        (Method::GET, "/inventory/locations/berlin", OPS),
+        (Method::GET, "/reports/sales?from=2026-01-01&to=2026-01-02", &[Operations, Analytics]),
+        (Method::GET, "/reports/top-skus", &[Operations, Analytics]),
+        (Method::GET, "/streams/order-o1", &[Audit]),
+        (Method::GET, "/events", &[Audit, Analytics]),
+        (Method::GET, "/events/live", &[Audit, Analytics]),
+        (Method::GET, "/tokens", &[Admin]),
+        (Method::POST, "/tokens", &[Admin]),
+        (Method::DELETE, "/tokens/abc", &[Admin]),
+    ]
 }
