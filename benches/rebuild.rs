@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
-use orderlog_domain::cart::{Address, Customer, ShippingMethod};
+use orderlog_domain::cart::{Customer, ShippingMethod};
 use orderlog_domain::codec::DomainEvent;
 use orderlog_domain::order::{LineQuantity, OrderEvent, OrderLine, OrderTotals, PlacedOrder};
 use orderlog_domain::stock::StockEvent;
@@ -73,14 +73,7 @@ fn order_life(n: u64) -> Vec<NewEvent> {
         discount_code: None,
         tax_rate_bps: 0,
         totals: OrderTotals { subtotal: m(2_000), discount: m(0), shipping: m(0), tax: m(0), total: m(2_000) },
-        shipping_address: Address {
-            name: "Ann".into(),
-            line1: "Main St 1".into(),
-            line2: None,
-            city: "Berlin".into(),
-            postal_code: "10115".into(),
-            country: "DE".into(),
-        },
+        shipping_address: orderlog_domain::testing::address(),
         shipping_method: ShippingMethod { id: "dhl".into(), price: m(0) },
     };
     let shipment = ShipmentId::parse(format!("s{n}")).unwrap();

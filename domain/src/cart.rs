@@ -522,14 +522,7 @@ mod tests {
         );
         let bad_contact = CartCommand::SetContact { email: "bob@".into() };
         assert!(given_when::<Cart>(&[created()], &bad_contact).is_err());
-        let address = Address {
-            name: "Ann".into(),
-            line1: "Main St 1".into(),
-            line2: None,
-            city: "Berlin".into(),
-            postal_code: "10115".into(),
-            country: "DE".into(),
-        };
+        let address = crate::testing::address();
         let set = CartCommand::SetShippingAddress { address: address.clone() };
         assert_eq!(
             given_when::<Cart>(&[created()], &set).unwrap(),

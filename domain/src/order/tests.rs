@@ -1,7 +1,7 @@
 //! The order decider, given events and a command.
 
 use super::*;
-use crate::cart::{Address, Customer, ShippingMethod};
+use crate::cart::{Customer, ShippingMethod};
 use crate::{CartId, LocationId};
 
 #[test]
@@ -38,14 +38,7 @@ pub fn placed_order(total: i64) -> PlacedOrder {
         discount_code: None,
         tax_rate_bps: 0,
         totals: OrderTotals { subtotal: m(total), discount: m(0), shipping: m(0), tax: m(0), total: m(total) },
-        shipping_address: Address {
-            name: "Ann".into(),
-            line1: "Main St 1".into(),
-            line2: None,
-            city: "Berlin".into(),
-            postal_code: "10115".into(),
-            country: "DE".into(),
-        },
+        shipping_address: crate::testing::address(),
         shipping_method: ShippingMethod { id: "dhl".into(), price: m(0) },
     }
 }
