@@ -46,6 +46,7 @@ macro_rules! each_backend {
 pub mod hash;
 #[cfg(feature = "testing")]
 pub mod memory;
+pub mod merkle;
 pub mod migration;
 pub mod postgres;
 pub mod sqlite;

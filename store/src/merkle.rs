@@ -1,0 +1,280 @@
+//! A Merkle tree over the global log in the shape of RFC 9162 (Certificate Transparency
+//! 2.0), section 2.1: a leaf is `SHA-256(0x00 ‖ data)`, an inner node
+//! `SHA-256(0x01 ‖ left ‖ right)`, and a tree of `n` leaves splits at the largest power of
+//! two below `n`. A leaf's data is an event's hash, so the tree commits to every event and,
+//! through the hash chains, to every stream. Inclusion proofs show that an event is in a
+//! tree of a given size; consistency proofs that a larger tree extends a smaller one, which
+//! is what a holder of an earlier signed root needs to catch a rewritten history.
+//!
+//! Proofs are made from the leaf hashes by the RFC's recursive definitions and checked by
+//! its iterative verification algorithms (2.1.3.2 and 2.1.4.2), a separate path on
+//! purpose; `tools/merkle_verify.py` checks the same proofs independently.
+
+use sha2::{Digest, Sha256};
+
+/// A node's or leaf's hash.
+pub type Hash = [u8; 32];
+
+/// Why a proof does not hold.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProofError {
+    #[error("leaf {index} is not in a tree of {size} leaves")]
+    OutOfRange { index: u64, size: u64 },
+    #[error("a tree of {old} leaves cannot be extended by one of {new}")]
+    Shrunk { old: u64, new: u64 },
+    #[error("the proof has {found} hashes, not the {expected} this position and size take")]
+    Length { found: usize, expected: usize },
+    #[error("the proof does not lead to the root")]
+    RootMismatch,
+}
+
+/// The hash of a leaf whose data is `data`.
+pub fn leaf_hash(data: &[u8]) -> Hash {
+    let mut h = Sha256::new();
+    h.update([0x00]);
+    h.update(data);
+    h.finalize().into()
+}
+
+/// The hash of an inner node.
+pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
+    let mut h = Sha256::new();
+    h.update([0x01]);
+    h.update(left);
+    h.update(right);
+    h.finalize().into()
+}
+
+/// The largest power of two smaller than `n` (for `n` ≥ 2).
+fn split(n: usize) -> usize {
+    debug_assert!(n >= 2);
+    1 << (usize::BITS - 1 - (n - 1).leading_zeros())
+}
+
+/// The root of the tree whose leaves hash to `leaves` (MTH); the hash of nothing for none.
+pub fn root(leaves: &[Hash]) -> Hash {
+    match leaves.len() {
+        0 => Sha256::digest([]).into(),
+        1 => leaves[0],
+        n => {
+            let k = split(n);
+            node_hash(&root(&leaves[..k]), &root(&leaves[k..]))
+        }
+    }
+}
+
+/// The inclusion proof of leaf `index` in the tree of `leaves` (PATH), leaf first.
+pub fn inclusion_proof(leaves: &[Hash], index: usize) -> Result<Vec<Hash>, ProofError> {
+    if index >= leaves.len() {
+        return Err(ProofError::OutOfRange { index: index as u64, size: leaves.len() as u64 });
+    }
+    fn path(leaves: &[Hash], m: usize, out: &mut Vec<Hash>) {
+        if leaves.len() <= 1 {
+            return;
+        }
+        let k = split(leaves.len());
+        if m < k {
+            path(&leaves[..k], m, out);
+            out.push(root(&leaves[k..]));
+        } else {
+            path(&leaves[k..], m - k, out);
+            out.push(root(&leaves[..k]));
+        }
+    }
+    let mut out = Vec::new();
+    path(leaves, index, &mut out);
+    Ok(out)
+}
+
+/// The proof that the tree of `leaves` extends the tree of its first `old_size` leaves
+/// (PROOF); empty when the sizes are equal or the old tree is empty.
+pub fn consistency_proof(leaves: &[Hash], old_size: usize) -> Result<Vec<Hash>, ProofError> {
+    if old_size > leaves.len() {
+        return Err(ProofError::Shrunk { old: old_size as u64, new: leaves.len() as u64 });
+    }
+    fn subproof(leaves: &[Hash], m: usize, complete: bool, out: &mut Vec<Hash>) {
+        let n = leaves.len();
+        if m == n {
+            if !complete {
+                out.push(root(leaves));
+            }
+            return;
+        }
+        let k = split(n);
+        if m <= k {
+            subproof(&leaves[..k], m, complete, out);
+            out.push(root(&leaves[k..]));
+        } else {
+            subproof(&leaves[k..], m - k, false, out);
+            out.push(root(&leaves[..k]));
+        }
+    }
+    let mut out = Vec::new();
+    if old_size > 0 {
+        subproof(leaves, old_size, true, &mut out);
+    }
+    Ok(out)
+}
+
+/// Checks that `leaf` (a leaf hash) is leaf `index` of the tree of `size` leaves whose root
+/// is `root`, by the algorithm of RFC 9162, 2.1.3.2.
+pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, proof: &[Hash], root: &Hash) -> Result<(), ProofError> {
+    if index >= size {
+        return Err(ProofError::OutOfRange { index, size });
+    }
+    let (mut f, mut s) = (index, size - 1);
+    let mut r = *leaf;
+    for p in proof {
+        if s == 0 {
+            return Err(ProofError::Length { found: proof.len(), expected: proof_length(index, size) });
+        }
+        if f & 1 == 1 || f == s {
+            r = node_hash(p, &r);
+            while f & 1 == 0 && f != 0 {
+                f >>= 1;
+                s >>= 1;
+            }
+        } else {
+            r = node_hash(&r, p);
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    if s != 0 {
+        return Err(ProofError::Length { found: proof.len(), expected: proof_length(index, size) });
+    }
+    if &r != root {
+        return Err(ProofError::RootMismatch);
+    }
+    Ok(())
+}
+
+/// How many hashes the inclusion proof of `index` in a tree of `size` has.
+fn proof_length(index: u64, size: u64) -> usize {
+    let (mut f, mut s, mut n) = (index, size - 1, 0);
+    while s != 0 {
+        if f & 1 == 1 || f == s {
+            while f & 1 == 0 && f != 0 {
+                f >>= 1;
+                s >>= 1;
+            }
+        }
+        f >>= 1;
+        s >>= 1;
+        n += 1;
+    }
+    n
+}
+
+/// Checks that the tree of `new_size` leaves with root `new_root` extends the tree of
+/// `old_size` leaves with root `old_root`, by the algorithm of RFC 9162, 2.1.4.2.
+pub fn verify_consistency(
+    old_size: u64,
+    new_size: u64,
+    old_root: &Hash,
+    new_root: &Hash,
+    proof: &[Hash],
+) -> Result<(), ProofError> {
+    if old_size > new_size {
+        return Err(ProofError::Shrunk { old: old_size, new: new_size });
+    }
+    if old_size == new_size {
+        return match (proof.is_empty(), old_root == new_root) {
+            (true, true) => Ok(()),
+            (false, _) => Err(ProofError::Length { found: proof.len(), expected: 0 }),
+            (true, false) => Err(ProofError::RootMismatch),
+        };
+    }
+    if old_size == 0 {
+        // Every tree extends the empty one.
+        return match proof.is_empty() {
+            true => Ok(()),
+            false => Err(ProofError::Length { found: proof.len(), expected: 0 }),
+        };
+    }
+    let mut path: Vec<Hash> = Vec::with_capacity(proof.len() + 1);
+    if old_size.is_power_of_two() {
+        path.push(*old_root);
+    }
+    path.extend_from_slice(proof);
+    let Some((first, rest)) = path.split_first() else {
+        return Err(ProofError::Length { found: 0, expected: 1 });
+    };
+    let (mut f, mut s) = (old_size - 1, new_size - 1);
+    while f & 1 == 1 {
+        f >>= 1;
+        s >>= 1;
+    }
+    let (mut fr, mut sr) = (*first, *first);
+    for c in rest {
+        if s == 0 {
+            return Err(ProofError::Length { found: proof.len(), expected: proof.len() - 1 });
+        }
+        if f & 1 == 1 || f == s {
+            fr = node_hash(c, &fr);
+            sr = node_hash(c, &sr);
+            while f & 1 == 0 && f != 0 {
+                f >>= 1;
+                s >>= 1;
+            }
+        } else {
+            sr = node_hash(&sr, c);
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    if s != 0 || &fr != old_root || &sr != new_root {
+        return Err(ProofError::RootMismatch);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaves(n: usize) -> Vec<Hash> {
+        (0..n).map(|i| leaf_hash(format!("event {i}").as_bytes())).collect()
+    }
+
+    #[test]
+    fn roots_follow_the_definition() {
+        assert_eq!(hex::encode(root(&[])), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        let l = leaves(3);
+        assert_eq!(root(&l), node_hash(&node_hash(&l[0], &l[1]), &l[2]));
+        let l = leaves(5);
+        let four = node_hash(&node_hash(&l[0], &l[1]), &node_hash(&l[2], &l[3]));
+        assert_eq!(root(&l), node_hash(&four, &l[4]));
+    }
+
+    #[test]
+    fn every_inclusion_and_consistency_proof_of_small_trees_holds_and_a_changed_one_fails() {
+        for n in 1..=40usize {
+            let l = leaves(n);
+            let r = root(&l);
+            for i in 0..n {
+                let proof = inclusion_proof(&l, i).unwrap();
+                assert_eq!(proof.len(), proof_length(i as u64, n as u64));
+                verify_inclusion(i as u64, n as u64, &l[i], &proof, &r).unwrap();
+                let other = leaf_hash(b"forged");
+                assert!(verify_inclusion(i as u64, n as u64, &other, &proof, &r).is_err());
+                if let Some(first) = proof.first() {
+                    let mut bent = proof.clone();
+                    bent[0] = node_hash(first, first);
+                    assert!(verify_inclusion(i as u64, n as u64, &l[i], &bent, &r).is_err());
+                }
+            }
+            for m in 0..=n {
+                let proof = consistency_proof(&l, m).unwrap();
+                verify_consistency(m as u64, n as u64, &root(&l[..m]), &r, &proof).unwrap();
+                if m > 0 && m < n {
+                    let mut forged = l[..m].to_vec();
+                    forged[m - 1] = leaf_hash(b"rewritten");
+                    let err = verify_consistency(m as u64, n as u64, &root(&forged), &r, &proof);
+                    assert_eq!(err, Err(ProofError::RootMismatch), "m={m} n={n}");
+                }
+            }
+        }
+    }
+}
