@@ -230,12 +230,157 @@ pub fn verify_consistency(
     Ok(())
 }
 
+/// The tree over a growing log, kept as the hashes of its perfect subtrees (level `l`, index
+/// `i`: the `2^l` leaves from `i·2^l`), so a leaf is added in O(log n) and any root or proof
+/// is read in O(log² n) hashes, without the leaves' data.
+#[derive(Clone, Debug, Default)]
+pub struct Tree {
+    levels: Vec<Vec<Hash>>,
+}
+
+impl Tree {
+    pub fn new() -> Tree {
+        Tree::default()
+    }
+
+    /// Leaves in the tree.
+    pub fn size(&self) -> u64 {
+        self.levels.first().map_or(0, |l| l.len() as u64)
+    }
+
+    /// Adds a leaf whose data is `data`.
+    pub fn push(&mut self, data: &[u8]) {
+        self.push_leaf(leaf_hash(data));
+    }
+
+    /// Adds a leaf by its hash, and every perfect subtree it completes.
+    pub fn push_leaf(&mut self, leaf: Hash) {
+        let mut hash = leaf;
+        let mut level = 0;
+        loop {
+            if self.levels.len() == level {
+                self.levels.push(Vec::new());
+            }
+            self.levels[level].push(hash);
+            let len = self.levels[level].len();
+            if len % 2 == 1 {
+                return;
+            }
+            hash = node_hash(&self.levels[level][len - 2], &self.levels[level][len - 1]);
+            level += 1;
+        }
+    }
+
+    /// The root of the tree of the first `size` leaves.
+    pub fn root(&self, size: u64) -> Result<Hash, ProofError> {
+        if size > self.size() {
+            return Err(ProofError::OutOfRange { index: size, size: self.size() });
+        }
+        Ok(self.range(0, size as usize))
+    }
+
+    /// MTH of the leaves `start..end`, where `start` is where the RFC's recursion puts it.
+    fn range(&self, start: usize, end: usize) -> Hash {
+        let n = end - start;
+        if n == 0 {
+            return Sha256::digest([]).into();
+        }
+        if n.is_power_of_two() && start % n == 0 {
+            return self.levels[n.trailing_zeros() as usize][start / n];
+        }
+        let k = split(n);
+        node_hash(&self.range(start, start + k), &self.range(start + k, end))
+    }
+
+    /// The inclusion proof of leaf `index` in the tree of the first `size` leaves.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
+        if index >= size || size > self.size() {
+            return Err(ProofError::OutOfRange { index, size });
+        }
+        let mut out = Vec::new();
+        let (mut start, mut end, mut m) = (0usize, size as usize, index as usize);
+        let mut right_to_left = Vec::new();
+        while end - start > 1 {
+            let k = split(end - start);
+            if m < k {
+                right_to_left.push(self.range(start + k, end));
+                end = start + k;
+            } else {
+                right_to_left.push(self.range(start, start + k));
+                start += k;
+                m -= k;
+            }
+        }
+        out.extend(right_to_left.into_iter().rev());
+        Ok(out)
+    }
+
+    /// The proof that the tree of the first `new_size` leaves extends that of the first
+    /// `old_size`.
+    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, ProofError> {
+        if old_size > new_size {
+            return Err(ProofError::Shrunk { old: old_size, new: new_size });
+        }
+        if new_size > self.size() {
+            return Err(ProofError::OutOfRange { index: new_size, size: self.size() });
+        }
+        let mut out = Vec::new();
+        if old_size == 0 || old_size == new_size {
+            return Ok(out);
+        }
+        let (mut start, mut end, mut m, mut complete) = (0usize, new_size as usize, old_size as usize, true);
+        loop {
+            let n = end - start;
+            if m == n {
+                if !complete {
+                    out.push(self.range(start, end));
+                }
+                break;
+            }
+            let k = split(n);
+            if m <= k {
+                out.push(self.range(start + k, end));
+                end = start + k;
+            } else {
+                out.push(self.range(start, start + k));
+                start += k;
+                m -= k;
+                complete = false;
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn leaves(n: usize) -> Vec<Hash> {
         (0..n).map(|i| leaf_hash(format!("event {i}").as_bytes())).collect()
+    }
+
+    #[test]
+    fn the_incremental_tree_gives_the_roots_and_proofs_of_the_definitions() {
+        let l = leaves(300);
+        let mut tree = Tree::new();
+        for (n, leaf) in l.iter().enumerate() {
+            tree.push_leaf(*leaf);
+            let size = n as u64 + 1;
+            assert_eq!(tree.root(size).unwrap(), root(&l[..=n]));
+            for i in [0, n / 2, n] {
+                assert_eq!(tree.inclusion_proof(i as u64, size).unwrap(), inclusion_proof(&l[..=n], i).unwrap());
+            }
+            for m in [0, 1, n / 3, n / 2, n, n + 1] {
+                assert_eq!(tree.consistency_proof(m as u64, size).unwrap(), consistency_proof(&l[..=n], m).unwrap());
+            }
+        }
+        for size in [1u64, 7, 64, 65, 200, 300] {
+            assert_eq!(tree.root(size).unwrap(), root(&l[..size as usize]), "an earlier size");
+            let proof = tree.consistency_proof(size / 2, size).unwrap();
+            assert_eq!(proof, consistency_proof(&l[..size as usize], size as usize / 2).unwrap());
+        }
     }
 
     #[test]
