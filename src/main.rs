@@ -108,6 +108,27 @@ enum Commands {
         /// Start at the commit that wrote the event at this position.
         #[arg(long)]
         from: Option<u64>,
+        /// Also check that the log extends this signed checkpoint (a file `orderlog
+        /// checkpoint` wrote): catches a history rewritten with every hash recomputed.
+        #[arg(long, requires = "public_key", conflicts_with = "from")]
+        against: Option<PathBuf>,
+        /// The trusted public key of the checkpoint (64 hex digits, as `keys create` printed).
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Sign a checkpoint of the log (its size and Merkle root) with a key from `keys
+    /// create`, and print it as JSON; keep it somewhere the database's writers cannot reach.
+    Checkpoint {
+        #[arg(long, default_value = DEFAULT_DATABASE)]
+        database: String,
+        /// The signing key's file.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Signing keys for checkpoints.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Rebuild read models from the whole log without taking them offline: a copy is
     /// folded beside each live one and swapped in when it has caught up. Interrupted, it
@@ -126,6 +147,16 @@ enum Commands {
     Projections {
         #[command(subcommand)]
         command: ProjectionsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an Ed25519 signing key in a new file; prints its public key.
+    Create {
+        /// The key file to create (it must not exist).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -192,6 +223,11 @@ pub async fn open_store(database: &str) -> Result<Opened> {
     Ok(Opened { store: db.store(), applied: db.applied_migrations().to_vec(), db })
 }
 
+/// A public key as 64 hex digits.
+fn hex_key(key: &ed25519_dalek::VerifyingKey) -> String {
+    key.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn main() -> ExitCode {
     // RUST_LOG picks what is logged (default: warnings; `info` logs every request with its
     // id, status and latency); ORDERLOG_LOG_FORMAT=json writes one JSON object per line.
@@ -224,7 +260,39 @@ async fn run(cli: Cli) -> Result<()> {
         Commands::Rebuild { projection, all, database } => rebuild(&database, projection, all).await,
         Commands::Export { database, from, to, category, gzip } => export(&database, from, to, category, gzip).await,
         Commands::Import { file, database } => import(&database, &file).await,
-        Commands::Verify { database, from } => {
+        Commands::Keys { command: KeysCommand::Create { out } } => {
+            let key = orderlog_replay::checkpoint::create_key(&out)?;
+            eprintln!(
+                "created {} (key id {}); its public key:",
+                out.display(),
+                orderlog_replay::checkpoint::key_id(&key)
+            );
+            println!("{}", hex_key(&key));
+            Ok(())
+        }
+        Commands::Checkpoint { database, key } => {
+            let key = orderlog_replay::checkpoint::read_key(&key)?;
+            let opened = open_store(&database).await?;
+            let checkpoint = orderlog_replay::checkpoint::sign(&*opened.store, &key, chrono::Utc::now()).await?;
+            println!("{}", serde_json::to_string_pretty(&checkpoint)?);
+            Ok(())
+        }
+        Commands::Verify { database, against: Some(path), public_key, .. } => {
+            use orderlog_replay::checkpoint::{parse_public_key, verify_against, Checkpoint};
+            let key = parse_public_key(public_key.as_deref().unwrap_or_default()).context("--public-key")?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("--against: cannot read '{}'", path.display()))?;
+            let checkpoint: Checkpoint = serde_json::from_str(&text)
+                .with_context(|| format!("--against: '{}' is not a checkpoint", path.display()))?;
+            let opened = open_store(&database).await?;
+            let found = verify_against(&*opened.store, &checkpoint, &key).await?;
+            println!(
+                "the log ({} events) extends the checkpoint of {} events signed at {} by key {}",
+                found.size, found.checkpoint_size, checkpoint.time, checkpoint.key_id
+            );
+            Ok(())
+        }
+        Commands::Verify { database, from, .. } => {
             let opened = open_store(&database).await?;
             let head = opened.store.head().await?;
             let mut progress = orderlog_replay::progress::Progress::new("verify", Some(head));

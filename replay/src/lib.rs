@@ -7,6 +7,7 @@
 //! an event deleted (the last one too), inserted or moved between positions is found.
 
 pub mod archive;
+pub mod checkpoint;
 pub mod history;
 pub mod progress;
 

@@ -1,0 +1,168 @@
+//! Signed checkpoints of the log: the size and Merkle root (RFC 9162) of the log at a
+//! moment, signed with Ed25519. Whoever keeps a checkpoint can later check that the log
+//! still extends it: an insider who rewrites an event and recomputes every hash after it
+//! (which `verify` alone cannot see) changes the root of the log's first `tree_size`
+//! events, and a log cut short no longer has that many.
+
+use std::path::Path;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use orderlog_store::merkle::{Hash, Tree};
+use orderlog_store::{EventStore, LogCursor, READ_EVENTS_MAX};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::ReplayError;
+
+/// A signed statement of the log's size and root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    /// Events in the log (leaves of the tree), in log order.
+    pub tree_size: u64,
+    /// The Merkle root of those events' hashes, hex.
+    pub root_hash: String,
+    /// When it was signed (RFC 3339).
+    pub time: String,
+    /// The first 8 bytes of the SHA-256 of the public key, hex.
+    pub key_id: String,
+    /// Ed25519 over [`Checkpoint::signed_text`], hex.
+    pub signature: String,
+}
+
+impl Checkpoint {
+    /// The text the signature covers: the fields, one per line, in this order.
+    pub fn signed_text(tree_size: u64, root_hash: &str, time: &str, key_id: &str) -> String {
+        format!("orderlog checkpoint v1\n{tree_size}\n{root_hash}\n{time}\n{key_id}\n")
+    }
+
+    /// Checks the signature with `key`.
+    pub fn check_signature(&self, key: &VerifyingKey) -> Result<(), ReplayError> {
+        if self.key_id != key_id(key) {
+            return Err(ReplayError::Invalid(format!(
+                "the checkpoint is signed by key {}, not by the trusted key {}",
+                self.key_id,
+                key_id(key)
+            )));
+        }
+        let bytes: [u8; 64] = hex::decode(&self.signature)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| ReplayError::Invalid("the checkpoint's signature is not 64 bytes of hex".into()))?;
+        let text = Checkpoint::signed_text(self.tree_size, &self.root_hash, &self.time, &self.key_id);
+        key.verify(text.as_bytes(), &Signature::from_bytes(&bytes))
+            .map_err(|_| ReplayError::Invalid("the checkpoint's signature does not hold: it was altered".into()))
+    }
+}
+
+/// A key's id: the first 8 bytes of the SHA-256 of its public key, hex.
+pub fn key_id(key: &VerifyingKey) -> String {
+    hex::encode(&Sha256::digest(key.as_bytes())[..8])
+}
+
+/// A new signing key, written to `path` (hex; the file must not exist).
+pub fn create_key(path: &Path) -> Result<VerifyingKey, ReplayError> {
+    let key = SigningKey::generate(&mut rand_core::OsRng);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| ReplayError::Invalid(format!("cannot create the key file '{}': {e}", path.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
+    }
+    std::io::Write::write_all(&mut file, format!("{}\n", hex::encode(key.to_bytes())).as_bytes())
+        .map_err(|e| ReplayError::Invalid(format!("cannot write the key file '{}': {e}", path.display())))?;
+    Ok(key.verifying_key())
+}
+
+/// The signing key in `path`.
+pub fn read_key(path: &Path) -> Result<SigningKey, ReplayError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ReplayError::Invalid(format!("cannot read the key file '{}': {e}", path.display())))?;
+    let bytes: [u8; 32] = hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| ReplayError::Invalid(format!("'{}' does not hold a key (64 hex digits)", path.display())))?;
+    Ok(SigningKey::from_bytes(&bytes))
+}
+
+/// A public key given as 64 hex digits.
+pub fn parse_public_key(text: &str) -> Result<VerifyingKey, ReplayError> {
+    let bytes: [u8; 32] = hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| ReplayError::Invalid("a public key is 64 hex digits".into()))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|e| ReplayError::Invalid(format!("not an Ed25519 public key: {e}")))
+}
+
+/// The Merkle tree of the whole log, a leaf per event in log order (its hash as data).
+pub async fn tree_of(store: &dyn EventStore) -> Result<Tree, ReplayError> {
+    let mut tree = Tree::new();
+    let mut cursor = LogCursor::START;
+    loop {
+        let batch = store.read_all(cursor, READ_EVENTS_MAX).await?;
+        let Some(last) = batch.last() else { return Ok(tree) };
+        cursor = LogCursor::after(last);
+        for event in &batch {
+            let hash = hex::decode(&event.hash).map_err(|_| {
+                ReplayError::Invalid(format!("the event at position {} has a hash that is not hex", event.position))
+            })?;
+            tree.push(&hash);
+        }
+    }
+}
+
+/// Signs a checkpoint of the whole log as it is now.
+pub async fn sign(store: &dyn EventStore, key: &SigningKey, now: DateTime<Utc>) -> Result<Checkpoint, ReplayError> {
+    let tree = tree_of(store).await?;
+    let size = tree.size();
+    let root = hex::encode(root_of(&tree, size)?);
+    let time = now.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let id = key_id(&key.verifying_key());
+    let signature = key.sign(Checkpoint::signed_text(size, &root, &time, &id).as_bytes());
+    Ok(Checkpoint { tree_size: size, root_hash: root, time, key_id: id, signature: hex::encode(signature.to_bytes()) })
+}
+
+fn root_of(tree: &Tree, size: u64) -> Result<Hash, ReplayError> {
+    tree.root(size).map_err(|e| ReplayError::Invalid(e.to_string()))
+}
+
+/// What checking the log against a trusted checkpoint found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Extension {
+    /// Events in the log now.
+    pub size: u64,
+    /// Events the checkpoint covers.
+    pub checkpoint_size: u64,
+}
+
+/// Checks that the log extends `checkpoint`, signed by `key`: the signature holds, the log
+/// has at least its events, and its first `tree_size` events hash to its root.
+pub async fn verify_against(
+    store: &dyn EventStore,
+    checkpoint: &Checkpoint,
+    key: &VerifyingKey,
+) -> Result<Extension, ReplayError> {
+    checkpoint.check_signature(key)?;
+    let tree = tree_of(store).await?;
+    let size = tree.size();
+    if size < checkpoint.tree_size {
+        return Err(ReplayError::Invalid(format!(
+            "the log has {size} events, fewer than the {} of the checkpoint signed at {}: events were removed",
+            checkpoint.tree_size, checkpoint.time
+        )));
+    }
+    let root = hex::encode(root_of(&tree, checkpoint.tree_size)?);
+    if root != checkpoint.root_hash {
+        return Err(ReplayError::Invalid(format!(
+            "the log's first {} events do not hash to the root of the checkpoint signed at {}: history up to \
+             there was rewritten (root now {root}, signed {})",
+            checkpoint.tree_size, checkpoint.time, checkpoint.root_hash
+        )));
+    }
+    Ok(Extension { size, checkpoint_size: checkpoint.tree_size })
+}

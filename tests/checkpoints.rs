@@ -1,0 +1,133 @@
+//! Signed checkpoints catch what `verify` cannot: an insider with write access to the SQLite
+//! file who changes an event and recomputes every hash after it (the stream's chain, the
+//! commit records, the stream head) passes `verify`, and fails `verify --against` a
+//! checkpoint signed before; so does a log cut short. An altered checkpoint, or one signed
+//! by another key, is refused.
+
+mod common;
+
+use common::orderlog;
+use orderlog_store::hash::{commit_digest, event_hash};
+use orderlog_store::{EventStore, LogCursor, SqliteStore};
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// Adds 1 000 units to the first stock receipt and rehashes what follows it, as an insider
+/// who knows how the hashes are made would.
+fn rewrite_a_receipt(db: &std::path::Path) -> u64 {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (events, commits) = runtime.block_on(async {
+        let store = SqliteStore::open(db).unwrap();
+        let events = store.read_all(LogCursor::START, 10_000).await.unwrap();
+        let commits = store.read_commits(LogCursor::START, 10_000).await.unwrap();
+        (events, commits)
+    });
+    let target = events.iter().find(|e| e.event_type == "StockReceived").unwrap().clone();
+    let mut stream: Vec<_> = events.iter().filter(|e| e.stream_id == target.stream_id).cloned().collect();
+    let mut prev = orderlog_store::hash::GENESIS.to_string();
+    for e in &mut stream {
+        if e.position == target.position {
+            let mut payload: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
+            payload["units"] = (payload["units"].as_u64().unwrap() + 1_000).into();
+            e.payload = payload.to_string();
+        }
+        e.hash = event_hash(&prev, e);
+        prev = e.hash.clone();
+    }
+    let conn = rusqlite::Connection::open(db).unwrap();
+    for e in &stream {
+        conn.execute(
+            "UPDATE events SET payload = ?1, hash = ?2 WHERE position = ?3",
+            (&e.payload, &e.hash, e.position),
+        )
+        .unwrap();
+    }
+    conn.execute("UPDATE streams SET hash = ?1 WHERE stream_id = ?2", (&prev, &target.stream_id)).unwrap();
+    let hash_of = |position: u64| {
+        stream
+            .iter()
+            .find(|e| e.position == position)
+            .map(|e| e.hash.clone())
+            .unwrap_or_else(|| events.iter().find(|e| e.position == position).unwrap().hash.clone())
+    };
+    for c in &commits {
+        let positions: Vec<u64> = (c.first_position..c.first_position + c.events).collect();
+        let hashes: Vec<String> = positions.iter().map(|p| hash_of(*p)).collect();
+        let digest = commit_digest(positions.iter().copied().zip(hashes.iter().map(String::as_str)));
+        conn.execute("UPDATE orderlog_commits SET digest = ?1 WHERE first_position = ?2", (&digest, c.first_position))
+            .unwrap();
+    }
+    target.position
+}
+
+#[test]
+fn an_insider_rewrite_passes_verify_and_fails_against_a_signed_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    let db_text = db.to_str().unwrap();
+    let out = orderlog(&["demo", "--database", db_text, "--orders", "6", "--shoppers", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = dir.path().join("signing.key");
+    let out = orderlog(&["keys", "create", "--out", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let public = stdout(&out).trim().to_string();
+    assert_eq!(public.len(), 64);
+    let out = orderlog(&["checkpoint", "--database", db_text, "--key", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let checkpoint = dir.path().join("checkpoint.json");
+    std::fs::write(&checkpoint, stdout(&out)).unwrap();
+    let against = |db: &str, file: &std::path::Path, key: &str| {
+        orderlog(&["verify", "--database", db, "--against", file.to_str().unwrap(), "--public-key", key])
+    };
+    let out = against(db_text, &checkpoint, &public);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("extends the checkpoint"), "{}", stdout(&out));
+
+    // The log grows after the checkpoint: it still extends it.
+    let out = orderlog(&["demo", "--database", db_text, "--orders", "2", "--shoppers", "1", "--seed", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(against(db_text, &checkpoint, &public).status.success());
+
+    // An altered checkpoint, or another key, is refused.
+    let text = std::fs::read_to_string(&checkpoint).unwrap();
+    let mut altered: serde_json::Value = serde_json::from_str(&text).unwrap();
+    altered["tree_size"] = (altered["tree_size"].as_u64().unwrap() - 1).into();
+    let altered_file = dir.path().join("altered.json");
+    std::fs::write(&altered_file, altered.to_string()).unwrap();
+    let out = against(db_text, &altered_file, &public);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("signature does not hold"), "{}", stderr(&out));
+    let other = dir.path().join("other.key");
+    let other_public = stdout(&orderlog(&["keys", "create", "--out", other.to_str().unwrap()])).trim().to_string();
+    let out = against(db_text, &checkpoint, &other_public);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not by the trusted key"), "{}", stderr(&out));
+
+    // The insider's rewrite: `verify` cannot see it, the checkpoint can.
+    let copy = dir.path().join("rewritten.db");
+    std::fs::copy(&db, &copy).unwrap();
+    let position = rewrite_a_receipt(&copy);
+    let copy_text = copy.to_str().unwrap();
+    let out = orderlog(&["verify", "--database", copy_text]);
+    assert!(out.status.success(), "the rewrite at position {position} passes the chains: {}", stderr(&out));
+    let out = against(copy_text, &checkpoint, &public);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("was rewritten"), "{}", stderr(&out));
+
+    // A log cut short: the last commit's events gone (its record and heads too).
+    let cut = dir.path().join("cut.db");
+    std::fs::copy(&db, &cut).unwrap();
+    let conn = rusqlite::Connection::open(&cut).unwrap();
+    let size: i64 = serde_json::from_str::<serde_json::Value>(&text).unwrap()["tree_size"].as_i64().unwrap();
+    conn.execute("DELETE FROM events WHERE position > ?1", [size - 3]).unwrap();
+    drop(conn);
+    let out = against(cut.to_str().unwrap(), &checkpoint, &public);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("events were removed"), "{}", stderr(&out));
+}
