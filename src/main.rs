@@ -125,6 +125,19 @@ enum Commands {
         #[arg(long)]
         key: PathBuf,
     },
+    /// Print, as JSON, the Merkle proof that the event at POSITION is in the log (of
+    /// --size events; the whole log by default), or with --consistency M that the log
+    /// extends its first M events. `tools/merkle_verify.py` checks either.
+    Prove {
+        #[arg(long, default_value = DEFAULT_DATABASE)]
+        database: String,
+        #[arg(required_unless_present = "consistency", conflicts_with = "consistency")]
+        position: Option<u64>,
+        #[arg(long)]
+        consistency: Option<u64>,
+        #[arg(long)]
+        size: Option<u64>,
+    },
     /// Signing keys for checkpoints.
     Keys {
         #[command(subcommand)]
@@ -260,6 +273,20 @@ async fn run(cli: Cli) -> Result<()> {
         Commands::Rebuild { projection, all, database } => rebuild(&database, projection, all).await,
         Commands::Export { database, from, to, category, gzip } => export(&database, from, to, category, gzip).await,
         Commands::Import { file, database } => import(&database, &file).await,
+        Commands::Prove { database, position, consistency, size } => {
+            let opened = open_store(&database).await?;
+            let json = match (position, consistency) {
+                (Some(position), _) => serde_json::to_string_pretty(
+                    &orderlog_replay::checkpoint::prove_inclusion(&*opened.store, position, size).await?,
+                )?,
+                (None, Some(old)) => serde_json::to_string_pretty(
+                    &orderlog_replay::checkpoint::prove_consistency(&*opened.store, old, size).await?,
+                )?,
+                (None, None) => bail!("name a POSITION, or give --consistency M"),
+            };
+            println!("{json}");
+            Ok(())
+        }
         Commands::Keys { command: KeysCommand::Create { out } } => {
             let key = orderlog_replay::checkpoint::create_key(&out)?;
             eprintln!(

@@ -66,6 +66,22 @@ fn rewrite_a_receipt(db: &std::path::Path) -> u64 {
     target.position
 }
 
+/// What `tools/merkle_verify.py` (Python's standard library, from RFC 9162) says of `checks`.
+fn independent_verdicts(checks: &serde_json::Value) -> Vec<bool> {
+    use std::io::Write;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/merkle_verify.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the independent verifier");
+    child.stdin.take().unwrap().write_all(checks.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn an_insider_rewrite_passes_verify_and_fails_against_a_signed_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
@@ -94,6 +110,26 @@ fn an_insider_rewrite_passes_verify_and_fails_against_a_signed_checkpoint() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(against(db_text, &checkpoint, &public).status.success());
 
+    // Proofs the CLI prints hold for an independent verifier, and tie the grown log to the
+    // signed root.
+    let signed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&checkpoint).unwrap()).unwrap();
+    let signed_size = signed["tree_size"].as_u64().unwrap().to_string();
+    let prove = |db: &str, args: &[&str]| -> serde_json::Value {
+        let out = orderlog(&[&["prove", "--database", db], args].concat());
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+    let consistency = prove(db_text, &["--consistency", &signed_size]);
+    assert_eq!(consistency["old_root"], signed["root_hash"], "the grown log's first events hash to the signed root");
+    let checks = serde_json::json!([
+        prove(db_text, &["1"]),
+        prove(db_text, &["7", "--size", &signed_size]),
+        prove(db_text, &[&signed_size]),
+        consistency,
+        prove(db_text, &["--consistency", "1", "--size", &signed_size]),
+    ]);
+    assert_eq!(independent_verdicts(&checks), [true, true, true, true, true]);
+
     // An altered checkpoint, or another key, is refused.
     let text = std::fs::read_to_string(&checkpoint).unwrap();
     let mut altered: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -119,6 +155,11 @@ fn an_insider_rewrite_passes_verify_and_fails_against_a_signed_checkpoint() {
     let out = against(copy_text, &checkpoint, &public);
     assert!(!out.status.success(), "{}", stdout(&out));
     assert!(stderr(&out).contains("was rewritten"), "{}", stderr(&out));
+    // The rewritten log's proof of extending the signed tree does not lead to the signed root.
+    let mut forged = prove(copy_text, &["--consistency", &signed_size]);
+    assert_ne!(forged["old_root"], signed["root_hash"]);
+    forged["old_root"] = signed["root_hash"].clone();
+    assert_eq!(independent_verdicts(&serde_json::json!([forged])), [false]);
 
     // A log cut short: the last commit's events gone (its record and heads too).
     let cut = dir.path().join("cut.db");

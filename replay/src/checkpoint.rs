@@ -101,19 +101,105 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, ReplayError> {
 
 /// The Merkle tree of the whole log, a leaf per event in log order (its hash as data).
 pub async fn tree_of(store: &dyn EventStore) -> Result<Tree, ReplayError> {
+    Ok(tree_and_leaf(store, None).await?.0)
+}
+
+/// The tree of the whole log and, when asked, the leaf index of the event at `position`
+/// (its rank in log order: PostgreSQL's positions may skip numbers).
+async fn tree_and_leaf(
+    store: &dyn EventStore,
+    position: Option<u64>,
+) -> Result<(Tree, Option<(u64, Hash)>), ReplayError> {
     let mut tree = Tree::new();
+    let mut found = None;
     let mut cursor = LogCursor::START;
     loop {
         let batch = store.read_all(cursor, READ_EVENTS_MAX).await?;
-        let Some(last) = batch.last() else { return Ok(tree) };
+        let Some(last) = batch.last() else { return Ok((tree, found)) };
         cursor = LogCursor::after(last);
         for event in &batch {
             let hash = hex::decode(&event.hash).map_err(|_| {
                 ReplayError::Invalid(format!("the event at position {} has a hash that is not hex", event.position))
             })?;
+            if Some(event.position) == position {
+                found = Some((tree.size(), orderlog_store::merkle::leaf_hash(&hash)));
+            }
             tree.push(&hash);
         }
     }
+}
+
+/// An inclusion proof of one event, in the form `tools/merkle_verify.py` reads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InclusionProof {
+    pub kind: &'static str,
+    pub position: u64,
+    /// The event's leaf index (its rank in log order).
+    pub index: u64,
+    pub size: u64,
+    /// The leaf hash: SHA-256 of 0x00 and the event's hash.
+    pub leaf: String,
+    pub proof: Vec<String>,
+    pub root: String,
+}
+
+/// A consistency proof between two sizes of the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConsistencyProof {
+    pub kind: &'static str,
+    pub old_size: u64,
+    pub new_size: u64,
+    pub old_root: String,
+    pub new_root: String,
+    pub proof: Vec<String>,
+}
+
+fn hexes(hashes: Vec<Hash>) -> Vec<String> {
+    hashes.iter().map(hex::encode).collect()
+}
+
+/// The proof that the event at `position` is in the log of `size` events (the whole log
+/// when `None`).
+pub async fn prove_inclusion(
+    store: &dyn EventStore,
+    position: u64,
+    size: Option<u64>,
+) -> Result<InclusionProof, ReplayError> {
+    let (tree, found) = tree_and_leaf(store, Some(position)).await?;
+    let (index, leaf) = found.ok_or_else(|| ReplayError::Invalid(format!("no event at position {position}")))?;
+    let size = size.unwrap_or(tree.size());
+    let invalid = |e: orderlog_store::merkle::ProofError| ReplayError::Invalid(e.to_string());
+    let proof = tree.inclusion_proof(index, size).map_err(invalid)?;
+    Ok(InclusionProof {
+        kind: "inclusion",
+        position,
+        index,
+        size,
+        leaf: hex::encode(leaf),
+        proof: hexes(proof),
+        root: hex::encode(tree.root(size).map_err(invalid)?),
+    })
+}
+
+/// The proof that the log of `new_size` events (the whole log when `None`) extends its
+/// first `old_size` events.
+pub async fn prove_consistency(
+    store: &dyn EventStore,
+    old_size: u64,
+    new_size: Option<u64>,
+) -> Result<ConsistencyProof, ReplayError> {
+    let tree = tree_of(store).await?;
+    let new_size = new_size.unwrap_or(tree.size());
+    let invalid = |e: orderlog_store::merkle::ProofError| ReplayError::Invalid(e.to_string());
+    let proof = tree.consistency_proof(old_size, new_size).map_err(invalid)?;
+    Ok(ConsistencyProof {
+        kind: "consistency",
+        old_size,
+        new_size,
+        old_root: hex::encode(tree.root(old_size).map_err(invalid)?),
+        new_root: hex::encode(tree.root(new_size).map_err(invalid)?),
+        proof: hexes(proof),
+    })
 }
 
 /// Signs a checkpoint of the whole log as it is now.
