@@ -18,16 +18,19 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
-/// Adds 1 000 units to the first stock receipt and rehashes what follows it, as an insider
-/// who knows how the hashes are made would.
-fn rewrite_a_receipt(db: &std::path::Path) -> u64 {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (events, commits) = runtime.block_on(async {
-        let store = SqliteStore::open(db).unwrap();
-        let events = store.read_all(LogCursor::START, 10_000).await.unwrap();
-        let commits = store.read_commits(LogCursor::START, 10_000).await.unwrap();
-        (events, commits)
-    });
+/// An insider's rewrite: 1 000 units added to the first stock receipt, and every hash after
+/// it recomputed as orderlog computes them — the rows to change (position, payload, hash),
+/// the stream's new head hash, and the commit records' new digests.
+struct Rewrite {
+    stream_id: String,
+    events: Vec<(u64, String, String)>,
+    head: String,
+    digests: Vec<(u64, String)>,
+}
+
+async fn plan_rewrite(store: &dyn EventStore) -> Rewrite {
+    let events = store.read_all(LogCursor::START, 10_000).await.unwrap();
+    let commits = store.read_commits(LogCursor::START, 10_000).await.unwrap();
     let target = events.iter().find(|e| e.event_type == "StockReceived").unwrap().clone();
     let mut stream: Vec<_> = events.iter().filter(|e| e.stream_id == target.stream_id).cloned().collect();
     let mut prev = orderlog_store::hash::GENESIS.to_string();
@@ -40,30 +43,39 @@ fn rewrite_a_receipt(db: &std::path::Path) -> u64 {
         e.hash = event_hash(&prev, e);
         prev = e.hash.clone();
     }
-    let conn = rusqlite::Connection::open(db).unwrap();
-    for e in &stream {
-        conn.execute(
-            "UPDATE events SET payload = ?1, hash = ?2 WHERE position = ?3",
-            (&e.payload, &e.hash, e.position),
-        )
-        .unwrap();
-    }
-    conn.execute("UPDATE streams SET hash = ?1 WHERE stream_id = ?2", (&prev, &target.stream_id)).unwrap();
     let hash_of = |position: u64| {
-        stream
-            .iter()
-            .find(|e| e.position == position)
-            .map(|e| e.hash.clone())
-            .unwrap_or_else(|| events.iter().find(|e| e.position == position).unwrap().hash.clone())
+        let rewritten = stream.iter().find(|e| e.position == position);
+        rewritten.or_else(|| events.iter().find(|e| e.position == position)).unwrap().hash.clone()
     };
-    for c in &commits {
-        let positions: Vec<u64> = (c.first_position..c.first_position + c.events).collect();
-        let hashes: Vec<String> = positions.iter().map(|p| hash_of(*p)).collect();
-        let digest = commit_digest(positions.iter().copied().zip(hashes.iter().map(String::as_str)));
-        conn.execute("UPDATE orderlog_commits SET digest = ?1 WHERE first_position = ?2", (&digest, c.first_position))
+    let digests = commits
+        .iter()
+        .map(|c| {
+            let positions: Vec<u64> = (c.first_position..c.first_position + c.events).collect();
+            let hashes: Vec<String> = positions.iter().map(|p| hash_of(*p)).collect();
+            (c.first_position, commit_digest(positions.iter().copied().zip(hashes.iter().map(String::as_str))))
+        })
+        .collect();
+    Rewrite {
+        stream_id: target.stream_id,
+        events: stream.into_iter().map(|e| (e.position, e.payload, e.hash)).collect(),
+        head: prev,
+        digests,
+    }
+}
+
+/// Makes the rewrite in the SQLite file `db`.
+fn rewrite_sqlite(db: &std::path::Path) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let plan = runtime.block_on(async { plan_rewrite(&SqliteStore::open(db).unwrap()).await });
+    let conn = rusqlite::Connection::open(db).unwrap();
+    for (position, payload, hash) in &plan.events {
+        conn.execute("UPDATE events SET payload = ?1, hash = ?2 WHERE position = ?3", (payload, hash, position))
             .unwrap();
     }
-    target.position
+    conn.execute("UPDATE streams SET hash = ?1 WHERE stream_id = ?2", (&plan.head, &plan.stream_id)).unwrap();
+    for (first, digest) in &plan.digests {
+        conn.execute("UPDATE orderlog_commits SET digest = ?1 WHERE first_position = ?2", (digest, first)).unwrap();
+    }
 }
 
 /// What `tools/merkle_verify.py` (Python's standard library, from RFC 9162) says of `checks`.
@@ -148,10 +160,10 @@ fn an_insider_rewrite_passes_verify_and_fails_against_a_signed_checkpoint() {
     // The insider's rewrite: `verify` cannot see it, the checkpoint can.
     let copy = dir.path().join("rewritten.db");
     std::fs::copy(&db, &copy).unwrap();
-    let position = rewrite_a_receipt(&copy);
+    rewrite_sqlite(&copy);
     let copy_text = copy.to_str().unwrap();
     let out = orderlog(&["verify", "--database", copy_text]);
-    assert!(out.status.success(), "the rewrite at position {position} passes the chains: {}", stderr(&out));
+    assert!(out.status.success(), "the rewrite passes the chains: {}", stderr(&out));
     let out = against(copy_text, &checkpoint, &public);
     assert!(!out.status.success(), "{}", stdout(&out));
     assert!(stderr(&out).contains("was rewritten"), "{}", stderr(&out));
@@ -171,4 +183,53 @@ fn an_insider_rewrite_passes_verify_and_fails_against_a_signed_checkpoint() {
     let out = against(cut.to_str().unwrap(), &checkpoint, &public);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("events were removed"), "{}", stderr(&out));
+}
+
+#[test]
+fn an_insider_rewrite_in_postgres_passes_verify_and_fails_against_a_signed_checkpoint() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = runtime.block_on(orderlog_store::postgres::testing::TestDatabase::create());
+    let out = orderlog(&["demo", "--database", &db.url, "--orders", "6", "--shoppers", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("signing.key");
+    let public = stdout(&orderlog(&["keys", "create", "--out", key.to_str().unwrap()])).trim().to_string();
+    let out = orderlog(&["checkpoint", "--database", &db.url, "--key", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let checkpoint = dir.path().join("checkpoint.json");
+    std::fs::write(&checkpoint, stdout(&out)).unwrap();
+    let against = || {
+        orderlog(&["verify", "--database", &db.url, "--against", checkpoint.to_str().unwrap(), "--public-key", &public])
+    };
+    assert!(against().status.success());
+
+    runtime.block_on(async {
+        let store = orderlog_store::PostgresStore::connect_url(&db.url).await.unwrap();
+        let plan = plan_rewrite(&store).await;
+        let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        for (position, payload, hash) in &plan.events {
+            client
+                .execute(
+                    "UPDATE orderlog_events SET payload = $1, hash = $2 WHERE position = $3",
+                    &[payload, hash, &(*position as i64)],
+                )
+                .await
+                .unwrap();
+        }
+        for (first, digest) in &plan.digests {
+            client
+                .execute(
+                    "UPDATE orderlog_commits SET digest = $1 WHERE first_position = $2",
+                    &[digest, &(*first as i64)],
+                )
+                .await
+                .unwrap();
+        }
+    });
+    let out = orderlog(&["verify", "--database", &db.url]);
+    assert!(out.status.success(), "the rewrite passes the chains: {}", stderr(&out));
+    let out = against();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("was rewritten"), "{}", stderr(&out));
 }
