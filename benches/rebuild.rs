@@ -166,6 +166,28 @@ async fn history_tools(log: &dyn EventStore, scanned: u64, raw: f64, postgres: b
     let report = orderlog_replay::verify_chains(log).await.unwrap();
     assert!(report.first_broken.is_none());
     line("verify:", report.events as f64 / started.elapsed().as_secs_f64());
+    // What `checkpoint` and `verify --against` compute: the Merkle tree of the whole log.
+    let started = Instant::now();
+    let tree = orderlog_replay::checkpoint::tree_of(log).await.unwrap();
+    assert_eq!(tree.size(), scanned);
+    line("merkle tree (verify --against):", scanned as f64 / started.elapsed().as_secs_f64());
+    // Inclusion proofs from the tree in memory, at leaves spread over the log.
+    let mut took: Vec<std::time::Duration> = (0..10_000u64)
+        .map(|i| {
+            let leaf = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % scanned;
+            let started = Instant::now();
+            let proof = tree.inclusion_proof(leaf, scanned).unwrap();
+            let took = started.elapsed();
+            assert!(!proof.is_empty() || scanned == 1);
+            took
+        })
+        .collect();
+    took.sort_unstable();
+    println!(
+        "inclusion proof (in process):  p50 {:.1} µs, p99 {:.1} µs",
+        took[took.len() / 2].as_secs_f64() * 1e6,
+        took[took.len() * 99 / 100].as_secs_f64() * 1e6
+    );
     let file = dir.join("export.ndjson");
     let started = Instant::now();
     let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
