@@ -179,6 +179,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         insecure_dev: args.insecure_dev,
         projections_running: running,
         order_cache,
+        proofs: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

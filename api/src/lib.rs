@@ -15,6 +15,7 @@ pub mod listener;
 pub mod metrics;
 mod openapi;
 pub mod problem;
+mod proofs;
 mod reads;
 mod timed;
 
@@ -63,6 +64,8 @@ pub struct Api {
     /// Orders as served, kept exact by this process's order-status runner (whose row store
     /// must then be a `WatchedRows` over this cache); none to read every order from the store.
     pub order_cache: Option<Arc<orderlog_projections::cache::RowCache>>,
+    /// The Merkle tree of the log, caught up before each proof it answers.
+    pub proofs: Arc<orderlog_replay::checkpoint::TreeFollower>,
 }
 
 impl Api {
@@ -90,6 +93,7 @@ pub type Shared = Arc<Api>;
         (name = "shipments", description = "Shipments (scope `operations`)"),
         (name = "reads", description = "Read models, reports and stream history"),
         (name = "feed", description = "The event log for analytics and audit"),
+        (name = "proofs", description = "Merkle proofs over the log, RFC 9162 (scope `audit`)"),
         (name = "tokens", description = "API tokens (scope `admin`)"),
         (name = "operations", description = "Health, readiness and metrics (no token)")
     )
@@ -125,6 +129,7 @@ pub fn router_and_doc(api: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .merge(guarded(&api, &[Operations, Analytics], reads::report_routes()))
         .merge(guarded(&api, &[Audit], reads::stream_routes()))
         .merge(guarded(&api, &[Audit, Analytics], reads::feed_routes()))
+        .merge(guarded(&api, &[Audit], proofs::routes()))
         .merge(guarded(&api, &[Admin], admin::token_routes()))
         .merge(admin::operation_routes())
         .split_for_parts();

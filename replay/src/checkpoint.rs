@@ -101,32 +101,9 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, ReplayError> {
 
 /// The Merkle tree of the whole log, a leaf per event in log order (its hash as data).
 pub async fn tree_of(store: &dyn EventStore) -> Result<Tree, ReplayError> {
-    Ok(tree_and_leaf(store, None).await?.0)
-}
-
-/// The tree of the whole log and, when asked, the leaf index of the event at `position`
-/// (its rank in log order: PostgreSQL's positions may skip numbers).
-async fn tree_and_leaf(
-    store: &dyn EventStore,
-    position: Option<u64>,
-) -> Result<(Tree, Option<(u64, Hash)>), ReplayError> {
-    let mut tree = Tree::new();
-    let mut found = None;
-    let mut cursor = LogCursor::START;
-    loop {
-        let batch = store.read_all(cursor, READ_EVENTS_MAX).await?;
-        let Some(last) = batch.last() else { return Ok((tree, found)) };
-        cursor = LogCursor::after(last);
-        for event in &batch {
-            let hash = hex::decode(&event.hash).map_err(|_| {
-                ReplayError::Invalid(format!("the event at position {} has a hash that is not hex", event.position))
-            })?;
-            if Some(event.position) == position {
-                found = Some((tree.size(), orderlog_store::merkle::leaf_hash(&hash)));
-            }
-            tree.push(&hash);
-        }
-    }
+    let follower = TreeFollower::default();
+    let state = follower.caught_up(store).await?;
+    Ok(state.tree.clone())
 }
 
 /// An inclusion proof of one event, in the form `tools/merkle_verify.py` reads.
@@ -165,20 +142,7 @@ pub async fn prove_inclusion(
     position: u64,
     size: Option<u64>,
 ) -> Result<InclusionProof, ReplayError> {
-    let (tree, found) = tree_and_leaf(store, Some(position)).await?;
-    let (index, leaf) = found.ok_or_else(|| ReplayError::Invalid(format!("no event at position {position}")))?;
-    let size = size.unwrap_or(tree.size());
-    let invalid = |e: orderlog_store::merkle::ProofError| ReplayError::Invalid(e.to_string());
-    let proof = tree.inclusion_proof(index, size).map_err(invalid)?;
-    Ok(InclusionProof {
-        kind: "inclusion",
-        position,
-        index,
-        size,
-        leaf: hex::encode(leaf),
-        proof: hexes(proof),
-        root: hex::encode(tree.root(size).map_err(invalid)?),
-    })
+    TreeFollower::default().inclusion(store, position, size).await
 }
 
 /// The proof that the log of `new_size` events (the whole log when `None`) extends its
@@ -188,18 +152,108 @@ pub async fn prove_consistency(
     old_size: u64,
     new_size: Option<u64>,
 ) -> Result<ConsistencyProof, ReplayError> {
-    let tree = tree_of(store).await?;
-    let new_size = new_size.unwrap_or(tree.size());
-    let invalid = |e: orderlog_store::merkle::ProofError| ReplayError::Invalid(e.to_string());
-    let proof = tree.consistency_proof(old_size, new_size).map_err(invalid)?;
-    Ok(ConsistencyProof {
-        kind: "consistency",
-        old_size,
-        new_size,
-        old_root: hex::encode(tree.root(old_size).map_err(invalid)?),
-        new_root: hex::encode(tree.root(new_size).map_err(invalid)?),
-        proof: hexes(proof),
-    })
+    TreeFollower::default().consistency(store, old_size, new_size).await
+}
+
+/// The Merkle tree of a growing log, kept in memory and caught up before each answer (only
+/// the events after the last one folded are read), with each event's leaf index by
+/// position. Memory: about 100 bytes per event.
+#[derive(Default)]
+pub struct TreeFollower {
+    state: tokio::sync::Mutex<Followed>,
+}
+
+#[derive(Default)]
+struct Followed {
+    tree: Tree,
+    cursor: LogCursor,
+    index_of: std::collections::BTreeMap<u64, u64>,
+}
+
+impl TreeFollower {
+    async fn caught_up<'a>(
+        &'a self,
+        store: &dyn EventStore,
+    ) -> Result<tokio::sync::MutexGuard<'a, Followed>, ReplayError> {
+        let mut state = self.state.lock().await;
+        loop {
+            let batch = store.read_all(state.cursor, READ_EVENTS_MAX).await?;
+            let Some(last) = batch.last() else { return Ok(state) };
+            state.cursor = LogCursor::after(last);
+            for event in &batch {
+                let hash = hex::decode(&event.hash).map_err(|_| {
+                    ReplayError::Invalid(format!("the event at position {} has a hash that is not hex", event.position))
+                })?;
+                let index = state.tree.size();
+                state.index_of.insert(event.position, index);
+                state.tree.push(&hash);
+            }
+        }
+    }
+
+    /// The proof that the event at `position` is in the log of `size` events (the log as it
+    /// is now when `None`).
+    pub async fn inclusion(
+        &self,
+        store: &dyn EventStore,
+        position: u64,
+        size: Option<u64>,
+    ) -> Result<InclusionProof, ReplayError> {
+        let state = self.caught_up(store).await?;
+        let index = *state
+            .index_of
+            .get(&position)
+            .ok_or_else(|| ReplayError::NotFound(format!("no event at position {position}")))?;
+        let size = size.unwrap_or(state.tree.size());
+        if size > state.tree.size() {
+            return Err(ReplayError::Invalid(format!("tree_size {size}: the log has {} events", state.tree.size())));
+        }
+        if index >= size {
+            return Err(ReplayError::Invalid(format!(
+                "the event at position {position} is leaf {index}, not among the first {size} events"
+            )));
+        }
+        let invalid = |e: orderlog_store::merkle::ProofError| ReplayError::Invalid(e.to_string());
+        let proof = state.tree.inclusion_proof(index, size).map_err(invalid)?;
+        let leaf = state.tree.leaf(index).expect("a leaf of the tree");
+        Ok(InclusionProof {
+            kind: "inclusion",
+            position,
+            index,
+            size,
+            leaf: hex::encode(leaf),
+            proof: hexes(proof),
+            root: hex::encode(state.tree.root(size).map_err(invalid)?),
+        })
+    }
+
+    /// The proof that the log of `new_size` events (as it is now when `None`) extends its
+    /// first `old_size` events.
+    pub async fn consistency(
+        &self,
+        store: &dyn EventStore,
+        old_size: u64,
+        new_size: Option<u64>,
+    ) -> Result<ConsistencyProof, ReplayError> {
+        let state = self.caught_up(store).await?;
+        let new_size = new_size.unwrap_or(state.tree.size());
+        if new_size > state.tree.size() || old_size > new_size {
+            return Err(ReplayError::Invalid(format!(
+                "from {old_size} to {new_size}: sizes run from 0 to the log's {} events, the first no larger",
+                state.tree.size()
+            )));
+        }
+        let invalid = |e: orderlog_store::merkle::ProofError| ReplayError::Invalid(e.to_string());
+        let proof = state.tree.consistency_proof(old_size, new_size).map_err(invalid)?;
+        Ok(ConsistencyProof {
+            kind: "consistency",
+            old_size,
+            new_size,
+            old_root: hex::encode(state.tree.root(old_size).map_err(invalid)?),
+            new_root: hex::encode(state.tree.root(new_size).map_err(invalid)?),
+            proof: hexes(proof),
+        })
+    }
 }
 
 /// Signs a checkpoint of the whole log as it is now.

@@ -43,6 +43,9 @@ pub enum ReplayError {
     /// The request cannot be answered (no such stream, a version past its end …).
     #[error("{0}")]
     Invalid(String),
+    /// What the request names is not in the log (an event at a position).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// Checks the whole log: every stream's version sequence and hash chain, and every

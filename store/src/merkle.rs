@@ -243,6 +243,11 @@ impl Tree {
         Tree::default()
     }
 
+    /// The hash of leaf `index`.
+    pub fn leaf(&self, index: u64) -> Option<Hash> {
+        self.levels.first()?.get(index as usize).copied()
+    }
+
     /// Leaves in the tree.
     pub fn size(&self) -> u64 {
         self.levels.first().map_or(0, |l| l.len() as u64)

@@ -78,6 +78,7 @@ pub async fn build(
         insecure_dev: false,
         projections_running: Arc::new(AtomicBool::new(true)),
         order_cache: Some(order_cache.clone()),
+        proofs: Default::default(),
     });
     let (router, doc) = router_and_doc(api);
     App { router, doc, tokens, store, order_cache, _stop: stop, _keep: keep }
@@ -227,6 +228,8 @@ pub fn protected() -> Vec<(Method, &'static str, &'static [Scope])> {
         (Method::GET, "/streams/order-o1", &[Audit]),
         (Method::GET, "/events", &[Audit, Analytics]),
         (Method::GET, "/events/live", &[Audit, Analytics]),
+        (Method::GET, "/proofs/inclusion?position=1", &[Audit]),
+        (Method::GET, "/proofs/consistency?from=0", &[Audit]),
         (Method::GET, "/tokens", &[Admin]),
         (Method::POST, "/tokens", &[Admin]),
         (Method::DELETE, "/tokens/abc", &[Admin]),
