@@ -18,27 +18,37 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
-/// An insider's rewrite: 1 000 units added to the first stock receipt, and every hash after
-/// it recomputed as orderlog computes them — the rows to change (position, payload, hash),
-/// the stream's new head hash, and the commit records' new digests.
+/// An insider's rewrite of the first stock receipt — 1 000 units added, or another actor —
+/// with every hash after it recomputed as orderlog computes them: the rows to change
+/// (position, payload, metadata, hash), the stream's new head hash, and the commit records'
+/// new digests.
 struct Rewrite {
     stream_id: String,
-    events: Vec<(u64, String, String)>,
+    events: Vec<(u64, String, String, String)>,
     head: String,
     digests: Vec<(u64, String)>,
 }
 
-async fn plan_rewrite(store: &dyn EventStore) -> Rewrite {
+#[derive(Clone, Copy, PartialEq)]
+enum Change {
+    Units,
+    Actor,
+}
+
+async fn plan_rewrite(store: &dyn EventStore, change: Change) -> Rewrite {
     let events = store.read_all(LogCursor::START, 10_000).await.unwrap();
     let commits = store.read_commits(LogCursor::START, 10_000).await.unwrap();
     let target = events.iter().find(|e| e.event_type == "StockReceived").unwrap().clone();
     let mut stream: Vec<_> = events.iter().filter(|e| e.stream_id == target.stream_id).cloned().collect();
     let mut prev = orderlog_store::hash::GENESIS.to_string();
     for e in &mut stream {
-        if e.position == target.position {
+        if e.position == target.position && change == Change::Units {
             let mut payload: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
             payload["units"] = (payload["units"].as_u64().unwrap() + 1_000).into();
             e.payload = payload.to_string();
+        }
+        if e.position == target.position && change == Change::Actor {
+            e.metadata.actor = "someone-else".into();
         }
         e.hash = event_hash(&prev, e);
         prev = e.hash.clone();
@@ -57,20 +67,26 @@ async fn plan_rewrite(store: &dyn EventStore) -> Rewrite {
         .collect();
     Rewrite {
         stream_id: target.stream_id,
-        events: stream.into_iter().map(|e| (e.position, e.payload, e.hash)).collect(),
+        events: stream
+            .into_iter()
+            .map(|e| (e.position, e.payload, serde_json::to_string(&e.metadata).unwrap(), e.hash))
+            .collect(),
         head: prev,
         digests,
     }
 }
 
 /// Makes the rewrite in the SQLite file `db`.
-fn rewrite_sqlite(db: &std::path::Path) {
+fn rewrite_sqlite(db: &std::path::Path, change: Change) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let plan = runtime.block_on(async { plan_rewrite(&SqliteStore::open(db).unwrap()).await });
+    let plan = runtime.block_on(async { plan_rewrite(&SqliteStore::open(db).unwrap(), change).await });
     let conn = rusqlite::Connection::open(db).unwrap();
-    for (position, payload, hash) in &plan.events {
-        conn.execute("UPDATE events SET payload = ?1, hash = ?2 WHERE position = ?3", (payload, hash, position))
-            .unwrap();
+    for (position, payload, metadata, hash) in &plan.events {
+        conn.execute(
+            "UPDATE events SET payload = ?1, metadata = ?2, hash = ?3 WHERE position = ?4",
+            (payload, metadata, hash, position),
+        )
+        .unwrap();
     }
     conn.execute("UPDATE streams SET hash = ?1 WHERE stream_id = ?2", (&plan.head, &plan.stream_id)).unwrap();
     for (first, digest) in &plan.digests {
@@ -160,7 +176,7 @@ fn an_insider_rewrite_passes_verify_and_fails_against_a_signed_checkpoint() {
     // The insider's rewrite: `verify` cannot see it, the checkpoint can.
     let copy = dir.path().join("rewritten.db");
     std::fs::copy(&db, &copy).unwrap();
-    rewrite_sqlite(&copy);
+    rewrite_sqlite(&copy, Change::Units);
     let copy_text = copy.to_str().unwrap();
     let out = orderlog(&["verify", "--database", copy_text]);
     assert!(out.status.success(), "the rewrite passes the chains: {}", stderr(&out));
@@ -172,6 +188,17 @@ fn an_insider_rewrite_passes_verify_and_fails_against_a_signed_checkpoint() {
     assert_ne!(forged["old_root"], signed["root_hash"]);
     forged["old_root"] = signed["root_hash"].clone();
     assert_eq!(independent_verdicts(&serde_json::json!([forged])), [false]);
+
+    // Another actor written into an event, every hash after it recomputed.
+    let actor = dir.path().join("actor.db");
+    std::fs::copy(&db, &actor).unwrap();
+    rewrite_sqlite(&actor, Change::Actor);
+    let actor_text = actor.to_str().unwrap();
+    let out = orderlog(&["verify", "--database", actor_text]);
+    assert!(out.status.success(), "the actor rewrite passes the chains: {}", stderr(&out));
+    let out = against(actor_text, &checkpoint, &public);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("was rewritten"), "{}", stderr(&out));
 
     // A log cut short: the last commit's events gone (its record and heads too).
     let cut = dir.path().join("cut.db");
@@ -205,10 +232,10 @@ fn an_insider_rewrite_in_postgres_passes_verify_and_fails_against_a_signed_check
 
     runtime.block_on(async {
         let store = orderlog_store::PostgresStore::connect_url(&db.url).await.unwrap();
-        let plan = plan_rewrite(&store).await;
+        let plan = plan_rewrite(&store, Change::Units).await;
         let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
-        for (position, payload, hash) in &plan.events {
+        for (position, payload, _, hash) in &plan.events {
             client
                 .execute(
                     "UPDATE orderlog_events SET payload = $1, hash = $2 WHERE position = $3",
