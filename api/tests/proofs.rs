@@ -27,9 +27,12 @@ fn independent_verdicts(checks: &Value) -> Vec<bool> {
 async fn proofs_hold_for_an_independent_verifier(app: App) {
     let operations = app.token("operations").await;
     let audit = app.token("audit").await;
+    let mut receipts = Vec::new();
     for i in 1..=9 {
         let path = format!("/stock/sku-{i}/berlin/receipts");
-        app.ok(Method::POST, &path, &operations, Some(json!({"quantity": i}))).await;
+        let done = app.ok(Method::POST, &path, &operations, Some(json!({"quantity": i}))).await;
+        assert_eq!(done["receipt"]["position"], done["position"], "{done}");
+        receipts.push(done["receipt"]["inclusion_proof"].as_str().unwrap().to_string());
     }
     let get = |path: String| {
         let audit = audit.clone();
@@ -47,8 +50,9 @@ async fn proofs_hold_for_an_independent_verifier(app: App) {
         get("/proofs/consistency?from=3&to=8".into()).await,
         get("/proofs/consistency?from=4".into()).await,
         get("/proofs/consistency?from=9&to=9".into()).await,
+        get(receipts[6].clone()).await,
     ]);
-    assert_eq!(independent_verdicts(&checks), [true, true, true, true, true], "{checks}");
+    assert_eq!(independent_verdicts(&checks), [true, true, true, true, true, true], "{checks}");
     // A proof against another root does not hold.
     let mut bent = checks[0].clone();
     bent["root"] = checks[2]["new_root"].clone();

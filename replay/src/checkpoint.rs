@@ -15,6 +15,9 @@ use sha2::{Digest, Sha256};
 
 use crate::ReplayError;
 
+/// How long a proof waits for the appends committed before it to become readable.
+pub const SETTLE_MS_MAX: u64 = 5_000;
+
 /// A signed statement of the log's size and root.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -176,6 +179,9 @@ impl TreeFollower {
         store: &dyn EventStore,
     ) -> Result<tokio::sync::MutexGuard<'a, Followed>, ReplayError> {
         let mut state = self.state.lock().await;
+        // Everything committed before the call is in the tree (PostgreSQL's log is read below
+        // the oldest transaction still running); past the bound, the tree answers as it is.
+        store.settle(std::time::Duration::from_millis(SETTLE_MS_MAX)).await?;
         loop {
             let batch = store.read_all(state.cursor, READ_EVENTS_MAX).await?;
             let Some(last) = batch.last() else { return Ok(state) };

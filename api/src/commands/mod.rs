@@ -279,6 +279,18 @@ pub struct CommandResult {
     /// The shipment concerned, for shipment commands.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shipment_id: Option<String>,
+    /// Where the proof that the command's last event is in the log can be fetched (scope
+    /// `audit`); absent when the command changed nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Receipt>,
+}
+
+/// A command's receipt: its last event's position and where to fetch the Merkle proof of it.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Receipt {
+    pub position: u64,
+    /// `/proofs/inclusion?position=…`: the proof against the log as it is when fetched.
+    pub inclusion_proof: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -331,6 +343,10 @@ pub(crate) async fn run(
                 order_id: outcome.order_id.map(|o| o.to_string()),
                 cart_id,
                 shipment_id,
+                receipt: outcome.position.map(|position| Receipt {
+                    position,
+                    inclusion_proof: format!("/proofs/inclusion?position={position}"),
+                }),
             };
             let mut response = Json(result).into_response();
             if outcome.repeated {
