@@ -57,10 +57,13 @@ async fn plan_rewrite(store: &dyn EventStore, change: Change) -> Rewrite {
         let rewritten = stream.iter().find(|e| e.position == position);
         rewritten.or_else(|| events.iter().find(|e| e.position == position)).unwrap().hash.clone()
     };
+    // A commit record covers the `events` events from `first_position` in log order (on
+    // PostgreSQL two calls in flight can interleave their positions).
     let digests = commits
         .iter()
         .map(|c| {
-            let positions: Vec<u64> = (c.first_position..c.first_position + c.events).collect();
+            let start = events.iter().position(|e| e.position == c.first_position).unwrap();
+            let positions: Vec<u64> = events[start..start + c.events as usize].iter().map(|e| e.position).collect();
             let hashes: Vec<String> = positions.iter().map(|p| hash_of(*p)).collect();
             (c.first_position, commit_digest(positions.iter().copied().zip(hashes.iter().map(String::as_str))))
         })
