@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// (Without projectors in this process, orders are always read from the store.)
     #[arg(long)]
     no_order_cache: bool,
+    /// Sign checkpoints of the log with this key (from `orderlog keys create`) and serve
+    /// them at /checkpoints/latest, the public key at /checkpoints/key.
+    #[arg(long)]
+    checkpoint_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -132,6 +136,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     for runner in &models.runners {
         runner.ensure().await?;
     }
+    let checkpoints = match &args.checkpoint_key {
+        Some(path) => Some(Arc::new(orderlog_api::checkpoints::Signer::new(
+            orderlog_replay::checkpoint::read_key(path).context("--checkpoint-key")?,
+        ))),
+        None => None,
+    };
     let queries = opened.db.queries(4).await?;
     let tokens = opened.db.tokens().await?;
     if args.insecure_dev {
@@ -180,6 +190,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         projections_running: running,
         order_cache,
         proofs: Default::default(),
+        checkpoints,
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

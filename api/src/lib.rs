@@ -9,6 +9,7 @@
 mod admin;
 pub mod auth;
 mod body;
+pub mod checkpoints;
 mod commands;
 pub mod database;
 pub mod listener;
@@ -66,6 +67,8 @@ pub struct Api {
     pub order_cache: Option<Arc<orderlog_projections::cache::RowCache>>,
     /// The Merkle tree of the log, caught up before each proof it answers.
     pub proofs: Arc<orderlog_replay::checkpoint::TreeFollower>,
+    /// The key the server signs checkpoints with, when it signs them.
+    pub checkpoints: Option<Arc<checkpoints::Signer>>,
 }
 
 impl Api {
@@ -130,6 +133,7 @@ pub fn router_and_doc(api: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .merge(guarded(&api, &[Audit], reads::stream_routes()))
         .merge(guarded(&api, &[Audit, Analytics], reads::feed_routes()))
         .merge(guarded(&api, &[Audit], proofs::routes()))
+        .merge(guarded(&api, &[Audit], checkpoints::routes()))
         .merge(guarded(&api, &[Admin], admin::token_routes()))
         .merge(admin::operation_routes())
         .split_for_parts();

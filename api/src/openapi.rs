@@ -169,7 +169,9 @@ fn query(path: &str, name: &str) -> Option<Value> {
         (_, "currency") => json!({"$ref": "#/components/schemas/Currency"}),
         ("/reports/top-skus", "limit") => int(1, 500),
         ("/streams/{stream_id}", "from_version") => json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}),
-        ("/proofs/inclusion", "position" | "tree_size") | ("/proofs/consistency", "from" | "to") => {
+        ("/proofs/inclusion", "position" | "tree_size")
+        | ("/proofs/consistency", "from" | "to")
+        | ("/checkpoints/latest", "tree_size") => {
             json!({"type": "integer", "minimum": 0, "maximum": u64::MAX})
         }
         ("/streams/{stream_id}", "limit") | ("/events", "limit") | ("/events/live", "limit") => feed_limit,

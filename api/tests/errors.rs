@@ -169,7 +169,7 @@ async fn internal_errors_are_500s_without_internals() {
     let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&path).unwrap());
     let rows: Arc<dyn RowStore> = Arc::new(SqliteRows::open(&path, &[]).unwrap());
     let tokens = Arc::new(SqliteTokens::open(&path).unwrap());
-    let app = build(store, rows, Arc::new(Broken), tokens, Box::new(dir)).await;
+    let app = build(store, rows, Arc::new(Broken), tokens, Box::new(dir), None).await;
     let t = app.token("operations").await;
     for path in ["/orders/o1", "/orders", "/inventory/skus/mug", "/reports/top-skus"] {
         let reply = app.call(Method::GET, path, Some(&t), None).await;

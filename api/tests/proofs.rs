@@ -75,3 +75,44 @@ orderlog_store::each_backend! {
     #[tokio::test]
     fn proofs_hold_for_an_independent_verifier(App) on [sqlite, postgres];
 }
+
+/// A server with a signing key serves its public key and signed checkpoints that the log
+/// extends; an earlier one stays available by its size; without a key, 404.
+#[tokio::test]
+async fn the_server_signs_checkpoints_the_log_extends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orderlog.db");
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let signer = std::sync::Arc::new(orderlog_api::checkpoints::Signer::new(key.clone()));
+    let app = App::signing_on(&path.to_string_lossy(), Box::new(dir), Some(signer)).await;
+    let operations = app.token("operations").await;
+    let audit = app.token("audit").await;
+    let served = app.ok(Method::GET, "/checkpoints/key", &audit, None).await;
+    assert_eq!(served["public_key"], hex::encode(key.verifying_key().as_bytes()));
+    let none = app.call(Method::GET, "/checkpoints/latest", Some(&audit), None).await;
+    assert_eq!(none.status, StatusCode::OK, "an empty log has a checkpoint too: {}", none.text);
+    for i in 1..=3 {
+        app.ok(Method::POST, &format!("/stock/sku-{i}/berlin/receipts"), &operations, Some(json!({"quantity": i})))
+            .await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(orderlog_api::checkpoints::CHECKPOINT_INTERVAL_MS)).await;
+    let first = app.ok(Method::GET, "/checkpoints/latest", &audit, None).await;
+    assert_eq!(first["tree_size"], 3, "{first}");
+    let checkpoint: orderlog_replay::checkpoint::Checkpoint = serde_json::from_value(first.clone()).unwrap();
+    checkpoint.check_signature(&key.verifying_key()).unwrap();
+    orderlog_replay::checkpoint::verify_against(&*app.store, &checkpoint, &key.verifying_key()).await.unwrap();
+    // The consistency proof from the signed size to the log now leads to the signed root.
+    app.ok(Method::POST, "/stock/sku-9/berlin/receipts", &operations, Some(json!({"quantity": 9}))).await;
+    let proof = app.ok(Method::GET, "/proofs/consistency?from=3", &audit, None).await;
+    assert_eq!(proof["old_root"], first["root_hash"]);
+    assert_eq!(independent_verdicts(&json!([proof])), [true]);
+    let kept = app.ok(Method::GET, "/checkpoints/latest?tree_size=3", &audit, None).await;
+    assert_eq!(kept, first);
+    let unknown = app.call(Method::GET, "/checkpoints/latest?tree_size=2", Some(&audit), None).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
+
+    let plain = App::sqlite().await;
+    let audit = plain.token("audit").await;
+    let reply = plain.call(Method::GET, "/checkpoints/key", Some(&audit), None).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text);
+}

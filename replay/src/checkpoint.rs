@@ -197,6 +197,13 @@ impl TreeFollower {
         }
     }
 
+    /// The log's size and Merkle root now.
+    pub async fn head(&self, store: &dyn EventStore) -> Result<(u64, Hash), ReplayError> {
+        let state = self.caught_up(store).await?;
+        let size = state.tree.size();
+        Ok((size, state.tree.root(size).map_err(|e| ReplayError::Invalid(e.to_string()))?))
+    }
+
     /// The proof that the event at `position` is in the log of `size` events (the log as it
     /// is now when `None`).
     pub async fn inclusion(
@@ -260,6 +267,15 @@ impl TreeFollower {
             proof: hexes(proof),
         })
     }
+}
+
+/// Signs a checkpoint of a log of `size` events whose root is `root`.
+pub fn sign_head(size: u64, root: &Hash, key: &SigningKey, now: DateTime<Utc>) -> Checkpoint {
+    let root = hex::encode(root);
+    let time = now.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let id = key_id(&key.verifying_key());
+    let signature = key.sign(Checkpoint::signed_text(size, &root, &time, &id).as_bytes());
+    Checkpoint { tree_size: size, root_hash: root, time, key_id: id, signature: hex::encode(signature.to_bytes()) }
 }
 
 /// Signs a checkpoint of the whole log as it is now.

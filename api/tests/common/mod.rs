@@ -49,6 +49,7 @@ pub async fn build(
     queries: Arc<dyn ReadQueries>,
     tokens: Arc<dyn TokenStore>,
     keep: Box<dyn std::any::Any + Send>,
+    checkpoints: Option<Arc<orderlog_api::checkpoints::Signer>>,
 ) -> App {
     let metrics = Arc::new(Metrics::default());
     let timed: Arc<dyn EventStore> = Arc::new(TimedStore::new(store.clone(), metrics.clone()));
@@ -79,6 +80,7 @@ pub async fn build(
         projections_running: Arc::new(AtomicBool::new(true)),
         order_cache: Some(order_cache.clone()),
         proofs: Default::default(),
+        checkpoints,
     });
     let (router, doc) = router_and_doc(api);
     App { router, doc, tokens, store, order_cache, _stop: stop, _keep: keep }
@@ -106,10 +108,19 @@ impl App {
 
     /// On the database `url` names, as `orderlog serve` opens it.
     async fn on(url: &str, keep: Box<dyn std::any::Any + Send>) -> App {
+        App::signing_on(url, keep, None).await
+    }
+
+    /// On the database `url` names, signing checkpoints with `signer` if given.
+    pub async fn signing_on(
+        url: &str,
+        keep: Box<dyn std::any::Any + Send>,
+        signer: Option<Arc<orderlog_api::checkpoints::Signer>>,
+    ) -> App {
         let db = Database::open(url).await.unwrap();
         let (rows, queries, tokens) =
             (db.rows().await.unwrap(), db.queries(2).await.unwrap(), db.tokens().await.unwrap());
-        build(db.store(), rows, queries, tokens, keep).await
+        build(db.store(), rows, queries, tokens, keep, signer).await
     }
 
     pub async fn token(&self, scopes: &str) -> String {
@@ -230,6 +241,8 @@ pub fn protected() -> Vec<(Method, &'static str, &'static [Scope])> {
         (Method::GET, "/events/live", &[Audit, Analytics]),
         (Method::GET, "/proofs/inclusion?position=1", &[Audit]),
         (Method::GET, "/proofs/consistency?from=0", &[Audit]),
+        (Method::GET, "/checkpoints/key", &[Audit]),
+        (Method::GET, "/checkpoints/latest", &[Audit]),
         (Method::GET, "/tokens", &[Admin]),
         (Method::POST, "/tokens", &[Admin]),
         (Method::DELETE, "/tokens/abc", &[Admin]),
