@@ -6,6 +6,8 @@
 
 mod common;
 
+use orderlog_store::merkle::independent_verdicts;
+
 use common::orderlog;
 use orderlog_store::hash::{commit_digest, event_hash};
 use orderlog_store::{EventStore, LogCursor, SqliteStore};
@@ -95,22 +97,6 @@ fn rewrite_sqlite(db: &std::path::Path, change: Change) {
     for (first, digest) in &plan.digests {
         conn.execute("UPDATE orderlog_commits SET digest = ?1 WHERE first_position = ?2", (digest, first)).unwrap();
     }
-}
-
-/// What `tools/merkle_verify.py` (Python's standard library, from RFC 9162) says of `checks`.
-fn independent_verdicts(checks: &serde_json::Value) -> Vec<bool> {
-    use std::io::Write;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/merkle_verify.py");
-    let mut child = std::process::Command::new("python3")
-        .arg(script)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 runs the independent verifier");
-    child.stdin.take().unwrap().write_all(checks.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]

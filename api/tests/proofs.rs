@@ -4,25 +4,11 @@
 
 mod common;
 
-use std::io::Write;
+use orderlog_store::merkle::independent_verdicts;
 
 use axum::http::{Method, StatusCode};
 use common::*;
-use serde_json::{json, Value};
-
-fn independent_verdicts(checks: &Value) -> Vec<bool> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/merkle_verify.py");
-    let mut child = std::process::Command::new("python3")
-        .arg(script)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 runs the independent verifier");
-    child.stdin.take().unwrap().write_all(checks.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+use serde_json::json;
 
 async fn proofs_hold_for_an_independent_verifier(app: App) {
     let operations = app.token("operations").await;

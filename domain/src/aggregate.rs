@@ -13,12 +13,9 @@ use crate::shipment::{Shipment, ShipmentEvent, ShipmentState};
 use crate::stock::{Stock, StockEvent, StockState};
 use crate::{CartId, Decider, LocationId, OrderId, ShipmentId, Sku, StockKey};
 
-/// A decider registered in [`aggregates!`]: its kind, and its state in and out of
-/// [`AnyState`].
+/// A decider registered in [`aggregates!`]: its kind, and its state inside [`AnyState`].
 pub trait Aggregate: Decider<Event: TryFrom<DomainEvent> + Into<DomainEvent>, State: Clone> {
     const KIND: AggregateKind;
-    fn wrap(state: Self::State) -> AnyState;
-    fn unwrap(state: AnyState) -> Option<Self::State>;
     fn state(state: &AnyState) -> Option<&Self::State>;
 }
 
@@ -105,16 +102,6 @@ macro_rules! aggregates {
 
             impl Aggregate for $decider {
                 const KIND: AggregateKind = AggregateKind::$kind;
-                fn wrap(state: $state) -> AnyState {
-                    AnyState::$kind(Box::new(state))
-                }
-                fn unwrap(state: AnyState) -> Option<$state> {
-                    #[allow(unreachable_patterns)]
-                    match state {
-                        AnyState::$kind(s) => Some(*s),
-                        _ => None,
-                    }
-                }
                 fn state(state: &AnyState) -> Option<&$state> {
                     #[allow(unreachable_patterns)]
                     match state {

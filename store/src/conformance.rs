@@ -498,8 +498,8 @@ pub async fn a_bulk_load_fills_an_empty_log_once<S: crate::BulkLoad>(store: &S) 
     let loaded = store.read_all(LogCursor::START, 1_000).await.unwrap();
     let essence = |e: &RecordedEvent| (e.stream_id.clone(), e.version, e.event_id, e.hash.clone(), e.payload.clone());
     assert_eq!(loaded.iter().map(essence).collect::<Vec<_>>(), given.iter().map(essence).collect::<Vec<_>>());
-    for (stream, _) in verify_stream_heads(&loaded) {
-        assert!(store.stream_version(&stream).await.unwrap() > 0);
+    for (stream, version) in stream_heads(&loaded) {
+        assert_eq!(store.stream_version(&stream).await.unwrap(), version, "{stream}");
     }
     let again = store.bulk_load(input(&given)).await.unwrap_err();
     assert!(matches!(again, StoreError::LoadRefused(_)), "{again}");
@@ -510,7 +510,7 @@ pub async fn a_bulk_load_fills_an_empty_log_once<S: crate::BulkLoad>(store: &S) 
     verify_stream(&s0).unwrap();
 }
 
-fn verify_stream_heads(events: &[RecordedEvent]) -> BTreeMap<String, u64> {
+fn stream_heads(events: &[RecordedEvent]) -> BTreeMap<String, u64> {
     events.iter().map(|e| (e.stream_id.clone(), e.version)).collect()
 }
 

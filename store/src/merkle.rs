@@ -358,6 +358,24 @@ impl Tree {
     }
 }
 
+/// What the independent verifier, `tools/merkle_verify.py` (Python's standard library,
+/// written from RFC 9162), says of `checks` (a JSON array in its input form): a verdict each.
+#[cfg(feature = "testing")]
+pub fn independent_verdicts(checks: &serde_json::Value) -> Vec<bool> {
+    use std::io::Write;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/merkle_verify.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the independent verifier");
+    child.stdin.take().expect("piped").write_all(checks.to_string().as_bytes()).expect("the verifier reads");
+    let out = child.wait_with_output().expect("the verifier ends");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("the verifier answers a JSON array of verdicts")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
