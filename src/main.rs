@@ -277,10 +277,10 @@ async fn run(cli: Cli) -> Result<()> {
             let opened = open_store(&database).await?;
             let json = match (position, consistency) {
                 (Some(position), _) => serde_json::to_string_pretty(
-                    &orderlog_replay::checkpoint::prove_inclusion(&*opened.store, position, size).await?,
+                    &orderlog_replay::checkpoint::prove_inclusion(opened.db.tree(), position, size).await?,
                 )?,
                 (None, Some(old)) => serde_json::to_string_pretty(
-                    &orderlog_replay::checkpoint::prove_consistency(&*opened.store, old, size).await?,
+                    &orderlog_replay::checkpoint::prove_consistency(opened.db.tree(), old, size).await?,
                 )?,
                 (None, None) => bail!("name a POSITION, or give --consistency M"),
             };
@@ -300,7 +300,8 @@ async fn run(cli: Cli) -> Result<()> {
         Commands::Checkpoint { database, key } => {
             let key = orderlog_replay::checkpoint::read_key(&key)?;
             let opened = open_store(&database).await?;
-            let checkpoint = orderlog_replay::checkpoint::sign(&*opened.store, &key, chrono::Utc::now()).await?;
+            let tree = orderlog_replay::checkpoint::TreeFollower::new(opened.db.tree());
+            let checkpoint = tree.sign(&key, chrono::Utc::now()).await?;
             println!("{}", serde_json::to_string_pretty(&checkpoint)?);
             Ok(())
         }
@@ -312,7 +313,7 @@ async fn run(cli: Cli) -> Result<()> {
             let checkpoint: Checkpoint = serde_json::from_str(&text)
                 .with_context(|| format!("--against: '{}' is not a checkpoint", path.display()))?;
             let opened = open_store(&database).await?;
-            let found = verify_against(&*opened.store, &checkpoint, &key).await?;
+            let found = verify_against(&*opened.db.tree(), &checkpoint, &key).await?;
             println!(
                 "the log ({} events) extends the checkpoint of {} events signed at {} by key {}",
                 found.size, found.checkpoint_size, checkpoint.time, checkpoint.key_id

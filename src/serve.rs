@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// them at /checkpoints/latest, the public key at /checkpoints/key.
     #[arg(long)]
     checkpoint_key: Option<std::path::PathBuf>,
+    /// With --checkpoint-key: sign a checkpoint this often (seconds) while the log grows,
+    /// besides the ones signed on request.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    checkpoint_every_secs: u64,
 }
 
 #[derive(Subcommand)]
@@ -178,6 +182,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             }
         }))
     };
+    // The Merkle tree follows the log in this process (its extensions, from any process, are
+    // serialised by the store), and checkpoints are signed at the interval.
+    let proofs = Arc::new(orderlog_replay::checkpoint::TreeFollower::new(opened.db.tree()));
+    let every = std::time::Duration::from_secs(args.checkpoint_every_secs);
+    let signing = checkpoints.clone().map(|signer| (signer, every));
+    let maintainer = tokio::spawn(orderlog_api::checkpoints::maintain(proofs.clone(), signing, stop.subscribe()));
     let service = Arc::new(CommandService::new(store.clone(), Arc::new(SystemClock), Arc::new(RandomIds)));
     let api = Arc::new(Api {
         service,
@@ -189,7 +199,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         insecure_dev: args.insecure_dev,
         projections_running: running,
         order_cache,
-        proofs: Default::default(),
+        proofs,
         checkpoints,
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -204,6 +214,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         })
         .await?;
     let _ = stop.send(true);
+    let _ = maintainer.await;
     if let Some(projectors) = projectors {
         let _ = projectors.await;
     }

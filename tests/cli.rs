@@ -78,7 +78,7 @@ fn migrate_creates_the_schema_once() {
     let db = db.to_str().unwrap();
     let out = orderlog(&["migrate", "--database", db]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1, 2, 3, 4]"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1, 2, 3, 4, 5]"));
     let out = orderlog(&["migrate", "--database", db]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"), "{}", String::from_utf8_lossy(&out.stdout));
     // The migrations made every table, the tokens' and the read models' checkpoints too.

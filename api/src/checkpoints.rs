@@ -1,15 +1,17 @@
-//! Signed checkpoints served by the API (scope `audit`): the server's public key, and the
-//! latest checkpoint of the log — signed when asked if the log has grown since the last
-//! one, at most once per `CHECKPOINT_INTERVAL_MS`. Signed checkpoints are kept in memory,
-//! the last `CHECKPOINTS_KEPT_MAX` of them; an auditor keeps its own copies.
+//! Signed checkpoints served by the API (scope `audit`): the server's public key, the
+//! latest checkpoint of the log — signed when asked if the log has grown since the last one,
+//! at most once per `CHECKPOINT_INTERVAL_MS` — and any earlier one by its size. Checkpoints
+//! are kept in the database beside the log, whoever signed them (`orderlog serve`, the
+//! periodic signer, `orderlog checkpoint`); an auditor keeps its own copies.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
 use axum::Json;
 use ed25519_dalek::SigningKey;
-use orderlog_replay::checkpoint::{key_id, sign_head, Checkpoint};
+use orderlog_replay::checkpoint::{key_id, Checkpoint, TreeFollower};
+use orderlog_replay::ReplayError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -18,20 +20,56 @@ use utoipa_axum::routes;
 use crate::problem::Problem;
 use crate::Shared;
 
-/// Least time between two checkpoints the server signs.
+/// Least time between two checkpoints signed on request.
 pub const CHECKPOINT_INTERVAL_MS: u64 = 1_000;
-/// Signed checkpoints kept in memory, the latest ones.
-pub const CHECKPOINTS_KEPT_MAX: usize = 10_000;
+/// How often `orderlog serve` brings the stored Merkle tree up to the log, so that a proof
+/// seldom has many events to add first.
+pub const TREE_EXTEND_MS: u64 = 200;
 
-/// The server's signing key and the checkpoints it signed.
+/// The server's signing key and when it last signed on request.
 pub struct Signer {
     key: SigningKey,
-    signed: tokio::sync::Mutex<(BTreeMap<u64, Checkpoint>, Option<Instant>)>,
+    last: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl Signer {
     pub fn new(key: SigningKey) -> Signer {
-        Signer { key, signed: tokio::sync::Mutex::new((BTreeMap::new(), None)) }
+        Signer { key, last: tokio::sync::Mutex::new(None) }
+    }
+
+    pub fn key(&self) -> &SigningKey {
+        &self.key
+    }
+}
+
+/// Keeps the stored tree up to the log and, with a signer, signs a checkpoint every `every`
+/// while the log grows, until `stopped` turns true. Failures are logged and tried again.
+pub async fn maintain(
+    proofs: Arc<TreeFollower>,
+    signer: Option<(Arc<Signer>, Duration)>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut signed_at = Instant::now();
+    loop {
+        if let Err(e) = proofs.extend().await {
+            tracing::warn!(error = %e, "the Merkle tree could not be brought up to the log");
+        }
+        if let Some((signer, every)) = &signer {
+            if signed_at.elapsed() >= *every {
+                signed_at = Instant::now();
+                match proofs.sign(&signer.key, chrono::Utc::now()).await {
+                    Ok(c) => tracing::debug!(tree_size = c.tree_size, "checkpoint signed"),
+                    Err(e) => tracing::error!(error = %e, "no checkpoint signed"),
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(TREE_EXTEND_MS)) => {}
+            _ = stopped.changed() => return,
+        }
+        if *stopped.borrow() {
+            return;
+        }
     }
 }
 
@@ -43,6 +81,13 @@ fn signer(api: &Shared) -> Result<&Signer, Problem> {
     api.checkpoints
         .as_deref()
         .ok_or_else(|| Problem::not_found("this server signs no checkpoints (start it with --checkpoint-key)"))
+}
+
+fn problem(e: ReplayError) -> Problem {
+    match e {
+        ReplayError::Invalid(detail) => Problem::new(axum::http::StatusCode::CONFLICT, detail),
+        other => Problem::internal(other.to_string()),
+    }
 }
 
 /// The key checkpoints are signed with.
@@ -66,36 +111,33 @@ async fn public_key(State(api): State<Shared>) -> Result<Json<PublicKey>, Proble
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointParams {
-    /// An earlier checkpoint by its size, if this server signed one of that size and still
-    /// keeps it; the latest when absent.
+    /// An earlier checkpoint by its size, if one of that size was signed; the latest when
+    /// absent.
     tree_size: Option<u64>,
 }
 
 /// The latest signed checkpoint of the log (signed now if the log has grown since the last
 /// one), or an earlier one by its size.
 #[utoipa::path(get, path = "/checkpoints/latest", tag = "proofs", params(CheckpointParams),
-    responses((status = 200, body = Object), (status = 404, description = "no such checkpoint, or none signed")),
+    responses((status = 200, body = Object), (status = 404, description = "no such checkpoint, or none signed"),
+        (status = 409, description = "the log no longer extends the last checkpoint: none is signed")),
     security(("bearer" = ["audit"])))]
 async fn latest(State(api): State<Shared>, Query(p): Query<CheckpointParams>) -> Result<Json<Checkpoint>, Problem> {
     let signer = signer(&api)?;
-    let mut signed = signer.signed.lock().await;
     if let Some(size) = p.tree_size {
-        return signed.0.get(&size).cloned().map(Json).ok_or_else(|| {
-            Problem::not_found(format!("no checkpoint of {size} events is kept; GET /checkpoints/latest"))
+        return api.proofs.kept(Some(size)).await.map_err(problem)?.map(Json).ok_or_else(|| {
+            Problem::not_found(format!("no checkpoint of {size} events was signed; GET /checkpoints/latest"))
         });
     }
-    let due = signed.1.is_none_or(|at| at.elapsed() >= Duration::from_millis(CHECKPOINT_INTERVAL_MS));
-    let last_size = signed.0.keys().next_back().copied();
-    if due {
-        let (size, root) = api.proofs.head(&*api.store).await.map_err(|e| Problem::internal(e.to_string()))?;
-        if last_size.is_none_or(|last| size > last) {
-            let checkpoint = sign_head(size, &root, &signer.key, chrono::Utc::now());
-            signed.0.insert(size, checkpoint);
-            signed.1 = Some(Instant::now());
-            while signed.0.len() > CHECKPOINTS_KEPT_MAX {
-                signed.0.pop_first();
-            }
-        }
+    let mut last = signer.last.lock().await;
+    if last.is_none_or(|at| at.elapsed() >= Duration::from_millis(CHECKPOINT_INTERVAL_MS)) {
+        *last = Some(Instant::now());
+        return Ok(Json(api.proofs.sign(&signer.key, chrono::Utc::now()).await.map_err(problem)?));
     }
-    signed.0.values().next_back().cloned().map(Json).ok_or_else(|| Problem::not_found("no checkpoint signed yet"))
+    api.proofs
+        .kept(None)
+        .await
+        .map_err(problem)?
+        .map(Json)
+        .ok_or_else(|| Problem::not_found("no checkpoint signed yet"))
 }

@@ -15,7 +15,7 @@ use orderlog_projections::queries::{PostgresQueries, ReadQueries, SqliteQueries}
 use orderlog_projections::sqlite::SqliteRows;
 use orderlog_projections::table::RowStore;
 use orderlog_store::postgres::redact;
-use orderlog_store::{BulkLoad, EventStore, PostgresStore, SqliteStore, StoreError};
+use orderlog_store::{BulkLoad, EventStore, PostgresStore, SqliteStore, StoreError, TreeStore};
 use tokio::sync::OnceCell;
 
 use crate::auth::{PostgresTokens, SqliteTokens, TokenStore};
@@ -100,6 +100,14 @@ impl Database {
     }
 
     pub fn store(&self) -> Arc<dyn EventStore> {
+        match &self.inner {
+            Inner::Sqlite { store, .. } => store.clone(),
+            Inner::Postgres { store, .. } => store.clone(),
+        }
+    }
+
+    /// The store with its Merkle tree and signed checkpoints.
+    pub fn tree(&self) -> Arc<dyn TreeStore> {
         match &self.inner {
             Inner::Sqlite { store, .. } => store.clone(),
             Inner::Postgres { store, .. } => store.clone(),

@@ -65,7 +65,7 @@ pub struct Api {
     /// Orders as served, kept exact by this process's order-status runner (whose row store
     /// must then be a `WatchedRows` over this cache); none to read every order from the store.
     pub order_cache: Option<Arc<orderlog_projections::cache::RowCache>>,
-    /// The Merkle tree of the log, caught up before each proof it answers.
+    /// The stored Merkle tree of the log, brought up to the log before each proof.
     pub proofs: Arc<orderlog_replay::checkpoint::TreeFollower>,
     /// The key the server signs checkpoints with, when it signs them.
     pub checkpoints: Option<Arc<checkpoints::Signer>>,

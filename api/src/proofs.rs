@@ -1,6 +1,6 @@
 //! Merkle proofs over the log (scope `audit`), in the shape of RFC 9162: that an event is in
 //! the log of a given size, and that the log of one size extends the log of a smaller one.
-//! The tree is kept in memory and caught up with the log before each answer; the answers
+//! The tree is stored beside the log and brought up to it before each answer; the answers
 //! are what `orderlog prove` prints and `tools/merkle_verify.py` checks.
 
 use axum::extract::{Query, State};
@@ -45,7 +45,7 @@ async fn inclusion(
     State(api): State<Shared>,
     Query(p): Query<InclusionParams>,
 ) -> Result<Json<orderlog_replay::checkpoint::InclusionProof>, Problem> {
-    Ok(Json(api.proofs.inclusion(&*api.store, p.position, p.tree_size).await.map_err(problem)?))
+    Ok(Json(api.proofs.inclusion(p.position, p.tree_size).await.map_err(problem)?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -65,5 +65,5 @@ async fn consistency(
     State(api): State<Shared>,
     Query(p): Query<ConsistencyParams>,
 ) -> Result<Json<orderlog_replay::checkpoint::ConsistencyProof>, Problem> {
-    Ok(Json(api.proofs.consistency(&*api.store, p.from, p.to).await.map_err(problem)?))
+    Ok(Json(api.proofs.consistency(p.from, p.to).await.map_err(problem)?))
 }

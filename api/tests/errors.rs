@@ -13,7 +13,7 @@ use orderlog_projections::queries::{OrderFilter, ReadQueries, SalesDay, TopSku};
 use orderlog_projections::sqlite::SqliteRows;
 use orderlog_projections::table::RowStore;
 use orderlog_projections::RowsError;
-use orderlog_store::{EventStore, SqliteStore};
+use orderlog_store::SqliteStore;
 use serde_json::{json, Value};
 
 use common::*;
@@ -166,7 +166,7 @@ impl ReadQueries for Broken {
 async fn internal_errors_are_500s_without_internals() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("orderlog.db");
-    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&path).unwrap());
+    let store: Arc<dyn orderlog_store::TreeStore> = Arc::new(SqliteStore::open(&path).unwrap());
     let rows: Arc<dyn RowStore> = Arc::new(SqliteRows::open(&path, &[]).unwrap());
     let tokens = Arc::new(SqliteTokens::open(&path).unwrap());
     let app = build(store, rows, Arc::new(Broken), tokens, Box::new(dir), None).await;

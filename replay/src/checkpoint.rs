@@ -8,8 +8,10 @@ use std::path::Path;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
-use orderlog_store::merkle::{Hash, Tree};
-use orderlog_store::{EventStore, LogCursor, READ_EVENTS_MAX};
+use std::sync::Arc;
+
+use orderlog_store::merkle::{leaf_hash, node_hash, perfect, Frontier, Hash, NodeKey, Tree};
+use orderlog_store::{EventStore, LogCursor, RecordedEvent, TreeLeaf, TreeStore, READ_EVENTS_MAX};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -102,11 +104,25 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, ReplayError> {
     VerifyingKey::from_bytes(&bytes).map_err(|e| ReplayError::Invalid(format!("not an Ed25519 public key: {e}")))
 }
 
-/// The Merkle tree of the whole log, a leaf per event in log order (its hash as data).
-pub async fn tree_of(store: &dyn EventStore) -> Result<Tree, ReplayError> {
-    let follower = TreeFollower::default();
-    drop(follower.caught_up(store).await?);
-    Ok(follower.state.into_inner().tree)
+/// The Merkle tree of the whole log recomputed from its events, a leaf per event in log
+/// order (its hash as data), with each leaf's position.
+pub async fn tree_of(store: &dyn EventStore) -> Result<(Tree, Vec<u64>), ReplayError> {
+    let (mut tree, mut positions, mut cursor) = (Tree::new(), Vec::new(), LogCursor::START);
+    loop {
+        let batch = store.read_all(cursor, READ_EVENTS_MAX).await?;
+        let Some(last) = batch.last() else { return Ok((tree, positions)) };
+        cursor = LogCursor::after(last);
+        for event in &batch {
+            tree.push(&event_hash(event)?);
+            positions.push(event.position);
+        }
+    }
+}
+
+fn event_hash(event: &RecordedEvent) -> Result<Vec<u8>, ReplayError> {
+    hex::decode(&event.hash).map_err(|_| {
+        ReplayError::Invalid(format!("the event at position {} has a hash that is not hex", event.position))
+    })
 }
 
 /// An inclusion proof of one event, in the form `tools/merkle_verify.py` reads.
@@ -141,131 +157,212 @@ fn hexes(hashes: Vec<Hash>) -> Vec<String> {
 /// The proof that the event at `position` is in the log of `size` events (the whole log
 /// when `None`).
 pub async fn prove_inclusion(
-    store: &dyn EventStore,
+    store: Arc<dyn TreeStore>,
     position: u64,
     size: Option<u64>,
 ) -> Result<InclusionProof, ReplayError> {
-    TreeFollower::default().inclusion(store, position, size).await
+    TreeFollower::new(store).inclusion(position, size).await
 }
 
 /// The proof that the log of `new_size` events (the whole log when `None`) extends its
 /// first `old_size` events.
 pub async fn prove_consistency(
-    store: &dyn EventStore,
+    store: Arc<dyn TreeStore>,
     old_size: u64,
     new_size: Option<u64>,
 ) -> Result<ConsistencyProof, ReplayError> {
-    TreeFollower::default().consistency(store, old_size, new_size).await
+    TreeFollower::new(store).consistency(old_size, new_size).await
 }
 
-/// The Merkle tree of a growing log, kept in memory and caught up before each answer (only
-/// the events after the last one folded are read), with each event's leaf index by
-/// position. Memory: about 100 bytes per event.
-#[derive(Default)]
+/// The stored Merkle tree of a log, brought up to the log before each answer (the events
+/// after its last leaf are read and added, with the nodes they complete, a batch per
+/// transaction); every root and proof is then read from O(log n) stored nodes, in one
+/// query.
 pub struct TreeFollower {
-    state: tokio::sync::Mutex<Followed>,
+    store: Arc<dyn TreeStore>,
+    /// One extension at a time in this process; other processes are kept out by the store.
+    extending: tokio::sync::Mutex<()>,
 }
 
-#[derive(Default)]
-struct Followed {
-    tree: Tree,
-    cursor: LogCursor,
-    index_of: std::collections::BTreeMap<u64, u64>,
+fn proof_error(e: orderlog_store::merkle::ProofError) -> ReplayError {
+    ReplayError::Invalid(e.to_string())
 }
 
 impl TreeFollower {
-    async fn caught_up<'a>(
-        &'a self,
-        store: &dyn EventStore,
-    ) -> Result<tokio::sync::MutexGuard<'a, Followed>, ReplayError> {
-        let mut state = self.state.lock().await;
-        // Everything committed before the call is in the tree (PostgreSQL's log is read below
-        // the oldest transaction still running); past the bound, the tree answers as it is.
-        store.settle(std::time::Duration::from_millis(SETTLE_MS_MAX)).await?;
-        loop {
-            let batch = store.read_all(state.cursor, READ_EVENTS_MAX).await?;
-            let Some(last) = batch.last() else { return Ok(state) };
-            state.cursor = LogCursor::after(last);
-            for event in &batch {
-                let hash = hex::decode(&event.hash).map_err(|_| {
-                    ReplayError::Invalid(format!("the event at position {} has a hash that is not hex", event.position))
-                })?;
-                let index = state.tree.size();
-                state.index_of.insert(event.position, index);
-                state.tree.push(&hash);
+    pub fn new(store: Arc<dyn TreeStore>) -> TreeFollower {
+        TreeFollower { store, extending: tokio::sync::Mutex::new(()) }
+    }
+
+    /// The store the tree is kept in.
+    pub fn store(&self) -> &Arc<dyn TreeStore> {
+        &self.store
+    }
+
+    /// Adds the events appended since the tree's last leaf; returns the tree's size.
+    pub async fn extend(&self) -> Result<u64, ReplayError> {
+        let _one = self.extending.lock().await;
+        // Everything committed before the call goes in (PostgreSQL's log is read below the
+        // oldest transaction still running); past the bound, the tree answers as it is.
+        self.store.settle(std::time::Duration::from_millis(SETTLE_MS_MAX)).await?;
+        'again: loop {
+            let (size, mut cursor) = self.store.tree_size().await?;
+            let peaks = self.nodes(&perfect::peaks(size)).await?;
+            let mut frontier = Frontier::new(size, &peaks);
+            loop {
+                let batch = self.store.read_all(cursor, READ_EVENTS_MAX).await?;
+                let Some(last) = batch.last() else { return Ok(frontier.size()) };
+                let from = frontier.size();
+                let (mut leaves, mut nodes) = (Vec::with_capacity(batch.len()), Vec::with_capacity(batch.len()));
+                for event in &batch {
+                    let leaf = leaf_hash(&event_hash(event)?);
+                    let index = frontier.size();
+                    leaves.push(TreeLeaf { index, cursor: LogCursor::after(event), hash: leaf });
+                    nodes.extend(frontier.push(leaf).into_iter().filter(|(key, _)| key.level > 0));
+                }
+                if !self.store.tree_extend(from, leaves, nodes).await? {
+                    // Another process extended it first: go on from what it stored.
+                    continue 'again;
+                }
+                cursor = LogCursor::after(last);
             }
         }
     }
 
+    /// The stored hashes of `keys`, every one of which the tree must have.
+    async fn nodes(&self, keys: &[NodeKey]) -> Result<Vec<Hash>, ReplayError> {
+        let found = self.store.tree_nodes(keys.to_vec()).await?;
+        keys.iter()
+            .zip(found)
+            .map(|(key, hash)| {
+                hash.ok_or_else(|| {
+                    ReplayError::Invalid(format!(
+                        "the stored Merkle tree lacks node {} of level {}: its tables were altered",
+                        key.index, key.level
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// Runs `work` over the stored nodes it reads, fetched in one query.
+    async fn over_stored<T>(&self, work: impl Fn(&dyn Fn(NodeKey) -> Hash) -> T) -> Result<T, ReplayError> {
+        let keys = perfect::keys_read(&work);
+        let hashes = self.nodes(&keys).await?;
+        let stored: std::collections::HashMap<NodeKey, Hash> = keys.into_iter().zip(hashes).collect();
+        Ok(work(&|key| stored[&key]))
+    }
+
     /// The log's size and Merkle root now.
-    pub async fn head(&self, store: &dyn EventStore) -> Result<(u64, Hash), ReplayError> {
-        let state = self.caught_up(store).await?;
-        let size = state.tree.size();
-        Ok((size, state.tree.root(size).map_err(|e| ReplayError::Invalid(e.to_string()))?))
+    pub async fn head(&self) -> Result<(u64, Hash), ReplayError> {
+        let size = self.extend().await?;
+        Ok((size, self.over_stored(|node| perfect::root(node, size)).await?))
     }
 
     /// The proof that the event at `position` is in the log of `size` events (the log as it
     /// is now when `None`).
-    pub async fn inclusion(
-        &self,
-        store: &dyn EventStore,
-        position: u64,
-        size: Option<u64>,
-    ) -> Result<InclusionProof, ReplayError> {
-        let state = self.caught_up(store).await?;
-        let index = *state
-            .index_of
-            .get(&position)
+    pub async fn inclusion(&self, position: u64, size: Option<u64>) -> Result<InclusionProof, ReplayError> {
+        let now = self.extend().await?;
+        let leaf = self
+            .store
+            .tree_leaf_at(position)
+            .await?
             .ok_or_else(|| ReplayError::NotFound(format!("no event at position {position}")))?;
-        let size = size.unwrap_or(state.tree.size());
-        if size > state.tree.size() {
-            return Err(ReplayError::Invalid(format!("tree_size {size}: the log has {} events", state.tree.size())));
+        let size = size.unwrap_or(now);
+        if size > now {
+            return Err(ReplayError::Invalid(format!("tree_size {size}: the log has {now} events")));
         }
+        let index = leaf.index;
         if index >= size {
             return Err(ReplayError::Invalid(format!(
                 "the event at position {position} is leaf {index}, not among the first {size} events"
             )));
         }
-        let invalid = |e: orderlog_store::merkle::ProofError| ReplayError::Invalid(e.to_string());
-        let proof = state.tree.inclusion_proof(index, size).map_err(invalid)?;
-        let leaf = state.tree.leaf(index).expect("a leaf of the tree");
+        let (proof, root) =
+            self.over_stored(|node| (perfect::inclusion_proof(node, index, size), perfect::root(node, size))).await?;
         Ok(InclusionProof {
             kind: "inclusion",
             position,
             index,
             size,
-            leaf: hex::encode(leaf),
+            leaf: hex::encode(leaf.hash),
             proof: hexes(proof),
-            root: hex::encode(state.tree.root(size).map_err(invalid)?),
+            root: hex::encode(root),
         })
     }
 
     /// The proof that the log of `new_size` events (as it is now when `None`) extends its
     /// first `old_size` events.
-    pub async fn consistency(
-        &self,
-        store: &dyn EventStore,
-        old_size: u64,
-        new_size: Option<u64>,
-    ) -> Result<ConsistencyProof, ReplayError> {
-        let state = self.caught_up(store).await?;
-        let new_size = new_size.unwrap_or(state.tree.size());
-        if new_size > state.tree.size() || old_size > new_size {
+    pub async fn consistency(&self, old_size: u64, new_size: Option<u64>) -> Result<ConsistencyProof, ReplayError> {
+        let now = self.extend().await?;
+        let new_size = new_size.unwrap_or(now);
+        if new_size > now || old_size > new_size {
             return Err(ReplayError::Invalid(format!(
-                "from {old_size} to {new_size}: sizes run from 0 to the log's {} events, the first no larger",
-                state.tree.size()
+                "from {old_size} to {new_size}: sizes run from 0 to the log's {now} events, the first no larger"
             )));
         }
-        let invalid = |e: orderlog_store::merkle::ProofError| ReplayError::Invalid(e.to_string());
-        let proof = state.tree.consistency_proof(old_size, new_size).map_err(invalid)?;
+        let (proof, old_root, new_root) = self
+            .over_stored(|node| {
+                (
+                    perfect::consistency_proof(node, old_size, new_size),
+                    perfect::root(node, old_size),
+                    perfect::root(node, new_size),
+                )
+            })
+            .await?;
         Ok(ConsistencyProof {
             kind: "consistency",
             old_size,
             new_size,
-            old_root: hex::encode(state.tree.root(old_size).map_err(invalid)?),
-            new_root: hex::encode(state.tree.root(new_size).map_err(invalid)?),
+            old_root: hex::encode(old_root),
+            new_root: hex::encode(new_root),
             proof: hexes(proof),
         })
+    }
+
+    /// Signs a checkpoint of the log as it is now and keeps it, unless the latest kept one
+    /// is already of this size (that one is returned). Refuses to sign a tree that does not
+    /// extend the latest kept checkpoint (its signature is not checked here; whoever relies
+    /// on it checks it): a history rewritten under the tree is not signed over.
+    pub async fn sign(&self, key: &SigningKey, now: DateTime<Utc>) -> Result<Checkpoint, ReplayError> {
+        let (size, root) = self.head().await?;
+        let last = match self.store.kept_checkpoint(None).await? {
+            Some(json) => Some(
+                serde_json::from_str::<Checkpoint>(&json)
+                    .map_err(|e| ReplayError::Invalid(format!("the latest kept checkpoint cannot be read: {e}")))?,
+            ),
+            None => None,
+        };
+        if let Some(last) = last {
+            if last.tree_size == size && last.root_hash == hex::encode(root) {
+                return Ok(last);
+            }
+            let then = if last.tree_size <= size {
+                Some(hex::encode(self.over_stored(|node| perfect::root(node, last.tree_size)).await?))
+            } else {
+                None
+            };
+            if then.as_deref() != Some(last.root_hash.as_str()) {
+                return Err(ReplayError::Invalid(format!(
+                    "the log of {size} events does not extend the checkpoint of {} events signed at {}: not signing \
+                     (run `orderlog verify --against` with that checkpoint to see where it differs)",
+                    last.tree_size, last.time
+                )));
+            }
+        }
+        let checkpoint = sign_head(size, &root, key, now);
+        let json = serde_json::to_string(&checkpoint).expect("a checkpoint serializes");
+        self.store.keep_checkpoint(size, json).await?;
+        Ok(checkpoint)
+    }
+
+    /// A kept checkpoint by its size, or the latest.
+    pub async fn kept(&self, size: Option<u64>) -> Result<Option<Checkpoint>, ReplayError> {
+        match self.store.kept_checkpoint(size).await? {
+            Some(json) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|e| ReplayError::Invalid(format!("a kept checkpoint cannot be read: {e}"))),
+            None => Ok(None),
+        }
     }
 }
 
@@ -278,21 +375,6 @@ pub fn sign_head(size: u64, root: &Hash, key: &SigningKey, now: DateTime<Utc>) -
     Checkpoint { tree_size: size, root_hash: root, time, key_id: id, signature: hex::encode(signature.to_bytes()) }
 }
 
-/// Signs a checkpoint of the whole log as it is now.
-pub async fn sign(store: &dyn EventStore, key: &SigningKey, now: DateTime<Utc>) -> Result<Checkpoint, ReplayError> {
-    let tree = tree_of(store).await?;
-    let size = tree.size();
-    let root = hex::encode(root_of(&tree, size)?);
-    let time = now.to_rfc3339_opts(SecondsFormat::Secs, true);
-    let id = key_id(&key.verifying_key());
-    let signature = key.sign(Checkpoint::signed_text(size, &root, &time, &id).as_bytes());
-    Ok(Checkpoint { tree_size: size, root_hash: root, time, key_id: id, signature: hex::encode(signature.to_bytes()) })
-}
-
-fn root_of(tree: &Tree, size: u64) -> Result<Hash, ReplayError> {
-    tree.root(size).map_err(|e| ReplayError::Invalid(e.to_string()))
-}
-
 /// What checking the log against a trusted checkpoint found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Extension {
@@ -303,28 +385,103 @@ pub struct Extension {
 }
 
 /// Checks that the log extends `checkpoint`, signed by `key`: the signature holds, the log
-/// has at least its events, and its first `tree_size` events hash to its root.
+/// has at least its events, and its first `tree_size` events, hashed again from the log,
+/// give its root. When they do not, the stored tree names the first event that differs
+/// (see [`first_difference`]).
 pub async fn verify_against(
-    store: &dyn EventStore,
+    store: &dyn TreeStore,
     checkpoint: &Checkpoint,
     key: &VerifyingKey,
 ) -> Result<Extension, ReplayError> {
     checkpoint.check_signature(key)?;
-    let tree = tree_of(store).await?;
+    let signed: Hash = hex::decode(&checkpoint.root_hash)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| ReplayError::Invalid("the checkpoint's root_hash is not 32 bytes of hex".into()))?;
+    let (tree, positions) = tree_of(store).await?;
     let size = tree.size();
-    if size < checkpoint.tree_size {
-        return Err(ReplayError::Invalid(format!(
-            "the log has {size} events, fewer than the {} of the checkpoint signed at {}: events were removed",
-            checkpoint.tree_size, checkpoint.time
-        )));
+    let n = checkpoint.tree_size;
+    let root = if size >= n { Some(tree.root(n).map_err(proof_error)?) } else { None };
+    if root == Some(signed) {
+        return Ok(Extension { size, checkpoint_size: n });
     }
-    let root = hex::encode(root_of(&tree, checkpoint.tree_size)?);
-    if root != checkpoint.root_hash {
-        return Err(ReplayError::Invalid(format!(
-            "the log's first {} events do not hash to the root of the checkpoint signed at {}: history up to \
-             there was rewritten (root now {root}, signed {})",
-            checkpoint.tree_size, checkpoint.time, checkpoint.root_hash
-        )));
+    let at = match first_difference(store, &tree, n, &signed).await? {
+        Difference::Leaf { index, position } => {
+            let today = match positions.get(index as usize) {
+                Some(p) if *p == position => "the event there now has other bytes".to_string(),
+                Some(p) => format!("the log now has position {p} there"),
+                None => "the log now ends before it".to_string(),
+            };
+            format!(
+                "; the first event that differs is leaf {index}, at position {position} when it was signed ({today})"
+            )
+        }
+        Difference::Unknown(why) => format!("; where it first differs cannot be said: {why}"),
+    };
+    let signed_at = &checkpoint.time;
+    Err(ReplayError::Invalid(if size < n {
+        format!("the log has {size} events, fewer than the {n} of the checkpoint signed at {signed_at}: events were removed{at}")
+    } else {
+        format!(
+            "the log's first {n} events do not hash to the root of the checkpoint signed at {signed_at}: history up to \
+             there was rewritten (root now {}, signed {}){at}",
+            hex::encode(root.expect("the log is long enough")),
+            checkpoint.root_hash
+        )
+    }))
+}
+
+/// Where a log first differs from a signed root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Difference {
+    /// Leaf `index` (at `position` when the root was signed) is the first that differs.
+    Leaf { index: u64, position: u64 },
+    /// The stored tree cannot say, and why.
+    Unknown(String),
+}
+
+/// The first leaf where `now` (the tree recomputed from the log) differs from the tree of
+/// `size` leaves whose root was signed as `signed`, found by descending the stored tree.
+/// The stored nodes are trusted only as far as they hash up to the signed root: the peaks
+/// of `size` must give it, and each pair of children its parent, so an insider who also
+/// rewrote the tree's tables is caught there, and then the place cannot be named.
+pub async fn first_difference(
+    store: &dyn TreeStore,
+    now: &Tree,
+    size: u64,
+    signed: &Hash,
+) -> Result<Difference, ReplayError> {
+    let peaks = perfect::peaks(size);
+    let stored = store.tree_nodes(peaks.clone()).await?;
+    let Some(stored) = stored.into_iter().collect::<Option<Vec<Hash>>>() else {
+        return Ok(Difference::Unknown(format!("the stored Merkle tree does not reach {size} events")));
+    };
+    let by_key: std::collections::HashMap<NodeKey, Hash> = peaks.iter().copied().zip(stored.iter().copied()).collect();
+    if &perfect::root(&|key| by_key[&key], size) != signed {
+        return Ok(Difference::Unknown(
+            "the stored Merkle tree does not give the signed root either: its tables were rewritten too".into(),
+        ));
     }
-    Ok(Extension { size, checkpoint_size: checkpoint.tree_size })
+    let Some((mut key, mut hash)) = peaks.into_iter().zip(stored).find(|(key, hash)| now.node(*key) != Some(*hash))
+    else {
+        return Ok(Difference::Unknown("every part of the stored tree matches the log".into()));
+    };
+    while key.level > 0 {
+        let (left, right) =
+            (NodeKey::new(key.level - 1, key.index * 2), NodeKey::new(key.level - 1, key.index * 2 + 1));
+        let children = store.tree_nodes(vec![left, right]).await?;
+        let (Some(l), Some(r)) = (children[0], children[1]) else {
+            return Ok(Difference::Unknown(format!("the stored Merkle tree lacks the children of {key:?}")));
+        };
+        if node_hash(&l, &r) != hash {
+            return Ok(Difference::Unknown(format!(
+                "the stored Merkle tree's nodes under {key:?} do not hash to it: its tables were altered"
+            )));
+        }
+        (key, hash) = if now.node(left) != Some(l) { (left, l) } else { (right, r) };
+    }
+    match store.tree_leaf(key.index).await? {
+        Some(leaf) if leaf.hash == hash => Ok(Difference::Leaf { index: key.index, position: leaf.cursor.position }),
+        _ => Ok(Difference::Unknown(format!("the stored Merkle tree's leaf {} was altered", key.index))),
+    }
 }

@@ -415,6 +415,52 @@ pub trait EventStore: Send + Sync {
     }
 }
 
+/// A leaf of the stored Merkle tree: its index, the event it stands for (where it sits in
+/// log order) and its leaf hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TreeLeaf {
+    pub index: u64,
+    pub cursor: LogCursor,
+    pub hash: merkle::Hash,
+}
+
+/// The Merkle tree over the log, stored beside it as the hashes of its perfect subtrees
+/// (every one, each once), with the signed checkpoints of the log. The tree follows the log
+/// (whoever extends it reads the events after its last leaf); it is what proofs are read
+/// from, and what `verify --against` checks a rewritten log against to name where it first
+/// differs.
+#[async_trait]
+pub trait TreeStore: EventStore {
+    /// Leaves in the stored tree, and the log cursor after the last one.
+    async fn tree_size(&self) -> Result<(u64, LogCursor), StoreError>;
+
+    /// Adds `leaves` (indexes from `size` on) and the inner nodes they complete, in one
+    /// transaction, if the tree still has `size` leaves; says whether it did (`false`:
+    /// another process extended it first).
+    async fn tree_extend(
+        &self,
+        size: u64,
+        leaves: Vec<TreeLeaf>,
+        nodes: Vec<(merkle::NodeKey, merkle::Hash)>,
+    ) -> Result<bool, StoreError>;
+
+    /// The stored hashes of `keys` (level 0: leaves), in order; `None` where absent.
+    async fn tree_nodes(&self, keys: Vec<merkle::NodeKey>) -> Result<Vec<Option<merkle::Hash>>, StoreError>;
+
+    /// The leaf of the event at `position`, if the tree has it.
+    async fn tree_leaf_at(&self, position: u64) -> Result<Option<TreeLeaf>, StoreError>;
+
+    /// The leaf with this index, if the tree has it.
+    async fn tree_leaf(&self, index: u64) -> Result<Option<TreeLeaf>, StoreError>;
+
+    /// Keeps a signed checkpoint (its JSON) of the log's first `size` events; a second one
+    /// of the same size is ignored.
+    async fn keep_checkpoint(&self, size: u64, json: String) -> Result<(), StoreError>;
+
+    /// The kept checkpoint of `size` events, or the largest one when `None`.
+    async fn kept_checkpoint(&self, size: Option<u64>) -> Result<Option<String>, StoreError>;
+}
+
 /// A store an export can be loaded into at once (`orderlog import`): apart from appends,
 /// which decide each event's version and hash, this writes what it is given.
 #[async_trait]

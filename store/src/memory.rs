@@ -19,6 +19,15 @@ struct Log {
     by_id: HashMap<Uuid, usize>,
     by_command: HashMap<String, Vec<usize>>,
     commits: Vec<crate::CommitRecord>,
+    tree: StoredTree,
+}
+
+/// The Merkle tree and signed checkpoints kept beside the log.
+#[derive(Default)]
+struct StoredTree {
+    leaves: Vec<crate::TreeLeaf>,
+    nodes: HashMap<crate::merkle::NodeKey, crate::merkle::Hash>,
+    checkpoints: std::collections::BTreeMap<u64, String>,
 }
 
 /// The event log in memory.
@@ -194,5 +203,64 @@ impl crate::BulkLoad for MemoryStore {
         drop(log);
         self.head.send_replace(head);
         Ok(head)
+    }
+}
+
+#[async_trait]
+impl crate::TreeStore for MemoryStore {
+    async fn tree_size(&self) -> Result<(u64, LogCursor), StoreError> {
+        let log = self.log.lock().expect("log lock");
+        let leaves = &log.tree.leaves;
+        Ok((leaves.len() as u64, leaves.last().map_or(LogCursor::START, |l| l.cursor)))
+    }
+
+    async fn tree_extend(
+        &self,
+        size: u64,
+        leaves: Vec<crate::TreeLeaf>,
+        nodes: Vec<(crate::merkle::NodeKey, crate::merkle::Hash)>,
+    ) -> Result<bool, StoreError> {
+        let mut log = self.log.lock().expect("log lock");
+        if log.tree.leaves.len() as u64 != size {
+            return Ok(false);
+        }
+        for leaf in &leaves {
+            log.tree.nodes.insert(crate::merkle::NodeKey::new(0, leaf.index), leaf.hash);
+        }
+        log.tree.leaves.extend(leaves);
+        log.tree.nodes.extend(nodes);
+        Ok(true)
+    }
+
+    async fn tree_nodes(
+        &self,
+        keys: Vec<crate::merkle::NodeKey>,
+    ) -> Result<Vec<Option<crate::merkle::Hash>>, StoreError> {
+        let log = self.log.lock().expect("log lock");
+        Ok(keys.iter().map(|k| log.tree.nodes.get(k).copied()).collect())
+    }
+
+    async fn tree_leaf_at(&self, position: u64) -> Result<Option<crate::TreeLeaf>, StoreError> {
+        let log = self.log.lock().expect("log lock");
+        Ok(log.tree.leaves.iter().find(|l| l.cursor.position == position).copied())
+    }
+
+    async fn tree_leaf(&self, index: u64) -> Result<Option<crate::TreeLeaf>, StoreError> {
+        let log = self.log.lock().expect("log lock");
+        Ok(log.tree.leaves.get(index as usize).copied())
+    }
+
+    async fn keep_checkpoint(&self, size: u64, json: String) -> Result<(), StoreError> {
+        self.log.lock().expect("log lock").tree.checkpoints.entry(size).or_insert(json);
+        Ok(())
+    }
+
+    async fn kept_checkpoint(&self, size: Option<u64>) -> Result<Option<String>, StoreError> {
+        let log = self.log.lock().expect("log lock");
+        let kept = &log.tree.checkpoints;
+        Ok(match size {
+            Some(size) => kept.get(&size).cloned(),
+            None => kept.values().next_back().cloned(),
+        })
     }
 }

@@ -230,9 +230,165 @@ pub fn verify_consistency(
     Ok(())
 }
 
-/// The tree over a growing log, kept as the hashes of its perfect subtrees (level `l`, index
-/// `i`: the `2^l` leaves from `i·2^l`), so a leaf is added in O(log n) and any root or proof
-/// is read in O(log² n) hashes, without the leaves' data.
+/// A perfect subtree: the `2^level` leaves from `index·2^level` (level 0: a leaf).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeKey {
+    pub level: u8,
+    pub index: u64,
+}
+
+impl NodeKey {
+    pub fn new(level: u8, index: u64) -> NodeKey {
+        NodeKey { level, index }
+    }
+}
+
+/// Roots and proofs of a tree kept as the hashes of its perfect subtrees, read through
+/// `node`. Any root or proof reads O(log n) of them: the siblings left of a path are
+/// perfect subtrees, and the ones right of it split into at most one perfect subtree per
+/// level. [`keys_read`] names them, so that a stored tree is read in one query.
+pub mod perfect {
+    use super::*;
+
+    /// The perfect subtrees whose hashes `work` reads.
+    pub fn keys_read<T>(work: impl FnOnce(&dyn Fn(NodeKey) -> Hash) -> T) -> Vec<NodeKey> {
+        let seen = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        work(&|key| {
+            seen.borrow_mut().insert(key);
+            [0; 32]
+        });
+        seen.into_inner().into_iter().collect()
+    }
+
+    /// MTH of the leaves `start..end`, where `start` is where the RFC's recursion puts it.
+    pub fn range(node: &dyn Fn(NodeKey) -> Hash, start: u64, end: u64) -> Hash {
+        let n = end - start;
+        if n == 0 {
+            return Sha256::digest([]).into();
+        }
+        if n.is_power_of_two() && start.is_multiple_of(n) {
+            return node(NodeKey::new(n.trailing_zeros() as u8, start / n));
+        }
+        let k = split(n as usize) as u64;
+        node_hash(&range(node, start, start + k), &range(node, start + k, end))
+    }
+
+    /// The root of the tree of the first `size` leaves.
+    pub fn root(node: &dyn Fn(NodeKey) -> Hash, size: u64) -> Hash {
+        range(node, 0, size)
+    }
+
+    /// The perfect subtrees a tree of `size` leaves splits into, left to right (one per set
+    /// bit of `size`): the RFC's root is folded from them right to left.
+    pub fn peaks(size: u64) -> Vec<NodeKey> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        for level in (0..64u8).rev() {
+            if size & (1 << level) != 0 {
+                out.push(NodeKey::new(level, start >> level));
+                start += 1 << level;
+            }
+        }
+        out
+    }
+
+    /// The inclusion proof of leaf `index` in the tree of the first `size` leaves
+    /// (`index` < `size`).
+    pub fn inclusion_proof(node: &dyn Fn(NodeKey) -> Hash, index: u64, size: u64) -> Vec<Hash> {
+        let mut out = Vec::new();
+        let (mut start, mut end, mut m) = (0u64, size, index);
+        while end - start > 1 {
+            let k = split((end - start) as usize) as u64;
+            if m < k {
+                out.push(range(node, start + k, end));
+                end = start + k;
+            } else {
+                out.push(range(node, start, start + k));
+                start += k;
+                m -= k;
+            }
+        }
+        out.reverse();
+        out
+    }
+
+    /// The proof that the tree of the first `new_size` leaves extends that of the first
+    /// `old_size` (`old_size` ≤ `new_size`).
+    pub fn consistency_proof(node: &dyn Fn(NodeKey) -> Hash, old_size: u64, new_size: u64) -> Vec<Hash> {
+        let mut out = Vec::new();
+        if old_size == 0 || old_size == new_size {
+            return out;
+        }
+        let (mut start, mut end, mut m, mut complete) = (0u64, new_size, old_size, true);
+        loop {
+            let n = end - start;
+            if m == n {
+                if !complete {
+                    out.push(range(node, start, end));
+                }
+                break;
+            }
+            let k = split(n as usize) as u64;
+            if m <= k {
+                out.push(range(node, start + k, end));
+                end = start + k;
+            } else {
+                out.push(range(node, start, start + k));
+                start += k;
+                m -= k;
+                complete = false;
+            }
+        }
+        out.reverse();
+        out
+    }
+}
+
+/// The right edge of a growing tree: the last unpaired perfect subtree of each level, all a
+/// new leaf needs. A stored tree is extended from its frontier ([`perfect::peaks`] of its
+/// size) without reading the rest.
+#[derive(Clone, Debug)]
+pub struct Frontier {
+    size: u64,
+    /// By level: the hash of the unpaired subtree there, if any.
+    open: Vec<Option<Hash>>,
+}
+
+impl Frontier {
+    /// The frontier of a tree of `size` leaves whose peaks hash to `peaks` (left to right).
+    pub fn new(size: u64, peaks: &[Hash]) -> Frontier {
+        let keys = perfect::peaks(size);
+        assert_eq!(keys.len(), peaks.len(), "one hash per peak");
+        let mut open = vec![None; 64];
+        for (key, hash) in keys.iter().zip(peaks) {
+            open[key.level as usize] = Some(*hash);
+        }
+        Frontier { size, open }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Adds a leaf; returns it and every perfect subtree it completes, each with its hash.
+    pub fn push(&mut self, leaf: Hash) -> Vec<(NodeKey, Hash)> {
+        let index = self.size;
+        self.size += 1;
+        let mut made = vec![(NodeKey::new(0, index), leaf)];
+        let mut hash = leaf;
+        let mut level = 0usize;
+        while let Some(left) = self.open[level].take() {
+            hash = node_hash(&left, &hash);
+            level += 1;
+            made.push((NodeKey::new(level as u8, index >> level), hash));
+        }
+        self.open[level] = Some(hash);
+        made
+    }
+}
+
+/// The tree over a growing log, kept in memory as the hashes of its perfect subtrees, so a
+/// leaf is added in O(log n) and any root or proof reads O(log n) of them.
 #[derive(Clone, Debug, Default)]
 pub struct Tree {
     levels: Vec<Vec<Hash>>,
@@ -245,7 +401,16 @@ impl Tree {
 
     /// The hash of leaf `index`.
     pub fn leaf(&self, index: u64) -> Option<Hash> {
-        self.levels.first()?.get(index as usize).copied()
+        self.node(NodeKey::new(0, index))
+    }
+
+    /// The hash of a perfect subtree, if the tree has all its leaves.
+    pub fn node(&self, key: NodeKey) -> Option<Hash> {
+        self.levels.get(key.level as usize)?.get(key.index as usize).copied()
+    }
+
+    fn at(&self) -> impl Fn(NodeKey) -> Hash + '_ {
+        |key| self.levels[key.level as usize][key.index as usize]
     }
 
     /// Leaves in the tree.
@@ -281,20 +446,7 @@ impl Tree {
         if size > self.size() {
             return Err(ProofError::OutOfRange { index: size, size: self.size() });
         }
-        Ok(self.range(0, size as usize))
-    }
-
-    /// MTH of the leaves `start..end`, where `start` is where the RFC's recursion puts it.
-    fn range(&self, start: usize, end: usize) -> Hash {
-        let n = end - start;
-        if n == 0 {
-            return Sha256::digest([]).into();
-        }
-        if n.is_power_of_two() && start.is_multiple_of(n) {
-            return self.levels[n.trailing_zeros() as usize][start / n];
-        }
-        let k = split(n);
-        node_hash(&self.range(start, start + k), &self.range(start + k, end))
+        Ok(perfect::root(&self.at(), size))
     }
 
     /// The inclusion proof of leaf `index` in the tree of the first `size` leaves.
@@ -302,22 +454,7 @@ impl Tree {
         if index >= size || size > self.size() {
             return Err(ProofError::OutOfRange { index, size });
         }
-        let mut out = Vec::new();
-        let (mut start, mut end, mut m) = (0usize, size as usize, index as usize);
-        let mut right_to_left = Vec::new();
-        while end - start > 1 {
-            let k = split(end - start);
-            if m < k {
-                right_to_left.push(self.range(start + k, end));
-                end = start + k;
-            } else {
-                right_to_left.push(self.range(start, start + k));
-                start += k;
-                m -= k;
-            }
-        }
-        out.extend(right_to_left.into_iter().rev());
-        Ok(out)
+        Ok(perfect::inclusion_proof(&self.at(), index, size))
     }
 
     /// The proof that the tree of the first `new_size` leaves extends that of the first
@@ -329,32 +466,7 @@ impl Tree {
         if new_size > self.size() {
             return Err(ProofError::OutOfRange { index: new_size, size: self.size() });
         }
-        let mut out = Vec::new();
-        if old_size == 0 || old_size == new_size {
-            return Ok(out);
-        }
-        let (mut start, mut end, mut m, mut complete) = (0usize, new_size as usize, old_size as usize, true);
-        loop {
-            let n = end - start;
-            if m == n {
-                if !complete {
-                    out.push(self.range(start, end));
-                }
-                break;
-            }
-            let k = split(n);
-            if m <= k {
-                out.push(self.range(start + k, end));
-                end = start + k;
-            } else {
-                out.push(self.range(start, start + k));
-                start += k;
-                m -= k;
-                complete = false;
-            }
-        }
-        out.reverse();
-        Ok(out)
+        Ok(perfect::consistency_proof(&self.at(), old_size, new_size))
     }
 }
 
@@ -403,6 +515,35 @@ mod tests {
             assert_eq!(tree.root(size).unwrap(), root(&l[..size as usize]), "an earlier size");
             let proof = tree.consistency_proof(size / 2, size).unwrap();
             assert_eq!(proof, consistency_proof(&l[..size as usize], size as usize / 2).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_frontier_makes_the_nodes_of_the_whole_tree_and_proofs_read_log_n_of_them() {
+        let l = leaves(1000);
+        let mut whole = Tree::new();
+        let mut stored: std::collections::HashMap<NodeKey, Hash> = Default::default();
+        let mut frontier = Frontier::new(0, &[]);
+        for (n, leaf) in l.iter().enumerate() {
+            whole.push_leaf(*leaf);
+            if n == 517 {
+                // Picked up again from what a store holds: the peaks of its size.
+                let peaks: Vec<Hash> = perfect::peaks(517).iter().map(|k| stored[k]).collect();
+                frontier = Frontier::new(517, &peaks);
+            }
+            stored.extend(frontier.push(*leaf));
+        }
+        assert_eq!(stored.len() as u64, 2 * 1000 - u64::from(1000u32.count_ones()), "every perfect subtree once");
+        for (key, hash) in &stored {
+            assert_eq!(whole.node(*key), Some(*hash), "{key:?}");
+        }
+        let from_store = |key: NodeKey| stored[&key];
+        for size in [1u64, 2, 3, 511, 512, 513, 999, 1000] {
+            assert_eq!(perfect::root(&from_store, size), root(&l[..size as usize]));
+            let read = perfect::keys_read(|node| perfect::inclusion_proof(node, size - 1, size));
+            assert!(read.len() <= 2 * (64 - size.leading_zeros() as usize), "{size}: {}", read.len());
+            let read = perfect::keys_read(|node| perfect::consistency_proof(node, size / 3, size));
+            assert!(read.len() <= 2 * (64 - size.leading_zeros() as usize), "{size}: {}", read.len());
         }
     }
 

@@ -22,7 +22,7 @@ use orderlog_projections::projector::{self, AnyRunner};
 use orderlog_projections::queries::ReadQueries;
 use orderlog_projections::table::{RowStore, TableModel};
 use orderlog_store::postgres::testing::TestDatabase;
-use orderlog_store::EventStore;
+use orderlog_store::{EventStore, TreeStore};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -30,7 +30,7 @@ pub struct App {
     pub router: Router,
     pub doc: utoipa::openapi::OpenApi,
     pub tokens: Arc<dyn TokenStore>,
-    pub store: Arc<dyn EventStore>,
+    pub store: Arc<dyn TreeStore>,
     pub order_cache: Arc<RowCache>,
     pub _stop: tokio::sync::watch::Sender<bool>,
     pub _keep: Box<dyn std::any::Any + Send>,
@@ -44,13 +44,14 @@ pub struct Reply {
 }
 
 pub async fn build(
-    store: Arc<dyn EventStore>,
+    tree: Arc<dyn TreeStore>,
     rows: Arc<dyn RowStore>,
     queries: Arc<dyn ReadQueries>,
     tokens: Arc<dyn TokenStore>,
     keep: Box<dyn std::any::Any + Send>,
     checkpoints: Option<Arc<orderlog_api::checkpoints::Signer>>,
 ) -> App {
+    let store = tree.clone();
     let metrics = Arc::new(Metrics::default());
     let timed: Arc<dyn EventStore> = Arc::new(TimedStore::new(store.clone(), metrics.clone()));
     // Orders served from memory as `orderlog serve` does, but kept for an hour: a cached
@@ -79,7 +80,7 @@ pub async fn build(
         insecure_dev: false,
         projections_running: Arc::new(AtomicBool::new(true)),
         order_cache: Some(order_cache.clone()),
-        proofs: Default::default(),
+        proofs: Arc::new(orderlog_replay::checkpoint::TreeFollower::new(tree.clone())),
         checkpoints,
     });
     let (router, doc) = router_and_doc(api);
@@ -120,7 +121,7 @@ impl App {
         let db = Database::open(url).await.unwrap();
         let (rows, queries, tokens) =
             (db.rows().await.unwrap(), db.queries(2).await.unwrap(), db.tokens().await.unwrap());
-        build(db.store(), rows, queries, tokens, keep, signer).await
+        build(db.tree(), rows, queries, tokens, keep, signer).await
     }
 
     pub async fn token(&self, scopes: &str) -> String {

@@ -38,6 +38,7 @@ mod options;
 mod reads;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tree;
 #[cfg(feature = "testing")]
 pub use testing::AppendFault;
 

@@ -29,6 +29,7 @@ mod borrowed;
 mod bulk;
 mod migrate;
 mod reads;
+mod tree;
 mod writer;
 
 use bulk::*;

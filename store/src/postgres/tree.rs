@@ -1,0 +1,156 @@
+//! The stored Merkle tree and signed checkpoints (migration 6). Extensions from every
+//! process serialise on one advisory lock, and only the one that finds the size it expects
+//! writes.
+
+use super::*;
+use crate::merkle::{Hash, NodeKey};
+use crate::{TreeLeaf, TreeStore};
+
+/// Advisory lock held while the tree is extended ("ORLG" and 3).
+const TREE_LOCK_KEY: i64 = 0x4F52_4C47_0000_0003;
+
+fn hash_of(bytes: Vec<u8>) -> Result<Hash, StoreError> {
+    bytes.try_into().map_err(|b: Vec<u8>| StoreError::Backend(format!("a tree hash of {} bytes, not 32", b.len())))
+}
+
+fn leaf_of(r: &Row) -> Result<TreeLeaf, StoreError> {
+    Ok(TreeLeaf {
+        index: r.get::<_, i64>(0) as u64,
+        cursor: LogCursor { commit: r.get::<_, i64>(1) as u64, position: r.get::<_, i64>(2) as u64 },
+        hash: hash_of(r.get(3))?,
+    })
+}
+
+const LEAF_COLUMNS: &str = "SELECT leaf, commit_order, position, hash FROM orderlog_tree_leaves";
+
+#[async_trait]
+impl TreeStore for PostgresStore {
+    async fn tree_size(&self) -> Result<(u64, LogCursor), StoreError> {
+        let client = self.client().await?;
+        let row = client.query_opt(&format!("{LEAF_COLUMNS} ORDER BY leaf DESC LIMIT 1"), &[]).await.map_err(pg)?;
+        Ok(match row {
+            Some(row) => {
+                let last = leaf_of(&row)?;
+                (last.index + 1, last.cursor)
+            }
+            None => (0, LogCursor::START),
+        })
+    }
+
+    async fn tree_extend(
+        &self,
+        size: u64,
+        leaves: Vec<TreeLeaf>,
+        nodes: Vec<(NodeKey, Hash)>,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&TREE_LOCK_KEY]).await.map_err(pg)?;
+        let stored: i64 =
+            tx.query_one("SELECT COALESCE(MAX(leaf) + 1, 0) FROM orderlog_tree_leaves", &[]).await.map_err(pg)?.get(0);
+        if stored as u64 != size {
+            return Ok(false);
+        }
+        let index: Vec<i64> = leaves.iter().map(|l| l.index as i64).collect();
+        let commit: Vec<i64> = leaves.iter().map(|l| l.cursor.commit as i64).collect();
+        let position: Vec<i64> = leaves.iter().map(|l| l.cursor.position as i64).collect();
+        let hash: Vec<&[u8]> = leaves.iter().map(|l| &l.hash[..]).collect();
+        tx.execute(
+            "INSERT INTO orderlog_tree_leaves (leaf, commit_order, position, hash)
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[])",
+            &[&index, &commit, &position, &hash],
+        )
+        .await
+        .map_err(pg)?;
+        let level: Vec<i16> = nodes.iter().map(|(k, _)| k.level as i16).collect();
+        let idx: Vec<i64> = nodes.iter().map(|(k, _)| k.index as i64).collect();
+        let hash: Vec<&[u8]> = nodes.iter().map(|(_, h)| &h[..]).collect();
+        tx.execute(
+            "INSERT INTO orderlog_tree_nodes (level, idx, hash)
+             SELECT * FROM UNNEST($1::smallint[], $2::bigint[], $3::bytea[])",
+            &[&level, &idx, &hash],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(true)
+    }
+
+    async fn tree_nodes(&self, keys: Vec<NodeKey>) -> Result<Vec<Option<Hash>>, StoreError> {
+        let client = self.client().await?;
+        let level: Vec<i16> = keys.iter().map(|k| k.level as i16).collect();
+        let idx: Vec<i64> = keys.iter().map(|k| k.index as i64).collect();
+        let rows = client
+            .query(
+                "SELECT k.level, k.idx, COALESCE(n.hash, l.hash)
+                   FROM UNNEST($1::smallint[], $2::bigint[]) AS k(level, idx)
+                   LEFT JOIN orderlog_tree_nodes n ON k.level > 0 AND n.level = k.level AND n.idx = k.idx
+                   LEFT JOIN orderlog_tree_leaves l ON k.level = 0 AND l.leaf = k.idx",
+                &[&level, &idx],
+            )
+            .await
+            .map_err(pg)?;
+        let mut found: HashMap<NodeKey, Hash> = HashMap::new();
+        for row in rows {
+            if let Some(bytes) = row.get::<_, Option<Vec<u8>>>(2) {
+                let key = NodeKey::new(row.get::<_, i16>(0) as u8, row.get::<_, i64>(1) as u64);
+                found.insert(key, hash_of(bytes)?);
+            }
+        }
+        Ok(keys.iter().map(|k| found.get(k).copied()).collect())
+    }
+
+    async fn tree_leaf_at(&self, position: u64) -> Result<Option<TreeLeaf>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(&format!("{LEAF_COLUMNS} WHERE position = $1"), &[&(position.min(i64::MAX as u64) as i64)])
+            .await
+            .map_err(pg)?;
+        row.as_ref().map(leaf_of).transpose()
+    }
+
+    async fn tree_leaf(&self, index: u64) -> Result<Option<TreeLeaf>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(&format!("{LEAF_COLUMNS} WHERE leaf = $1"), &[&(index.min(i64::MAX as u64) as i64)])
+            .await
+            .map_err(pg)?;
+        row.as_ref().map(leaf_of).transpose()
+    }
+
+    async fn keep_checkpoint(&self, size: u64, json: String) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO orderlog_signed_checkpoints (tree_size, checkpoint) VALUES ($1, $2)
+                 ON CONFLICT (tree_size) DO NOTHING",
+                &[&(size as i64), &json],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn kept_checkpoint(&self, size: Option<u64>) -> Result<Option<String>, StoreError> {
+        let client = self.client().await?;
+        let row = match size {
+            Some(size) => {
+                client
+                    .query_opt(
+                        "SELECT checkpoint FROM orderlog_signed_checkpoints WHERE tree_size = $1",
+                        &[&(size.min(i64::MAX as u64) as i64)],
+                    )
+                    .await
+            }
+            None => {
+                client
+                    .query_opt(
+                        "SELECT checkpoint FROM orderlog_signed_checkpoints ORDER BY tree_size DESC LIMIT 1",
+                        &[],
+                    )
+                    .await
+            }
+        };
+        Ok(row.map_err(pg)?.map(|r| r.get(0)))
+    }
+}
