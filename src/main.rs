@@ -1,5 +1,6 @@
 //! `orderlog`: the binary that wires the store, the command service and the tools.
 
+mod audit;
 mod demo;
 mod report;
 mod serve;
@@ -138,6 +139,11 @@ enum Commands {
         #[arg(long)]
         size: Option<u64>,
     },
+    /// Auditing a server's signed history.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Signing keys for checkpoints.
     Keys {
         #[command(subcommand)]
@@ -161,6 +167,14 @@ enum Commands {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Fetch the server's latest signed checkpoint periodically, check that it extends the
+    /// last one trusted (a consistency proof), keep it, and alarm (exit code 2, a log line,
+    /// --alarm-url) when it does not.
+    Watch(audit::WatchArgs),
 }
 
 #[derive(Subcommand)]
@@ -285,6 +299,13 @@ async fn run(cli: Cli) -> Result<()> {
                 (None, None) => bail!("name a POSITION, or give --consistency M"),
             };
             println!("{json}");
+            Ok(())
+        }
+        Commands::Audit { command: AuditCommand::Watch(args) } => {
+            let code = audit::watch(args).await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
             Ok(())
         }
         Commands::Keys { command: KeysCommand::Create { out } } => {

@@ -380,3 +380,142 @@ fn insider_attacks_on_postgres_pass_verify_and_fail_against_a_signed_checkpoint(
         assert_caught(&against(), attack, first_differs);
     }
 }
+
+/// A loopback receiver of one alarm: its request's body.
+fn alarm_receiver() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/alarm", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut length = 0;
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line).unwrap();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line.trim().is_empty() {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        (&stream).write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n").unwrap();
+        tx.send(format!("{} {}", request_line.trim(), String::from_utf8(body).unwrap())).unwrap();
+    });
+    (url, rx)
+}
+
+/// The auditor trusts the server's first checkpoint, follows it while the log grows (each
+/// new one proven to extend the last), and alarms — exit code 2, a log line and a POST to
+/// its alarm URL — when an insider rewrites the log and covers it up: the tree's tables
+/// rebuilt from the rewritten events and the kept checkpoints deleted, so that the server
+/// signs the rewritten history.
+fn the_auditor_alarms(database: &str, attack: Attack, tamper: impl FnOnce(Attack, usize)) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = orderlog(&["demo", "--database", database, "--orders", "6", "--shoppers", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = dir.path().join("signing.key");
+    let public = stdout(&orderlog(&["keys", "create", "--out", key.to_str().unwrap()])).trim().to_string();
+    let made = orderlog(&["token", "create", "--database", database, "--principal", "auditor", "--scopes", "audit"]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let token = stdout(&made).trim().to_string();
+    let server = common::serve(
+        database,
+        &["--checkpoint-key", key.to_str().unwrap(), "--checkpoint-every-secs", "1"],
+        std::process::Stdio::null(),
+    );
+    let trusted = dir.path().join("trusted");
+    let url = format!("http://{}", server.address);
+    let (alarm_url, alarms) = alarm_receiver();
+    let watch = || {
+        orderlog(&[
+            "audit",
+            "watch",
+            "--once",
+            "--checkpoints",
+            trusted.to_str().unwrap(),
+            "--url",
+            &url,
+            "--token",
+            &token,
+            "--public-key",
+            &public,
+            "--alarm-url",
+            &alarm_url,
+        ])
+    };
+    let out = watch();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("trusted the checkpoint of"), "{}", stdout(&out));
+    let first_size = std::fs::read_dir(&trusted).unwrap().count();
+    assert_eq!(first_size, 1);
+
+    // The log grows; the next checkpoint is proven to extend the trusted one.
+    let out = orderlog(&["demo", "--database", database, "--orders", "2", "--shoppers", "1", "--seed", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    let out = watch();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_dir(&trusted).unwrap().count(), 2, "{}", stdout(&out));
+    let signed: Vec<serde_json::Value> = std::fs::read_dir(&trusted)
+        .unwrap()
+        .map(|f| serde_json::from_str(&std::fs::read_to_string(f.unwrap().path()).unwrap()).unwrap())
+        .collect();
+    let size = signed.iter().map(|c| c["tree_size"].as_u64().unwrap()).max().unwrap() as usize;
+
+    tamper(attack, size);
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    let out = watch();
+    assert_eq!(out.status.code(), Some(2), "{attack:?}: {} {}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("ALARM"), "{}", stderr(&out));
+    let posted = alarms.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    assert!(posted.starts_with("POST /alarm"), "{posted}");
+    let alarm: serde_json::Value =
+        serde_json::from_str(posted.split_once("HTTP/1.1 ").unwrap().1).unwrap_or_else(|e| panic!("{e}: {posted}"));
+    assert!(alarm["alarm"].as_str().unwrap().len() > 20, "{alarm}");
+    drop(server);
+}
+
+#[test]
+fn the_auditor_alarms_on_covered_up_attacks_in_sqlite() {
+    for attack in [Attack::Units, Attack::Cut] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("shop.db");
+        the_auditor_alarms(db.to_str().unwrap(), attack, |attack, signed| {
+            attack_sqlite(&db, attack, signed);
+            let conn = rusqlite::Connection::open(&db).unwrap();
+            conn.execute_batch(
+                "DELETE FROM orderlog_signed_checkpoints; DELETE FROM orderlog_tree_nodes; DELETE FROM orderlog_tree_leaves;",
+            )
+            .unwrap();
+        });
+    }
+}
+
+#[test]
+fn the_auditor_alarms_on_covered_up_attacks_in_postgres() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for attack in [Attack::Actor, Attack::Forge] {
+        let db = runtime.block_on(orderlog_store::postgres::testing::TestDatabase::create());
+        the_auditor_alarms(&db.url, attack, |attack, signed| {
+            runtime.block_on(async {
+                attack_postgres(&db.url, attack, signed).await;
+                let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(connection);
+                client
+                    .batch_execute(
+                        "DELETE FROM orderlog_signed_checkpoints; DELETE FROM orderlog_tree_nodes; \
+                         DELETE FROM orderlog_tree_leaves;",
+                    )
+                    .await
+                    .unwrap();
+            })
+        });
+    }
+}

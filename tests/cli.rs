@@ -107,7 +107,7 @@ fn the_demo_runs_twice_on_postgres_and_never_oversells() {
     let db = runtime.block_on(orderlog_store::postgres::testing::TestDatabase::create());
     let out = orderlog(&["migrate", "--database", &db.url]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1, 2, 3, 4, 5]"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1, 2, 3, 4, 5, 6]"));
     let first = demo_json(&db.url);
     assert_eq!(first["oversold_units"], 0);
     assert_eq!(first["flash_sale"]["winners"], 10);
