@@ -1,5 +1,7 @@
 //! `orderlog`: the binary that wires the store, the command service and the tools.
 
+use orderlog_replay::archive::ExportFilter;
+
 mod audit;
 mod demo;
 mod report;
@@ -93,6 +95,10 @@ enum Commands {
         /// Compress with gzip.
         #[arg(long)]
         gzip: bool,
+        /// Sign a checkpoint of the exported events with this key (from `keys create`) and
+        /// put it on the end line; only for an export from the log's first event.
+        #[arg(long)]
+        checkpoint_key: Option<PathBuf>,
     },
     /// Load an export (plain or gzip) into an empty store, verifying every hash first; an
     /// interrupted import is resumed when run again.
@@ -100,6 +106,10 @@ enum Commands {
         file: PathBuf,
         #[arg(long, default_value = DEFAULT_DATABASE)]
         database: String,
+        /// Require the file's end line to carry a checkpoint signed by this key (64 hex
+        /// digits); without it a checkpoint's root is still checked, not its signature.
+        #[arg(long)]
+        public_key: Option<String>,
     },
     /// Check the whole log — every stream's versions and hash chain, and every commit's
     /// record of which events it wrote where; exits non-zero naming the first broken event.
@@ -285,8 +295,10 @@ async fn run(cli: Cli) -> Result<()> {
         Commands::Serve(args) => serve::serve(args).await,
         Commands::Token { command } => serve::token(command).await,
         Commands::Rebuild { projection, all, database } => rebuild(&database, projection, all).await,
-        Commands::Export { database, from, to, category, gzip } => export(&database, from, to, category, gzip).await,
-        Commands::Import { file, database } => import(&database, &file).await,
+        Commands::Export { database, from, to, category, gzip, checkpoint_key } => {
+            export(&database, ExportFilter { from, to, category }, gzip, checkpoint_key.as_deref()).await
+        }
+        Commands::Import { file, database, public_key } => import(&database, &file, public_key.as_deref()).await,
         Commands::Prove { database, position, consistency, size } => {
             let opened = open_store(&database).await?;
             let json = match (position, consistency) {
@@ -498,15 +510,9 @@ async fn history(
     Ok(())
 }
 
-async fn export(
-    database: &str,
-    from: Option<u64>,
-    to: Option<u64>,
-    category: Option<String>,
-    gzip: bool,
-) -> Result<()> {
-    use orderlog_replay::archive::{export, ExportFilter};
-    if let Some(c) = category.as_deref().filter(|c| !["cart", "order", "stock", "shipment"].contains(c)) {
+async fn export(database: &str, filter: ExportFilter, gzip: bool, key: Option<&std::path::Path>) -> Result<()> {
+    use orderlog_replay::archive::export_signed;
+    if let Some(c) = filter.category.as_deref().filter(|c| !["cart", "order", "stock", "shipment"].contains(c)) {
         bail!("--category: '{c}' is not one of cart, order, stock, shipment");
     }
     let opened = open_store(database).await?;
@@ -518,15 +524,18 @@ async fn export(
     } else {
         Box::new(std::io::BufWriter::new(stdout))
     };
-    let filter = ExportFilter { from, to, category };
-    let written = export(&*opened.store, &mut out, &filter, &mut progress).await?;
+    let key = key.map(orderlog_replay::checkpoint::read_key).transpose().context("--checkpoint-key")?;
+    let tree = orderlog_replay::checkpoint::TreeFollower::new(opened.db.tree());
+    let signer = key.as_ref().map(|key| (&tree, key));
+    let written = export_signed(&*opened.store, &mut out, &filter, signer, &mut progress).await?;
     drop(out);
     eprintln!("exported {written} events");
     Ok(())
 }
 
-async fn import(database: &str, file: &std::path::Path) -> Result<()> {
+async fn import(database: &str, file: &std::path::Path, public_key: Option<&str>) -> Result<()> {
     use orderlog_replay::ReplayError;
+    let trusted = public_key.map(orderlog_replay::checkpoint::parse_public_key).transpose().context("--public-key")?;
     let opened = open_store(database).await?;
     let path = file.to_path_buf();
     let open = move || -> Result<Box<dyn std::io::BufRead + Send>, ReplayError> {
@@ -543,10 +552,20 @@ async fn import(database: &str, file: &std::path::Path) -> Result<()> {
     };
     let mut check = orderlog_replay::progress::Progress::new("import: verifying", None);
     let mut load = orderlog_replay::progress::Progress::new("import: loading", None);
-    let appended = orderlog_replay::archive::import(&*opened.db.loader(), &open, &mut check, &mut load).await?;
+    let signed = trusted.is_some();
+    let (appended, checkpoint) =
+        orderlog_replay::archive::import_trusting(&*opened.db.loader(), &open, trusted, &mut check, &mut load).await?;
     // Into an empty store the events are checked as they load (no separate pass counts
     // them); over a partly imported store the whole file is checked first.
     eprintln!("imported {appended} events; {} checked (hash chains, ids, count, digest)", check.done().max(appended));
+    if let Some(c) = checkpoint {
+        let how =
+            if signed { "and its signature by the trusted key" } else { "(its signature unchecked: no --public-key)" };
+        eprintln!("the events give the root of the checkpoint of {} events signed at {} {how}", c.tree_size, c.time);
+        // Kept, so that what this store signs later must extend it.
+        let json = serde_json::to_string(&c)?;
+        opened.db.tree().keep_checkpoint(c.tree_size, json).await?;
+    }
     Ok(())
 }
 

@@ -519,3 +519,88 @@ fn the_auditor_alarms_on_covered_up_attacks_in_postgres() {
         });
     }
 }
+
+/// An export signed with --checkpoint-key carries the checkpoint of its last event on its
+/// end line; import recomputes the root of the file's events and refuses a file that does
+/// not give it, or (with --public-key) one signed by another key or not at all. A log whose
+/// events no longer give its tree's root is not signed on export.
+#[test]
+fn an_export_carries_its_signed_checkpoint_and_import_checks_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let db = path("shop.db");
+    let out = orderlog(&["demo", "--database", &db, "--orders", "6", "--shoppers", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = path("signing.key");
+    let public = stdout(&orderlog(&["keys", "create", "--out", &key])).trim().to_string();
+    let other = path("other.key");
+    let other_public = stdout(&orderlog(&["keys", "create", "--out", &other])).trim().to_string();
+
+    let out = orderlog(&["export", "--database", &db, "--checkpoint-key", &key]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let export = stdout(&out);
+    let end: serde_json::Value = serde_json::from_str(export.lines().last().unwrap()).unwrap();
+    let checkpoint = end["end"]["checkpoint"].clone();
+    assert_eq!(checkpoint["tree_size"], end["end"]["events"]);
+    let file = path("export.ndjson");
+    std::fs::write(&file, &export).unwrap();
+    // The checkpoint is the log's: the proof of the log's root at that size matches it.
+    let consistency = orderlog(&["prove", "--database", &db, "--consistency", "1"]);
+    let consistency: serde_json::Value = serde_json::from_str(&stdout(&consistency)).unwrap();
+    assert_eq!(consistency["new_root"], checkpoint["root_hash"]);
+
+    let out = orderlog(&["import", &file, "--database", &path("copy.db"), "--public-key", &public]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("and its signature by the trusted key"), "{}", stderr(&out));
+    // The imported store keeps it: verify --against holds there.
+    std::fs::write(path("checkpoint.json"), checkpoint.to_string()).unwrap();
+    let out = orderlog(&[
+        "verify",
+        "--database",
+        &path("copy.db"),
+        "--against",
+        &path("checkpoint.json"),
+        "--public-key",
+        &public,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = orderlog(&["import", &file, "--database", &path("other.db"), "--public-key", &other_public]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not by the trusted key"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nothing was imported"), "{}", stderr(&out));
+
+    let plain = orderlog(&["export", "--database", &db]);
+    std::fs::write(path("plain.ndjson"), stdout(&plain)).unwrap();
+    let out = orderlog(&["import", &path("plain.ndjson"), "--database", &path("plain.db"), "--public-key", &public]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("carries no signed checkpoint"), "{}", stderr(&out));
+
+    // A forger's file: the log rewritten with every hash and the file's digest recomputed
+    // (an export of the rewritten log), under the honest end line's checkpoint.
+    let forged_db = dir.path().join("forged.db");
+    std::fs::copy(&db, &forged_db).unwrap();
+    let size = checkpoint["tree_size"].as_u64().unwrap() as usize;
+    attack_sqlite(&forged_db, Attack::Units, size);
+    let out = orderlog(&["export", "--database", forged_db.to_str().unwrap()]);
+    let forged_export = stdout(&out);
+    let mut lines: Vec<String> = forged_export.lines().map(str::to_string).collect();
+    let mut end: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    end["end"]["checkpoint"] = checkpoint.clone();
+    *lines.last_mut().unwrap() = end.to_string();
+    std::fs::write(path("forged.ndjson"), lines.join("\n") + "\n").unwrap();
+    let out = orderlog(&["import", &path("forged.ndjson"), "--database", &path("forged-copy.db")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("do not hash to the root of the checkpoint"), "{}", stderr(&out));
+    let out = orderlog(&["export", "--database", &path("forged-copy.db")]);
+    assert_eq!(stdout(&out).lines().count(), 1, "nothing was imported: {}", stdout(&out));
+
+    // Nor does a rewritten log get a signed export: its events no longer give its tree's root.
+    let out = orderlog(&["export", "--database", forged_db.to_str().unwrap(), "--checkpoint-key", &key]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("do not give the root its Merkle tree holds"), "{}", stderr(&out));
+    // And a signed export starts at the first event.
+    let out = orderlog(&["export", "--database", &db, "--checkpoint-key", &key, "--from", "3"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cannot sign an export with --from"), "{}", stderr(&out));
+}

@@ -21,8 +21,11 @@ use orderlog_store::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::checkpoint::{Checkpoint, TreeFollower};
 use crate::progress::Progress;
 use crate::ReplayError;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use orderlog_store::merkle::{leaf_hash, Frontier};
 
 mod canonical;
 
@@ -64,6 +67,11 @@ pub struct EndLine {
     pub events: u64,
     /// SHA-256 chained over the events' hashes in file order.
     pub digest: String,
+    /// The signed checkpoint of the log up to the file's last event (an export of the log
+    /// from its first event, signed with `--checkpoint-key`): import recomputes the Merkle
+    /// root of the file's events and refuses a file that does not give it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Checkpoint>,
 }
 
 enum Line {
@@ -132,6 +140,28 @@ pub async fn export(
     filter: &ExportFilter,
     progress: &mut Progress,
 ) -> Result<u64, ReplayError> {
+    export_signed(store, out, filter, None, progress).await
+}
+
+/// [`export`], and with `signer` (the log's stored tree and a key) the end line carries a
+/// checkpoint of the events written, signed once their root is found to be the stored
+/// tree's root of that many events. Only an export of the log from its first event can be
+/// signed (no `from`, no category, and no event left out before one written).
+pub async fn export_signed(
+    store: &dyn EventStore,
+    out: &mut dyn Write,
+    filter: &ExportFilter,
+    signer: Option<(&TreeFollower, &SigningKey)>,
+    progress: &mut Progress,
+) -> Result<u64, ReplayError> {
+    if signer.is_some() && (filter.from.is_some() || filter.category.is_some()) {
+        return Err(ReplayError::Invalid(
+            "a checkpoint covers the log from its first event: it cannot sign an export with --from or --category"
+                .into(),
+        ));
+    }
+    let mut frontier = Frontier::new(0, &[]);
+    let mut left_out = false;
     let io = |e: std::io::Error| ReplayError::Invalid(format!("cannot write the export: {e}"));
     let prefix = filter.category.as_ref().map(|c| format!("{c}-"));
     let mut cursor = LogCursor::START;
@@ -146,7 +176,21 @@ pub async fn export(
                 && filter.to.is_none_or(|to| e.position <= to)
                 && prefix.as_ref().is_none_or(|p| e.stream_id.starts_with(p.as_str()));
             if !wanted {
+                left_out = true;
                 continue;
+            }
+            if signer.is_some() {
+                if left_out {
+                    return Err(ReplayError::Invalid(format!(
+                        "the events up to position {} are not the log's first events (one committed later has a \
+                         lower position): this export cannot be signed; export without --to, or sign none",
+                        e.position
+                    )));
+                }
+                let hash = hex::decode(&e.hash).map_err(|_| {
+                    ReplayError::Invalid(format!("the event at position {} has a hash that is not hex", e.position))
+                })?;
+                frontier.add(leaf_hash(&hash));
             }
             serde_json::to_writer(&mut *out, &line_of(e)).map_err(|e| io(e.into()))?;
             out.write_all(b"\n").map_err(io)?;
@@ -155,7 +199,11 @@ pub async fn export(
         }
         progress.advance(batch.len() as u64);
     }
-    let end = EndWrapper { end: EndLine { format: FORMAT.into(), events: written, digest } };
+    let checkpoint = match signer {
+        Some((tree, key)) => Some(tree.sign_prefix(written, &frontier.root(), key, Utc::now()).await?),
+        None => None,
+    };
+    let end = EndWrapper { end: EndLine { format: FORMAT.into(), events: written, digest, checkpoint } };
     serde_json::to_writer(&mut *out, &end).map_err(|e| io(e.into()))?;
     out.write_all(b"\n").map_err(io)?;
     out.flush().map_err(io)?;
@@ -191,13 +239,24 @@ fn recorded(line: EventLine, n: u64) -> Result<RecordedEvent, ReplayError> {
 /// is there and its count and digest match, and no event id repeats. Returns the number
 /// of events. Memory: one version and hash per stream, and one id per event.
 pub fn verify_file(input: &mut dyn BufRead, progress: &mut Progress) -> Result<u64, ReplayError> {
-    let mut checker = Checker::default();
+    verify_file_trusting(input, None, progress).map(|(events, _)| events)
+}
+
+/// [`verify_file`], and the end line's checkpoint, if it has one: its root must be the
+/// Merkle root of the file's events and, with `trusted`, it must be signed by that key
+/// (a file without one is then refused).
+pub fn verify_file_trusting(
+    input: &mut dyn BufRead,
+    trusted: Option<VerifyingKey>,
+    progress: &mut Progress,
+) -> Result<(u64, Option<Checkpoint>), ReplayError> {
+    let mut checker = Checker { trusted, ..Checker::default() };
     let mut text = String::new();
     loop {
         text.clear();
         let read = input.read_line(&mut text).map_err(|e| refuse(checker.lines + 1, format!("cannot be read: {e}")))?;
         if read == 0 {
-            return checker.finish();
+            return checker.finish().map(|events| (events, checker.checkpoint.take()));
         }
         if checker.line(&text)?.is_some() {
             progress.advance(1);
@@ -219,6 +278,12 @@ struct Checker {
     /// The position of the last event line (0 before the first).
     last_position: u64,
     ended: bool,
+    /// The Merkle tree of the events so far (its right edge), for the end line's checkpoint.
+    tree: Option<Frontier>,
+    /// The key the end line's checkpoint must be signed with, if one is trusted.
+    trusted: Option<VerifyingKey>,
+    /// The end line's checkpoint, once it held.
+    checkpoint: Option<Checkpoint>,
 }
 
 /// Lines parsed for the check, in file order: events, then at most one line that is not
@@ -295,6 +360,38 @@ impl Checker {
         if end.digest != self.digest {
             return Err(refuse(n, "the digest does not match the events: lines were changed, removed or reordered"));
         }
+        match (&end.checkpoint, &self.trusted) {
+            (Some(c), trusted) => {
+                if c.tree_size != self.events {
+                    return Err(refuse(
+                        n,
+                        format!(
+                            "the end line's checkpoint covers {} events, the file has {}",
+                            c.tree_size, self.events
+                        ),
+                    ));
+                }
+                let root = hex::encode(self.tree.get_or_insert_with(|| Frontier::new(0, &[])).root());
+                if root != c.root_hash {
+                    return Err(refuse(
+                        n,
+                        format!(
+                            "the events do not hash to the root of the checkpoint signed at {} (root {root}, signed {}): \
+                             this is not the log that was signed",
+                            c.time, c.root_hash
+                        ),
+                    ));
+                }
+                if let Some(key) = trusted {
+                    c.check_signature(key).map_err(|e| refuse(n, e))?;
+                }
+                self.checkpoint = Some(c.clone());
+            }
+            (None, Some(_)) => {
+                return Err(refuse(n, "the end line carries no signed checkpoint, and a public key was given"));
+            }
+            (None, None) => {}
+        }
         self.ended = true;
         Ok(())
     }
@@ -347,6 +444,8 @@ impl Checker {
             }
         }
         self.digest = chain(&self.digest, &event.hash);
+        let leaf = hex::decode(&event.hash).map(|h| leaf_hash(&h)).map_err(|_| refuse(n, "its hash is not hex"))?;
+        self.tree.get_or_insert_with(|| Frontier::new(0, &[])).add(leaf);
         self.events += 1;
         Ok(())
     }
@@ -374,10 +473,22 @@ pub async fn import(
     progress_check: &mut Progress,
     progress_load: &mut Progress,
 ) -> Result<u64, ReplayError> {
+    import_trusting(store, open, None, progress_check, progress_load).await.map(|(events, _)| events)
+}
+
+/// [`import`], checking the end line's checkpoint as [`verify_file_trusting`] does; returns
+/// the events appended and that checkpoint.
+pub async fn import_trusting(
+    store: &dyn BulkLoad,
+    open: &dyn Fn() -> Result<Box<dyn BufRead + Send>, ReplayError>,
+    trusted: Option<VerifyingKey>,
+    progress_check: &mut Progress,
+    progress_load: &mut Progress,
+) -> Result<(u64, Option<Checkpoint>), ReplayError> {
     if store.read_all(LogCursor::START, 1).await?.is_empty() {
-        return load_into_empty(store, open()?, progress_load).await;
+        return load_into_empty(store, open()?, trusted, progress_load).await;
     }
-    let total = verify_file(&mut *open()?, progress_check)?;
+    let (total, checkpoint) = verify_file_trusting(&mut *open()?, trusted, progress_check)?;
     progress_check.finish();
     // What the store holds must be the file's first events, in order.
     let mut held = 0u64;
@@ -446,7 +557,7 @@ pub async fn import(
     }
     appended += flush(store, &mut batch, &mut in_batch, &mut batch_events, progress_load).await?;
     progress_load.finish();
-    Ok(appended)
+    Ok((appended, checkpoint))
 }
 
 /// Into an empty store: checked and loaded in one pass, in one transaction of the store —
@@ -454,8 +565,10 @@ pub async fn import(
 async fn load_into_empty(
     store: &dyn BulkLoad,
     input: Box<dyn BufRead + Send>,
+    trusted: Option<VerifyingKey>,
     progress: &mut Progress,
-) -> Result<u64, ReplayError> {
+) -> Result<(u64, Option<Checkpoint>), ReplayError> {
+    let (checked_send, checked) = std::sync::mpsc::channel::<Option<Checkpoint>>();
     let loaded = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     // Two threads ahead of the store's writing, with bounded queues between them: one reads
     // and parses the lines (needing no other line), the other checks them in order
@@ -517,7 +630,7 @@ async fn load_into_empty(
     start(
         "orderlog-import-check",
         Box::new(move || {
-            let mut checker = Checker::default();
+            let mut checker = Checker { trusted, ..Checker::default() };
             let mut check = || -> Result<(), ReplayError> {
                 for chunk in parsed.iter() {
                     chunk.events.iter().try_for_each(|event| checker.check_event(event))?;
@@ -535,8 +648,13 @@ async fn load_into_empty(
                 // The lines ran out: the file must have ended with its end line.
                 checker.finish().map(drop)
             };
-            if let Err(e) = check() {
-                let _ = send.send(Err(orderlog_store::StoreError::LoadRefused(e.to_string())));
+            match check() {
+                Ok(()) => {
+                    let _ = checked_send.send(checker.checkpoint.take());
+                }
+                Err(e) => {
+                    let _ = send.send(Err(orderlog_store::StoreError::LoadRefused(e.to_string())));
+                }
             }
         }),
     )?;
@@ -557,7 +675,7 @@ async fn load_into_empty(
     })?;
     progress.advance(count.saturating_sub(progress.done()));
     progress.finish();
-    Ok(count)
+    Ok((count, checked.try_recv().ok().flatten()))
 }
 
 async fn flush(

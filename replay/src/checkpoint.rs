@@ -319,37 +319,60 @@ impl TreeFollower {
         })
     }
 
-    /// Signs a checkpoint of the log as it is now and keeps it, unless the latest kept one
-    /// is already of this size (that one is returned). Refuses to sign a tree that does not
-    /// extend the latest kept checkpoint (its signature is not checked here; whoever relies
-    /// on it checks it): a history rewritten under the tree is not signed over.
+    /// Signs a checkpoint of the log as it is now and keeps it (the one kept of this size,
+    /// if there is one: the log has not grown). Refuses to sign a tree that does not extend
+    /// the latest kept checkpoint: a history rewritten under the tree is not signed over.
     pub async fn sign(&self, key: &SigningKey, now: DateTime<Utc>) -> Result<Checkpoint, ReplayError> {
         let (size, root) = self.head().await?;
-        let last = match self.store.kept_checkpoint(None).await? {
-            Some(json) => Some(
-                serde_json::from_str::<Checkpoint>(&json)
-                    .map_err(|e| ReplayError::Invalid(format!("the latest kept checkpoint cannot be read: {e}")))?,
-            ),
-            None => None,
-        };
-        if let Some(last) = last {
-            if last.tree_size == size && last.root_hash == hex::encode(root) {
-                return Ok(last);
-            }
-            let then = if last.tree_size <= size {
-                Some(hex::encode(self.over_stored(|node| perfect::root(node, last.tree_size)).await?))
-            } else {
-                None
+        self.sign_prefix(size, &root, key, now).await
+    }
+
+    /// Signs a checkpoint of the log's first `size` events, whose root the caller computed
+    /// from the events themselves as `root`, and keeps it. Refused unless the stored tree
+    /// has that root for them (the events are the ones it was built from) and extends the
+    /// latest kept checkpoint (its signature is not checked here: whoever relies on it does).
+    pub async fn sign_prefix(
+        &self,
+        size: u64,
+        root: &Hash,
+        key: &SigningKey,
+        now: DateTime<Utc>,
+    ) -> Result<Checkpoint, ReplayError> {
+        let tree_size = self.extend().await?;
+        if size > tree_size {
+            return Err(ReplayError::Invalid(format!("a checkpoint of {size} events: the log has {tree_size}")));
+        }
+        let held = self.over_stored(|node| perfect::root(node, size)).await?;
+        if &held != root {
+            return Err(ReplayError::Invalid(format!(
+                "the log's first {size} events do not give the root its Merkle tree holds for them: events were \
+                 altered after they were added (run `orderlog verify --against` with a checkpoint to see where)"
+            )));
+        }
+        if let Some(last) = self.kept(None).await? {
+            let then = match last.tree_size <= tree_size {
+                true => Some(hex::encode(self.over_stored(|node| perfect::root(node, last.tree_size)).await?)),
+                false => None,
             };
             if then.as_deref() != Some(last.root_hash.as_str()) {
                 return Err(ReplayError::Invalid(format!(
-                    "the log of {size} events does not extend the checkpoint of {} events signed at {}: not signing \
-                     (run `orderlog verify --against` with that checkpoint to see where it differs)",
+                    "the log of {tree_size} events does not extend the checkpoint of {} events signed at {}: not \
+                     signing (run `orderlog verify --against` with that checkpoint to see where it differs)",
                     last.tree_size, last.time
                 )));
             }
         }
-        let checkpoint = sign_head(size, &root, key, now);
+        if let Some(kept) = self.kept(Some(size)).await? {
+            if kept.root_hash != hex::encode(root) {
+                return Err(ReplayError::Invalid(format!(
+                    "the checkpoint of {size} events signed at {} has another root than the log's: not signing \
+                     (run `orderlog verify --against` with it to see where the log differs)",
+                    kept.time
+                )));
+            }
+            return Ok(kept);
+        }
+        let checkpoint = sign_head(size, root, key, now);
         let json = serde_json::to_string(&checkpoint).expect("a checkpoint serializes");
         self.store.keep_checkpoint(size, json).await?;
         Ok(checkpoint)

@@ -370,6 +370,24 @@ impl Frontier {
         self.size
     }
 
+    /// The root of the tree so far (RFC 9162's MTH): its peaks folded right to left.
+    pub fn root(&self) -> Hash {
+        let mut peaks = self.open.iter().flatten();
+        let Some(lowest) = peaks.next() else { return Sha256::digest([]).into() };
+        peaks.fold(*lowest, |right, left| node_hash(left, &right))
+    }
+
+    /// Adds a leaf, keeping only the right edge.
+    pub fn add(&mut self, leaf: Hash) {
+        self.size += 1;
+        let (mut hash, mut level) = (leaf, 0);
+        while let Some(left) = self.open[level].take() {
+            hash = node_hash(&left, &hash);
+            level += 1;
+        }
+        self.open[level] = Some(hash);
+    }
+
     /// Adds a leaf; returns it and every perfect subtree it completes, each with its hash.
     pub fn push(&mut self, leaf: Hash) -> Vec<(NodeKey, Hash)> {
         let index = self.size;
@@ -533,6 +551,8 @@ mod tests {
             }
             stored.extend(frontier.push(*leaf));
         }
+        assert_eq!(frontier.root(), root(&l));
+        assert_eq!(Frontier::new(0, &[]).root(), root(&[]));
         assert_eq!(stored.len() as u64, 2 * 1000 - u64::from(1000u32.count_ones()), "every perfect subtree once");
         for (key, hash) in &stored {
             assert_eq!(whole.node(*key), Some(*hash), "{key:?}");
