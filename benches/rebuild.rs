@@ -9,6 +9,9 @@
 //! `ORDERLOG_BENCH_KEEP_EXPORT=PATH` keeps a copy of the exported file there (to time
 //! `orderlog import` on it alone).
 
+#[path = "support/connection.rs"]
+mod connection;
+
 // The allocator of the `orderlog` binary, so the figures are those of the CLI.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -29,7 +32,7 @@ use orderlog_projections::sqlite::SqliteRows;
 use orderlog_projections::table::{RowStore, Runner, TableModel};
 use orderlog_store::postgres::testing::TestDatabase;
 use orderlog_store::{
-    EventStore, ExpectedVersion, LogCursor, Metadata, NewEvent, PostgresStore, SqliteStore, StreamAppend,
+    EventStore, ExpectedVersion, LogCursor, Metadata, NewEvent, PostgresStore, SqliteStore, StreamAppend, TreeStore,
     READ_EVENTS_MAX,
 };
 use uuid::Uuid;
@@ -225,6 +228,62 @@ async fn history_tools(log: &dyn EventStore, scanned: u64, raw: f64, postgres: b
     drop(target_db);
 }
 
+fn percentiles(mut took: Vec<std::time::Duration>) -> String {
+    took.sort_unstable();
+    let at = |p: usize| took[(took.len() * p / 100).min(took.len() - 1)].as_secs_f64() * 1e3;
+    format!("p50 {:.3} ms, p99 {:.3} ms", at(50), at(99))
+}
+
+/// The stored Merkle tree: built from the whole log (what the first proof or `orderlog
+/// serve` does on a log from before the tree), then inclusion proofs read from it at 10 000
+/// events spread over the log — in process, and over HTTP from `orderlog serve`.
+async fn stored_tree(log: Arc<dyn TreeStore>, database: &str, scanned: u64, raw: f64) {
+    use orderlog_replay::checkpoint::TreeFollower;
+    let follower = TreeFollower::new(log.clone());
+    let started = Instant::now();
+    assert_eq!(follower.extend().await.unwrap(), scanned);
+    let rate = scanned as f64 / started.elapsed().as_secs_f64();
+    println!("{:<30}{rate:>10.0} events/s   ratio {:.2}", "stored tree built:", rate / raw);
+    let (_, positions) = orderlog_replay::checkpoint::tree_of(&*log).await.unwrap();
+    let spread = |i: u64| positions[(i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % scanned) as usize];
+    let mut took = Vec::new();
+    for i in 0..10_000u64 {
+        let started = Instant::now();
+        let proof = follower.inclusion(spread(i), None).await.unwrap();
+        took.push(started.elapsed());
+        assert_eq!(proof.size, scanned);
+    }
+    println!("inclusion proof, stored tree, in process: {}", percentiles(took));
+    // Over HTTP: the release binary serving this database, one keep-alive connection.
+    let bin = env!("CARGO_BIN_EXE_orderlog");
+    let made = std::process::Command::new(bin)
+        .args(["token", "create", "--database", database, "--principal", "bench", "--scopes", "audit"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let token = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    let mut child = std::process::Command::new(bin)
+        .args(["serve", "--database", database, "--listen", "127.0.0.1:0", "--no-projectors"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let address = line.trim().strip_prefix("listening on http://").unwrap().to_string();
+    let mut c = connection::Connection::open(&address, &token).await;
+    let mut took = Vec::new();
+    for i in 0..10_000u64 {
+        let started = Instant::now();
+        let (status, body) = c.request("GET", &format!("/proofs/inclusion?position={}", spread(i)), None).await;
+        took.push(started.elapsed());
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    println!("inclusion proof over HTTP (orderlog serve): {}", percentiles(took));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Flushes every dirty page of the machine to disk (`sync`).
 fn quiesce() {
     let status = std::process::Command::new("sync").status().expect("run sync");
@@ -241,8 +300,10 @@ fn main() {
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let mut db = None;
-        let (log, rows): (Arc<dyn EventStore>, Arc<dyn RowStore>) = if postgres {
+        let database;
+        let (log, rows): (Arc<dyn TreeStore>, Arc<dyn RowStore>) = if postgres {
             let test_db = TestDatabase::create().await;
+            database = test_db.url.clone();
             let log = Arc::new(PostgresStore::connect_url(&test_db.url).await.unwrap());
             let views = [INVENTORY_VIEWS_POSTGRES, ORDER_VIEWS_POSTGRES].concat();
             let rows = Arc::new(PostgresRows::connect(&test_db.url, &views).await.unwrap());
@@ -250,6 +311,7 @@ fn main() {
             (log, rows)
         } else {
             let path = dir.path().join("orderlog.db");
+            database = path.to_str().unwrap().to_string();
             let log = Arc::new(SqliteStore::open(&path).unwrap());
             let views = [INVENTORY_VIEWS_SQLITE, ORDER_VIEWS_SQLITE].concat();
             (log, Arc::new(SqliteRows::open(&path, &views).unwrap()))
@@ -265,6 +327,7 @@ fn main() {
         rebuild::<InventoryTable>(log.clone(), rows.clone(), scanned, raw).await;
         rebuild::<OrderStatusTable>(log.clone(), rows, scanned, raw).await;
         history_tools(&*log, scanned, raw, postgres, dir.path()).await;
+        stored_tree(log.clone(), &database, scanned, raw).await;
         drop(db);
     });
 }

@@ -301,6 +301,15 @@ fn an_insider_rewrite_passes_verify_and_fails_against_a_signed_checkpoint() {
         prove(db_text, &["--consistency", "1", "--size", &signed_size]),
     ]);
     assert_eq!(independent_verdicts(&checks), [true, true, true, true, true]);
+    // The checkpoint's signature holds for the independent verifier too, and an altered one
+    // does not.
+    let mut altered = signed.clone();
+    altered["tree_size"] = (altered["tree_size"].as_u64().unwrap() + 1).into();
+    let checks = serde_json::json!([
+        {"kind": "checkpoint", "public_key": public, "checkpoint": signed},
+        {"kind": "checkpoint", "public_key": public, "checkpoint": altered},
+    ]);
+    assert_eq!(independent_verdicts(&checks), [true, false]);
 
     // An altered checkpoint, or another key, is refused.
     let text = std::fs::read_to_string(&checkpoint).unwrap();

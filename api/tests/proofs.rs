@@ -91,7 +91,8 @@ async fn the_server_signs_checkpoints_the_log_extends() {
     app.ok(Method::POST, "/stock/sku-9/berlin/receipts", &operations, Some(json!({"quantity": 9}))).await;
     let proof = app.ok(Method::GET, "/proofs/consistency?from=3", &audit, None).await;
     assert_eq!(proof["old_root"], first["root_hash"]);
-    assert_eq!(independent_verdicts(&json!([proof])), [true]);
+    let signed = json!({"kind": "checkpoint", "public_key": served["public_key"], "checkpoint": first});
+    assert_eq!(independent_verdicts(&json!([proof, signed])), [true, true]);
     let kept = app.ok(Method::GET, "/checkpoints/latest?tree_size=3", &audit, None).await;
     assert_eq!(kept, first);
     let unknown = app.call(Method::GET, "/checkpoints/latest?tree_size=2", Some(&audit), None).await;

@@ -488,13 +488,52 @@ impl Tree {
     }
 }
 
-/// What the independent verifier, `tools/merkle_verify.py` (Python's standard library,
-/// written from RFC 9162), says of `checks` (a JSON array in its input form): a verdict each.
+/// The version of Python's `cryptography` package the independent verifier is run with
+/// when the machine's Python lacks it.
+#[cfg(feature = "testing")]
+pub const VERIFIER_CRYPTOGRAPHY: &str = "48.0.0";
+
+/// A Python that has the `cryptography` package: the machine's, or one in a venv under
+/// the build directory, made once (under a file lock, tests run in parallel).
+#[cfg(feature = "testing")]
+fn verifier_python() -> &'static std::path::Path {
+    static PYTHON: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let has = |python: &std::path::Path| {
+            std::process::Command::new(python)
+                .args(["-c", "import cryptography"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        let system = std::path::PathBuf::from("python3");
+        if has(&system) {
+            return system;
+        }
+        let venv = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/verifier-venv"));
+        let python = venv.join("bin/python3");
+        std::fs::create_dir_all(venv.parent().expect("target")).expect("the build directory");
+        let lock = std::fs::File::create(venv.with_extension("lock")).expect("the venv's lock file");
+        lock.lock().expect("the venv's lock");
+        if !has(&python) {
+            let made = std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv).status();
+            assert!(made.is_ok_and(|s| s.success()), "python3 -m venv {}", venv.display());
+            let pip = std::process::Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", &format!("cryptography=={VERIFIER_CRYPTOGRAPHY}")])
+                .status();
+            assert!(pip.is_ok_and(|s| s.success()), "pip install cryptography into {}", venv.display());
+        }
+        python
+    })
+}
+
+/// What the independent verifier, `tools/merkle_verify.py` (Python, written from RFC 9162,
+/// signatures by the `cryptography` package), says of `checks` (a JSON array in its input
+/// form): a verdict each.
 #[cfg(feature = "testing")]
 pub fn independent_verdicts(checks: &serde_json::Value) -> Vec<bool> {
     use std::io::Write;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/merkle_verify.py");
-    let mut child = std::process::Command::new("python3")
+    let mut child = std::process::Command::new(verifier_python())
         .arg(script)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

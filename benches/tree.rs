@@ -1,0 +1,131 @@
+//! Appends with the Merkle tree maintained beside the log against appends without, in one
+//! run, on SQLite and on PostgreSQL: N writers append one event per call to their own
+//! streams for a fixed time; in the maintained rounds a follower brings the stored tree up
+//! to the log every 200 ms, as `orderlog serve` does. Rounds alternate (without, with, …)
+//! and the median of the ratios is printed, the machine's rate drifting between rounds.
+//!
+//! `cargo bench --bench tree [-- SECONDS]` (default 5 s per round); `ORDERLOG_BENCH_ROUNDS`
+//! (default 5), `ORDERLOG_BENCH_WRITERS` (default 16), `ORDERLOG_BENCH_ONLY=sqlite|postgres`.
+
+// The allocator of the `orderlog` binary, so the figures are those of the CLI.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use orderlog_replay::checkpoint::TreeFollower;
+use orderlog_store::postgres::testing::TestDatabase;
+use orderlog_store::{ExpectedVersion, Metadata, NewEvent, PostgresStore, SqliteStore, StreamAppend, TreeStore};
+use uuid::Uuid;
+
+const PAYLOAD: &str =
+    r#"{"order_id":"h0-s1-o17","quantity":2,"sku":"tshirt-1","unit_price":{"amount":2499,"currency":"EUR"}}"#;
+
+fn event() -> NewEvent {
+    NewEvent {
+        event_id: Uuid::new_v4(),
+        event_type: "StockReserved".into(),
+        schema_version: 1,
+        payload: PAYLOAD.into(),
+        metadata: Metadata {
+            actor: "bench".into(),
+            command_id: Uuid::new_v4().to_string(),
+            correlation_id: "bench".into(),
+            ..Metadata::default()
+        },
+        recorded_at: Utc::now(),
+    }
+}
+
+/// Events per second that `writers` writers append in `run`; with `tree`, a follower
+/// extends it every 200 ms meanwhile.
+async fn appends(store: Arc<dyn TreeStore>, writers: usize, run: Duration, round: usize, tree: bool) -> f64 {
+    let start = Instant::now();
+    let maintainer = tree.then(|| {
+        let follower = TreeFollower::new(store.clone());
+        tokio::spawn(async move {
+            while start.elapsed() < run {
+                follower.extend().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    });
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut version = 0;
+            let stream = format!("stock-r{round}-w{w}@berlin");
+            while start.elapsed() < run {
+                let append = vec![StreamAppend {
+                    stream_id: stream.clone(),
+                    expected: ExpectedVersion::Exact(version),
+                    events: vec![event()],
+                }];
+                store.append(append).await.unwrap();
+                version += 1;
+            }
+            version
+        }));
+    }
+    let mut events = 0;
+    for t in tasks {
+        events += t.await.unwrap();
+    }
+    let rate = events as f64 / start.elapsed().as_secs_f64();
+    if let Some(m) = maintainer {
+        m.await.unwrap();
+    }
+    rate
+}
+
+async fn measure(name: &str, store: Arc<dyn TreeStore>, writers: usize, run: Duration, rounds: usize) {
+    // The tree is brought up to the log before the first round, so no round pays for
+    // another's events.
+    let follower = TreeFollower::new(store.clone());
+    let mut ratios = Vec::new();
+    for round in 0..rounds {
+        follower.extend().await.unwrap();
+        let without = appends(store.clone(), writers, run, round * 2, false).await;
+        follower.extend().await.unwrap();
+        let with = appends(store.clone(), writers, run, round * 2 + 1, true).await;
+        println!(
+            "{name:<12} {writers} writers   without {without:>8.0} ev/s   with tree {with:>8.0} ev/s   ratio {:.2}",
+            with / without
+        );
+        ratios.push(with / without);
+    }
+    let started = Instant::now();
+    let size = follower.extend().await.unwrap();
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "{name:<12} median ratio {:.2} ({size} events in the tree; the last catch-up {:.0} ms)",
+        ratios[ratios.len() / 2],
+        started.elapsed().as_secs_f64() * 1e3
+    );
+}
+
+fn main() {
+    let seconds: u64 =
+        std::env::args().skip(1).find(|a| !a.starts_with("--")).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let run = Duration::from_secs(seconds);
+    let rounds: usize = std::env::var("ORDERLOG_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
+    let writers: usize = std::env::var("ORDERLOG_BENCH_WRITERS").ok().and_then(|r| r.parse().ok()).unwrap_or(16);
+    let only = std::env::var("ORDERLOG_BENCH_ONLY").unwrap_or_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        println!("{seconds} s per round, {rounds} rounds of each, alternating");
+        if only != "postgres" {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(SqliteStore::open(dir.path().join("orderlog.db")).unwrap());
+            measure("SQLite", store, writers, run, rounds).await;
+        }
+        if only != "sqlite" {
+            let db = TestDatabase::create().await;
+            let store = Arc::new(PostgresStore::connect_url(&db.url_with("pool_max_size=64")).await.unwrap());
+            measure("PostgreSQL", store, writers, run, rounds).await;
+        }
+    });
+}
