@@ -4,6 +4,10 @@
 //!
 //! `cargo bench --bench append`
 
+#[path = "support/events.rs"]
+mod events;
+use events::{event, PAYLOAD};
+
 // The allocator of the `orderlog` binary, so the figures are those of the CLI.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -15,26 +19,6 @@ use chrono::Utc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use orderlog_store::{EventStore, ExpectedVersion, Metadata, NewEvent, SqliteStore, StreamAppend};
 use uuid::Uuid;
-
-const PAYLOAD: &str =
-    r#"{"order_id":"h0-s1-o17","quantity":2,"sku":"tshirt-1","unit_price":{"amount":2499,"currency":"EUR"}}"#;
-
-fn event() -> NewEvent {
-    NewEvent {
-        event_id: Uuid::new_v4(),
-        event_type: "StockReserved".into(),
-        schema_version: 1,
-        payload: PAYLOAD.into(),
-        metadata: Metadata {
-            actor: "bench".into(),
-            command_id: Uuid::new_v4().to_string(),
-            command_hash: Some("0".repeat(64)),
-            correlation_id: "bench".into(),
-            causation_id: None,
-        },
-        recorded_at: Utc::now(),
-    }
-}
 
 fn append(stream: String, events: usize) -> Vec<StreamAppend> {
     vec![StreamAppend {

@@ -14,6 +14,10 @@
 //! `ORDERLOG_BENCH_ONLY=single|batch` measures only the one-event or the 100-event workloads;
 //! `ORDERLOG_BENCH_WRITERS=16,64` sets the writer counts of the one-event workloads.
 
+#[path = "support/events.rs"]
+mod events;
+use events::{event, metadata, one_event_appends};
+
 // The allocator of the `orderlog` binary, so the figures are those of the CLI.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -21,36 +25,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use orderlog_store::postgres::testing::TestDatabase;
-use orderlog_store::{EventStore, ExpectedVersion, Metadata, NewEvent, PostgresStore, StreamAppend};
+use orderlog_store::{ExpectedVersion, PostgresStore, StreamAppend};
 use tokio_postgres::NoTls;
-use uuid::Uuid;
-
-const PAYLOAD: &str =
-    r#"{"order_id":"h0-s1-o17","quantity":2,"sku":"tshirt-1","unit_price":{"amount":2499,"currency":"EUR"}}"#;
-const HASH: &str = "5d41402abc4b2a76b9719d911017c592ae6d8b1e4c2f3a0b9c8d7e6f5a4b3c2d";
-
-fn metadata() -> Metadata {
-    Metadata {
-        actor: "bench".into(),
-        command_id: Uuid::new_v4().to_string(),
-        command_hash: Some(HASH.into()),
-        correlation_id: "bench".into(),
-        causation_id: None,
-    }
-}
-
-fn event() -> NewEvent {
-    NewEvent {
-        event_id: Uuid::new_v4(),
-        event_type: "StockReserved".into(),
-        schema_version: 1,
-        payload: PAYLOAD.into(),
-        metadata: metadata(),
-        recorded_at: Utc::now(),
-    }
-}
 
 async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
@@ -113,33 +90,6 @@ async fn raw_batches(url: &str, run: Duration) -> f64 {
 }
 
 /// Events per second of one-event appends from `writers` tasks on distinct streams.
-async fn orderlog_single_events(store: Arc<PostgresStore>, writers: usize, run: Duration, round: usize) -> f64 {
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..writers {
-        let store = Arc::clone(&store);
-        tasks.push(tokio::spawn(async move {
-            let mut version = 0;
-            let stream = format!("stock-r{round}-w{w}@berlin");
-            while start.elapsed() < run {
-                let append = vec![StreamAppend {
-                    stream_id: stream.clone(),
-                    expected: ExpectedVersion::Exact(version),
-                    events: vec![event()],
-                }];
-                store.append(append).await.unwrap();
-                version += 1;
-            }
-            version
-        }));
-    }
-    let mut events = 0;
-    for t in tasks {
-        events += t.await.unwrap();
-    }
-    events as f64 / start.elapsed().as_secs_f64()
-}
-
 /// Milliseconds per 100-event append.
 async fn orderlog_batches(store: &PostgresStore, run: Duration) -> f64 {
     let start = Instant::now();
@@ -210,7 +160,7 @@ fn main() {
                 quiesce(&admin).await;
                 let raw = raw_single_rows(&db.url, writers, run).await;
                 quiesce(&admin).await;
-                let ours = orderlog_single_events(Arc::clone(&store), writers, run, round * rounds + repeat).await;
+                let ours = one_event_appends(store.clone(), writers, run, round * rounds + repeat).await;
                 println!(
                     "{:<36} {:>10.0} ev/s {:>10.0} tx/s {:>7.2}",
                     format!("1 event per append, {writers} writers"),

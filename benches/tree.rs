@@ -7,6 +7,10 @@
 //! `cargo bench --bench tree [-- SECONDS]` (default 5 s per round); `ORDERLOG_BENCH_ROUNDS`
 //! (default 5), `ORDERLOG_BENCH_WRITERS` (default 16), `ORDERLOG_BENCH_ONLY=sqlite|postgres`.
 
+#[path = "support/events.rs"]
+mod events;
+use events::one_event_appends;
+
 // The allocator of the `orderlog` binary, so the figures are those of the CLI.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -14,30 +18,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use orderlog_replay::checkpoint::TreeFollower;
 use orderlog_store::postgres::testing::TestDatabase;
-use orderlog_store::{ExpectedVersion, Metadata, NewEvent, PostgresStore, SqliteStore, StreamAppend, TreeStore};
-use uuid::Uuid;
-
-const PAYLOAD: &str =
-    r#"{"order_id":"h0-s1-o17","quantity":2,"sku":"tshirt-1","unit_price":{"amount":2499,"currency":"EUR"}}"#;
-
-fn event() -> NewEvent {
-    NewEvent {
-        event_id: Uuid::new_v4(),
-        event_type: "StockReserved".into(),
-        schema_version: 1,
-        payload: PAYLOAD.into(),
-        metadata: Metadata {
-            actor: "bench".into(),
-            command_id: Uuid::new_v4().to_string(),
-            correlation_id: "bench".into(),
-            ..Metadata::default()
-        },
-        recorded_at: Utc::now(),
-    }
-}
+use orderlog_store::{PostgresStore, SqliteStore, TreeStore};
 
 /// Events per second that `writers` writers append in `run`; with `tree`, a follower
 /// extends it every 200 ms meanwhile.
@@ -52,29 +35,7 @@ async fn appends(store: Arc<dyn TreeStore>, writers: usize, run: Duration, round
             }
         })
     });
-    let mut tasks = Vec::new();
-    for w in 0..writers {
-        let store = Arc::clone(&store);
-        tasks.push(tokio::spawn(async move {
-            let mut version = 0;
-            let stream = format!("stock-r{round}-w{w}@berlin");
-            while start.elapsed() < run {
-                let append = vec![StreamAppend {
-                    stream_id: stream.clone(),
-                    expected: ExpectedVersion::Exact(version),
-                    events: vec![event()],
-                }];
-                store.append(append).await.unwrap();
-                version += 1;
-            }
-            version
-        }));
-    }
-    let mut events = 0;
-    for t in tasks {
-        events += t.await.unwrap();
-    }
-    let rate = events as f64 / start.elapsed().as_secs_f64();
+    let rate = one_event_appends(store, writers, run, round).await;
     if let Some(m) = maintainer {
         m.await.unwrap();
     }
@@ -82,8 +43,8 @@ async fn appends(store: Arc<dyn TreeStore>, writers: usize, run: Duration, round
 }
 
 async fn measure(name: &str, store: Arc<dyn TreeStore>, writers: usize, run: Duration, rounds: usize) {
-    // The tree is brought up to the log before the first round, so no round pays for
-    // another's events.
+    // The tree is brought up to the log before each round, so no round pays for another's
+    // events.
     let follower = TreeFollower::new(store.clone());
     let mut ratios = Vec::new();
     for round in 0..rounds {

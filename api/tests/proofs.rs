@@ -5,6 +5,7 @@
 mod common;
 
 use orderlog_store::merkle::independent_verdicts;
+use orderlog_store::TreeStore;
 
 use axum::http::{Method, StatusCode};
 use common::*;
@@ -102,4 +103,41 @@ async fn the_server_signs_checkpoints_the_log_extends() {
     let audit = plain.token("audit").await;
     let reply = plain.call(Method::GET, "/checkpoints/key", Some(&audit), None).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text);
+}
+
+/// `orderlog serve`'s maintainer keeps the stored tree up to the log and signs a checkpoint
+/// at the interval while the log grows, without anyone asking.
+#[tokio::test]
+async fn the_maintainer_extends_the_tree_and_signs_at_the_interval() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    let app = App::sqlite().await;
+    let operations = app.token("operations").await;
+    let proofs = Arc::new(orderlog_replay::checkpoint::TreeFollower::new(app.store.clone()));
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+    let signer = Arc::new(orderlog_api::checkpoints::Signer::new(key.clone()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let maintainer = tokio::spawn(orderlog_api::checkpoints::maintain(
+        proofs.clone(),
+        Some((signer, Duration::from_millis(300))),
+        stopped,
+    ));
+    for i in 1..=4 {
+        app.ok(Method::POST, &format!("/stock/sku-{i}/berlin/receipts"), &operations, Some(json!({"quantity": i})))
+            .await;
+    }
+    let mut kept = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        kept = proofs.kept(None).await.unwrap();
+        if kept.as_ref().is_some_and(|c| c.tree_size == 4) {
+            break;
+        }
+    }
+    let kept = kept.expect("a checkpoint was signed at the interval");
+    assert_eq!(kept.tree_size, 4);
+    kept.check_signature(&key.verifying_key()).unwrap();
+    assert_eq!(app.store.tree_size().await.unwrap().0, 4, "the tree follows the log");
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), maintainer).await.unwrap().unwrap();
 }

@@ -7,32 +7,16 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use orderlog_replay::checkpoint::{tree_of, TreeFollower};
+use orderlog_store::conformance::event;
 use orderlog_store::merkle::{verify_consistency, verify_inclusion, Hash};
 use orderlog_store::postgres::testing::TestDatabase;
-use orderlog_store::{
-    EventStore, ExpectedVersion, MemoryStore, Metadata, NewEvent, PostgresStore, SqliteStore, StreamAppend, TreeStore,
-};
-
-fn event(n: u32) -> NewEvent {
-    NewEvent {
-        event_id: uuid::Uuid::new_v4(),
-        event_type: "StockReceived".into(),
-        schema_version: 1,
-        payload: format!(r#"{{"quantity":{n}}}"#),
-        metadata: Metadata {
-            actor: "t".into(),
-            command_id: format!("c{n}"),
-            correlation_id: "t".into(),
-            ..Metadata::default()
-        },
-        recorded_at: Utc::now(),
-    }
-}
+use orderlog_store::{EventStore, ExpectedVersion, MemoryStore, PostgresStore, SqliteStore, StreamAppend, TreeStore};
 
 /// Appends `count` events, a few per call, over five streams.
 async fn append(store: &dyn EventStore, from: u32, count: u32) {
     for n in (from..from + count).step_by(3) {
-        let events = (n..(n + 3).min(from + count)).map(event).collect();
+        let events =
+            (n..(n + 3).min(from + count)).map(|q| event("StockReceived", &format!(r#"{{"quantity":{q}}}"#))).collect();
         let stream = format!("stock-{}@x", n % 5);
         store.append(vec![StreamAppend { stream_id: stream, expected: ExpectedVersion::Any, events }]).await.unwrap();
     }
