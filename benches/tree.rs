@@ -1,8 +1,9 @@
 //! Appends with the Merkle tree maintained beside the log against appends without, in one
 //! run, on SQLite and on PostgreSQL: N writers append one event per call to their own
 //! streams for a fixed time; in the maintained rounds a follower brings the stored tree up
-//! to the log every 200 ms, as `orderlog serve` does. Rounds alternate (without, with, …)
-//! and the median of the ratios is printed, the machine's rate drifting between rounds.
+//! to the log every 200 ms, as `orderlog serve` does. Rounds alternate (without then with,
+//! with then without, …) and the median of the ratios is printed, the machine's rate
+//! drifting between rounds.
 //!
 //! `cargo bench --bench tree [-- SECONDS]` (default 5 s per round); `ORDERLOG_BENCH_ROUNDS`
 //! (default 5), `ORDERLOG_BENCH_WRITERS` (default 16), `ORDERLOG_BENCH_ONLY=sqlite|postgres`.
@@ -48,10 +49,22 @@ async fn measure(name: &str, store: Arc<dyn TreeStore>, writers: usize, run: Dur
     let follower = TreeFollower::new(store.clone());
     let mut ratios = Vec::new();
     for round in 0..rounds {
-        follower.extend().await.unwrap();
-        let without = appends(store.clone(), writers, run, round * 2, false).await;
-        follower.extend().await.unwrap();
-        let with = appends(store.clone(), writers, run, round * 2 + 1, true).await;
+        // Which goes first alternates too: the rate drifts down as the log grows.
+        let rate = |tree: bool| {
+            let (store, follower) = (store.clone(), &follower);
+            let stream_round = round * 2 + usize::from(tree);
+            async move {
+                follower.extend().await.unwrap();
+                appends(store, writers, run, stream_round, tree).await
+            }
+        };
+        let (without, with) = if round % 2 == 0 {
+            let without = rate(false).await;
+            (without, rate(true).await)
+        } else {
+            let with = rate(true).await;
+            (rate(false).await, with)
+        };
         println!(
             "{name:<12} {writers} writers   without {without:>8.0} ev/s   with tree {with:>8.0} ev/s   ratio {:.2}",
             with / without

@@ -10,7 +10,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use std::sync::Arc;
 
-use orderlog_store::merkle::{leaf_hash, node_hash, perfect, Frontier, Hash, NodeKey, Tree};
+use orderlog_store::merkle::{leaf_hash, node_hash, perfect, Frontier, Hash, NodeKey, Tree, STORED_LEVEL_MIN};
 use orderlog_store::{EventStore, LogCursor, RecordedEvent, TreeLeaf, TreeStore, READ_EVENTS_MAX};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -209,28 +209,34 @@ impl TreeFollower {
             let peaks = self.nodes(&perfect::peaks(size)).await?;
             let mut frontier = Frontier::new(size, &peaks);
             loop {
-                let batch = self.store.read_all(cursor, READ_EVENTS_MAX).await?;
-                let Some(last) = batch.last() else { return Ok(frontier.size()) };
+                let batch = self.store.tree_pending(cursor, READ_EVENTS_MAX).await?;
+                let Some(&(last, _)) = batch.last() else { return Ok(frontier.size()) };
                 let from = frontier.size();
                 let (mut leaves, mut nodes) = (Vec::with_capacity(batch.len()), Vec::with_capacity(batch.len()));
-                for event in &batch {
-                    let leaf = leaf_hash(&event_hash(event)?);
-                    let index = frontier.size();
-                    leaves.push(TreeLeaf { index, cursor: LogCursor::after(event), hash: leaf });
-                    nodes.extend(frontier.push(leaf).into_iter().filter(|(key, _)| key.level > 0));
+                for (at, hash) in &batch {
+                    let hash = hex::decode(hash).map_err(|_| {
+                        ReplayError::Invalid(format!(
+                            "the event at position {} has a hash that is not hex",
+                            at.position
+                        ))
+                    })?;
+                    let leaf = leaf_hash(&hash);
+                    leaves.push(TreeLeaf { index: frontier.size(), cursor: *at, hash: leaf });
+                    let made = frontier.push(leaf).into_iter();
+                    nodes.extend(made.filter(|(key, _)| key.level >= STORED_LEVEL_MIN));
                 }
                 if !self.store.tree_extend(from, leaves, nodes).await? {
                     // Another process extended it first: go on from what it stored.
                     continue 'again;
                 }
-                cursor = LogCursor::after(last);
+                cursor = last;
             }
         }
     }
 
     /// The stored hashes of `keys`, every one of which the tree must have.
     async fn nodes(&self, keys: &[NodeKey]) -> Result<Vec<Hash>, ReplayError> {
-        let found = self.store.tree_nodes(keys.to_vec()).await?;
+        let found = stored_nodes(&*self.store, keys).await?;
         keys.iter()
             .zip(found)
             .map(|(key, hash)| {
@@ -389,6 +395,34 @@ impl TreeFollower {
     }
 }
 
+/// The stored hashes of `keys`, in one query: leaves and inner nodes as stored, and a
+/// subtree below [`STORED_LEVEL_MIN`] hashed again from its leaves; `None` where the tree
+/// lacks one.
+async fn stored_nodes(store: &dyn TreeStore, keys: &[NodeKey]) -> Result<Vec<Option<Hash>>, ReplayError> {
+    let low = |key: &NodeKey| key.level > 0 && key.level < STORED_LEVEL_MIN;
+    let mut read: Vec<NodeKey> = Vec::new();
+    for key in keys {
+        match low(key) {
+            true => read.extend((0..1u64 << key.level).map(|i| NodeKey::new(0, (key.index << key.level) + i))),
+            false => read.push(*key),
+        }
+    }
+    let found = store.tree_nodes(read.clone()).await?;
+    let found: std::collections::HashMap<NodeKey, Option<Hash>> = read.into_iter().zip(found).collect();
+    Ok(keys
+        .iter()
+        .map(|key| match low(key) {
+            false => found[key],
+            true => {
+                let first = key.index << key.level;
+                let leaves: Option<Vec<Hash>> =
+                    (0..1u64 << key.level).map(|i| found[&NodeKey::new(0, first + i)]).collect();
+                leaves.map(|leaves| orderlog_store::merkle::root(&leaves))
+            }
+        })
+        .collect())
+}
+
 /// Signs a checkpoint of a log of `size` events whose root is `root`.
 pub fn sign_head(size: u64, root: &Hash, key: &SigningKey, now: DateTime<Utc>) -> Checkpoint {
     let root = hex::encode(root);
@@ -475,7 +509,7 @@ pub async fn first_difference(
     signed: &Hash,
 ) -> Result<Difference, ReplayError> {
     let peaks = perfect::peaks(size);
-    let stored = store.tree_nodes(peaks.clone()).await?;
+    let stored = stored_nodes(store, &peaks).await?;
     let Some(stored) = stored.into_iter().collect::<Option<Vec<Hash>>>() else {
         return Ok(Difference::Unknown(format!("the stored Merkle tree does not reach {size} events")));
     };
@@ -492,7 +526,7 @@ pub async fn first_difference(
     while key.level > 0 {
         let (left, right) =
             (NodeKey::new(key.level - 1, key.index * 2), NodeKey::new(key.level - 1, key.index * 2 + 1));
-        let children = store.tree_nodes(vec![left, right]).await?;
+        let children = stored_nodes(store, &[left, right]).await?;
         let (Some(l), Some(r)) = (children[0], children[1]) else {
             return Ok(Difference::Unknown(format!("the stored Merkle tree lacks the children of {key:?}")));
         };

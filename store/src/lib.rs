@@ -434,6 +434,14 @@ pub trait TreeStore: EventStore {
     /// Leaves in the stored tree, and the log cursor after the last one.
     async fn tree_size(&self) -> Result<(u64, LogCursor), StoreError>;
 
+    /// The events after `after` that the tree lacks, as `read_all` would return them (the
+    /// same order, the same visibility), but only where each sits and its hash (hex), at
+    /// most `limit`.
+    async fn tree_pending(&self, after: LogCursor, limit: u32) -> Result<Vec<(LogCursor, String)>, StoreError> {
+        let events = self.read_all(after, limit).await?;
+        Ok(events.into_iter().map(|e| (LogCursor::after(&e), e.hash)).collect())
+    }
+
     /// Adds `leaves` (indexes from `size` on) and the inner nodes they complete, in one
     /// transaction, if the tree still has `size` leaves; says whether it did (`false`:
     /// another process extended it first).

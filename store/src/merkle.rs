@@ -230,6 +230,11 @@ pub fn verify_consistency(
     Ok(())
 }
 
+/// The lowest level of inner nodes a stored tree keeps: a subtree below it (at most 8
+/// leaves) is hashed again from its leaves when a proof needs it, so a stored tree holds
+/// about one row per event and 1/16 more, not two.
+pub const STORED_LEVEL_MIN: u8 = 4;
+
 /// A perfect subtree: the `2^level` leaves from `index·2^level` (level 0: a leaf).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeKey {

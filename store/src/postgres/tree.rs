@@ -37,6 +37,28 @@ impl TreeStore for PostgresStore {
         })
     }
 
+    async fn tree_pending(&self, after: LogCursor, limit: u32) -> Result<Vec<(LogCursor, String)>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT position, tx_id::text AS commit_text, hash FROM orderlog_events
+                  WHERE {AFTER_CURSOR} ORDER BY orderlog_events.tx_id, orderlog_events.position LIMIT $3"
+            ))
+            .await
+            .map_err(pg)?;
+        let limit = i64::from(limit.min(crate::READ_EVENTS_MAX));
+        let rows =
+            client.query(&stmt, &[&after.commit.to_string(), &(after.position as i64), &limit]).await.map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                let commit: &str = r.get(1);
+                let commit =
+                    commit.parse().map_err(|e| StoreError::Backend(format!("commit order '{commit}': {e}")))?;
+                Ok((LogCursor { commit, position: r.get::<_, i64>(0) as u64 }, r.get(2)))
+            })
+            .collect()
+    }
+
     async fn tree_extend(
         &self,
         size: u64,

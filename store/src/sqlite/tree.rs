@@ -71,6 +71,21 @@ impl TreeStore for SqliteStore {
         .await
     }
 
+    async fn tree_pending(&self, after: LogCursor, limit: u32) -> Result<Vec<(LogCursor, String)>, StoreError> {
+        let (after, limit) = (after.position, limit.min(crate::READ_EVENTS_MAX));
+        self.with_reader(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT position, hash FROM events WHERE position > ?1 ORDER BY position LIMIT ?2")
+                .map_err(backend)?;
+            let rows = stmt.query_map(params![after, limit], |r| {
+                let position: u64 = r.get(0)?;
+                Ok((LogCursor { commit: position, position }, r.get(1)?))
+            });
+            rows.and_then(|rows| rows.collect()).map_err(backend)
+        })
+        .await
+    }
+
     async fn tree_extend(
         &self,
         size: u64,
