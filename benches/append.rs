@@ -15,9 +15,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use orderlog_store::{EventStore, ExpectedVersion, Metadata, NewEvent, SqliteStore, StreamAppend};
+use orderlog_store::{EventStore, ExpectedVersion, SqliteStore, StreamAppend};
 use uuid::Uuid;
 
 fn append(stream: String, events: usize) -> Vec<StreamAppend> {

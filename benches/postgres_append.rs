@@ -16,7 +16,7 @@
 
 #[path = "support/events.rs"]
 mod events;
-use events::{event, metadata, one_event_appends};
+use events::{event, metadata, one_event_appends, HASH, PAYLOAD};
 
 // The allocator of the `orderlog` binary, so the figures are those of the CLI.
 #[global_allocator]
@@ -26,8 +26,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orderlog_store::postgres::testing::TestDatabase;
-use orderlog_store::{ExpectedVersion, PostgresStore, StreamAppend};
+use orderlog_store::{EventStore, ExpectedVersion, PostgresStore, StreamAppend};
 use tokio_postgres::NoTls;
+use uuid::Uuid;
 
 async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();

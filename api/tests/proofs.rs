@@ -5,7 +5,6 @@
 mod common;
 
 use orderlog_store::merkle::independent_verdicts;
-use orderlog_store::TreeStore;
 
 use axum::http::{Method, StatusCode};
 use common::*;
