@@ -1,10 +1,12 @@
 //! The Merkle tree's proofs, for tree sizes up to 10 000 (every power-of-two boundary
 //! among them): each inclusion and consistency proof holds, and one of a rewritten
-//! history does not; and an independent verifier (`tools/merkle_verify.py`, Python's
-//! standard library, written from RFC 9162) agrees on every verdict.
+//! history does not; a tree kept as its perfect subtrees (as the store keeps it) gives the
+//! same roots and proofs; and an independent verifier (`tools/merkle_verify.py`, written
+//! from RFC 9162) agrees on every verdict.
 
 use orderlog_store::merkle::{
-    consistency_proof, inclusion_proof, leaf_hash, root, verify_consistency, verify_inclusion, Hash,
+    consistency_proof, inclusion_proof, leaf_hash, perfect, root, verify_consistency, verify_inclusion, Frontier, Hash,
+    NodeKey,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -37,6 +39,39 @@ proptest! {
             rewritten[i.min(m - 1)] = leaf_hash(b"rewritten");
             prop_assert!(verify_consistency(m as u64, n as u64, &root(&rewritten), &r, &proof).is_err());
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// A tree kept as its perfect subtrees — built leaf by leaf from a frontier, picked up
+    /// again from the peaks a store holds at any size — gives the definitions' roots and
+    /// proofs, and every proof reads O(log n) stored subtrees.
+    #[test]
+    fn a_stored_tree_gives_the_roots_and_proofs_of_the_definitions(
+        n in size(), restart in any::<prop::sample::Index>(), i in any::<prop::sample::Index>(), m in any::<prop::sample::Index>(),
+    ) {
+        let l = leaves(n);
+        let restart = restart.index(n + 1);
+        let mut stored = std::collections::HashMap::<NodeKey, Hash>::new();
+        let mut frontier = Frontier::new(0, &[]);
+        for (k, leaf) in l.iter().enumerate() {
+            if k == restart {
+                let peaks: Vec<Hash> = perfect::peaks(k as u64).iter().map(|key| stored[key]).collect();
+                frontier = Frontier::new(k as u64, &peaks);
+            }
+            stored.extend(frontier.push(*leaf));
+        }
+        prop_assert_eq!(frontier.root(), root(&l));
+        let node = |key: NodeKey| stored[&key];
+        let (i, m) = (i.index(n), m.index(n + 1));
+        prop_assert_eq!(perfect::root(&node, n as u64), root(&l));
+        prop_assert_eq!(perfect::inclusion_proof(&node, i as u64, n as u64), inclusion_proof(&l, i).unwrap());
+        prop_assert_eq!(perfect::consistency_proof(&node, m as u64, n as u64), consistency_proof(&l, m).unwrap());
+        let bound = 2 * (64 - (n as u64).leading_zeros() as usize) + 1;
+        let read = perfect::keys_read(|node| (perfect::inclusion_proof(node, i as u64, n as u64), perfect::root(node, n as u64)));
+        prop_assert!(read.len() <= bound, "{} nodes read for an inclusion proof in a tree of {}", read.len(), n);
     }
 }
 
