@@ -46,6 +46,10 @@ async fn proofs_hold_for_an_independent_verifier(app: App) {
 
     let missing = app.call(Method::GET, "/proofs/inclusion?position=999", Some(&audit), None).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.text);
+    // A position past what the databases' integers hold (found by schemathesis: it was a 500).
+    let huge =
+        app.call(Method::GET, "/proofs/inclusion?position=18446744073709551614&tree_size=0", Some(&audit), None).await;
+    assert_eq!(huge.status, StatusCode::NOT_FOUND, "{}", huge.text);
     let beyond = app.call(Method::GET, "/proofs/consistency?from=2&to=99", Some(&audit), None).await;
     assert_eq!(beyond.status, StatusCode::CONFLICT, "{}", beyond.text);
     assert!(beyond.body["detail"].as_str().unwrap().contains("9 events"), "{}", beyond.text);
@@ -97,6 +101,8 @@ async fn the_server_signs_checkpoints_the_log_extends() {
     assert_eq!(kept, first);
     let unknown = app.call(Method::GET, "/checkpoints/latest?tree_size=2", Some(&audit), None).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
+    let huge = app.call(Method::GET, "/checkpoints/latest?tree_size=18446744073709551615", Some(&audit), None).await;
+    assert_eq!(huge.status, StatusCode::NOT_FOUND, "{}", huge.text);
 
     let plain = App::sqlite().await;
     let audit = plain.token("audit").await;

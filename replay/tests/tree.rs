@@ -52,8 +52,13 @@ async fn follows(store: Arc<dyn TreeStore>) {
         }
         sizes.push(size);
     }
-    let missing = follower.inclusion(u64::MAX / 2, None).await.unwrap_err();
-    assert!(missing.to_string().contains("no event at position"), "{missing}");
+    // Past what the databases' integers hold: not found, not a database error.
+    for position in [u64::MAX / 2, u64::MAX - 1] {
+        let missing = follower.inclusion(position, None).await.unwrap_err();
+        assert!(missing.to_string().contains("no event at position"), "{missing}");
+    }
+    assert_eq!(follower.kept(Some(u64::MAX)).await.unwrap(), None);
+    assert_eq!(store.tree_leaf(u64::MAX).await.unwrap(), None);
 }
 
 /// Two followers (two processes) extend one stored tree while the log grows.

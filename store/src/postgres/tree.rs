@@ -123,20 +123,17 @@ impl TreeStore for PostgresStore {
     }
 
     async fn tree_leaf_at(&self, position: u64) -> Result<Option<TreeLeaf>, StoreError> {
+        // BIGINT stops at i64::MAX: nothing is stored past it.
+        let Ok(position) = i64::try_from(position) else { return Ok(None) };
         let client = self.client().await?;
-        let row = client
-            .query_opt(&format!("{LEAF_COLUMNS} WHERE position = $1"), &[&(position.min(i64::MAX as u64) as i64)])
-            .await
-            .map_err(pg)?;
+        let row = client.query_opt(&format!("{LEAF_COLUMNS} WHERE position = $1"), &[&position]).await.map_err(pg)?;
         row.as_ref().map(leaf_of).transpose()
     }
 
     async fn tree_leaf(&self, index: u64) -> Result<Option<TreeLeaf>, StoreError> {
+        let Ok(index) = i64::try_from(index) else { return Ok(None) };
         let client = self.client().await?;
-        let row = client
-            .query_opt(&format!("{LEAF_COLUMNS} WHERE leaf = $1"), &[&(index.min(i64::MAX as u64) as i64)])
-            .await
-            .map_err(pg)?;
+        let row = client.query_opt(&format!("{LEAF_COLUMNS} WHERE leaf = $1"), &[&index]).await.map_err(pg)?;
         row.as_ref().map(leaf_of).transpose()
     }
 
@@ -154,13 +151,16 @@ impl TreeStore for PostgresStore {
     }
 
     async fn kept_checkpoint(&self, size: Option<u64>) -> Result<Option<String>, StoreError> {
+        if size.is_some_and(|s| i64::try_from(s).is_err()) {
+            return Ok(None);
+        }
         let client = self.client().await?;
         let row = match size {
             Some(size) => {
                 client
                     .query_opt(
                         "SELECT checkpoint FROM orderlog_signed_checkpoints WHERE tree_size = $1",
-                        &[&(size.min(i64::MAX as u64) as i64)],
+                        &[&(size as i64)],
                     )
                     .await
             }

@@ -121,6 +121,8 @@ impl TreeStore for SqliteStore {
     }
 
     async fn tree_leaf_at(&self, position: u64) -> Result<Option<TreeLeaf>, StoreError> {
+        // SQLite's integers stop at i64::MAX: nothing is stored past it.
+        let Ok(position) = i64::try_from(position) else { return Ok(None) };
         self.with_reader(move |conn| {
             conn.query_row(&format!("{LEAF_COLUMNS} WHERE position = ?1"), [position], leaf_of)
                 .optional()
@@ -130,6 +132,7 @@ impl TreeStore for SqliteStore {
     }
 
     async fn tree_leaf(&self, index: u64) -> Result<Option<TreeLeaf>, StoreError> {
+        let Ok(index) = i64::try_from(index) else { return Ok(None) };
         self.with_reader(move |conn| {
             conn.query_row(&format!("{LEAF_COLUMNS} WHERE leaf = ?1"), [index], leaf_of).optional().map_err(backend)
         })
@@ -154,6 +157,11 @@ impl TreeStore for SqliteStore {
     }
 
     async fn kept_checkpoint(&self, size: Option<u64>) -> Result<Option<String>, StoreError> {
+        let size = match size.map(i64::try_from) {
+            Some(Err(_)) => return Ok(None),
+            Some(Ok(size)) => Some(size),
+            None => None,
+        };
         self.with_reader(move |conn| {
             let found = match size {
                 Some(size) => conn.query_row(
