@@ -12,13 +12,15 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use orderlog_replay::checkpoint::{parse_public_key, Checkpoint};
-use orderlog_store::merkle::{verify_consistency, Hash};
+use orderlog_store::merkle::{leaf_hash, verify_consistency, Frontier, Hash};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Exit code of an alarm.
 pub const ALARM_EXIT: i32 = 2;
 /// Bytes of a server's answer the auditor reads at most.
-const ANSWER_BYTES_MAX: u64 = 1 << 20;
+const ANSWER_BYTES_MAX: u64 = 64 << 20;
+/// Events per page read from the feed.
+const FEED_PAGE_EVENTS: u32 = 1_000;
 /// How long one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -46,6 +48,12 @@ pub struct WatchArgs {
     /// On an alarm, POST it as JSON here (http://…) as well.
     #[arg(long)]
     alarm_url: Option<String>,
+    /// Also read the event feed (GET /events) each check and recompute the signed root from
+    /// the events the server serves: catches event rows rewritten under an intact tree,
+    /// and names the first event that differs from what this auditor read before (it keeps
+    /// each event's leaf hash, 40 bytes an event, in --checkpoints). Reads the whole log.
+    #[arg(long)]
+    events: bool,
 }
 
 /// What one check found.
@@ -62,7 +70,7 @@ pub async fn watch(args: WatchArgs) -> Result<i32> {
     std::fs::create_dir_all(&args.checkpoints)
         .with_context(|| format!("--checkpoints: cannot create '{}'", args.checkpoints.display()))?;
     loop {
-        let finding = match check(&server, &args.token, &key, &args.checkpoints).await {
+        let finding = match check(&server, &args.token, &key, &args.checkpoints, args.events).await {
             Ok(finding) => finding,
             Err(e) if args.once => return Err(e),
             Err(e) => {
@@ -128,7 +136,13 @@ fn root(hex_root: &str, what: &str) -> Result<Hash, String> {
     hex::decode(hex_root).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| format!("{what} is not 32 bytes of hex"))
 }
 
-async fn check(server: &Url, token: &str, key: &ed25519_dalek::VerifyingKey, dir: &Path) -> Result<Finding> {
+async fn check(
+    server: &Url,
+    token: &str,
+    key: &ed25519_dalek::VerifyingKey,
+    dir: &Path,
+    events: bool,
+) -> Result<Finding> {
     let latest: Checkpoint = serde_json::from_str(&get(server, "/checkpoints/latest", token).await?)
         .context("GET /checkpoints/latest did not answer a checkpoint")?;
     if let Err(e) = latest.check_signature(key) {
@@ -137,8 +151,89 @@ async fn check(server: &Url, token: &str, key: &ed25519_dalek::VerifyingKey, dir
             latest.tree_size
         )));
     }
+    let finding = check_history(server, token, dir, &latest).await?;
+    if events && !matches!(finding, Finding::Alarm(_)) {
+        if let Some(alarm) = check_events(server, token, dir, &latest).await? {
+            return Ok(Finding::Alarm(alarm));
+        }
+    }
+    if let Finding::Trusted(c) = &finding {
+        keep(dir, c)?;
+    }
+    Ok(finding)
+}
+
+/// Where the auditor keeps each event's position and leaf hash from its last check of the
+/// feed.
+const LEAVES_FILE: &str = "leaves.bin";
+
+/// Reads the feed's first `latest.tree_size` events and checks that their hashes give the
+/// signed root; on a mismatch, the alarm names the first event that differs from the
+/// leaves kept at the last check. Keeps the leaves when they hold.
+async fn check_events(server: &Url, token: &str, dir: &Path, latest: &Checkpoint) -> Result<Option<String>> {
+    let mut leaves: Vec<(u64, Hash)> = Vec::with_capacity(latest.tree_size as usize);
+    let mut frontier = Frontier::new(0, &[]);
+    let mut after = String::new();
+    while (leaves.len() as u64) < latest.tree_size {
+        let from = if after.is_empty() { String::new() } else { format!("&after={after}") };
+        let page = get(server, &format!("/events?limit={FEED_PAGE_EVENTS}{from}"), token).await?;
+        let before = leaves.len();
+        for line in page.lines().filter(|l| !l.trim().is_empty()) {
+            if leaves.len() as u64 == latest.tree_size {
+                break;
+            }
+            let event: serde_json::Value = serde_json::from_str(line).context("a feed line is not JSON")?;
+            let position = event["position"].as_u64().context("a feed line without a position")?;
+            let hash = hex::decode(event["hash"].as_str().unwrap_or_default())
+                .with_context(|| format!("the event at position {position} has a hash that is not hex"))?;
+            let leaf = leaf_hash(&hash);
+            frontier.add(leaf);
+            leaves.push((position, leaf));
+            after = event["cursor"].as_str().context("a feed line without a cursor")?.to_string();
+        }
+        if leaves.len() == before {
+            break;
+        }
+    }
+    let kept = std::fs::read(dir.join(LEAVES_FILE)).unwrap_or_default();
+    let kept: Vec<(u64, Hash)> = kept
+        .chunks_exact(40)
+        .map(|c| (u64::from_le_bytes(c[..8].try_into().expect("8 bytes")), c[8..].try_into().expect("32 bytes")))
+        .collect();
+    if (leaves.len() as u64) < latest.tree_size || hex::encode(frontier.root()) != latest.root_hash {
+        let first = kept
+            .iter()
+            .zip(&leaves)
+            .position(|(a, b)| a != b)
+            .or_else(|| (leaves.len() < kept.len()).then_some(leaves.len()));
+        let place = match first.and_then(|i| kept.get(i)) {
+            Some((position, _)) => {
+                format!("; the first event that differs from the last check is at position {position}")
+            }
+            None => String::new(),
+        };
+        return Ok(Some(format!(
+            "the server's events do not give the root it signed for its first {} events (at {}): event rows were \
+             rewritten under its tree{place}",
+            latest.tree_size, latest.time
+        )));
+    }
+    let mut bytes = Vec::with_capacity(leaves.len() * 40);
+    for (position, leaf) in &leaves {
+        bytes.extend_from_slice(&position.to_le_bytes());
+        bytes.extend_from_slice(leaf);
+    }
+    let tmp = dir.join(format!("{LEAVES_FILE}.tmp"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, dir.join(LEAVES_FILE))?;
+    Ok(None)
+}
+
+/// The checkpoint-level checks: the signed history neither shrinks nor forks, and the
+/// latest checkpoint is proven to extend the last one trusted.
+async fn check_history(server: &Url, token: &str, dir: &Path, latest: &Checkpoint) -> Result<Finding> {
+    let latest = latest.clone();
     let Some(trusted) = last_trusted(dir)? else {
-        keep(dir, &latest)?;
         return Ok(Finding::Trusted(latest));
     };
     if latest.tree_size < trusted.tree_size {
@@ -175,7 +270,6 @@ async fn check(server: &Url, token: &str, key: &ed25519_dalek::VerifyingKey, dir
             latest.tree_size, latest.time, trusted.tree_size, trusted.time
         )));
     }
-    keep(dir, &latest)?;
     Ok(Finding::Trusted(latest))
 }
 

@@ -613,3 +613,60 @@ fn an_export_carries_its_signed_checkpoint_and_import_checks_it() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("cannot sign an export with --from"), "{}", stderr(&out));
 }
+
+/// An insider who rewrites event rows and leaves the tree alone changes nothing the server
+/// signs; the auditor that also reads the feed (`--events`) recomputes the root from the
+/// events served, alarms, and names the first event that differs from its last check.
+#[test]
+fn the_auditor_reading_the_feed_alarms_on_events_rewritten_under_the_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    let database = db.to_str().unwrap();
+    let out = orderlog(&["demo", "--database", database, "--orders", "6", "--shoppers", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = dir.path().join("signing.key");
+    let public = stdout(&orderlog(&["keys", "create", "--out", key.to_str().unwrap()])).trim().to_string();
+    let made = orderlog(&["token", "create", "--database", database, "--principal", "auditor", "--scopes", "audit"]);
+    let token = stdout(&made).trim().to_string();
+    let server = common::serve(database, &["--checkpoint-key", key.to_str().unwrap()], std::process::Stdio::null());
+    let trusted = dir.path().join("trusted");
+    let url = format!("http://{}", server.address);
+    let watch = |events: bool| {
+        let mut args = vec!["audit", "watch", "--once", "--checkpoints", trusted.to_str().unwrap(), "--url", &url];
+        args.extend(["--token", &token, "--public-key", &public]);
+        if events {
+            args.push("--events");
+        }
+        orderlog(&args)
+    };
+    let out = watch(true);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(trusted.join("leaves.bin").exists());
+    let signed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::fs::read_dir(&trusted)
+                .unwrap()
+                .flatten()
+                .find(|f| f.path().extension().is_some_and(|e| e == "json"))
+                .unwrap()
+                .path(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let first_differs = attack_sqlite(&db, Attack::Units, signed["tree_size"].as_u64().unwrap() as usize);
+    // The server's signed history is unchanged: the auditor that reads only checkpoints sees
+    // nothing, the one that reads the feed alarms.
+    let out = watch(false);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = watch(true);
+    assert_eq!(out.status.code(), Some(2), "{} {}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("event rows were rewritten under its tree"), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains(&format!("the first event that differs from the last check is at position {first_differs}")),
+        "{}",
+        stderr(&out)
+    );
+    drop(server);
+}
