@@ -617,11 +617,8 @@ fn an_export_carries_its_signed_checkpoint_and_import_checks_it() {
 /// An insider who rewrites event rows and leaves the tree alone changes nothing the server
 /// signs; the auditor that also reads the feed (`--events`) recomputes the root from the
 /// events served, alarms, and names the first event that differs from its last check.
-#[test]
-fn the_auditor_reading_the_feed_alarms_on_events_rewritten_under_the_tree() {
+fn the_feed_reading_auditor_alarms(database: &str, tamper: impl FnOnce(usize) -> u64) {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("shop.db");
-    let database = db.to_str().unwrap();
     let out = orderlog(&["demo", "--database", database, "--orders", "6", "--shoppers", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let key = dir.path().join("signing.key");
@@ -642,19 +639,11 @@ fn the_auditor_reading_the_feed_alarms_on_events_rewritten_under_the_tree() {
     let out = watch(true);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(trusted.join("leaves.bin").exists());
-    let signed: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            std::fs::read_dir(&trusted)
-                .unwrap()
-                .flatten()
-                .find(|f| f.path().extension().is_some_and(|e| e == "json"))
-                .unwrap()
-                .path(),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let first_differs = attack_sqlite(&db, Attack::Units, signed["tree_size"].as_u64().unwrap() as usize);
+    let kept =
+        std::fs::read_dir(&trusted).unwrap().flatten().find(|f| f.path().extension().is_some_and(|e| e == "json"));
+    let signed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(kept.unwrap().path()).unwrap()).unwrap();
+    let first_differs = tamper(signed["tree_size"].as_u64().unwrap() as usize);
     // The server's signed history is unchanged: the auditor that reads only checkpoints sees
     // nothing, the one that reads the feed alarms.
     let out = watch(false);
@@ -662,11 +651,23 @@ fn the_auditor_reading_the_feed_alarms_on_events_rewritten_under_the_tree() {
     let out = watch(true);
     assert_eq!(out.status.code(), Some(2), "{} {}", stdout(&out), stderr(&out));
     assert!(stderr(&out).contains("event rows were rewritten under its tree"), "{}", stderr(&out));
-    assert!(
-        stderr(&out)
-            .contains(&format!("the first event that differs from the last check is at position {first_differs}")),
-        "{}",
-        stderr(&out)
-    );
+    let named = format!("the first event that differs from the last check is at position {first_differs}");
+    assert!(stderr(&out).contains(&named), "{}", stderr(&out));
     drop(server);
+}
+
+#[test]
+fn the_auditor_reading_the_feed_alarms_on_events_rewritten_under_the_tree_in_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    the_feed_reading_auditor_alarms(db.to_str().unwrap(), |signed| attack_sqlite(&db, Attack::Units, signed));
+}
+
+#[test]
+fn the_auditor_reading_the_feed_alarms_on_events_rewritten_under_the_tree_in_postgres() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = runtime.block_on(orderlog_store::postgres::testing::TestDatabase::create());
+    the_feed_reading_auditor_alarms(&db.url, |signed| {
+        runtime.block_on(attack_postgres(&db.url, Attack::Actor, signed))
+    });
 }
