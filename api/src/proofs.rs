@@ -1,7 +1,8 @@
 //! Merkle proofs over the log (scope `audit`), in the shape of RFC 9162: that an event is in
 //! the log of a given size, and that the log of one size extends the log of a smaller one.
-//! The tree is stored beside the log and brought up to it before each answer; the answers
-//! are what `orderlog prove` prints and `tools/merkle_verify.py` checks.
+//! The tree is stored beside the log, which `orderlog serve` brings it up to every 200 ms
+//! and a proof first when it needs to; the answers are what `orderlog prove` prints and
+//! `tools/merkle_verify.py` checks.
 
 use axum::extract::{Query, State};
 use axum::Json;
@@ -31,7 +32,9 @@ fn problem(e: ReplayError) -> Problem {
 pub struct InclusionParams {
     /// The event's global position.
     position: u64,
-    /// The size of the log the proof is for (events); the log as it is now when absent.
+    /// The size of the log the proof is for (events); when absent, the log as the server's
+    /// Merkle tree has it (the tree follows the log within a moment, and is brought up to it
+    /// first when it lacks the event).
     tree_size: Option<u64>,
 }
 

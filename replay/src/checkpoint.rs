@@ -161,7 +161,9 @@ pub async fn prove_inclusion(
     position: u64,
     size: Option<u64>,
 ) -> Result<InclusionProof, ReplayError> {
-    TreeFollower::new(store).inclusion(position, size).await
+    let tree = TreeFollower::new(store);
+    tree.extend().await?;
+    tree.inclusion(position, size).await
 }
 
 /// The proof that the log of `new_size` events (the whole log when `None`) extends its
@@ -174,10 +176,10 @@ pub async fn prove_consistency(
     TreeFollower::new(store).consistency(old_size, new_size).await
 }
 
-/// The stored Merkle tree of a log, brought up to the log before each answer (the events
-/// after its last leaf are read and added, with the nodes they complete, a batch per
-/// transaction); every root and proof is then read from O(log n) stored nodes, in one
-/// query.
+/// The stored Merkle tree of a log, brought up to the log (the events after its last leaf
+/// are read and added, with the nodes they complete, a batch per transaction) before a
+/// root, a signature or a consistency proof, and before an inclusion proof of an event it
+/// lacks; every root and proof is read from O(log n) stored nodes, in one query.
 pub struct TreeFollower {
     store: Arc<dyn TreeStore>,
     /// One extension at a time in this process; other processes are kept out by the store.
@@ -264,15 +266,20 @@ impl TreeFollower {
         Ok((size, self.over_stored(|node| perfect::root(node, size)).await?))
     }
 
-    /// The proof that the event at `position` is in the log of `size` events (the log as it
-    /// is now when `None`).
+    /// The proof that the event at `position` is in the log of `size` events (the log as the
+    /// tree has it when `None`).
     pub async fn inclusion(&self, position: u64, size: Option<u64>) -> Result<InclusionProof, ReplayError> {
-        let now = self.extend().await?;
-        let leaf = self
-            .store
-            .tree_leaf_at(position)
-            .await?
-            .ok_or_else(|| ReplayError::NotFound(format!("no event at position {position}")))?;
+        // An event the tree has is proven at the tree's size (or a size it has) without
+        // catching up first, three reads in all: a server keeps the tree at most a moment
+        // behind the log. The tree is brought up to the log first when it lacks the event
+        // or the size asked for.
+        let mut leaf = self.store.tree_leaf_at(position).await?;
+        let mut now = self.store.tree_size().await?.0;
+        if leaf.is_none() || size.is_some_and(|s| s > now) {
+            now = self.extend().await?;
+            leaf = self.store.tree_leaf_at(position).await?;
+        }
+        let leaf = leaf.ok_or_else(|| ReplayError::NotFound(format!("no event at position {position}")))?;
         let size = size.unwrap_or(now);
         if size > now {
             return Err(ReplayError::Invalid(format!("tree_size {size}: the log has {now} events")));
