@@ -27,7 +27,8 @@ const LEAF_COLUMNS: &str = "SELECT leaf, commit_order, position, hash FROM order
 impl TreeStore for PostgresStore {
     async fn tree_size(&self) -> Result<(u64, LogCursor), StoreError> {
         let client = self.client().await?;
-        let row = client.query_opt(&format!("{LEAF_COLUMNS} ORDER BY leaf DESC LIMIT 1"), &[]).await.map_err(pg)?;
+        let stmt = client.prepare_cached(&format!("{LEAF_COLUMNS} ORDER BY leaf DESC LIMIT 1")).await.map_err(pg)?;
+        let row = client.query_opt(&stmt, &[]).await.map_err(pg)?;
         Ok(match row {
             Some(row) => {
                 let last = leaf_of(&row)?;
@@ -102,16 +103,20 @@ impl TreeStore for PostgresStore {
         let client = self.client().await?;
         let level: Vec<i16> = keys.iter().map(|k| k.level as i16).collect();
         let idx: Vec<i64> = keys.iter().map(|k| k.index as i64).collect();
-        let rows = client
-            .query(
-                "SELECT k.level, k.idx, COALESCE(n.hash, l.hash)
-                   FROM UNNEST($1::smallint[], $2::bigint[]) AS k(level, idx)
-                   LEFT JOIN orderlog_tree_nodes n ON k.level > 0 AND n.level = k.level AND n.idx = k.idx
-                   LEFT JOIN orderlog_tree_leaves l ON k.level = 0 AND l.leaf = k.idx",
-                &[&level, &idx],
+        // One look-up by primary key per node (a subquery each), whatever the planner thinks
+        // of the tables' sizes.
+        let stmt = client
+            .prepare_cached(
+                "SELECT k.level, k.idx,
+                        CASE WHEN k.level = 0
+                             THEN (SELECT l.hash FROM orderlog_tree_leaves l WHERE l.leaf = k.idx)
+                             ELSE (SELECT n.hash FROM orderlog_tree_nodes n WHERE n.level = k.level AND n.idx = k.idx)
+                        END
+                   FROM UNNEST($1::smallint[], $2::bigint[]) AS k(level, idx)",
             )
             .await
             .map_err(pg)?;
+        let rows = client.query(&stmt, &[&level, &idx]).await.map_err(pg)?;
         let mut found: HashMap<NodeKey, Hash> = HashMap::new();
         for row in rows {
             if let Some(bytes) = row.get::<_, Option<Vec<u8>>>(2) {
@@ -126,14 +131,16 @@ impl TreeStore for PostgresStore {
         // BIGINT stops at i64::MAX: nothing is stored past it.
         let Ok(position) = i64::try_from(position) else { return Ok(None) };
         let client = self.client().await?;
-        let row = client.query_opt(&format!("{LEAF_COLUMNS} WHERE position = $1"), &[&position]).await.map_err(pg)?;
+        let stmt = client.prepare_cached(&format!("{LEAF_COLUMNS} WHERE position = $1")).await.map_err(pg)?;
+        let row = client.query_opt(&stmt, &[&position]).await.map_err(pg)?;
         row.as_ref().map(leaf_of).transpose()
     }
 
     async fn tree_leaf(&self, index: u64) -> Result<Option<TreeLeaf>, StoreError> {
         let Ok(index) = i64::try_from(index) else { return Ok(None) };
         let client = self.client().await?;
-        let row = client.query_opt(&format!("{LEAF_COLUMNS} WHERE leaf = $1"), &[&index]).await.map_err(pg)?;
+        let stmt = client.prepare_cached(&format!("{LEAF_COLUMNS} WHERE leaf = $1")).await.map_err(pg)?;
+        let row = client.query_opt(&stmt, &[&index]).await.map_err(pg)?;
         row.as_ref().map(leaf_of).transpose()
     }
 
