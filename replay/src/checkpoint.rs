@@ -8,6 +8,7 @@ use std::path::Path;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use orderlog_store::merkle::{leaf_hash, node_hash, perfect, Frontier, Hash, NodeKey, Tree, STORED_LEVEL_MIN};
@@ -182,6 +183,9 @@ pub async fn prove_consistency(
 /// lacks; every root and proof is read from O(log n) stored nodes, in one query.
 pub struct TreeFollower {
     store: Arc<dyn TreeStore>,
+    /// The tree's size when this follower last looked: the tree grows, so a proof at this
+    /// size needs no read of the tree's size first.
+    known: AtomicU64,
     /// One extension at a time in this process; other processes are kept out by the store.
     extending: tokio::sync::Mutex<()>,
 }
@@ -192,7 +196,7 @@ fn proof_error(e: orderlog_store::merkle::ProofError) -> ReplayError {
 
 impl TreeFollower {
     pub fn new(store: Arc<dyn TreeStore>) -> TreeFollower {
-        TreeFollower { store, extending: tokio::sync::Mutex::new(()) }
+        TreeFollower { store, known: AtomicU64::new(0), extending: tokio::sync::Mutex::new(()) }
     }
 
     /// The store the tree is kept in.
@@ -200,8 +204,19 @@ impl TreeFollower {
         &self.store
     }
 
+    /// Records the size the tree was just found to have, and returns it.
+    fn seen(&self, size: u64) -> u64 {
+        self.known.store(size, Ordering::Relaxed);
+        size
+    }
+
     /// Adds the events appended since the tree's last leaf; returns the tree's size.
     pub async fn extend(&self) -> Result<u64, ReplayError> {
+        let size = self.extend_tree().await?;
+        Ok(self.seen(size))
+    }
+
+    async fn extend_tree(&self) -> Result<u64, ReplayError> {
         let _one = self.extending.lock().await;
         // Everything committed before the call goes in (PostgreSQL's log is read below the
         // oldest transaction still running); past the bound, the tree answers as it is.
@@ -274,7 +289,10 @@ impl TreeFollower {
         // behind the log. The tree is brought up to the log first when it lacks the event
         // or the size asked for.
         let mut leaf = self.store.tree_leaf_at(position).await?;
-        let mut now = self.store.tree_size().await?.0;
+        let mut now = self.known.load(Ordering::Relaxed);
+        if leaf.is_some_and(|l| l.index >= now) || size.is_some_and(|s| s > now) {
+            now = self.seen(self.store.tree_size().await?.0);
+        }
         if leaf.is_none() || size.is_some_and(|s| s > now) {
             now = self.extend().await?;
             leaf = self.store.tree_leaf_at(position).await?;
