@@ -355,7 +355,7 @@ impl TreeFollower {
     /// the latest kept checkpoint: a history rewritten under the tree is not signed over.
     pub async fn sign(&self, key: &SigningKey, now: DateTime<Utc>) -> Result<Checkpoint, ReplayError> {
         let (size, root) = self.head().await?;
-        self.sign_prefix(size, &root, key, now).await
+        self.sign_held(size, &root, size, key, now).await
     }
 
     /// Signs a checkpoint of the log's first `size` events, whose root the caller computed
@@ -380,6 +380,20 @@ impl TreeFollower {
                  altered after they were added (run `orderlog verify --against` with a checkpoint to see where)"
             )));
         }
+        self.sign_held(size, root, tree_size, key, now).await
+    }
+
+    /// Signs and keeps a checkpoint of `size` events whose root the stored tree of
+    /// `tree_size` leaves holds, unless that tree does not extend the latest kept checkpoint
+    /// or one of this size was kept with another root; the one kept of this size, if any.
+    async fn sign_held(
+        &self,
+        size: u64,
+        root: &Hash,
+        tree_size: u64,
+        key: &SigningKey,
+        now: DateTime<Utc>,
+    ) -> Result<Checkpoint, ReplayError> {
         if let Some(last) = self.kept(None).await? {
             let then = match last.tree_size <= tree_size {
                 true => Some(hex::encode(self.over_stored(|node| perfect::root(node, last.tree_size)).await?)),
