@@ -21,6 +21,17 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
+/// Copies a SQLite database with its write-ahead log: a process that ended without
+/// checkpointing leaves recent commits (the Merkle tree's rows, say) only in the WAL.
+fn copy_db(from: impl AsRef<std::path::Path>, to: impl AsRef<std::path::Path>) {
+    let (from, to) = (from.as_ref(), to.as_ref());
+    std::fs::copy(from, to).unwrap();
+    let wal = |p: &std::path::Path| std::path::PathBuf::from(format!("{}-wal", p.display()));
+    if wal(from).exists() {
+        std::fs::copy(wal(from), wal(to)).unwrap();
+    }
+}
+
 /// What an insider does with write access to the database, each time recomputing every
 /// hash orderlog would (the stream's chain, the commit records' digests, the stream heads),
 /// so that `verify` passes.
@@ -330,7 +341,7 @@ fn an_insider_rewrite_passes_verify_and_fails_against_a_signed_checkpoint() {
     // names the first event that differs.
     for attack in [Attack::Units, Attack::Actor, Attack::Cut, Attack::Forge] {
         let copy = dir.path().join(format!("{attack:?}.db"));
-        std::fs::copy(&db, &copy).unwrap();
+        copy_db(&db, &copy);
         let first_differs = attack_sqlite(&copy, attack, signed_size.parse().unwrap());
         let copy_text = copy.to_str().unwrap();
         let out = orderlog(&["verify", "--database", copy_text]);
@@ -342,7 +353,7 @@ fn an_insider_rewrite_passes_verify_and_fails_against_a_signed_checkpoint() {
     // (the rebuilt tree does not give the signed root), though the place cannot be named,
     // and the rebuilt tree's proof of extending the signed size does not lead to the signed root.
     let copy = dir.path().join("retree.db");
-    std::fs::copy(&db, &copy).unwrap();
+    copy_db(&db, &copy);
     attack_sqlite(&copy, Attack::Units, signed_size.parse().unwrap());
     let conn = rusqlite::Connection::open(&copy).unwrap();
     conn.execute_batch("DELETE FROM orderlog_tree_leaves; DELETE FROM orderlog_tree_nodes;").unwrap();
@@ -420,12 +431,17 @@ fn alarm_receiver() -> (String, std::sync::mpsc::Receiver<String>) {
     (url, rx)
 }
 
-/// The auditor trusts the server's first checkpoint, follows it while the log grows (each
-/// new one proven to extend the last), and alarms — exit code 2, a log line and a POST to
-/// its alarm URL — when an insider rewrites the log and covers it up: the tree's tables
-/// rebuilt from the rewritten events and the kept checkpoints deleted, so that the server
-/// signs the rewritten history.
-fn the_auditor_alarms(database: &str, attack: Attack, tamper: impl FnOnce(Attack, usize)) {
+/// A shop's log (a small demo) served by `orderlog serve` signing checkpoints with a new key
+/// (`serve_args` added), and an `audit` token: the server, the key's public half, the token
+/// and a directory of the caller's.
+struct Audited {
+    server: common::Server,
+    public: String,
+    token: String,
+    dir: tempfile::TempDir,
+}
+
+fn audited(database: &str, serve_args: &[&str]) -> Audited {
     let dir = tempfile::tempdir().unwrap();
     let out = orderlog(&["demo", "--database", database, "--orders", "6", "--shoppers", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -434,11 +450,18 @@ fn the_auditor_alarms(database: &str, attack: Attack, tamper: impl FnOnce(Attack
     let made = orderlog(&["token", "create", "--database", database, "--principal", "auditor", "--scopes", "audit"]);
     assert!(made.status.success(), "{}", stderr(&made));
     let token = stdout(&made).trim().to_string();
-    let server = common::serve(
-        database,
-        &["--checkpoint-key", key.to_str().unwrap(), "--checkpoint-every-secs", "1"],
-        std::process::Stdio::null(),
-    );
+    let args = [&["--checkpoint-key", key.to_str().unwrap()], serve_args].concat();
+    let server = common::serve(database, &args, std::process::Stdio::null());
+    Audited { server, public, token, dir }
+}
+
+/// The auditor trusts the server's first checkpoint, follows it while the log grows (each
+/// new one proven to extend the last), and alarms — exit code 2, a log line and a POST to
+/// its alarm URL — when an insider rewrites the log and covers it up: the tree's tables
+/// rebuilt from the rewritten events and the kept checkpoints deleted, so that the server
+/// signs the rewritten history.
+fn the_auditor_alarms(database: &str, attack: Attack, tamper: impl FnOnce(Attack, usize)) {
+    let Audited { server, public, token, dir } = audited(database, &["--checkpoint-every-secs", "1"]);
     let trusted = dir.path().join("trusted");
     let url = format!("http://{}", server.address);
     let (alarm_url, alarms) = alarm_receiver();
@@ -588,7 +611,7 @@ fn an_export_carries_its_signed_checkpoint_and_import_checks_it() {
     // A forger's file: the log rewritten with every hash and the file's digest recomputed
     // (an export of the rewritten log), under the honest end line's checkpoint.
     let forged_db = dir.path().join("forged.db");
-    std::fs::copy(&db, &forged_db).unwrap();
+    copy_db(&db, &forged_db);
     let size = checkpoint["tree_size"].as_u64().unwrap() as usize;
     attack_sqlite(&forged_db, Attack::Units, size);
     let out = orderlog(&["export", "--database", forged_db.to_str().unwrap()]);
@@ -618,14 +641,7 @@ fn an_export_carries_its_signed_checkpoint_and_import_checks_it() {
 /// signs; the auditor that also reads the feed (`--events`) recomputes the root from the
 /// events served, alarms, and names the first event that differs from its last check.
 fn the_feed_reading_auditor_alarms(database: &str, tamper: impl FnOnce(usize) -> u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = orderlog(&["demo", "--database", database, "--orders", "6", "--shoppers", "2"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let key = dir.path().join("signing.key");
-    let public = stdout(&orderlog(&["keys", "create", "--out", key.to_str().unwrap()])).trim().to_string();
-    let made = orderlog(&["token", "create", "--database", database, "--principal", "auditor", "--scopes", "audit"]);
-    let token = stdout(&made).trim().to_string();
-    let server = common::serve(database, &["--checkpoint-key", key.to_str().unwrap()], std::process::Stdio::null());
+    let Audited { server, public, token, dir } = audited(database, &[]);
     let trusted = dir.path().join("trusted");
     let url = format!("http://{}", server.address);
     let watch = |events: bool| {
