@@ -237,7 +237,8 @@ pub async fn read_models_cached(
     };
     let runners = vec![
         projector::runner::<InventoryTable>(log.clone(), watched.clone()),
-        projector::runner::<OrderStatusTable>(log, watched),
+        projector::runner::<OrderStatusTable>(log.clone(), watched.clone()),
+        projector::runner::<orderlog_projections::deadlines::DeadlineTable>(log, watched),
     ];
     Ok(ReadModels { rows, runners })
 }

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use orderlog_projections::deadlines::{DEADLINE_VIEWS_POSTGRES, DEADLINE_VIEWS_SQLITE};
 use orderlog_projections::inventory::{INVENTORY_VIEWS_POSTGRES, INVENTORY_VIEWS_SQLITE};
 use orderlog_projections::orders::{ORDER_VIEWS_POSTGRES, ORDER_VIEWS_SQLITE};
 use orderlog_projections::postgres::PostgresRows;
@@ -126,7 +127,7 @@ impl Database {
     pub async fn rows(&self) -> Result<Arc<dyn RowStore>, DatabaseError> {
         match &self.inner {
             Inner::Sqlite { path, .. } => {
-                let views = [INVENTORY_VIEWS_SQLITE, ORDER_VIEWS_SQLITE].concat();
+                let views = [INVENTORY_VIEWS_SQLITE, ORDER_VIEWS_SQLITE, DEADLINE_VIEWS_SQLITE].concat();
                 let rows = SqliteRows::open(path, &views).map_err(|e| self.part("read models", e))?;
                 Ok(Arc::new(rows))
             }
@@ -156,7 +157,7 @@ impl Database {
     /// PostgreSQL's read-model rows, whose pool the queries and tokens share.
     async fn postgres_rows(&self) -> Result<Arc<PostgresRows>, DatabaseError> {
         let Inner::Postgres { url, rows, .. } = &self.inner else { unreachable!("only for PostgreSQL") };
-        let views = [INVENTORY_VIEWS_POSTGRES, ORDER_VIEWS_POSTGRES].concat();
+        let views = [INVENTORY_VIEWS_POSTGRES, ORDER_VIEWS_POSTGRES, DEADLINE_VIEWS_POSTGRES].concat();
         let rows = rows
             .get_or_try_init(|| async { PostgresRows::connect(url, &views).await.map(Arc::new) })
             .await

@@ -140,6 +140,8 @@ async fn idempotency_keys_repeat_the_first_response_and_refuse_another_request()
 /// Read models that fail, to see a 500 that gives nothing away.
 struct Broken;
 
+use orderlog_projections::deadlines::DeadlineRow;
+
 #[async_trait]
 impl ReadQueries for Broken {
     async fn order_json(&self, _: &str) -> Result<Option<String>, RowsError> {
@@ -158,6 +160,12 @@ impl ReadQueries for Broken {
         Err(RowsError::Database("secret-internal-detail".into()))
     }
     async fn top_skus(&self, _: Option<&str>, _: u32) -> Result<Vec<TopSku>, RowsError> {
+        Err(RowsError::Database("secret-internal-detail".into()))
+    }
+    async fn due_deadlines(&self, _: i64, _: u32) -> Result<Vec<DeadlineRow>, RowsError> {
+        Err(RowsError::Database("secret-internal-detail".into()))
+    }
+    async fn deadline(&self, _: &str) -> Result<Option<DeadlineRow>, RowsError> {
         Err(RowsError::Database("secret-internal-detail".into()))
     }
 }

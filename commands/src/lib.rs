@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Duration, Utc};
 use orderlog_domain::cart::CartCommand;
 use orderlog_domain::checkout::CheckoutCommand;
+use orderlog_domain::deadline::DeadlineId;
 use orderlog_domain::order::{OrderCommand, ReturnedLine};
 use orderlog_domain::shipment::ShipmentCommand;
 use orderlog_domain::stock::StockCommand;
@@ -23,7 +24,7 @@ use orderlog_domain::{CartId, OrderId, Rejection, ReturnId, ShipmentId, StockKey
 use orderlog_store::{StoreError, StreamVersion};
 use serde::{Deserialize, Serialize};
 
-pub use service::{CommandService, ServiceConfig};
+pub use service::{CommandService, DeadlinePolicy, ServiceConfig};
 
 /// Every command orderlog accepts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +62,14 @@ pub enum Command {
     Shipment {
         shipment_id: ShipmentId,
         command: ShipmentCommand,
+    },
+    /// Runs a deadline's command if it is due and has not fired: the timer sends it.
+    FireDeadline {
+        deadline_id: DeadlineId,
+    },
+    /// Closes an order's return window (the command of a return-window deadline).
+    CloseReturnWindow {
+        order_id: OrderId,
     },
 }
 

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use chrono::{DateTime, Utc};
+
 use orderlog_domain::{AnyState, DomainEvent, StreamId};
 use orderlog_store::{EventStore, RecordedEvent, READ_EVENTS_MAX};
 
@@ -15,16 +17,24 @@ pub const CACHE_STREAMS_MAX: usize = 20_000;
 
 #[derive(Default)]
 pub(crate) struct StateCache {
-    streams: Mutex<HashMap<StreamId, (u64, AnyState)>>,
+    streams: Mutex<HashMap<StreamId, Cached>>,
 }
 
+/// A folded state, the version it is folded up to, and when its last event was recorded.
+type Cached = (u64, AnyState, Option<DateTime<Utc>>);
+
 impl StateCache {
-    /// The state of `stream` and the version it was folded up to.
-    pub async fn load(&self, store: &dyn EventStore, stream: &StreamId) -> Result<(AnyState, u64), CommandError> {
+    /// The state of `stream`, the version it was folded up to, and when its last event was
+    /// recorded.
+    pub async fn load(
+        &self,
+        store: &dyn EventStore,
+        stream: &StreamId,
+    ) -> Result<(AnyState, u64, Option<DateTime<Utc>>), CommandError> {
         let cached = self.streams.lock().expect("cache lock").get(stream).cloned();
-        let (mut state, mut version) = match cached {
-            Some((v, s)) => (s, v),
-            None => (AnyState::initial(stream.kind()), 0),
+        let (mut state, mut version, mut touched) = match cached {
+            Some((v, s, t)) => (s, v, t),
+            None => (AnyState::initial(stream.kind()), 0, None),
         };
         let start = version;
         let name = stream.to_string();
@@ -38,6 +48,7 @@ impl StateCache {
                     .evolve(event)
                     .map_err(|_| unreadable(recorded, format!("a {kind:?} event does not belong in this stream")))?;
                 version = recorded.version;
+                touched = Some(recorded.recorded_at);
             }
             if !full {
                 break;
@@ -48,12 +59,12 @@ impl StateCache {
             if streams.len() >= CACHE_STREAMS_MAX && !streams.contains_key(stream) {
                 streams.clear();
             }
-            let newer = streams.get(stream).is_none_or(|(v, _)| *v < version);
+            let newer = streams.get(stream).is_none_or(|(v, _, _)| *v < version);
             if newer {
-                streams.insert(stream.clone(), (version, state.clone()));
+                streams.insert(stream.clone(), (version, state.clone(), touched));
             }
         }
-        Ok((state, version))
+        Ok((state, version, touched))
     }
 }
 

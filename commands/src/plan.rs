@@ -6,9 +6,11 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use orderlog_domain::aggregate::Aggregate;
 use orderlog_domain::cart::Cart;
 use orderlog_domain::checkout::{decide_checkout, Decision};
+use orderlog_domain::deadline::{Deadline, DeadlineAction, DeadlineId, DeadlineState};
 use orderlog_domain::flows::{
     decide_carrier_event, decide_create_shipment, decide_end_order, decide_receive_return, decide_ship,
     order_stock_keys, return_stock_keys,
@@ -18,12 +20,25 @@ use orderlog_domain::shipment::{Shipment, ShipmentCommand, ShipmentState};
 use orderlog_domain::stock::{Stock, StockAction, StockState};
 use orderlog_domain::{AnyState, Decider, DomainEvent, OrderId, Rejection, StockKey, StreamId};
 
-use crate::Command;
+use crate::{Command, DeadlinePolicy};
+
+mod deadlines;
+
+use deadlines::deadline_command;
 
 /// The streams a decision has loaded: each one's state and the version it was read at.
 #[derive(Default)]
 pub(crate) struct Loaded {
     pub streams: BTreeMap<StreamId, (AnyState, u64)>,
+    /// When each loaded stream's last event was recorded (streams with events only).
+    pub touched: BTreeMap<StreamId, DateTime<Utc>>,
+}
+
+/// What a decision may know besides the states: the time and the deadline policy. The
+/// domain never reads a clock; due times are computed here and arrive in its actions.
+pub(crate) struct Context {
+    pub now: DateTime<Utc>,
+    pub deadlines: DeadlinePolicy,
 }
 
 impl Loaded {
@@ -32,7 +47,11 @@ impl Loaded {
         self.streams.get(stream).and_then(|(s, _)| A::state(s)).expect("the plan names every stream it reads")
     }
 
-    fn order(&self, id: &OrderId) -> &OrderState {
+    pub(super) fn deadline(&self, id: &DeadlineId) -> &DeadlineState {
+        self.state::<Deadline>(&StreamId::deadline(id))
+    }
+
+    pub(super) fn order(&self, id: &OrderId) -> &OrderState {
         self.state::<Order>(&StreamId::order(id))
     }
 
@@ -61,7 +80,9 @@ impl Command {
             Command::Order { order_id, .. }
             | Command::CancelOrder { order_id, .. }
             | Command::ExpireOrder { order_id }
+            | Command::CloseReturnWindow { order_id }
             | Command::ReceiveReturn { order_id, .. } => vec![StreamId::order(order_id)],
+            Command::FireDeadline { deadline_id } => vec![StreamId::deadline(deadline_id)],
             Command::Stock { stock, .. } => vec![StreamId::stock(stock)],
             Command::Shipment { shipment_id, command } => match command {
                 ShipmentCommand::Create { order_id, .. } => {
@@ -99,13 +120,59 @@ impl Command {
                 }
                 streams
             }
-            Command::Cart { .. } | Command::Order { .. } | Command::Stock { .. } => vec![],
+            Command::FireDeadline { deadline_id } => {
+                let Ok(Some(inner)) = deadline_command(loaded.deadline(deadline_id)) else { return vec![] };
+                let mut streams = inner.streams();
+                if streams.iter().all(|s| loaded.streams.contains_key(s)) {
+                    streams.extend(inner.then_streams(loaded));
+                }
+                streams
+            }
+            Command::Cart { .. }
+            | Command::Order { .. }
+            | Command::Stock { .. }
+            | Command::CloseReturnWindow { .. } => {
+                vec![]
+            }
         }
     }
 
+    /// Decides, then schedules the deadlines the decided events start (their streams are
+    /// new: they are appended at version 0, so a second schedule of one id conflicts).
+    pub(crate) fn decide_and_schedule(&self, loaded: &mut Loaded, context: &Context) -> Result<Decision, Rejection> {
+        let mut decision = self.decide(loaded, context)?;
+        for command in deadlines::started(&decision, loaded) {
+            let (id, due_at) = match &command {
+                Command::ExpireOrder { order_id } => {
+                    (DeadlineId::order_payment(order_id), context.now + context.deadlines.order_payment)
+                }
+                Command::Cart { cart_id, .. } => {
+                    (DeadlineId::cart_idle(cart_id), context.now + context.deadlines.cart_idle)
+                }
+                Command::CloseReturnWindow { order_id } => {
+                    (DeadlineId::return_window(order_id), context.now + context.deadlines.return_window)
+                }
+                _ => unreachable!("deadlines start only these commands"),
+            };
+            let command = serde_json::to_value(&command).expect("commands serialize");
+            let deadline = StreamId::deadline(&id);
+            let events = Deadline::decide(&DeadlineAction::Schedule { due_at, command }, &DeadlineState::default())?;
+            loaded.streams.insert(deadline.clone(), (AnyState::initial(deadline.kind()), 0));
+            decision.push(deadline, events);
+        }
+        Ok(decision)
+    }
+
     /// Decides over the loaded streams.
-    pub(crate) fn decide(&self, loaded: &Loaded) -> Result<Decision, Rejection> {
+    pub(crate) fn decide(&self, loaded: &Loaded, context: &Context) -> Result<Decision, Rejection> {
         match self {
+            Command::FireDeadline { deadline_id } => deadlines::fire(deadline_id, loaded, context),
+            Command::CloseReturnWindow { order_id } => {
+                let events = Order::decide(&OrderAction::CloseReturnWindow {}, loaded.order(order_id))?;
+                let mut decision = single(StreamId::order(order_id), events);
+                decision.order_id = Some(order_id.clone());
+                Ok(decision)
+            }
             Command::Cart { cart_id, command } => {
                 let stream = StreamId::cart(cart_id);
                 Ok(single(stream.clone(), Cart::decide(command, loaded.state::<Cart>(&stream))?))

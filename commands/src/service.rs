@@ -28,13 +28,40 @@ pub struct ServiceConfig {
     /// Pause before the first retry; doubles with each retry up to 64 times this, plus a
     /// jitter of up to as much again, so that contenders spread out.
     pub retry_backoff_ms: u64,
+    /// When the deadlines that commands schedule fall due.
+    pub deadlines: DeadlinePolicy,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
-        ServiceConfig { retry_count_max: 16, retry_backoff_ms: 1 }
+        ServiceConfig { retry_count_max: 16, retry_backoff_ms: 1, deadlines: DeadlinePolicy::default() }
     }
 }
+
+/// How long after the event that schedules it each kind of deadline falls due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeadlinePolicy {
+    /// A placed order not paid within this expires and releases its stock.
+    pub order_payment: chrono::Duration,
+    /// A cart untouched for this long expires.
+    pub cart_idle: chrono::Duration,
+    /// Returns may be requested for this long after an order is delivered.
+    pub return_window: chrono::Duration,
+}
+
+impl Default for DeadlinePolicy {
+    fn default() -> Self {
+        DeadlinePolicy {
+            order_payment: chrono::Duration::minutes(30),
+            cart_idle: chrono::Duration::days(14),
+            return_window: chrono::Duration::days(30),
+        }
+    }
+}
+
+/// Rounds of loading a command may take: what it names, what those states name, and (for
+/// a deadline) what its command's states name.
+const LOAD_ROUNDS_MAX: usize = 4;
 
 /// Runs commands against an event store.
 pub struct CommandService {
@@ -126,6 +153,13 @@ impl CommandService {
                     retries += 1;
                 }
                 Err(e) if e.is_conflict() => return Err(CommandError::TooManyConflicts { retries }),
+                // Event ids derive from the command id: an id already stored means a
+                // concurrent run of this command appended first, having decided over states
+                // read a moment apart from ours (so its events differ). Its record is the
+                // answer, read at the top of the loop.
+                Err(orderlog_store::StoreError::DuplicateEvent { .. }) if retries < self.config.retry_count_max => {
+                    retries += 1;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -201,16 +235,27 @@ impl CommandService {
     async fn decide(&self, command: &Command) -> Result<(Decision, Loaded), CommandError> {
         let mut loaded = Loaded::default();
         self.load(command.streams(), &mut loaded).await?;
-        let then = command.then_streams(&loaded);
-        self.load(then, &mut loaded).await?;
-        Ok((command.decide(&loaded)?, loaded))
+        for _ in 0..LOAD_ROUNDS_MAX {
+            let then: Vec<StreamId> =
+                command.then_streams(&loaded).into_iter().filter(|s| !loaded.streams.contains_key(s)).collect();
+            if then.is_empty() {
+                break;
+            }
+            self.load(then, &mut loaded).await?;
+        }
+        let context = crate::plan::Context { now: self.clock.now(), deadlines: self.config.deadlines };
+        let decision = command.decide_and_schedule(&mut loaded, &context)?;
+        Ok((decision, loaded))
     }
 
     async fn load(&self, streams: Vec<StreamId>, loaded: &mut Loaded) -> Result<(), CommandError> {
         for stream in streams {
             if let std::collections::btree_map::Entry::Vacant(entry) = loaded.streams.entry(stream) {
-                let state = self.cache.load(&*self.store, entry.key()).await?;
-                entry.insert(state);
+                let (state, version, touched) = self.cache.load(&*self.store, entry.key()).await?;
+                if let Some(at) = touched {
+                    loaded.touched.insert(entry.key().clone(), at);
+                }
+                entry.insert((state, version));
             }
         }
         Ok(())

@@ -140,11 +140,11 @@ async fn checkout_appends_cart_order_and_stock_in_one_go() {
     shop.cart("c1", &[("mug", 2)]).await;
     let head = shop.store.head().await.unwrap();
     let outcome = shop.checkout("c1", "o1").await.unwrap();
-    assert_eq!(outcome.events_appended, 3);
+    assert_eq!(outcome.events_appended, 4, "checked out, placed, reserved, payment deadline scheduled");
     assert_eq!(outcome.order_id, Some(OrderId::parse("o1").unwrap()));
-    assert_eq!(outcome.position, Some(head + 3));
+    assert_eq!(outcome.position, Some(head + 4));
     let names: Vec<&str> = outcome.streams.iter().map(|s| s.stream_id.as_str()).collect();
-    assert_eq!(names, ["cart-c1", "order-o1", "stock-mug@berlin"]);
+    assert_eq!(names, ["cart-c1", "order-o1", "stock-mug@berlin", "deadline-order-payment.o1"]);
     let stock = shop.stock("mug").await;
     assert_eq!((stock.on_hand, stock.reserved, stock.available()), (5, 2, 3));
 }
@@ -262,7 +262,7 @@ async fn last_unit_race(shop: Shop) {
     for task in tasks {
         match task.await.unwrap() {
             Ok(outcome) => {
-                assert_eq!(outcome.events_appended, 3);
+                assert_eq!(outcome.events_appended, 4);
                 placed += 1;
             }
             Err(CommandError::Rejected(r)) => assert_eq!(r.kind, RejectionKind::OutOfStock, "{}", r.reason),
@@ -396,7 +396,7 @@ async fn shipping_commits_stock_and_delivery_completes_the_order() {
         )
         .await
         .unwrap();
-    assert_eq!(delivered.events_appended, 2);
+    assert_eq!(delivered.events_appended, 3, "delivered, lines delivered, return window scheduled");
     let complete = Command::Order { order_id: OrderId::parse("o1").unwrap(), command: OrderCommand::Complete {} };
     assert_eq!(shop.run("complete-o1", complete).await.unwrap().events_appended, 1);
 }

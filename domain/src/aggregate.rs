@@ -8,6 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::cart::{Cart, CartEvent, CartState};
+use crate::deadline::{Deadline, DeadlineEvent, DeadlineId, DeadlineState};
 use crate::order::{Order, OrderEvent, OrderState};
 use crate::shipment::{Shipment, ShipmentEvent, ShipmentState};
 use crate::stock::{Stock, StockEvent, StockState};
@@ -150,6 +151,7 @@ aggregates! {
     Order: Order, OrderEvent, OrderState, "order";
     Stock: Stock, StockEvent, StockState, "stock";
     Shipment: Shipment, ShipmentEvent, ShipmentState, "shipment";
+    Deadline: Deadline, DeadlineEvent, DeadlineState, "deadline";
 }
 
 /// A stream's id: the aggregate it belongs to and that aggregate's id, written
@@ -177,6 +179,10 @@ impl StreamId {
         StreamId { kind: AggregateKind::Shipment, id: id.to_string() }
     }
 
+    pub fn deadline(id: &DeadlineId) -> StreamId {
+        StreamId { kind: AggregateKind::Deadline, id: id.to_string() }
+    }
+
     /// Reads a stream id; `None` when it names no aggregate or its id is not valid.
     pub fn parse(stream_id: &str) -> Option<StreamId> {
         let (prefix, id) = stream_id.split_once('-')?;
@@ -187,6 +193,7 @@ impl StreamId {
             AggregateKind::Order => stream.order_id().is_some(),
             AggregateKind::Stock => stream.stock_key().is_some(),
             AggregateKind::Shipment => ShipmentId::parse(id).is_ok(),
+            AggregateKind::Deadline => DeadlineId::parse(id).is_ok(),
         };
         valid.then_some(stream)
     }
@@ -209,6 +216,11 @@ impl StreamId {
     /// The order this stream is, if it is an order's.
     pub fn order_id(&self) -> Option<OrderId> {
         (self.kind == AggregateKind::Order).then(|| OrderId::parse(&self.id).ok()).flatten()
+    }
+
+    /// The deadline this stream is, if it is a deadline's.
+    pub fn deadline_id(&self) -> Option<DeadlineId> {
+        (self.kind == AggregateKind::Deadline).then(|| DeadlineId::parse(&self.id).ok()).flatten()
     }
 
     /// The stock item this stream is, if it is a stock item's.

@@ -44,6 +44,7 @@ pub mod aggregate;
 pub mod cart;
 pub mod checkout;
 pub mod codec;
+pub mod deadline;
 pub mod flows;
 pub mod ids;
 pub mod money;

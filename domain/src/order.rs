@@ -131,6 +131,8 @@ pub enum OrderAction {
         return_id: ReturnId,
         lines: Vec<ReturnedLine>,
     },
+    /// Through the return-window deadline: returns requested afterwards are refused.
+    CloseReturnWindow {},
 }
 
 events! {
@@ -152,6 +154,7 @@ pub enum OrderEvent {
     OrderExpired {},
     ReturnRequested { return_id: ReturnId, lines: Vec<LineQuantity>, reason: String },
     ReturnReceived { return_id: ReturnId, lines: Vec<ReturnedLine> },
+    ReturnWindowClosed {},
 }
 }
 
@@ -321,6 +324,11 @@ impl Decider for Order {
             }
             C::RequestReturn { return_id, lines, reason } => {
                 check_text("reason", reason)?;
+                if state.return_window_closed {
+                    return Err(Rejection::conflict(
+                        "order: the return window has closed; returns are no longer accepted",
+                    ));
+                }
                 if state.returns.contains_key(return_id) {
                     return Err(Rejection::conflict(format!("return {return_id}: already requested")));
                 }
@@ -357,6 +365,18 @@ impl Decider for Order {
                     return Err(Rejection::invalid("lines: a return needs at least one line"));
                 }
                 vec![E::ReturnReceived { return_id: return_id.clone(), lines: lines.clone() }]
+            }
+            C::CloseReturnWindow {} => {
+                if state.return_window_closed {
+                    return Ok(vec![]);
+                }
+                if state.status < OrderStatus::Delivered || state.status.is_terminal() {
+                    return Err(Rejection::conflict(format!(
+                        "order: is {:?}; a return window opens only on delivery",
+                        state.status
+                    )));
+                }
+                vec![E::ReturnWindowClosed {}]
             }
         };
         Ok(events)
@@ -436,6 +456,7 @@ impl Decider for Order {
                     progress.returned = progress.returned.saturating_add(l.quantity);
                 }
             }
+            E::ReturnWindowClosed {} => state.return_window_closed = true,
         }
         state
     }

@@ -7,6 +7,7 @@
 //! [`table::RowStore`] ([`sqlite::SqliteRows`], [`postgres::PostgresRows`]).
 
 pub mod cache;
+pub mod deadlines;
 pub mod inventory;
 pub mod orders;
 pub mod postgres;

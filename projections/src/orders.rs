@@ -69,6 +69,9 @@ pub struct OrderStatusRow {
     pub delivered_at: Option<String>,
     pub completed_at: Option<String>,
     pub cancelled_at: Option<String>,
+    /// When the return window after delivery closed (returns are refused from then on).
+    #[serde(default)]
+    pub return_window_closed_at: Option<String>,
     pub timeline: Vec<TimelineEntry>,
 }
 
@@ -313,6 +316,7 @@ impl TableModel for OrderStatusTable {
                 row.cancelled_at = Some(at.clone());
             }
             OrderEvent::OrderExpired {} => row.state = state_name(OrderStatus::Expired),
+            OrderEvent::ReturnWindowClosed {} => row.return_window_closed_at = Some(at.clone()),
             OrderEvent::ReturnRequested { .. } => {}
             OrderEvent::ReturnReceived { lines, .. } => {
                 for l in lines {

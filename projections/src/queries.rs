@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use deadpool_postgres::Pool;
 use rusqlite::{Connection, OptionalExtension};
 
+use crate::deadlines::DeadlineRow;
 use crate::inventory::InventoryRow;
 use crate::orders::OrderStatusRow;
 pub use crate::reports::{SalesDay, TopSku};
@@ -47,6 +48,10 @@ pub trait ReadQueries: Send + Sync {
     async fn sales(&self, from: &str, to: &str, currency: Option<&str>) -> Result<Vec<SalesDay>, RowsError>;
     /// The best-selling SKUs by units, then revenue.
     async fn top_skus(&self, currency: Option<&str>, limit: u32) -> Result<Vec<TopSku>, RowsError>;
+    /// Waiting deadlines due at `now_ms` (milliseconds since the epoch) or before, the
+    /// earliest first.
+    async fn due_deadlines(&self, now_ms: i64, limit: u32) -> Result<Vec<DeadlineRow>, RowsError>;
+    async fn deadline(&self, deadline_id: &str) -> Result<Option<DeadlineRow>, RowsError>;
 }
 
 fn parse<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, RowsError> {
@@ -187,6 +192,20 @@ impl ReadQueries for SqliteQueries {
         )?;
         Ok(fold.finish(limit))
     }
+
+    async fn due_deadlines(&self, now_ms: i64, limit: u32) -> Result<Vec<DeadlineRow>, RowsError> {
+        // The WHERE matches the partial index rm_deadlines_waiting, so only waiting rows are read.
+        self.rows(
+            "SELECT data FROM rm_deadlines
+              WHERE json_extract(data, '$.status') = 'scheduled' AND json_extract(data, '$.due_ms') <= ?1
+              ORDER BY json_extract(data, '$.due_ms') LIMIT ?2",
+            &[&now_ms, &limit],
+        )
+    }
+
+    async fn deadline(&self, deadline_id: &str) -> Result<Option<DeadlineRow>, RowsError> {
+        Ok(self.rows("SELECT data FROM rm_deadlines WHERE key = ?1", &[&deadline_id])?.pop())
+    }
 }
 
 /// The first and last day of a report, and the day after the last as text (rows are
@@ -310,6 +329,20 @@ impl ReadQueries for PostgresQueries {
                 Ok(TopSku { sku: r.get(0), currency: r.get(1), units: numeric(r.get(2))?, revenue: numeric(r.get(3))? })
             })
             .collect()
+    }
+
+    async fn due_deadlines(&self, now_ms: i64, limit: u32) -> Result<Vec<DeadlineRow>, RowsError> {
+        self.json_rows(
+            "SELECT data::text FROM rm_deadlines
+              WHERE data->>'status' = 'scheduled' AND (data->>'due_ms')::bigint <= $1
+              ORDER BY (data->>'due_ms')::bigint LIMIT $2",
+            &[&now_ms, &i64::from(limit)],
+        )
+        .await
+    }
+
+    async fn deadline(&self, deadline_id: &str) -> Result<Option<DeadlineRow>, RowsError> {
+        Ok(self.json_rows("SELECT data::text FROM rm_deadlines WHERE key = $1", &[&deadline_id]).await?.pop())
     }
 }
 

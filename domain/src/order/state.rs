@@ -146,6 +146,9 @@ pub struct OrderState {
     pub returns: BTreeMap<ReturnId, ReturnState>,
     /// Why the order is on hold, while it is: a held order does not ship.
     pub hold: Option<String>,
+    /// Set when the return window after delivery has closed.
+    #[serde(default)]
+    pub return_window_closed: bool,
 }
 
 impl OrderState {
