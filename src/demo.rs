@@ -84,7 +84,7 @@ struct Catalogue {
 }
 
 struct Sim {
-    service: CommandService,
+    service: Arc<CommandService>,
     clock: Arc<ManualClock>,
     tag: String,
     eur: Currency,
@@ -378,7 +378,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     // Ids of carts, orders and commands carry the run's own tag: the head alone would give
     // two runs started at once on one database the same ids.
     let tag = format!("h{head_before}-{:08x}", rand::random::<u32>());
-    let service = CommandService::new(store.clone(), clock.clone(), Arc::new(SequentialIds::new(format!("{tag}-id-"))));
+    let service =
+        Arc::new(CommandService::new(store.clone(), clock.clone(), Arc::new(SequentialIds::new(format!("{tag}-id-")))));
     let sim = Arc::new(Sim {
         service,
         clock,
@@ -413,6 +414,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         task.await??;
     }
     let flash_shoppers = flash_sale(&sim, args.orders, args.seed).await?;
+    let time_passed = let_time_pass(&sim, &opened.db, &models).await?;
 
     let report = fold_log(&*store, head_before).await?;
     let elapsed = started.elapsed();
@@ -443,6 +445,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         shipments: load(&c.shipments),
         returns: load(&c.returns),
         conflict_retries: load(&c.conflict_retries),
+        time_passed,
         flash_sale: FlashSale {
             sku: FLASH_SKU.into(),
             location: FLASH_LOCATION.into(),
@@ -467,6 +470,51 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         bail!("read model {} differs from the fold of the log", model.name);
     }
     Ok(())
+}
+
+/// Days the simulated clock moves on after the flash sale: past the payment deadline of
+/// every unpaid order and the idle deadline of every abandoned cart.
+const DAYS_PASSING: i64 = 15;
+
+/// Time passes after the sale: the clock moves on and the timer fires what fell due, as
+/// `orderlog serve` does every moment. Unpaid orders (the flash sale's winners pay nothing)
+/// expire and release their stock; carts left alone expire.
+async fn let_time_pass(
+    sim: &Sim,
+    db: &orderlog_api::database::Database,
+    models: &crate::ReadModels,
+) -> Result<TimePassed> {
+    let index = models
+        .runners
+        .iter()
+        .find(|r| {
+            r.name()
+                == <orderlog_projections::deadlines::DeadlineTable as orderlog_projections::table::TableModel>::NAME
+        })
+        .expect("the deadline index is a read model");
+    let store = sim.service.store().clone();
+    let flash = StockKey::new(Sku::parse(FLASH_SKU)?, LocationId::parse(FLASH_LOCATION)?);
+    let flash_available = |state: orderlog_domain::stock::StockState| state.available();
+    let flash_before = flash_available(crate::report::stock_state(&*store, &flash).await?);
+    sim.clock.advance(Duration::days(DAYS_PASSING));
+    let queries = db.queries(1).await?;
+    let timer = orderlog_processes::timer::Timer::new(sim.service.clone(), queries, sim.clock.clone());
+    let mut passed = TimePassed { days: DAYS_PASSING, flash_available_before: flash_before, ..TimePassed::default() };
+    loop {
+        if !orderlog_projections::projector::wait_caught_up(&*store, &**index, std::time::Duration::from_secs(60))
+            .await?
+        {
+            bail!("the deadline index did not catch up within 60 s");
+        }
+        let tick = timer.tick().await?;
+        if tick.fired() == 0 {
+            break;
+        }
+        passed.deadlines_fired += u64::from(tick.fired());
+        passed.refused += u64::from(tick.refused);
+    }
+    passed.flash_available_after = flash_available(crate::report::stock_state(&*store, &flash).await?);
+    Ok(passed)
 }
 
 /// Stock for about the demand the orders will make, a little short on purpose, at both

@@ -1,6 +1,7 @@
 //! What the log says happened, folded from the log independently of the aggregates, so
 //! that the demo's claims (no unit oversold) are checked, not assumed.
 
+use orderlog_domain::stock::StockState;
 use std::collections::BTreeMap;
 
 use anyhow::Result;
@@ -28,6 +29,8 @@ pub struct LogReport {
     pub orders_cancelled: u64,
     pub orders_expired: u64,
     pub orders_completed: u64,
+    /// Carts that expired (abandoned, or left alone until their idle deadline).
+    pub carts_expired: u64,
     pub inventory: InventoryLevels,
 }
 
@@ -40,6 +43,9 @@ impl Projection for LogReport {
         self.events += 1;
         self.events_since += u64::from(new);
         self.inventory.apply(event, decoded);
+        if let DomainEvent::Cart(orderlog_domain::cart::CartEvent::CartExpired {}) = decoded {
+            self.carts_expired += 1;
+        }
         let DomainEvent::Order(order) = decoded else { return };
         let add = |sums: &mut BTreeMap<String, i64>, amount: &orderlog_domain::Money| {
             *sums.entry(amount.currency.code().into()).or_default() += amount.amount;
@@ -69,4 +75,26 @@ pub async fn fold_log(store: &dyn EventStore, since: u64) -> Result<LogReport> {
     catch_up(store, &mut report, LogCursor::START, READ_EVENTS_MAX).await?;
     report.oversold_units = report.inventory.oversold_units();
     Ok(report)
+}
+
+/// A stock item's state, folded from its stream.
+pub async fn stock_state(store: &dyn EventStore, key: &orderlog_domain::StockKey) -> Result<StockState> {
+    let stream = orderlog_domain::StreamId::stock(key).to_string();
+    let mut events = Vec::new();
+    let mut from = 1;
+    loop {
+        let page = store.read_stream(&stream, from, READ_EVENTS_MAX).await?;
+        let full = page.len() == READ_EVENTS_MAX as usize;
+        for recorded in &page {
+            match DomainEvent::decode(&recorded.event_type, recorded.schema_version, &recorded.payload)? {
+                DomainEvent::Stock(e) => events.push(e),
+                other => anyhow::bail!("{stream} holds a {} event", other.event_type()),
+            }
+            from = recorded.version + 1;
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(<orderlog_domain::stock::Stock as orderlog_domain::Decider>::fold(&events))
 }

@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use orderlog_api::auth::{parse_scopes, CachedTokens, Scope, TokenStore};
 use orderlog_api::metrics::Metrics;
 use orderlog_api::{Api, TimedStore};
-use orderlog_commands::{CommandService, RandomIds, SystemClock};
+use orderlog_commands::{CommandService, DeadlinePolicy, RandomIds, ServiceConfig, SystemClock};
 use orderlog_projections::cache::{follow_checkpoints, RowCache, ROW_CACHE_CHECK_MS};
 use orderlog_projections::orders::OrderStatusTable;
 use orderlog_projections::projector;
@@ -46,6 +46,36 @@ pub struct ServeArgs {
     /// besides the ones signed on request.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     checkpoint_every_secs: u64,
+    #[command(flatten)]
+    deadlines: DeadlineArgs,
+    /// Do not fire due deadlines in this process (another process's timer does; a deadline
+    /// fires once however many timers run).
+    #[arg(long)]
+    no_timer: bool,
+}
+
+/// When the deadlines that commands schedule fall due.
+#[derive(Args, Clone, Copy, Debug)]
+pub struct DeadlineArgs {
+    /// A placed order not paid within this many minutes expires and releases its stock.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=525_600))]
+    pub order_payment_minutes: u32,
+    /// A cart untouched for this many days expires.
+    #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u32).range(1..=3_650))]
+    pub cart_idle_days: u32,
+    /// Returns may be requested for this many days after delivery.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3_650))]
+    pub return_window_days: u32,
+}
+
+impl DeadlineArgs {
+    pub fn policy(self) -> DeadlinePolicy {
+        DeadlinePolicy {
+            order_payment: chrono::Duration::minutes(i64::from(self.order_payment_minutes)),
+            cart_idle: chrono::Duration::days(i64::from(self.cart_idle_days)),
+            return_window: chrono::Duration::days(i64::from(self.return_window_days)),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -188,7 +218,13 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let every = std::time::Duration::from_secs(args.checkpoint_every_secs);
     let signing = checkpoints.clone().map(|signer| (signer, every));
     let maintainer = tokio::spawn(orderlog_api::checkpoints::maintain(proofs.clone(), signing, stop.subscribe()));
-    let service = Arc::new(CommandService::new(store.clone(), Arc::new(SystemClock), Arc::new(RandomIds)));
+    let config = ServiceConfig { deadlines: args.deadlines.policy(), ..ServiceConfig::default() };
+    let service =
+        Arc::new(CommandService::with_config(store.clone(), Arc::new(SystemClock), Arc::new(RandomIds), config));
+    let timer = (!args.no_timer).then(|| {
+        let timer = orderlog_processes::timer::Timer::new(service.clone(), queries.clone(), Arc::new(SystemClock));
+        tokio::spawn(timer.run(stop.subscribe()))
+    });
     let api = Arc::new(Api {
         service,
         store,
@@ -215,6 +251,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         .await?;
     let _ = stop.send(true);
     let _ = maintainer.await;
+    if let Some(timer) = timer {
+        let _ = timer.await;
+    }
     if let Some(projectors) = projectors {
         let _ = projectors.await;
     }

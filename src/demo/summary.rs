@@ -25,6 +25,7 @@ pub(super) struct DemoSummary {
     pub(super) returns: u64,
     pub(super) conflict_retries: u64,
     pub(super) flash_sale: FlashSale,
+    pub(super) time_passed: TimePassed,
     pub(super) log: LogReport,
     pub(super) read_models: Vec<ReadModelCheck>,
     pub(super) elapsed_ms: u64,
@@ -60,6 +61,17 @@ pub(super) async fn check_read_models(
         });
     }
     Ok(checks)
+}
+
+/// What the timer did when the clock moved on after the sale.
+#[derive(Serialize, Default)]
+pub(super) struct TimePassed {
+    pub(super) days: i64,
+    pub(super) deadlines_fired: u64,
+    /// Deadlines whose command no longer held (recorded, not retried).
+    pub(super) refused: u64,
+    pub(super) flash_available_before: i64,
+    pub(super) flash_available_after: i64,
 }
 
 #[derive(Serialize)]
@@ -104,11 +116,21 @@ pub(super) fn print_summary(s: &DemoSummary) {
         s.flash_sale.winners,
         s.flash_sale.rejected_out_of_stock
     );
+    println!(
+        "  time passes         {:>10}   days: {} deadlines fired ({} refused); {} available at {}: {} before, {} after",
+        s.time_passed.days,
+        s.time_passed.deadlines_fired,
+        s.time_passed.refused,
+        s.flash_sale.sku,
+        s.flash_sale.location,
+        s.time_passed.flash_available_before,
+        s.time_passed.flash_available_after
+    );
     println!("  oversold units      {:>10}   (folded from the whole log)", s.oversold_units);
     println!();
     println!(
-        "Whole log: {} orders placed, {} completed, {} cancelled, {} expired",
-        s.log.orders_placed, s.log.orders_completed, s.log.orders_cancelled, s.log.orders_expired
+        "Whole log: {} orders placed, {} completed, {} cancelled, {} expired; {} carts expired",
+        s.log.orders_placed, s.log.orders_completed, s.log.orders_cancelled, s.log.orders_expired, s.log.carts_expired
     );
     for (currency, gross) in &s.log.placed_by_currency {
         let captured = s.log.captured_by_currency.get(currency).copied().unwrap_or(0);
