@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use chrono::{Duration, TimeZone, Utc};
+use chrono::{Duration, Timelike, Utc};
 use orderlog_commands::{Clock, Command, CommandEnvelope, CommandError, CommandService, ManualClock, SequentialIds};
 use orderlog_domain::cart::{Address, CartCommand, Customer, Discount, DiscountKind, ShippingMethod};
 use orderlog_domain::checkout::CheckoutCommand;
@@ -364,15 +364,18 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         tokio::spawn(orderlog_projections::projector::run_live(store.clone(), models.runners.clone(), models_stop));
     let started = Instant::now();
     let head_before = store.head().await?;
-    // Each run ends with the flash sale, so the flash SKU's stream ends near the end of the
-    // previous run: the simulated clock continues an hour after it.
+    // Each run ends with the flash sale's unpaid units coming back, so the flash SKU's stream
+    // ends near the end of the previous run: the simulated clock continues an hour after it.
     let flash_stream =
         orderlog_domain::StreamId::stock(&StockKey::new(Sku::parse(FLASH_SKU)?, LocationId::parse(FLASH_LOCATION)?))
             .to_string();
     let flash_version = store.stream_version(&flash_stream).await?;
+    // Never before now: a server's timer on the same database fires what falls due by the
+    // real clock, and would expire a simulated past's carts and orders while they shop.
+    let now = Utc::now().with_nanosecond(0).expect("valid time");
     let start_time = match store.read_stream(&flash_stream, flash_version, 1).await?.first() {
-        Some(last) => last.recorded_at + Duration::hours(1),
-        None => Utc.with_ymd_and_hms(2026, 1, 5, 8, 0, 0).single().expect("valid start"),
+        Some(last) => (last.recorded_at + Duration::hours(1)).max(now),
+        None => now,
     };
     let clock = Arc::new(ManualClock::new(start_time));
     // Ids of carts, orders and commands carry the run's own tag: the head alone would give

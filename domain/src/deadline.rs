@@ -284,6 +284,48 @@ mod tests {
         assert!(Deadline::decide(&later, &DeadlineState::default()).unwrap_err().reason.contains("never"));
     }
 
+    fn action() -> impl proptest::strategy::Strategy<Value = DeadlineAction> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u32..100).prop_map(|m| DeadlineAction::Schedule { due_at: at(m), command: serde_json::Value::Null }),
+            (0u32..100).prop_map(|m| DeadlineAction::Reschedule { due_at: at(m), reason: "touched".into() }),
+            (0u32..5).prop_map(|events| DeadlineAction::Fire { outcome: FireOutcome::Applied { events } }),
+            Just(DeadlineAction::Fire { outcome: FireOutcome::Refused { reason: "no longer valid".into() } }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever is asked in whatever order, a deadline is scheduled at most once, fires
+        /// at most once, never changes after firing, and only ever moves later.
+        #[test]
+        fn a_deadline_fires_at_most_once_and_never_changes_after(actions in proptest::collection::vec(action(), 0..40)) {
+            let mut state = DeadlineState::default();
+            let mut log = Vec::new();
+            for action in &actions {
+                let before = state.clone();
+                if let Ok(events) = Deadline::decide(action, &state) {
+                    for event in events {
+                        state = Deadline::evolve(state, &event);
+                        log.push(event);
+                    }
+                }
+                if before.status == DeadlineStatus::Fired {
+                    proptest::prop_assert_eq!(&state, &before);
+                }
+                if let (Some(was), Some(now)) = (before.due_at, state.due_at) {
+                    proptest::prop_assert!(now >= was);
+                }
+            }
+            let count = |f: fn(&DeadlineEvent) -> bool| log.iter().filter(|e| f(e)).count();
+            let scheduled = count(|e| matches!(e, DeadlineEvent::DeadlineScheduled { .. }));
+            let fired = count(|e| matches!(e, DeadlineEvent::DeadlineFired { .. }));
+            proptest::prop_assert!(scheduled <= 1 && fired <= 1, "scheduled {} times, fired {} times", scheduled, fired);
+            if let Some(first) = log.first() {
+                proptest::prop_assert!(matches!(first, DeadlineEvent::DeadlineScheduled { .. }), "{:?}", first);
+            }
+        }
+    }
+
     #[test]
     fn a_deadline_is_scheduled_once() {
         let schedule = DeadlineAction::Schedule { due_at: at(1), command: serde_json::Value::Null };

@@ -16,6 +16,7 @@ use orderlog_domain::{testing, CartId, Currency, DomainEvent, LocationId, Money,
 use orderlog_processes::timer::{Tick, Timer};
 use orderlog_projections::deadlines::DeadlineTable;
 use orderlog_projections::inventory::InventoryTable;
+use orderlog_projections::orders::OrderStatusTable;
 use orderlog_projections::projector::{self, AnyRunner};
 use orderlog_projections::queries::ReadQueries;
 use orderlog_store::postgres::testing::TestDatabase;
@@ -53,7 +54,11 @@ impl Process {
         let service = Arc::new(CommandService::new(store.clone(), clock.clone(), Arc::new(SequentialIds::new("id-"))));
         let rows = db.rows().await.unwrap();
         let index = projector::runner::<DeadlineTable>(store.clone(), rows.clone());
-        let runners = vec![index, projector::runner::<InventoryTable>(store, rows)];
+        let runners = vec![
+            index,
+            projector::runner::<InventoryTable>(store.clone(), rows.clone()),
+            projector::runner::<OrderStatusTable>(store, rows),
+        ];
         let queries = db.queries(2).await.unwrap();
         let timer = Timer::new(service.clone(), queries.clone(), clock.clone());
         Process { service, clock, queries, runners, timer }
@@ -73,7 +78,10 @@ impl Process {
         self.timer.tick().await.unwrap()
     }
 
+    /// Folds every event committed so far (on PostgreSQL, once the log has settled: readers
+    /// see events below the oldest running transaction, and other tests run beside this one).
     async fn catch_up(&self) {
+        assert!(self.store().settle(std::time::Duration::from_secs(30)).await.unwrap());
         for runner in &self.runners {
             runner.ensure().await.unwrap();
             while runner.step().await.unwrap() > 0 {}
@@ -295,4 +303,57 @@ async fn an_idle_cart_expires_after_fourteen_untouched_days(shop: Shop) {
     shop.first.catch_up().await;
     let row = shop.first.queries.deadline("cart-idle.c9").await.unwrap().unwrap();
     assert_eq!(row.status, "cancelled");
+}
+
+orderlog_store::each_backend! {
+    #[tokio::test]
+    fn returns_are_refused_once_the_return_window_has_closed(Shop) on [sqlite, postgres];
+}
+async fn returns_are_refused_once_the_return_window_has_closed(shop: Shop) {
+    use orderlog_domain::order::LineQuantity;
+    use orderlog_domain::shipment::{CarrierEventKind, ShipmentCommand};
+    use orderlog_domain::{ReturnId, ShipmentId};
+    shop.receive("flash", 1).await;
+    shop.checkout("c1", "o1").await;
+    shop.pay("o1").await;
+    let order_id = OrderId::parse("o1").unwrap();
+    let line = || vec![LineQuantity { sku: Sku::parse("flash").unwrap(), quantity: 1 }];
+    let ship = |command| Command::Shipment { shipment_id: ShipmentId::parse("s1").unwrap(), command };
+    let location = LocationId::parse("berlin").unwrap();
+    shop.first
+        .run("s1-create", ship(ShipmentCommand::Create { order_id: order_id.clone(), location, lines: line() }))
+        .await;
+    shop.first.run("s1-pack", ship(ShipmentCommand::Pack {})).await;
+    shop.first.run("s1-ship", ship(ShipmentCommand::Ship { carrier: "dhl".into(), tracking_number: "1".into() })).await;
+    shop.advance(Duration::days(2));
+    let delivered = ShipmentCommand::RecordCarrierEvent {
+        event_id: "dhl-1".into(),
+        kind: CarrierEventKind::Delivered,
+        occurred_at: shop.first.clock.now(),
+    };
+    shop.first.run("s1-delivered", ship(delivered)).await;
+    shop.first.catch_up().await;
+    let window = shop.first.queries.deadline("return-window.o1").await.unwrap().unwrap();
+    assert_eq!(window.due_at.as_deref(), Some("2026-12-29T00:00:00.000Z"), "30 days after delivery");
+    let request = |id: &str| Command::Order {
+        order_id: order_id.clone(),
+        command: OrderCommand::RequestReturn {
+            return_id: ReturnId::parse(id).unwrap(),
+            lines: line(),
+            reason: "too small".into(),
+        },
+    };
+    shop.advance(Duration::days(30) + Duration::minutes(1));
+    let tick = shop.first.tick().await;
+    assert_eq!(tick.applied, 1, "{tick:?}");
+    let refused = shop.first.service.execute(CommandEnvelope::new("r-late", "shopper", request("r1"))).await;
+    match refused {
+        Err(orderlog_commands::CommandError::Rejected(r)) => {
+            assert!(r.reason.contains("return window has closed"), "{}", r.reason)
+        }
+        other => panic!("a late return must be refused, got {other:?}"),
+    }
+    shop.first.catch_up().await;
+    let row = shop.first.queries.order("o1").await.unwrap().expect("the order's row");
+    assert_eq!(row.return_window_closed_at.as_deref().map(|t| &t[..10]), Some("2026-12-29"));
 }
