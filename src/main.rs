@@ -4,6 +4,7 @@ use orderlog_replay::archive::ExportFilter;
 
 mod audit;
 mod demo;
+mod processes;
 mod report;
 mod serve;
 
@@ -176,6 +177,11 @@ enum Commands {
     Projections {
         #[command(subcommand)]
         command: ProjectionsCommand,
+    },
+    /// Reactors: where they stand, what they parked; retry or skip a parked event.
+    Processes {
+        #[command(subcommand)]
+        command: processes::ProcessesCommand,
     },
 }
 
@@ -425,6 +431,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Commands::Processes { command } => processes::run(command).await,
         Commands::Projections { command: ProjectionsCommand::Status { database, json } } => {
             let opened = open_store(&database).await?;
             let runners = read_models(&opened.db, opened.store.clone()).await?.runners;

@@ -48,6 +48,14 @@ pub struct ServeArgs {
     checkpoint_every_secs: u64,
     #[command(flatten)]
     deadlines: DeadlineArgs,
+    /// Let webhook URLs name loopback, private and link-local addresses (a receiver on this
+    /// machine or network). Off by default: a subscriber could otherwise make orderlog call
+    /// services that are not meant to be reachable.
+    #[arg(long)]
+    webhooks_allow_private: bool,
+    /// Do not run the reactors (webhook queueing) and webhook deliveries in this process.
+    #[arg(long)]
+    no_reactors: bool,
     /// Do not fire due deadlines in this process (another process's timer does; a deadline
     /// fires once however many timers run).
     #[arg(long)]
@@ -225,6 +233,20 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         let timer = orderlog_processes::timer::Timer::new(service.clone(), queries.clone(), Arc::new(SystemClock));
         tokio::spawn(timer.run(stop.subscribe()))
     });
+    let process_db = opened.db.processes().await?;
+    let webhook_config = orderlog_processes::webhooks::WebhookConfig {
+        allow_private: args.webhooks_allow_private,
+        ..Default::default()
+    };
+    let webhooks = orderlog_processes::webhooks::Webhooks::new(process_db.clone(), webhook_config);
+    let mut reactors = Vec::new();
+    if !args.no_reactors {
+        let reactor = Arc::new(orderlog_processes::webhooks::WebhookReactor::new(webhooks.clone()));
+        let runner = orderlog_processes::reactor::ReactorRunner::new(reactor, opened.store.clone(), process_db.clone());
+        reactors.push(tokio::spawn(runner.run(stop.subscribe())));
+        let dispatcher = orderlog_processes::webhooks::Dispatcher::new(webhooks.clone());
+        reactors.push(tokio::spawn(dispatcher.run(stop.subscribe())));
+    }
     let api = Arc::new(Api {
         service,
         store,
@@ -237,6 +259,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         order_cache,
         proofs,
         checkpoints,
+        webhooks: Some(webhooks),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -253,6 +276,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let _ = maintainer.await;
     if let Some(timer) = timer {
         let _ = timer.await;
+    }
+    for task in reactors {
+        let _ = task.await;
     }
     if let Some(projectors) = projectors {
         let _ = projectors.await;

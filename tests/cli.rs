@@ -30,11 +30,13 @@ fn the_demo_run_twice_on_one_file_continues_the_history_and_never_oversells() {
     assert!(first["orders_placed"].as_u64().unwrap() > 50);
     assert!(first["checkouts_rejected_out_of_stock"].as_u64().unwrap() >= 40, "the flash sale turns shoppers away");
     assert_eq!(first["flash_sale"]["winners"], 10);
+    assert_eq!(first["time_passed"]["flash_available_before"], 0);
+    assert_eq!(first["time_passed"]["flash_available_after"], 10, "the unpaid winners' orders expired");
     assert_eq!(first["read_models"][0]["name"], "inventory_levels");
     assert_eq!(first["read_models"][0]["matches_log"], true);
     let second = demo_json(db);
     assert_eq!(second["oversold_units"], 0);
-    assert_eq!(second["flash_sale"]["winners"], 10, "the second run restocks the flash SKU and races again");
+    assert_eq!(second["flash_sale"]["winners"], 20, "the first run's 10 expired units and 10 new are raced for");
     assert_eq!(second["read_models"][0]["matches_log"], true);
     let total = first["events_appended"].as_u64().unwrap() + second["events_appended"].as_u64().unwrap();
     assert_eq!(second["events_total"].as_u64().unwrap(), total, "the second run appends to the same log");
@@ -78,7 +80,7 @@ fn migrate_creates_the_schema_once() {
     let db = db.to_str().unwrap();
     let out = orderlog(&["migrate", "--database", db]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1, 2, 3, 4, 5]"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1, 2, 3, 4, 5, 6]"));
     let out = orderlog(&["migrate", "--database", db]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"), "{}", String::from_utf8_lossy(&out.stdout));
     // The migrations made every table, the tokens' and the read models' checkpoints too.
@@ -107,13 +109,14 @@ fn the_demo_runs_twice_on_postgres_and_never_oversells() {
     let db = runtime.block_on(orderlog_store::postgres::testing::TestDatabase::create());
     let out = orderlog(&["migrate", "--database", &db.url]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1, 2, 3, 4, 5, 6]"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1, 2, 3, 4, 5, 6, 7]"));
     let first = demo_json(&db.url);
     assert_eq!(first["oversold_units"], 0);
     assert_eq!(first["flash_sale"]["winners"], 10);
+    assert_eq!(first["time_passed"]["flash_available_after"], 10, "the unpaid winners' orders expired");
     let second = demo_json(&db.url);
     assert_eq!(second["oversold_units"], 0);
-    assert_eq!(second["flash_sale"]["winners"], 10);
+    assert_eq!(second["flash_sale"]["winners"], 20);
     let total = first["events_appended"].as_u64().unwrap() + second["events_appended"].as_u64().unwrap();
     assert_eq!(second["events_total"].as_u64().unwrap(), total);
     assert_eq!(second["read_models"][0]["matches_log"], true);

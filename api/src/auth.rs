@@ -34,10 +34,13 @@ pub enum Scope {
     Analytics,
     /// Tokens.
     Admin,
+    /// Webhook subscriptions and their delivery logs.
+    Integrations,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] = [Scope::Shop, Scope::Operations, Scope::Audit, Scope::Analytics, Scope::Admin];
+    pub const ALL: [Scope; 6] =
+        [Scope::Shop, Scope::Operations, Scope::Audit, Scope::Analytics, Scope::Admin, Scope::Integrations];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -46,6 +49,7 @@ impl Scope {
             Scope::Audit => "audit",
             Scope::Analytics => "analytics",
             Scope::Admin => "admin",
+            Scope::Integrations => "integrations",
         }
     }
 
@@ -57,6 +61,7 @@ impl Scope {
             Scope::Audit => &[Scope::Audit],
             Scope::Analytics => &[Scope::Analytics],
             Scope::Admin => &[Scope::Admin],
+            Scope::Integrations => &[Scope::Integrations],
         }
     }
 }

@@ -154,6 +154,19 @@ impl Database {
         }
     }
 
+    /// The process side's tables: reactors' checkpoints, parked events, webhooks.
+    pub async fn processes(&self) -> Result<Arc<dyn orderlog_processes::db::Db>, DatabaseError> {
+        match &self.inner {
+            Inner::Sqlite { path, .. } => {
+                let db = orderlog_processes::db::SqliteDb::open(path).map_err(|e| self.part("process tables", e))?;
+                Ok(Arc::new(db))
+            }
+            Inner::Postgres { .. } => {
+                Ok(Arc::new(orderlog_processes::db::PostgresDb::new(self.postgres_rows().await?.pool())))
+            }
+        }
+    }
+
     /// PostgreSQL's read-model rows, whose pool the queries and tokens share.
     async fn postgres_rows(&self) -> Result<Arc<PostgresRows>, DatabaseError> {
         let Inner::Postgres { url, rows, .. } = &self.inner else { unreachable!("only for PostgreSQL") };

@@ -19,6 +19,7 @@ pub mod problem;
 mod proofs;
 mod reads;
 mod timed;
+pub mod webhooks;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -69,6 +70,8 @@ pub struct Api {
     pub proofs: Arc<orderlog_replay::checkpoint::TreeFollower>,
     /// The key the server signs checkpoints with, when it signs them.
     pub checkpoints: Option<Arc<checkpoints::Signer>>,
+    /// Webhook subscriptions and their delivery logs, when this server delivers webhooks.
+    pub webhooks: Option<orderlog_processes::webhooks::Webhooks>,
 }
 
 impl Api {
@@ -98,6 +101,7 @@ pub type Shared = Arc<Api>;
         (name = "feed", description = "The event log for analytics and audit"),
         (name = "proofs", description = "Merkle proofs over the log, RFC 9162 (scope `audit`)"),
         (name = "tokens", description = "API tokens (scope `admin`)"),
+        (name = "webhooks", description = "Subscriptions to integration events (scope `integrations`)"),
         (name = "operations", description = "Health, readiness and metrics (no token)")
     )
 )]
@@ -135,6 +139,7 @@ pub fn router_and_doc(api: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .merge(guarded(&api, &[Audit], proofs::routes()))
         .merge(guarded(&api, &[Audit], checkpoints::routes()))
         .merge(guarded(&api, &[Admin], admin::token_routes()))
+        .merge(guarded(&api, &[Integrations], webhooks::routes()))
         .merge(admin::operation_routes())
         .split_for_parts();
     let served = openapi::exact(&doc);

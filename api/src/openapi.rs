@@ -141,10 +141,23 @@ fn body(method: &str, path: &str) -> Option<Value> {
         ("post", "/tokens") => object(
             json!({
                 "principal": {"type": "string", "pattern": "^[A-Za-z0-9._@-]{1,64}$"},
-                "scopes": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": ["shop", "operations", "audit", "analytics", "admin"]}},
+                "scopes": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": ["shop", "operations", "audit", "analytics", "admin", "integrations"]}},
             }),
             &["principal", "scopes"],
         ),
+        ("post", "/webhooks") => object(
+            json!({
+                "url": {"type": "string", "format": "uri", "pattern": "^https?://", "maxLength": orderlog_processes::webhooks::WEBHOOK_URL_BYTES_MAX},
+                "event_types": {
+                    "type": "array", "minItems": 1, "maxItems": orderlog_processes::webhooks::WEBHOOK_EVENT_TYPES_MAX,
+                    "items": {"type": "string", "enum": orderlog_processes::webhooks::integration::TYPES},
+                },
+            }),
+            &["url", "event_types"],
+        ),
+        ("post", "/webhooks/{webhook_id}/rotate-secret") => {
+            object(json!({"overlap_seconds": int(0, crate::webhooks::OVERLAP_SECS_MAX as i64)}), &[])
+        }
         _ => return None,
     };
     Some(schema)
@@ -168,6 +181,7 @@ fn query(path: &str, name: &str) -> Option<Value> {
         }
         (_, "currency") => json!({"$ref": "#/components/schemas/Currency"}),
         ("/reports/top-skus", "limit") => int(1, 500),
+        ("/webhooks/{webhook_id}/deliveries", "limit") => int(1, i64::from(crate::webhooks::DELIVERIES_LIMIT_MAX)),
         ("/streams/{stream_id}", "from_version") => json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}),
         ("/proofs/inclusion", "position" | "tree_size")
         | ("/proofs/consistency", "from" | "to")
@@ -239,7 +253,40 @@ pub fn exact(doc: &utoipa::openapi::OpenApi) -> Value {
             }
         }
     }
+    value["webhooks"] = integration_webhooks();
     value
+}
+
+/// The integration events as OpenAPI webhooks: what a subscriber receives, by type.
+fn integration_webhooks() -> Value {
+    let mut hooks = Map::new();
+    for event_type in orderlog_processes::webhooks::integration::TYPES {
+        hooks.insert(
+            event_type.to_string(),
+            json!({"post": {
+                "summary": format!("{event_type} (integration event, contract version {})", orderlog_processes::webhooks::integration::CONTRACT_VERSION),
+                "description": "Signed by Standard Webhooks: verify `webhook-signature` over `{webhook-id}.{webhook-timestamp}.{body}` with the subscription's secret. Delivered at least once; per subscriber first sent in log order, with the log position as `sequence`.",
+                "parameters": [
+                    {"in": "header", "name": "webhook-id", "required": true, "schema": {"type": "string"}, "description": "The message id: the same on every retry."},
+                    {"in": "header", "name": "webhook-timestamp", "required": true, "schema": {"type": "string"}, "description": "Unix seconds when this attempt was signed."},
+                    {"in": "header", "name": "webhook-signature", "required": true, "schema": {"type": "string"}, "description": "`v1,` and the base64 HMAC-SHA256; one per secret during a rotation, space-separated."},
+                ],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                    "type": "object",
+                    "required": ["type", "version", "timestamp", "sequence", "data"],
+                    "properties": {
+                        "type": {"type": "string", "const": event_type},
+                        "version": {"type": "integer"},
+                        "timestamp": {"type": "string", "format": "date-time"},
+                        "sequence": {"type": "integer", "minimum": 1},
+                        "data": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
+                    },
+                }}}},
+                "responses": {"2XX": {"description": "received; anything else is retried (410 disables the subscription)"}},
+            }}),
+        );
+    }
+    Value::Object(hooks)
 }
 
 /// Path parameters that are ids of the one grammar.
@@ -309,7 +356,7 @@ fn operation_exact(method: &str, path: &str, operation: &mut Map<String, Value>)
     if has_path_id || has_params {
         add("400", "a path or query parameter is not valid");
     }
-    if method != "get" && guarded && !path.starts_with("/tokens") {
+    if method != "get" && guarded && !path.starts_with("/tokens") && !path.starts_with("/webhooks") {
         add("404", "the cart, order, stock item or shipment named does not exist");
         add("409", "the command does not fit the state of what it names");
         add("422", "the command is not valid");

@@ -2,4 +2,7 @@
 //! caller asking. [`timer::Timer`] fires due deadlines (an unpaid order expires, an idle cart
 //! expires, a return window closes) through the command service, once each.
 
+pub mod db;
+pub mod reactor;
 pub mod timer;
+pub mod webhooks;

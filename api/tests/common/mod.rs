@@ -51,6 +51,19 @@ pub async fn build(
     keep: Box<dyn std::any::Any + Send>,
     checkpoints: Option<Arc<orderlog_api::checkpoints::Signer>>,
 ) -> App {
+    build_with_webhooks(tree, rows, queries, tokens, keep, checkpoints, None).await
+}
+
+/// As [`build`], with webhook subscriptions served.
+pub async fn build_with_webhooks(
+    tree: Arc<dyn TreeStore>,
+    rows: Arc<dyn RowStore>,
+    queries: Arc<dyn ReadQueries>,
+    tokens: Arc<dyn TokenStore>,
+    keep: Box<dyn std::any::Any + Send>,
+    checkpoints: Option<Arc<orderlog_api::checkpoints::Signer>>,
+    webhooks: Option<orderlog_processes::webhooks::Webhooks>,
+) -> App {
     let store = tree.clone();
     let metrics = Arc::new(Metrics::default());
     let timed: Arc<dyn EventStore> = Arc::new(TimedStore::new(store.clone(), metrics.clone()));
@@ -82,6 +95,7 @@ pub async fn build(
         order_cache: Some(order_cache.clone()),
         proofs: Arc::new(orderlog_replay::checkpoint::TreeFollower::new(tree.clone())),
         checkpoints,
+        webhooks,
     });
     let (router, doc) = router_and_doc(api);
     App { router, doc, tokens, store, order_cache, _stop: stop, _keep: keep }

@@ -26,6 +26,7 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/postgres/0005_tokens_and_checkpoints.sql"),
     },
     Migration { version: 6, name: "merkle_tree", sql: include_str!("../../migrations/postgres/0006_merkle_tree.sql") },
+    Migration { version: 7, name: "processes", sql: include_str!("../../migrations/postgres/0007_processes.sql") },
 ];
 /// Advisory lock held while migrating ("ORLG" and 1).
 pub(super) const MIGRATION_LOCK_KEY: i64 = 0x4F52_4C47_0000_0001;

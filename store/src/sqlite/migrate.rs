@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/sqlite/0004_tokens_and_checkpoints.sql"),
     },
     Migration { version: 5, name: "merkle_tree", sql: include_str!("../../migrations/sqlite/0005_merkle_tree.sql") },
+    Migration { version: 6, name: "processes", sql: include_str!("../../migrations/sqlite/0006_processes.sql") },
 ];
 
 /// Reads the file header without opening the database: true for a new (absent or empty)
