@@ -123,6 +123,12 @@ async fn metrics(State(api): State<Shared>) -> Response {
             );
         }
     }
+    if let Some(webhooks) = &api.webhooks {
+        match orderlog_processes::reactor::prometheus(&**webhooks.db()).await {
+            Ok(text) => extra.push_str(&text),
+            Err(e) => tracing::warn!(error = %e, "metrics: the process tables cannot be read"),
+        }
+    }
     if let Some(cache) = &api.order_cache {
         let stats = cache.stats();
         extra.push_str(

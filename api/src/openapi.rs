@@ -147,7 +147,7 @@ fn body(method: &str, path: &str) -> Option<Value> {
         ),
         ("post", "/webhooks") => object(
             json!({
-                "url": {"type": "string", "format": "uri", "pattern": "^https?://", "maxLength": orderlog_processes::webhooks::WEBHOOK_URL_BYTES_MAX},
+                "url": {"type": "string", "format": "uri", "pattern": "^https?://[\\x21-\\x7e]+$", "maxLength": orderlog_processes::webhooks::WEBHOOK_URL_BYTES_MAX},
                 "event_types": {
                     "type": "array", "minItems": 1, "maxItems": orderlog_processes::webhooks::WEBHOOK_EVENT_TYPES_MAX,
                     "items": {"type": "string", "enum": orderlog_processes::webhooks::integration::TYPES},
@@ -156,7 +156,7 @@ fn body(method: &str, path: &str) -> Option<Value> {
             &["url", "event_types"],
         ),
         ("post", "/webhooks/{webhook_id}/rotate-secret") => {
-            object(json!({"overlap_seconds": int(0, crate::webhooks::OVERLAP_SECS_MAX as i64)}), &[])
+            object(json!({"overlap_seconds": nullable(int(0, crate::webhooks::OVERLAP_SECS_MAX as i64))}), &[])
         }
         _ => return None,
     };

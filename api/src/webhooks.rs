@@ -26,7 +26,8 @@ pub const DELIVERIES_LIMIT_MAX: u32 = 500;
 pub(crate) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
-        .routes(routes!(get, disable))
+        .routes(routes!(get))
+        .routes(routes!(disable))
         .routes(routes!(rotate))
         .routes(routes!(deliveries))
         .routes(routes!(redeliver))
@@ -120,8 +121,9 @@ async fn get(State(api): State<Shared>, Path(id): Path<String>) -> Result<Json<W
     Ok(Json(webhooks(&api)?.get(&id).await.map_err(problem)?.into()))
 }
 
-/// Disables a subscription: nothing more is sent to it.
-#[utoipa::path(delete, path = "/webhooks/{webhook_id}", tag = "webhooks", params(("webhook_id" = String, Path)),
+/// Disables a subscription: nothing more is sent to it (it stays listed, with its delivery
+/// log, as `disabled`).
+#[utoipa::path(post, path = "/webhooks/{webhook_id}/disable", tag = "webhooks", params(("webhook_id" = String, Path)),
     responses((status = 204), (status = 404, body = Problem)), security(("bearer" = ["integrations"])))]
 async fn disable(
     State(api): State<Shared>,

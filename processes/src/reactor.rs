@@ -168,6 +168,49 @@ pub async fn reactors(db: &dyn Db) -> Result<Vec<(String, ReactorCheckpoint, i64
         .collect())
 }
 
+/// The reactors and their parked events, and the webhook queues, in Prometheus' text format.
+pub async fn prometheus(db: &dyn Db) -> Result<String, DbError> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let reactors = reactors(db).await?;
+    out.push_str("# HELP orderlog_reactor_position Log position a reactor has acted up to.\n");
+    out.push_str("# TYPE orderlog_reactor_position gauge\n");
+    for (name, checkpoint, _) in &reactors {
+        let _ = writeln!(out, "orderlog_reactor_position{{reactor=\"{name}\"}} {}", checkpoint.cursor.position);
+    }
+    out.push_str("# HELP orderlog_reactor_stopped Whether a reactor is stopped at a parked event.\n");
+    out.push_str("# TYPE orderlog_reactor_stopped gauge\n");
+    for (name, checkpoint, _) in &reactors {
+        let _ = writeln!(
+            out,
+            "orderlog_reactor_stopped{{reactor=\"{name}\"}} {}",
+            u8::from(checkpoint.stopped_at.is_some())
+        );
+    }
+    let parked = db
+        .query(
+            "SELECT reactor, COUNT(*) FROM orderlog_parked WHERE state IN ('parked', 'retry_requested') GROUP BY reactor ORDER BY reactor",
+            vec![],
+        )
+        .await?;
+    out.push_str("# HELP orderlog_parked_events Events parked by a reactor and waiting for an operator.\n");
+    out.push_str("# TYPE orderlog_parked_events gauge\n");
+    for (name, _, _) in &reactors {
+        let count = parked.iter().find(|r| r[0].text() == Some(name)).and_then(|r| r[1].int()).unwrap_or(0);
+        let _ = writeln!(out, "orderlog_parked_events{{reactor=\"{name}\"}} {count}");
+    }
+    let messages = db
+        .query("SELECT status, COUNT(*) FROM orderlog_webhook_messages GROUP BY status ORDER BY status", vec![])
+        .await?;
+    out.push_str("# HELP orderlog_webhook_messages Webhook messages by state (pending, delivered, dead).\n");
+    out.push_str("# TYPE orderlog_webhook_messages gauge\n");
+    for status in ["pending", "delivered", "dead"] {
+        let count = messages.iter().find(|r| r[0].text() == Some(status)).and_then(|r| r[1].int()).unwrap_or(0);
+        let _ = writeln!(out, "orderlog_webhook_messages{{status=\"{status}\"}} {count}");
+    }
+    Ok(out)
+}
+
 /// Parked events (of one reactor, or all), newest first, at most `limit`.
 pub async fn parked(db: &dyn Db, reactor: Option<&str>, limit: u32) -> Result<Vec<Parked>, DbError> {
     let rows = db

@@ -135,7 +135,11 @@ impl App {
         let db = Database::open(url).await.unwrap();
         let (rows, queries, tokens) =
             (db.rows().await.unwrap(), db.queries(2).await.unwrap(), db.tokens().await.unwrap());
-        build(db.tree(), rows, queries, tokens, keep, signer).await
+        let webhooks = orderlog_processes::webhooks::Webhooks::new(
+            db.processes().await.unwrap(),
+            orderlog_processes::webhooks::WebhookConfig::default(),
+        );
+        build_with_webhooks(db.tree(), rows, queries, tokens, keep, signer, Some(webhooks)).await
     }
 
     pub async fn token(&self, scopes: &str) -> String {

@@ -94,6 +94,9 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<reqwest::Url, Webhook
     if url.len() > WEBHOOK_URL_BYTES_MAX {
         return Err(invalid(format!("longer than {WEBHOOK_URL_BYTES_MAX} bytes")));
     }
+    if !url.is_ascii() {
+        return Err(invalid("must be ASCII (an international domain name in its xn-- form)".into()));
+    }
     let parsed = reqwest::Url::parse(url).map_err(|e| invalid(format!("'{url}' is not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(invalid(format!("scheme '{}' is not http or https", parsed.scheme())));
@@ -240,7 +243,7 @@ impl Webhooks {
         &self.config
     }
 
-    pub(crate) fn db(&self) -> &Arc<dyn Db> {
+    pub fn db(&self) -> &Arc<dyn Db> {
         &self.db
     }
 
