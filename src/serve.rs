@@ -225,7 +225,18 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let proofs = Arc::new(orderlog_replay::checkpoint::TreeFollower::new(opened.db.tree()));
     let every = std::time::Duration::from_secs(args.checkpoint_every_secs);
     let signing = checkpoints.clone().map(|signer| (signer, every));
-    let maintainer = tokio::spawn(orderlog_api::checkpoints::maintain(proofs.clone(), signing, stop.subscribe()));
+    let process_db = opened.db.processes().await?;
+    let webhook_config = orderlog_processes::webhooks::WebhookConfig {
+        allow_private: args.webhooks_allow_private,
+        ..Default::default()
+    };
+    let webhooks = orderlog_processes::webhooks::Webhooks::new(process_db.clone(), webhook_config);
+    let maintainer = tokio::spawn(orderlog_api::checkpoints::maintain(
+        proofs.clone(),
+        signing,
+        Some(webhooks.clone()),
+        stop.subscribe(),
+    ));
     let config = ServiceConfig { deadlines: args.deadlines.policy(), ..ServiceConfig::default() };
     let service =
         Arc::new(CommandService::with_config(store.clone(), Arc::new(SystemClock), Arc::new(RandomIds), config));
@@ -233,12 +244,6 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         let timer = orderlog_processes::timer::Timer::new(service.clone(), queries.clone(), Arc::new(SystemClock));
         tokio::spawn(timer.run(stop.subscribe()))
     });
-    let process_db = opened.db.processes().await?;
-    let webhook_config = orderlog_processes::webhooks::WebhookConfig {
-        allow_private: args.webhooks_allow_private,
-        ..Default::default()
-    };
-    let webhooks = orderlog_processes::webhooks::Webhooks::new(process_db.clone(), webhook_config);
     let mut reactors = Vec::new();
     if !args.no_reactors {
         let reactor = Arc::new(orderlog_processes::webhooks::WebhookReactor::new(webhooks.clone()));

@@ -43,10 +43,13 @@ impl Signer {
 }
 
 /// Keeps the stored tree up to the log and, with a signer, signs a checkpoint every `every`
-/// while the log grows, until `stopped` turns true. Failures are logged and tried again.
+/// while the log grows, until `stopped` turns true, publishing each new one to the
+/// subscribers of the integration event `checkpoint.signed`. Failures are logged and tried
+/// again.
 pub async fn maintain(
     proofs: Arc<TreeFollower>,
     signer: Option<(Arc<Signer>, Duration)>,
+    webhooks: Option<orderlog_processes::webhooks::Webhooks>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut signed_at = Instant::now();
@@ -58,7 +61,12 @@ pub async fn maintain(
             if signed_at.elapsed() >= *every {
                 signed_at = Instant::now();
                 match proofs.sign(&signer.key, chrono::Utc::now()).await {
-                    Ok(c) => tracing::debug!(tree_size = c.tree_size, "checkpoint signed"),
+                    Ok(c) => {
+                        tracing::debug!(tree_size = c.tree_size, "checkpoint signed");
+                        if let Some(webhooks) = &webhooks {
+                            publish(webhooks, &c).await;
+                        }
+                    }
                     Err(e) => tracing::error!(error = %e, "no checkpoint signed"),
                 }
             }
@@ -75,6 +83,17 @@ pub async fn maintain(
 
 pub(crate) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new().routes(routes!(public_key)).routes(routes!(latest))
+}
+
+/// Queues a checkpoint for the subscribers of `checkpoint.signed` (once per size and root).
+async fn publish(webhooks: &orderlog_processes::webhooks::Webhooks, c: &Checkpoint) {
+    use orderlog_processes::webhooks::integration;
+    let data = serde_json::to_value(c).expect("checkpoints serialize");
+    let key = format!("checkpoint\n{}\n{}", c.tree_size, c.root_hash);
+    let at = chrono::DateTime::parse_from_rfc3339(&c.time).map_or_else(|_| chrono::Utc::now(), |t| t.to_utc());
+    if let Err(e) = webhooks.publish(&integration::checkpoint(&data), &key, c.tree_size, at).await {
+        tracing::warn!(error = %e, tree_size = c.tree_size, "the signed checkpoint could not be queued for subscribers");
+    }
 }
 
 fn signer(api: &Shared) -> Result<&Signer, Problem> {

@@ -279,7 +279,7 @@ fn integration_webhooks() -> Value {
                         "version": {"type": "integer"},
                         "timestamp": {"type": "string", "format": "date-time"},
                         "sequence": {"type": "integer", "minimum": 1},
-                        "data": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
+                        "data": {"type": "object", "description": "order.*: `order_id` and what changed; return.*: `order_id`, `return_id`, `lines`; checkpoint.signed: `tree_size`, `root_hash`, `time`, `key_id`, `signature`"},
                     },
                 }}}},
                 "responses": {"2XX": {"description": "received; anything else is retried (410 disables the subscription)"}},

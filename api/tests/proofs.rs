@@ -111,12 +111,20 @@ async fn the_server_signs_checkpoints_the_log_extends() {
 }
 
 /// `orderlog serve`'s maintainer keeps the stored tree up to the log and signs a checkpoint
-/// at the interval while the log grows, without anyone asking.
+/// at the interval while the log grows, without anyone asking, and publishes each to the
+/// subscribers of `checkpoint.signed`.
 #[tokio::test]
 async fn the_maintainer_extends_the_tree_and_signs_at_the_interval() {
+    use orderlog_processes::webhooks::{WebhookConfig, Webhooks};
     use std::sync::Arc;
     use std::time::Duration;
-    let app = App::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::sqlite_in(dir.path()).await;
+    let db = orderlog_api::database::Database::open(&dir.path().join("orderlog.db").to_string_lossy()).await.unwrap();
+    let webhooks =
+        Webhooks::new(db.processes().await.unwrap(), WebhookConfig { allow_private: true, ..Default::default() });
+    let auditor =
+        webhooks.create("http://127.0.0.1:9/checkpoints", &["checkpoint.signed".into()], "auditor").await.unwrap();
     let operations = app.token("operations").await;
     let proofs = Arc::new(orderlog_replay::checkpoint::TreeFollower::new(app.store.clone()));
     let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
@@ -125,6 +133,7 @@ async fn the_maintainer_extends_the_tree_and_signs_at_the_interval() {
     let maintainer = tokio::spawn(orderlog_api::checkpoints::maintain(
         proofs.clone(),
         Some((signer, Duration::from_millis(300))),
+        Some(webhooks.clone()),
         stopped,
     ));
     for i in 1..=4 {
@@ -143,6 +152,11 @@ async fn the_maintainer_extends_the_tree_and_signs_at_the_interval() {
     assert_eq!(kept.tree_size, 4);
     kept.check_signature(&key.verifying_key()).unwrap();
     assert_eq!(app.store.tree_size().await.unwrap().0, 4, "the tree follows the log");
+    let published = webhooks.deliveries(&auditor.webhook.id, 50).await.unwrap();
+    assert!(
+        published.iter().any(|(m, _)| m.event_type == "checkpoint.signed" && m.sequence == 4),
+        "the checkpoint of 4 events is queued for the auditor: {published:?}"
+    );
     stop.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), maintainer).await.unwrap().unwrap();
 }

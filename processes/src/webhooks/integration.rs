@@ -19,6 +19,7 @@ pub const TYPES: &[&str] = &[
     "order.expired",
     "return.requested",
     "return.received",
+    "checkpoint.signed",
 ];
 
 /// The version of the payloads' shape, sent as the body's `version`.
@@ -81,15 +82,22 @@ pub fn of(event: &RecordedEvent, decoded: &DomainEvent) -> Option<Integration> {
     Some(Integration { event_type, data })
 }
 
+/// A signed checkpoint of the log (its size, Merkle root, time, key id and Ed25519
+/// signature), published so that others keep a copy the server cannot take back.
+pub fn checkpoint(checkpoint: &serde_json::Value) -> Integration {
+    Integration { event_type: "checkpoint.signed", data: checkpoint.clone() }
+}
+
 /// The body a subscriber receives: Standard Webhooks' `type`, `timestamp` and `data`, with
-/// the contract version and the log position the event came from (`sequence`: increasing
-/// per subscriber, so a receiver can put retried messages back in order).
-pub fn body(integration: &Integration, event: &RecordedEvent) -> String {
+/// the contract version and `sequence`: the log position the event came from (a
+/// checkpoint's: its tree size), increasing per subscriber, so a receiver can put retried
+/// messages back in order.
+pub fn body(integration: &Integration, sequence: u64, at: chrono::DateTime<chrono::Utc>) -> String {
     json!({
         "type": integration.event_type,
         "version": CONTRACT_VERSION,
-        "timestamp": event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "sequence": event.position,
+        "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "sequence": sequence,
         "data": integration.data,
     })
     .to_string()

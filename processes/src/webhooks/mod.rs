@@ -410,6 +410,25 @@ impl Webhooks {
     /// Queues an event's message for every active subscriber of its type (once: a message's
     /// id follows from the subscriber and the event).
     async fn enqueue(&self, event: &RecordedEvent, integration: &integration::Integration) -> Result<(), DbError> {
+        let key = format!("{}\n{}", event.event_id, integration.event_type);
+        let body = integration::body(integration, event.position, event.recorded_at);
+        self.queue(integration.event_type, &key, event.position, &body).await
+    }
+
+    /// Publishes an integration event that is not an event of the log (a signed checkpoint):
+    /// queued once per subscriber and `key`.
+    pub async fn publish(
+        &self,
+        integration: &integration::Integration,
+        key: &str,
+        sequence: u64,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), DbError> {
+        let body = integration::body(integration, sequence, at);
+        self.queue(integration.event_type, key, sequence, &body).await
+    }
+
+    async fn queue(&self, event_type: &str, key: &str, sequence: u64, body: &str) -> Result<(), DbError> {
         let subscribers: Vec<String> = self
             .db
             .query("SELECT id, event_types FROM orderlog_webhooks WHERE status = 'active'", vec![])
@@ -417,19 +436,18 @@ impl Webhooks {
             .iter()
             .filter(|r| {
                 serde_json::from_str::<Vec<String>>(r[1].text().unwrap_or("[]"))
-                    .is_ok_and(|t| t.iter().any(|t| t == integration.event_type))
+                    .is_ok_and(|t| t.iter().any(|t| t == event_type))
             })
             .filter_map(|r| r[0].text().map(str::to_string))
             .collect();
         if subscribers.is_empty() {
             return Ok(());
         }
-        let body = integration::body(integration, event);
         let now = now_ms();
         let statements = subscribers
             .iter()
             .map(|webhook| {
-                let digest = Sha256::digest(format!("{webhook}\n{}\n{}", event.event_id, integration.event_type));
+                let digest = Sha256::digest(format!("{webhook}\n{key}"));
                 let id = format!("msg_{}", &hex(&digest)[..24]);
                 (
                     "INSERT INTO orderlog_webhook_messages
@@ -438,9 +456,9 @@ impl Webhooks {
                     vec![
                         id.into(),
                         webhook.as_str().into(),
-                        (event.position as i64).into(),
-                        integration.event_type.into(),
-                        body.as_str().into(),
+                        (sequence.min(i64::MAX as u64) as i64).into(),
+                        event_type.into(),
+                        body.into(),
                         now.into(),
                     ],
                 )
