@@ -290,7 +290,8 @@ fn integration_webhooks() -> Value {
 }
 
 /// Path parameters that are ids of the one grammar.
-const ID_PARAMS: &[&str] = &["cart_id", "order_id", "sku", "location", "shipment_id", "return_id"];
+const ID_PARAMS: &[&str] =
+    &["cart_id", "order_id", "sku", "location", "shipment_id", "return_id", "webhook_id", "message_id"];
 
 fn problem(description: &str) -> Value {
     json!({

@@ -363,6 +363,8 @@ async fn the_openapi_document_lists_every_route() {
                 "r1" => "{return_id}",
                 "s1" => "{shipment_id}",
                 "abc" => "{token_id}",
+                "wh1" => "{webhook_id}",
+                "m1" => "{message_id}",
                 "order-o1" => "{stream_id}",
                 "berlin" if path.contains("/stock/") || path.contains("/locations/") => "{location}",
                 "mug" => "{sku}",

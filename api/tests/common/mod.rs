@@ -265,5 +265,12 @@ pub fn protected() -> Vec<(Method, &'static str, &'static [Scope])> {
         (Method::GET, "/tokens", &[Admin]),
         (Method::POST, "/tokens", &[Admin]),
         (Method::DELETE, "/tokens/abc", &[Admin]),
+        (Method::GET, "/webhooks", &[Integrations]),
+        (Method::POST, "/webhooks", &[Integrations]),
+        (Method::GET, "/webhooks/wh1", &[Integrations]),
+        (Method::POST, "/webhooks/wh1/disable", &[Integrations]),
+        (Method::POST, "/webhooks/wh1/rotate-secret", &[Integrations]),
+        (Method::GET, "/webhooks/wh1/deliveries", &[Integrations]),
+        (Method::POST, "/webhooks/wh1/deliveries/m1/redeliver", &[Integrations]),
     ]
 }
