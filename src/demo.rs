@@ -360,8 +360,18 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     // The read models follow the log while the shop runs, as `orderlog project` would.
     let models = crate::read_models(&opened.db, store.clone()).await?;
     let (stop_models, models_stop) = tokio::sync::watch::channel(false);
-    let live =
-        tokio::spawn(orderlog_projections::projector::run_live(store.clone(), models.runners.clone(), models_stop));
+    // Under the leases every process takes: on a database a server also runs on, the
+    // server's projector folds and this run waits for it.
+    let leases = Arc::new(orderlog_processes::lease::Leases::new(
+        opened.db.processes().await?,
+        orderlog_processes::lease::holder_name(),
+    ));
+    let live = tokio::spawn(orderlog_projections::projector::run_live_gated(
+        store.clone(),
+        models.runners.clone(),
+        leases.clone(),
+        models_stop,
+    ));
     let started = Instant::now();
     let head_before = store.head().await?;
     // Each run ends with the flash sale's unpaid units coming back, so the flash SKU's stream
@@ -426,6 +436,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     for (name, ended) in live.await? {
         ended.map_err(|e| anyhow::anyhow!("read model {name} stopped: {e}"))?;
     }
+    leases.release_all().await?;
     let c = &sim.counters;
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let summary = DemoSummary {

@@ -419,7 +419,15 @@ async fn run(cli: Cli) -> Result<()> {
             let ended = if once {
                 Vec::new()
             } else {
-                projector::run_live(opened.store.clone(), runners.clone(), stopped).await
+                // One process per read model across every process on this database.
+                let leases = Arc::new(orderlog_processes::lease::Leases::new(
+                    opened.db.processes().await?,
+                    orderlog_processes::lease::holder_name(),
+                ));
+                let ended =
+                    projector::run_live_gated(opened.store.clone(), runners.clone(), leases.clone(), stopped).await;
+                leases.release_all().await?;
+                ended
             };
             for status in projector::status(&*opened.store, &runners, chrono::Utc::now()).await? {
                 println!("{}: {} events folded, at position {}", status.name, status.events, status.position);

@@ -72,8 +72,9 @@ async fn status(database: &str, json: bool) -> Result<()> {
         .into_iter()
         .filter(|p| p.state == "parked" || p.state == "retry_requested")
         .collect();
+    let leases = orderlog_processes::lease::list(&*db).await?;
     if json {
-        println!("{}", serde_json::json!({"reactors": reactors, "parked": parked}));
+        println!("{}", serde_json::json!({"reactors": reactors, "parked": parked, "leases": leases}));
         return Ok(());
     }
     println!("{:<16} {:>10} {:>10} {:>8}  state", "reactor", "position", "events", "behind");
@@ -92,6 +93,17 @@ async fn status(database: &str, json: bool) -> Result<()> {
     }
     if reactors.is_empty() {
         println!("(no reactor has run on this database)");
+    }
+    println!();
+    let now = chrono::Utc::now().timestamp_millis();
+    println!("{:<40} {:<36} lease", "job", "led by");
+    for lease in &leases {
+        let left = lease.expires_ms - now;
+        let state = if left > 0 { format!("expires in {:.1} s", left as f64 / 1000.0) } else { "expired".into() };
+        println!("{:<40} {:<36} {state}", lease.job, lease.holder);
+    }
+    if leases.is_empty() {
+        println!("(no job is led by any process)");
     }
     println!();
     println!("parked events waiting for a decision: {}", parked.len());

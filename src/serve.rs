@@ -202,6 +202,13 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let tokens: Arc<dyn TokenStore> = Arc::new(CachedTokens::new(tokens));
     let running = Arc::new(AtomicBool::new(true));
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    // Each job (a read model, the timer, a reactor, a subscriber's deliveries) runs in one
+    // process at a time across every process on this database.
+    let leases = Arc::new(orderlog_processes::lease::Leases::new(
+        opened.db.processes().await?,
+        orderlog_processes::lease::holder_name(),
+    ));
+    tracing::info!(holder = leases.holder(), "leases held as");
     if let Some(cache) = &order_cache {
         let every = std::time::Duration::from_millis(ROW_CACHE_CHECK_MS);
         tokio::spawn(follow_checkpoints(models.rows.clone(), vec![cache.clone()], every, stopped.clone()));
@@ -210,8 +217,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         None
     } else {
         let (log, runners, running) = (opened.store.clone(), models.runners.clone(), running.clone());
+        let gate: Arc<dyn projector::Gate> = leases.clone();
         Some(tokio::spawn(async move {
-            let ended = projector::run_live(log, runners, stopped).await;
+            let ended = projector::run_live_gated(log, runners, gate, stopped).await;
             running.store(false, Ordering::Relaxed);
             for (name, result) in ended {
                 if let Err(e) = result {
@@ -242,15 +250,15 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         Arc::new(CommandService::with_config(store.clone(), Arc::new(SystemClock), Arc::new(RandomIds), config));
     let timer = (!args.no_timer).then(|| {
         let timer = orderlog_processes::timer::Timer::new(service.clone(), queries.clone(), Arc::new(SystemClock));
-        tokio::spawn(timer.run(stop.subscribe()))
+        tokio::spawn(timer.run(leases.clone(), stop.subscribe()))
     });
     let mut reactors = Vec::new();
     if !args.no_reactors {
         let reactor = Arc::new(orderlog_processes::webhooks::WebhookReactor::new(webhooks.clone()));
         let runner = orderlog_processes::reactor::ReactorRunner::new(reactor, opened.store.clone(), process_db.clone());
-        reactors.push(tokio::spawn(runner.run(stop.subscribe())));
+        reactors.push(tokio::spawn(runner.run(leases.clone(), stop.subscribe())));
         let dispatcher = orderlog_processes::webhooks::Dispatcher::new(webhooks.clone());
-        reactors.push(tokio::spawn(dispatcher.run(stop.subscribe())));
+        reactors.push(tokio::spawn(dispatcher.run(leases.clone(), stop.subscribe())));
     }
     let api = Arc::new(Api {
         service,
@@ -287,6 +295,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     }
     if let Some(projectors) = projectors {
         let _ = projectors.await;
+    }
+    // Others take over at once instead of when the leases expire.
+    if let Err(e) = leases.release_all().await {
+        tracing::warn!(error = %e, "leases not released; others take over when they expire");
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! expires, a return window closes) through the command service, once each.
 
 pub mod db;
+pub mod lease;
 pub mod reactor;
 pub mod timer;
 pub mod webhooks;

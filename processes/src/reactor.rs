@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use orderlog_domain::DomainEvent;
+use orderlog_projections::projector::{Gate, GATE_WAIT_MS};
 use orderlog_store::{EventStore, LogCursor, RecordedEvent, StoreError};
 use tokio::sync::watch;
 
@@ -442,10 +443,18 @@ impl ReactorRunner {
         }
     }
 
-    /// Steps until `stop` turns true, waiting for new events when caught up; a failed step
-    /// is logged and tried again after a pause.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    /// Steps until `stop` turns true, while `gate` lets it (job `reactor:{name}`), waiting
+    /// for new events when caught up; a failed step is logged and tried again after a pause.
+    pub async fn run(self, gate: Arc<dyn Gate>, mut stop: watch::Receiver<bool>) {
+        let job = format!("reactor:{}", self.reactor.name());
         while !*stop.borrow() {
+            if !gate.may_run(&job).await {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(GATE_WAIT_MS)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
             let pause = match self.step().await {
                 Ok(0) => Duration::from_millis(REACTOR_IDLE_MS),
                 Ok(_) => Duration::ZERO,

@@ -14,6 +14,7 @@ use orderlog_commands::{Clock, Command, CommandEnvelope, CommandError, CommandOu
 use orderlog_domain::deadline::{DeadlineEvent, DeadlineId, FireOutcome};
 use orderlog_domain::DomainEvent;
 use orderlog_projections::deadlines::DeadlineRow;
+use orderlog_projections::projector::{Gate, GATE_WAIT_MS};
 use orderlog_projections::queries::ReadQueries;
 use orderlog_projections::RowsError;
 use orderlog_store::EventStore;
@@ -23,6 +24,8 @@ use tokio::sync::watch;
 pub const TIMER_POLL_MS: u64 = 250;
 /// Deadlines fired per look at the index.
 pub const TIMER_BATCH_MAX: u32 = 200;
+/// The timer's job name, as leases name it.
+pub const TIMER_JOB: &str = "timer";
 /// Who the log names as the sender of fired deadlines' commands.
 pub const TIMER_ACTOR: &str = "timer";
 
@@ -148,9 +151,17 @@ impl Timer {
         }
     }
 
-    /// Ticks until `stop` turns true; a failed tick is logged and tried again after a pause.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    /// Ticks until `stop` turns true, while `gate` lets it (job [`TIMER_JOB`]); a failed
+    /// tick is logged and tried again after a pause.
+    pub async fn run(self, gate: Arc<dyn Gate>, mut stop: watch::Receiver<bool>) {
         while !*stop.borrow() {
+            if !gate.may_run(TIMER_JOB).await {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(GATE_WAIT_MS)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
             let pause = match self.tick().await {
                 Ok(tick) if tick.fired() > 0 => Duration::ZERO,
                 Ok(_) => Duration::from_millis(TIMER_POLL_MS),

@@ -231,7 +231,8 @@ async fn messages_reach_every_subscriber_signed_retried_and_dead_lettered(shop: 
     while runner.step().await.unwrap() > 0 {}
     assert_eq!(queued().await, 3);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let dispatcher = tokio::spawn(Dispatcher::new(webhooks.clone()).run(stopped));
+    let always = Arc::new(orderlog_projections::projector::Always);
+    let dispatcher = tokio::spawn(Dispatcher::new(webhooks.clone()).run(always, stopped));
     let started = std::time::Instant::now();
     let delivered = |id: &str| {
         let webhooks = webhooks.clone();

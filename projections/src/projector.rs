@@ -65,18 +65,56 @@ impl<M: TableModel> AnyRunner for Runner<M> {
     }
 }
 
+/// Whether this process may run a job now: a lease across processes, so that each job runs
+/// in one process at a time. Correctness never rests on it (a model's checkpoint moves by
+/// compare-and-set), only the waste of two processes folding the same events.
+#[async_trait]
+pub trait Gate: Send + Sync {
+    async fn may_run(&self, job: &str) -> bool;
+}
+
+/// Every job, always (one process on its own).
+pub struct Always;
+
+#[async_trait]
+impl Gate for Always {
+    async fn may_run(&self, _: &str) -> bool {
+        true
+    }
+}
+
+/// How long a runner that may not run waits before it asks again.
+pub const GATE_WAIT_MS: u64 = 500;
+
+/// The job name of a read model's runner, as leases name it.
+pub fn job_of(projection: &str) -> String {
+    format!("projection:{projection}")
+}
+
 /// Runs every runner until `stop` turns true or the runner fails; returns how each ended.
 pub async fn run_live(
     log: Arc<dyn EventStore>,
     runners: Vec<Arc<dyn AnyRunner>>,
     stop: watch::Receiver<bool>,
 ) -> Vec<(&'static str, Result<(), RunError>)> {
+    run_live_gated(log, runners, Arc::new(Always), stop).await
+}
+
+/// As [`run_live`], each runner stepping only while `gate` lets it.
+pub async fn run_live_gated(
+    log: Arc<dyn EventStore>,
+    runners: Vec<Arc<dyn AnyRunner>>,
+    gate: Arc<dyn Gate>,
+    stop: watch::Receiver<bool>,
+) -> Vec<(&'static str, Result<(), RunError>)> {
     let mut tasks = Vec::new();
     for runner in runners {
         let log = Arc::clone(&log);
+        let gate = Arc::clone(&gate);
         let mut stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let name = runner.name();
+            let job = job_of(name);
             let result = async {
                 if let Err(e) = runner.ensure().await {
                     runner.record_failure(&e).await;
@@ -85,6 +123,13 @@ pub async fn run_live(
                 loop {
                     if *stop.borrow() {
                         return Ok(());
+                    }
+                    if !gate.may_run(&job).await {
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(GATE_WAIT_MS)) => {}
+                            _ = stop.changed() => {}
+                        }
+                        continue;
                     }
                     match runner.step().await {
                         Ok(0) => {

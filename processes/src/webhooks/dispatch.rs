@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use orderlog_projections::projector::{Gate, GATE_WAIT_MS};
 use tokio::sync::watch;
 
 use super::{now_ms, sign, WebhookError, Webhooks};
@@ -42,8 +43,9 @@ impl Dispatcher {
         Dispatcher { webhooks, client }
     }
 
-    /// Runs a task per active subscriber until `stop` turns true.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    /// Runs a task per active subscriber until `stop` turns true; each delivers while `gate`
+    /// lets it (job `webhook-delivery:{id}`), so subscribers spread over processes.
+    pub async fn run(self, gate: Arc<dyn Gate>, mut stop: watch::Receiver<bool>) {
         let this = Arc::new(self);
         let mut tasks: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
         while !*stop.borrow() {
@@ -52,9 +54,9 @@ impl Dispatcher {
                     tasks.retain(|_, t| !t.is_finished());
                     for webhook in list.into_iter().filter(|w| w.status == "active") {
                         if let std::collections::hash_map::Entry::Vacant(slot) = tasks.entry(webhook.id) {
-                            let (this, stop) = (this.clone(), stop.clone());
+                            let (this, stop, gate) = (this.clone(), stop.clone(), gate.clone());
                             let id = slot.key().clone();
-                            slot.insert(tokio::spawn(async move { this.serve(&id, stop).await }));
+                            slot.insert(tokio::spawn(async move { this.serve(&id, gate, stop).await }));
                         }
                     }
                 }
@@ -71,8 +73,16 @@ impl Dispatcher {
     }
 
     /// Delivers one subscriber's messages until it is disabled or `stop` turns true.
-    async fn serve(&self, webhook: &str, mut stop: watch::Receiver<bool>) {
+    async fn serve(&self, webhook: &str, gate: Arc<dyn Gate>, mut stop: watch::Receiver<bool>) {
+        let job = format!("webhook-delivery:{webhook}");
         while !*stop.borrow() {
+            if !gate.may_run(&job).await {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(GATE_WAIT_MS)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
             let pause = match self.deliver_due(webhook).await {
                 Ok(Some(0)) => Duration::from_millis(DISPATCH_POLL_MS),
                 Ok(Some(_)) => Duration::ZERO,

@@ -66,3 +66,13 @@ CREATE TABLE orderlog_webhook_attempts (
     duration_ms BIGINT NOT NULL,
     PRIMARY KEY (message, attempt)
 );
+
+-- One holder per job (a projection, a reactor, the timer, webhook delivery) across every
+-- process on this database: a holder renews its lease before it expires; another process
+-- takes an expired one over.
+CREATE TABLE orderlog_leases (
+    job         TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    expires_ms  BIGINT NOT NULL,
+    acquired_ms BIGINT NOT NULL
+);

@@ -66,3 +66,13 @@ CREATE TABLE orderlog_webhook_attempts (
     duration_ms INTEGER NOT NULL,
     PRIMARY KEY (message, attempt)
 );
+
+-- One holder per job (a projection, a reactor, the timer, webhook delivery) across every
+-- process on this database: a holder renews its lease before it expires; another process
+-- takes an expired one over.
+CREATE TABLE orderlog_leases (
+    job         TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    expires_ms  INTEGER NOT NULL,
+    acquired_ms INTEGER NOT NULL
+);
