@@ -257,6 +257,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         let reactor = Arc::new(orderlog_processes::webhooks::WebhookReactor::new(webhooks.clone()));
         let runner = orderlog_processes::reactor::ReactorRunner::new(reactor, opened.store.clone(), process_db.clone());
         reactors.push(tokio::spawn(runner.run(leases.clone(), stop.subscribe())));
+        let low_stock =
+            Arc::new(orderlog_processes::low_stock::LowStockReactor::new(webhooks.clone(), opened.store.clone()));
+        let runner =
+            orderlog_processes::reactor::ReactorRunner::new(low_stock, opened.store.clone(), process_db.clone());
+        reactors.push(tokio::spawn(runner.run(leases.clone(), stop.subscribe())));
         let dispatcher = orderlog_processes::webhooks::Dispatcher::new(webhooks.clone());
         reactors.push(tokio::spawn(dispatcher.run(leases.clone(), stop.subscribe())));
     }

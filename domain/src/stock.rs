@@ -43,12 +43,20 @@ pub struct StockState {
     pub incoming: i64,
     pub allow_backorders: bool,
     pub reservations: BTreeMap<OrderId, Reservation>,
+    /// Below this many available units the item is low.
+    #[serde(default)]
+    pub low_stock_threshold: Option<u32>,
 }
 
 impl StockState {
     /// Units that can still be promised to shoppers.
     pub fn available(&self) -> i64 {
         self.on_hand.saturating_sub(self.reserved).saturating_sub(self.unavailable)
+    }
+
+    /// Whether fewer units are available than the low-stock threshold.
+    pub fn is_low(&self) -> bool {
+        self.low_stock_threshold.is_some_and(|t| self.available() < i64::from(t))
     }
 }
 
@@ -76,6 +84,11 @@ pub enum StockCommand {
     SetBackorders {
         allowed: bool,
     },
+    /// Below this many available units the stock item is low (a `stock.low` integration
+    /// event is published on each crossing).
+    SetLowStockThreshold {
+        threshold: u32,
+    },
 }
 
 impl From<StockCommand> for StockAction {
@@ -87,6 +100,7 @@ impl From<StockCommand> for StockAction {
             C::SetSafetyStock { quantity } => StockAction::SetSafetyStock { quantity },
             C::ExpectIncoming { quantity } => StockAction::ExpectIncoming { quantity },
             C::SetBackorders { allowed } => StockAction::SetBackorders { allowed },
+            C::SetLowStockThreshold { threshold } => StockAction::SetLowStockThreshold { threshold },
         }
     }
 }
@@ -129,6 +143,9 @@ pub enum StockAction {
     SetBackorders {
         allowed: bool,
     },
+    SetLowStockThreshold {
+        threshold: u32,
+    },
 }
 
 events! {
@@ -164,6 +181,9 @@ pub enum StockEvent {
     },
     BackordersSet {
         allowed: bool,
+    },
+    LowStockThresholdSet {
+        threshold: u32,
     },
 }
 }
@@ -298,6 +318,12 @@ impl Decider for Stock {
                 }
                 E::BackordersSet { allowed: *allowed }
             }
+            C::SetLowStockThreshold { threshold } => {
+                if state.low_stock_threshold == Some(*threshold) {
+                    return Ok(vec![]);
+                }
+                E::LowStockThresholdSet { threshold: *threshold }
+            }
         };
         Ok(vec![event])
     }
@@ -335,6 +361,7 @@ impl Decider for Stock {
             E::SafetyStockSet { quantity } => state.unavailable = i64::from(*quantity),
             E::IncomingExpected { quantity } => state.incoming = state.incoming.saturating_add(i64::from(*quantity)),
             E::BackordersSet { allowed } => state.allow_backorders = *allowed,
+            E::LowStockThresholdSet { threshold } => state.low_stock_threshold = Some(*threshold),
         }
         state
     }

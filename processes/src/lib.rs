@@ -4,6 +4,7 @@
 
 pub mod db;
 pub mod lease;
+pub mod low_stock;
 pub mod reactor;
 pub mod timer;
 pub mod webhooks;

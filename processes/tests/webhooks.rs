@@ -358,3 +358,58 @@ fn webhook_urls_are_checked() {
     assert!(check_url("https://hooks.example.com/orderlog", false).is_ok());
     assert!(check_url("http://127.0.0.1:9/x", true).is_ok(), "allowed when configured");
 }
+
+orderlog_store::each_backend! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    fn stock_low_is_published_once_per_crossing_of_the_threshold(Shop) on [sqlite, postgres];
+}
+async fn stock_low_is_published_once_per_crossing_of_the_threshold(shop: Shop) {
+    use orderlog_domain::stock::AdjustmentReason;
+    use orderlog_processes::low_stock::LowStockReactor;
+    let received: Received = Arc::default();
+    let base = receiver(received.clone()).await;
+    let process_db = shop.db.processes().await.unwrap();
+    let webhooks = Webhooks::new(process_db.clone(), config());
+    let buyer = webhooks.create(&format!("{base}/ok"), &["stock.low".into()], "purchasing").await.unwrap();
+    let key = StockKey::new(Sku::parse("tee").unwrap(), LocationId::parse("berlin").unwrap());
+    let stock = |n: &str, command| {
+        let service = shop.service.clone();
+        let key = key.clone();
+        let id = n.to_string();
+        async move {
+            service.execute(CommandEnvelope::new(id, "tester", Command::Stock { stock: key, command })).await.unwrap();
+        }
+    };
+    let adjust = |delta| StockCommand::Adjust { delta, reason: AdjustmentReason::Damage, expected_on_hand: None };
+    stock("s1", StockCommand::Receive { quantity: 5, reference: None }).await;
+    stock("s2", StockCommand::SetLowStockThreshold { threshold: 3 }).await;
+    stock("s3", adjust(-1)).await; // 4 available: not low
+    stock("s4", adjust(-2)).await; // 2: crosses
+    stock("s5", adjust(-1)).await; // 1: still low, quiet
+    stock("s6", StockCommand::Receive { quantity: 10, reference: None }).await; // 11
+    stock("s7", adjust(-9)).await; // 2: crosses again
+    let reactor = Arc::new(LowStockReactor::new(webhooks.clone(), shop.db.store()));
+    let runner = ReactorRunner::new(reactor, shop.db.store(), process_db.clone());
+    assert!(shop.db.store().settle(Duration::from_secs(30)).await.unwrap());
+    while runner.step().await.unwrap() > 0 {}
+    // A fresh reactor over the same log (a restart) finds the same crossings and queues none twice.
+    process_db.execute("UPDATE orderlog_reactors SET commit_order = 0, position = 0", vec![]).await.unwrap();
+    let again = ReactorRunner::new(
+        Arc::new(LowStockReactor::new(webhooks.clone(), shop.db.store())),
+        shop.db.store(),
+        process_db,
+    );
+    while again.step().await.unwrap() > 0 {}
+    let dispatcher = Dispatcher::new(webhooks.clone());
+    assert_eq!(dispatcher.deliver_due(&buyer.webhook.id).await.unwrap(), Some(2));
+    let got = received.lock().unwrap().clone();
+    let data: Vec<serde_json::Value> =
+        got.iter().map(|(_, _, b)| serde_json::from_str::<serde_json::Value>(b).unwrap()["data"].clone()).collect();
+    assert_eq!(data.len(), 2, "{data:?}");
+    for d in &data {
+        assert_eq!(
+            (d["sku"].as_str(), d["available"].as_i64(), d["threshold"].as_i64()),
+            (Some("tee"), Some(2), Some(3))
+        );
+    }
+}

@@ -47,7 +47,7 @@ impl StockLevel {
             StockEvent::IncomingExpected { quantity } => {
                 self.incoming = self.incoming.saturating_add(i64::from(*quantity))
             }
-            StockEvent::BackordersSet { .. } => {}
+            StockEvent::BackordersSet { .. } | StockEvent::LowStockThresholdSet { .. } => {}
         }
         self.available = self.on_hand.saturating_sub(self.reserved).saturating_sub(self.unavailable);
         self.oversold =

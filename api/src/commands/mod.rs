@@ -147,6 +147,7 @@ pub(crate) fn routes(api: &Shared) -> OpenApiRouter<Shared> {
         Put    "/stock/{sku}/{location}/safety-stock"           "stock.set_safety_stock"      Operations stock::set_safety_stock, "Sets the units held back from sale.";
         Post   "/stock/{sku}/{location}/incoming"               "stock.expect_incoming"       Operations stock::expect_incoming, "Records units expected to arrive.";
         Put    "/stock/{sku}/{location}/backorders"             "stock.set_backorders"        Operations stock::set_backorders, "Allows or forbids selling beyond available units.";
+        Put    "/stock/{sku}/{location}/low-stock-threshold"    "stock.set_low_stock_threshold" Operations stock::set_low_stock_threshold, "Sets the available units below which the item is low: each crossing publishes the integration event stock.low.";
         Post   "/shipments"                                     "shipment.create"             Operations shipments::create, "Creates a shipment of an order's lines from one location; its id is generated when the body has none.";
         Post   "/shipments/{shipment_id}/pack"                  "shipment.pack"               Operations shipments::pack, "Marks a shipment packed.";
         Post   "/shipments/{shipment_id}/ship"                  "shipment.ship"               Operations shipments::ship, "Hands a shipment to a carrier: dispatches its stock and marks its order lines shipped.";

@@ -82,3 +82,14 @@ body! {
 pub(super) fn set_backorders(body: Backorders, path: &Params) -> Result<Command, Problem> {
     stock(path, StockCommand::SetBackorders { allowed: body.allowed })
 }
+
+body! {
+    LowStockThreshold {
+        /// Below this many available units the item is low.
+        threshold: u32 = req(units(0)),
+    }
+}
+
+pub(super) fn set_low_stock_threshold(body: LowStockThreshold, path: &Params) -> Result<Command, Problem> {
+    stock(path, StockCommand::SetLowStockThreshold { threshold: body.threshold })
+}

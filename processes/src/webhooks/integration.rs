@@ -19,6 +19,7 @@ pub const TYPES: &[&str] = &[
     "order.expired",
     "return.requested",
     "return.received",
+    "stock.low",
     "checkpoint.signed",
 ];
 
