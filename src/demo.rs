@@ -27,6 +27,7 @@ use serde::Serialize;
 use crate::report::{fold_log, LogReport};
 
 mod summary;
+mod webhook_receiver;
 
 use summary::*;
 
@@ -402,6 +403,15 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         counters: Counters::default(),
     });
 
+    // Another system subscribes to the shop's integration events: a receiver on loopback
+    // that checks every signature.
+    let receiver = webhook_receiver::start().await?;
+    let subscription = {
+        let config = orderlog_processes::webhooks::WebhookConfig { allow_private: true, ..Default::default() };
+        let webhooks = orderlog_processes::webhooks::Webhooks::new(opened.db.processes().await?, config);
+        let types = WEBHOOK_TYPES.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        webhooks.create(&receiver.url, &types, "demo-receiver").await?
+    };
     receive_stock(&sim, args.orders, args.seed).await?;
     let carts_total = (f64::from(args.orders) / CHECKOUT_SHARE).ceil() as u64;
     let mut tasks = Vec::new();
@@ -428,6 +438,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
     let flash_shoppers = flash_sale(&sim, args.orders, args.seed).await?;
     let time_passed = let_time_pass(&sim, &opened.db, &models).await?;
+    let webhooks = deliver_webhooks(&opened.db, &receiver, &subscription).await?;
 
     let report = fold_log(&*store, head_before).await?;
     let elapsed = started.elapsed();
@@ -460,6 +471,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         returns: load(&c.returns),
         conflict_retries: load(&c.conflict_retries),
         time_passed,
+        webhooks,
         flash_sale: FlashSale {
             sku: FLASH_SKU.into(),
             location: FLASH_LOCATION.into(),
@@ -484,6 +496,52 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         bail!("read model {} differs from the fold of the log", model.name);
     }
     Ok(())
+}
+
+/// What the demo's receiver subscribes to.
+const WEBHOOK_TYPES: [&str; 4] = ["order.placed", "order.shipped", "order.expired", "stock.low"];
+
+/// Runs the webhook and low-stock reactors up to the end of the log (as `orderlog serve`
+/// does all along) and delivers the subscription's messages to the receiver; then
+/// disables the subscription, whose receiver ends with the demo.
+async fn deliver_webhooks(
+    db: &orderlog_api::database::Database,
+    receiver: &webhook_receiver::Receiver,
+    subscription: &orderlog_processes::webhooks::Created,
+) -> Result<WebhookDeliveries> {
+    use orderlog_processes::reactor::ReactorRunner;
+    use orderlog_processes::webhooks::{Dispatcher, WebhookConfig, WebhookReactor, Webhooks};
+    let process_db = db.processes().await?;
+    let webhooks = Webhooks::new(process_db.clone(), WebhookConfig { allow_private: true, ..Default::default() });
+    let store = db.store();
+    let low_stock = orderlog_processes::low_stock::LowStockReactor::new(webhooks.clone(), store.clone());
+    let runners = [
+        ReactorRunner::new(Arc::new(WebhookReactor::new(webhooks.clone())), store.clone(), process_db.clone()),
+        ReactorRunner::new(Arc::new(low_stock), store.clone(), process_db.clone()),
+    ];
+    for runner in &runners {
+        while runner.step().await? > 0 {}
+    }
+    let dispatcher = Dispatcher::new(webhooks.clone());
+    let id = &subscription.webhook.id;
+    let started = Instant::now();
+    let mut delivered = 0;
+    while let Some(sent) = dispatcher.deliver_due(id).await? {
+        if sent == 0 {
+            break;
+        }
+        delivered += sent;
+    }
+    webhooks.disable(id, "the demo's receiver stopped with the demo").await?;
+    let (received, verified, by_type) = receiver.counts(&subscription.secret);
+    Ok(WebhookDeliveries {
+        receiver: receiver.url.clone(),
+        delivered: delivered as u64,
+        received,
+        signatures_verified: verified,
+        by_type,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
 }
 
 /// Days the simulated clock moves on after the flash sale: past the payment deadline of
@@ -563,9 +621,15 @@ async fn flash_sale(sim: &Arc<Sim>, orders: u32, seed: u64) -> Result<u64> {
     let stock = StockKey::new(Sku::parse(FLASH_SKU)?, LocationId::parse(FLASH_LOCATION)?);
     sim.must(
         &mut setup,
-        Command::Stock { stock, command: StockCommand::Receive { quantity: FLASH_UNITS, reference: None } },
+        Command::Stock {
+            stock: stock.clone(),
+            command: StockCommand::Receive { quantity: FLASH_UNITS, reference: None },
+        },
     )
     .await?;
+    // Purchasing hears when the sale leaves fewer than 3 (stock.low).
+    let threshold = StockCommand::SetLowStockThreshold { threshold: 3 };
+    sim.must(&mut setup, Command::Stock { stock, command: threshold }).await?;
     let shoppers = u64::from((orders / 20).clamp(50, 500));
     let mut ready = Vec::new();
     for n in 0..shoppers {

@@ -32,6 +32,12 @@ fn the_demo_run_twice_on_one_file_continues_the_history_and_never_oversells() {
     assert_eq!(first["flash_sale"]["winners"], 10);
     assert_eq!(first["time_passed"]["flash_available_before"], 0);
     assert_eq!(first["time_passed"]["flash_available_after"], 10, "the unpaid winners' orders expired");
+    let hooks = &first["webhooks"];
+    assert!(hooks["delivered"].as_u64().unwrap() > 50, "{hooks}");
+    assert_eq!(hooks["received"], hooks["delivered"]);
+    assert_eq!(hooks["signatures_verified"], hooks["delivered"]);
+    assert_eq!(hooks["by_type"]["order.placed"], first["orders_placed"]);
+    assert_eq!(hooks["by_type"]["stock.low"], 1, "the flash sale left fewer than 3 once: {hooks}");
     assert_eq!(first["read_models"][0]["name"], "inventory_levels");
     assert_eq!(first["read_models"][0]["matches_log"], true);
     let second = demo_json(db);

@@ -26,6 +26,7 @@ pub(super) struct DemoSummary {
     pub(super) conflict_retries: u64,
     pub(super) flash_sale: FlashSale,
     pub(super) time_passed: TimePassed,
+    pub(super) webhooks: WebhookDeliveries,
     pub(super) log: LogReport,
     pub(super) read_models: Vec<ReadModelCheck>,
     pub(super) elapsed_ms: u64,
@@ -61,6 +62,18 @@ pub(super) async fn check_read_models(
         });
     }
     Ok(checks)
+}
+
+/// The integration events delivered to the demo's receiver.
+#[derive(Serialize)]
+pub(super) struct WebhookDeliveries {
+    pub(super) receiver: String,
+    pub(super) delivered: u64,
+    pub(super) received: u64,
+    /// Messages whose Standard Webhooks signature the receiver verified.
+    pub(super) signatures_verified: u64,
+    pub(super) by_type: std::collections::BTreeMap<String, u64>,
+    pub(super) elapsed_ms: u64,
 }
 
 /// What the timer did when the clock moved on after the sale.
@@ -125,6 +138,14 @@ pub(super) fn print_summary(s: &DemoSummary) {
         s.flash_sale.location,
         s.time_passed.flash_available_before,
         s.time_passed.flash_available_after
+    );
+    println!(
+        "  webhooks            {:>10}   messages delivered to a receiver on {} ({} signatures verified, {} ms): {}",
+        s.webhooks.delivered,
+        s.webhooks.receiver,
+        s.webhooks.signatures_verified,
+        s.webhooks.elapsed_ms,
+        s.webhooks.by_type.iter().map(|(t, n)| format!("{n} {t}")).collect::<Vec<_>>().join(", ")
     );
     println!("  oversold units      {:>10}   (folded from the whole log)", s.oversold_units);
     println!();
