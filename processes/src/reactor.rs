@@ -58,6 +58,16 @@ pub trait Reactor: Send + Sync + 'static {
     fn wants(&self, event: &RecordedEvent) -> bool;
     /// Acts on one event. Must be idempotent: the same event again has its effect once.
     async fn react(&self, event: &RecordedEvent, decoded: &DomainEvent) -> Result<(), String>;
+
+    /// Acts on several events in log order at once (fewer round trips); the default acts on
+    /// each in turn. An error gives the index of the first event not acted on: it and the
+    /// rest are then tried one by one (and parked if they keep failing).
+    async fn react_batch(&self, events: &[(&RecordedEvent, DomainEvent)]) -> Result<(), (usize, String)> {
+        for (i, (event, decoded)) in events.iter().enumerate() {
+            self.react(event, decoded).await.map_err(|e| (i, e))?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -388,10 +398,27 @@ impl ReactorRunner {
         let mut read = 0usize;
         let mut parked = Vec::new();
         let mut stopped = None;
+        // At once first: the events it wants, up to the first one this build cannot read.
+        let mut readable = Vec::new();
+        for event in batch.iter().filter(|e| self.reactor.wants(e)) {
+            match DomainEvent::decode(&event.event_type, event.schema_version, &event.payload) {
+                Ok(decoded) => readable.push((event, decoded)),
+                Err(_) => break,
+            }
+        }
+        let done_through = match self.reactor.react_batch(&readable).await {
+            Ok(()) => readable.last().map(|(e, _)| e.position),
+            Err((failed, error)) => {
+                tracing::debug!(reactor = name, error = %error, "a batch failed part way; acting on the rest one by one");
+                failed.checked_sub(1).map(|i| readable[i].0.position)
+            }
+        };
+        // The readable events are every wanted one up to `done_through`'s, in log order.
+        let done = |event: &RecordedEvent| Some(event.position) <= done_through;
         for event in &batch {
             to = LogCursor::after(event);
             read += 1;
-            if !self.reactor.wants(event) {
+            if !self.reactor.wants(event) || done(event) {
                 continue;
             }
             if let Err((error, attempts)) = self.attempt(event).await {

@@ -407,12 +407,21 @@ impl Webhooks {
         Ok(())
     }
 
-    /// Queues an event's message for every active subscriber of its type (once: a message's
-    /// id follows from the subscriber and the event).
-    async fn enqueue(&self, event: &RecordedEvent, integration: &integration::Integration) -> Result<(), DbError> {
-        let key = format!("{}\n{}", event.event_id, integration.event_type);
-        let body = integration::body(integration, event.position, event.recorded_at);
-        self.queue(integration.event_type, &key, event.position, &body).await
+    /// Queues each event's message for every active subscriber of its type, in one
+    /// transaction (once: a message's id follows from the subscriber and the event).
+    async fn enqueue(&self, events: &[(&RecordedEvent, integration::Integration)]) -> Result<(), DbError> {
+        let subscribers = self.subscribers().await?;
+        let now = now_ms();
+        let mut statements = Vec::new();
+        for (event, integration) in events {
+            let key = format!("{}\n{}", event.event_id, integration.event_type);
+            let body = integration::body(integration, event.position, event.recorded_at);
+            statements.extend(queued(&subscribers, integration.event_type, &key, event.position, &body, now));
+        }
+        if !statements.is_empty() {
+            self.db.transaction(statements, false).await?;
+        }
+        Ok(())
     }
 
     /// Publishes an integration event that is not an event of the log (a signed checkpoint):
@@ -429,44 +438,58 @@ impl Webhooks {
     }
 
     async fn queue(&self, event_type: &str, key: &str, sequence: u64, body: &str) -> Result<(), DbError> {
-        let subscribers: Vec<String> = self
+        let statements = queued(&self.subscribers().await?, event_type, key, sequence, body, now_ms());
+        if !statements.is_empty() {
+            self.db.transaction(statements, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Every active subscriber and the types it wants.
+    async fn subscribers(&self) -> Result<Vec<(String, Vec<String>)>, DbError> {
+        Ok(self
             .db
             .query("SELECT id, event_types FROM orderlog_webhooks WHERE status = 'active'", vec![])
             .await?
             .iter()
-            .filter(|r| {
-                serde_json::from_str::<Vec<String>>(r[1].text().unwrap_or("[]"))
-                    .is_ok_and(|t| t.iter().any(|t| t == event_type))
+            .filter_map(|r| {
+                let types = serde_json::from_str::<Vec<String>>(r[1].text().unwrap_or("[]")).ok()?;
+                Some((r[0].text()?.to_string(), types))
             })
-            .filter_map(|r| r[0].text().map(str::to_string))
-            .collect();
-        if subscribers.is_empty() {
-            return Ok(());
-        }
-        let now = now_ms();
-        let statements = subscribers
-            .iter()
-            .map(|webhook| {
-                let digest = Sha256::digest(format!("{webhook}\n{key}"));
-                let id = format!("msg_{}", &hex(&digest)[..24]);
-                (
-                    "INSERT INTO orderlog_webhook_messages
-                       (id, webhook, seq, event_type, payload, status, attempts, next_attempt_ms, claimed_until_ms, created_ms)
-                     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, 0, $6) ON CONFLICT (id) DO NOTHING",
-                    vec![
-                        id.into(),
-                        webhook.as_str().into(),
-                        (sequence.min(i64::MAX as u64) as i64).into(),
-                        event_type.into(),
-                        body.into(),
-                        now.into(),
-                    ],
-                )
-            })
-            .collect();
-        self.db.transaction(statements, false).await?;
-        Ok(())
+            .collect())
     }
+}
+
+/// The statements that queue one message for each subscriber of `event_type`.
+fn queued(
+    subscribers: &[(String, Vec<String>)],
+    event_type: &str,
+    key: &str,
+    sequence: u64,
+    body: &str,
+    now: i64,
+) -> Vec<crate::db::Statement> {
+    subscribers
+        .iter()
+        .filter(|(_, types)| types.iter().any(|t| t == event_type))
+        .map(|(webhook, _)| {
+            let digest = Sha256::digest(format!("{webhook}\n{key}"));
+            let id = format!("msg_{}", &hex(&digest)[..24]);
+            (
+                "INSERT INTO orderlog_webhook_messages
+                   (id, webhook, seq, event_type, payload, status, attempts, next_attempt_ms, claimed_until_ms, created_ms)
+                 VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, 0, $6) ON CONFLICT (id) DO NOTHING",
+                vec![
+                    id.into(),
+                    webhook.as_str().into(),
+                    (sequence.min(i64::MAX as u64) as i64).into(),
+                    event_type.into(),
+                    body.into(),
+                    now.into(),
+                ],
+            )
+        })
+        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -507,6 +530,12 @@ impl Reactor for WebhookReactor {
 
     async fn react(&self, event: &RecordedEvent, decoded: &DomainEvent) -> Result<(), String> {
         let Some(integration) = integration::of(event, decoded) else { return Ok(()) };
-        self.webhooks.enqueue(event, &integration).await.map_err(|e| e.to_string())
+        self.webhooks.enqueue(&[(event, integration)]).await.map_err(|e| e.to_string())
+    }
+
+    /// The whole batch's messages in one transaction.
+    async fn react_batch(&self, events: &[(&RecordedEvent, DomainEvent)]) -> Result<(), (usize, String)> {
+        let mapped: Vec<_> = events.iter().filter_map(|(e, d)| integration::of(e, d).map(|i| (*e, i))).collect();
+        self.webhooks.enqueue(&mapped).await.map_err(|e| (0, e.to_string()))
     }
 }
