@@ -438,7 +438,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
     let flash_shoppers = flash_sale(&sim, args.orders, args.seed).await?;
     let time_passed = let_time_pass(&sim, &opened.db, &models).await?;
-    let webhooks = deliver_webhooks(&opened.db, &receiver, &subscription).await?;
+    let webhooks = deliver_webhooks(&opened.db, &leases, &receiver, &subscription).await?;
 
     let report = fold_log(&*store, head_before).await?;
     let elapsed = started.elapsed();
@@ -506,11 +506,15 @@ const WEBHOOK_TYPES: [&str; 4] = ["order.placed", "order.shipped", "order.expire
 /// disables the subscription, whose receiver ends with the demo.
 async fn deliver_webhooks(
     db: &orderlog_api::database::Database,
+    leases: &orderlog_processes::lease::Leases,
     receiver: &webhook_receiver::Receiver,
     subscription: &orderlog_processes::webhooks::Created,
 ) -> Result<WebhookDeliveries> {
     use orderlog_processes::reactor::ReactorRunner;
     use orderlog_processes::webhooks::{Dispatcher, WebhookConfig, WebhookReactor, Webhooks};
+    use orderlog_projections::projector::Gate;
+    /// How long the demo waits for a server on the same database to do a job it leads.
+    const LED_ELSEWHERE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
     let process_db = db.processes().await?;
     let webhooks = Webhooks::new(process_db.clone(), WebhookConfig { allow_private: true, ..Default::default() });
     let store = db.store();
@@ -519,24 +523,38 @@ async fn deliver_webhooks(
         ReactorRunner::new(Arc::new(WebhookReactor::new(webhooks.clone())), store.clone(), process_db.clone()),
         ReactorRunner::new(Arc::new(low_stock), store.clone(), process_db.clone()),
     ];
-    for runner in &runners {
-        while runner.step().await? > 0 {}
-    }
-    let dispatcher = Dispatcher::new(webhooks.clone());
-    let id = &subscription.webhook.id;
     let started = Instant::now();
-    let mut delivered = 0;
-    while let Some(sent) = dispatcher.deliver_due(id).await? {
-        if sent == 0 {
-            break;
+    for runner in &runners {
+        // Under its lease, as every process runs a reactor; led by another process (a
+        // server on this database), the demo waits for that one to reach the end.
+        if leases.may_run(&format!("reactor:{}", runner.name())).await {
+            while runner.step().await? > 0 {}
+        } else {
+            while !store.read_all(runner.checkpoint().await?.cursor, 1).await?.is_empty() {
+                if started.elapsed() > LED_ELSEWHERE_WAIT {
+                    bail!("the {} reactor, led by another process, did not reach the end of the log", runner.name());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
         }
-        delivered += sent;
     }
+    let id = &subscription.webhook.id;
+    if leases.may_run(&format!("webhook-delivery:{id}")).await {
+        let dispatcher = Dispatcher::new(webhooks.clone());
+        while dispatcher.deliver_due(id).await?.is_some_and(|sent| sent > 0) {}
+    }
+    while webhooks.counts(id).await?.0 > 0 {
+        if started.elapsed() > LED_ELSEWHERE_WAIT {
+            bail!("the demo's webhook messages were not all delivered within {LED_ELSEWHERE_WAIT:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (_, delivered, _) = webhooks.counts(id).await?;
     webhooks.disable(id, "the demo's receiver stopped with the demo").await?;
     let (received, verified, by_type) = receiver.counts(&subscription.secret);
     Ok(WebhookDeliveries {
         receiver: receiver.url.clone(),
-        delivered: delivered as u64,
+        delivered,
         received,
         signatures_verified: verified,
         by_type,

@@ -391,6 +391,21 @@ impl Webhooks {
         Ok(out)
     }
 
+    /// The subscriber's messages: pending, delivered and dead.
+    pub async fn counts(&self, id: &str) -> Result<(u64, u64, u64), WebhookError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT status, COUNT(*) FROM orderlog_webhook_messages WHERE webhook = $1 GROUP BY status",
+                vec![id.into()],
+            )
+            .await?;
+        let count = |status: &str| {
+            rows.iter().find(|r| r[0].text() == Some(status)).and_then(|r| r[1].int()).unwrap_or(0).max(0) as u64
+        };
+        Ok((count("pending"), count("delivered"), count("dead")))
+    }
+
     /// Sends a message again (delivered or dead-lettered): it is queued as due now.
     pub async fn redeliver(&self, id: &str, message: &str) -> Result<(), WebhookError> {
         let changed = self
