@@ -83,12 +83,13 @@ async fn status(database: &str, json: bool) -> Result<()> {
             Some(p) => format!("stopped at parked event {p}"),
             None => "running".into(),
         };
+        let n = |field: &str| r[field].as_u64().unwrap_or(0);
         println!(
             "{:<16} {:>10} {:>10} {:>8}  {state}",
             r["reactor"].as_str().unwrap_or("-"),
-            r["position"],
-            r["events"],
-            r["behind"]
+            n("position"),
+            n("events"),
+            n("behind")
         );
     }
     if reactors.is_empty() {
