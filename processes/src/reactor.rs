@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use orderlog_domain::DomainEvent;
-use orderlog_projections::projector::{Gate, GATE_WAIT_MS};
+use orderlog_projections::projector::{may_run_or_wait, Gate};
 use orderlog_store::{EventStore, LogCursor, RecordedEvent, StoreError};
 use tokio::sync::watch;
 
@@ -475,11 +475,7 @@ impl ReactorRunner {
     pub async fn run(self, gate: Arc<dyn Gate>, mut stop: watch::Receiver<bool>) {
         let job = format!("reactor:{}", self.reactor.name());
         while !*stop.borrow() {
-            if !gate.may_run(&job).await {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(GATE_WAIT_MS)) => {}
-                    _ = stop.changed() => {}
-                }
+            if !may_run_or_wait(&*gate, &job, &mut stop).await {
                 continue;
             }
             let pause = match self.step().await {

@@ -14,7 +14,7 @@ use orderlog_commands::{Clock, Command, CommandEnvelope, CommandError, CommandOu
 use orderlog_domain::deadline::{DeadlineEvent, DeadlineId, FireOutcome};
 use orderlog_domain::DomainEvent;
 use orderlog_projections::deadlines::DeadlineRow;
-use orderlog_projections::projector::{Gate, GATE_WAIT_MS};
+use orderlog_projections::projector::{may_run_or_wait, Gate};
 use orderlog_projections::queries::ReadQueries;
 use orderlog_projections::RowsError;
 use orderlog_store::EventStore;
@@ -155,11 +155,7 @@ impl Timer {
     /// tick is logged and tried again after a pause.
     pub async fn run(self, gate: Arc<dyn Gate>, mut stop: watch::Receiver<bool>) {
         while !*stop.borrow() {
-            if !gate.may_run(TIMER_JOB).await {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(GATE_WAIT_MS)) => {}
-                    _ = stop.changed() => {}
-                }
+            if !may_run_or_wait(&*gate, TIMER_JOB, &mut stop).await {
                 continue;
             }
             let pause = match self.tick().await {

@@ -86,6 +86,19 @@ impl Gate for Always {
 /// How long a runner that may not run waits before it asks again.
 pub const GATE_WAIT_MS: u64 = 500;
 
+/// Whether `job` may run now; if not, first waits [`GATE_WAIT_MS`] (or until `stop` changes),
+/// so a loop can ask again.
+pub async fn may_run_or_wait(gate: &dyn Gate, job: &str, stop: &mut watch::Receiver<bool>) -> bool {
+    if gate.may_run(job).await {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(GATE_WAIT_MS)) => {}
+        _ = stop.changed() => {}
+    }
+    false
+}
+
 /// The job name of a read model's runner, as leases name it.
 pub fn job_of(projection: &str) -> String {
     format!("projection:{projection}")
@@ -124,11 +137,7 @@ pub async fn run_live_gated(
                     if *stop.borrow() {
                         return Ok(());
                     }
-                    if !gate.may_run(&job).await {
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_millis(GATE_WAIT_MS)) => {}
-                            _ = stop.changed() => {}
-                        }
+                    if !may_run_or_wait(&*gate, &job, &mut stop).await {
                         continue;
                     }
                     match runner.step().await {

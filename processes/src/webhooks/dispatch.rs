@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use orderlog_projections::projector::{Gate, GATE_WAIT_MS};
+use orderlog_projections::projector::{may_run_or_wait, Gate};
 use tokio::sync::watch;
 
 use super::{now_ms, sign, WebhookError, Webhooks};
@@ -76,11 +76,7 @@ impl Dispatcher {
     async fn serve(&self, webhook: &str, gate: Arc<dyn Gate>, mut stop: watch::Receiver<bool>) {
         let job = format!("webhook-delivery:{webhook}");
         while !*stop.borrow() {
-            if !gate.may_run(&job).await {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(GATE_WAIT_MS)) => {}
-                    _ = stop.changed() => {}
-                }
+            if !may_run_or_wait(&*gate, &job, &mut stop).await {
                 continue;
             }
             let pause = match self.deliver_due(webhook).await {
