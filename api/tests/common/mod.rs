@@ -243,6 +243,7 @@ pub fn protected() -> Vec<(Method, &'static str, &'static [Scope])> {
         (Method::PUT, "/stock/mug/berlin/safety-stock", OPS),
         (Method::POST, "/stock/mug/berlin/incoming", OPS),
         (Method::PUT, "/stock/mug/berlin/backorders", OPS),
+        (Method::PUT, "/stock/mug/berlin/low-stock-threshold", OPS),
         (Method::POST, "/shipments", OPS),
         (Method::POST, "/shipments/s1/pack", OPS),
         (Method::POST, "/shipments/s1/ship", OPS),
