@@ -56,7 +56,7 @@ impl Reactor for Nothing {
     fn wants(&self, _: &RecordedEvent) -> bool {
         true
     }
-    async fn react(&self, _: &RecordedEvent, _: &DomainEvent) -> Result<(), String> {
+    async fn react(&self, _: &RecordedEvent, _: &DomainEvent) -> Result<(), orderlog_processes::reactor::ReactError> {
         Ok(())
     }
 }

@@ -15,7 +15,7 @@ use orderlog_store::{RecordedEvent, READ_EVENTS_MAX};
 use serde_json::json;
 use std::sync::Arc;
 
-use crate::reactor::{OnPark, Reactor};
+use crate::reactor::{OnPark, ReactError, Reactor};
 use crate::webhooks::integration::Integration;
 use crate::webhooks::Webhooks;
 
@@ -37,22 +37,23 @@ impl LowStockReactor {
     }
 
     /// The item's state just before `version`.
-    async fn before(&self, stream: &str, version: u64) -> Result<StockState, String> {
+    async fn before(&self, stream: &str, version: u64) -> Result<StockState, ReactError> {
         let cached = self.items.lock().expect("items lock").get(stream).cloned();
         let (mut at, mut state) = match cached {
             Some((v, s)) if v < version => (v, s),
             _ => (0, StockState::default()),
         };
         while at + 1 < version {
-            let page = self.log.read_stream(stream, at + 1, READ_EVENTS_MAX).await.map_err(|e| e.to_string())?;
+            let page =
+                self.log.read_stream(stream, at + 1, READ_EVENTS_MAX).await.map_err(|e| ReactError(e.to_string()))?;
             if page.is_empty() {
                 break;
             }
             for recorded in page.iter().take_while(|e| e.version < version) {
                 match DomainEvent::decode(&recorded.event_type, recorded.schema_version, &recorded.payload) {
                     Ok(DomainEvent::Stock(e)) => state = Stock::evolve(state, &e),
-                    Ok(_) => return Err(format!("{stream} holds an event that is not a stock event")),
-                    Err(e) => return Err(e.to_string()),
+                    Ok(_) => return Err(ReactError(format!("{stream} holds an event that is not a stock event"))),
+                    Err(e) => return Err(ReactError(e.to_string())),
                 }
                 at = recorded.version;
             }
@@ -78,7 +79,7 @@ impl Reactor for LowStockReactor {
         StreamId::kind_of(&event.stream_id) == Some(AggregateKind::Stock)
     }
 
-    async fn react(&self, event: &RecordedEvent, decoded: &DomainEvent) -> Result<(), String> {
+    async fn react(&self, event: &RecordedEvent, decoded: &DomainEvent) -> Result<(), ReactError> {
         let DomainEvent::Stock(stock_event) = decoded else { return Ok(()) };
         let before = self.before(&event.stream_id, event.version).await?;
         let after = Stock::evolve(before.clone(), stock_event);
@@ -93,7 +94,9 @@ impl Reactor for LowStockReactor {
             return Ok(());
         }
         let key = StreamId::parse(&event.stream_id).and_then(|s| s.stock_key());
-        let Some(key) = key else { return Err(format!("'{}' is not a stock item's stream", event.stream_id)) };
+        let Some(key) = key else {
+            return Err(ReactError(format!("'{}' is not a stock item's stream", event.stream_id)));
+        };
         let integration = Integration {
             event_type: "stock.low",
             data: json!({
@@ -106,6 +109,6 @@ impl Reactor for LowStockReactor {
             }),
         };
         let id = format!("{}\nstock.low", event.event_id);
-        self.webhooks.publish(&integration, &id, event.position, event.recorded_at).await.map_err(|e| e.to_string())
+        Ok(self.webhooks.publish(&integration, &id, event.position, event.recorded_at).await?)
     }
 }

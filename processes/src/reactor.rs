@@ -50,6 +50,17 @@ impl OnPark {
     }
 }
 
+/// Why a reaction failed: kept with the event when it is parked.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ReactError(pub String);
+
+impl From<DbError> for ReactError {
+    fn from(e: DbError) -> ReactError {
+        ReactError(e.to_string())
+    }
+}
+
 #[async_trait]
 pub trait Reactor: Send + Sync + 'static {
     fn name(&self) -> &'static str;
@@ -57,12 +68,12 @@ pub trait Reactor: Send + Sync + 'static {
     /// Whether the reactor may care about `event`, judged before decoding it.
     fn wants(&self, event: &RecordedEvent) -> bool;
     /// Acts on one event. Must be idempotent: the same event again has its effect once.
-    async fn react(&self, event: &RecordedEvent, decoded: &DomainEvent) -> Result<(), String>;
+    async fn react(&self, event: &RecordedEvent, decoded: &DomainEvent) -> Result<(), ReactError>;
 
     /// Acts on several events in log order at once (fewer round trips); the default acts on
     /// each in turn. An error gives the index of the first event not acted on: it and the
     /// rest are then tried one by one (and parked if they keep failing).
-    async fn react_batch(&self, events: &[(&RecordedEvent, DomainEvent)]) -> Result<(), (usize, String)> {
+    async fn react_batch(&self, events: &[(&RecordedEvent, DomainEvent)]) -> Result<(), (usize, ReactError)> {
         for (i, (event, decoded)) in events.iter().enumerate() {
             self.react(event, decoded).await.map_err(|e| (i, e))?;
         }
@@ -320,7 +331,7 @@ impl ReactorRunner {
             attempts += 1;
             match self.reactor.react(event, &decoded).await {
                 Ok(()) => return Ok(()),
-                Err(e) if attempts >= u64::from(REACT_ATTEMPTS_MAX) => return Err((e, attempts)),
+                Err(e) if attempts >= u64::from(REACT_ATTEMPTS_MAX) => return Err((e.0, attempts)),
                 Err(e) => {
                     tracing::debug!(reactor = self.reactor.name(), position = event.position, error = %e, "reaction failed; trying again");
                     tokio::time::sleep(pause).await;

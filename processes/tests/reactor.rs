@@ -33,9 +33,9 @@ impl Reactor for Recorder {
     fn wants(&self, event: &RecordedEvent) -> bool {
         StreamId::kind_of(&event.stream_id) == Some(AggregateKind::Cart)
     }
-    async fn react(&self, event: &RecordedEvent, _: &DomainEvent) -> Result<(), String> {
+    async fn react(&self, event: &RecordedEvent, _: &DomainEvent) -> Result<(), reactor::ReactError> {
         if self.failing.lock().unwrap().contains(&event.stream_id) {
-            return Err(format!("the mail server refused {}", event.stream_id));
+            return Err(reactor::ReactError(format!("the mail server refused {}", event.stream_id)));
         }
         self.seen.lock().unwrap().push(event.position);
         Ok(())

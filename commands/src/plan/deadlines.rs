@@ -46,13 +46,12 @@ pub(super) fn started(decision: &Decision, loaded: &Loaded) -> Vec<Command> {
     started
 }
 
-/// A scheduled deadline's command; an error names why its stored form cannot be read.
-pub(super) fn deadline_command(state: &DeadlineState) -> Result<Option<Command>, String> {
+/// A scheduled deadline's command; an error when its stored form cannot be read.
+pub(super) fn deadline_command(state: &DeadlineState) -> Result<Option<Command>, serde_json::Error> {
     if state.status != DeadlineStatus::Scheduled {
         return Ok(None);
     }
-    let command = state.command.clone().unwrap_or_default();
-    serde_json::from_value(command).map(Some).map_err(|e| format!("the deadline's command cannot be read: {e}"))
+    serde_json::from_value(state.command.clone().unwrap_or_default()).map(Some)
 }
 
 /// Fires a due deadline once: its command's events with `DeadlineFired { applied }`, or
@@ -78,7 +77,7 @@ pub(super) fn fire(id: &DeadlineId, loaded: &Loaded, context: &Context) -> Resul
         Ok(Some(Command::FireDeadline { .. })) => return refused("a deadline cannot fire a deadline".into()),
         Ok(Some(inner)) => inner,
         Ok(None) => unreachable!("the deadline is scheduled"),
-        Err(reason) => return refused(reason),
+        Err(e) => return refused(format!("the deadline's command cannot be read: {e}")),
     };
     if id.purpose() == Purpose::CartIdle {
         let touched = id.cart_id().and_then(|cart| loaded.touched.get(&StreamId::cart(&cart)));

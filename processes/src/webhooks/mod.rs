@@ -24,7 +24,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::db::{Db, DbError, Value};
-use crate::reactor::{OnPark, Reactor};
+use crate::reactor::{OnPark, ReactError, Reactor};
 
 pub use dispatch::{Dispatcher, DISPATCH_CLAIM_MAX};
 
@@ -543,14 +543,14 @@ impl Reactor for WebhookReactor {
         StreamId::kind_of(&event.stream_id) == Some(AggregateKind::Order)
     }
 
-    async fn react(&self, event: &RecordedEvent, decoded: &DomainEvent) -> Result<(), String> {
+    async fn react(&self, event: &RecordedEvent, decoded: &DomainEvent) -> Result<(), ReactError> {
         let Some(integration) = integration::of(event, decoded) else { return Ok(()) };
-        self.webhooks.enqueue(&[(event, integration)]).await.map_err(|e| e.to_string())
+        Ok(self.webhooks.enqueue(&[(event, integration)]).await?)
     }
 
     /// The whole batch's messages in one transaction.
-    async fn react_batch(&self, events: &[(&RecordedEvent, DomainEvent)]) -> Result<(), (usize, String)> {
+    async fn react_batch(&self, events: &[(&RecordedEvent, DomainEvent)]) -> Result<(), (usize, ReactError)> {
         let mapped: Vec<_> = events.iter().filter_map(|(e, d)| integration::of(e, d).map(|i| (*e, i))).collect();
-        self.webhooks.enqueue(&mapped).await.map_err(|e| (0, e.to_string()))
+        self.webhooks.enqueue(&mapped).await.map_err(|e| (0, e.into()))
     }
 }
