@@ -41,15 +41,6 @@ pub enum OnPark {
     MoveOn,
 }
 
-impl OnPark {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OnPark::Stop => "stop",
-            OnPark::MoveOn => "move_on",
-        }
-    }
-}
-
 /// Why a reaction failed: kept with the event when it is parked.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -131,18 +122,19 @@ fn int(v: &Value) -> u64 {
 
 /// Reads a reactor's checkpoint, creating it at the start of the log.
 pub async fn checkpoint(db: &dyn Db, name: &str) -> Result<ReactorCheckpoint, DbError> {
-    db.execute(
-        "INSERT INTO orderlog_reactors (name, commit_order, position, events, stopped, updated_ms)
-         VALUES ($1, 0, 0, 0, NULL, $2) ON CONFLICT (name) DO NOTHING",
-        vec![name.into(), now_ms().into()],
-    )
-    .await?;
-    let rows = db
-        .query(
-            "SELECT commit_order, position, events, stopped FROM orderlog_reactors WHERE name = $1",
-            vec![name.into()],
+    const SELECT: &str = "SELECT commit_order, position, events, stopped FROM orderlog_reactors WHERE name = $1";
+    let mut rows = db.query(SELECT, vec![name.into()]).await?;
+    if rows.is_empty() {
+        // Created on first use only: every step reads its checkpoint, and a write per step
+        // would be a commit per step.
+        db.execute(
+            "INSERT INTO orderlog_reactors (name, commit_order, position, events, stopped, updated_ms)
+             VALUES ($1, 0, 0, 0, NULL, $2) ON CONFLICT (name) DO NOTHING",
+            vec![name.into(), now_ms().into()],
         )
         .await?;
+        rows = db.query(SELECT, vec![name.into()]).await?;
+    }
     let row = rows.first().ok_or_else(|| DbError(format!("reactor '{name}' has no checkpoint row")))?;
     Ok(ReactorCheckpoint {
         cursor: LogCursor { commit: int(&row[0]), position: int(&row[1]) },

@@ -103,9 +103,12 @@ impl Timer {
             }
             let Some(outcome) = outcome? else { continue };
             tick.lateness_ms.push(now.timestamp_millis() - row.due_ms);
+            // Another timer fired it first (this one found it fired, or repeated its run).
+            if outcome.repeated || outcome.events_appended == 0 {
+                tick.repeated += 1;
+                continue;
+            }
             match self.recorded(&row.deadline_id, &outcome).await? {
-                // Another timer fired it first (this one found it fired, or repeated its run).
-                _ if outcome.repeated || outcome.events_appended == 0 => tick.repeated += 1,
                 Some(DeadlineEvent::DeadlineFired { outcome: FireOutcome::Applied { .. } }) => tick.applied += 1,
                 Some(DeadlineEvent::DeadlineFired { outcome: FireOutcome::Refused { .. } }) => tick.refused += 1,
                 Some(DeadlineEvent::DeadlineRescheduled { .. }) => tick.rescheduled += 1,

@@ -25,6 +25,10 @@ pub(super) fn started(decision: &Decision, loaded: &Loaded) -> Vec<Command> {
                 if events.iter().any(|e| matches!(e, DomainEvent::Order(OrderEvent::OrderPlaced { .. }))) {
                     started.push(Command::ExpireOrder { order_id: order_id.clone() });
                 }
+                // Only a delivery can make an order delivered: other decisions skip the fold.
+                if !events.iter().any(|e| matches!(e, DomainEvent::Order(OrderEvent::LinesDelivered { .. }))) {
+                    continue;
+                }
                 let before = loaded.order(&order_id);
                 let after = events.iter().fold(before.clone(), |state, event| match event {
                     DomainEvent::Order(e) => Order::evolve(state, e),

@@ -115,6 +115,9 @@ impl Dispatcher {
             )
             .await?;
         let lease = now + self.webhooks.config().timeout_ms as i64 * 2 + 1_000;
+        // Read once per batch: a rotation takes effect from the next batch.
+        let secrets = self.webhooks.secrets(webhook).await?;
+        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
         let mut sent = 0;
         for row in due {
             let id = row[0].text().unwrap_or_default().to_string();
@@ -133,7 +136,7 @@ impl Dispatcher {
             let created_ms = row[4].int().unwrap_or(now);
             let started = Instant::now();
             let at_ms = now_ms();
-            let outcome = self.send(&hook.url, webhook, &id, &payload).await?;
+            let outcome = self.send(&hook.url, &secrets, &id, &payload).await;
             let duration_ms = started.elapsed().as_millis() as i64;
             sent += 1;
             let attempt = attempts + 1;
@@ -192,11 +195,9 @@ impl Dispatcher {
         Ok(Some(sent))
     }
 
-    async fn send(&self, url: &str, webhook: &str, id: &str, payload: &str) -> Result<Sent, WebhookError> {
-        let secrets = self.webhooks.secrets(webhook).await?;
-        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    async fn send(&self, url: &str, secrets: &[&str], id: &str, payload: &str) -> Sent {
         let timestamp = chrono::Utc::now().timestamp();
-        let signature = sign::signature_header(&secrets, id, timestamp, payload);
+        let signature = sign::signature_header(secrets, id, timestamp, payload);
         let request = self
             .client
             .post(url)
@@ -205,7 +206,7 @@ impl Dispatcher {
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
             .body(payload.to_string());
-        Ok(match request.send().await {
+        match request.send().await {
             Ok(answer) if answer.status().is_success() => Sent::Delivered,
             Ok(answer) if answer.status() == reqwest::StatusCode::GONE => Sent::Gone,
             Ok(answer) => {
@@ -216,7 +217,7 @@ impl Dispatcher {
             }
             Err(e) if e.is_timeout() => Sent::Failed { status: None, error: "timed out".into() },
             Err(e) => Sent::Failed { status: None, error: format!("{e}: {}", source_chain(&e)) },
-        })
+        }
     }
 }
 
