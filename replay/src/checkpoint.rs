@@ -275,6 +275,25 @@ impl TreeFollower {
         Ok(work(&|key| stored[&key]))
     }
 
+    /// Runs `work` over the stored rows `found`, which must hold every node it reads.
+    fn over_found<T>(
+        found: &std::collections::HashMap<NodeKey, Hash>,
+        work: impl Fn(&dyn Fn(NodeKey) -> Hash) -> T,
+    ) -> Result<T, ReplayError> {
+        let keys = perfect::keys_read(&work);
+        let mut stored = std::collections::HashMap::new();
+        for key in keys {
+            let hash = from_rows(found, key).ok_or_else(|| {
+                ReplayError::Invalid(format!(
+                    "the stored Merkle tree lacks node {} of level {}: its tables were altered",
+                    key.index, key.level
+                ))
+            })?;
+            stored.insert(key, hash);
+        }
+        Ok(work(&|key| stored[&key]))
+    }
+
     /// The log's size and Merkle root now.
     pub async fn head(&self) -> Result<(u64, Hash), ReplayError> {
         let size = self.extend().await?;
@@ -284,10 +303,20 @@ impl TreeFollower {
     /// The proof that the event at `position` is in the log of `size` events (the log as the
     /// tree has it when `None`).
     pub async fn inclusion(&self, position: u64, size: Option<u64>) -> Result<InclusionProof, ReplayError> {
-        // An event the tree has is proven at the tree's size (or a size it has) without
-        // catching up first, three reads in all: a server keeps the tree at most a moment
-        // behind the log. The tree is brought up to the log first when it lacks the event
-        // or the size asked for.
+        // An event the tree has is proven at the tree's size as last seen (or a size it has)
+        // without catching up first, in one read of the leaf and its proof's rows: a server
+        // keeps the tree at most a moment behind the log. Otherwise the tree's size is read
+        // again, and the tree is brought up to the log when it lacks the event or the size
+        // asked for.
+        let known = self.known.load(Ordering::Relaxed);
+        let wanted = size.unwrap_or(known);
+        if wanted > 0 && wanted <= known {
+            if let Some((leaf, rows)) = self.store.tree_proof_rows(position, wanted).await? {
+                if leaf.index < wanted {
+                    return Self::over_found(&rows, |node| inclusion_of(position, &leaf, wanted, node));
+                }
+            }
+        }
         let mut leaf = self.store.tree_leaf_at(position).await?;
         let mut now = self.known.load(Ordering::Relaxed);
         if leaf.is_some_and(|l| l.index >= now) || size.is_some_and(|s| s > now) {
@@ -308,17 +337,7 @@ impl TreeFollower {
                 "the event at position {position} is leaf {index}, not among the first {size} events"
             )));
         }
-        let (proof, root) =
-            self.over_stored(|node| (perfect::inclusion_proof(node, index, size), perfect::root(node, size))).await?;
-        Ok(InclusionProof {
-            kind: "inclusion",
-            position,
-            index,
-            size,
-            leaf: hex::encode(leaf.hash),
-            proof: hexes(proof),
-            root: hex::encode(root),
-        })
+        self.over_stored(|node| inclusion_of(position, &leaf, size, node)).await
     }
 
     /// The proof that the log of `new_size` events (as it is now when `None`) extends its
@@ -438,28 +457,44 @@ impl TreeFollower {
 /// subtree below [`STORED_LEVEL_MIN`] hashed again from its leaves; `None` where the tree
 /// lacks one.
 async fn stored_nodes(store: &dyn TreeStore, keys: &[NodeKey]) -> Result<Vec<Option<Hash>>, ReplayError> {
-    let low = |key: &NodeKey| key.level > 0 && key.level < STORED_LEVEL_MIN;
-    let mut read: Vec<NodeKey> = Vec::new();
-    for key in keys {
-        match low(key) {
-            true => read.extend((0..1u64 << key.level).map(|i| NodeKey::new(0, (key.index << key.level) + i))),
-            false => read.push(*key),
+    let read: Vec<NodeKey> = keys.iter().flat_map(|key| rows_of(*key)).collect();
+    let found = store.tree_nodes(read.clone()).await?;
+    let found: std::collections::HashMap<NodeKey, Hash> =
+        read.into_iter().zip(found).filter_map(|(key, hash)| Some((key, hash?))).collect();
+    Ok(keys.iter().map(|key| from_rows(&found, *key)).collect())
+}
+
+/// The inclusion proof of `leaf` (the event at `position`) in the tree of `size` leaves,
+/// read through `node`.
+fn inclusion_of(position: u64, leaf: &TreeLeaf, size: u64, node: &dyn Fn(NodeKey) -> Hash) -> InclusionProof {
+    InclusionProof {
+        kind: "inclusion",
+        position,
+        index: leaf.index,
+        size,
+        leaf: hex::encode(leaf.hash),
+        proof: hexes(perfect::inclusion_proof(node, leaf.index, size)),
+        root: hex::encode(perfect::root(node, size)),
+    }
+}
+
+/// The stored rows a node is read from: itself, or its leaves below the stored level.
+fn rows_of(key: NodeKey) -> Vec<NodeKey> {
+    match key.level > 0 && key.level < STORED_LEVEL_MIN {
+        true => (0..1u64 << key.level).map(|i| NodeKey::new(0, (key.index << key.level) + i)).collect(),
+        false => vec![key],
+    }
+}
+
+/// A node's hash from the stored rows found (`rows_of` it), if they are all there.
+fn from_rows(found: &std::collections::HashMap<NodeKey, Hash>, key: NodeKey) -> Option<Hash> {
+    match rows_of(key).as_slice() {
+        [one] if *one == key => found.get(&key).copied(),
+        leaves => {
+            let leaves: Option<Vec<Hash>> = leaves.iter().map(|leaf| found.get(leaf).copied()).collect();
+            leaves.map(|leaves| orderlog_store::merkle::root(&leaves))
         }
     }
-    let found = store.tree_nodes(read.clone()).await?;
-    let found: std::collections::HashMap<NodeKey, Option<Hash>> = read.into_iter().zip(found).collect();
-    Ok(keys
-        .iter()
-        .map(|key| match low(key) {
-            false => found[key],
-            true => {
-                let first = key.index << key.level;
-                let leaves: Option<Vec<Hash>> =
-                    (0..1u64 << key.level).map(|i| found[&NodeKey::new(0, first + i)]).collect();
-                leaves.map(|leaves| orderlog_store::merkle::root(&leaves))
-            }
-        })
-        .collect())
 }
 
 /// Signs a checkpoint of a log of `size` events whose root is `root`.

@@ -37,12 +37,29 @@ async fn follows(store: Arc<dyn TreeStore>) {
         let (recomputed, positions) = tree_of(&*store).await.unwrap();
         assert_eq!(size, recomputed.size());
         assert_eq!(root, recomputed.root(size).unwrap());
-        for (index, position) in positions.iter().enumerate().step_by(7) {
+        for (index, position) in positions.iter().enumerate() {
             let proof = follower.inclusion(*position, None).await.unwrap();
             assert_eq!(proof.index, index as u64);
             let path: Vec<Hash> = proof.proof.iter().map(|h| hash(h)).collect();
             verify_inclusion(proof.index, size, &hash(&proof.leaf), &path, &root).unwrap();
             assert_eq!(hash(&proof.leaf), recomputed.leaf(index as u64).unwrap());
+            // At every earlier size: proven where the event is among its leaves, refused
+            // by name where it is not.
+            for &earlier in sizes.iter().chain([1, 17].iter()) {
+                match follower.inclusion(*position, Some(earlier)).await {
+                    Ok(proof) => {
+                        assert!((index as u64) < earlier);
+                        let path: Vec<Hash> = proof.proof.iter().map(|h| hash(h)).collect();
+                        let old_root = recomputed.root(earlier).unwrap();
+                        assert_eq!(hash(&proof.root), old_root);
+                        verify_inclusion(proof.index, earlier, &hash(&proof.leaf), &path, &old_root).unwrap();
+                    }
+                    Err(e) => {
+                        assert!(index as u64 >= earlier, "{e}");
+                        assert!(e.to_string().contains("not among the first"), "{e}");
+                    }
+                }
+            }
         }
         for old in sizes.iter().copied().chain([1, size / 2]) {
             let proof = follower.consistency(old, Some(size)).await.unwrap();

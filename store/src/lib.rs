@@ -461,6 +461,25 @@ pub trait TreeStore: EventStore {
     /// The leaf with this index, if the tree has it.
     async fn tree_leaf(&self, index: u64) -> Result<Option<TreeLeaf>, StoreError>;
 
+    /// The leaf of the event at `position`, with the stored rows of
+    /// [`merkle::proof_rows`] (those present) when it is among the first `size` leaves:
+    /// everything an inclusion proof at `size` reads. A server store answers in one round
+    /// trip.
+    async fn tree_proof_rows(
+        &self,
+        position: u64,
+        size: u64,
+    ) -> Result<Option<(TreeLeaf, std::collections::HashMap<merkle::NodeKey, merkle::Hash>)>, StoreError> {
+        let Some(leaf) = self.tree_leaf_at(position).await? else { return Ok(None) };
+        if leaf.index >= size {
+            return Ok(Some((leaf, std::collections::HashMap::new())));
+        }
+        let keys = merkle::proof_rows(leaf.index, size);
+        let found = self.tree_nodes(keys.clone()).await?;
+        let rows = keys.into_iter().zip(found).filter_map(|(key, hash)| Some((key, hash?))).collect();
+        Ok(Some((leaf, rows)))
+    }
+
     /// Keeps a signed checkpoint (its JSON) of the log's first `size` events; a second one
     /// of the same size is ignored.
     async fn keep_checkpoint(&self, size: u64, json: String) -> Result<(), StoreError>;

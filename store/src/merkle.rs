@@ -235,6 +235,31 @@ pub fn verify_consistency(
 /// about one row per event and 1/16 more, not two.
 pub const STORED_LEVEL_MIN: u8 = 4;
 
+/// The stored rows (leaves, and nodes from [`STORED_LEVEL_MIN`] up) from which the
+/// inclusion proof of leaf `index` in the tree of `size` leaves and that tree's root are
+/// made: the leaves of `index`'s block of 16 and of the last, partial block; the sibling
+/// of `index`'s subtree at each stored level while it lies wholly in the tree; and the
+/// tree's peaks from the stored level up. It is a few more rows than a proof reads, but it
+/// follows from `index` and `size` by bit arithmetic alone, so a database can find the leaf
+/// and these rows in one query (the PostgreSQL store writes the same rule in SQL).
+pub fn proof_rows(index: u64, size: u64) -> Vec<NodeKey> {
+    let block = 1u64 << STORED_LEVEL_MIN;
+    let mut keys = std::collections::BTreeSet::new();
+    let first = index / block * block;
+    keys.extend((first..(first + block).min(size)).map(|i| NodeKey::new(0, i)));
+    keys.extend((size / block * block..size).map(|i| NodeKey::new(0, i)));
+    for level in STORED_LEVEL_MIN..63 {
+        let sibling = (index >> level) ^ 1;
+        if sibling < size >> level {
+            keys.insert(NodeKey::new(level, sibling));
+        }
+        if (size >> level) & 1 == 1 {
+            keys.insert(NodeKey::new(level, (size >> (level + 1)) << 1));
+        }
+    }
+    keys.into_iter().collect()
+}
+
 /// A perfect subtree: the `2^level` leaves from `index·2^level` (level 0: a leaf).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeKey {
@@ -556,6 +581,35 @@ mod tests {
 
     fn leaves(n: usize) -> Vec<Hash> {
         (0..n).map(|i| leaf_hash(format!("event {i}").as_bytes())).collect()
+    }
+
+    /// Every row a proof or root reads (a node below the stored level read as its leaves)
+    /// is among `proof_rows`, for every leaf of every tree up to 300 leaves and a few far
+    /// larger ones.
+    #[test]
+    fn proof_rows_hold_what_a_proof_reads() {
+        let stored = |key: NodeKey| -> Vec<NodeKey> {
+            match key.level > 0 && key.level < STORED_LEVEL_MIN {
+                true => (0..1u64 << key.level).map(|i| NodeKey::new(0, (key.index << key.level) + i)).collect(),
+                false => vec![key],
+            }
+        };
+        let sizes = (1..300u64).chain([1 << 20, (1 << 20) + 1, 1_000_000, 1_000_003, (1 << 40) - 1]);
+        for size in sizes {
+            let indexes: Vec<u64> = match size < 300 {
+                true => (0..size).collect(),
+                false => vec![0, 1, 15, 16, size / 2, size - 17, size - 2, size - 1],
+            };
+            for index in indexes {
+                let rows = proof_rows(index, size);
+                let read =
+                    perfect::keys_read(|node| (perfect::inclusion_proof(node, index, size), perfect::root(node, size)));
+                for key in read.into_iter().flat_map(stored) {
+                    assert!(rows.contains(&key), "leaf {index} of {size}: {key:?} is read but not among the rows");
+                }
+                assert!(rows.len() <= 2 * 64 + 32, "leaf {index} of {size}: {} rows", rows.len());
+            }
+        }
     }
 
     #[test]

@@ -136,6 +136,69 @@ impl TreeStore for PostgresStore {
         row.as_ref().map(leaf_of).transpose()
     }
 
+    async fn tree_proof_rows(
+        &self,
+        position: u64,
+        size: u64,
+    ) -> Result<Option<(TreeLeaf, HashMap<NodeKey, Hash>)>, StoreError> {
+        let (Ok(position), Ok(size)) = (i64::try_from(position), i64::try_from(size)) else { return Ok(None) };
+        let client = self.client().await?;
+        // `merkle::proof_rows` in SQL (blocks of 16 = 2^STORED_LEVEL_MIN), so the leaf and
+        // the rows of its proof come back in one round trip: the leaf first (level -1),
+        // then each row by its primary key.
+        let stmt = client
+            .prepare_cached(
+                "WITH leaf AS (SELECT leaf, commit_order, position, hash FROM orderlog_tree_leaves
+                                WHERE position = $1 AND leaf < $2),
+                      keys(level, idx) AS (
+                        SELECT 0, g FROM leaf, generate_series(leaf.leaf / 16 * 16,
+                                                               LEAST(leaf.leaf / 16 * 16 + 15, $2 - 1)) AS g
+                        UNION SELECT 0, g FROM leaf, generate_series($2 / 16 * 16, $2 - 1) AS g
+                        UNION SELECT l, (leaf.leaf >> l) # 1 FROM leaf, generate_series(4, 62) AS l
+                               WHERE (leaf.leaf >> l) # 1 < $2 >> l
+                        UNION SELECT l, ($2 >> (l + 1)) << 1 FROM leaf, generate_series(4, 62) AS l
+                               WHERE ($2 >> l) & 1 = 1)
+                 SELECT -1::smallint, leaf, commit_order, position, hash FROM leaf
+                 UNION ALL
+                 SELECT k.level::smallint, k.idx, NULL, NULL,
+                        CASE WHEN k.level = 0
+                             THEN (SELECT l.hash FROM orderlog_tree_leaves l WHERE l.leaf = k.idx)
+                             ELSE (SELECT n.hash FROM orderlog_tree_nodes n
+                                    WHERE n.level = k.level AND n.idx = k.idx)
+                        END
+                   FROM keys k",
+            )
+            .await
+            .map_err(pg)?;
+        let rows = client.query(&stmt, &[&position, &size]).await.map_err(pg)?;
+        let mut leaf = None;
+        let mut found = HashMap::new();
+        for row in rows {
+            match row.get::<_, i16>(0) {
+                -1 => {
+                    leaf = Some(TreeLeaf {
+                        index: row.get::<_, i64>(1) as u64,
+                        cursor: LogCursor {
+                            commit: row.get::<_, i64>(2) as u64,
+                            position: row.get::<_, i64>(3) as u64,
+                        },
+                        hash: hash_of(row.get(4))?,
+                    })
+                }
+                level => {
+                    if let Some(bytes) = row.get::<_, Option<Vec<u8>>>(4) {
+                        found.insert(NodeKey::new(level as u8, row.get::<_, i64>(1) as u64), hash_of(bytes)?);
+                    }
+                }
+            }
+        }
+        match leaf {
+            Some(leaf) => Ok(Some((leaf, found))),
+            // Not among the first `size` leaves, or not in the tree at all.
+            None => self.tree_leaf_at(position as u64).await.map(|l| l.map(|l| (l, HashMap::new()))),
+        }
+    }
+
     async fn tree_leaf(&self, index: u64) -> Result<Option<TreeLeaf>, StoreError> {
         let Ok(index) = i64::try_from(index) else { return Ok(None) };
         let client = self.client().await?;
