@@ -18,9 +18,11 @@ use orderlog_domain::cart::CartCommand;
 use orderlog_domain::checkout::CheckoutCommand;
 use orderlog_domain::deadline::DeadlineId;
 use orderlog_domain::order::{OrderCommand, ReturnedLine};
+use orderlog_domain::price_list::PriceListCommand;
+use orderlog_domain::product::ProductCommand;
 use orderlog_domain::shipment::ShipmentCommand;
 use orderlog_domain::stock::StockCommand;
-use orderlog_domain::{CartId, OrderId, Rejection, ReturnId, ShipmentId, StockKey};
+use orderlog_domain::{CartId, OrderId, PriceListId, ProductId, Rejection, ReturnId, ShipmentId, StockKey};
 use orderlog_store::{StoreError, StreamVersion};
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +72,16 @@ pub enum Command {
     /// Closes an order's return window (the command of a return-window deadline).
     CloseReturnWindow {
         order_id: OrderId,
+    },
+    /// Creates or changes a product of the catalog; the SKUs it adds are claimed for it.
+    Product {
+        product_id: ProductId,
+        command: ProductCommand,
+    },
+    /// Creates or changes a price list; a new list joins its currency's index.
+    PriceList {
+        price_list_id: PriceListId,
+        command: PriceListCommand,
     },
 }
 

@@ -16,9 +16,11 @@ use orderlog_domain::flows::{
     order_stock_keys, return_stock_keys,
 };
 use orderlog_domain::order::{Order, OrderAction, OrderState};
+use orderlog_domain::price_list::{PriceIndex, PriceIndexCommand, PriceList, PriceListCommand};
+use orderlog_domain::product::{Product, ProductCommand, SkuOwner, SkuOwnerCommand};
 use orderlog_domain::shipment::{Shipment, ShipmentCommand, ShipmentState};
 use orderlog_domain::stock::{Stock, StockAction, StockState};
-use orderlog_domain::{AnyState, Decider, DomainEvent, OrderId, Rejection, StockKey, StreamId};
+use orderlog_domain::{AnyState, Decider, DomainEvent, OrderId, ProductId, Rejection, StockKey, StreamId};
 
 use crate::{Command, DeadlinePolicy};
 
@@ -83,6 +85,15 @@ impl Command {
             | Command::CloseReturnWindow { order_id }
             | Command::ReceiveReturn { order_id, .. } => vec![StreamId::order(order_id)],
             Command::FireDeadline { deadline_id } => vec![StreamId::deadline(deadline_id)],
+            Command::Product { product_id, command } => std::iter::once(StreamId::product(product_id))
+                .chain(command.new_skus().iter().map(StreamId::sku_owner))
+                .collect(),
+            Command::PriceList { price_list_id, command } => match command {
+                PriceListCommand::Create { currency, .. } => {
+                    vec![StreamId::price_list(price_list_id), StreamId::price_index(*currency)]
+                }
+                _ => vec![StreamId::price_list(price_list_id)],
+            },
             Command::Stock { stock, .. } => vec![StreamId::stock(stock)],
             Command::Shipment { shipment_id, command } => match command {
                 ShipmentCommand::Create { order_id, .. } => {
@@ -131,6 +142,8 @@ impl Command {
             Command::Cart { .. }
             | Command::Order { .. }
             | Command::Stock { .. }
+            | Command::Product { .. }
+            | Command::PriceList { .. }
             | Command::CloseReturnWindow { .. } => {
                 vec![]
             }
@@ -171,6 +184,18 @@ impl Command {
                 let events = Order::decide(&OrderAction::CloseReturnWindow {}, loaded.order(order_id))?;
                 let mut decision = single(StreamId::order(order_id), events);
                 decision.order_id = Some(order_id.clone());
+                Ok(decision)
+            }
+            Command::Product { product_id, command } => decide_product(product_id, command, loaded),
+            Command::PriceList { price_list_id, command } => {
+                let stream = StreamId::price_list(price_list_id);
+                let mut decision =
+                    single(stream.clone(), PriceList::decide(command, loaded.state::<PriceList>(&stream))?);
+                if let PriceListCommand::Create { currency, .. } = command {
+                    let index = StreamId::price_index(*currency);
+                    let listed = PriceIndexCommand::List { price_list_id: price_list_id.clone() };
+                    decision.push(index.clone(), PriceIndex::decide(&listed, loaded.state::<PriceIndex>(&index))?);
+                }
                 Ok(decision)
             }
             Command::Cart { cart_id, command } => {
@@ -239,6 +264,21 @@ fn end_order(order_id: &OrderId, action: &OrderAction, loaded: &Loaded) -> Resul
         return Err(Rejection::not_found(format!("order {order_id}: does not exist")));
     }
     decide_end_order(order_id, action, order, &loaded.stocks(order_stock_keys(order)))
+}
+
+/// A product's change, with a claim on each SKU it adds: a SKU another product holds is
+/// refused by name, and nothing is appended.
+fn decide_product(product_id: &ProductId, command: &ProductCommand, loaded: &Loaded) -> Result<Decision, Rejection> {
+    let stream = StreamId::product(product_id);
+    let mut decision = single(stream.clone(), Product::decide(command, loaded.state::<Product>(&stream))?);
+    for sku in command.new_skus() {
+        let owner = StreamId::sku_owner(&sku);
+        let claim = SkuOwnerCommand::Claim { product_id: product_id.clone() };
+        let events = SkuOwner::decide(&claim, loaded.state::<SkuOwner>(&owner))
+            .map_err(|r| Rejection::new(r.kind, format!("sku {sku}: {}", r.reason)))?;
+        decision.push(owner, events);
+    }
+    Ok(decision)
 }
 
 fn single<E: Into<DomainEvent>>(stream: StreamId, events: Vec<E>) -> Decision {

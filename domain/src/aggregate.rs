@@ -10,9 +10,11 @@ use serde::{Deserialize, Serialize};
 use crate::cart::{Cart, CartEvent, CartState};
 use crate::deadline::{Deadline, DeadlineEvent, DeadlineId, DeadlineState};
 use crate::order::{Order, OrderEvent, OrderState};
+use crate::price_list::{PriceIndex, PriceIndexEvent, PriceIndexState, PriceList, PriceListEvent, PriceListState};
+use crate::product::{Product, ProductEvent, ProductState, SkuOwner, SkuOwnerEvent, SkuOwnerState};
 use crate::shipment::{Shipment, ShipmentEvent, ShipmentState};
 use crate::stock::{Stock, StockEvent, StockState};
-use crate::{CartId, Decider, LocationId, OrderId, ShipmentId, Sku, StockKey};
+use crate::{CartId, Currency, Decider, LocationId, OrderId, PriceListId, ProductId, ShipmentId, Sku, StockKey};
 
 /// A decider registered in [`aggregates!`]: its kind, and its state inside [`AnyState`].
 pub trait Aggregate: Decider<Event: TryFrom<DomainEvent> + Into<DomainEvent>, State: Clone> {
@@ -152,6 +154,10 @@ aggregates! {
     Stock: Stock, StockEvent, StockState, "stock";
     Shipment: Shipment, ShipmentEvent, ShipmentState, "shipment";
     Deadline: Deadline, DeadlineEvent, DeadlineState, "deadline";
+    Product: Product, ProductEvent, ProductState, "product";
+    SkuOwner: SkuOwner, SkuOwnerEvent, SkuOwnerState, "sku";
+    PriceList: PriceList, PriceListEvent, PriceListState, "pricelist";
+    PriceIndex: PriceIndex, PriceIndexEvent, PriceIndexState, "prices";
 }
 
 /// A stream's id: the aggregate it belongs to and that aggregate's id, written
@@ -183,6 +189,24 @@ impl StreamId {
         StreamId { kind: AggregateKind::Deadline, id: id.to_string() }
     }
 
+    pub fn product(id: &ProductId) -> StreamId {
+        StreamId { kind: AggregateKind::Product, id: id.to_string() }
+    }
+
+    /// The stream that says which product a SKU belongs to.
+    pub fn sku_owner(sku: &Sku) -> StreamId {
+        StreamId { kind: AggregateKind::SkuOwner, id: sku.to_string() }
+    }
+
+    pub fn price_list(id: &PriceListId) -> StreamId {
+        StreamId { kind: AggregateKind::PriceList, id: id.to_string() }
+    }
+
+    /// The index of the price lists of one currency.
+    pub fn price_index(currency: Currency) -> StreamId {
+        StreamId { kind: AggregateKind::PriceIndex, id: currency.code().to_string() }
+    }
+
     /// Reads a stream id; `None` when it names no aggregate or its id is not valid.
     pub fn parse(stream_id: &str) -> Option<StreamId> {
         let (prefix, id) = stream_id.split_once('-')?;
@@ -194,6 +218,10 @@ impl StreamId {
             AggregateKind::Stock => stream.stock_key().is_some(),
             AggregateKind::Shipment => ShipmentId::parse(id).is_ok(),
             AggregateKind::Deadline => DeadlineId::parse(id).is_ok(),
+            AggregateKind::Product => ProductId::parse(id).is_ok(),
+            AggregateKind::SkuOwner => Sku::parse(id).is_ok(),
+            AggregateKind::PriceList => PriceListId::parse(id).is_ok(),
+            AggregateKind::PriceIndex => Currency::parse(id).is_ok(),
         };
         valid.then_some(stream)
     }

@@ -106,6 +106,16 @@ id_type!(
     "customer_id"
 );
 id_type!(
+    /// A product's id; its stream is `product-{id}`.
+    ProductId,
+    "product_id"
+);
+id_type!(
+    /// A price list's id; its stream is `pricelist-{id}`.
+    PriceListId,
+    "price_list_id"
+);
+id_type!(
     /// A return (RMA) within an order.
     ReturnId,
     "return_id"

@@ -49,6 +49,8 @@ pub mod flows;
 pub mod ids;
 pub mod money;
 pub mod order;
+pub mod price_list;
+pub mod product;
 pub mod shipment;
 pub mod stock;
 #[cfg(any(test, feature = "testing"))]
@@ -59,7 +61,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use aggregate::{AggregateKind, AnyState, DomainEvent, StreamId};
-pub use ids::{CartId, CustomerId, LocationId, OrderId, ReturnId, ShipmentId, Sku, StockKey};
+pub use ids::{CartId, CustomerId, LocationId, OrderId, PriceListId, ProductId, ReturnId, ShipmentId, Sku, StockKey};
 pub use money::{Currency, Money};
 
 /// An aggregate as a pure decision function and a fold.
