@@ -104,7 +104,7 @@ fn build(spec: &ListSpec) -> PriceListState {
         name: "list".into(),
         currency: currency(spec.currency),
         priority: spec.priority as u32,
-        tax_inclusive: spec.priority % 2 == 0,
+        tax_inclusive: spec.priority.is_multiple_of(2),
         rules,
     };
     let mut events = PriceList::decide(&create, &PriceListState::default()).unwrap();
@@ -164,7 +164,7 @@ proptest! {
             .filter_map(|(spec, id)| {
                 // The last price set for the SKU in the spec is the one the list holds.
                 let price = spec.prices.iter().rev().find(|(s, _)| sku_of(*s) == sku_of(asked)).map(|(_, a)| *a)?;
-                Some((spec.priority as u32, price, id, spec.priority % 2 == 0))
+                Some((spec.priority as u32, price, id, spec.priority.is_multiple_of(2)))
             })
             .collect();
         candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(b.2)));
