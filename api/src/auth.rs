@@ -36,11 +36,20 @@ pub enum Scope {
     Admin,
     /// Webhook subscriptions and their delivery logs.
     Integrations,
+    /// The catalog and its price lists: products, variants, prices.
+    Catalog,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 6] =
-        [Scope::Shop, Scope::Operations, Scope::Audit, Scope::Analytics, Scope::Admin, Scope::Integrations];
+    pub const ALL: [Scope; 7] = [
+        Scope::Shop,
+        Scope::Operations,
+        Scope::Audit,
+        Scope::Analytics,
+        Scope::Admin,
+        Scope::Integrations,
+        Scope::Catalog,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -50,6 +59,7 @@ impl Scope {
             Scope::Analytics => "analytics",
             Scope::Admin => "admin",
             Scope::Integrations => "integrations",
+            Scope::Catalog => "catalog",
         }
     }
 
@@ -62,6 +72,7 @@ impl Scope {
             Scope::Analytics => &[Scope::Analytics],
             Scope::Admin => &[Scope::Admin],
             Scope::Integrations => &[Scope::Integrations],
+            Scope::Catalog => &[Scope::Catalog],
         }
     }
 }

@@ -9,6 +9,7 @@
 mod admin;
 pub mod auth;
 mod body;
+mod catalog;
 pub mod checkpoints;
 mod commands;
 pub mod database;
@@ -132,6 +133,7 @@ pub fn router_and_doc(api: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .merge(guarded(&api, &[Shop, Operations, Audit], reads::order_routes()))
         .merge(guarded(&api, &[Operations, Audit], reads::order_list_routes()))
         .merge(guarded(&api, &[Shop, Operations], reads::sku_inventory_routes()))
+        .merge(guarded(&api, &[Shop, Catalog], catalog::routes()))
         .merge(guarded(&api, &[Operations], reads::location_inventory_routes()))
         .merge(guarded(&api, &[Operations, Analytics], reads::report_routes()))
         .merge(guarded(&api, &[Audit], reads::stream_routes()))

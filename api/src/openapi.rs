@@ -114,6 +114,7 @@ fn components() -> Vec<(&'static str, Value)> {
             ),
         ),
         ("ShippingMethod", object(json!({"id": text(), "price": money(0)}), &["id", "price"])),
+        ("Variant", crate::commands::catalog::variant_schema()),
         (
             "Discount",
             object(
@@ -290,8 +291,18 @@ fn integration_webhooks() -> Value {
 }
 
 /// Path parameters that are ids of the one grammar.
-const ID_PARAMS: &[&str] =
-    &["cart_id", "order_id", "sku", "location", "shipment_id", "return_id", "webhook_id", "message_id"];
+const ID_PARAMS: &[&str] = &[
+    "cart_id",
+    "order_id",
+    "sku",
+    "location",
+    "shipment_id",
+    "return_id",
+    "webhook_id",
+    "message_id",
+    "product_id",
+    "price_list_id",
+];
 
 fn problem(description: &str) -> Value {
     json!({

@@ -365,6 +365,8 @@ async fn the_openapi_document_lists_every_route() {
                 "abc" => "{token_id}",
                 "wh1" => "{webhook_id}",
                 "m1" => "{message_id}",
+                "p1" => "{product_id}",
+                "pl1" => "{price_list_id}",
                 "order-o1" => "{stream_id}",
                 "berlin" if path.contains("/stock/") || path.contains("/locations/") => "{location}",
                 "mug" => "{sku}",

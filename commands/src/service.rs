@@ -90,6 +90,21 @@ impl CommandService {
         &self.store
     }
 
+    /// The service's time now (what commands are decided at).
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
+    /// A stream's state as the log has it now, and its version (0: no events), through the
+    /// service's cache of folded states: what a read of one aggregate answers from.
+    pub async fn state(
+        &self,
+        stream: &orderlog_domain::StreamId,
+    ) -> Result<(orderlog_domain::AnyState, u64), CommandError> {
+        let (state, version, _) = self.cache.load(&*self.store, stream).await?;
+        Ok((state, version))
+    }
+
     /// A new id from the service's id source.
     pub fn next_id(&self) -> String {
         self.ids.next_id()

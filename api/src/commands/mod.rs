@@ -9,6 +9,7 @@
 //! retry returns the first result, and the same key with another request is refused.
 
 mod carts;
+pub(crate) mod catalog;
 mod orders;
 mod shipments;
 mod stock;
@@ -148,6 +149,17 @@ pub(crate) fn routes(api: &Shared) -> OpenApiRouter<Shared> {
         Post   "/stock/{sku}/{location}/incoming"               "stock.expect_incoming"       Operations stock::expect_incoming, "Records units expected to arrive.";
         Put    "/stock/{sku}/{location}/backorders"             "stock.set_backorders"        Operations stock::set_backorders, "Allows or forbids selling beyond available units.";
         Put    "/stock/{sku}/{location}/low-stock-threshold"    "stock.set_low_stock_threshold" Operations stock::set_low_stock_threshold, "Sets the available units below which the item is low: each crossing publishes the integration event stock.low.";
+        Post   "/products"                                      "product.create"              Catalog    catalog::create_product, "Creates a draft product with its first variants (one SKU each, which no other product may hold); its id is generated when the body has none.";
+        Patch  "/products/{product_id}"                         "product.edit"                Catalog    catalog::edit_product, "Changes a product's title or tax class.";
+        Post   "/products/{product_id}/variants"                "product.add_variant"         Catalog    catalog::add_variant, "Adds a variant (a SKU no other product holds) to a product.";
+        Put    "/products/{product_id}/variants/{sku}/prices"   "product.set_prices"          Catalog    catalog::set_variant_prices, "Replaces a variant's default prices (at most one per currency).";
+        Post   "/products/{product_id}/variants/{sku}/archive"  "product.archive_variant"     Catalog    catalog::archive_variant, "Archives one variant: it can no longer be sold.";
+        Post   "/products/{product_id}/publish"                 "product.publish"             Catalog    catalog::publish, "Puts a draft product on sale.";
+        Post   "/products/{product_id}/archive"                 "product.archive"             Catalog    catalog::archive_product, "Takes a product off sale for good.";
+        Post   "/price-lists"                                   "price_list.create"           Catalog    catalog::create_price_list, "Creates a price list in one currency, with a priority and the channel and time window it is in force for; its id is generated when the body has none.";
+        Put    "/price-lists/{price_list_id}/prices"            "price_list.set_prices"       Catalog    catalog::set_list_prices, "Sets the prices of these SKUs in a price list (each in the list's currency); other SKUs keep theirs.";
+        Delete "/price-lists/{price_list_id}/prices/{sku}"      "price_list.remove_price"     Catalog    catalog::remove_list_price, "Removes a SKU's price from a price list.";
+        Post   "/price-lists/{price_list_id}/archive"           "price_list.archive"          Catalog    catalog::archive_price_list, "Ends a price list for good: it prices nothing from then on.";
         Post   "/shipments"                                     "shipment.create"             Operations shipments::create, "Creates a shipment of an order's lines from one location; its id is generated when the body has none.";
         Post   "/shipments/{shipment_id}/pack"                  "shipment.pack"               Operations shipments::pack, "Marks a shipment packed.";
         Post   "/shipments/{shipment_id}/ship"                  "shipment.ship"               Operations shipments::ship, "Hands a shipment to a carrier: dispatches its stock and marks its order lines shipped.";

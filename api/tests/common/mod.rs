@@ -273,5 +273,18 @@ pub fn protected() -> Vec<(Method, &'static str, &'static [Scope])> {
         (Method::POST, "/webhooks/wh1/rotate-secret", &[Integrations]),
         (Method::GET, "/webhooks/wh1/deliveries", &[Integrations]),
         (Method::POST, "/webhooks/wh1/deliveries/m1/redeliver", &[Integrations]),
+        (Method::POST, "/products", &[Catalog]),
+        (Method::PATCH, "/products/p1", &[Catalog]),
+        (Method::POST, "/products/p1/variants", &[Catalog]),
+        (Method::PUT, "/products/p1/variants/mug/prices", &[Catalog]),
+        (Method::POST, "/products/p1/variants/mug/archive", &[Catalog]),
+        (Method::POST, "/products/p1/publish", &[Catalog]),
+        (Method::POST, "/products/p1/archive", &[Catalog]),
+        (Method::POST, "/price-lists", &[Catalog]),
+        (Method::PUT, "/price-lists/pl1/prices", &[Catalog]),
+        (Method::DELETE, "/price-lists/pl1/prices/mug", &[Catalog]),
+        (Method::POST, "/price-lists/pl1/archive", &[Catalog]),
+        (Method::GET, "/products/p1", &[Shop, Catalog]),
+        (Method::GET, "/price-lists/pl1", &[Shop, Catalog]),
     ]
 }

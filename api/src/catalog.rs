@@ -1,0 +1,180 @@
+//! Catalog reads (scopes `shop` and `catalog`): a product with its variants, the price each
+//! gets in a context and its availability; a price list. Each is folded from its stream
+//! (through the command service's cache of states), so a read shows every change the
+//! moment its command has answered.
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use orderlog_domain::price_list::{quote, PriceContext, PriceIndex, PriceList, PriceListState, Quote};
+use orderlog_domain::product::{Product, ProductState, ProductStatus};
+use orderlog_domain::{aggregate::Aggregate, Currency, PriceListId, ProductId, StreamId};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::problem::Problem;
+use crate::Shared;
+
+pub(crate) fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new().routes(routes!(get_product)).routes(routes!(get_price_list))
+}
+
+/// A stream's state of aggregate `A`, or 404 naming what is missing.
+async fn state<A: Aggregate>(api: &Shared, stream: &StreamId, what: &str) -> Result<(A::State, u64), Problem> {
+    let (state, version) = api.service.state(stream).await.map_err(Problem::internal)?;
+    if version == 0 {
+        return Err(Problem::not_found(format!("no {what}")));
+    }
+    let state = A::state(&state).cloned().ok_or_else(|| Problem::internal(format!("{stream} is not a {what}")))?;
+    Ok((state, version))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PriceParams {
+    /// Price every variant in this currency (ISO 4217); without it, no prices are quoted.
+    currency: Option<String>,
+    /// The sales channel the prices are for.
+    channel: Option<String>,
+    /// Quote at this instant (RFC 3339) by the price lists as they are now; now when absent.
+    #[param(value_type = Option<String>, format = DateTime)]
+    at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VariantView {
+    sku: String,
+    title: String,
+    #[schema(value_type = Object)]
+    options: std::collections::BTreeMap<String, String>,
+    weight_grams: u32,
+    /// Default prices, one per currency.
+    #[schema(value_type = Vec<Object>)]
+    default_prices: Vec<orderlog_domain::Money>,
+    archived: bool,
+    /// The price this context gets, and where it comes from (when a currency was asked).
+    #[schema(value_type = Option<Object>)]
+    price: Option<Quote>,
+    /// Why it cannot be bought in this context, when it cannot.
+    not_for_sale: Option<String>,
+    /// Available units over every location (the inventory read model).
+    available: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductView {
+    product_id: String,
+    title: String,
+    #[schema(value_type = String)]
+    status: ProductStatus,
+    tax_class: String,
+    prices_include_tax: bool,
+    /// The product stream's version.
+    version: u64,
+    variants: Vec<VariantView>,
+}
+
+/// A product, its variants, the price each gets (with `currency`) and its availability.
+#[utoipa::path(get, path = "/products/{product_id}", tag = "catalog",
+    params(("product_id" = String, Path), PriceParams),
+    responses((status = 200, body = ProductView), (status = 400, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = ["shop", "catalog"])))]
+async fn get_product(
+    State(api): State<Shared>,
+    Path(product_id): Path<String>,
+    Query(p): Query<PriceParams>,
+) -> Result<Json<ProductView>, Problem> {
+    let id = ProductId::parse(&product_id).map_err(|r| Problem::not_found(format!("no product: {}", r.reason)))?;
+    let (product, version) = state::<Product>(&api, &StreamId::product(&id), &format!("product '{id}'")).await?;
+    let currency = p
+        .currency
+        .as_deref()
+        .map(Currency::parse)
+        .transpose()
+        .map_err(|r| Problem::bad_request(format!("currency: {}", r.reason)))?;
+    let lists = match currency {
+        Some(currency) => lists_of(&api, currency).await?,
+        None => vec![],
+    };
+    let at = p.at.unwrap_or_else(|| api.service.now());
+    let mut variants = Vec::with_capacity(product.variants.len());
+    for (sku, v) in &product.variants {
+        let (price, not_for_sale) = match currency {
+            Some(currency) => {
+                let pairs: Vec<(&PriceListId, &PriceListState)> = lists.iter().map(|(id, l)| (id, l)).collect();
+                let context = PriceContext { currency, at, channel: p.channel.as_deref() };
+                match quote(sku, &product, &pairs, &context) {
+                    Ok(q) => (Some(q), None),
+                    Err(r) => (None, Some(r.reason)),
+                }
+            }
+            None => (None, product.sellable(sku).err().map(|r| r.reason)),
+        };
+        let stock = api.queries.inventory_of_sku(sku.as_str()).await.map_err(Problem::internal)?;
+        variants.push(VariantView {
+            sku: sku.to_string(),
+            title: v.variant.title.clone(),
+            options: v.variant.options.clone(),
+            weight_grams: v.variant.weight_grams,
+            default_prices: v.variant.prices.clone(),
+            archived: v.archived,
+            price,
+            not_for_sale,
+            available: stock.iter().map(|row| row.level.available).sum(),
+        });
+    }
+    Ok(Json(product_view(id, product, version, variants)))
+}
+
+fn product_view(id: ProductId, product: ProductState, version: u64, variants: Vec<VariantView>) -> ProductView {
+    ProductView {
+        product_id: id.to_string(),
+        title: product.title,
+        status: product.status,
+        tax_class: product.tax_class,
+        prices_include_tax: product.prices_include_tax,
+        version,
+        variants,
+    }
+}
+
+/// Every price list of a currency, as it is now.
+pub(crate) async fn lists_of(api: &Shared, currency: Currency) -> Result<Vec<(PriceListId, PriceListState)>, Problem> {
+    let index = StreamId::price_index(currency);
+    let (index, _) = api.service.state(&index).await.map_err(Problem::internal)?;
+    let Some(index) = PriceIndex::state(&index) else { return Ok(vec![]) };
+    let mut lists = Vec::with_capacity(index.lists.len());
+    for id in &index.lists {
+        let (state, _) = api.service.state(&StreamId::price_list(id)).await.map_err(Problem::internal)?;
+        if let Some(list) = PriceList::state(&state) {
+            lists.push((id.clone(), list.clone()));
+        }
+    }
+    Ok(lists)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PriceListView {
+    price_list_id: String,
+    version: u64,
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    list: PriceListState,
+}
+
+/// A price list: its currency, priority, rules and prices.
+#[utoipa::path(get, path = "/price-lists/{price_list_id}", tag = "catalog",
+    params(("price_list_id" = String, Path)),
+    responses((status = 200, body = PriceListView), (status = 404, body = Problem)),
+    security(("bearer" = ["shop", "catalog"])))]
+async fn get_price_list(
+    State(api): State<Shared>,
+    Path(price_list_id): Path<String>,
+) -> Result<Json<PriceListView>, Problem> {
+    let id =
+        PriceListId::parse(&price_list_id).map_err(|r| Problem::not_found(format!("no price list: {}", r.reason)))?;
+    let (list, version) = state::<PriceList>(&api, &StreamId::price_list(&id), &format!("price list '{id}'")).await?;
+    Ok(Json(PriceListView { price_list_id: id.to_string(), version, list }))
+}
