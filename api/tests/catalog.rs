@@ -118,7 +118,7 @@ async fn catalog_is_managed_over_http(app: App) {
     assert!(reply.text.contains("two prices in EUR"), "{}", reply.text);
     let backwards = json!({"name": "never", "currency": "EUR", "starts_at": "2026-12-02T00:00:00Z", "ends_at": "2026-12-01T00:00:00Z"});
     let reply = app.call(Method::POST, "/price-lists", Some(&catalog), Some(backwards)).await;
-    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.text);
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text);
     assert!(reply.text.contains("ends_at"), "{}", reply.text);
     let mug = app.ok(Method::GET, "/products/mug", &shop, None).await;
     assert_eq!(mug["variants"], json!([]), "nothing of the refused variant is stored");

@@ -24,8 +24,9 @@ use crate::{Currency, Decider, Money, PriceListId, Rejection, Sku};
 
 /// Most SKUs one price list may price.
 pub const PRICE_LIST_SKUS_MAX: usize = 10_000;
-/// Most prices one command may set.
-pub const PRICES_PER_COMMAND_MAX: usize = 1_000;
+/// Most prices one command may set (a request of that many stays well under the API's
+/// body limit).
+pub const PRICES_PER_COMMAND_MAX: usize = 200;
 
 /// When and for whom a price list is in force.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,8 +49,10 @@ impl PriceListRules {
             check_text("channel", channel)?;
         }
         if let (Some(start), Some(end)) = (self.starts_at, self.ends_at) {
+            // Each field is valid alone; together they contradict each other (409, as a
+            // request the document's schema cannot tell from a good one).
             if end <= start {
-                return Err(Rejection::invalid(format!("ends_at: {end} is not after starts_at {start}")));
+                return Err(Rejection::conflict(format!("ends_at: {end} is not after starts_at {start}")));
             }
         }
         Ok(())
