@@ -200,7 +200,9 @@ pub(super) fn set_list_prices(body: ListPrices, path: &Params) -> Result<Command
     let mut prices = BTreeMap::new();
     for entry in body.prices {
         if prices.insert(entry.sku.clone(), entry.price.into()).is_some() {
-            return Err(Problem::unprocessable(format!("prices: sku {} appears twice", entry.sku)));
+            // Each entry is valid alone; two prices for one SKU contradict each other.
+            let detail = format!("prices: sku {} appears twice", entry.sku);
+            return Err(Problem::new(axum::http::StatusCode::CONFLICT, detail));
         }
     }
     price_list(path, PriceListCommand::SetPrices { prices })
