@@ -174,7 +174,10 @@ fn query(path: &str, name: &str) -> Option<Value> {
             let states: Vec<&str> = OrderStatus::PLACED.iter().map(|s| s.as_str()).collect();
             json!({"type": "string", "enum": states})
         }
-        ("/orders", "placed_from") | ("/orders", "placed_to") => json!({"type": "string", "format": "date-time"}),
+        ("/orders", "placed_from") | ("/orders", "placed_to") | ("/products/{product_id}", "at") => {
+            json!({"type": "string", "format": "date-time"})
+        }
+        ("/products/{product_id}", "channel") => text(),
         ("/orders", "after") => json!({"type": "string", "pattern": "~"}),
         ("/orders", "customer") => json!({"type": "string"}),
         ("/reports/sales", "from") | ("/reports/sales", "to") => {

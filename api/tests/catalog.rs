@@ -61,7 +61,7 @@ async fn catalog_is_managed_over_http(app: App) {
     // A price in another currency is refused, naming the SKU and both currencies.
     let usd = json!({"prices": [{"sku": "hoodie-l", "price": {"amount": 7_000, "currency": "USD"}}]});
     let wrong = app.call(Method::PUT, "/price-lists/black-weekend/prices", Some(&catalog), Some(usd)).await;
-    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", wrong.text);
+    assert_eq!(wrong.status, StatusCode::CONFLICT, "{}", wrong.text);
     assert!(
         wrong.text.contains("hoodie-l") && wrong.text.contains("USD") && wrong.text.contains("EUR"),
         "{}",
@@ -114,7 +114,7 @@ async fn catalog_is_managed_over_http(app: App) {
     .await;
     let twice = json!({"variant": {"sku": "mug-1", "title": "Mug", "prices": [eur(1), eur(2)]}});
     let reply = app.call(Method::POST, "/products/mug/variants", Some(&catalog), Some(twice)).await;
-    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.text);
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text);
     assert!(reply.text.contains("two prices in EUR"), "{}", reply.text);
     let backwards = json!({"name": "never", "currency": "EUR", "starts_at": "2026-12-02T00:00:00Z", "ends_at": "2026-12-01T00:00:00Z"});
     let reply = app.call(Method::POST, "/price-lists", Some(&catalog), Some(backwards)).await;

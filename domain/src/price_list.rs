@@ -154,7 +154,8 @@ impl Decider for PriceList {
                 for (sku, price) in prices {
                     crate::money::check_amount(&format!("prices.{sku}"), price.amount, 0)?;
                     if price.currency != currency {
-                        return Err(Rejection::invalid(format!(
+                        // A valid price that the list's own currency contradicts.
+                        return Err(Rejection::conflict(format!(
                             "prices.{sku}: in {}, but the price list is in {currency}",
                             price.currency
                         )));

@@ -72,7 +72,8 @@ pub fn check_prices(field: &str, prices: &[Money]) -> Result<(), Rejection> {
     for price in prices {
         crate::money::check_amount(field, price.amount, 0)?;
         if seen.contains(&price.currency) {
-            return Err(Rejection::invalid(format!("{field}: two prices in {}", price.currency)));
+            // Each price is valid alone; two in one currency contradict each other.
+            return Err(Rejection::conflict(format!("{field}: two prices in {}", price.currency)));
         }
         seen.push(price.currency);
     }
@@ -216,7 +217,7 @@ impl Decider for Product {
             for variant in variants {
                 variant.check()?;
                 if seen.contains(&&variant.sku) {
-                    return Err(Rejection::invalid(format!("variants: sku {} appears twice", variant.sku)));
+                    return Err(Rejection::conflict(format!("variants: sku {} appears twice", variant.sku)));
                 }
                 seen.push(&variant.sku);
                 events.push(E::VariantAdded { variant: variant.clone() });

@@ -212,7 +212,7 @@ fn prices_in_another_currency_are_refused_by_name() {
     let state = PriceList::fold(&PriceList::decide(&create, &PriceListState::default()).unwrap());
     let prices = BTreeMap::from([(sku(0), Money::new(900, currency(1)))]);
     let err = PriceList::decide(&PriceListCommand::SetPrices { prices }, &state).unwrap_err();
-    assert_eq!(err.kind, RejectionKind::Invalid);
+    assert_eq!(err.kind, RejectionKind::Conflict);
     assert!(err.reason.contains("prices.mug") && err.reason.contains("USD") && err.reason.contains("EUR"), "{err}");
 
     let bad_window = PriceListCommand::Create {
