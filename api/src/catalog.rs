@@ -98,6 +98,9 @@ async fn get_product(
         Some(currency) => lists_of(&api, currency).await?,
         None => vec![],
     };
+    if let Some(channel) = &p.channel {
+        orderlog_domain::cart::check_text("channel", channel).map_err(|r| Problem::bad_request(r.reason))?;
+    }
     let at = p.at.unwrap_or_else(|| api.service.now());
     let mut variants = Vec::with_capacity(product.variants.len());
     for (sku, v) in &product.variants {

@@ -83,6 +83,9 @@ async fn catalog_is_managed_over_http(app: App) {
     assert_eq!(other_channel["variants"][1]["price"]["unit_price"], eur(10_000));
     let after = app.ok(Method::GET, &at("2026-12-01T00:00:00Z", "web"), &shop, None).await;
     assert_eq!(after["variants"][1]["price"]["unit_price"], eur(10_000));
+    let blank = app.call(Method::GET, "/products/hoodie?currency=EUR&channel=%20", Some(&shop), None).await;
+    assert_eq!(blank.status, StatusCode::BAD_REQUEST, "{}", blank.text);
+    assert!(blank.text.contains("channel"), "{}", blank.text);
     // No price in a currency it is not sold in.
     let yen = app.ok(Method::GET, "/products/hoodie?currency=JPY", &shop, None).await;
     assert!(yen["variants"][0]["not_for_sale"].as_str().unwrap().contains("no price in JPY"), "{yen}");
