@@ -143,8 +143,22 @@ async fn check(
     dir: &Path,
     events: bool,
 ) -> Result<Finding> {
-    let latest: Checkpoint = serde_json::from_str(&get(server, "/checkpoints/latest", token).await?)
-        .context("GET /checkpoints/latest did not answer a checkpoint")?;
+    let (status, body) = request(server, "GET", Some(("/checkpoints/latest", token)), None).await?;
+    // A server that refuses to sign because its own log no longer extends a checkpoint it
+    // signed has had its history rewritten (an insider who covers up while the server
+    // signs can leave it there): that is the finding, not a failure to check.
+    if status == 409 && body.contains("does not extend the checkpoint") {
+        let detail = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|p| p["detail"].as_str().map(str::to_string))
+            .unwrap_or(body);
+        return Ok(Finding::Alarm(format!("the server refuses to sign its log: {detail}")));
+    }
+    if status != 200 {
+        bail!("GET /checkpoints/latest answered {status}: {body}");
+    }
+    let latest: Checkpoint =
+        serde_json::from_str(&body).context("GET /checkpoints/latest did not answer a checkpoint")?;
     if let Err(e) = latest.check_signature(key) {
         return Ok(Finding::Alarm(format!(
             "the latest checkpoint (of {} events) is not trustworthy: {e}",

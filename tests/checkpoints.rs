@@ -530,6 +530,20 @@ fn the_auditor_alarms_on_covered_up_attacks_in_sqlite() {
     }
 }
 
+/// The tree's tables rebuilt from a rewritten log while the server's checkpoints stay (or
+/// one is signed mid-cover-up): the server refuses to sign, and the auditor alarms on that
+/// refusal instead of failing to check.
+#[test]
+fn the_auditor_alarms_when_the_server_refuses_to_sign() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    the_auditor_alarms(db.to_str().unwrap(), Attack::Units, |attack, signed| {
+        attack_sqlite(&db, attack, signed);
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("DELETE FROM orderlog_tree_nodes; DELETE FROM orderlog_tree_leaves;").unwrap();
+    });
+}
+
 #[test]
 fn the_auditor_alarms_on_covered_up_attacks_in_postgres() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
