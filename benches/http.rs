@@ -55,7 +55,7 @@ async fn fill_carts(address: &str, token: &str, prefix: &str, n: usize) -> Vec<S
                     (
                         "POST",
                         format!("/carts/{cart}/items"),
-                        json!({"sku": format!("sku{}", i % 50), "quantity": 1, "unit_price": price}),
+                        json!({"sku": format!("sku{}", i % 50), "quantity": 1}),
                     ),
                     (
                         "PUT",
@@ -122,7 +122,16 @@ fn main() {
     };
     let bin = env!("CARGO_BIN_EXE_orderlog");
     let made = Command::new(bin)
-        .args(["token", "create", "--database", &database, "--principal", "bench", "--scopes", "shop,operations"])
+        .args([
+            "token",
+            "create",
+            "--database",
+            &database,
+            "--principal",
+            "bench",
+            "--scopes",
+            "shop,operations,catalog",
+        ])
         .output()
         .unwrap();
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
@@ -148,6 +157,12 @@ fn main() {
                 .request("POST", &format!("/stock/sku{sku}/berlin/receipts"), Some(&json!({"quantity": 1_000_000})))
                 .await;
             assert_eq!(status, 200);
+            // The catalog prices each SKU: 9.00 EUR.
+            let product = json!({"product_id": format!("p{sku}"), "title": "Item", "tax_class": "standard",
+                                 "variants": [{"sku": format!("sku{sku}"), "title": "Item",
+                                               "prices": [{"amount": 900, "currency": "EUR"}]}]});
+            assert_eq!(c.request("POST", "/products", Some(&product)).await.0, 200);
+            assert_eq!(c.request("POST", &format!("/products/p{sku}/publish"), None).await.0, 200);
         }
         let mut placed: Vec<String> = Vec::new();
         for connections in [16usize, 64] {

@@ -11,14 +11,17 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use chrono::{Duration, Timelike, Utc};
 use orderlog_commands::{Clock, Command, CommandEnvelope, CommandError, CommandService, ManualClock, SequentialIds};
+use orderlog_domain::aggregate::Aggregate;
 use orderlog_domain::cart::{Address, CartCommand, Customer, Discount, DiscountKind, ShippingMethod};
 use orderlog_domain::checkout::CheckoutCommand;
 use orderlog_domain::codec::DomainEvent;
 use orderlog_domain::order::{LineQuantity, OrderCommand, OrderEvent, ReturnedLine};
+use orderlog_domain::product::{ProductCommand, Variant};
 use orderlog_domain::shipment::{CarrierEventKind, ShipmentCommand};
 use orderlog_domain::stock::StockCommand;
 use orderlog_domain::{
-    CartId, Currency, CustomerId, LocationId, Money, OrderId, RejectionKind, ReturnId, ShipmentId, Sku, StockKey,
+    CartId, Currency, CustomerId, LocationId, Money, OrderId, ProductId, RejectionKind, ReturnId, ShipmentId, Sku,
+    StockKey,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -55,6 +58,8 @@ const CHECKOUT_SHARE: f64 = 0.3;
 const SKUS: usize = 24;
 const LOCATIONS: [&str; 2] = ["berlin", "hamburg"];
 const FLASH_SKU: &str = "flash-sneaker";
+/// The flash-sale sneaker's price, in cents.
+const FLASH_PRICE: i64 = 12_999;
 const FLASH_LOCATION: &str = "berlin";
 const FLASH_UNITS: u32 = 10;
 const TAX_RATE_BPS: u32 = 1_900;
@@ -152,9 +157,11 @@ impl Sim {
             let id = shopper.rng.random_range(1..5_000);
             Customer::Registered { customer_id: CustomerId::parse(format!("cust-{id}"))?, email: None }
         };
-        self.cart_op(shopper, &cart_id, CartCommand::Create { currency: self.eur, customer }).await?;
-        for (sku, quantity, price) in items {
-            let add = CartCommand::AddItem { sku: sku.clone(), quantity: *quantity, unit_price: self.eur(*price) };
+        let create = CartCommand::Create { currency: self.eur, customer, channel: Some("web".into()) };
+        self.cart_op(shopper, &cart_id, create).await?;
+        // The price is the catalog's (each item's is its default there).
+        for (sku, quantity, _) in items {
+            let add = CartCommand::AddItem { sku: sku.clone(), quantity: *quantity };
             self.cart_op(shopper, &cart_id, add).await?;
         }
         Ok((cart_id, registered))
@@ -412,6 +419,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         let types = WEBHOOK_TYPES.iter().map(|t| t.to_string()).collect::<Vec<_>>();
         webhooks.create(&receiver.url, &types, "demo-receiver").await?
     };
+    create_catalog(&sim).await?;
     receive_stock(&sim, args.orders, args.seed).await?;
     let carts_total = (f64::from(args.orders) / CHECKOUT_SHARE).ceil() as u64;
     let mut tasks = Vec::new();
@@ -607,6 +615,59 @@ async fn let_time_pass(
     Ok(passed)
 }
 
+/// The shop's catalog, made through the catalog commands: one product per kind of item
+/// (t-shirt, hoodie, …) with a variant per SKU at its price, and the flash-sale sneaker;
+/// all published.
+async fn create_catalog(sim: &Sim) -> Result<()> {
+    let mut shopper = Shopper { index: 0, rng: ChaCha8Rng::seed_from_u64(0xCA7A), next_command: 2_000_000 };
+    let mut products: std::collections::BTreeMap<String, Vec<Variant>> = Default::default();
+    let flash = [(Sku::parse(FLASH_SKU)?, FLASH_PRICE)];
+    for (sku, price) in sim.catalogue.skus.iter().chain(flash.iter()) {
+        let kind = sku.as_str().rsplit_once('-').map_or(sku.as_str(), |(kind, _)| kind).to_string();
+        products.entry(kind).or_default().push(Variant {
+            sku: sku.clone(),
+            title: sku.as_str().replace('-', " "),
+            options: Default::default(),
+            weight_grams: 300,
+            prices: vec![sim.eur(*price)],
+        });
+    }
+    for (kind, variants) in products {
+        let product_id = ProductId::parse(format!("product-{kind}"))?;
+        let product = |command| Command::Product { product_id: product_id.clone(), command };
+        // A shop that ran before (or runs beside this one) has the product: this run's
+        // prices are set on it instead.
+        let (state, _) = sim.service.state(&orderlog_domain::StreamId::product(&product_id)).await?;
+        let exists = orderlog_domain::product::Product::state(&state).is_some_and(|p| p.created);
+        let created = !exists && {
+            let title = kind.clone();
+            let create = ProductCommand::Create {
+                title,
+                tax_class: "standard".into(),
+                prices_include_tax: true,
+                variants: variants.clone(),
+            };
+            sim.run(&mut shopper, product(create)).await?.is_ok()
+        };
+        if !created {
+            for variant in variants {
+                let set = ProductCommand::SetPrices { sku: variant.sku.clone(), prices: variant.prices.clone() };
+                if sim.run(&mut shopper, product(set)).await?.is_err() {
+                    // A variant this run's catalogue has and the product lacks.
+                    let add = ProductCommand::AddVariant { variant };
+                    if let Err(r) = sim.run(&mut shopper, product(add)).await? {
+                        if r.kind != RejectionKind::Conflict {
+                            bail!("the demo's catalog: {}", r.reason);
+                        }
+                    }
+                }
+            }
+        }
+        sim.must(&mut shopper, product(ProductCommand::Publish {})).await?;
+    }
+    Ok(())
+}
+
 /// Stock for about the demand the orders will make, a little short on purpose, at both
 /// locations; some of it announced as incoming first.
 async fn receive_stock(sim: &Sim, orders: u32, seed: u64) -> Result<()> {
@@ -653,7 +714,7 @@ async fn flash_sale(sim: &Arc<Sim>, orders: u32, seed: u64) -> Result<u64> {
     for n in 0..shoppers {
         let mut shopper =
             Shopper { index: 10_000 + n as u32, rng: ChaCha8Rng::seed_from_u64(seed ^ n), next_command: 0 };
-        let items = [(Sku::parse(FLASH_SKU)?, 1, 12_999)];
+        let items = [(Sku::parse(FLASH_SKU)?, 1, FLASH_PRICE)];
         let (cart_id, registered) = sim.fill_cart(&mut shopper, n, &items).await?;
         sim.prepare_for_checkout(&mut shopper, &cart_id, registered).await?;
         ready.push((shopper, cart_id));

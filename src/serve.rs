@@ -48,6 +48,10 @@ pub struct ServeArgs {
     checkpoint_every_secs: u64,
     #[command(flatten)]
     deadlines: DeadlineArgs,
+    /// How long the price a cart line gets from the catalog holds, in minutes; checkout
+    /// prices a line again after that (0: always).
+    #[arg(long, default_value_t = orderlog_commands::PRICE_TTL_MINUTES as u32, value_parser = clap::value_parser!(u32).range(0..=525_600))]
+    price_ttl_minutes: u32,
     /// Let webhook URLs name loopback, private and link-local addresses (a receiver on this
     /// machine or network). Off by default: a subscriber could otherwise make orderlog call
     /// services that are not meant to be reachable.
@@ -245,7 +249,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         Some(webhooks.clone()),
         stop.subscribe(),
     ));
-    let config = ServiceConfig { deadlines: args.deadlines.policy(), ..ServiceConfig::default() };
+    let config = ServiceConfig {
+        deadlines: args.deadlines.policy(),
+        price_ttl: chrono::Duration::minutes(i64::from(args.price_ttl_minutes)),
+        ..ServiceConfig::default()
+    };
     let service =
         Arc::new(CommandService::with_config(store.clone(), Arc::new(SystemClock), Arc::new(RandomIds), config));
     let timer = (!args.no_timer).then(|| {

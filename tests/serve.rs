@@ -42,8 +42,16 @@ fn checkout_over_http(database: &str) {
     let refused = orderlog(&["serve", "--database", database, "--listen", "127.0.0.1:0"]);
     assert!(!refused.status.success(), "serve refuses to start without a token");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("orderlog token create"));
-    let made =
-        orderlog(&["token", "create", "--database", database, "--principal", "web", "--scopes", "shop,operations"]);
+    let made = orderlog(&[
+        "token",
+        "create",
+        "--database",
+        database,
+        "--principal",
+        "web",
+        "--scopes",
+        "shop,operations,catalog",
+    ]);
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     let token = String::from_utf8(made.stdout).unwrap().trim().to_string();
     assert!(token.starts_with("olt_"));
@@ -55,7 +63,16 @@ fn checkout_over_http(database: &str) {
     let customer = json!({"kind": "guest", "email": "ann@example.com"});
     ok(&server, "POST", "/carts", t, Some(json!({"cart_id": "c1", "currency": "EUR", "customer": customer})));
     let price = json!({"amount": 900, "currency": "EUR"});
-    ok(&server, "POST", "/carts/c1/items", t, Some(json!({"sku": "mug", "quantity": 2, "unit_price": price})));
+    let product = json!({"product_id": "mug", "title": "Mug", "tax_class": "standard",
+                         "variants": [{"sku": "mug", "title": "Mug", "prices": [price]}]});
+    ok(&server, "POST", "/products", t, Some(product));
+    ok(&server, "POST", "/products/mug/publish", t, None);
+    // The price is the catalog's: a client that names one is refused, naming the field.
+    let (status, refused) =
+        http(&server, "POST", "/carts/c1/items", t, Some(json!({"sku": "mug", "quantity": 2, "unit_price": price})));
+    assert_eq!(status, 422, "{refused}");
+    assert!(refused["detail"].as_str().unwrap().contains("unit_price"), "{refused}");
+    ok(&server, "POST", "/carts/c1/items", t, Some(json!({"sku": "mug", "quantity": 2})));
     let address = orderlog_domain::testing::address_json();
     ok(&server, "PUT", "/carts/c1/shipping-address", t, Some(address));
     ok(&server, "PUT", "/carts/c1/shipping-method", t, Some(json!({"id": "dhl", "price": price})));

@@ -21,6 +21,95 @@ pub(crate) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new().routes(routes!(get_product)).routes(routes!(get_price_list))
 }
 
+pub(crate) fn cart_routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new().routes(routes!(get_cart))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CartLineView {
+    sku: String,
+    quantity: u32,
+    #[schema(value_type = Object)]
+    unit_price: orderlog_domain::Money,
+    #[schema(value_type = Object)]
+    line_total: orderlog_domain::Money,
+    /// The product, title, price source and until when the price is guaranteed (absent on
+    /// lines priced by a request before the catalog priced carts).
+    #[schema(value_type = Option<Object>)]
+    pricing: Option<orderlog_domain::cart::LinePricing>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CartView {
+    cart_id: String,
+    /// The cart stream's version.
+    version: u64,
+    /// `open`, `checked_out` (with `order_id`) or `expired`.
+    status: String,
+    order_id: Option<String>,
+    #[schema(value_type = String)]
+    currency: orderlog_domain::Currency,
+    channel: Option<String>,
+    lines: Vec<CartLineView>,
+    #[schema(value_type = Object)]
+    subtotal: orderlog_domain::Money,
+    discount_code: Option<String>,
+    #[schema(value_type = Object)]
+    discount: orderlog_domain::Money,
+    shipping_method: Option<String>,
+    #[schema(value_type = Object)]
+    shipping: orderlog_domain::Money,
+    /// Subtotal − discount + shipping (tax is added at checkout).
+    #[schema(value_type = Object)]
+    total: orderlog_domain::Money,
+}
+
+/// A cart: its lines with the price each got and where from, and its totals.
+#[utoipa::path(get, path = "/carts/{cart_id}", tag = "carts",
+    params(("cart_id" = String, Path)),
+    responses((status = 200, body = CartView), (status = 404, body = Problem)),
+    security(("bearer" = ["shop", "operations"])))]
+async fn get_cart(State(api): State<Shared>, Path(cart_id): Path<String>) -> Result<Json<CartView>, Problem> {
+    use orderlog_domain::cart::{Cart, CartStatus};
+    let id =
+        orderlog_domain::CartId::parse(&cart_id).map_err(|r| Problem::not_found(format!("no cart: {}", r.reason)))?;
+    let (cart, version) = state::<Cart>(&api, &StreamId::cart(&id), &format!("cart '{id}'")).await?;
+    let totals = cart.totals().map_err(Problem::from)?;
+    let currency = totals.subtotal.currency;
+    let mut lines = Vec::with_capacity(cart.lines.len());
+    for line in cart.lines.values() {
+        let line_total = line.unit_price.checked_mul(line.quantity).map_err(Problem::from)?;
+        lines.push(CartLineView {
+            sku: line.sku.to_string(),
+            quantity: line.quantity,
+            unit_price: line.unit_price,
+            line_total,
+            pricing: line.pricing.clone(),
+        });
+    }
+    let total = totals.subtotal.checked_sub(totals.discount).and_then(|t| t.checked_add(totals.shipping));
+    let (status, order_id) = match &cart.status {
+        CartStatus::CheckedOut { order_id } => ("checked_out", Some(order_id.to_string())),
+        CartStatus::Expired => ("expired", None),
+        _ => ("open", None),
+    };
+    Ok(Json(CartView {
+        cart_id: id.to_string(),
+        version,
+        status: status.into(),
+        order_id,
+        currency,
+        channel: cart.channel.clone(),
+        lines,
+        subtotal: totals.subtotal,
+        discount_code: cart.discount.as_ref().map(|d| d.code.clone()),
+        discount: totals.discount,
+        shipping_method: cart.shipping_method.as_ref().map(|m| m.id.clone()),
+        shipping: totals.shipping,
+        total: total.map_err(Problem::from)?,
+    }))
+}
+
 /// A stream's state of aggregate `A`, or 404 naming what is missing.
 async fn state<A: Aggregate>(api: &Shared, stream: &StreamId, what: &str) -> Result<(A::State, u64), Problem> {
     let (state, version) = api.service.state(stream).await.map_err(Problem::internal)?;

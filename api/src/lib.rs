@@ -134,6 +134,7 @@ pub fn router_and_doc(api: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .merge(guarded(&api, &[Operations, Audit], reads::order_list_routes()))
         .merge(guarded(&api, &[Shop, Operations], reads::sku_inventory_routes()))
         .merge(guarded(&api, &[Shop, Catalog], catalog::routes()))
+        .merge(guarded(&api, &[Shop, Operations], catalog::cart_routes()))
         .merge(guarded(&api, &[Operations], reads::location_inventory_routes()))
         .merge(guarded(&api, &[Operations, Analytics], reads::report_routes()))
         .merge(guarded(&api, &[Audit], reads::stream_routes()))

@@ -22,6 +22,11 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Shortage>>)]
     pub shortages: Option<Box<serde_json::Value>>,
+    /// Lines priced again at checkout (their price guarantee had run out), with the old and
+    /// new unit price: the cart now has the new prices, so checking out again pays them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Repriced>>)]
+    pub repriced: Option<Box<serde_json::Value>>,
     /// What went wrong inside, for the log only: never sent.
     #[serde(skip)]
     #[schema(ignore)]
@@ -38,6 +43,17 @@ pub struct Shortage {
     available: i64,
 }
 
+/// One line of a checkout refused because prices changed (`orderlog_domain::cart::Repriced`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Repriced {
+    sku: String,
+    #[schema(value_type = Object)]
+    old_price: serde_json::Value,
+    #[schema(value_type = Object)]
+    new_price: serde_json::Value,
+}
+
 /// The cause of an internal error, in the response's extensions until it is logged.
 #[derive(Clone, Debug)]
 pub struct Cause(pub String);
@@ -50,6 +66,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             shortages: None,
+            repriced: None,
             cause: None,
         }
     }
@@ -118,6 +135,10 @@ impl From<Rejection> for Problem {
         let mut problem = Problem::new(status, r.reason.clone()).typed(kind);
         if !r.shortages.is_empty() {
             problem.shortages = serde_json::to_value(&r.shortages).ok().map(Box::new);
+        }
+        if !r.repriced.is_empty() {
+            problem = problem.typed("repriced");
+            problem.repriced = serde_json::to_value(&r.repriced).ok().map(Box::new);
         }
         problem
     }

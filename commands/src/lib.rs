@@ -26,7 +26,7 @@ use orderlog_domain::{CartId, OrderId, PriceListId, ProductId, Rejection, Return
 use orderlog_store::{StoreError, StreamVersion};
 use serde::{Deserialize, Serialize};
 
-pub use service::{CommandService, DeadlinePolicy, ServiceConfig};
+pub use service::{CommandService, DeadlinePolicy, ServiceConfig, PRICE_TTL_MINUTES};
 
 /// Every command orderlog accepts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -78,7 +78,7 @@ fn unreadable(recorded: &RecordedEvent, detail: String) -> CommandError {
 }
 
 /// Decodes a recorded event, naming the position and type when it cannot be.
-fn decode(recorded: &RecordedEvent) -> Result<DomainEvent, CommandError> {
+pub(crate) fn decode(recorded: &RecordedEvent) -> Result<DomainEvent, CommandError> {
     DomainEvent::decode(&recorded.event_type, recorded.schema_version, &recorded.payload)
         .map_err(|e| unreadable(recorded, e.to_string()))
 }

@@ -8,21 +8,26 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use orderlog_domain::aggregate::Aggregate;
-use orderlog_domain::cart::Cart;
-use orderlog_domain::checkout::{decide_checkout, Decision};
+use orderlog_domain::cart::{add_priced, pricing_of, Cart, CartCommand, CartEvent, CartStatus, Repriced};
+use orderlog_domain::checkout::{decide_checkout, CheckoutCommand, Decision};
 use orderlog_domain::deadline::{Deadline, DeadlineAction, DeadlineId, DeadlineState};
 use orderlog_domain::flows::{
     decide_carrier_event, decide_create_shipment, decide_end_order, decide_receive_return, decide_ship,
     order_stock_keys, return_stock_keys,
 };
 use orderlog_domain::order::{Order, OrderAction, OrderState};
-use orderlog_domain::price_list::{PriceIndex, PriceIndexCommand, PriceList, PriceListCommand};
+use orderlog_domain::price_list::{
+    quote, PriceContext, PriceIndex, PriceIndexCommand, PriceList, PriceListCommand, PriceListState, Quote,
+};
 use orderlog_domain::product::{Product, ProductCommand, SkuOwner, SkuOwnerCommand};
 use orderlog_domain::shipment::{Shipment, ShipmentCommand, ShipmentState};
 use orderlog_domain::stock::{Stock, StockAction, StockState};
-use orderlog_domain::{AnyState, Decider, DomainEvent, OrderId, ProductId, Rejection, StockKey, StreamId};
+use orderlog_domain::{
+    AnyState, Currency, Decider, DomainEvent, OrderId, PriceListId, ProductId, Rejection, Sku, StockKey, StreamId,
+};
+use orderlog_store::RecordedEvent;
 
-use crate::{Command, DeadlinePolicy};
+use crate::{Command, CommandError, DeadlinePolicy};
 
 mod deadlines;
 
@@ -41,6 +46,8 @@ pub(crate) struct Loaded {
 pub(crate) struct Context {
     pub now: DateTime<Utc>,
     pub deadlines: DeadlinePolicy,
+    /// How long the price a cart line gets holds.
+    pub price_ttl: chrono::Duration,
 }
 
 impl Loaded {
@@ -59,6 +66,26 @@ impl Loaded {
 
     fn shipment(&self, stream: &StreamId) -> &ShipmentState {
         self.state::<Shipment>(stream)
+    }
+
+    /// The price `sku` gets now in `currency` and `channel` from the catalog streams the
+    /// plan loaded ([`pricing_streams`]), and the product it belongs to.
+    fn quote(
+        &self,
+        sku: &Sku,
+        currency: Currency,
+        channel: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<(Quote, ProductId), Rejection> {
+        let owner = self.state::<SkuOwner>(&StreamId::sku_owner(sku));
+        let product_id =
+            owner.product_id.clone().ok_or_else(|| Rejection::not_found(format!("sku {sku}: not in the catalog")))?;
+        let product = self.state::<Product>(&StreamId::product(&product_id));
+        let index = self.state::<PriceIndex>(&StreamId::price_index(currency));
+        let lists: Vec<(&PriceListId, &PriceListState)> =
+            index.lists.iter().map(|id| (id, self.state::<PriceList>(&StreamId::price_list(id)))).collect();
+        let quote = quote(sku, product, &lists, &PriceContext { currency, at, channel })?;
+        Ok((quote, product_id))
     }
 
     fn stocks(&self, keys: Vec<StockKey>) -> BTreeMap<StockKey, StockState> {
@@ -106,10 +133,17 @@ impl Command {
 
     /// The streams that the states of [`Command::streams`] name, loaded next.
     pub(crate) fn then_streams(&self, loaded: &Loaded) -> Vec<StreamId> {
-        let stocks = |keys: Vec<StockKey>| keys.iter().map(StreamId::stock).collect();
+        let stocks = |keys: Vec<StockKey>| keys.iter().map(StreamId::stock).collect::<Vec<_>>();
         match self {
             Command::Checkout { checkout } => {
-                stocks(checkout.stock_keys(loaded.state::<Cart>(&StreamId::cart(&checkout.cart_id))))
+                let cart = loaded.state::<Cart>(&StreamId::cart(&checkout.cart_id));
+                let mut streams = stocks(checkout.stock_keys(cart));
+                streams.extend(pricing_streams(loaded, cart.lines.keys(), cart.currency));
+                streams
+            }
+            Command::Cart { cart_id, command: CartCommand::AddItem { sku, .. } } => {
+                let cart = loaded.state::<Cart>(&StreamId::cart(cart_id));
+                pricing_streams(loaded, std::iter::once(sku), cart.currency)
             }
             Command::CancelOrder { order_id, .. } | Command::ExpireOrder { order_id } => {
                 stocks(order_stock_keys(loaded.order(order_id)))
@@ -198,11 +232,22 @@ impl Command {
                 }
                 Ok(decision)
             }
+            Command::Cart { cart_id, command: CartCommand::AddItem { sku, quantity } } => {
+                let stream = StreamId::cart(cart_id);
+                let cart = loaded.state::<Cart>(&stream);
+                let currency = cart.open()?;
+                let (quote, product_id) = loaded.quote(sku, currency, cart.channel.as_deref(), context.now)?;
+                let events = add_priced(cart, *quantity, &quote, &product_id, context.now + context.price_ttl)?;
+                Ok(single(stream, events))
+            }
             Command::Cart { cart_id, command } => {
                 let stream = StreamId::cart(cart_id);
                 Ok(single(stream.clone(), Cart::decide(command, loaded.state::<Cart>(&stream))?))
             }
             Command::Checkout { checkout } => {
+                if let Some(repricing) = reprice(checkout, loaded, context)? {
+                    return Ok(repricing);
+                }
                 let cart = loaded.state::<Cart>(&StreamId::cart(&checkout.cart_id));
                 let stocks = loaded.stocks(checkout.stock_keys(cart));
                 decide_checkout(checkout, cart, loaded.order(&checkout.order_id), &stocks)
@@ -279,6 +324,101 @@ fn decide_product(product_id: &ProductId, command: &ProductCommand, loaded: &Loa
         decision.push(owner, events);
     }
     Ok(decision)
+}
+
+/// The catalog streams pricing `skus` in `currency` reads: each SKU's owner and the
+/// currency's price index, then (once those are loaded) each product and each listed price
+/// list.
+fn pricing_streams<'a>(
+    loaded: &Loaded,
+    skus: impl Iterator<Item = &'a Sku>,
+    currency: Option<Currency>,
+) -> Vec<StreamId> {
+    let Some(currency) = currency else { return vec![] };
+    let mut streams = Vec::new();
+    for sku in skus {
+        let owner = StreamId::sku_owner(sku);
+        match loaded.streams.get(&owner).and_then(|(s, _)| SkuOwner::state(s)) {
+            Some(state) => streams.extend(state.product_id.iter().map(StreamId::product)),
+            None => streams.push(owner),
+        }
+    }
+    let index = StreamId::price_index(currency);
+    match loaded.streams.get(&index).and_then(|(s, _)| PriceIndex::state(s)) {
+        Some(state) => streams.extend(state.lists.iter().map(StreamId::price_list)),
+        None => streams.push(index),
+    }
+    streams
+}
+
+/// Checkout's first step: every line must still be for sale (refused, naming each, when
+/// not), and a line whose price guarantee has run out is priced again. When that changes a
+/// price, the decision is the cart's new prices and a refusal listing them: the cart keeps
+/// the new prices, so the next checkout pays them. `None`: check out as the cart is.
+fn reprice(checkout: &CheckoutCommand, loaded: &Loaded, context: &Context) -> Result<Option<Decision>, Rejection> {
+    let cart_stream = StreamId::cart(&checkout.cart_id);
+    let cart = loaded.state::<Cart>(&cart_stream);
+    let (CartStatus::Open, Some(currency)) = (&cart.status, cart.currency) else { return Ok(None) };
+    let (mut unsellable, mut events, mut repriced) = (Vec::new(), Vec::new(), Vec::new());
+    for line in cart.lines.values() {
+        match loaded.quote(&line.sku, currency, cart.channel.as_deref(), context.now) {
+            Err(rejection) => unsellable.push(rejection.reason),
+            Ok((quote, product_id)) => {
+                let expired = line.pricing.as_ref().is_none_or(|p| p.guaranteed_until <= context.now);
+                if expired && quote.unit_price != line.unit_price {
+                    repriced.push(Repriced {
+                        sku: line.sku.clone(),
+                        old_price: line.unit_price,
+                        new_price: quote.unit_price,
+                    });
+                    events.push(CartEvent::ItemRepriced {
+                        sku: line.sku.clone(),
+                        old_price: line.unit_price,
+                        unit_price: quote.unit_price,
+                        pricing: pricing_of(&quote, &product_id, context.now + context.price_ttl),
+                    });
+                }
+            }
+        }
+    }
+    if !unsellable.is_empty() {
+        return Err(Rejection::conflict(format!("cart: cannot be checked out: {}", unsellable.join("; "))));
+    }
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let mut decision = Decision { refusal: Some(repricing_refusal(repriced)), ..Decision::default() };
+    decision.push(cart_stream, events);
+    Ok(Some(decision))
+}
+
+/// The refusal of a checkout whose lines were priced again.
+fn repricing_refusal(repriced: Vec<Repriced>) -> Rejection {
+    let lines: Vec<String> =
+        repriced.iter().map(|r| format!("{} from {} to {}", r.sku, r.old_price, r.new_price)).collect();
+    let mut refusal = Rejection::conflict(format!(
+        "prices changed since the lines were added ({}); the cart shows the new prices: check out again to pay them",
+        lines.join(", ")
+    ));
+    refusal.repriced = repriced;
+    refusal
+}
+
+/// The refusal a command recorded when all it appended was repriced cart lines: a retry of
+/// that checkout answers the same refusal.
+pub(crate) fn recorded_refusal(events: &[RecordedEvent]) -> Result<Option<Rejection>, CommandError> {
+    if events.is_empty() || events.iter().any(|e| e.event_type != "ItemRepriced") {
+        return Ok(None);
+    }
+    let mut repriced = Vec::with_capacity(events.len());
+    for recorded in events {
+        if let DomainEvent::Cart(CartEvent::ItemRepriced { sku, old_price, unit_price, .. }) =
+            crate::load::decode(recorded)?
+        {
+            repriced.push(Repriced { sku, old_price, new_price: unit_price });
+        }
+    }
+    Ok(Some(repricing_refusal(repriced)))
 }
 
 fn single<E: Into<DomainEvent>>(stream: StreamId, events: Vec<E>) -> Decision {

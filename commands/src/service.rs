@@ -20,6 +20,9 @@ const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_726c_6f67_8000_0000
 /// Longest command id (idempotency key), in bytes.
 pub const COMMAND_ID_BYTES_MAX: usize = 255;
 
+/// How long a cart line's price holds by default.
+pub const PRICE_TTL_MINUTES: i64 = 30;
+
 /// Tunables of the command service.
 #[derive(Clone, Debug)]
 pub struct ServiceConfig {
@@ -30,11 +33,18 @@ pub struct ServiceConfig {
     pub retry_backoff_ms: u64,
     /// When the deadlines that commands schedule fall due.
     pub deadlines: DeadlinePolicy,
+    /// How long the price a cart line gets holds; checkout prices a line again after that.
+    pub price_ttl: chrono::Duration,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
-        ServiceConfig { retry_count_max: 16, retry_backoff_ms: 1, deadlines: DeadlinePolicy::default() }
+        ServiceConfig {
+            retry_count_max: 16,
+            retry_backoff_ms: 1,
+            deadlines: DeadlinePolicy::default(),
+            price_ttl: chrono::Duration::minutes(PRICE_TTL_MINUTES),
+        }
     }
 }
 
@@ -156,6 +166,9 @@ impl CommandService {
                         // A concurrent run of the same command got there first.
                         continue;
                     }
+                    if let Some(refusal) = decision.refusal {
+                        return Err(CommandError::Rejected(refusal));
+                    }
                     outcome.streams = appended.streams;
                     outcome.position = appended.last_position;
                     return Ok(outcome);
@@ -190,6 +203,9 @@ impl CommandService {
         let Some(first) = events.first() else { return Ok(None) };
         if first.metadata.command_hash.as_deref() != Some(command_hash) {
             return Err(CommandError::IdempotencyKeyReused { command_id: envelope.command_id.clone() });
+        }
+        if let Some(refusal) = crate::plan::recorded_refusal(&events)? {
+            return Err(CommandError::Rejected(refusal));
         }
         let mut streams: BTreeMap<&str, u64> = BTreeMap::new();
         for e in &events {
@@ -258,7 +274,11 @@ impl CommandService {
             }
             self.load(then, &mut loaded).await?;
         }
-        let context = crate::plan::Context { now: self.clock.now(), deadlines: self.config.deadlines };
+        let context = crate::plan::Context {
+            now: self.clock.now(),
+            deadlines: self.config.deadlines,
+            price_ttl: self.config.price_ttl,
+        };
         let decision = command.decide_and_schedule(&mut loaded, &context)?;
         Ok((decision, loaded))
     }

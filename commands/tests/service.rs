@@ -77,6 +77,9 @@ impl Shop {
     async fn cart(&self, cart: &str, items: &[(&str, u32)]) {
         let cart_id = CartId::parse(cart).unwrap();
         let lines: Vec<(&str, u32, i64)> = items.iter().map(|(s, q)| (*s, *q, 1_000)).collect();
+        for (id, product_id, command) in testing::catalog_commands(&lines) {
+            self.run(&id, Command::Product { product_id, command }).await.unwrap();
+        }
         let commands = testing::cart_commands(testing::guest("ann@example.com"), &lines, 0);
         for (i, command) in commands.into_iter().enumerate() {
             self.run(&format!("{cart}-op-{i}"), Command::Cart { cart_id: cart_id.clone(), command }).await.unwrap();
@@ -296,13 +299,18 @@ async fn concurrent_changes_to_one_cart_are_retried_not_lost() {
 
 async fn concurrent_cart_changes(shop: Shop) {
     shop.cart("c1", &[]).await;
+    let skus: Vec<String> = (0..10).map(|i| format!("sku{i}")).collect();
+    let lines: Vec<(&str, u32, i64)> = skus.iter().map(|s| (s.as_str(), 1, 100)).collect();
+    for (id, product_id, command) in testing::catalog_commands(&lines) {
+        shop.run(&id, Command::Product { product_id, command }).await.unwrap();
+    }
     let mut tasks = Vec::new();
     for i in 0..10 {
         let service = Arc::clone(&shop.service);
         tasks.push(tokio::spawn(async move {
             let cmd = Command::Cart {
                 cart_id: CartId::parse("c1").unwrap(),
-                command: CartCommand::AddItem { sku: sku(&format!("sku{i}")), quantity: 1, unit_price: eur(100) },
+                command: CartCommand::AddItem { sku: sku(&format!("sku{i}")), quantity: 1 },
             };
             service.execute(CommandEnvelope::new(format!("add-{i}"), "shopper", cmd)).await.unwrap()
         }));

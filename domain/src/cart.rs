@@ -2,9 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{check_quantity, Currency, CustomerId, Decider, Money, OrderId, Rejection, Sku};
+use crate::price_list::{PriceSource, Quote};
+use crate::{check_quantity, Currency, CustomerId, Decider, Money, OrderId, ProductId, Rejection, Sku};
 
 /// Most distinct lines one cart may hold.
 pub const CART_LINES_MAX: usize = 100;
@@ -126,13 +128,38 @@ pub struct ShippingMethod {
     pub price: Money,
 }
 
+/// How the catalog priced a line: what it is, where its price came from, and until when
+/// that price holds (after that, checkout prices it again).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinePricing {
+    pub product_id: ProductId,
+    pub title: String,
+    pub source: PriceSource,
+    pub tax_inclusive: bool,
+    pub tax_class: String,
+    pub guaranteed_until: DateTime<Utc>,
+}
+
 /// One line of a cart.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CartLine {
     pub sku: Sku,
     pub quantity: u32,
-    /// The unit price when the item was added (a snapshot, not a live price).
+    /// The unit price the line got (a snapshot, not a live price).
     pub unit_price: Money,
+    /// How the catalog priced it; absent on lines from before the catalog priced carts,
+    /// whose price the request named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<LinePricing>,
+}
+
+/// A line whose price changed when it was priced again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repriced {
+    pub sku: Sku,
+    pub old_price: Money,
+    pub new_price: Money,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -150,6 +177,8 @@ pub enum CartStatus {
 pub struct CartState {
     pub status: CartStatus,
     pub currency: Option<Currency>,
+    /// The sales channel it is bought in (price lists may be for one).
+    pub channel: Option<String>,
     pub customer: Option<Customer>,
     pub lines: BTreeMap<Sku, CartLine>,
     pub discount: Option<Discount>,
@@ -196,7 +225,8 @@ impl CartState {
         })
     }
 
-    fn open(&self) -> Result<Currency, Rejection> {
+    /// The cart's currency, if it is open; why it cannot change otherwise.
+    pub fn open(&self) -> Result<Currency, Rejection> {
         match &self.status {
             CartStatus::NotCreated => Err(Rejection::not_found("cart: does not exist")),
             CartStatus::Open => Ok(self.currency.expect("an open cart has a currency")),
@@ -211,23 +241,59 @@ impl CartState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CartCommand {
-    Create { currency: Currency, customer: Customer },
-    AddItem { sku: Sku, quantity: u32, unit_price: Money },
-    ChangeQuantity { sku: Sku, quantity: u32 },
-    RemoveItem { sku: Sku },
-    ApplyDiscount { discount: Discount },
+    Create {
+        currency: Currency,
+        customer: Customer,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
+    },
+    /// Priced by the catalog: decided by [`add_priced`] with the quote the command service
+    /// got for it, never by [`Cart::decide`].
+    AddItem {
+        sku: Sku,
+        quantity: u32,
+    },
+    ChangeQuantity {
+        sku: Sku,
+        quantity: u32,
+    },
+    RemoveItem {
+        sku: Sku,
+    },
+    ApplyDiscount {
+        discount: Discount,
+    },
     RemoveDiscount {},
-    SetContact { email: String },
-    SetShippingAddress { address: Address },
-    SelectShippingMethod { method: ShippingMethod },
+    SetContact {
+        email: String,
+    },
+    SetShippingAddress {
+        address: Address,
+    },
+    SelectShippingMethod {
+        method: ShippingMethod,
+    },
     Expire {},
 }
 
 events! {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CartEvent {
-    CartCreated { currency: Currency, customer: Customer },
-    ItemAdded { sku: Sku, quantity: u32, unit_price: Money },
+    CartCreated {
+        currency: Currency,
+        customer: Customer,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<String>
+    },
+    ItemAdded {
+        sku: Sku,
+        quantity: u32,
+        unit_price: Money,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pricing: Option<LinePricing>
+    },
+    /// A line priced again (its guarantee had run out) at another price.
+    ItemRepriced { sku: Sku, old_price: Money, unit_price: Money, pricing: LinePricing },
     ItemQuantityChanged { sku: Sku, quantity: u32 },
     ItemRemoved { sku: Sku },
     DiscountApplied { discount: Discount },
@@ -250,7 +316,7 @@ impl Decider for Cart {
     fn decide(command: &CartCommand, state: &CartState) -> Result<Vec<CartEvent>, Rejection> {
         use CartCommand as C;
         use CartEvent as E;
-        if let C::Create { currency, customer } = command {
+        if let C::Create { currency, customer, channel } = command {
             if state.status != CartStatus::NotCreated {
                 return Err(Rejection::conflict("cart: already exists"));
             }
@@ -259,26 +325,22 @@ impl Decider for Cart {
                 Customer::Registered { email: Some(email), .. } => check_email("customer.email", email)?,
                 Customer::Registered { email: None, .. } => {}
             }
-            return Ok(vec![E::CartCreated { currency: *currency, customer: customer.clone() }]);
+            if let Some(channel) = channel {
+                check_text("channel", channel)?;
+            }
+            return Ok(vec![E::CartCreated {
+                currency: *currency,
+                customer: customer.clone(),
+                channel: channel.clone(),
+            }]);
         }
         let currency = state.open()?;
         let event = match command {
             C::Create { .. } => unreachable!("handled above"),
-            C::AddItem { sku, quantity, unit_price } => {
-                check_quantity("quantity", *quantity)?;
-                check_price(currency, *unit_price, "unit_price")?;
-                let existing = state.lines.get(sku).map_or(0, |l| l.quantity);
-                if existing == 0 && state.lines.len() >= CART_LINES_MAX {
-                    return Err(Rejection::conflict(format!("cart: already holds {CART_LINES_MAX} lines")));
-                }
-                check_line_quantity(*quantity)?;
-                if existing.saturating_add(*quantity) > LINE_QUANTITY_MAX {
-                    return Err(Rejection::conflict(format!(
-                        "quantity: the cart holds {existing} of {sku}; {quantity} more would pass the limit of \
-                         {LINE_QUANTITY_MAX} units per line"
-                    )));
-                }
-                E::ItemAdded { sku: sku.clone(), quantity: *quantity, unit_price: *unit_price }
+            C::AddItem { sku, .. } => {
+                return Err(Rejection::invalid(format!(
+                    "sku {sku}: a line is priced by the catalog; add it through the command service"
+                )))
             }
             C::ChangeQuantity { sku, quantity } => {
                 check_quantity("quantity", *quantity)?;
@@ -336,19 +398,29 @@ impl Decider for Cart {
     fn evolve(mut state: CartState, event: &CartEvent) -> CartState {
         use CartEvent as E;
         match event {
-            E::CartCreated { currency, customer } => {
+            E::CartCreated { currency, customer, channel } => {
                 state.status = CartStatus::Open;
                 state.currency = Some(*currency);
                 state.customer = Some(customer.clone());
+                state.channel = channel.clone();
             }
-            E::ItemAdded { sku, quantity, unit_price } => {
+            E::ItemAdded { sku, quantity, unit_price, pricing } => {
                 let line = state.lines.entry(sku.clone()).or_insert(CartLine {
                     sku: sku.clone(),
                     quantity: 0,
                     unit_price: *unit_price,
+                    pricing: None,
                 });
+                // The whole line takes the latest price and its guarantee.
                 line.quantity = line.quantity.saturating_add(*quantity);
                 line.unit_price = *unit_price;
+                line.pricing = pricing.clone();
+            }
+            E::ItemRepriced { sku, unit_price, pricing, .. } => {
+                if let Some(line) = state.lines.get_mut(sku) {
+                    line.unit_price = *unit_price;
+                    line.pricing = Some(pricing.clone());
+                }
             }
             E::ItemQuantityChanged { sku, quantity } => {
                 if let Some(line) = state.lines.get_mut(sku) {
@@ -367,6 +439,51 @@ impl Decider for Cart {
             E::CartExpired {} => state.status = CartStatus::Expired,
         }
         state
+    }
+}
+
+/// Adds `quantity` units of a SKU at the price the catalog quoted for this cart, guaranteed
+/// until `guaranteed_until`: the cart's half of an add-item decision (the command service
+/// gets the quote from the product and the price lists in force).
+pub fn add_priced(
+    state: &CartState,
+    quantity: u32,
+    quote: &Quote,
+    product_id: &ProductId,
+    guaranteed_until: DateTime<Utc>,
+) -> Result<Vec<CartEvent>, Rejection> {
+    let currency = state.open()?;
+    let sku = &quote.sku;
+    check_quantity("quantity", quantity)?;
+    check_price(currency, quote.unit_price, "unit_price")?;
+    let existing = state.lines.get(sku).map_or(0, |l| l.quantity);
+    if existing == 0 && state.lines.len() >= CART_LINES_MAX {
+        return Err(Rejection::conflict(format!("cart: already holds {CART_LINES_MAX} lines")));
+    }
+    check_line_quantity(quantity)?;
+    if existing.saturating_add(quantity) > LINE_QUANTITY_MAX {
+        return Err(Rejection::conflict(format!(
+            "quantity: the cart holds {existing} of {sku}; {quantity} more would pass the limit of \
+             {LINE_QUANTITY_MAX} units per line"
+        )));
+    }
+    Ok(vec![CartEvent::ItemAdded {
+        sku: sku.clone(),
+        quantity,
+        unit_price: quote.unit_price,
+        pricing: Some(pricing_of(quote, product_id, guaranteed_until)),
+    }])
+}
+
+/// The pricing a line keeps from a quote.
+pub fn pricing_of(quote: &Quote, product_id: &ProductId, guaranteed_until: DateTime<Utc>) -> LinePricing {
+    LinePricing {
+        product_id: product_id.clone(),
+        title: quote.title.clone(),
+        source: quote.source.clone(),
+        tax_inclusive: quote.tax_inclusive,
+        tax_class: quote.tax_class.clone(),
+        guaranteed_until,
     }
 }
 
@@ -407,22 +524,34 @@ mod tests {
         Sku::parse(s).unwrap()
     }
     fn created() -> CartEvent {
-        CartEvent::CartCreated { currency: eur(), customer: Customer::Guest { email: "ann@example.com".into() } }
+        CartEvent::CartCreated {
+            currency: eur(),
+            customer: Customer::Guest { email: "ann@example.com".into() },
+            channel: None,
+        }
     }
     fn added(s: &str, q: u32, price: i64) -> CartEvent {
-        CartEvent::ItemAdded { sku: sku(s), quantity: q, unit_price: Money::new(price, eur()) }
+        crate::testing::add_item(&Cart::fold(&[created()]), s, q, price).unwrap().remove(0)
+    }
+    fn guest() -> Customer {
+        Customer::Guest { email: "ann@example.com".into() }
     }
 
     #[test]
     fn create_a_guest_cart() {
-        let cmd =
-            CartCommand::Create { currency: eur(), customer: Customer::Guest { email: "ann@example.com".into() } };
+        let cmd = CartCommand::Create { currency: eur(), customer: guest(), channel: None };
         assert_eq!(given_when::<Cart>(&[], &cmd).unwrap(), vec![created()]);
+        let blank = CartCommand::Create { currency: eur(), customer: guest(), channel: Some(" ".into()) };
+        assert!(given_when::<Cart>(&[], &blank).unwrap_err().reason.contains("channel"));
     }
 
     #[test]
     fn a_guest_needs_an_email() {
-        let cmd = CartCommand::Create { currency: eur(), customer: Customer::Guest { email: "not-an-email".into() } };
+        let cmd = CartCommand::Create {
+            currency: eur(),
+            customer: Customer::Guest { email: "not-an-email".into() },
+            channel: None,
+        };
         let err = given_when::<Cart>(&[], &cmd).unwrap_err();
         assert_eq!(err.kind, RejectionKind::Invalid);
         assert!(err.reason.contains("customer.email"), "{}", err.reason);
@@ -430,8 +559,7 @@ mod tests {
 
     #[test]
     fn creating_twice_is_refused() {
-        let cmd =
-            CartCommand::Create { currency: eur(), customer: Customer::Guest { email: "ann@example.com".into() } };
+        let cmd = CartCommand::Create { currency: eur(), customer: guest(), channel: None };
         assert_eq!(given_when::<Cart>(&[created()], &cmd).unwrap_err().kind, RejectionKind::Conflict);
     }
 
@@ -443,27 +571,29 @@ mod tests {
 
     #[test]
     fn add_item_and_adding_again_sums_quantities() {
-        let cmd = CartCommand::AddItem { sku: sku("mug"), quantity: 2, unit_price: Money::new(900, eur()) };
-        assert_eq!(given_when::<Cart>(&[created()], &cmd).unwrap(), vec![added("mug", 2, 900)]);
-        let state = Cart::fold(&[created(), added("mug", 2, 900), added("mug", 3, 900)]);
+        let events = crate::testing::add_item(&Cart::fold(&[created()]), "mug", 2, 900).unwrap();
+        assert_eq!(events, vec![added("mug", 2, 900)]);
+        let state = Cart::fold(&[created(), added("mug", 2, 900), added("mug", 3, 950)]);
         assert_eq!(state.lines[&sku("mug")].quantity, 5);
+        // The whole line takes the latest price, with its source and guarantee.
+        assert_eq!(state.lines[&sku("mug")].unit_price, Money::new(950, eur()));
+        assert_eq!(state.lines[&sku("mug")].pricing.as_ref().unwrap().title, "The mug");
+        // The decider alone cannot price a line.
+        let unpriced = CartCommand::AddItem { sku: sku("mug"), quantity: 1 };
+        assert!(given_when::<Cart>(&[created()], &unpriced).unwrap_err().reason.contains("priced by the catalog"));
     }
 
     #[test]
     fn add_item_refuses_zero_quantity_other_currency_and_negative_price() {
-        let zero = CartCommand::AddItem { sku: sku("mug"), quantity: 0, unit_price: Money::new(1, eur()) };
-        assert!(given_when::<Cart>(&[created()], &zero).unwrap_err().reason.contains("quantity"));
-        let usd = CartCommand::AddItem {
-            sku: sku("mug"),
-            quantity: 1,
-            unit_price: Money::new(1, Currency::parse("USD").unwrap()),
-        };
-        assert!(given_when::<Cart>(&[created()], &usd).unwrap_err().reason.contains("USD"));
-        let negative = CartCommand::AddItem { sku: sku("mug"), quantity: 1, unit_price: Money::new(-1, eur()) };
-        assert!(given_when::<Cart>(&[created()], &negative).unwrap_err().reason.contains("negative"));
-        let huge =
-            CartCommand::AddItem { sku: sku("mug"), quantity: LINE_QUANTITY_MAX + 1, unit_price: Money::new(1, eur()) };
-        assert!(given_when::<Cart>(&[created()], &huge).is_err());
+        let open = Cart::fold(&[created()]);
+        assert!(crate::testing::add_item(&open, "mug", 0, 1).unwrap_err().reason.contains("quantity"));
+        let mut usd = crate::testing::quote("mug", 1);
+        usd.unit_price = Money::new(1, Currency::parse("USD").unwrap());
+        let until = chrono::Utc::now();
+        let product = crate::ProductId::parse("p").unwrap();
+        assert!(add_priced(&open, 1, &usd, &product, until).unwrap_err().reason.contains("USD"));
+        assert!(crate::testing::add_item(&open, "mug", 1, -1).unwrap_err().reason.contains("negative"));
+        assert!(crate::testing::add_item(&open, "mug", LINE_QUANTITY_MAX + 1, 1).is_err());
     }
 
     #[test]
@@ -541,13 +671,13 @@ mod tests {
     #[test]
     fn checked_out_and_expired_carts_are_frozen() {
         let order_id = OrderId::parse("o1").unwrap();
-        let add = CartCommand::AddItem { sku: sku("mug"), quantity: 1, unit_price: Money::new(1, eur()) };
+        let add = |events: &[CartEvent]| crate::testing::add_item(&Cart::fold(events), "mug", 1, 1);
         let checked_out = [created(), CartEvent::CartCheckedOut { order_id }];
-        let err = given_when::<Cart>(&checked_out, &add).unwrap_err();
+        let err = add(&checked_out).unwrap_err();
         assert_eq!(err.kind, RejectionKind::Conflict);
         assert!(err.reason.contains("o1"));
         let expired = [created(), CartEvent::CartExpired {}];
-        assert!(given_when::<Cart>(&expired, &add).unwrap_err().reason.contains("expired"));
+        assert!(add(&expired).unwrap_err().reason.contains("expired"));
         assert_eq!(given_when::<Cart>(&[created()], &CartCommand::Expire {}).unwrap(), vec![CartEvent::CartExpired {}]);
     }
 }

@@ -51,6 +51,9 @@ pub struct Decision {
     /// The order the decision concerns, when there is one (checkout reports the order it
     /// placed, or the one an earlier checkout of the same cart placed).
     pub order_id: Option<OrderId>,
+    /// A refusal that still appends the events (a checkout whose lines were priced again:
+    /// the cart keeps the new prices, and the caller is told).
+    pub refusal: Option<Rejection>,
 }
 
 impl Decision {
@@ -141,6 +144,7 @@ pub fn decide_checkout(
             kind: RejectionKind::OutOfStock,
             reason: format!("out of stock: {}", list.join("; ")),
             shortages,
+            repriced: Vec::new(),
         });
     }
     let placed = PlacedOrder {
@@ -191,21 +195,18 @@ mod tests {
         LocationId::parse("berlin").unwrap()
     }
     fn ready_cart(items: &[(&str, u32, i64)]) -> CartState {
-        let mut state = CartState::default();
-        let mut run = |cmd: CartCommand| {
-            for e in Cart::decide(&cmd, &state).unwrap() {
-                state = Cart::evolve(state.clone(), &e);
-            }
+        let run = |state: CartState, cmd: CartCommand| {
+            Cart::decide(&cmd, &state).unwrap().iter().fold(state, |s, e| Cart::evolve(s, e))
         };
-        run(CartCommand::Create { currency: eur(), customer: Customer::Guest { email: "ann@example.com".into() } });
+        let customer = Customer::Guest { email: "ann@example.com".into() };
+        let mut state = run(CartState::default(), CartCommand::Create { currency: eur(), customer, channel: None });
         for (s, q, p) in items {
-            run(CartCommand::AddItem { sku: sku(s), quantity: *q, unit_price: Money::new(*p, eur()) });
+            let events = crate::testing::add_item(&state, s, *q, *p).unwrap();
+            state = events.iter().fold(state, |s, e| Cart::evolve(s, e));
         }
-        run(CartCommand::SetShippingAddress { address: crate::testing::address() });
-        run(CartCommand::SelectShippingMethod {
-            method: ShippingMethod { id: "dhl".into(), price: Money::new(500, eur()) },
-        });
-        state
+        let state = run(state, CartCommand::SetShippingAddress { address: crate::testing::address() });
+        let method = ShippingMethod { id: "dhl".into(), price: Money::new(500, eur()) };
+        run(state, CartCommand::SelectShippingMethod { method })
     }
     fn stock_of(units: u32) -> StockState {
         Stock::fold(&[StockEvent::StockReceived { units, reference: None }])

@@ -108,11 +108,15 @@ pub struct Rejection {
     /// The lines that could not be reserved, for [`RejectionKind::OutOfStock`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shortages: Vec<Shortage>,
+    /// The lines whose price changed when checkout priced them again (their guarantee had
+    /// run out); the cart now shows the new prices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repriced: Vec<cart::Repriced>,
 }
 
 impl Rejection {
     pub fn new(kind: RejectionKind, reason: impl Into<String>) -> Rejection {
-        Rejection { kind, reason: reason.into(), shortages: Vec::new() }
+        Rejection { kind, reason: reason.into(), shortages: Vec::new(), repriced: Vec::new() }
     }
     pub fn invalid(reason: impl Into<String>) -> Rejection {
         Rejection::new(RejectionKind::Invalid, reason)

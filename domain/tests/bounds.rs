@@ -45,7 +45,7 @@ fn money() -> impl Strategy<Value = Money> {
     amount().prop_map(|a| Money::new(a, eur()))
 }
 
-use orderlog_domain::testing::address;
+use orderlog_domain::testing::{address, CartStep, PricedCart};
 
 fn placed(total: i64, line_quantity: u32) -> PlacedOrder {
     let m = |a| Money::new(a, eur());
@@ -109,9 +109,10 @@ fn stock_command() -> impl Strategy<Value = StockAction> {
     ]
 }
 
-fn cart_command() -> impl Strategy<Value = CartCommand> {
-    prop_oneof![
-        4 => (0u8..2, quantity(), money()).prop_map(|(s, quantity, unit_price)| CartCommand::AddItem { sku: sku(s), quantity, unit_price }),
+fn cart_command() -> impl Strategy<Value = CartStep> {
+    let add =
+        (0u8..2, quantity(), money()).prop_map(|(s, quantity, price)| CartStep::Add { sku: sku(s), quantity, price });
+    let command = prop_oneof![
         2 => (0u8..2, quantity()).prop_map(|(s, quantity)| CartCommand::ChangeQuantity { sku: sku(s), quantity }),
         1 => money().prop_map(|amount| CartCommand::ApplyDiscount {
             discount: Discount { code: "FIX".into(), kind: DiscountKind::Fixed { amount } }
@@ -120,7 +121,8 @@ fn cart_command() -> impl Strategy<Value = CartCommand> {
             discount: Discount { code: "PCT".into(), kind: DiscountKind::Percentage { basis_points } }
         }),
         2 => money().prop_map(|price| CartCommand::SelectShippingMethod { method: ShippingMethod { id: "dhl".into(), price } }),
-    ]
+    ];
+    prop_oneof![4 => add, 6 => command.prop_map(CartStep::Do)]
 }
 
 /// Runs commands one at a time; returns every state reached.
@@ -179,14 +181,14 @@ proptest! {
         commands in proptest::collection::vec(cart_command(), 0..30),
         tax_rate_bps in prop_oneof![Just(10_000u32), Just(u32::MAX), 0u32..20_000],
     ) {
-        let created = Cart::decide(&CartCommand::Create { currency: eur(), customer: Customer::Guest { email: "ann@example.com".into() } }, &Default::default()).unwrap();
+        let created = Cart::decide(&CartCommand::Create { currency: eur(), customer: Customer::Guest { email: "ann@example.com".into() }, channel: None }, &Default::default()).unwrap();
         let mut initial = Cart::fold(&created);
         for c in [CartCommand::SetShippingAddress { address: address() }] {
             for e in Cart::decide(&c, &initial).unwrap() {
                 initial = Cart::evolve(initial, &e);
             }
         }
-        let states = run::<Cart>(initial, &commands);
+        let states = run::<PricedCart>(initial, &commands);
         for s in &states {
             let t = s.totals().expect("an accepted cart's totals can be computed");
             prop_assert!(t.subtotal.amount >= 0 && t.discount.amount >= 0 && t.shipping.amount >= 0, "{t:?}");
@@ -260,13 +262,11 @@ fn the_largest_cart_has_totals_that_fit() {
         events.iter().fold(state, Cart::evolve)
     };
     let guest = Customer::Guest { email: "ann@example.com".into() };
-    let mut cart = step(Default::default(), CartCommand::Create { currency: eur(), customer: guest });
+    let mut cart = step(Default::default(), CartCommand::Create { currency: eur(), customer: guest, channel: None });
     for n in 0..CART_LINES_MAX {
-        let sku = Sku::parse(format!("sku{n}")).unwrap();
-        cart = step(
-            cart,
-            CartCommand::AddItem { sku, quantity: LINE_QUANTITY_MAX, unit_price: Money::new(AMOUNT_MAX, eur()) },
-        );
+        let events =
+            orderlog_domain::testing::add_item(&cart, &format!("sku{n}"), LINE_QUANTITY_MAX, AMOUNT_MAX).unwrap();
+        cart = events.iter().fold(cart, Cart::evolve);
     }
     let method = ShippingMethod { id: "dhl".into(), price: Money::new(AMOUNT_MAX, eur()) };
     cart = step(cart, CartCommand::SelectShippingMethod { method });

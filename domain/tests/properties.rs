@@ -9,6 +9,7 @@ use orderlog_domain::codec::DomainEvent;
 use orderlog_domain::order::{LineQuantity, Order, OrderAction, OrderLine, OrderTotals, PlacedOrder, ReturnedLine};
 use orderlog_domain::shipment::{CarrierEventKind, Shipment, ShipmentCommand};
 use orderlog_domain::stock::{AdjustmentReason, Stock, StockAction};
+use orderlog_domain::testing::{CartStep, PricedCart};
 use orderlog_domain::{CartId, Currency, Decider, LocationId, Money, OrderId, ReturnId, ShipmentId, Sku};
 use proptest::prelude::*;
 
@@ -153,12 +154,11 @@ fn order_command() -> impl Strategy<Value = OrderAction> {
     ]
 }
 
-fn cart_command() -> impl Strategy<Value = CartCommand> {
+fn cart_command() -> impl Strategy<Value = CartStep> {
     let currency = prop_oneof![4 => Just(eur()), 1 => Just(usd())];
     let price = (currency.clone(), -10i64..5_000).prop_map(|(c, a)| Money::new(a, c));
-    prop_oneof![
-        1 => currency.prop_map(|currency| CartCommand::Create { currency, customer: Customer::Guest { email: "ann@example.com".into() } }),
-        4 => (0u8..3, 0u32..4, price.clone()).prop_map(|(s, quantity, unit_price)| CartCommand::AddItem { sku: sku(s), quantity, unit_price }),
+    let command = prop_oneof![
+        1 => currency.prop_map(|currency| CartCommand::Create { currency, customer: Customer::Guest { email: "ann@example.com".into() }, channel: None }),
         2 => (0u8..3, 0u32..4).prop_map(|(s, quantity)| CartCommand::ChangeQuantity { sku: sku(s), quantity }),
         1 => (0u8..3).prop_map(|s| CartCommand::RemoveItem { sku: sku(s) }),
         1 => (0u32..12_000).prop_map(|bp| CartCommand::ApplyDiscount {
@@ -170,8 +170,13 @@ fn cart_command() -> impl Strategy<Value = CartCommand> {
         1 => Just(CartCommand::RemoveDiscount {}),
         1 => Just(CartCommand::SetContact { email: "bob@example.org".into() }),
         1 => Just(CartCommand::SetShippingAddress { address: address() }),
-        1 => price.prop_map(|price| CartCommand::SelectShippingMethod { method: ShippingMethod { id: "dhl".into(), price } }),
+        1 => price.clone().prop_map(|price| CartCommand::SelectShippingMethod { method: ShippingMethod { id: "dhl".into(), price } }),
         1 => Just(CartCommand::Expire {}),
+    ];
+    prop_oneof![
+        11 => command.prop_map(CartStep::Do),
+        4 => (0u8..3, 0u32..4, price.clone()).prop_map(|(s, quantity, price)| CartStep::Add { sku: sku(s), quantity, price }),
+        2 => (0u8..3, price).prop_map(|(s, price)| CartStep::Reprice { sku: sku(s), price }),
     ]
 }
 
@@ -261,7 +266,7 @@ proptest! {
         stocks in proptest::collection::vec(stock_command(), 0..40),
         shipments in proptest::collection::vec(shipment_command(), 0..40),
     ) {
-        let (states, events) = run::<Cart>(&carts);
+        let (states, events) = run::<PricedCart>(&carts);
         prop_assert_eq!(&Cart::fold(&through_storage(&events)), states.last().unwrap());
         let mut all = vec![OrderAction::Place { order: Box::new(placed_order()) }];
         all.extend(orders);
@@ -276,7 +281,7 @@ proptest! {
     /// Cart totals are never negative, whatever the discounts.
     #[test]
     fn cart_totals_are_never_negative(commands in proptest::collection::vec(cart_command(), 0..40)) {
-        let (states, _) = run::<Cart>(&commands);
+        let (states, _) = run::<PricedCart>(&commands);
         for s in states.iter().filter(|s| s.currency.is_some()) {
             let t = s.totals().unwrap();
             prop_assert!(t.subtotal.amount >= 0 && t.discount.amount >= 0 && t.shipping.amount >= 0);

@@ -134,6 +134,9 @@ impl Shop {
 
     async fn cart(&self, cart: &str, sku: &str) {
         let cart_id = CartId::parse(cart).unwrap();
+        for (id, product_id, command) in testing::catalog_commands(&[(sku, 1, 5_000)]) {
+            self.first.run(&id, Command::Product { product_id, command }).await;
+        }
         let commands = testing::cart_commands(testing::guest("ann@example.com"), &[(sku, 1, 5_000)], 0);
         for (i, command) in commands.into_iter().enumerate() {
             self.first.run(&format!("{cart}-{i}"), Command::Cart { cart_id: cart_id.clone(), command }).await;
@@ -280,10 +283,16 @@ async fn an_idle_cart_expires_after_fourteen_untouched_days(shop: Shop) {
     let cart = |command| Command::Cart { cart_id: cart_id.clone(), command };
     let eur = Currency::parse("EUR").unwrap();
     shop.first
-        .run("idle-0", cart(CartCommand::Create { currency: eur, customer: testing::guest("a@example.com") }))
+        .run(
+            "idle-0",
+            cart(CartCommand::Create { currency: eur, customer: testing::guest("a@example.com"), channel: None }),
+        )
         .await;
     shop.advance(Duration::days(10));
-    let add = CartCommand::AddItem { sku: Sku::parse("mug").unwrap(), quantity: 1, unit_price: Money::new(100, eur) };
+    for (id, product_id, command) in testing::catalog_commands(&[("mug", 1, 100)]) {
+        shop.first.run(&id, Command::Product { product_id, command }).await;
+    }
+    let add = CartCommand::AddItem { sku: Sku::parse("mug").unwrap(), quantity: 1 };
     shop.first.run("idle-1", cart(add)).await;
     shop.advance(Duration::days(4) + Duration::minutes(1));
     let tick = shop.first.tick().await;

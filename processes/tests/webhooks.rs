@@ -176,6 +176,9 @@ impl Shop {
         let receive = StockCommand::Receive { quantity: 1, reference: None };
         self.run(&format!("receive-{n}"), Command::Stock { stock: key, command: receive }).await;
         let cart_id = CartId::parse(format!("c{n}")).unwrap();
+        for (id, product_id, command) in testing::catalog_commands(&[("mug", 1, 1_500)]) {
+            self.run(&id, Command::Product { product_id, command }).await;
+        }
         let commands = testing::cart_commands(testing::guest("ann@example.com"), &[("mug", 1, 1_500)], 0);
         for (i, command) in commands.into_iter().enumerate() {
             self.run(&format!("c{n}-{i}"), Command::Cart { cart_id: cart_id.clone(), command }).await;

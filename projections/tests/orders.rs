@@ -39,6 +39,11 @@ impl Shop {
         self.service.execute(CommandEnvelope::new(format!("c{}", self.next), "tester", command)).await.unwrap();
     }
 
+    /// Runs a command under its own id (the catalog's: the same each time, a repeat).
+    async fn run_as(&self, id: &str, command: Command) {
+        self.service.execute(CommandEnvelope::new(id, "tester", command)).await.unwrap();
+    }
+
     /// Order `n` goes as far as `stage`: 0 placed, 1 paid, 2 cancelled, 3 shipped, 4 delivered
     /// and completed, 5 partly returned and refunded.
     async fn order(&mut self, n: u32, stage: u32) {
@@ -53,7 +58,11 @@ impl Shop {
                 email: Some(format!("c{n}@example.com")),
             }
         };
-        for command in orderlog_domain::testing::cart_commands(customer, &[("mug", 2, 900), ("tea", 1, 450)], 490) {
+        let lines = [("mug", 2, 900), ("tea", 1, 450)];
+        for (id, product_id, command) in orderlog_domain::testing::catalog_commands(&lines) {
+            self.run_as(&id, Command::Product { product_id, command }).await;
+        }
+        for command in orderlog_domain::testing::cart_commands(customer, &lines, 490) {
             self.run(cart(command)).await;
         }
         let checkout = CheckoutCommand {

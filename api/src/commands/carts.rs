@@ -8,9 +8,9 @@ use orderlog_domain::checkout::{CheckoutCommand, TAX_RATE_BPS_MAX};
 use orderlog_domain::{CartId, Currency, LocationId, OrderId, Sku};
 use serde_json::{json, Value};
 
-use super::wire::{Address, Customer, Discount, Price, ShippingMethod};
+use super::wire::{Address, Customer, Discount, ShippingMethod};
 use super::{body, id, NoBody, Params};
-use crate::openapi::schema::{self, email, int, money, nullable, opt, reference, req};
+use crate::openapi::schema::{self, email, int, nullable, opt, reference, req, text};
 use crate::problem::Problem;
 
 /// The namespace of order ids made from cart ids (UUID v5).
@@ -29,6 +29,9 @@ body! {
         cart_id: Option<CartId> = opt(nullable(schema::id())),
         currency: Currency = req(reference("Currency")),
         customer: Customer = req(reference("Customer")),
+        /// The sales channel it is bought in (a price list may be for one).
+        #[serde(default)]
+        channel: Option<String> = opt(nullable(text())),
     }
 }
 
@@ -37,7 +40,8 @@ pub(super) fn create(body: NewCart, _: &Params) -> Result<Command, Problem> {
         Some(cart_id) => cart_id,
         None => id(CartId::parse(format!("cart-{}", uuid::Uuid::new_v4().simple())))?,
     };
-    let command = CartCommand::Create { currency: body.currency, customer: body.customer.into() };
+    let command =
+        CartCommand::Create { currency: body.currency, customer: body.customer.into(), channel: body.channel };
     Ok(Command::Cart { cart_id, command })
 }
 
@@ -45,12 +49,12 @@ body! {
     Item {
         sku: Sku = req(schema::id()),
         quantity: u32 = req(quantity()),
-        unit_price: Price = req(money(0)),
     }
 }
 
+/// The price is the catalog's: a body that names one is refused (422, naming the field).
 pub(super) fn add_item(item: Item, path: &Params) -> Result<Command, Problem> {
-    cart(path, CartCommand::AddItem { sku: item.sku, quantity: item.quantity, unit_price: item.unit_price.into() })
+    cart(path, CartCommand::AddItem { sku: item.sku, quantity: item.quantity })
 }
 
 body! {

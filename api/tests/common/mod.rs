@@ -43,6 +43,10 @@ pub struct Reply {
     pub text: String,
 }
 
+/// How long a cart line's price holds in the apps this test binary builds, in seconds;
+/// negative: the service's default. A test binary that sets it sets it for all its tests.
+pub static PRICE_TTL_SECONDS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(-1);
+
 pub async fn build(
     tree: Arc<dyn TreeStore>,
     rows: Arc<dyn RowStore>,
@@ -82,7 +86,13 @@ pub async fn build_with_webhooks(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(follow_checkpoints(rows, vec![order_cache.clone()], Duration::from_millis(10), stopped.clone()));
     tokio::spawn(projector::run_live(store.clone(), runners.clone(), stopped));
-    let service = Arc::new(CommandService::new(timed.clone(), Arc::new(SystemClock), Arc::new(RandomIds)));
+    let mut config = orderlog_commands::ServiceConfig::default();
+    let ttl = PRICE_TTL_SECONDS.load(std::sync::atomic::Ordering::Relaxed);
+    if ttl >= 0 {
+        config.price_ttl = chrono::Duration::seconds(ttl);
+    }
+    let service =
+        Arc::new(CommandService::with_config(timed.clone(), Arc::new(SystemClock), Arc::new(RandomIds), config));
     let api = Arc::new(Api {
         service,
         store: timed,
@@ -194,8 +204,29 @@ pub fn eur(amount: i64) -> Value {
     json!({"amount": amount, "currency": "EUR"})
 }
 
-/// A cart with one line of `qty` mugs, ready to check out.
+/// The test catalog: a published product per (SKU, price in EUR cents), made with a
+/// catalog token under fixed idempotency keys, so calling it again repeats, not conflicts.
+pub async fn catalog(app: &App, items: &[(&str, i64)]) {
+    let token = app.token("catalog").await;
+    for (sku, cents) in items {
+        let product = format!("product-{sku}");
+        let body = json!({"product_id": product, "title": format!("The {sku}"), "tax_class": "standard",
+                          "prices_include_tax": true,
+                          "variants": [{"sku": sku, "title": format!("The {sku}"), "prices": [eur(*cents)]}]});
+        for (path, body, key) in [
+            ("/products".to_string(), Some(body.to_string()), format!("catalog-{product}-create")),
+            (format!("/products/{product}/publish"), None, format!("catalog-{product}-publish")),
+        ] {
+            let reply = app.send(Method::POST, &path, Some(&token), body, &[("idempotency-key", &key)]).await;
+            assert!(reply.status.is_success(), "POST {path}: {} {}", reply.status, reply.text);
+        }
+    }
+}
+
+/// A cart with one line of `qty` mugs (9.00 EUR each, from the test catalog, which also
+/// sells tea at 4.50), ready to check out.
 pub async fn fill_cart(app: &App, token: &str, cart: &str, qty: u32) {
+    catalog(app, &[("mug", 900), ("tea", 450)]).await;
     app.ok(
         Method::POST,
         "/carts",
@@ -203,7 +234,7 @@ pub async fn fill_cart(app: &App, token: &str, cart: &str, qty: u32) {
         Some(json!({"cart_id": cart, "currency": "EUR", "customer": {"kind": "guest", "email": "ann@example.com"}})),
     )
     .await;
-    let item = json!({"sku": "mug", "quantity": qty, "unit_price": eur(900)});
+    let item = json!({"sku": "mug", "quantity": qty});
     app.ok(Method::POST, &format!("/carts/{cart}/items"), token, Some(item)).await;
     let address = orderlog_domain::testing::address_json();
     app.ok(Method::PUT, &format!("/carts/{cart}/shipping-address"), token, Some(address)).await;
@@ -285,6 +316,7 @@ pub fn protected() -> Vec<(Method, &'static str, &'static [Scope])> {
         (Method::DELETE, "/price-lists/pl1/prices/mug", &[Catalog]),
         (Method::POST, "/price-lists/pl1/archive", &[Catalog]),
         (Method::GET, "/products/p1", &[Shop, Catalog]),
+        (Method::GET, "/carts/c1", &[Shop, Operations]),
         (Method::GET, "/price-lists/pl1", &[Shop, Catalog]),
     ]
 }
