@@ -8,7 +8,6 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use common::{eur, App};
-use orderlog_store::EventStore;
 use serde_json::json;
 
 async fn carts_are_priced_by_the_server(app: App) {

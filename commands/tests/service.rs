@@ -442,3 +442,45 @@ async fn an_event_this_build_cannot_read_is_named_not_skipped() {
     assert!(message.contains("CartTeleported"), "{message}");
     assert_eq!(shop.store.head().await.unwrap(), head);
 }
+
+orderlog_store::each_backend! {
+    #[tokio::test]
+    fn price_guarantee(Shop) on [memory, sqlite, postgres];
+}
+
+/// A line keeps the price it got while its guarantee (30 minutes) holds, even if the catalog
+/// changes; after that, checkout prices it again, refuses with the change (a retry answers
+/// the same), and the next checkout pays the new price.
+async fn price_guarantee(shop: Shop) {
+    shop.receive("mug", 10).await;
+    shop.cart("c1", &[("mug", 1)]).await;
+    let mug = |cents| Command::Product {
+        product_id: orderlog_domain::ProductId::parse("product-mug").unwrap(),
+        command: orderlog_domain::product::ProductCommand::SetPrices { sku: sku("mug"), prices: vec![eur(cents)] },
+    };
+    shop.run("price-1200", mug(1_200)).await.unwrap();
+    shop.clock.advance(chrono::Duration::minutes(29));
+    let placed = shop.checkout("c1", "o1").await.unwrap();
+    assert_eq!(unit_price(&shop, "order-o1").await, 1_000, "{placed:?}");
+
+    shop.cart("c2", &[("mug", 1)]).await;
+    shop.run("price-1500", mug(1_500)).await.unwrap();
+    shop.clock.advance(chrono::Duration::minutes(30));
+    let refused = shop.checkout("c2", "o2").await.unwrap_err();
+    let CommandError::Rejected(rejection) = &refused else { panic!("{refused:?}") };
+    assert_eq!(rejection.repriced.len(), 1, "{rejection:?}");
+    assert_eq!((rejection.repriced[0].old_price, rejection.repriced[0].new_price), (eur(1_200), eur(1_500)));
+    let again = shop.checkout("c2", "o2").await.unwrap_err();
+    assert_eq!(again.to_string(), refused.to_string(), "a retry answers the same refusal");
+    let placed = shop.run("checkout-c2-again", Shop::checkout_command("c2", "o2")).await.unwrap();
+    assert_eq!(placed.order_id.as_ref().map(|o| o.as_str()), Some("o2"));
+    assert_eq!(unit_price(&shop, "order-o2").await, 1_500);
+}
+
+/// The unit price of the first line of the order placed on `stream`.
+async fn unit_price(shop: &Shop, stream: &str) -> i64 {
+    let placed = shop.store.read_stream(stream, 1, 1).await.unwrap();
+    let payload: serde_json::Value = serde_json::from_str(&placed[0].payload).unwrap();
+    let line = &payload["order"]["lines"][0];
+    line["unit_price"]["amount"].as_i64().unwrap_or_else(|| panic!("{payload}"))
+}

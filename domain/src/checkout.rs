@@ -195,14 +195,13 @@ mod tests {
         LocationId::parse("berlin").unwrap()
     }
     fn ready_cart(items: &[(&str, u32, i64)]) -> CartState {
-        let run = |state: CartState, cmd: CartCommand| {
-            Cart::decide(&cmd, &state).unwrap().iter().fold(state, |s, e| Cart::evolve(s, e))
-        };
+        let run =
+            |state: CartState, cmd: CartCommand| Cart::decide(&cmd, &state).unwrap().iter().fold(state, Cart::evolve);
         let customer = Customer::Guest { email: "ann@example.com".into() };
         let mut state = run(CartState::default(), CartCommand::Create { currency: eur(), customer, channel: None });
         for (s, q, p) in items {
             let events = crate::testing::add_item(&state, s, *q, *p).unwrap();
-            state = events.iter().fold(state, |s, e| Cart::evolve(s, e));
+            state = events.iter().fold(state, Cart::evolve);
         }
         let state = run(state, CartCommand::SetShippingAddress { address: crate::testing::address() });
         let method = ShippingMethod { id: "dhl".into(), price: Money::new(500, eur()) };
