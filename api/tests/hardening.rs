@@ -95,6 +95,7 @@ async fn extreme_events_never_make_a_read_fail(app: App) {
             location: LocationId::parse("berlin").unwrap(),
             quantity: u32::MAX,
             unit_price: m(i64::MAX),
+            pricing: None,
         }],
         discount_code: None,
         tax_rate_bps: 0,

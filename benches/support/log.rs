@@ -49,6 +49,7 @@ pub fn order_life(n: u64) -> Vec<NewEvent> {
             location: LocationId::parse("loc1").unwrap(),
             quantity: 2,
             unit_price: m(1_000),
+            pricing: None,
         }],
         discount_code: None,
         tax_rate_bps: 0,

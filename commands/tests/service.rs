@@ -482,5 +482,8 @@ async fn unit_price(shop: &Shop, stream: &str) -> i64 {
     let placed = shop.store.read_stream(stream, 1, 1).await.unwrap();
     let payload: serde_json::Value = serde_json::from_str(&placed[0].payload).unwrap();
     let line = &payload["order"]["lines"][0];
+    // The order keeps how the catalog priced the line.
+    assert_eq!(line["pricing"]["title"], "The mug", "{payload}");
+    assert_eq!(line["pricing"]["source"]["kind"], "default", "{payload}");
     line["unit_price"]["amount"].as_i64().unwrap_or_else(|| panic!("{payload}"))
 }

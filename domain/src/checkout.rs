@@ -136,6 +136,7 @@ pub fn decide_checkout(
             location: key.location,
             quantity: line.quantity,
             unit_price: line.unit_price,
+            pricing: line.pricing.clone(),
         });
     }
     if !shortages.is_empty() {

@@ -99,12 +99,19 @@ fn placed_order() -> PlacedOrder {
         email: "ann@example.com".into(),
         currency: eur(),
         lines: vec![
-            OrderLine { sku: sku(0), location: LocationId::parse("berlin").unwrap(), quantity: 2, unit_price: m(500) },
+            OrderLine {
+                sku: sku(0),
+                location: LocationId::parse("berlin").unwrap(),
+                quantity: 2,
+                unit_price: m(500),
+                pricing: None,
+            },
             OrderLine {
                 sku: sku(1),
                 location: LocationId::parse("berlin").unwrap(),
                 quantity: 1,
                 unit_price: m(1_000),
+                pricing: None,
             },
         ],
         discount_code: None,

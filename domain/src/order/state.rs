@@ -64,6 +64,11 @@ pub struct OrderLine {
     pub location: LocationId,
     pub quantity: u32,
     pub unit_price: Money,
+    /// How the catalog priced the line (product, title, price source, tax class): what an
+    /// auditor reads to say why the order paid this price. Absent on orders from before the
+    /// catalog priced carts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<crate::cart::LinePricing>,
 }
 
 /// Every amount of a placed order. `total = subtotal - discount + shipping + tax`.

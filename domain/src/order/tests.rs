@@ -34,6 +34,7 @@ pub fn placed_order(total: i64) -> PlacedOrder {
             location: LocationId::parse("berlin").unwrap(),
             quantity: 2,
             unit_price: m(total / 2),
+            pricing: None,
         }],
         discount_code: None,
         tax_rate_bps: 0,
