@@ -12,16 +12,17 @@ use anyhow::{bail, Result};
 use chrono::{Duration, Timelike, Utc};
 use orderlog_commands::{Clock, Command, CommandEnvelope, CommandError, CommandService, ManualClock, SequentialIds};
 use orderlog_domain::aggregate::Aggregate;
-use orderlog_domain::cart::{Address, CartCommand, Customer, Discount, DiscountKind, ShippingMethod};
+use orderlog_domain::cart::{Address, CartCommand, Customer, ShippingMethod};
 use orderlog_domain::checkout::CheckoutCommand;
 use orderlog_domain::codec::DomainEvent;
 use orderlog_domain::order::{LineQuantity, OrderCommand, OrderEvent, ReturnedLine};
 use orderlog_domain::product::{ProductCommand, Variant};
+use orderlog_domain::promotion::{Conditions, PromotionCommand, PromotionKind};
 use orderlog_domain::shipment::{CarrierEventKind, ShipmentCommand};
 use orderlog_domain::stock::StockCommand;
 use orderlog_domain::{
-    CartId, Currency, CustomerId, LocationId, Money, OrderId, ProductId, RejectionKind, ReturnId, ShipmentId, Sku,
-    StockKey,
+    CartId, Currency, CustomerId, LocationId, Money, OrderId, ProductId, PromotionCode, RejectionKind, ReturnId,
+    ShipmentId, Sku, StockKey,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -186,9 +187,8 @@ impl Sim {
 
     async fn prepare_for_checkout(&self, shopper: &mut Shopper, cart_id: &CartId, registered: bool) -> Result<()> {
         if shopper.rng.random_bool(0.15) {
-            let discount =
-                Discount { code: "WELCOME10".into(), kind: DiscountKind::Percentage { basis_points: 1_000 } };
-            self.cart_op(shopper, cart_id, CartCommand::ApplyDiscount { discount }).await?;
+            let code = PromotionCode::parse("WELCOME10")?;
+            self.cart_op(shopper, cart_id, CartCommand::ApplyCode { code }).await?;
         }
         if registered {
             let email = format!("customer{}@example.com", shopper.rng.random_range(1..5_000));
@@ -664,6 +664,24 @@ async fn create_catalog(sim: &Sim) -> Result<()> {
             }
         }
         sim.must(&mut shopper, product(ProductCommand::Publish {})).await?;
+    }
+    // Three coupons: 10 % for everyone, 5 EUR off orders of 50 EUR for the first 50, and
+    // 20 % off orders of 100 EUR once per customer, for the first 100. A shop that ran
+    // before has them already.
+    let coupons = [
+        ("WELCOME10", PromotionKind::Percentage { basis_points: 1_000 }, None, None, None),
+        ("FIVE-OFF", PromotionKind::FixedPerOrder { amount: sim.eur(500) }, Some(5_000), Some(50), None),
+        ("BIG20", PromotionKind::Percentage { basis_points: 2_000 }, Some(10_000), Some(100), Some(1)),
+    ];
+    for (code, kind, min, usage_limit, per_customer_limit) in coupons {
+        let conditions = Conditions { min_subtotal: min.map(|m| sim.eur(m)), ..Conditions::default() };
+        let command = PromotionCommand::Create { kind, conditions, usage_limit, per_customer_limit };
+        let code = PromotionCode::parse(code)?;
+        if let Err(r) = sim.run(&mut shopper, Command::Promotion { code, command }).await? {
+            if r.kind != RejectionKind::Conflict {
+                bail!("the demo's promotions: {}", r.reason);
+            }
+        }
     }
     Ok(())
 }

@@ -18,7 +18,45 @@ use crate::problem::Problem;
 use crate::Shared;
 
 pub(crate) fn routes() -> OpenApiRouter<Shared> {
-    OpenApiRouter::new().routes(routes!(get_product)).routes(routes!(get_price_list))
+    OpenApiRouter::new().routes(routes!(get_product)).routes(routes!(get_price_list)).routes(routes!(get_promotion))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PromotionView {
+    code: String,
+    version: u64,
+    #[schema(value_type = Object)]
+    kind: Option<orderlog_domain::promotion::PromotionKind>,
+    #[schema(value_type = Object)]
+    conditions: orderlog_domain::promotion::Conditions,
+    usage_limit: Option<u32>,
+    per_customer_limit: Option<u32>,
+    /// Orders that used it so far.
+    uses: u32,
+    archived: bool,
+}
+
+/// A promotion: what it takes off, its conditions and limits, and how often it was used
+/// (who used it is not shown).
+#[utoipa::path(get, path = "/promotions/{code}", tag = "catalog",
+    params(("code" = String, Path)),
+    responses((status = 200, body = PromotionView), (status = 404, body = Problem)),
+    security(("bearer" = ["shop", "catalog"])))]
+async fn get_promotion(State(api): State<Shared>, Path(code): Path<String>) -> Result<Json<PromotionView>, Problem> {
+    use orderlog_domain::promotion::Promotion;
+    let code = orderlog_domain::PromotionCode::parse(&code)
+        .map_err(|r| Problem::not_found(format!("no promotion: {}", r.reason)))?;
+    let (p, version) = state::<Promotion>(&api, &StreamId::promotion(&code), &format!("promotion '{code}'")).await?;
+    Ok(Json(PromotionView {
+        code: code.to_string(),
+        version,
+        kind: p.kind,
+        conditions: p.conditions,
+        usage_limit: p.usage_limit,
+        per_customer_limit: p.per_customer_limit,
+        uses: p.uses,
+        archived: p.archived,
+    }))
 }
 
 pub(crate) fn cart_routes() -> OpenApiRouter<Shared> {

@@ -116,14 +116,11 @@ fn components() -> Vec<(&'static str, Value)> {
         ("ShippingMethod", object(json!({"id": text(), "price": money(0)}), &["id", "price"])),
         ("Variant", crate::commands::catalog::variant_schema()),
         (
-            "Discount",
-            object(
-                json!({"code": text(), "kind": {"oneOf": [
-                    object(json!({"kind": {"const": "percentage"}, "basis_points": int(1, 10_000)}), &["kind", "basis_points"]),
-                    object(json!({"kind": {"const": "fixed"}, "amount": money(1)}), &["kind", "amount"]),
-                ]}}),
-                &["code", "kind"],
-            ),
+            "PromotionKind",
+            json!({"oneOf": [
+                object(json!({"kind": {"const": "percentage"}, "basis_points": int(1, 10_000)}), &["kind", "basis_points"]),
+                object(json!({"kind": {"const": "fixed_per_order"}, "amount": money(1)}), &["kind", "amount"]),
+            ]}),
         ),
         ("LineQuantity", object(json!({"sku": id(), "quantity": int(1, i64::from(u32::MAX))}), &["sku", "quantity"])),
         (
@@ -305,6 +302,7 @@ const ID_PARAMS: &[&str] = &[
     "message_id",
     "product_id",
     "price_list_id",
+    "code",
 ];
 
 fn problem(description: &str) -> Value {

@@ -228,12 +228,7 @@ async fn unknown_fields_are_refused_at_every_depth() {
             "unit_price",
         ),
         (Method::PUT, "/carts/c1/shipping-method", json!({"id": "dhl", "price": eur(490), "eta": "2d"}), "eta"),
-        (
-            Method::PUT,
-            "/carts/c1/discount",
-            json!({"discount": {"code": "X", "kind": {"kind": "percentage", "basis_points": 10, "cap": 1}}}),
-            "cap",
-        ),
+        (Method::PUT, "/carts/c1/discount", json!({"code": "X", "cap": 1}), "cap"),
         (
             Method::POST,
             "/orders/o1/returns",

@@ -35,8 +35,11 @@ async fn a_day_at_the_shop(app: App) {
     app.ok(Method::POST, "/carts/c1/items", t, Some(json!({"sku": "tea", "quantity": 1}))).await;
     app.ok(Method::PATCH, "/carts/c1/items/mug", t, Some(json!({"quantity": 2}))).await;
     app.ok(Method::DELETE, "/carts/c1/items/tea", t, None).await;
-    let discount = json!({"discount": {"code": "SPRING", "kind": {"kind": "percentage", "basis_points": 1000}}});
-    app.ok(Method::PUT, "/carts/c1/discount", t, Some(discount)).await;
+    let spring = json!({"code": "SPRING", "kind": {"kind": "percentage", "basis_points": 1000}});
+    app.ok(Method::POST, "/promotions", &app.token("catalog").await, Some(spring)).await;
+    app.ok(Method::PUT, "/carts/c1/discount", t, Some(json!({"code": "SPRING"}))).await;
+    let cart = app.ok(Method::GET, "/carts/c1", t, None).await;
+    assert_eq!((cart["discount_code"].as_str(), cart["discount"]["amount"].as_i64()), (Some("SPRING"), Some(180)));
     app.ok(Method::DELETE, "/carts/c1/discount", t, None).await;
     app.ok(Method::PUT, "/carts/c1/contact", t, Some(json!({"email": "ann@example.org"}))).await;
     let placed =
@@ -366,6 +369,7 @@ async fn the_openapi_document_lists_every_route() {
                 "m1" => "{message_id}",
                 "p1" => "{product_id}",
                 "pl1" => "{price_list_id}",
+                "SAVE10" => "{code}",
                 "order-o1" => "{stream_id}",
                 "berlin" if path.contains("/stock/") || path.contains("/locations/") => "{location}",
                 "mug" => "{sku}",

@@ -20,9 +20,12 @@ use orderlog_domain::deadline::DeadlineId;
 use orderlog_domain::order::{OrderCommand, ReturnedLine};
 use orderlog_domain::price_list::PriceListCommand;
 use orderlog_domain::product::ProductCommand;
+use orderlog_domain::promotion::PromotionCommand;
 use orderlog_domain::shipment::ShipmentCommand;
 use orderlog_domain::stock::StockCommand;
-use orderlog_domain::{CartId, OrderId, PriceListId, ProductId, Rejection, ReturnId, ShipmentId, StockKey};
+use orderlog_domain::{
+    CartId, OrderId, PriceListId, ProductId, PromotionCode, Rejection, ReturnId, ShipmentId, StockKey,
+};
 use orderlog_store::{StoreError, StreamVersion};
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +85,11 @@ pub enum Command {
     PriceList {
         price_list_id: PriceListId,
         command: PriceListCommand,
+    },
+    /// Creates or ends a promotion.
+    Promotion {
+        code: PromotionCode,
+        command: PromotionCommand,
     },
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use orderlog_domain::aggregate::Aggregate;
-use orderlog_domain::cart::{add_priced, pricing_of, Cart, CartCommand, CartEvent, CartStatus, Repriced};
+use orderlog_domain::cart::{add_priced, pricing_of, Cart, CartCommand, CartEvent, CartStatus, Discount, Repriced};
 use orderlog_domain::checkout::{decide_checkout, CheckoutCommand, Decision};
 use orderlog_domain::deadline::{Deadline, DeadlineAction, DeadlineId, DeadlineState};
 use orderlog_domain::flows::{
@@ -20,10 +20,12 @@ use orderlog_domain::price_list::{
     quote, PriceContext, PriceIndex, PriceIndexCommand, PriceList, PriceListCommand, PriceListState, Quote,
 };
 use orderlog_domain::product::{Product, ProductCommand, SkuOwner, SkuOwnerCommand};
+use orderlog_domain::promotion::{Promotion, PromotionAction};
 use orderlog_domain::shipment::{Shipment, ShipmentCommand, ShipmentState};
 use orderlog_domain::stock::{Stock, StockAction, StockState};
 use orderlog_domain::{
-    AnyState, Currency, Decider, DomainEvent, OrderId, PriceListId, ProductId, Rejection, Sku, StockKey, StreamId,
+    AnyState, Currency, Decider, DomainEvent, OrderId, PriceListId, ProductId, PromotionCode, Rejection, Sku, StockKey,
+    StreamId,
 };
 use orderlog_store::RecordedEvent;
 
@@ -102,6 +104,9 @@ impl Command {
     /// The streams the command names, loaded first: a pure function of the command.
     pub fn streams(&self) -> Vec<StreamId> {
         match self {
+            Command::Cart { cart_id, command: CartCommand::ApplyCode { code } } => {
+                vec![StreamId::cart(cart_id), StreamId::promotion(code)]
+            }
             Command::Cart { cart_id, .. } => vec![StreamId::cart(cart_id)],
             Command::Checkout { checkout } => {
                 vec![StreamId::cart(&checkout.cart_id), StreamId::order(&checkout.order_id)]
@@ -115,6 +120,7 @@ impl Command {
             Command::Product { product_id, command } => std::iter::once(StreamId::product(product_id))
                 .chain(command.new_skus().iter().map(StreamId::sku_owner))
                 .collect(),
+            Command::Promotion { code, .. } => vec![StreamId::promotion(code)],
             Command::PriceList { price_list_id, command } => match command {
                 PriceListCommand::Create { currency, .. } => {
                     vec![StreamId::price_list(price_list_id), StreamId::price_index(*currency)]
@@ -139,6 +145,7 @@ impl Command {
                 let cart = loaded.state::<Cart>(&StreamId::cart(&checkout.cart_id));
                 let mut streams = stocks(checkout.stock_keys(cart));
                 streams.extend(pricing_streams(loaded, cart.lines.keys(), cart.currency));
+                streams.extend(promotion_of(cart).as_ref().map(StreamId::promotion));
                 streams
             }
             Command::Cart { cart_id, command: CartCommand::AddItem { sku, .. } } => {
@@ -178,6 +185,7 @@ impl Command {
             | Command::Stock { .. }
             | Command::Product { .. }
             | Command::PriceList { .. }
+            | Command::Promotion { .. }
             | Command::CloseReturnWindow { .. } => {
                 vec![]
             }
@@ -240,9 +248,27 @@ impl Command {
                 let events = add_priced(cart, *quantity, &quote, &product_id, context.now + context.price_ttl)?;
                 Ok(single(stream, events))
             }
+            Command::Cart { cart_id, command: CartCommand::ApplyCode { code } } => {
+                let stream = StreamId::cart(cart_id);
+                let cart = loaded.state::<Cart>(&stream);
+                cart.open()?;
+                let promotion = loaded.state::<Promotion>(&StreamId::promotion(code));
+                let kind = promotion.applicable(code.as_str(), cart.totals()?.subtotal, context.now)?;
+                let discount = Discount { code: code.to_string(), kind: kind.discount() };
+                Ok(single(stream.clone(), Cart::decide(&CartCommand::ApplyDiscount { discount }, cart)?))
+            }
+            Command::Cart { command: CartCommand::ApplyDiscount { discount }, .. } => Err(Rejection::invalid(format!(
+                "discount {}: what a discount takes off is the server's; apply a promotion's code",
+                discount.code
+            ))),
             Command::Cart { cart_id, command } => {
                 let stream = StreamId::cart(cart_id);
                 Ok(single(stream.clone(), Cart::decide(command, loaded.state::<Cart>(&stream))?))
+            }
+            Command::Promotion { code, command } => {
+                let stream = StreamId::promotion(code);
+                let action = PromotionAction::from(command.clone());
+                Ok(single(stream.clone(), Promotion::decide(&action, loaded.state::<Promotion>(&stream))?))
             }
             Command::Checkout { checkout } => {
                 if let Some(repricing) = reprice(checkout, loaded, context)? {
@@ -250,7 +276,21 @@ impl Command {
                 }
                 let cart = loaded.state::<Cart>(&StreamId::cart(&checkout.cart_id));
                 let stocks = loaded.stocks(checkout.stock_keys(cart));
-                decide_checkout(checkout, cart, loaded.order(&checkout.order_id), &stocks)
+                let mut decision = decide_checkout(checkout, cart, loaded.order(&checkout.order_id), &stocks)?;
+                // The promotion's use is decided in the same append as the order, at the
+                // version read: its last use goes to one checkout only.
+                if let (CartStatus::Open, Some(code)) = (&cart.status, promotion_of(cart)) {
+                    let stream = StreamId::promotion(&code);
+                    let redeem = PromotionAction::Redeem {
+                        code: code.to_string(),
+                        order_id: checkout.order_id.clone(),
+                        customer: cart.customer_key(),
+                        subtotal: cart.totals()?.subtotal,
+                        at: context.now,
+                    };
+                    decision.push(stream.clone(), Promotion::decide(&redeem, loaded.state::<Promotion>(&stream))?);
+                }
+                Ok(decision)
             }
             Command::Order { order_id, command } => {
                 let events = Order::decide(&OrderAction::from(command.clone()), loaded.order(order_id))?;
@@ -324,6 +364,11 @@ fn decide_product(product_id: &ProductId, command: &ProductCommand, loaded: &Loa
         decision.push(owner, events);
     }
     Ok(decision)
+}
+
+/// The promotion a cart's discount code names, if it names one.
+fn promotion_of(cart: &orderlog_domain::cart::CartState) -> Option<PromotionCode> {
+    cart.discount.as_ref().and_then(|d| PromotionCode::parse(&d.code).ok())
 }
 
 /// The catalog streams pricing `skus` in `currency` reads: each SKU's owner and the

@@ -12,9 +12,12 @@ use crate::deadline::{Deadline, DeadlineEvent, DeadlineId, DeadlineState};
 use crate::order::{Order, OrderEvent, OrderState};
 use crate::price_list::{PriceIndex, PriceIndexEvent, PriceIndexState, PriceList, PriceListEvent, PriceListState};
 use crate::product::{Product, ProductEvent, ProductState, SkuOwner, SkuOwnerEvent, SkuOwnerState};
+use crate::promotion::{Promotion, PromotionEvent, PromotionState};
 use crate::shipment::{Shipment, ShipmentEvent, ShipmentState};
 use crate::stock::{Stock, StockEvent, StockState};
-use crate::{CartId, Currency, Decider, LocationId, OrderId, PriceListId, ProductId, ShipmentId, Sku, StockKey};
+use crate::{
+    CartId, Currency, Decider, LocationId, OrderId, PriceListId, ProductId, PromotionCode, ShipmentId, Sku, StockKey,
+};
 
 /// A decider registered in [`aggregates!`]: its kind, and its state inside [`AnyState`].
 pub trait Aggregate: Decider<Event: TryFrom<DomainEvent> + Into<DomainEvent>, State: Clone> {
@@ -158,6 +161,7 @@ aggregates! {
     SkuOwner: SkuOwner, SkuOwnerEvent, SkuOwnerState, "sku";
     PriceList: PriceList, PriceListEvent, PriceListState, "pricelist";
     PriceIndex: PriceIndex, PriceIndexEvent, PriceIndexState, "prices";
+    Promotion: Promotion, PromotionEvent, PromotionState, "promotion";
 }
 
 /// A stream's id: the aggregate it belongs to and that aggregate's id, written
@@ -207,6 +211,10 @@ impl StreamId {
         StreamId { kind: AggregateKind::PriceIndex, id: currency.code().to_string() }
     }
 
+    pub fn promotion(code: &PromotionCode) -> StreamId {
+        StreamId { kind: AggregateKind::Promotion, id: code.to_string() }
+    }
+
     /// Reads a stream id; `None` when it names no aggregate or its id is not valid.
     pub fn parse(stream_id: &str) -> Option<StreamId> {
         let (prefix, id) = stream_id.split_once('-')?;
@@ -222,6 +230,7 @@ impl StreamId {
             AggregateKind::SkuOwner => Sku::parse(id).is_ok(),
             AggregateKind::PriceList => PriceListId::parse(id).is_ok(),
             AggregateKind::PriceIndex => Currency::parse(id).is_ok(),
+            AggregateKind::Promotion => PromotionCode::parse(id).is_ok(),
         };
         valid.then_some(stream)
     }

@@ -196,6 +196,16 @@ pub struct CartTotals {
 }
 
 impl CartState {
+    /// Who the cart's customer is, for per-customer promotion limits: the customer id, or
+    /// the guest's email in lower case.
+    pub fn customer_key(&self) -> String {
+        match &self.customer {
+            Some(Customer::Registered { customer_id, .. }) => format!("customer:{customer_id}"),
+            Some(Customer::Guest { email }) => format!("email:{}", email.to_lowercase()),
+            None => String::new(),
+        }
+    }
+
     /// Subtotal, discount (capped at the subtotal, so totals never go negative) and shipping.
     pub fn totals(&self) -> Result<CartTotals, Rejection> {
         let currency = self.currency.ok_or_else(|| Rejection::not_found("cart: does not exist"))?;
@@ -252,6 +262,11 @@ pub enum CartCommand {
     AddItem {
         sku: Sku,
         quantity: u32,
+    },
+    /// Applies the promotion with this code: the command service turns it into the
+    /// promotion's discount (an `ApplyDiscount`) when its conditions hold.
+    ApplyCode {
+        code: crate::PromotionCode,
     },
     ChangeQuantity {
         sku: Sku,
@@ -340,6 +355,11 @@ impl Decider for Cart {
             C::AddItem { sku, .. } => {
                 return Err(Rejection::invalid(format!(
                     "sku {sku}: a line is priced by the catalog; add it through the command service"
+                )))
+            }
+            C::ApplyCode { code } => {
+                return Err(Rejection::invalid(format!(
+                    "code {code}: a promotion is resolved by the command service; apply it through it"
                 )))
             }
             C::ChangeQuantity { sku, quantity } => {

@@ -116,6 +116,11 @@ id_type!(
     "price_list_id"
 );
 id_type!(
+    /// A promotion's code; its stream is `promotion-{code}`.
+    PromotionCode,
+    "code"
+);
+id_type!(
     /// A return (RMA) within an order.
     ReturnId,
     "return_id"

@@ -51,6 +51,7 @@ pub mod money;
 pub mod order;
 pub mod price_list;
 pub mod product;
+pub mod promotion;
 pub mod shipment;
 pub mod stock;
 #[cfg(any(test, feature = "testing"))]
@@ -61,7 +62,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use aggregate::{AggregateKind, AnyState, DomainEvent, StreamId};
-pub use ids::{CartId, CustomerId, LocationId, OrderId, PriceListId, ProductId, ReturnId, ShipmentId, Sku, StockKey};
+pub use ids::{
+    CartId, CustomerId, LocationId, OrderId, PriceListId, ProductId, PromotionCode, ReturnId, ShipmentId, Sku, StockKey,
+};
 pub use money::{Currency, Money};
 
 /// An aggregate as a pure decision function and a fold.

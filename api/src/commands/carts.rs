@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use orderlog_commands::Command;
 use orderlog_domain::cart::{CartCommand, LINE_QUANTITY_MAX};
 use orderlog_domain::checkout::{CheckoutCommand, TAX_RATE_BPS_MAX};
-use orderlog_domain::{CartId, Currency, LocationId, OrderId, Sku};
+use orderlog_domain::{CartId, Currency, LocationId, OrderId, PromotionCode, Sku};
 use serde_json::{json, Value};
 
-use super::wire::{Address, Customer, Discount, ShippingMethod};
+use super::wire::{Address, Customer, ShippingMethod};
 use super::{body, id, NoBody, Params};
 use crate::openapi::schema::{self, email, int, nullable, opt, reference, req, text};
 use crate::problem::Problem;
@@ -70,11 +70,12 @@ pub(super) fn remove_item(_: NoBody, path: &Params) -> Result<Command, Problem> 
 }
 
 body! {
-    DiscountCode { discount: Discount = req(reference("Discount")) }
+    /// A promotion's code: what it takes off is the server's (POST /promotions).
+    DiscountCode { code: PromotionCode = req(schema::id()) }
 }
 
 pub(super) fn apply_discount(body: DiscountCode, path: &Params) -> Result<Command, Problem> {
-    cart(path, CartCommand::ApplyDiscount { discount: body.discount.into() })
+    cart(path, CartCommand::ApplyCode { code: body.code })
 }
 
 pub(super) fn remove_discount(_: NoBody, path: &Params) -> Result<Command, Problem> {

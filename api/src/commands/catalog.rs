@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use orderlog_commands::Command;
 use orderlog_domain::price_list::{PriceListCommand, PriceListRules, PRICES_PER_COMMAND_MAX};
 use orderlog_domain::product::{self, ProductCommand, OPTIONS_MAX, VARIANTS_MAX, WEIGHT_GRAMS_MAX};
-use orderlog_domain::{Currency, PriceListId, ProductId, Sku};
+use orderlog_domain::promotion::{Conditions, PromotionCommand, PromotionKind};
+use orderlog_domain::{Currency, PriceListId, ProductId, PromotionCode, Sku};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -215,4 +216,68 @@ pub(super) fn remove_list_price(_: NoBody, path: &Params) -> Result<Command, Pro
 
 pub(super) fn archive_price_list(_: NoBody, path: &Params) -> Result<Command, Problem> {
     price_list(path, PriceListCommand::Archive {})
+}
+
+/// What a promotion takes off, as a request spells it.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Kind {
+    Percentage { basis_points: u32 },
+    FixedPerOrder { amount: Price },
+}
+
+/// When a promotion may be used, as a request spells it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionConditions {
+    #[serde(default)]
+    min_subtotal: Option<Price>,
+    #[serde(default)]
+    starts_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    ends_at: Option<DateTime<Utc>>,
+}
+
+fn limit() -> Value {
+    nullable(int(1, i64::from(u32::MAX)))
+}
+
+body! {
+    NewPromotion {
+        code: PromotionCode = req(schema::id()),
+        kind: Kind = req(reference("PromotionKind")),
+        #[serde(default)]
+        conditions: PromotionConditions = opt(object(
+            json!({"min_subtotal": nullable(money(0)), "starts_at": instant(), "ends_at": instant()}),
+            &[],
+        )),
+        /// Most uses in all.
+        #[serde(default)]
+        usage_limit: Option<u32> = opt(limit()),
+        /// Most uses by one customer (a customer id, or a guest's email).
+        #[serde(default)]
+        per_customer_limit: Option<u32> = opt(limit()),
+    }
+}
+
+pub(super) fn create_promotion(body: NewPromotion, _: &Params) -> Result<Command, Problem> {
+    let kind = match body.kind {
+        Kind::Percentage { basis_points } => PromotionKind::Percentage { basis_points },
+        Kind::FixedPerOrder { amount } => PromotionKind::FixedPerOrder { amount: amount.into() },
+    };
+    let c = body.conditions;
+    let conditions =
+        Conditions { min_subtotal: c.min_subtotal.map(Into::into), starts_at: c.starts_at, ends_at: c.ends_at };
+    let command = PromotionCommand::Create {
+        kind,
+        conditions,
+        usage_limit: body.usage_limit,
+        per_customer_limit: body.per_customer_limit,
+    };
+    Ok(Command::Promotion { code: body.code, command })
+}
+
+pub(super) fn archive_promotion(_: NoBody, path: &Params) -> Result<Command, Problem> {
+    let code = path.id("code", PromotionCode::parse)?;
+    Ok(Command::Promotion { code, command: PromotionCommand::Archive {} })
 }

@@ -160,6 +160,8 @@ pub(crate) fn routes(api: &Shared) -> OpenApiRouter<Shared> {
         Put    "/price-lists/{price_list_id}/prices"            "price_list.set_prices"       Catalog    catalog::set_list_prices, "Sets the prices of these SKUs in a price list (each in the list's currency); other SKUs keep theirs.";
         Delete "/price-lists/{price_list_id}/prices/{sku}"      "price_list.remove_price"     Catalog    catalog::remove_list_price, "Removes a SKU's price from a price list.";
         Post   "/price-lists/{price_list_id}/archive"           "price_list.archive"          Catalog    catalog::archive_price_list, "Ends a price list for good: it prices nothing from then on.";
+        Post   "/promotions"                                    "promotion.create"            Catalog    catalog::create_promotion, "Creates a promotion: its code, what it takes off (a percentage or a fixed amount per order), when it is valid, the least subtotal, and how often it may be used in all and by one customer.";
+        Post   "/promotions/{code}/archive"                     "promotion.archive"           Catalog    catalog::archive_promotion, "Ends a promotion for good.";
         Post   "/shipments"                                     "shipment.create"             Operations shipments::create, "Creates a shipment of an order's lines from one location; its id is generated when the body has none.";
         Post   "/shipments/{shipment_id}/pack"                  "shipment.pack"               Operations shipments::pack, "Marks a shipment packed.";
         Post   "/shipments/{shipment_id}/ship"                  "shipment.ship"               Operations shipments::ship, "Hands a shipment to a carrier: dispatches its stock and marks its order lines shipped.";

@@ -2,7 +2,7 @@
 //! types field for field today, but are their own types: renaming a field of a stored event
 //! or of a domain value changes neither the API nor what a retried request hashes to.
 
-use orderlog_domain::cart::{self, DiscountKind};
+use orderlog_domain::cart;
 use orderlog_domain::{order, stock, Currency, CustomerId, Money, Sku};
 use serde::Deserialize;
 use serde_json::Value;
@@ -69,30 +69,6 @@ impl From<Address> for cart::Address {
     fn from(a: Address) -> cart::Address {
         let Address { name, line1, line2, city, postal_code, country } = a;
         cart::Address { name, line1, line2, city, postal_code, country }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Discount {
-    pub code: String,
-    pub kind: DiscountAmount,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum DiscountAmount {
-    Percentage { basis_points: u32 },
-    Fixed { amount: Price },
-}
-
-impl From<Discount> for cart::Discount {
-    fn from(d: Discount) -> cart::Discount {
-        let kind = match d.kind {
-            DiscountAmount::Percentage { basis_points } => DiscountKind::Percentage { basis_points },
-            DiscountAmount::Fixed { amount } => DiscountKind::Fixed { amount: amount.into() },
-        };
-        cart::Discount { code: d.code, kind }
     }
 }
 

@@ -317,6 +317,9 @@ pub fn protected() -> Vec<(Method, &'static str, &'static [Scope])> {
         (Method::POST, "/price-lists/pl1/archive", &[Catalog]),
         (Method::GET, "/products/p1", &[Shop, Catalog]),
         (Method::GET, "/carts/c1", &[Shop, Operations]),
+        (Method::POST, "/promotions", &[Catalog]),
+        (Method::POST, "/promotions/SAVE10/archive", &[Catalog]),
+        (Method::GET, "/promotions/SAVE10", &[Shop, Catalog]),
         (Method::GET, "/price-lists/pl1", &[Shop, Catalog]),
     ]
 }
