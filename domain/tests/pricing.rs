@@ -242,3 +242,43 @@ fn a_variant_is_sold_only_while_its_product_is_active_and_it_is_not_archived() {
     };
     assert!(Product::decide(&two_in_eur, &active).unwrap_err().reason.contains("two prices in EUR"));
 }
+
+proptest! {
+    /// However redemptions arrive (orders, customers, repeats, in any order), a promotion's
+    /// uses never pass its total limit nor one customer's, and an order uses it once.
+    #[test]
+    fn promotion_usage_never_exceeds_its_limits(
+        usage_limit in proptest::option::of(1..6u32),
+        per_customer_limit in proptest::option::of(1..3u32),
+        redemptions in proptest::collection::vec((0..12u8, 0..4u8), 0..40),
+    ) {
+        use orderlog_domain::promotion::{Promotion, PromotionAction, PromotionCommand, PromotionKind, PromotionState};
+        let create = PromotionCommand::Create {
+            kind: PromotionKind::Percentage { basis_points: 1_000 },
+            conditions: Default::default(),
+            usage_limit,
+            per_customer_limit,
+        };
+        let mut state = Promotion::fold(&Promotion::decide(&create.into(), &PromotionState::default()).unwrap());
+        let mut events = Vec::new();
+        for (order, customer) in redemptions {
+            let redeem = PromotionAction::Redeem {
+                code: "TEN".into(),
+                order_id: orderlog_domain::OrderId::parse(format!("o{order}")).unwrap(),
+                customer: format!("c{customer}"),
+                subtotal: Money::new(10_000, currency(0)),
+                at: t0(),
+            };
+            if let Ok(new) = Promotion::decide(&redeem, &state) {
+                state = new.iter().fold(state, Promotion::evolve);
+                events.extend(new);
+            }
+            prop_assert!(usage_limit.is_none_or(|l| state.uses <= l), "{} uses of {usage_limit:?}", state.uses);
+            for (customer, uses) in &state.uses_by_customer {
+                prop_assert!(per_customer_limit.is_none_or(|l| *uses <= l), "{customer}: {uses}");
+            }
+            prop_assert_eq!(state.uses as usize, state.orders.len(), "an order uses it once");
+        }
+        prop_assert_eq!(Promotion::fold(&events).uses, state.uses, "the redemptions fold back to the uses");
+    }
+}
