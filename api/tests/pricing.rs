@@ -34,7 +34,7 @@ async fn carts_are_priced_by_the_server(app: App) {
     // A SKU nobody sells is not found.
     let unknown =
         app.call(Method::POST, "/carts/c1/items", Some(&shop), Some(json!({"sku": "cape", "quantity": 1}))).await;
-    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
+    assert_eq!(unknown.status, StatusCode::CONFLICT, "{}", unknown.text);
     assert!(unknown.text.contains("cape"), "{}", unknown.text);
     // The client may not set the price: refused naming the field.
     let priced = json!({"sku": "hoodie-m", "quantity": 1, "unit_price": eur(1)});

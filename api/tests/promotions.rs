@@ -20,7 +20,7 @@ async fn promotions_keep_their_limits(app: App) {
     let refused = app.call(Method::PUT, "/carts/probe/discount", Some(&shop), Some(own)).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
     let unknown = app.call(Method::PUT, "/carts/probe/discount", Some(&shop), Some(json!({"code": "FREE"}))).await;
-    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
+    assert_eq!(unknown.status, StatusCode::CONFLICT, "{}", unknown.text);
     assert!(unknown.text.contains("FREE"), "{}", unknown.text);
 
     // Conditions are named when unmet: a least subtotal, a window not yet open.

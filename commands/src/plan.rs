@@ -81,7 +81,8 @@ impl Loaded {
     ) -> Result<(Quote, ProductId), Rejection> {
         let owner = self.state::<SkuOwner>(&StreamId::sku_owner(sku));
         let product_id =
-            owner.product_id.clone().ok_or_else(|| Rejection::not_found(format!("sku {sku}: not in the catalog")))?;
+            // 409, not 404: the cart exists; the SKU it names is not sold.
+            owner.product_id.clone().ok_or_else(|| Rejection::conflict(format!("sku {sku}: not in the catalog")))?;
         let product = self.state::<Product>(&StreamId::product(&product_id));
         let index = self.state::<PriceIndex>(&StreamId::price_index(currency));
         let lists: Vec<(&PriceListId, &PriceListState)> =

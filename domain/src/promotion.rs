@@ -70,7 +70,8 @@ impl PromotionState {
     pub fn applicable(&self, code: &str, subtotal: Money, at: DateTime<Utc>) -> Result<&PromotionKind, Rejection> {
         let kind = match (&self.kind, self.created) {
             (Some(kind), true) => kind,
-            _ => return Err(Rejection::not_found(format!("promotion {code}: no such code"))),
+            // 409, not 404: the request's resource (a cart) exists; what it names does not.
+            _ => return Err(Rejection::conflict(format!("promotion {code}: no such code"))),
         };
         if self.archived {
             return Err(Rejection::conflict(format!("promotion {code}: ended")));
@@ -190,6 +191,11 @@ impl Decider for Promotion {
                 if let (Some(start), Some(end)) = (conditions.starts_at, conditions.ends_at) {
                     if end <= start {
                         return Err(Rejection::conflict(format!("ends_at: {end} is not after starts_at {start}")));
+                    }
+                }
+                for (field, limit) in [("usage_limit", usage_limit), ("per_customer_limit", per_customer_limit)] {
+                    if *limit == Some(0) {
+                        return Err(Rejection::invalid(format!("{field}: at least 1 (leave it out for no limit)")));
                     }
                 }
                 if let Some(min) = conditions.min_subtotal {

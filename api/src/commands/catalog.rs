@@ -227,7 +227,7 @@ pub enum Kind {
 }
 
 /// When a promotion may be used, as a request spells it.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PromotionConditions {
     #[serde(default)]
@@ -246,8 +246,10 @@ body! {
     NewPromotion {
         code: PromotionCode = req(schema::id()),
         kind: Kind = req(reference("PromotionKind")),
+        /// An object (read as a map first: a struct of optional fields would also take an
+        /// array).
         #[serde(default)]
-        conditions: PromotionConditions = opt(object(
+        conditions: serde_json::Map<String, Value> = opt(object(
             json!({"min_subtotal": nullable(money(0)), "starts_at": instant(), "ends_at": instant()}),
             &[],
         )),
@@ -265,7 +267,8 @@ pub(super) fn create_promotion(body: NewPromotion, _: &Params) -> Result<Command
         Kind::Percentage { basis_points } => PromotionKind::Percentage { basis_points },
         Kind::FixedPerOrder { amount } => PromotionKind::FixedPerOrder { amount: amount.into() },
     };
-    let c = body.conditions;
+    let c: PromotionConditions = serde_json::from_value(Value::Object(body.conditions))
+        .map_err(|e| Problem::unprocessable(format!("conditions: {e}")))?;
     let conditions =
         Conditions { min_subtotal: c.min_subtotal.map(Into::into), starts_at: c.starts_at, ends_at: c.ends_at };
     let command = PromotionCommand::Create {
