@@ -28,6 +28,18 @@ pub const PRICE_LIST_SKUS_MAX: usize = 10_000;
 /// body limit).
 pub const PRICES_PER_COMMAND_MAX: usize = 200;
 
+/// Checks that a window (a price list's, a promotion's) ends after it starts. Each bound is
+/// valid alone; together they can contradict each other, which is a 409 (a request the API
+/// document's schema cannot tell from a good one).
+pub fn check_window(starts_at: Option<DateTime<Utc>>, ends_at: Option<DateTime<Utc>>) -> Result<(), Rejection> {
+    match (starts_at, ends_at) {
+        (Some(start), Some(end)) if end <= start => {
+            Err(Rejection::conflict(format!("ends_at: {end} is not after starts_at {start}")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// When and for whom a price list is in force.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,14 +60,7 @@ impl PriceListRules {
         if let Some(channel) = &self.channel {
             check_text("channel", channel)?;
         }
-        if let (Some(start), Some(end)) = (self.starts_at, self.ends_at) {
-            // Each field is valid alone; together they contradict each other (409, as a
-            // request the document's schema cannot tell from a good one).
-            if end <= start {
-                return Err(Rejection::conflict(format!("ends_at: {end} is not after starts_at {start}")));
-            }
-        }
-        Ok(())
+        check_window(self.starts_at, self.ends_at)
     }
 
     /// Whether the list is in force at `at` for `channel`.

@@ -77,12 +77,10 @@ impl PromotionState {
             return Err(Rejection::conflict(format!("promotion {code}: ended")));
         }
         let c = &self.conditions;
-        if c.starts_at.is_some_and(|s| at < s) {
-            let from = c.starts_at.expect("checked");
+        if let Some(from) = c.starts_at.filter(|s| at < *s) {
             return Err(Rejection::conflict(format!("promotion {code}: not valid before {from}")));
         }
-        if c.ends_at.is_some_and(|e| e <= at) {
-            let until = c.ends_at.expect("checked");
+        if let Some(until) = c.ends_at.filter(|e| *e <= at) {
             return Err(Rejection::conflict(format!("promotion {code}: expired at {until}")));
         }
         if let Some(min) = c.min_subtotal {
@@ -100,12 +98,8 @@ impl PromotionState {
                 )));
             }
         }
-        if self.usage_limit.is_some_and(|limit| self.uses >= limit) {
-            return Err(Rejection::conflict(format!(
-                "promotion {code}: used up ({} of {} uses)",
-                self.uses,
-                self.usage_limit.expect("checked")
-            )));
+        if let Some(limit) = self.usage_limit.filter(|limit| self.uses >= *limit) {
+            return Err(Rejection::conflict(format!("promotion {code}: used up ({} of {limit} uses)", self.uses)));
         }
         Ok(kind)
     }
@@ -188,11 +182,7 @@ impl Decider for Promotion {
                     }
                     _ => {}
                 }
-                if let (Some(start), Some(end)) = (conditions.starts_at, conditions.ends_at) {
-                    if end <= start {
-                        return Err(Rejection::conflict(format!("ends_at: {end} is not after starts_at {start}")));
-                    }
-                }
+                crate::price_list::check_window(conditions.starts_at, conditions.ends_at)?;
                 for (field, limit) in [("usage_limit", usage_limit), ("per_customer_limit", per_customer_limit)] {
                     if *limit == Some(0) {
                         return Err(Rejection::invalid(format!("{field}: at least 1 (leave it out for no limit)")));
