@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use chrono::{Duration, Timelike, Utc};
+use chrono::{Datelike, Duration, Timelike, Utc};
 use orderlog_commands::{Clock, Command, CommandEnvelope, CommandError, CommandService, ManualClock, SequentialIds};
 use orderlog_domain::aggregate::Aggregate;
-use orderlog_domain::cart::{Address, CartCommand, Customer, ShippingMethod};
+use orderlog_domain::cart::{Address, CartCommand, Customer};
 use orderlog_domain::checkout::CheckoutCommand;
 use orderlog_domain::codec::DomainEvent;
 use orderlog_domain::order::{LineQuantity, OrderCommand, OrderEvent, ReturnedLine};
@@ -63,7 +63,6 @@ const FLASH_SKU: &str = "flash-sneaker";
 const FLASH_PRICE: i64 = 12_999;
 const FLASH_LOCATION: &str = "berlin";
 const FLASH_UNITS: u32 = 10;
-const TAX_RATE_BPS: u32 = 1_900;
 
 #[derive(Default)]
 struct Counters {
@@ -156,7 +155,13 @@ impl Sim {
             Customer::Guest { email: format!("guest{}.{n}@example.com", shopper.index) }
         } else {
             let id = shopper.rng.random_range(1..5_000);
-            Customer::Registered { customer_id: CustomerId::parse(format!("cust-{id}"))?, email: None }
+            let customer_id = CustomerId::parse(format!("cust-{id}"))?;
+            if id % 4 == 0 {
+                // A quarter of the customers are members (a price list is for them).
+                let join = orderlog_domain::customer::CustomerProfileCommand::JoinGroup { group: "members".into() };
+                self.must(shopper, Command::Customer { customer_id: customer_id.clone(), command: join }).await?;
+            }
+            Customer::Registered { customer_id, email: None }
         };
         let create = CartCommand::Create { currency: self.eur, customer, channel: Some("web".into()) };
         self.cart_op(shopper, &cart_id, create).await?;
@@ -200,15 +205,15 @@ impl Sim {
             line2: None,
             city: if shopper.rng.random_bool(0.5) { "Berlin".into() } else { "Hamburg".into() },
             postal_code: format!("{:05}", shopper.rng.random_range(10_000..99_999)),
-            country: "DE".into(),
+            // Most ship within Germany; some to Austria or the Netherlands (another zone,
+            // another tax region).
+            country: ["DE", "DE", "DE", "DE", "AT", "NL"][shopper.rng.random_range(0..6)].into(),
+            subdivision: None,
         };
         self.cart_op(shopper, cart_id, CartCommand::SetShippingAddress { address }).await?;
-        let method = if shopper.rng.random_bool(0.8) {
-            ShippingMethod { id: "standard".into(), price: self.eur(490) }
-        } else {
-            ShippingMethod { id: "express".into(), price: self.eur(990) }
-        };
-        self.cart_op(shopper, cart_id, CartCommand::SelectShippingMethod { method }).await
+        let option = if shopper.rng.random_bool(0.8) { "standard" } else { "express" };
+        let option_id = orderlog_domain::ShippingOptionId::parse(option)?;
+        self.cart_op(shopper, cart_id, CartCommand::SelectShippingOption { option_id }).await
     }
 
     async fn order_total(&self, order_id: &OrderId) -> Result<Money> {
@@ -247,7 +252,6 @@ impl Sim {
             order_id: order_id.clone(),
             location: LocationId::parse(location)?,
             sources: Default::default(),
-            tax_rate_bps: TAX_RATE_BPS,
         };
         match self.run(shopper, Command::Checkout { checkout }).await? {
             Ok(_) => bump(&self.counters.checkouts_placed),
@@ -675,7 +679,7 @@ async fn create_catalog(sim: &Sim) -> Result<()> {
     ];
     for (code, kind, min, usage_limit, per_customer_limit) in coupons {
         let conditions = Conditions { min_subtotal: min.map(|m| sim.eur(m)), ..Conditions::default() };
-        let command = PromotionCommand::Create { kind, conditions, usage_limit, per_customer_limit };
+        let command = PromotionCommand::Create { kind, conditions, usage_limit, per_customer_limit, automatic: false };
         let code = PromotionCode::parse(code)?;
         if let Err(r) = sim.run(&mut shopper, Command::Promotion { code, command }).await? {
             if r.kind != RejectionKind::Conflict {
@@ -683,7 +687,111 @@ async fn create_catalog(sim: &Sim) -> Result<()> {
             }
         }
     }
-    Ok(())
+    create_pricing(sim, &mut shopper).await
+}
+
+/// The rest of what the server prices by: two tax regions, two shipping zones, a price list
+/// for members, a weekend sale, and an automatic promotion (every third mug free). Each is
+/// a definition that a second run states again unchanged (no events) or, for the price
+/// lists and the promotion, finds already made.
+async fn create_pricing(sim: &Sim, shopper: &mut Shopper) -> Result<()> {
+    use orderlog_domain::price_list::{PriceListCommand, PriceListRules};
+    use orderlog_domain::shipping::{ShippingOption, ShippingRate, ShippingZoneCommand, WeightBand};
+    use orderlog_domain::tax::{TaxRegionCommand, TaxRegionId};
+    use orderlog_domain::{PriceListId, ShippingOptionId, ShippingZoneId};
+    let tolerate = |outcome: Result<orderlog_commands::CommandOutcome, orderlog_domain::Rejection>| match outcome {
+        Err(r) if r.kind != RejectionKind::Conflict => bail!("the demo's pricing: {}", r.reason),
+        _ => Ok(()),
+    };
+    for (region, name, standard, reduced) in [("DE", "Germany", 1_900, 700), ("AT", "Austria", 2_000, 1_000), ("NL", "Netherlands", 2_100, 900)] {
+        let command = TaxRegionCommand::Define {
+            name: name.into(),
+            rates: [("standard".to_string(), standard), ("reduced".to_string(), reduced)].into(),
+            default_class: "standard".into(),
+            exempt_groups: ["diplomats".to_string()].into(),
+        };
+        sim.must(shopper, Command::TaxRegion { region_id: TaxRegionId::parse(region)?, command }).await?;
+    }
+    let option = |id: &str, name: &str, rate| -> Result<ShippingOption> {
+        Ok(ShippingOption { id: ShippingOptionId::parse(id)?, name: name.into(), rate })
+    };
+    let zones = [
+        (
+            "germany",
+            vec!["DE"],
+            vec![
+                option("standard", "DHL Paket", ShippingRate::FreeAbove { price: sim.eur(490), threshold: sim.eur(5_000) })?,
+                option("express", "DHL Express", ShippingRate::Flat { price: sim.eur(990) })?,
+            ],
+        ),
+        (
+            "europe",
+            vec!["AT", "NL", "FR", "BE"],
+            vec![
+                option(
+                    "standard",
+                    "DHL Europaket",
+                    ShippingRate::ByWeight {
+                        bands: vec![
+                            WeightBand { up_to_grams: 1_000, price: sim.eur(790) },
+                            WeightBand { up_to_grams: 5_000, price: sim.eur(1_290) },
+                            WeightBand { up_to_grams: 31_500, price: sim.eur(2_490) },
+                        ],
+                    },
+                )?,
+                option("express", "UPS Express", ShippingRate::Flat { price: sim.eur(1_990) })?,
+            ],
+        ),
+    ];
+    for (zone, countries, options) in zones {
+        let command = ShippingZoneCommand::Define {
+            name: zone.into(),
+            currency: sim.eur,
+            countries: countries.into_iter().map(String::from).collect(),
+            prices_include_tax: true,
+            options,
+        };
+        sim.must(shopper, Command::ShippingZone { zone_id: ShippingZoneId::parse(zone)?, command }).await?;
+    }
+    // Members pay 10 % less on t-shirts and hoodies; posters and stickers are 25 % off from
+    // the coming Friday 00:00 to Monday 00:00 (UTC).
+    let now = sim.service.now();
+    let days_to_friday = (4 + 7 - i64::from(now.weekday().num_days_from_monday())) % 7;
+    let friday = (now + Duration::days(days_to_friday)).date_naive().and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+    let lists = [
+        ("members", "Members", 5, PriceListRules { customer_group: Some("members".into()), ..Default::default() }, ["tshirt", "hoodie"], 9_000),
+        (
+            "weekend-sale",
+            "Weekend sale",
+            10,
+            PriceListRules { starts_at: Some(friday), ends_at: Some(friday + Duration::days(3)), ..Default::default() },
+            ["poster", "sticker"],
+            7_500,
+        ),
+    ];
+    for (id, name, priority, rules, kinds, share) in lists {
+        let price_list_id = PriceListId::parse(id)?;
+        let list = |command| Command::PriceList { price_list_id: price_list_id.clone(), command };
+        let create = PriceListCommand::Create { name: name.into(), currency: sim.eur, priority, tax_inclusive: true, rules };
+        tolerate(sim.run(shopper, list(create)).await?)?;
+        let prices = sim
+            .catalogue
+            .skus
+            .iter()
+            .filter(|(sku, _)| kinds.iter().any(|k| sku.as_str().starts_with(k)))
+            .map(|(sku, price)| (sku.clone(), sim.eur(price * share / 10_000)))
+            .collect();
+        sim.must(shopper, list(PriceListCommand::SetPrices { prices })).await?;
+    }
+    let mugs = Conditions { products: [ProductId::parse("product-mug")?].into(), ..Conditions::default() };
+    let command = PromotionCommand::Create {
+        kind: PromotionKind::BuyXGetY { buy: 2, get: 1 },
+        conditions: mugs,
+        usage_limit: None,
+        per_customer_limit: None,
+        automatic: true,
+    };
+    tolerate(sim.run(shopper, Command::Promotion { code: PromotionCode::parse("MUGS-3FOR2")?, command }).await?)
 }
 
 /// Stock for about the demand the orders will make, a little short on purpose, at both
@@ -749,8 +857,7 @@ async fn flash_sale(sim: &Arc<Sim>, orders: u32, seed: u64) -> Result<u64> {
                 order_id,
                 location: LocationId::parse(FLASH_LOCATION)?,
                 sources: Default::default(),
-                tax_rate_bps: TAX_RATE_BPS,
-            };
+                };
             barrier.wait().await;
             match sim.run(&mut shopper, Command::Checkout { checkout }).await? {
                 Ok(_) => bump(&sim.counters.flash_winners),

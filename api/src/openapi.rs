@@ -109,19 +109,14 @@ fn components() -> Vec<(&'static str, Value)> {
                     "line2": {"type": ["string", "null"], "maxLength": TEXT_CHARS_MAX},
                     "city": text(), "postal_code": text(),
                     "country": {"type": "string", "pattern": "^[A-Z]{2}$", "description": "ISO 3166-1 alpha-2"},
+                    "subdivision": {"type": ["string", "null"], "pattern": "^[A-Z0-9]{1,3}$", "description": "ISO 3166-2 subdivision of the country (CA for US-CA)"},
                 }),
                 &["name", "line1", "city", "postal_code", "country"],
             ),
         ),
-        ("ShippingMethod", object(json!({"id": text(), "price": money(0)}), &["id", "price"])),
         ("Variant", crate::commands::catalog::variant_schema()),
-        (
-            "PromotionKind",
-            json!({"oneOf": [
-                object(json!({"kind": {"const": "percentage"}, "basis_points": int(1, 10_000)}), &["kind", "basis_points"]),
-                object(json!({"kind": {"const": "fixed_per_order"}, "amount": money(1)}), &["kind", "amount"]),
-            ]}),
-        ),
+        ("PromotionKind", crate::commands::catalog::promotion_kind_schema()),
+        ("ShippingOption", crate::commands::catalog::shipping_option_schema()),
         ("LineQuantity", object(json!({"sku": id(), "quantity": int(1, i64::from(u32::MAX))}), &["sku", "quantity"])),
         (
             "ReturnedLine",

@@ -96,12 +96,16 @@ async fn extreme_events_never_make_a_read_fail(app: App) {
             quantity: u32::MAX,
             unit_price: m(i64::MAX),
             pricing: None,
+            discount: None,
+            tax: None,
         }],
         discount_code: None,
         tax_rate_bps: 0,
-        totals: OrderTotals { subtotal: m(total), discount: m(total), shipping: m(0), tax: m(0), total: m(total) },
+        promotions: vec![],
+        totals: OrderTotals { subtotal: m(total), discount: m(total), shipping: m(0), tax: m(0), total: m(total), tax_included: None },
         shipping_address: orderlog_domain::testing::address(),
         shipping_method: ShippingMethod { id: "dhl".into(), price: m(0) },
+        shipping: None,
     };
     let order_events = |id: &str| {
         let mut events = vec![

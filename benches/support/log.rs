@@ -50,12 +50,16 @@ pub fn order_life(n: u64) -> Vec<NewEvent> {
             quantity: 2,
             unit_price: m(1_000),
             pricing: None,
+            discount: None,
+            tax: None,
         }],
         discount_code: None,
         tax_rate_bps: 0,
-        totals: OrderTotals { subtotal: m(2_000), discount: m(0), shipping: m(0), tax: m(0), total: m(2_000) },
+        promotions: vec![],
+        totals: OrderTotals { subtotal: m(2_000), discount: m(0), shipping: m(0), tax: m(0), total: m(2_000), tax_included: None },
         shipping_address: orderlog_domain::testing::address(),
         shipping_method: ShippingMethod { id: "dhl".into(), price: m(0) },
+        shipping: None,
     };
     let shipment = ShipmentId::parse(format!("s{n}")).unwrap();
     let lines = vec![LineQuantity { sku, quantity: 2 }];

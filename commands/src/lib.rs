@@ -20,16 +20,21 @@ use orderlog_domain::deadline::DeadlineId;
 use orderlog_domain::order::{OrderCommand, ReturnedLine};
 use orderlog_domain::price_list::PriceListCommand;
 use orderlog_domain::product::ProductCommand;
+use orderlog_domain::customer::CustomerProfileCommand;
 use orderlog_domain::promotion::PromotionCommand;
+use orderlog_domain::shipping::ShippingZoneCommand;
+use orderlog_domain::tax::{TaxRegionCommand, TaxRegionId};
 use orderlog_domain::shipment::ShipmentCommand;
 use orderlog_domain::stock::StockCommand;
 use orderlog_domain::{
-    CartId, OrderId, PriceListId, ProductId, PromotionCode, Rejection, ReturnId, ShipmentId, StockKey,
+    CartId, CustomerId, OrderId, PriceListId, ProductId, PromotionCode, Rejection, ReturnId, ShipmentId,
+    ShippingZoneId, StockKey,
 };
 use orderlog_store::{StoreError, StreamVersion};
 use serde::{Deserialize, Serialize};
 
-pub use service::{CommandService, DeadlinePolicy, ServiceConfig, PRICE_TTL_MINUTES};
+pub use plan::{CartView, OfferedShipping};
+pub use service::{CommandService, DeadlinePolicy, ExternalTax, ServiceConfig, PRICE_TTL_MINUTES};
 
 /// Every command orderlog accepts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,10 +91,25 @@ pub enum Command {
         price_list_id: PriceListId,
         command: PriceListCommand,
     },
-    /// Creates or ends a promotion.
+    /// Creates or ends a promotion; an automatic one joins the automatic index.
     Promotion {
         code: PromotionCode,
         command: PromotionCommand,
+    },
+    /// Defines a tax region's rates.
+    TaxRegion {
+        region_id: TaxRegionId,
+        command: TaxRegionCommand,
+    },
+    /// Defines a shipping zone: its countries are claimed in its currency's index.
+    ShippingZone {
+        zone_id: ShippingZoneId,
+        command: ShippingZoneCommand,
+    },
+    /// Puts a registered customer in a customer group or takes them out.
+    Customer {
+        customer_id: CustomerId,
+        command: CustomerProfileCommand,
     },
 }
 

@@ -4,11 +4,20 @@
 //! decides over exactly those. The service runs every command through the same
 //! load → decide → append loop over these three.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use orderlog_domain::aggregate::Aggregate;
-use orderlog_domain::cart::{add_priced, pricing_of, Cart, CartCommand, CartEvent, CartStatus, Discount, Repriced};
+use orderlog_domain::cart::{
+    add_priced, choose_shipping, pricing_of, Cart, CartCommand, CartEvent, CartState, CartStatus, Customer, Discount,
+    Repriced,
+};
+use orderlog_domain::customer::{CustomerProfile, CustomerProfileAction, CustomerProfileState};
+use orderlog_domain::pricing::{self, Applied, Breakdown};
+use orderlog_domain::shipping::{
+    ShippingIndex, ShippingIndexCommand, ShippingZone, ShippingZoneCommand, ShippingZoneState,
+};
+use orderlog_domain::tax::{RateTable, TaxProvider, TaxRegion, TaxRegionId};
 use orderlog_domain::checkout::{decide_checkout, CheckoutCommand, Decision};
 use orderlog_domain::deadline::{Deadline, DeadlineAction, DeadlineId, DeadlineState};
 use orderlog_domain::flows::{
@@ -19,13 +28,15 @@ use orderlog_domain::order::{Order, OrderAction, OrderState};
 use orderlog_domain::price_list::{
     quote, PriceContext, PriceIndex, PriceIndexCommand, PriceList, PriceListCommand, PriceListState, Quote,
 };
-use orderlog_domain::product::{Product, ProductCommand, SkuOwner, SkuOwnerCommand};
-use orderlog_domain::promotion::{Promotion, PromotionAction};
+use orderlog_domain::product::{Product, ProductCommand, ProductIndex, ProductIndexCommand, SkuOwner, SkuOwnerCommand};
+use orderlog_domain::promotion::{
+    Eligibility, Promotion, PromotionAction, PromotionCommand, PromotionIndex, PromotionIndexCommand, PromotionState,
+};
 use orderlog_domain::shipment::{Shipment, ShipmentCommand, ShipmentState};
 use orderlog_domain::stock::{Stock, StockAction, StockState};
 use orderlog_domain::{
-    AnyState, Currency, Decider, DomainEvent, OrderId, PriceListId, ProductId, PromotionCode, Rejection, Sku, StockKey,
-    StreamId,
+    AnyState, Currency, Decider, DomainEvent, Money, OrderId, PriceListId, ProductId, PromotionCode, Rejection,
+    ShippingZoneId, Sku, StockKey, StreamId,
 };
 use orderlog_store::RecordedEvent;
 
@@ -50,6 +61,8 @@ pub(crate) struct Context {
     pub deadlines: DeadlinePolicy,
     /// How long the price a cart line gets holds.
     pub price_ttl: chrono::Duration,
+    /// A tax provider that replaces the rate table.
+    pub tax: Option<crate::ExternalTax>,
 }
 
 impl Loaded {
@@ -78,6 +91,7 @@ impl Loaded {
         currency: Currency,
         channel: Option<&str>,
         at: DateTime<Utc>,
+        groups: &BTreeSet<String>,
     ) -> Result<(Quote, ProductId), Rejection> {
         let owner = self.state::<SkuOwner>(&StreamId::sku_owner(sku));
         let product_id =
@@ -87,8 +101,124 @@ impl Loaded {
         let index = self.state::<PriceIndex>(&StreamId::price_index(currency));
         let lists: Vec<(&PriceListId, &PriceListState)> =
             index.lists.iter().map(|id| (id, self.state::<PriceList>(&StreamId::price_list(id)))).collect();
-        let quote = quote(sku, product, &lists, &PriceContext { currency, at, channel })?;
+        let quote = quote(sku, product, &lists, &PriceContext { currency, at, channel, groups })?;
         Ok((quote, product_id))
+    }
+
+    /// The state of a stream the plan may have named (it names some only when another
+    /// state says they exist).
+    fn get<A: Aggregate>(&self, stream: &StreamId) -> Option<&A::State> {
+        self.streams.get(stream).and_then(|(s, _)| A::state(s))
+    }
+
+    /// The cart's customer's profile: a registered customer's groups and orders.
+    fn profile(&self, cart: &CartState) -> Option<&CustomerProfileState> {
+        match &cart.customer {
+            Some(Customer::Registered { customer_id, .. }) => self.get::<CustomerProfile>(&StreamId::customer(customer_id)),
+            _ => None,
+        }
+    }
+
+    fn groups(&self, cart: &CartState) -> BTreeSet<String> {
+        self.profile(cart).map(|p| p.groups.clone()).unwrap_or_default()
+    }
+
+    /// What a promotion's conditions are checked against, for this cart now.
+    fn eligibility(&self, cart: &CartState, at: DateTime<Utc>) -> Result<Eligibility, Rejection> {
+        let registered = matches!(cart.customer, Some(Customer::Registered { .. }));
+        Ok(Eligibility {
+            subtotal: cart.totals()?.subtotal,
+            at,
+            lines: Eligibility::lines_of(&cart.lines),
+            groups: self.groups(cart),
+            orders_before: registered.then(|| self.profile(cart).map_or(0, |p| p.orders.len())),
+        })
+    }
+
+    /// The shipping zone that serves the cart's address in its currency.
+    fn zone(&self, cart: &CartState) -> Option<(&ShippingZoneId, &ShippingZoneState)> {
+        let (currency, address) = (cart.currency?, cart.shipping_address.as_ref()?);
+        let index = self.get::<ShippingIndex>(&StreamId::shipping_index(currency))?;
+        let zone_id = index.countries.get(&address.country)?;
+        Some((zone_id, self.get::<ShippingZone>(&StreamId::shipping_zone(zone_id))?))
+    }
+
+    /// The tax regions that may cover the cart's address, as the built-in provider.
+    fn rate_table(&self, cart: &CartState) -> RateTable<'_> {
+        let mut regions = BTreeMap::new();
+        if let Some(address) = &cart.shipping_address {
+            for id in [TaxRegionId::country(address), TaxRegionId::subdivision(address)].into_iter().flatten() {
+                if let Some(state) = self.get::<TaxRegion>(&StreamId::tax_region(&id)) {
+                    regions.insert(id, state);
+                }
+            }
+        }
+        RateTable { regions }
+    }
+
+    /// The automatic promotions whose conditions the cart meets now, by code; the cart's own
+    /// code is not among them.
+    fn automatic(&self, cart: &CartState, eligible: &Eligibility) -> Vec<(PromotionCode, &PromotionState)> {
+        let Some(index) = self.get::<PromotionIndex>(&StreamId::automatic_promotions()) else { return vec![] };
+        let own = promotion_of(cart);
+        let customer = cart.customer_key();
+        index
+            .codes
+            .iter()
+            .filter(|code| Some(*code) != own.as_ref())
+            .filter_map(|code| Some((code.clone(), self.get::<Promotion>(&StreamId::promotion(code))?)))
+            .filter(|(code, p)| {
+                let within = p.per_customer_limit.is_none_or(|l| p.uses_by_customer.get(&customer).copied().unwrap_or(0) < l);
+                within && p.applicable(code.as_str(), eligible).is_ok()
+            })
+            .collect()
+    }
+
+    /// Prices the cart (see `pricing`): the automatic promotions it meets, then its own
+    /// code, the zone's shipping price, and the tax of its address.
+    pub(crate) fn price(&self, cart: &CartState, context: &Context) -> Result<Breakdown, Rejection> {
+        let currency = cart.open()?;
+        let eligible = self.eligibility(cart, context.now)?;
+        let automatic = self.automatic(cart, &eligible);
+        let mut promotions: Vec<Applied> = automatic
+            .iter()
+            .filter_map(|(code, p)| p.kind.as_ref().map(|kind| Applied { code: code.as_str(), kind, conditions: &p.conditions }))
+            .collect();
+        let own = promotion_of(cart);
+        if let Some(code) = &own {
+            if let Some(p) = self.get::<Promotion>(&StreamId::promotion(code)) {
+                if let Ok(kind) = p.applicable(code.as_str(), &eligible) {
+                    promotions.push(Applied { code: code.as_str(), kind, conditions: &p.conditions });
+                }
+            }
+        }
+        let zone = self.zone(cart);
+        let shipping = match (&cart.shipping_option, zone) {
+            (Some(choice), Some((zone_id, zone))) if *zone_id == choice.zone_id => zone
+                .option(&choice.option_id)
+                .map(|option| pricing::Shipping { zone_id, zone, option }),
+            _ => None,
+        };
+        if let (Some(choice), None, Some(address)) = (&cart.shipping_option, &shipping, &cart.shipping_address) {
+            return Err(Rejection::conflict(format!(
+                "shipping_option {}: does not serve {} any more; choose another",
+                choice.option_id, address.country
+            )));
+        }
+        let table = self.rate_table(cart);
+        let provider: &dyn TaxProvider = match &context.tax {
+            Some(external) => &*external.0,
+            None => &table,
+        };
+        let groups = eligible.groups.clone();
+        pricing::price(&pricing::Request {
+            currency,
+            lines: &cart.lines,
+            promotions,
+            shipping,
+            tax: cart.shipping_address.as_ref().map(|a| (provider, a)),
+            groups: &groups,
+        })
     }
 
     fn stocks(&self, keys: Vec<StockKey>) -> BTreeMap<StockKey, StockState> {
@@ -120,8 +250,17 @@ impl Command {
             Command::FireDeadline { deadline_id } => vec![StreamId::deadline(deadline_id)],
             Command::Product { product_id, command } => std::iter::once(StreamId::product(product_id))
                 .chain(command.new_skus().iter().map(StreamId::sku_owner))
+                .chain(matches!(command, ProductCommand::Create { .. }).then(StreamId::products))
                 .collect(),
+            Command::Promotion { code, command: PromotionCommand::Create { automatic: true, .. } } => {
+                vec![StreamId::promotion(code), StreamId::automatic_promotions()]
+            }
             Command::Promotion { code, .. } => vec![StreamId::promotion(code)],
+            Command::TaxRegion { region_id, .. } => vec![StreamId::tax_region(region_id)],
+            Command::ShippingZone { zone_id, command: ShippingZoneCommand::Define { currency, .. } } => {
+                vec![StreamId::shipping_zone(zone_id), StreamId::shipping_index(*currency)]
+            }
+            Command::Customer { customer_id, .. } => vec![StreamId::customer(customer_id)],
             Command::PriceList { price_list_id, command } => match command {
                 PriceListCommand::Create { currency, .. } => {
                     vec![StreamId::price_list(price_list_id), StreamId::price_index(*currency)]
@@ -145,13 +284,20 @@ impl Command {
             Command::Checkout { checkout } => {
                 let cart = loaded.state::<Cart>(&StreamId::cart(&checkout.cart_id));
                 let mut streams = stocks(checkout.stock_keys(cart));
-                streams.extend(pricing_streams(loaded, cart.lines.keys(), cart.currency));
-                streams.extend(promotion_of(cart).as_ref().map(StreamId::promotion));
+                streams.extend(cart_streams(loaded, cart));
                 streams
             }
             Command::Cart { cart_id, command: CartCommand::AddItem { sku, .. } } => {
                 let cart = loaded.state::<Cart>(&StreamId::cart(cart_id));
-                pricing_streams(loaded, std::iter::once(sku), cart.currency)
+                let mut streams = pricing_streams(loaded, std::iter::once(sku), cart.currency);
+                streams.extend(customer_stream(cart));
+                streams
+            }
+            Command::Cart { cart_id, command: CartCommand::ApplyCode { .. } } => {
+                customer_stream(loaded.state::<Cart>(&StreamId::cart(cart_id))).into_iter().collect()
+            }
+            Command::Cart { cart_id, command: CartCommand::SelectShippingOption { .. } } => {
+                shipping_streams(loaded, loaded.state::<Cart>(&StreamId::cart(cart_id)))
             }
             Command::CancelOrder { order_id, .. } | Command::ExpireOrder { order_id } => {
                 stocks(order_stock_keys(loaded.order(order_id)))
@@ -187,6 +333,9 @@ impl Command {
             | Command::Product { .. }
             | Command::PriceList { .. }
             | Command::Promotion { .. }
+            | Command::TaxRegion { .. }
+            | Command::ShippingZone { .. }
+            | Command::Customer { .. }
             | Command::CloseReturnWindow { .. } => {
                 vec![]
             }
@@ -245,7 +394,8 @@ impl Command {
                 let stream = StreamId::cart(cart_id);
                 let cart = loaded.state::<Cart>(&stream);
                 let currency = cart.open()?;
-                let (quote, product_id) = loaded.quote(sku, currency, cart.channel.as_deref(), context.now)?;
+                let groups = loaded.groups(cart);
+                let (quote, product_id) = loaded.quote(sku, currency, cart.channel.as_deref(), context.now, &groups)?;
                 let events = add_priced(cart, *quantity, &quote, &product_id, context.now + context.price_ttl)?;
                 Ok(single(stream, events))
             }
@@ -254,7 +404,7 @@ impl Command {
                 let cart = loaded.state::<Cart>(&stream);
                 cart.open()?;
                 let promotion = loaded.state::<Promotion>(&StreamId::promotion(code));
-                let kind = promotion.applicable(code.as_str(), cart.totals()?.subtotal, context.now)?;
+                let kind = promotion.applicable(code.as_str(), &loaded.eligibility(cart, context.now)?)?;
                 let discount = Discount { code: code.to_string(), kind: kind.discount() };
                 Ok(single(stream.clone(), Cart::decide(&CartCommand::ApplyDiscount { discount }, cart)?))
             }
@@ -262,6 +412,36 @@ impl Command {
                 "discount {}: what a discount takes off is the server's; apply a promotion's code",
                 discount.code
             ))),
+            Command::Cart { command: CartCommand::SelectShippingMethod { method }, .. } => {
+                Err(Rejection::invalid(format!(
+                    "shipping_method {}: what shipping costs is the server's; select a shipping option by its id",
+                    method.id
+                )))
+            }
+            Command::Cart { cart_id, command: CartCommand::SelectShippingOption { option_id } } => {
+                let stream = StreamId::cart(cart_id);
+                let cart = loaded.state::<Cart>(&stream);
+                Ok(single(stream.clone(), choose_shipping(cart, option_id, loaded.zone(cart))?))
+            }
+            Command::TaxRegion { region_id, command } => {
+                let stream = StreamId::tax_region(region_id);
+                Ok(single(stream.clone(), TaxRegion::decide(command, loaded.state::<TaxRegion>(&stream))?))
+            }
+            Command::ShippingZone { zone_id, command } => {
+                let stream = StreamId::shipping_zone(zone_id);
+                let mut decision =
+                    single(stream.clone(), ShippingZone::decide(command, loaded.state::<ShippingZone>(&stream))?);
+                let ShippingZoneCommand::Define { currency, countries, .. } = command;
+                let index = StreamId::shipping_index(*currency);
+                let assign = ShippingIndexCommand::Assign { zone_id: zone_id.clone(), countries: countries.clone() };
+                decision.push(index.clone(), ShippingIndex::decide(&assign, loaded.state::<ShippingIndex>(&index))?);
+                Ok(decision)
+            }
+            Command::Customer { customer_id, command } => {
+                let stream = StreamId::customer(customer_id);
+                let action = CustomerProfileAction::Command(command.clone());
+                Ok(single(stream.clone(), CustomerProfile::decide(&action, loaded.state::<CustomerProfile>(&stream))?))
+            }
             Command::Cart { cart_id, command } => {
                 let stream = StreamId::cart(cart_id);
                 Ok(single(stream.clone(), Cart::decide(command, loaded.state::<Cart>(&stream))?))
@@ -269,7 +449,14 @@ impl Command {
             Command::Promotion { code, command } => {
                 let stream = StreamId::promotion(code);
                 let action = PromotionAction::from(command.clone());
-                Ok(single(stream.clone(), Promotion::decide(&action, loaded.state::<Promotion>(&stream))?))
+                let mut decision =
+                    single(stream.clone(), Promotion::decide(&action, loaded.state::<Promotion>(&stream))?);
+                if let PromotionCommand::Create { automatic: true, .. } = command {
+                    let index = StreamId::automatic_promotions();
+                    let list = PromotionIndexCommand::List { code: code.clone() };
+                    decision.push(index.clone(), PromotionIndex::decide(&list, loaded.state::<PromotionIndex>(&index))?);
+                }
+                Ok(decision)
             }
             Command::Checkout { checkout } => {
                 if let Some(repricing) = reprice(checkout, loaded, context)? {
@@ -277,19 +464,32 @@ impl Command {
                 }
                 let cart = loaded.state::<Cart>(&StreamId::cart(&checkout.cart_id));
                 let stocks = loaded.stocks(checkout.stock_keys(cart));
-                let mut decision = decide_checkout(checkout, cart, loaded.order(&checkout.order_id), &stocks)?;
-                // The promotion's use is decided in the same append as the order, at the
+                let order = loaded.order(&checkout.order_id);
+                let mut decision = decide_checkout(checkout, cart, order, &stocks, |c| loaded.price(c, context))?;
+                if cart.status != CartStatus::Open {
+                    return Ok(decision);
+                }
+                // Every promotion's use is decided in the same append as the order, at the
                 // version read: its last use goes to one checkout only.
-                if let (CartStatus::Open, Some(code)) = (&cart.status, promotion_of(cart)) {
+                let eligible = loaded.eligibility(cart, context.now)?;
+                let mut codes: Vec<PromotionCode> =
+                    loaded.automatic(cart, &eligible).into_iter().map(|(code, _)| code).collect();
+                codes.extend(promotion_of(cart));
+                for code in codes {
                     let stream = StreamId::promotion(&code);
                     let redeem = PromotionAction::Redeem {
                         code: code.to_string(),
                         order_id: checkout.order_id.clone(),
                         customer: cart.customer_key(),
-                        subtotal: cart.totals()?.subtotal,
-                        at: context.now,
+                        cart: Box::new(eligible.clone()),
                     };
                     decision.push(stream.clone(), Promotion::decide(&redeem, loaded.state::<Promotion>(&stream))?);
+                }
+                if let Some(Customer::Registered { customer_id, .. }) = &cart.customer {
+                    let stream = StreamId::customer(customer_id);
+                    let record = CustomerProfileAction::RecordOrder { order_id: checkout.order_id.clone() };
+                    let profile = loaded.get::<CustomerProfile>(&stream).cloned().unwrap_or_default();
+                    decision.push(stream, CustomerProfile::decide(&record, &profile)?);
                 }
                 Ok(decision)
             }
@@ -364,12 +564,105 @@ fn decide_product(product_id: &ProductId, command: &ProductCommand, loaded: &Loa
             .map_err(|r| Rejection::new(r.kind, format!("sku {sku}: {}", r.reason)))?;
         decision.push(owner, events);
     }
+    if let ProductCommand::Create { .. } = command {
+        let index = StreamId::products();
+        let list = ProductIndexCommand::List { product_id: product_id.clone() };
+        decision.push(index.clone(), ProductIndex::decide(&list, loaded.state::<ProductIndex>(&index))?);
+    }
     Ok(decision)
 }
 
 /// The promotion a cart's discount code names, if it names one.
 fn promotion_of(cart: &orderlog_domain::cart::CartState) -> Option<PromotionCode> {
     cart.discount.as_ref().and_then(|d| PromotionCode::parse(&d.code).ok())
+}
+
+/// A cart as a storefront shows it: priced now as a checkout would price it, and the
+/// shipping options its address is offered.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CartView {
+    pub cart: CartState,
+    /// The cart's version (its stream's).
+    pub version: u64,
+    /// The breakdown, or why the cart cannot be priced now (a promotion that no longer
+    /// applies is left out, not refused: checkout refuses it).
+    pub priced: Result<Breakdown, Rejection>,
+    pub shipping_options: Vec<OfferedShipping>,
+}
+
+/// A shipping option a cart may choose, at its price for that cart.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct OfferedShipping {
+    pub zone_id: ShippingZoneId,
+    pub option_id: orderlog_domain::ShippingOptionId,
+    pub name: String,
+    pub price: orderlog_domain::Money,
+}
+
+/// The view of a cart whose streams ([`cart_streams`]) are loaded.
+pub(crate) fn cart_view(cart_stream: &StreamId, loaded: &Loaded, context: &Context) -> CartView {
+    let (state, version) = loaded.streams.get(cart_stream).expect("the cart was loaded");
+    let cart = AnyState::clone(state);
+    let cart = Cart::state(&cart).cloned().unwrap_or_default();
+    let priced = loaded.price(&cart, context);
+    let mut shipping_options = Vec::new();
+    if let (Some((zone_id, zone)), Ok(breakdown)) = (loaded.zone(&cart), &priced) {
+        let goods = breakdown
+            .totals
+            .subtotal
+            .checked_sub(Money::new(breakdown.lines.iter().map(|l| l.discount.amount).sum(), breakdown.totals.subtotal.currency));
+        if let Ok(goods) = goods {
+            for (option, price) in zone.offered(goods, pricing::weight_grams(&cart.lines)) {
+                shipping_options.push(OfferedShipping {
+                    zone_id: zone_id.clone(),
+                    option_id: option.id.clone(),
+                    name: option.name.clone(),
+                    price,
+                });
+            }
+        }
+    }
+    CartView { cart, version: *version, priced, shipping_options }
+}
+
+/// The registered customer's profile stream, if the cart is a registered customer's.
+fn customer_stream(cart: &CartState) -> Option<StreamId> {
+    match &cart.customer {
+        Some(Customer::Registered { customer_id, .. }) => Some(StreamId::customer(customer_id)),
+        _ => None,
+    }
+}
+
+/// The shipping streams a cart's address and currency name: the currency's index, then
+/// the zone it names for the address's country.
+fn shipping_streams(loaded: &Loaded, cart: &CartState) -> Vec<StreamId> {
+    let (Some(currency), Some(address)) = (cart.currency, &cart.shipping_address) else { return vec![] };
+    let index = StreamId::shipping_index(currency);
+    match loaded.get::<ShippingIndex>(&index) {
+        None => vec![index],
+        Some(state) => state.countries.get(&address.country).map(StreamId::shipping_zone).into_iter().collect(),
+    }
+}
+
+/// Every stream pricing a whole cart reads: its lines' catalog streams, its customer's
+/// profile, its own promotion and the automatic ones, its shipping zone and the tax regions
+/// of its address.
+pub(crate) fn cart_streams(loaded: &Loaded, cart: &CartState) -> Vec<StreamId> {
+    let mut streams = pricing_streams(loaded, cart.lines.keys(), cart.currency);
+    streams.extend(promotion_of(cart).as_ref().map(StreamId::promotion));
+    streams.extend(customer_stream(cart));
+    let index = StreamId::automatic_promotions();
+    match loaded.get::<PromotionIndex>(&index) {
+        None => streams.push(index),
+        Some(state) => streams.extend(state.codes.iter().map(StreamId::promotion)),
+    }
+    streams.extend(shipping_streams(loaded, cart));
+    if let Some(address) = &cart.shipping_address {
+        for id in [TaxRegionId::country(address), TaxRegionId::subdivision(address)].into_iter().flatten() {
+            streams.push(StreamId::tax_region(&id));
+        }
+    }
+    streams
 }
 
 /// The catalog streams pricing `skus` in `currency` reads: each SKU's owner and the
@@ -406,8 +699,9 @@ fn reprice(checkout: &CheckoutCommand, loaded: &Loaded, context: &Context) -> Re
     let cart = loaded.state::<Cart>(&cart_stream);
     let (CartStatus::Open, Some(currency)) = (&cart.status, cart.currency) else { return Ok(None) };
     let (mut unsellable, mut events, mut repriced) = (Vec::new(), Vec::new(), Vec::new());
+    let groups = loaded.groups(cart);
     for line in cart.lines.values() {
-        match loaded.quote(&line.sku, currency, cart.channel.as_deref(), context.now) {
+        match loaded.quote(&line.sku, currency, cart.channel.as_deref(), context.now, &groups) {
             Err(rejection) => unsellable.push(rejection.reason),
             Ok((quote, product_id)) => {
                 let expired = line.pricing.as_ref().is_none_or(|p| p.guaranteed_until <= context.now);

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use orderlog_domain::checkout::Decision;
 use orderlog_domain::codec::DomainEvent;
+use orderlog_domain::tax::TaxProvider;
 use orderlog_domain::StreamId;
 use orderlog_store::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend};
 use sha2::{Digest, Sha256};
@@ -35,6 +36,19 @@ pub struct ServiceConfig {
     pub deadlines: DeadlinePolicy,
     /// How long the price a cart line gets holds; checkout prices a line again after that.
     pub price_ttl: chrono::Duration,
+    /// A tax provider that replaces the rate table of the log's tax regions (a tax
+    /// service); the rates it answers are recorded in each order.
+    pub tax: Option<ExternalTax>,
+}
+
+/// A [`TaxProvider`] other than the built-in rate table.
+#[derive(Clone)]
+pub struct ExternalTax(pub std::sync::Arc<dyn TaxProvider>);
+
+impl std::fmt::Debug for ExternalTax {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExternalTax")
+    }
 }
 
 impl Default for ServiceConfig {
@@ -44,6 +58,7 @@ impl Default for ServiceConfig {
             retry_backoff_ms: 1,
             deadlines: DeadlinePolicy::default(),
             price_ttl: chrono::Duration::minutes(PRICE_TTL_MINUTES),
+            tax: None,
         }
     }
 }
@@ -113,6 +128,39 @@ impl CommandService {
     ) -> Result<(orderlog_domain::AnyState, u64), CommandError> {
         let (state, version, _) = self.cache.load(&*self.store, stream).await?;
         Ok((state, version))
+    }
+
+    /// A cart priced now as its checkout would price it, with the shipping options its
+    /// address is offered.
+    pub async fn cart_view(&self, cart_id: &orderlog_domain::CartId) -> Result<crate::CartView, CommandError> {
+        let cart_stream = StreamId::cart(cart_id);
+        let mut loaded = Loaded::default();
+        self.load(vec![cart_stream.clone()], &mut loaded).await?;
+        for _ in 0..LOAD_ROUNDS_MAX {
+            let cart = loaded.streams.get(&cart_stream).and_then(|(s, _)| {
+                <orderlog_domain::cart::Cart as orderlog_domain::aggregate::Aggregate>::state(s).cloned()
+            });
+            let then: Vec<StreamId> = cart
+                .map(|c| crate::plan::cart_streams(&loaded, &c))
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|s| !loaded.streams.contains_key(s))
+                .collect();
+            if then.is_empty() {
+                break;
+            }
+            self.load(then, &mut loaded).await?;
+        }
+        Ok(crate::plan::cart_view(&cart_stream, &loaded, &self.context()))
+    }
+
+    fn context(&self) -> crate::plan::Context {
+        crate::plan::Context {
+            now: self.clock.now(),
+            deadlines: self.config.deadlines,
+            price_ttl: self.config.price_ttl,
+            tax: self.config.tax.clone(),
+        }
     }
 
     /// A new id from the service's id source.
@@ -274,12 +322,7 @@ impl CommandService {
             }
             self.load(then, &mut loaded).await?;
         }
-        let context = crate::plan::Context {
-            now: self.clock.now(),
-            deadlines: self.config.deadlines,
-            price_ttl: self.config.price_ttl,
-        };
-        let decision = command.decide_and_schedule(&mut loaded, &context)?;
+        let decision = command.decide_and_schedule(&mut loaded, &self.context())?;
         Ok((decision, loaded))
     }
 

@@ -80,6 +80,10 @@ impl Shop {
         for (id, product_id, command) in testing::catalog_commands(&lines) {
             self.run(&id, Command::Product { product_id, command }).await.unwrap();
         }
+        let (region_id, command) = testing::tax_region();
+        self.run("tax-DE", Command::TaxRegion { region_id, command }).await.unwrap();
+        let (zone_id, command) = testing::shipping_zone(0);
+        self.run("zone-de-0", Command::ShippingZone { zone_id, command }).await.unwrap();
         let commands = testing::cart_commands(testing::guest("ann@example.com"), &lines, 0);
         for (i, command) in commands.into_iter().enumerate() {
             self.run(&format!("{cart}-op-{i}"), Command::Cart { cart_id: cart_id.clone(), command }).await.unwrap();
@@ -93,8 +97,7 @@ impl Shop {
                 order_id: OrderId::parse(order).unwrap(),
                 location: berlin(),
                 sources: Default::default(),
-                tax_rate_bps: 0,
-            },
+                },
         }
     }
 

@@ -11,12 +11,23 @@ use crate::cart::{Cart, CartEvent, CartState};
 use crate::deadline::{Deadline, DeadlineEvent, DeadlineId, DeadlineState};
 use crate::order::{Order, OrderEvent, OrderState};
 use crate::price_list::{PriceIndex, PriceIndexEvent, PriceIndexState, PriceList, PriceListEvent, PriceListState};
-use crate::product::{Product, ProductEvent, ProductState, SkuOwner, SkuOwnerEvent, SkuOwnerState};
-use crate::promotion::{Promotion, PromotionEvent, PromotionState};
+use crate::product::{
+    Product, ProductEvent, ProductIndex, ProductIndexEvent, ProductIndexState, ProductState, SkuOwner, SkuOwnerEvent,
+    SkuOwnerState,
+};
+use crate::customer::{CustomerProfile, CustomerProfileEvent, CustomerProfileState};
+use crate::promotion::{
+    Promotion, PromotionEvent, PromotionIndex, PromotionIndexEvent, PromotionIndexState, PromotionState,
+};
+use crate::shipping::{
+    ShippingIndex, ShippingIndexEvent, ShippingIndexState, ShippingZone, ShippingZoneEvent, ShippingZoneState,
+};
+use crate::tax::{TaxRegion, TaxRegionEvent, TaxRegionState};
 use crate::shipment::{Shipment, ShipmentEvent, ShipmentState};
 use crate::stock::{Stock, StockEvent, StockState};
 use crate::{
-    CartId, Currency, Decider, LocationId, OrderId, PriceListId, ProductId, PromotionCode, ShipmentId, Sku, StockKey,
+    CartId, Currency, CustomerId, Decider, LocationId, OrderId, PriceListId, ProductId, PromotionCode, ShipmentId,
+    ShippingZoneId, Sku, StockKey,
 };
 
 /// A decider registered in [`aggregates!`]: its kind, and its state inside [`AnyState`].
@@ -159,9 +170,15 @@ aggregates! {
     Deadline: Deadline, DeadlineEvent, DeadlineState, "deadline";
     Product: Product, ProductEvent, ProductState, "product";
     SkuOwner: SkuOwner, SkuOwnerEvent, SkuOwnerState, "sku";
+    ProductIndex: ProductIndex, ProductIndexEvent, ProductIndexState, "products";
     PriceList: PriceList, PriceListEvent, PriceListState, "pricelist";
     PriceIndex: PriceIndex, PriceIndexEvent, PriceIndexState, "prices";
     Promotion: Promotion, PromotionEvent, PromotionState, "promotion";
+    PromotionIndex: PromotionIndex, PromotionIndexEvent, PromotionIndexState, "promotions";
+    TaxRegion: TaxRegion, TaxRegionEvent, TaxRegionState, "taxregion";
+    ShippingZone: ShippingZone, ShippingZoneEvent, ShippingZoneState, "shippingzone";
+    ShippingIndex: ShippingIndex, ShippingIndexEvent, ShippingIndexState, "shipping";
+    CustomerProfile: CustomerProfile, CustomerProfileEvent, CustomerProfileState, "customer";
 }
 
 /// A stream's id: the aggregate it belongs to and that aggregate's id, written
@@ -215,6 +232,33 @@ impl StreamId {
         StreamId { kind: AggregateKind::Promotion, id: code.to_string() }
     }
 
+    /// The index of every product.
+    pub fn products() -> StreamId {
+        StreamId { kind: AggregateKind::ProductIndex, id: "all".to_string() }
+    }
+
+    /// The index of automatic promotions.
+    pub fn automatic_promotions() -> StreamId {
+        StreamId { kind: AggregateKind::PromotionIndex, id: "automatic".to_string() }
+    }
+
+    pub fn tax_region(id: &crate::tax::TaxRegionId) -> StreamId {
+        StreamId { kind: AggregateKind::TaxRegion, id: id.to_string() }
+    }
+
+    pub fn shipping_zone(id: &ShippingZoneId) -> StreamId {
+        StreamId { kind: AggregateKind::ShippingZone, id: id.to_string() }
+    }
+
+    /// Which zone serves each country in one currency.
+    pub fn shipping_index(currency: Currency) -> StreamId {
+        StreamId { kind: AggregateKind::ShippingIndex, id: currency.code().to_string() }
+    }
+
+    pub fn customer(id: &CustomerId) -> StreamId {
+        StreamId { kind: AggregateKind::CustomerProfile, id: id.to_string() }
+    }
+
     /// Reads a stream id; `None` when it names no aggregate or its id is not valid.
     pub fn parse(stream_id: &str) -> Option<StreamId> {
         let (prefix, id) = stream_id.split_once('-')?;
@@ -231,6 +275,12 @@ impl StreamId {
             AggregateKind::PriceList => PriceListId::parse(id).is_ok(),
             AggregateKind::PriceIndex => Currency::parse(id).is_ok(),
             AggregateKind::Promotion => PromotionCode::parse(id).is_ok(),
+            AggregateKind::PromotionIndex => id == "automatic",
+            AggregateKind::ProductIndex => id == "all",
+            AggregateKind::TaxRegion => crate::tax::TaxRegionId::parse(id).is_ok(),
+            AggregateKind::ShippingZone => ShippingZoneId::parse(id).is_ok(),
+            AggregateKind::ShippingIndex => Currency::parse(id).is_ok(),
+            AggregateKind::CustomerProfile => CustomerId::parse(id).is_ok(),
         };
         valid.then_some(stream)
     }

@@ -6,7 +6,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::price_list::{PriceSource, Quote};
-use crate::{check_quantity, Currency, CustomerId, Decider, Money, OrderId, ProductId, Rejection, Sku};
+use crate::{
+    check_quantity, Currency, CustomerId, Decider, Money, OrderId, ProductId, Rejection, ShippingOptionId,
+    ShippingZoneId, Sku,
+};
 
 /// Most distinct lines one cart may hold.
 pub const CART_LINES_MAX: usize = 100;
@@ -45,6 +48,10 @@ pub struct Address {
     pub postal_code: String,
     /// ISO 3166-1 alpha-2, upper case.
     pub country: String,
+    /// The ISO 3166-2 subdivision within the country (`CA` for California), where taxes
+    /// differ by state or province.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdivision: Option<String>,
 }
 
 impl Address {
@@ -67,6 +74,15 @@ impl Address {
                 "address.country: '{}' is not an ISO 3166-1 alpha-2 code such as 'DE'",
                 self.country
             )));
+        }
+        if let Some(subdivision) = &self.subdivision {
+            let ok = (1..=3).contains(&subdivision.len())
+                && subdivision.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+            if !ok {
+                return Err(Rejection::invalid(format!(
+                    "address.subdivision: '{subdivision}' is not an ISO 3166-2 subdivision code such as 'CA'"
+                )));
+            }
         }
         Ok(())
     }
@@ -118,6 +134,21 @@ pub enum DiscountKind {
     Percentage { basis_points: u32 },
     /// A fixed amount, never more than the subtotal.
     Fixed { amount: Money },
+    /// A fixed amount off each unit.
+    PerItem { amount: Money },
+    /// Shipping costs nothing.
+    FreeShipping {},
+    /// In every `buy + get` units of a line, `get` are free.
+    BuyXGetY { buy: u32, get: u32 },
+}
+
+/// The shipping option a cart chose; its price is always the zone's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShippingChoice {
+    pub zone_id: ShippingZoneId,
+    pub option_id: ShippingOptionId,
+    pub name: String,
 }
 
 /// A selected shipping method and its price.
@@ -139,6 +170,9 @@ pub struct LinePricing {
     pub tax_inclusive: bool,
     pub tax_class: String,
     pub guaranteed_until: DateTime<Utc>,
+    /// The variant's weight, for shipping rates by weight.
+    #[serde(default)]
+    pub weight_grams: u32,
 }
 
 /// One line of a cart.
@@ -184,7 +218,10 @@ pub struct CartState {
     pub discount: Option<Discount>,
     pub contact_email: Option<String>,
     pub shipping_address: Option<Address>,
+    /// A shipping method whose price a client named (carts from before the server priced
+    /// shipping); a checkout needs a [`ShippingChoice`] instead.
     pub shipping_method: Option<ShippingMethod>,
+    pub shipping_option: Option<ShippingChoice>,
 }
 
 /// A cart's totals before tax. Every amount is ≥ 0.
@@ -221,6 +258,11 @@ impl CartState {
             Some(Discount { kind: DiscountKind::Fixed { amount }, .. }) => {
                 Money::new(amount.amount.min(subtotal.amount), currency)
             }
+            // Line and shipping discounts: what they take off is `pricing::price`'s to say.
+            Some(Discount {
+                kind: DiscountKind::PerItem { .. } | DiscountKind::FreeShipping {} | DiscountKind::BuyXGetY { .. },
+                ..
+            }) => Money::zero(currency),
         };
         let shipping = self.shipping_method.as_ref().map_or(Money::zero(currency), |m| m.price);
         Ok(CartTotals { subtotal, discount, shipping })
@@ -285,8 +327,15 @@ pub enum CartCommand {
     SetShippingAddress {
         address: Address,
     },
+    /// Names a shipping price: refused since the server prices shipping (kept so that the
+    /// refusal names the command).
     SelectShippingMethod {
         method: ShippingMethod,
+    },
+    /// Picks a shipping option of the zone that serves the cart's address: the command
+    /// service checks it and turns it into the choice (see [`choose_shipping`]).
+    SelectShippingOption {
+        option_id: ShippingOptionId,
     },
     Expire {},
 }
@@ -316,6 +365,7 @@ pub enum CartEvent {
     ContactSet { email: String },
     ShippingAddressSet { address: Address },
     ShippingMethodSelected { method: ShippingMethod },
+    ShippingOptionSelected { choice: ShippingChoice },
     CartCheckedOut { order_id: OrderId },
     CartExpired {},
 }
@@ -383,10 +433,11 @@ impl Decider for Cart {
                             return Err(Rejection::invalid("discount.basis_points: must be between 1 and 10000"));
                         }
                     }
-                    DiscountKind::Fixed { amount } => {
+                    DiscountKind::Fixed { amount } | DiscountKind::PerItem { amount } => {
                         crate::money::check_amount("discount.amount", amount.amount, 1)?;
                         check_price(currency, *amount, "discount.amount")?;
                     }
+                    DiscountKind::FreeShipping {} | DiscountKind::BuyXGetY { .. } => {}
                 }
                 if state.discount.as_ref() == Some(discount) {
                     return Ok(vec![]);
@@ -409,6 +460,12 @@ impl Decider for Cart {
                 check_text("shipping_method.id", &method.id)?;
                 check_price(currency, method.price, "shipping_method.price")?;
                 E::ShippingMethodSelected { method: method.clone() }
+            }
+            C::SelectShippingOption { option_id } => {
+                return Err(Rejection::invalid(format!(
+                    "option_id {option_id}: a shipping option is priced by its zone; select it through the command \
+                     service"
+                )))
             }
             C::Expire {} => E::CartExpired {},
         };
@@ -455,6 +512,7 @@ impl Decider for Cart {
             E::ContactSet { email } => state.contact_email = Some(email.clone()),
             E::ShippingAddressSet { address } => state.shipping_address = Some(address.clone()),
             E::ShippingMethodSelected { method } => state.shipping_method = Some(method.clone()),
+            E::ShippingOptionSelected { choice } => state.shipping_option = Some(choice.clone()),
             E::CartCheckedOut { order_id } => state.status = CartStatus::CheckedOut { order_id: order_id.clone() },
             E::CartExpired {} => state.status = CartStatus::Expired,
         }
@@ -495,6 +553,37 @@ pub fn add_priced(
     }])
 }
 
+/// The cart's half of choosing a shipping option: the zone that serves its address and
+/// currency, and the option of it. Refused, naming the cause, when the cart has no address,
+/// no zone serves it, or the zone has no such option.
+pub fn choose_shipping(
+    state: &CartState,
+    option_id: &ShippingOptionId,
+    zone: Option<(&ShippingZoneId, &crate::shipping::ShippingZoneState)>,
+) -> Result<Vec<CartEvent>, Rejection> {
+    let currency = state.open()?;
+    let address = state
+        .shipping_address
+        .as_ref()
+        .ok_or_else(|| Rejection::conflict("shipping_address: set the cart's address before choosing shipping"))?;
+    let (zone_id, zone) = zone.filter(|(_, z)| z.defined).ok_or_else(|| {
+        Rejection::conflict(format!("shipping: no shipping zone serves {} in {currency}", address.country))
+    })?;
+    let option = zone.option(option_id).ok_or_else(|| {
+        let offered: Vec<&str> = zone.options.iter().map(|o| o.id.as_str()).collect();
+        Rejection::conflict(format!(
+            "option_id {option_id}: does not serve {} (zone {zone_id} offers {})",
+            address.country,
+            offered.join(", ")
+        ))
+    })?;
+    let choice = ShippingChoice { zone_id: zone_id.clone(), option_id: option.id.clone(), name: option.name.clone() };
+    if state.shipping_option.as_ref() == Some(&choice) {
+        return Ok(vec![]);
+    }
+    Ok(vec![CartEvent::ShippingOptionSelected { choice }])
+}
+
 /// The pricing a line keeps from a quote.
 pub fn pricing_of(quote: &Quote, product_id: &ProductId, guaranteed_until: DateTime<Utc>) -> LinePricing {
     LinePricing {
@@ -504,6 +593,7 @@ pub fn pricing_of(quote: &Quote, product_id: &ProductId, guaranteed_until: DateT
         tax_inclusive: quote.tax_inclusive,
         tax_class: quote.tax_class.clone(),
         guaranteed_until,
+        weight_grams: quote.weight_grams,
     }
 }
 

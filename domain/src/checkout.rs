@@ -5,14 +5,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cart::{Cart, CartEvent, CartState, CartStatus};
+use crate::cart::{Cart, CartEvent, CartState, CartStatus, ShippingMethod};
 use crate::codec::DomainEvent;
 use crate::order::{Order, OrderAction, OrderLine, OrderState, OrderTotals, PlacedOrder};
+use crate::pricing::Breakdown;
 use crate::stock::{Stock, StockAction, StockState};
 use crate::{CartId, Decider, LocationId, OrderId, Rejection, RejectionKind, Shortage, Sku, StockKey, StreamId};
-
-/// Largest tax rate accepted, in basis points (100 %).
-pub const TAX_RATE_BPS_MAX: u32 = 10_000;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,9 +23,6 @@ pub struct CheckoutCommand {
     /// Per-SKU locations that override `location`.
     #[serde(default)]
     pub sources: BTreeMap<Sku, LocationId>,
-    /// Tax on the discounted subtotal plus shipping, in basis points.
-    #[serde(default)]
-    pub tax_rate_bps: u32,
 }
 
 impl CheckoutCommand {
@@ -67,12 +62,15 @@ impl Decision {
 }
 
 /// Decides a checkout. `stocks` must hold the state of every key in
-/// [`CheckoutCommand::stock_keys`] (a missing one counts as an empty stock item).
+/// [`CheckoutCommand::stock_keys`] (a missing one counts as an empty stock item). `price`
+/// prices the cart (see [`crate::pricing`]) once it is known to be ready: it has lines, an
+/// email, an address and a shipping option.
 pub fn decide_checkout(
     command: &CheckoutCommand,
     cart: &CartState,
     order: &OrderState,
     stocks: &BTreeMap<StockKey, StockState>,
+    price: impl FnOnce(&CartState) -> Result<Breakdown, Rejection>,
 ) -> Result<Decision, Rejection> {
     let cart_stream = StreamId::cart(&command.cart_id);
     match &cart.status {
@@ -100,24 +98,21 @@ pub fn decide_checkout(
         .shipping_address
         .clone()
         .ok_or_else(|| Rejection::conflict("shipping_address: the cart has no shipping address"))?;
-    let shipping_method = cart
-        .shipping_method
-        .clone()
-        .ok_or_else(|| Rejection::conflict("shipping_method: the cart has no shipping method"))?;
-    if command.tax_rate_bps > TAX_RATE_BPS_MAX {
-        return Err(Rejection::invalid(format!("tax_rate_bps: {} exceeds {TAX_RATE_BPS_MAX}", command.tax_rate_bps)));
+    if cart.shipping_option.is_none() {
+        return Err(Rejection::conflict("shipping_option: the cart has no shipping option"));
     }
-    let totals = cart.totals()?;
-    let taxable = totals.subtotal.checked_sub(totals.discount)?.checked_add(totals.shipping)?;
-    let tax = taxable.share_bps(command.tax_rate_bps)?;
-    let total = taxable.checked_add(tax)?;
-    let currency = totals.subtotal.currency;
+    let priced = price(cart)?;
+    let shipping = priced
+        .shipping
+        .clone()
+        .ok_or_else(|| Rejection::conflict("shipping_option: the cart has no shipping option"))?;
+    let currency = priced.totals.subtotal.currency;
 
     let mut decision = Decision { order_id: Some(command.order_id.clone()), ..Decision::default() };
     let mut shortages = Vec::new();
     let mut lines = Vec::with_capacity(cart.lines.len());
     let empty = StockState::default();
-    for line in cart.lines.values() {
+    for (line, priced) in cart.lines.values().zip(&priced.lines) {
         let key = command.source(&line.sku);
         let stock = stocks.get(&key).unwrap_or(&empty);
         let reserve = StockAction::Reserve { order_id: command.order_id.clone(), quantity: line.quantity };
@@ -137,6 +132,8 @@ pub fn decide_checkout(
             quantity: line.quantity,
             unit_price: line.unit_price,
             pricing: line.pricing.clone(),
+            discount: Some(priced.discount),
+            tax: priced.tax.clone(),
         });
     }
     if !shortages.is_empty() {
@@ -148,6 +145,7 @@ pub fn decide_checkout(
             repriced: Vec::new(),
         });
     }
+    let t = &priced.totals;
     let placed = PlacedOrder {
         cart_id: command.cart_id.clone(),
         customer: cart.customer.clone().expect("an open cart has a customer"),
@@ -155,16 +153,19 @@ pub fn decide_checkout(
         currency,
         lines,
         discount_code: cart.discount.as_ref().map(|d| d.code.clone()),
-        tax_rate_bps: command.tax_rate_bps,
+        promotions: priced.promotions.clone(),
+        tax_rate_bps: 0,
         totals: OrderTotals {
-            subtotal: totals.subtotal,
-            discount: totals.discount,
-            shipping: totals.shipping,
-            tax,
-            total,
+            subtotal: t.subtotal,
+            discount: t.discount,
+            shipping: t.shipping,
+            tax: t.tax,
+            total: t.total,
+            tax_included: Some(t.tax_included),
         },
         shipping_address,
-        shipping_method,
+        shipping_method: ShippingMethod { id: shipping.option_id.to_string(), price: shipping.price },
+        shipping: Some(shipping),
     };
     let order_events = Order::decide(&OrderAction::Place { order: Box::new(placed) }, order)?;
     let cart_events = vec![CartEvent::CartCheckedOut { order_id: command.order_id.clone() }];
@@ -182,9 +183,9 @@ pub fn decide_checkout(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cart::{CartCommand, Customer, ShippingMethod};
+    use crate::cart::{CartCommand, Customer};
     use crate::stock::StockEvent;
-    use crate::{Currency, Money};
+    use crate::Currency;
 
     fn eur() -> Currency {
         Currency::parse("EUR").unwrap()
@@ -205,8 +206,7 @@ mod tests {
             state = events.iter().fold(state, Cart::evolve);
         }
         let state = run(state, CartCommand::SetShippingAddress { address: crate::testing::address() });
-        let method = ShippingMethod { id: "dhl".into(), price: Money::new(500, eur()) };
-        run(state, CartCommand::SelectShippingMethod { method })
+        crate::testing::choose_dhl(state)
     }
     fn stock_of(units: u32) -> StockState {
         Stock::fold(&[StockEvent::StockReceived { units, reference: None }])
@@ -217,8 +217,18 @@ mod tests {
             order_id: OrderId::parse("o1").unwrap(),
             location: loc(),
             sources: BTreeMap::new(),
-            tax_rate_bps: 1_900,
         }
+    }
+    /// Prices at 19 % with DHL at 5.00, tax included (the test catalog's prices include it).
+    fn price(cart: &CartState) -> Result<Breakdown, Rejection> {
+        crate::testing::price(cart, 1_900, 500, vec![])
+    }
+    fn decide(
+        command: &CheckoutCommand,
+        cart: &CartState,
+        stocks: &BTreeMap<StockKey, StockState>,
+    ) -> Result<Decision, Rejection> {
+        decide_checkout(command, cart, &OrderState::default(), stocks, price)
     }
 
     #[test]
@@ -228,24 +238,29 @@ mod tests {
             (StockKey::new(sku("mug"), loc()), stock_of(5)),
             (StockKey::new(sku("tea"), loc()), stock_of(1)),
         ]);
-        let decision = decide_checkout(&command(), &cart, &OrderState::default(), &stocks).unwrap();
+        let decision = decide(&command(), &cart, &stocks).unwrap();
         let streams: Vec<String> = decision.streams.iter().map(|(s, _)| s.to_string()).collect();
         assert_eq!(streams, ["cart-c1", "order-o1", "stock-mug@berlin", "stock-tea@berlin"]);
         assert_eq!(decision.event_count(), 4);
         let DomainEvent::Order(crate::order::OrderEvent::OrderPlaced { order }) = &decision.streams[1].1[0] else {
             panic!("expected OrderPlaced");
         };
-        // 2 450 subtotal + 500 shipping = 2 950 taxable; 19 % = 560.5 → 561.
+        // Tax included: 20.00 → 16.81 net + 3.19; 4.50 → 3.78 + 0.72; shipping 5.00 → 4.20
+        // + 0.80 (each half to even); the total is what the prices say.
         assert_eq!(order.totals.subtotal.amount, 2_450);
-        assert_eq!(order.totals.tax.amount, 561);
-        assert_eq!(order.totals.total.amount, 3_511);
+        assert_eq!(order.totals.tax.amount, 319 + 72 + 80);
+        assert_eq!(order.totals.tax_included.map(|m| m.amount), Some(319 + 72 + 80));
+        assert_eq!(order.totals.total.amount, 2_950);
+        let tax = order.lines[0].tax.as_ref().unwrap();
+        assert_eq!((tax.rate.region.as_str(), tax.rate.rate_bps, tax.net.amount, tax.tax.amount), ("DE", 1_900, 1_681, 319));
+        assert_eq!(order.shipping.as_ref().map(|s| s.price.amount), Some(500));
     }
 
     #[test]
     fn checkout_names_every_line_short_and_appends_nothing() {
         let cart = ready_cart(&[("mug", 2, 1_000), ("tea", 3, 450)]);
         let stocks = BTreeMap::from([(StockKey::new(sku("mug"), loc()), stock_of(1))]);
-        let err = decide_checkout(&command(), &cart, &OrderState::default(), &stocks).unwrap_err();
+        let err = decide(&command(), &cart, &stocks).unwrap_err();
         assert_eq!(err.kind, RejectionKind::OutOfStock);
         assert_eq!(err.shortages.len(), 2);
         assert!(err.reason.contains("mug at berlin: 2 requested, 1 available"), "{}", err.reason);
@@ -256,37 +271,28 @@ mod tests {
     fn checking_out_twice_returns_the_same_order_and_refuses_another() {
         let mut cart = ready_cart(&[("mug", 1, 1_000)]);
         cart = Cart::evolve(cart, &CartEvent::CartCheckedOut { order_id: command().order_id });
-        let decision = decide_checkout(&command(), &cart, &OrderState::default(), &BTreeMap::new()).unwrap();
+        let decision = decide(&command(), &cart, &BTreeMap::new()).unwrap();
         assert_eq!(decision.order_id, Some(command().order_id));
         assert_eq!(decision.event_count(), 0);
         let mut other = command();
         other.order_id = OrderId::parse("o2").unwrap();
-        let err = decide_checkout(&other, &cart, &OrderState::default(), &BTreeMap::new()).unwrap_err();
+        let err = decide(&other, &cart, &BTreeMap::new()).unwrap_err();
         assert_eq!(err.kind, RejectionKind::Conflict);
         assert!(err.reason.contains(&format!("already checked out as order {}", command().order_id)), "{}", err.reason);
     }
 
     #[test]
-    fn checkout_needs_lines_address_and_method() {
+    fn checkout_needs_lines_address_and_a_shipping_option() {
         let stocks = BTreeMap::new();
         let mut cart = ready_cart(&[]);
-        assert!(decide_checkout(&command(), &cart, &OrderState::default(), &stocks)
-            .unwrap_err()
-            .reason
-            .contains("no lines"));
+        assert!(decide(&command(), &cart, &stocks).unwrap_err().reason.contains("no lines"));
         cart = ready_cart(&[("mug", 1, 1)]);
         cart.shipping_address = None;
-        assert!(decide_checkout(&command(), &cart, &OrderState::default(), &stocks)
-            .unwrap_err()
-            .reason
-            .contains("shipping_address"));
-        assert_eq!(
-            decide_checkout(&command(), &CartState::default(), &OrderState::default(), &stocks).unwrap_err().kind,
-            RejectionKind::NotFound
-        );
-        let mut taxed = command();
-        taxed.tax_rate_bps = 10_001;
-        assert!(decide_checkout(&taxed, &ready_cart(&[("mug", 1, 1)]), &OrderState::default(), &stocks).is_err());
+        assert!(decide(&command(), &cart, &stocks).unwrap_err().reason.contains("shipping_address"));
+        cart = ready_cart(&[("mug", 1, 1)]);
+        cart.shipping_option = None;
+        assert!(decide(&command(), &cart, &stocks).unwrap_err().reason.contains("shipping_option"));
+        assert_eq!(decide(&command(), &CartState::default(), &stocks).unwrap_err().kind, RejectionKind::NotFound);
     }
 
     #[test]
@@ -296,7 +302,7 @@ mod tests {
         let hamburg = LocationId::parse("hamburg").unwrap();
         cmd.sources.insert(sku("mug"), hamburg.clone());
         let stocks = BTreeMap::from([(StockKey::new(sku("mug"), hamburg), stock_of(1))]);
-        let decision = decide_checkout(&cmd, &cart, &OrderState::default(), &stocks).unwrap();
+        let decision = decide(&cmd, &cart, &stocks).unwrap();
         assert_eq!(decision.streams[2].0, "stock-mug@hamburg");
     }
 }

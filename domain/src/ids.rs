@@ -121,6 +121,16 @@ id_type!(
     "code"
 );
 id_type!(
+    /// A shipping zone's id; its stream is `shippingzone-{id}`.
+    ShippingZoneId,
+    "zone_id"
+);
+id_type!(
+    /// A shipping option of a zone, as a cart picks it.
+    ShippingOptionId,
+    "option_id"
+);
+id_type!(
     /// A return (RMA) within an order.
     ReturnId,
     "return_id"

@@ -44,16 +44,20 @@ pub mod aggregate;
 pub mod cart;
 pub mod checkout;
 pub mod codec;
+pub mod customer;
 pub mod deadline;
 pub mod flows;
 pub mod ids;
 pub mod money;
 pub mod order;
+pub mod pricing;
 pub mod price_list;
 pub mod product;
 pub mod promotion;
 pub mod shipment;
+pub mod shipping;
 pub mod stock;
+pub mod tax;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
@@ -63,7 +67,8 @@ use serde::{Deserialize, Serialize};
 
 pub use aggregate::{AggregateKind, AnyState, DomainEvent, StreamId};
 pub use ids::{
-    CartId, CustomerId, LocationId, OrderId, PriceListId, ProductId, PromotionCode, ReturnId, ShipmentId, Sku, StockKey,
+    CartId, CustomerId, LocationId, OrderId, PriceListId, ProductId, PromotionCode, ReturnId, ShipmentId, ShippingOptionId,
+    ShippingZoneId, Sku, StockKey,
 };
 pub use money::{Currency, Money};
 

@@ -8,7 +8,8 @@
 //!
 //! **Which price wins** ([`quote`]): among the lists of the cart's currency that are in
 //! force at the instant of pricing (`starts_at` ≤ t < `ends_at`, either bound open when
-//! absent), not archived, whose channel is absent or the cart's, and that price the SKU:
+//! absent), not archived, whose channel is absent or the cart's, whose customer group is
+//! absent or one the customer is in, and that price the SKU:
 //! the highest priority; at equal priority the lowest price; at equal price the smallest
 //! list id. When no list applies, the variant's default price in that currency; when it has
 //! none, the SKU cannot be sold in that currency.
@@ -53,6 +54,9 @@ pub struct PriceListRules {
     /// In force until this instant (exclusive); for good when absent.
     #[serde(default)]
     pub ends_at: Option<DateTime<Utc>>,
+    /// The customer group it is for; every customer when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_group: Option<String>,
 }
 
 impl PriceListRules {
@@ -60,14 +64,18 @@ impl PriceListRules {
         if let Some(channel) = &self.channel {
             check_text("channel", channel)?;
         }
+        if let Some(group) = &self.customer_group {
+            check_text("customer_group", group)?;
+        }
         check_window(self.starts_at, self.ends_at)
     }
 
-    /// Whether the list is in force at `at` for `channel`.
-    pub fn applies(&self, at: DateTime<Utc>, channel: Option<&str>) -> bool {
+    /// Whether the list is in force at `at` for `channel` and a customer in `groups`.
+    pub fn applies(&self, at: DateTime<Utc>, channel: Option<&str>, groups: &BTreeSet<String>) -> bool {
         self.starts_at.is_none_or(|s| s <= at)
             && self.ends_at.is_none_or(|e| at < e)
             && self.channel.as_deref().is_none_or(|c| Some(c) == channel)
+            && self.customer_group.as_ref().is_none_or(|g| groups.contains(g))
     }
 }
 
@@ -274,6 +282,9 @@ pub struct Quote {
     pub tax_inclusive: bool,
     pub tax_class: String,
     pub source: PriceSource,
+    /// The variant's weight.
+    #[serde(default)]
+    pub weight_grams: u32,
 }
 
 /// Who is buying, in what, when: what a price depends on.
@@ -282,6 +293,8 @@ pub struct PriceContext<'a> {
     pub currency: Currency,
     pub at: DateTime<Utc>,
     pub channel: Option<&'a str>,
+    /// The customer's groups (a guest is in none).
+    pub groups: &'a BTreeSet<String>,
 }
 
 /// The price `sku` gets from its product and the price lists of the context's currency,
@@ -297,7 +310,7 @@ pub fn quote(
     let best = lists
         .iter()
         .filter(|(_, l)| {
-            !l.archived && l.currency == Some(context.currency) && l.rules.applies(context.at, context.channel)
+            !l.archived && l.currency == Some(context.currency) && l.rules.applies(context.at, context.channel, context.groups)
         })
         .filter_map(|(id, l)| l.prices.get(sku).map(|p| (*id, *l, *p)))
         .min_by(|(a_id, a, a_price), (b_id, b, b_price)| {
@@ -319,5 +332,6 @@ pub fn quote(
         tax_inclusive,
         tax_class: product.tax_class.clone(),
         source,
+        weight_grams: variant.weight_grams,
     })
 }

@@ -371,3 +371,46 @@ impl Decider for SkuOwner {
         state
     }
 }
+
+/// Every product of the catalog, in the order they were made: its stream is
+/// `products-all`, appended to in the append that creates a product, so the catalog can be
+/// listed without scanning the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProductIndexState {
+    pub products: Vec<ProductId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProductIndexCommand {
+    List { product_id: ProductId },
+}
+
+events! {
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProductIndexEvent {
+    ProductListed { product_id: ProductId },
+}
+}
+
+pub struct ProductIndex;
+
+impl Decider for ProductIndex {
+    type Command = ProductIndexCommand;
+    type Event = ProductIndexEvent;
+    type State = ProductIndexState;
+
+    fn decide(command: &ProductIndexCommand, state: &ProductIndexState) -> Result<Vec<ProductIndexEvent>, Rejection> {
+        let ProductIndexCommand::List { product_id } = command;
+        match state.products.contains(product_id) {
+            true => Ok(vec![]),
+            false => Ok(vec![ProductIndexEvent::ProductListed { product_id: product_id.clone() }]),
+        }
+    }
+
+    fn evolve(mut state: ProductIndexState, event: &ProductIndexEvent) -> ProductIndexState {
+        let ProductIndexEvent::ProductListed { product_id } = event;
+        state.products.push(product_id.clone());
+        state
+    }
+}

@@ -10,8 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::cart::DiscountKind;
-use crate::{Decider, Money, OrderId, Rejection};
+use crate::cart::{check_text, CartLine, DiscountKind};
+use crate::{Decider, Money, OrderId, ProductId, PromotionCode, Rejection, Sku};
+
+/// Most SKUs or products a promotion's conditions may name.
+pub const SCOPE_MAX: usize = 1_000;
 
 /// What a promotion takes off.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +24,12 @@ pub enum PromotionKind {
     Percentage { basis_points: u32 },
     /// A fixed amount off the order, never more than the subtotal.
     FixedPerOrder { amount: Money },
+    /// A fixed amount off each unit, never more than the unit's price.
+    FixedPerItem { amount: Money },
+    /// Shipping costs nothing.
+    FreeShipping {},
+    /// In every `buy + get` units of a line, `get` are free.
+    BuyXGetY { buy: u32, get: u32 },
 }
 
 impl PromotionKind {
@@ -29,7 +38,19 @@ impl PromotionKind {
         match self {
             PromotionKind::Percentage { basis_points } => DiscountKind::Percentage { basis_points: *basis_points },
             PromotionKind::FixedPerOrder { amount } => DiscountKind::Fixed { amount: *amount },
+            PromotionKind::FixedPerItem { amount } => DiscountKind::PerItem { amount: *amount },
+            PromotionKind::FreeShipping {} => DiscountKind::FreeShipping {},
+            PromotionKind::BuyXGetY { buy, get } => DiscountKind::BuyXGetY { buy: *buy, get: *get },
         }
+    }
+}
+
+impl Conditions {
+    /// Whether the promotion covers a line of this SKU and product.
+    pub fn covers(&self, sku: &Sku, product: Option<&ProductId>) -> bool {
+        (self.skus.is_empty() && self.products.is_empty())
+            || self.skus.contains(sku)
+            || product.is_some_and(|p| self.products.contains(p))
     }
 }
 
@@ -47,6 +68,39 @@ pub struct Conditions {
     /// Valid until (exclusive).
     #[serde(default)]
     pub ends_at: Option<DateTime<Utc>>,
+    /// The SKUs it is for: a cart needs one of them, and only their lines are discounted
+    /// (with `products`: lines of either). Every SKU when both are empty.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub skus: BTreeSet<Sku>,
+    /// The products it is for, as `skus`.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub products: BTreeSet<ProductId>,
+    /// Only for customers in this group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_group: Option<String>,
+    /// Only for a registered customer's first order.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first_order: bool,
+}
+
+/// What a promotion's conditions are checked against: the cart and its customer, now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Eligibility {
+    pub subtotal: Money,
+    pub at: DateTime<Utc>,
+    /// Each line's SKU and product.
+    pub lines: Vec<(Sku, Option<ProductId>)>,
+    /// The customer's groups (a guest's: none).
+    pub groups: BTreeSet<String>,
+    /// Orders the customer placed before; `None` for a guest.
+    pub orders_before: Option<usize>,
+}
+
+impl Eligibility {
+    /// The cart's lines as conditions read them.
+    pub fn lines_of(lines: &BTreeMap<Sku, CartLine>) -> Vec<(Sku, Option<ProductId>)> {
+        lines.values().map(|l| (l.sku.clone(), l.pricing.as_ref().map(|p| p.product_id.clone()))).collect()
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -58,6 +112,8 @@ pub struct PromotionState {
     pub usage_limit: Option<u32>,
     /// Most uses by one customer; unlimited when absent.
     pub per_customer_limit: Option<u32>,
+    /// Applied to every cart it fits, without a code.
+    pub automatic: bool,
     pub archived: bool,
     pub uses: u32,
     pub uses_by_customer: BTreeMap<String, u32>,
@@ -67,7 +123,8 @@ pub struct PromotionState {
 impl PromotionState {
     /// Whether the promotion may be applied to a cart of `subtotal` at `at`; the refusal
     /// names the unmet condition.
-    pub fn applicable(&self, code: &str, subtotal: Money, at: DateTime<Utc>) -> Result<&PromotionKind, Rejection> {
+    pub fn applicable(&self, code: &str, cart: &Eligibility) -> Result<&PromotionKind, Rejection> {
+        let (subtotal, at) = (cart.subtotal, cart.at);
         let kind = match (&self.kind, self.created) {
             (Some(kind), true) => kind,
             // 409, not 404: the request's resource (a cart) exists; what it names does not.
@@ -90,7 +147,35 @@ impl PromotionState {
                 )));
             }
         }
-        if let PromotionKind::FixedPerOrder { amount } = kind {
+        if !(c.skus.is_empty() && c.products.is_empty())
+            && !cart.lines.iter().any(|(sku, product)| c.covers(sku, product.as_ref()))
+        {
+            let names: Vec<String> =
+                c.skus.iter().map(ToString::to_string).chain(c.products.iter().map(|p| format!("product {p}"))).collect();
+            return Err(Rejection::conflict(format!(
+                "promotion {code}: needs one of these in the cart: {}",
+                names.join(", ")
+            )));
+        }
+        if let Some(group) = c.customer_group.as_ref().filter(|g| !cart.groups.contains(*g)) {
+            return Err(Rejection::conflict(format!("promotion {code}: only for customers in the group '{group}'")));
+        }
+        if c.first_order {
+            match cart.orders_before {
+                None => {
+                    return Err(Rejection::conflict(format!(
+                        "promotion {code}: only for a registered customer's first order; the cart is a guest's"
+                    )))
+                }
+                Some(n) if n > 0 => {
+                    return Err(Rejection::conflict(format!(
+                        "promotion {code}: only for a first order; this customer has placed {n}"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        if let PromotionKind::FixedPerOrder { amount } | PromotionKind::FixedPerItem { amount } = kind {
             if amount.currency != subtotal.currency {
                 return Err(Rejection::conflict(format!(
                     "promotion {code}: takes {amount} off; the cart is in {}",
@@ -116,6 +201,9 @@ pub enum PromotionCommand {
         usage_limit: Option<u32>,
         #[serde(default)]
         per_customer_limit: Option<u32>,
+        /// Applied to every cart it fits, without a code.
+        #[serde(default)]
+        automatic: bool,
     },
     /// Ends the promotion for good.
     Archive {},
@@ -125,13 +213,12 @@ pub enum PromotionCommand {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PromotionAction {
     Command(PromotionCommand),
-    /// One use, by the order placed and the customer it is for, at `at` with `subtotal`.
+    /// One use, by the order placed and the customer it is for, checked against the cart.
     Redeem {
         code: String,
         order_id: OrderId,
         customer: String,
-        subtotal: Money,
-        at: DateTime<Utc>,
+        cart: Box<Eligibility>,
     },
 }
 
@@ -148,7 +235,9 @@ pub enum PromotionEvent {
         kind: PromotionKind,
         conditions: Conditions,
         usage_limit: Option<u32>,
-        per_customer_limit: Option<u32>
+        per_customer_limit: Option<u32>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        automatic: bool
     },
     PromotionArchived {},
     PromotionRedeemed { order_id: OrderId, customer: String },
@@ -169,6 +258,7 @@ impl Decider for Promotion {
                 conditions,
                 usage_limit,
                 per_customer_limit,
+                automatic,
             }) => {
                 if state.created {
                     return Err(Rejection::conflict("promotion: already exists"));
@@ -177,10 +267,24 @@ impl Decider for Promotion {
                     PromotionKind::Percentage { basis_points } if *basis_points == 0 || *basis_points > 10_000 => {
                         return Err(Rejection::invalid("kind.basis_points: must be between 1 and 10000"));
                     }
-                    PromotionKind::FixedPerOrder { amount } => {
+                    PromotionKind::FixedPerOrder { amount } | PromotionKind::FixedPerItem { amount } => {
                         crate::money::check_amount("kind.amount", amount.amount, 1)?
                     }
+                    PromotionKind::BuyXGetY { buy, get } if *buy == 0 || *get == 0 => {
+                        return Err(Rejection::invalid("kind: `buy` and `get` must each be at least 1"));
+                    }
+                    PromotionKind::BuyXGetY { buy, get } if buy.checked_add(*get).is_none_or(|n| n > 10_000) => {
+                        return Err(Rejection::invalid("kind: `buy` + `get` must be at most 10000"));
+                    }
                     _ => {}
+                }
+                if conditions.skus.len() + conditions.products.len() > SCOPE_MAX {
+                    return Err(Rejection::invalid(format!(
+                        "conditions: at most {SCOPE_MAX} SKUs and products together"
+                    )));
+                }
+                if let Some(group) = &conditions.customer_group {
+                    check_text("conditions.customer_group", group)?;
                 }
                 crate::price_list::check_window(conditions.starts_at, conditions.ends_at)?;
                 for (field, limit) in [("usage_limit", usage_limit), ("per_customer_limit", per_customer_limit)] {
@@ -196,6 +300,7 @@ impl Decider for Promotion {
                     conditions: conditions.clone(),
                     usage_limit: *usage_limit,
                     per_customer_limit: *per_customer_limit,
+                    automatic: *automatic,
                 }])
             }
             PromotionAction::Command(PromotionCommand::Archive {}) => match (state.created, state.archived) {
@@ -203,11 +308,11 @@ impl Decider for Promotion {
                 (true, true) => Ok(vec![]),
                 (true, false) => Ok(vec![PromotionEvent::PromotionArchived {}]),
             },
-            PromotionAction::Redeem { code, order_id, customer, subtotal, at } => {
+            PromotionAction::Redeem { code, order_id, customer, cart } => {
                 if state.orders.contains(order_id) {
                     return Ok(vec![]);
                 }
-                state.applicable(code, *subtotal, *at)?;
+                state.applicable(code, cart)?;
                 let used = state.uses_by_customer.get(customer).copied().unwrap_or(0);
                 if let Some(limit) = state.per_customer_limit {
                     if used >= limit {
@@ -223,8 +328,9 @@ impl Decider for Promotion {
 
     fn evolve(mut state: PromotionState, event: &PromotionEvent) -> PromotionState {
         match event {
-            PromotionEvent::PromotionCreated { kind, conditions, usage_limit, per_customer_limit } => {
+            PromotionEvent::PromotionCreated { kind, conditions, usage_limit, per_customer_limit, automatic } => {
                 state.created = true;
+                state.automatic = *automatic;
                 state.kind = Some(kind.clone());
                 state.conditions = conditions.clone();
                 state.usage_limit = *usage_limit;
@@ -237,6 +343,48 @@ impl Decider for Promotion {
                 state.orders.insert(order_id.clone());
             }
         }
+        state
+    }
+}
+
+/// The automatic promotions: its stream is `promotions-automatic`, appended to in the same
+/// append that creates one, so a checkout loads exactly those.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PromotionIndexState {
+    pub codes: BTreeSet<PromotionCode>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PromotionIndexCommand {
+    List { code: PromotionCode },
+}
+
+events! {
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PromotionIndexEvent {
+    AutomaticPromotionListed { code: PromotionCode },
+}
+}
+
+pub struct PromotionIndex;
+
+impl Decider for PromotionIndex {
+    type Command = PromotionIndexCommand;
+    type Event = PromotionIndexEvent;
+    type State = PromotionIndexState;
+
+    fn decide(command: &PromotionIndexCommand, state: &PromotionIndexState) -> Result<Vec<PromotionIndexEvent>, Rejection> {
+        let PromotionIndexCommand::List { code } = command;
+        match state.codes.contains(code) {
+            true => Ok(vec![]),
+            false => Ok(vec![PromotionIndexEvent::AutomaticPromotionListed { code: code.clone() }]),
+        }
+    }
+
+    fn evolve(mut state: PromotionIndexState, event: &PromotionIndexEvent) -> PromotionIndexState {
+        let PromotionIndexEvent::AutomaticPromotionListed { code } = event;
+        state.codes.insert(code.clone());
         state
     }
 }

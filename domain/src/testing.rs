@@ -1,7 +1,7 @@
 //! Fixtures the tests of every crate share (feature `testing`): one address and one cart
 //! ready to check out, so a change to a cart's shape is made once for every test.
 
-use crate::cart::{add_priced, pricing_of, Address, Cart, CartCommand, CartEvent, CartState, Customer, ShippingMethod};
+use crate::cart::{add_priced, pricing_of, Address, Cart, CartCommand, CartEvent, CartState, Customer};
 use crate::product::{ProductCommand, Variant};
 use crate::Decider;
 use crate::{Currency, Money, ProductId, Sku};
@@ -15,6 +15,7 @@ pub fn address() -> Address {
         city: "Berlin".into(),
         postal_code: "10115".into(),
         country: "DE".into(),
+        subdivision: None,
     }
 }
 
@@ -25,8 +26,8 @@ pub fn address_json() -> serde_json::Value {
 
 /// The commands that make the test cart: opened in EUR by `customer`, these lines (SKU,
 /// units; the price comes from the catalog, see [`catalog_commands`]), the test address and
-/// DHL at `shipping` cents.
-pub fn cart_commands(customer: Customer, lines: &[(&str, u32, i64)], shipping: i64) -> Vec<CartCommand> {
+/// the shipping option `dhl` (its price is the test zone's, see [`shipping_zone`]).
+pub fn cart_commands(customer: Customer, lines: &[(&str, u32, i64)], _shipping: i64) -> Vec<CartCommand> {
     let eur = Currency::parse("EUR").expect("EUR");
     let mut commands = vec![CartCommand::Create { currency: eur, customer, channel: None }];
     for (sku, quantity, _) in lines {
@@ -34,9 +35,40 @@ pub fn cart_commands(customer: Customer, lines: &[(&str, u32, i64)], shipping: i
         commands.push(CartCommand::AddItem { sku, quantity: *quantity });
     }
     commands.push(CartCommand::SetShippingAddress { address: address() });
-    let method = ShippingMethod { id: "dhl".into(), price: Money::new(shipping, eur) };
-    commands.push(CartCommand::SelectShippingMethod { method });
+    let option_id = crate::ShippingOptionId::parse("dhl").expect("an id");
+    commands.push(CartCommand::SelectShippingOption { option_id });
     commands
+}
+
+/// The test tax region: Germany, 19 % standard and 7 % reduced, the standard class by
+/// default, the group `diplomats` exempt.
+pub fn tax_region() -> (crate::tax::TaxRegionId, crate::tax::TaxRegionCommand) {
+    let command = crate::tax::TaxRegionCommand::Define {
+        name: "Germany".into(),
+        rates: [("standard".to_string(), 1_900), ("reduced".to_string(), 700)].into(),
+        default_class: "standard".into(),
+        exempt_groups: ["diplomats".to_string()].into(),
+    };
+    (crate::tax::TaxRegionId::parse("DE").expect("DE"), command)
+}
+
+/// The test shipping zone `de`: Germany, in EUR, its one option `dhl` at `cents`, tax
+/// included.
+pub fn shipping_zone(cents: i64) -> (crate::ShippingZoneId, crate::shipping::ShippingZoneCommand) {
+    let eur = Currency::parse("EUR").expect("EUR");
+    let option = crate::shipping::ShippingOption {
+        id: crate::ShippingOptionId::parse("dhl").expect("an id"),
+        name: "DHL".into(),
+        rate: crate::shipping::ShippingRate::Flat { price: Money::new(cents, eur) },
+    };
+    let command = crate::shipping::ShippingZoneCommand::Define {
+        name: "Germany".into(),
+        currency: eur,
+        countries: ["DE".to_string()].into(),
+        prices_include_tax: true,
+        options: vec![option],
+    };
+    (crate::ShippingZoneId::parse("de").expect("de"), command)
 }
 
 /// The catalog the test cart's lines need: for each (SKU, _, unit price in cents), the
@@ -81,6 +113,7 @@ pub fn quote(sku: &str, cents: i64) -> crate::price_list::Quote {
         tax_inclusive: true,
         tax_class: "standard".into(),
         source: crate::price_list::PriceSource::Default,
+        weight_grams: 500,
     }
 }
 
@@ -144,4 +177,44 @@ impl Decider for PricedCart {
     fn evolve(state: CartState, event: &CartEvent) -> CartState {
         Cart::evolve(state, event)
     }
+}
+
+/// The cart with the test zone's `dhl` option chosen (as the command service records it).
+pub fn choose_dhl(state: CartState) -> CartState {
+    let choice = crate::cart::ShippingChoice {
+        zone_id: crate::ShippingZoneId::parse("de").expect("de"),
+        option_id: crate::ShippingOptionId::parse("dhl").expect("dhl"),
+        name: "DHL".into(),
+    };
+    Cart::evolve(state, &CartEvent::ShippingOptionSelected { choice })
+}
+
+/// Prices a cart as a checkout would with the test zone at `shipping_cents` and the test
+/// region's standard rate at `rate_bps`, with these promotions.
+pub fn price(
+    cart: &CartState,
+    rate_bps: u32,
+    shipping_cents: i64,
+    promotions: Vec<crate::pricing::Applied>,
+) -> Result<crate::pricing::Breakdown, crate::Rejection> {
+    use crate::tax::{RateTable, TaxRegion, TaxRegionCommand};
+    let (region_id, mut define) = tax_region();
+    let TaxRegionCommand::Define { rates, .. } = &mut define;
+    rates.insert("standard".into(), rate_bps);
+    let region = TaxRegion::fold(&TaxRegion::decide(&define, &Default::default())?);
+    let table = RateTable { regions: [(region_id, &region)].into() };
+    let (zone_id, define) = shipping_zone(shipping_cents);
+    let zone = crate::shipping::ShippingZone::fold(&crate::shipping::ShippingZone::decide(&define, &Default::default())?);
+    let shipping = cart.shipping_option.as_ref().and_then(|c| zone.option(&c.option_id)).map(|option| {
+        crate::pricing::Shipping { zone_id: &zone_id, zone: &zone, option }
+    });
+    let groups = Default::default();
+    crate::pricing::price(&crate::pricing::Request {
+        currency: cart.open()?,
+        lines: &cart.lines,
+        promotions,
+        shipping,
+        tax: cart.shipping_address.as_ref().map(|a| (&table as &dyn crate::tax::TaxProvider, a)),
+        groups: &groups,
+    })
 }

@@ -99,6 +99,7 @@ fn build(spec: &ListSpec) -> PriceListState {
         channel: channel(spec.channel),
         starts_at: spec.window.map(|(start, _)| t0() + Duration::hours(start)),
         ends_at: spec.window.map(|(start, len)| t0() + Duration::hours(start + len)),
+        customer_group: None,
     };
     let create = PriceListCommand::Create {
         name: "list".into(),
@@ -146,7 +147,8 @@ proptest! {
         let pairs: Vec<(&PriceListId, &PriceListState)> = ids.iter().zip(lists.iter()).collect();
         let at = t0() + Duration::hours(at_hours);
         let wanted_channel = channel(wanted_channel);
-        let context = PriceContext { currency: currency(wanted_currency), at, channel: wanted_channel.as_deref() };
+        let groups = Default::default();
+        let context = PriceContext { currency: currency(wanted_currency), at, channel: wanted_channel.as_deref(), groups: &groups };
         let sku = sku(asked);
         let got = quote(&sku, &product, &pairs, &context);
 
@@ -220,7 +222,7 @@ fn prices_in_another_currency_are_refused_by_name() {
         currency: currency(0),
         priority: 0,
         tax_inclusive: false,
-        rules: PriceListRules { channel: None, starts_at: Some(t0()), ends_at: Some(t0()) },
+        rules: PriceListRules { channel: None, starts_at: Some(t0()), ends_at: Some(t0()), customer_group: None },
     };
     let err = PriceList::decide(&bad_window, &PriceListState::default()).unwrap_err();
     assert!(err.reason.contains("ends_at"), "{err}");
@@ -258,6 +260,7 @@ proptest! {
             conditions: Default::default(),
             usage_limit,
             per_customer_limit,
+            automatic: false,
         };
         let mut state = Promotion::fold(&Promotion::decide(&create.into(), &PromotionState::default()).unwrap());
         let mut events = Vec::new();
@@ -266,8 +269,13 @@ proptest! {
                 code: "TEN".into(),
                 order_id: orderlog_domain::OrderId::parse(format!("o{order}")).unwrap(),
                 customer: format!("c{customer}"),
-                subtotal: Money::new(10_000, currency(0)),
-                at: t0(),
+                cart: Box::new(orderlog_domain::promotion::Eligibility {
+                    subtotal: Money::new(10_000, currency(0)),
+                    at: t0(),
+                    lines: vec![],
+                    groups: Default::default(),
+                    orders_before: None,
+                }),
             };
             if let Ok(new) = Promotion::decide(&redeem, &state) {
                 state = new.iter().fold(state, Promotion::evolve);

@@ -105,6 +105,8 @@ fn placed_order() -> PlacedOrder {
                 quantity: 2,
                 unit_price: m(500),
                 pricing: None,
+                discount: None,
+                tax: None,
             },
             OrderLine {
                 sku: sku(1),
@@ -112,13 +114,17 @@ fn placed_order() -> PlacedOrder {
                 quantity: 1,
                 unit_price: m(1_000),
                 pricing: None,
+                discount: None,
+                tax: None,
             },
         ],
         discount_code: None,
         tax_rate_bps: 0,
-        totals: OrderTotals { subtotal: m(2_000), discount: m(0), shipping: m(0), tax: m(0), total: m(2_000) },
+        promotions: vec![],
+        totals: OrderTotals { subtotal: m(2_000), discount: m(0), shipping: m(0), tax: m(0), total: m(2_000), tax_included: None },
         shipping_address: address(),
         shipping_method: ShippingMethod { id: "dhl".into(), price: m(0) },
+        shipping: None,
     }
 }
 

@@ -137,6 +137,10 @@ impl Shop {
         for (id, product_id, command) in testing::catalog_commands(&[(sku, 1, 5_000)]) {
             self.first.run(&id, Command::Product { product_id, command }).await;
         }
+        let (region_id, command) = testing::tax_region();
+        self.first.run("tax-DE", Command::TaxRegion { region_id, command }).await;
+        let (zone_id, command) = testing::shipping_zone(0);
+        self.first.run("zone-de-0", Command::ShippingZone { zone_id, command }).await;
         let commands = testing::cart_commands(testing::guest("ann@example.com"), &[(sku, 1, 5_000)], 0);
         for (i, command) in commands.into_iter().enumerate() {
             self.first.run(&format!("{cart}-{i}"), Command::Cart { cart_id: cart_id.clone(), command }).await;
@@ -150,7 +154,6 @@ impl Shop {
             order_id: OrderId::parse(order).unwrap(),
             location: LocationId::parse("berlin").unwrap(),
             sources: Default::default(),
-            tax_rate_bps: 0,
         };
         self.first.run(&format!("checkout-{order}"), Command::Checkout { checkout }).await;
     }

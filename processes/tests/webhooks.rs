@@ -179,6 +179,10 @@ impl Shop {
         for (id, product_id, command) in testing::catalog_commands(&[("mug", 1, 1_500)]) {
             self.run(&id, Command::Product { product_id, command }).await;
         }
+        let (region_id, command) = testing::tax_region();
+        self.run("tax-DE", Command::TaxRegion { region_id, command }).await;
+        let (zone_id, command) = testing::shipping_zone(0);
+        self.run("zone-de-0", Command::ShippingZone { zone_id, command }).await;
         let commands = testing::cart_commands(testing::guest("ann@example.com"), &[("mug", 1, 1_500)], 0);
         for (i, command) in commands.into_iter().enumerate() {
             self.run(&format!("c{n}-{i}"), Command::Cart { cart_id: cart_id.clone(), command }).await;
@@ -188,7 +192,6 @@ impl Shop {
             order_id: OrderId::parse(format!("o{n}")).unwrap(),
             location: LocationId::parse("berlin").unwrap(),
             sources: Default::default(),
-            tax_rate_bps: 0,
         };
         self.run(&format!("checkout-{n}"), Command::Checkout { checkout }).await;
     }

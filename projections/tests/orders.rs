@@ -62,6 +62,10 @@ impl Shop {
         for (id, product_id, command) in orderlog_domain::testing::catalog_commands(&lines) {
             self.run_as(&id, Command::Product { product_id, command }).await;
         }
+        let (region_id, command) = orderlog_domain::testing::tax_region();
+        self.run_as("tax-DE", Command::TaxRegion { region_id, command }).await;
+        let (zone_id, command) = orderlog_domain::testing::shipping_zone(490);
+        self.run_as("zone-de-490", Command::ShippingZone { zone_id, command }).await;
         for command in orderlog_domain::testing::cart_commands(customer, &lines, 490) {
             self.run(cart(command)).await;
         }
@@ -70,7 +74,6 @@ impl Shop {
             order_id: order_id.clone(),
             location: LocationId::parse("berlin").unwrap(),
             sources: Default::default(),
-            tax_rate_bps: 1_900,
         };
         self.run(Command::Checkout { checkout }).await;
         if stage == 0 {

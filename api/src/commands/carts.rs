@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 
 use orderlog_commands::Command;
 use orderlog_domain::cart::{CartCommand, LINE_QUANTITY_MAX};
-use orderlog_domain::checkout::{CheckoutCommand, TAX_RATE_BPS_MAX};
-use orderlog_domain::{CartId, Currency, LocationId, OrderId, PromotionCode, Sku};
+use orderlog_domain::checkout::CheckoutCommand;
+use orderlog_domain::{CartId, Currency, LocationId, OrderId, PromotionCode, ShippingOptionId, Sku};
 use serde_json::{json, Value};
 
-use super::wire::{Address, Customer, ShippingMethod};
+use super::wire::{Address, Customer};
 use super::{body, id, NoBody, Params};
 use crate::openapi::schema::{self, email, int, nullable, opt, reference, req, text};
 use crate::problem::Problem;
@@ -94,8 +94,14 @@ pub(super) fn set_shipping_address(address: Address, path: &Params) -> Result<Co
     cart(path, CartCommand::SetShippingAddress { address: address.into() })
 }
 
-pub(super) fn select_shipping_method(method: ShippingMethod, path: &Params) -> Result<Command, Problem> {
-    cart(path, CartCommand::SelectShippingMethod { method: method.into() })
+body! {
+    /// One of the options `GET /carts/{cart_id}` offers for the cart's address: its price
+    /// is the zone's, so a body that names one is refused (422, naming the field).
+    ShippingOption { option_id: ShippingOptionId = req(schema::id()) }
+}
+
+pub(super) fn select_shipping_option(body: ShippingOption, path: &Params) -> Result<Command, Problem> {
+    cart(path, CartCommand::SelectShippingOption { option_id: body.option_id })
 }
 
 body! {
@@ -105,8 +111,6 @@ body! {
         #[serde(default)]
         sources: BTreeMap<Sku, LocationId> =
             opt(json!({"type": "object", "propertyNames": schema::id(), "additionalProperties": schema::id()})),
-        #[serde(default)]
-        tax_rate_bps: u32 = opt(int(0, i64::from(TAX_RATE_BPS_MAX))),
     }
 }
 
@@ -121,6 +125,6 @@ pub(super) fn checkout(body: Sources, path: &Params) -> Result<Command, Problem>
             uuid::Uuid::new_v5(&ORDER_ID_NAMESPACE, cart_id.as_str().as_bytes()).simple()
         )))?,
     };
-    let (location, sources, tax_rate_bps) = (body.location, body.sources, body.tax_rate_bps);
-    Ok(Command::Checkout { checkout: CheckoutCommand { cart_id, order_id, location, sources, tax_rate_bps } })
+    let (location, sources) = (body.location, body.sources);
+    Ok(Command::Checkout { checkout: CheckoutCommand { cart_id, order_id, location, sources } })
 }

@@ -7,8 +7,11 @@ use chrono::{DateTime, Utc};
 use orderlog_commands::Command;
 use orderlog_domain::price_list::{PriceListCommand, PriceListRules, PRICES_PER_COMMAND_MAX};
 use orderlog_domain::product::{self, ProductCommand, OPTIONS_MAX, VARIANTS_MAX, WEIGHT_GRAMS_MAX};
-use orderlog_domain::promotion::{Conditions, PromotionCommand, PromotionKind};
-use orderlog_domain::{Currency, PriceListId, ProductId, PromotionCode, Sku};
+use orderlog_domain::customer::CustomerProfileCommand;
+use orderlog_domain::promotion::{Conditions, PromotionCommand, PromotionKind, SCOPE_MAX};
+use orderlog_domain::shipping::{self, ShippingZoneCommand, BANDS_MAX, COUNTRIES_MAX, OPTIONS_MAX as ZONE_OPTIONS_MAX};
+use orderlog_domain::tax::{TaxRegionCommand, TaxRegionId, EXEMPT_GROUPS_MAX, TAX_CLASSES_MAX, TAX_RATE_BPS_MAX};
+use orderlog_domain::{Currency, CustomerId, PriceListId, ProductId, PromotionCode, ShippingOptionId, ShippingZoneId, Sku};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -161,6 +164,9 @@ body! {
         /// In force until (exclusive).
         #[serde(default)]
         ends_at: Option<DateTime<Utc>> = opt(instant()),
+        /// The customer group it is for; every customer when absent.
+        #[serde(default)]
+        customer_group: Option<String> = opt(nullable(text())),
     }
 }
 
@@ -169,7 +175,12 @@ pub(super) fn create_price_list(body: NewPriceList, _: &Params) -> Result<Comman
         Some(id) => id,
         None => id(PriceListId::parse(format!("pl-{}", uuid::Uuid::new_v4().simple())))?,
     };
-    let rules = PriceListRules { channel: body.channel, starts_at: body.starts_at, ends_at: body.ends_at };
+    let rules = PriceListRules {
+        channel: body.channel,
+        starts_at: body.starts_at,
+        ends_at: body.ends_at,
+        customer_group: body.customer_group,
+    };
     let command = PriceListCommand::Create {
         name: body.name,
         currency: body.currency,
@@ -224,6 +235,20 @@ pub(super) fn archive_price_list(_: NoBody, path: &Params) -> Result<Command, Pr
 pub enum Kind {
     Percentage { basis_points: u32 },
     FixedPerOrder { amount: Price },
+    FixedPerItem { amount: Price },
+    FreeShipping {},
+    BuyXGetY { buy: u32, get: u32 },
+}
+
+/// The schema of what a promotion takes off (also a component, `PromotionKind`).
+pub(crate) fn promotion_kind_schema() -> Value {
+    json!({"oneOf": [
+        object(json!({"kind": {"const": "percentage"}, "basis_points": int(1, 10_000)}), &["kind", "basis_points"]),
+        object(json!({"kind": {"const": "fixed_per_order"}, "amount": money(1)}), &["kind", "amount"]),
+        object(json!({"kind": {"const": "fixed_per_item"}, "amount": money(1)}), &["kind", "amount"]),
+        object(json!({"kind": {"const": "free_shipping"}}), &["kind"]),
+        object(json!({"kind": {"const": "buy_x_get_y"}, "buy": int(1, 5_000), "get": int(1, 5_000)}), &["kind", "buy", "get"]),
+    ]})
 }
 
 /// When a promotion may be used, as a request spells it.
@@ -236,6 +261,14 @@ pub struct PromotionConditions {
     starts_at: Option<DateTime<Utc>>,
     #[serde(default)]
     ends_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    skus: BTreeSet<Sku>,
+    #[serde(default)]
+    products: BTreeSet<ProductId>,
+    #[serde(default)]
+    customer_group: Option<String>,
+    #[serde(default)]
+    first_order: bool,
 }
 
 fn limit() -> Value {
@@ -250,9 +283,18 @@ body! {
         /// array).
         #[serde(default)]
         conditions: serde_json::Map<String, Value> = opt(object(
-            json!({"min_subtotal": nullable(money(0)), "starts_at": instant(), "ends_at": instant()}),
+            json!({
+                "min_subtotal": nullable(money(0)), "starts_at": instant(), "ends_at": instant(),
+                "skus": {"type": "array", "maxItems": SCOPE_MAX, "uniqueItems": true, "items": schema::id()},
+                "products": {"type": "array", "maxItems": SCOPE_MAX, "uniqueItems": true, "items": schema::id()},
+                "customer_group": nullable(text()),
+                "first_order": {"type": "boolean"},
+            }),
             &[],
         )),
+        /// Applied by itself to every cart it fits, without a code.
+        #[serde(default)]
+        automatic: bool = opt(json!({"type": "boolean"})),
         /// Most uses in all.
         #[serde(default)]
         usage_limit: Option<u32> = opt(limit()),
@@ -266,16 +308,32 @@ pub(super) fn create_promotion(body: NewPromotion, _: &Params) -> Result<Command
     let kind = match body.kind {
         Kind::Percentage { basis_points } => PromotionKind::Percentage { basis_points },
         Kind::FixedPerOrder { amount } => PromotionKind::FixedPerOrder { amount: amount.into() },
+        Kind::FixedPerItem { amount } => PromotionKind::FixedPerItem { amount: amount.into() },
+        Kind::FreeShipping {} => PromotionKind::FreeShipping {},
+        Kind::BuyXGetY { buy, get } => PromotionKind::BuyXGetY { buy, get },
     };
     let c: PromotionConditions = serde_json::from_value(Value::Object(body.conditions))
         .map_err(|e| Problem::unprocessable(format!("conditions: {e}")))?;
-    let conditions =
-        Conditions { min_subtotal: c.min_subtotal.map(Into::into), starts_at: c.starts_at, ends_at: c.ends_at };
+    if c.skus.len() + c.products.len() > SCOPE_MAX {
+        // Each list is valid alone; together they pass the limit.
+        let detail = format!("conditions: at most {SCOPE_MAX} SKUs and products together");
+        return Err(Problem::new(axum::http::StatusCode::CONFLICT, detail));
+    }
+    let conditions = Conditions {
+        min_subtotal: c.min_subtotal.map(Into::into),
+        starts_at: c.starts_at,
+        ends_at: c.ends_at,
+        skus: c.skus,
+        products: c.products,
+        customer_group: c.customer_group,
+        first_order: c.first_order,
+    };
     let command = PromotionCommand::Create {
         kind,
         conditions,
         usage_limit: body.usage_limit,
         per_customer_limit: body.per_customer_limit,
+        automatic: body.automatic,
     };
     Ok(Command::Promotion { code: body.code, command })
 }
@@ -283,4 +341,140 @@ pub(super) fn create_promotion(body: NewPromotion, _: &Params) -> Result<Command
 pub(super) fn archive_promotion(_: NoBody, path: &Params) -> Result<Command, Problem> {
     let code = path.id("code", PromotionCode::parse)?;
     Ok(Command::Promotion { code, command: PromotionCommand::Archive {} })
+}
+
+body! {
+    TaxRegionRates {
+        name: String = req(text()),
+        /// Rate per tax class, in basis points (1900 = 19 %).
+        rates: BTreeMap<String, u32> = req(json!({
+            "type": "object", "minProperties": 1, "maxProperties": TAX_CLASSES_MAX,
+            "propertyNames": text(), "additionalProperties": int(0, i64::from(TAX_RATE_BPS_MAX)),
+        })),
+        /// The class for shipping and for classes `rates` does not name; it needs a rate.
+        default_class: String = req(text()),
+        /// Customer groups that pay no tax here.
+        #[serde(default)]
+        exempt_groups: BTreeSet<String> = opt(json!({
+            "type": "array", "maxItems": EXEMPT_GROUPS_MAX, "uniqueItems": true, "items": text(),
+        })),
+    }
+}
+
+pub(super) fn define_tax_region(body: TaxRegionRates, path: &Params) -> Result<Command, Problem> {
+    let region_id = path.id("region_id", TaxRegionId::parse)?;
+    let command = TaxRegionCommand::Define {
+        name: body.name,
+        rates: body.rates,
+        default_class: body.default_class,
+        exempt_groups: body.exempt_groups,
+    };
+    Ok(Command::TaxRegion { region_id, command })
+}
+
+/// A weight band as a request spells it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Band {
+    up_to_grams: u64,
+    price: Price,
+}
+
+/// How an option is priced, as a request spells it.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Rate {
+    Flat { price: Price },
+    FreeAbove { price: Price, threshold: Price },
+    ByWeight { bands: Vec<Band> },
+}
+
+/// A shipping option as a request spells it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneOption {
+    id: ShippingOptionId,
+    name: String,
+    rate: Rate,
+}
+
+impl From<ZoneOption> for shipping::ShippingOption {
+    fn from(o: ZoneOption) -> shipping::ShippingOption {
+        let rate = match o.rate {
+            Rate::Flat { price } => shipping::ShippingRate::Flat { price: price.into() },
+            Rate::FreeAbove { price, threshold } => {
+                shipping::ShippingRate::FreeAbove { price: price.into(), threshold: threshold.into() }
+            }
+            Rate::ByWeight { bands } => shipping::ShippingRate::ByWeight {
+                bands: bands
+                    .into_iter()
+                    .map(|b| shipping::WeightBand { up_to_grams: b.up_to_grams, price: b.price.into() })
+                    .collect(),
+            },
+        };
+        shipping::ShippingOption { id: o.id, name: o.name, rate }
+    }
+}
+
+/// The schema of a shipping option (also a component, `ShippingOption`).
+pub(crate) fn shipping_option_schema() -> Value {
+    let band = object(
+        json!({"up_to_grams": int(1, i64::from(u32::MAX)), "price": money(0)}),
+        &["up_to_grams", "price"],
+    );
+    object(
+        json!({
+            "id": schema::id(),
+            "name": text(),
+            "rate": {"oneOf": [
+                object(json!({"kind": {"const": "flat"}, "price": money(0)}), &["kind", "price"]),
+                object(json!({"kind": {"const": "free_above"}, "price": money(0), "threshold": money(0)}), &["kind", "price", "threshold"]),
+                object(json!({"kind": {"const": "by_weight"}, "bands": {"type": "array", "minItems": 1, "maxItems": BANDS_MAX, "items": band}}), &["kind", "bands"]),
+            ]},
+        }),
+        &["id", "name", "rate"],
+    )
+}
+
+body! {
+    ZoneDefinition {
+        name: String = req(text()),
+        currency: Currency = req(reference("Currency")),
+        /// ISO 3166-1 alpha-2 codes.
+        countries: BTreeSet<String> = req(json!({
+            "type": "array", "minItems": 1, "maxItems": COUNTRIES_MAX, "uniqueItems": true,
+            "items": {"type": "string", "pattern": "^[A-Z]{2}$"},
+        })),
+        #[serde(default)]
+        prices_include_tax: bool = opt(json!({"type": "boolean"})),
+        options: Vec<ZoneOption> = req(json!({
+            "type": "array", "minItems": 1, "maxItems": ZONE_OPTIONS_MAX, "items": reference("ShippingOption"),
+        })),
+    }
+}
+
+pub(super) fn define_shipping_zone(body: ZoneDefinition, path: &Params) -> Result<Command, Problem> {
+    let zone_id = path.id("zone_id", ShippingZoneId::parse)?;
+    let command = ShippingZoneCommand::Define {
+        name: body.name,
+        currency: body.currency,
+        countries: body.countries,
+        prices_include_tax: body.prices_include_tax,
+        options: body.options.into_iter().map(Into::into).collect(),
+    };
+    Ok(Command::ShippingZone { zone_id, command })
+}
+
+fn customer(path: &Params, command: CustomerProfileCommand) -> Result<Command, Problem> {
+    Ok(Command::Customer { customer_id: path.id("customer_id", CustomerId::parse)?, command })
+}
+
+pub(super) fn join_group(_: NoBody, path: &Params) -> Result<Command, Problem> {
+    let group = path.id("group", |g| orderlog_domain::cart::check_text("group", &g).map(|_| g))?;
+    customer(path, CustomerProfileCommand::JoinGroup { group })
+}
+
+pub(super) fn leave_group(_: NoBody, path: &Params) -> Result<Command, Problem> {
+    let group = path.id("group", |g| orderlog_domain::cart::check_text("group", &g).map(|_| g))?;
+    customer(path, CustomerProfileCommand::LeaveGroup { group })
 }

@@ -21,7 +21,7 @@ macro_rules! named {
     };
 }
 
-named!(Address, ShippingMethod);
+named!(Address);
 
 /// `{"amount": 1250, "currency": "EUR"}`: minor units.
 #[derive(Debug, Deserialize)]
@@ -63,25 +63,14 @@ pub struct Address {
     pub city: String,
     pub postal_code: String,
     pub country: String,
+    #[serde(default)]
+    pub subdivision: Option<String>,
 }
 
 impl From<Address> for cart::Address {
     fn from(a: Address) -> cart::Address {
-        let Address { name, line1, line2, city, postal_code, country } = a;
-        cart::Address { name, line1, line2, city, postal_code, country }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShippingMethod {
-    pub id: String,
-    pub price: Price,
-}
-
-impl From<ShippingMethod> for cart::ShippingMethod {
-    fn from(m: ShippingMethod) -> cart::ShippingMethod {
-        cart::ShippingMethod { id: m.id, price: m.price.into() }
+        let Address { name, line1, line2, city, postal_code, country, subdivision } = a;
+        cart::Address { name, line1, line2, city, postal_code, country, subdivision }
     }
 }
 

@@ -69,9 +69,16 @@ pub struct OrderLine {
     /// catalog priced carts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pricing: Option<crate::cart::LinePricing>,
+    /// What promotions took off the line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discount: Option<Money>,
+    /// The line's tax: region, class, rate, net and tax.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax: Option<crate::tax::TaxLine>,
 }
 
-/// Every amount of a placed order. `total = subtotal - discount + shipping + tax`.
+/// Every amount of a placed order.
+/// `total = subtotal - discount + shipping + tax - tax_included`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderTotals {
     pub subtotal: Money,
@@ -79,6 +86,10 @@ pub struct OrderTotals {
     pub shipping: Money,
     pub tax: Money,
     pub total: Money,
+    /// The part of `tax` that tax-inclusive prices already held (absent on orders from
+    /// before the server computed tax, whose tax was all added on top).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_included: Option<Money>,
 }
 
 /// What the order was placed with: a copy of the cart at checkout.
@@ -90,10 +101,22 @@ pub struct PlacedOrder {
     pub currency: Currency,
     pub lines: Vec<OrderLine>,
     pub discount_code: Option<String>,
+    /// What each promotion took off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promotions: Vec<crate::pricing::PromotionUse>,
+    /// The one rate a client named, on orders from before the server computed tax; 0 since.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub tax_rate_bps: u32,
     pub totals: OrderTotals,
     pub shipping_address: Address,
     pub shipping_method: ShippingMethod,
+    /// The shipping option as priced: zone, option, price, discount and tax.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping: Option<crate::pricing::PricedShipping>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A quantity of one SKU.

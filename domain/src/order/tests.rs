@@ -35,12 +35,16 @@ pub fn placed_order(total: i64) -> PlacedOrder {
             quantity: 2,
             unit_price: m(total / 2),
             pricing: None,
+            discount: None,
+            tax: None,
         }],
         discount_code: None,
         tax_rate_bps: 0,
-        totals: OrderTotals { subtotal: m(total), discount: m(0), shipping: m(0), tax: m(0), total: m(total) },
+        promotions: vec![],
+        totals: OrderTotals { subtotal: m(total), discount: m(0), shipping: m(0), tax: m(0), total: m(total), tax_included: None },
         shipping_address: crate::testing::address(),
         shipping_method: ShippingMethod { id: "dhl".into(), price: m(0) },
+        shipping: None,
     }
 }
 fn placed() -> OrderEvent {
