@@ -703,7 +703,9 @@ async fn create_pricing(sim: &Sim, shopper: &mut Shopper) -> Result<()> {
         Err(r) if r.kind != RejectionKind::Conflict => bail!("the demo's pricing: {}", r.reason),
         _ => Ok(()),
     };
-    for (region, name, standard, reduced) in [("DE", "Germany", 1_900, 700), ("AT", "Austria", 2_000, 1_000), ("NL", "Netherlands", 2_100, 900)] {
+    for (region, name, standard, reduced) in
+        [("DE", "Germany", 1_900, 700), ("AT", "Austria", 2_000, 1_000), ("NL", "Netherlands", 2_100, 900)]
+    {
         let command = TaxRegionCommand::Define {
             name: name.into(),
             rates: [("standard".to_string(), standard), ("reduced".to_string(), reduced)].into(),
@@ -720,7 +722,11 @@ async fn create_pricing(sim: &Sim, shopper: &mut Shopper) -> Result<()> {
             "germany",
             vec!["DE"],
             vec![
-                option("standard", "DHL Paket", ShippingRate::FreeAbove { price: sim.eur(490), threshold: sim.eur(5_000) })?,
+                option(
+                    "standard",
+                    "DHL Paket",
+                    ShippingRate::FreeAbove { price: sim.eur(490), threshold: sim.eur(5_000) },
+                )?,
                 option("express", "DHL Express", ShippingRate::Flat { price: sim.eur(990) })?,
             ],
         ),
@@ -759,7 +765,14 @@ async fn create_pricing(sim: &Sim, shopper: &mut Shopper) -> Result<()> {
     let days_to_friday = (4 + 7 - i64::from(now.weekday().num_days_from_monday())) % 7;
     let friday = (now + Duration::days(days_to_friday)).date_naive().and_hms_opt(0, 0, 0).expect("midnight").and_utc();
     let lists = [
-        ("members", "Members", 5, PriceListRules { customer_group: Some("members".into()), ..Default::default() }, ["tshirt", "hoodie"], 9_000),
+        (
+            "members",
+            "Members",
+            5,
+            PriceListRules { customer_group: Some("members".into()), ..Default::default() },
+            ["tshirt", "hoodie"],
+            9_000,
+        ),
         (
             "weekend-sale",
             "Weekend sale",
@@ -772,7 +785,8 @@ async fn create_pricing(sim: &Sim, shopper: &mut Shopper) -> Result<()> {
     for (id, name, priority, rules, kinds, share) in lists {
         let price_list_id = PriceListId::parse(id)?;
         let list = |command| Command::PriceList { price_list_id: price_list_id.clone(), command };
-        let create = PriceListCommand::Create { name: name.into(), currency: sim.eur, priority, tax_inclusive: true, rules };
+        let create =
+            PriceListCommand::Create { name: name.into(), currency: sim.eur, priority, tax_inclusive: true, rules };
         tolerate(sim.run(shopper, list(create)).await?)?;
         let prices = sim
             .catalogue
@@ -857,7 +871,7 @@ async fn flash_sale(sim: &Arc<Sim>, orders: u32, seed: u64) -> Result<u64> {
                 order_id,
                 location: LocationId::parse(FLASH_LOCATION)?,
                 sources: Default::default(),
-                };
+            };
             barrier.wait().await;
             match sim.run(&mut shopper, Command::Checkout { checkout }).await? {
                 Ok(_) => bump(&sim.counters.flash_winners),

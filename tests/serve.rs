@@ -75,13 +75,19 @@ fn checkout_over_http(database: &str) {
     ok(&server, "POST", "/carts/c1/items", t, Some(json!({"sku": "mug", "quantity": 2})));
     let address = orderlog_domain::testing::address_json();
     ok(&server, "PUT", "/carts/c1/shipping-address", t, Some(address));
-    ok(&server, "PUT", "/carts/c1/shipping-method", t, Some(json!({"id": "dhl", "price": price})));
+    let region = json!({"name": "Germany", "rates": {"standard": 1900}, "default_class": "standard"});
+    ok(&server, "PUT", "/tax-regions/DE", t, Some(region));
+    let zone = json!({"name": "Germany", "currency": "EUR", "countries": ["DE"], "prices_include_tax": true,
+                      "options": [{"id": "dhl", "name": "DHL", "rate": {"kind": "flat", "price": price}}]});
+    ok(&server, "PUT", "/shipping-zones/de", t, Some(zone));
+    ok(&server, "PUT", "/carts/c1/shipping-method", t, Some(json!({"option_id": "dhl"})));
     let placed = ok(&server, "POST", "/carts/c1/checkout", t, Some(json!({"location": "berlin"})));
     let order_id = placed["order_id"].as_str().unwrap();
     let position = placed["position"].as_u64().unwrap();
     let order = ok(&server, "GET", &format!("/orders/{order_id}?wait_for={position}&timeout_ms=10000"), t, None);
     assert_eq!(order["state"], "placed");
-    assert_eq!(order["total"], 2 * 900 + 900);
+    // The mug's price excludes tax (19 % on 18.00 is 3.42); shipping's includes it.
+    assert_eq!(order["total"], 2 * 900 + 342 + 900);
     assert_eq!(order["timeline"][0]["actor"], "web");
     let stock = ok(&server, "GET", &format!("/inventory/skus/mug?wait_for={position}"), t, None);
     assert_eq!((stock["on_hand"].as_i64(), stock["reserved"].as_i64()), (Some(5), Some(2)));

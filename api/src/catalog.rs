@@ -444,8 +444,7 @@ async fn get_tax_region(
 ) -> Result<Json<TaxRegionView>, Problem> {
     use orderlog_domain::tax::{TaxRegion, TaxRegionId};
     let id = TaxRegionId::parse(&region_id).map_err(|r| Problem::not_found(format!("no tax region: {}", r.reason)))?;
-    let (region, version) =
-        state::<TaxRegion>(&api, &StreamId::tax_region(&id), &format!("tax region '{id}'")).await?;
+    let (region, version) = state::<TaxRegion>(&api, &StreamId::tax_region(&id), &format!("tax region '{id}'")).await?;
     Ok(Json(TaxRegionView { region_id: id.to_string(), version, region }))
 }
 

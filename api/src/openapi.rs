@@ -169,7 +169,12 @@ fn query(path: &str, name: &str) -> Option<Value> {
         ("/orders", "placed_from") | ("/orders", "placed_to") | ("/products/{product_id}", "at") => {
             json!({"type": "string", "format": "date-time"})
         }
-        ("/products/{product_id}", "channel") => text(),
+        ("/products/{product_id}", "channel") | ("/products", "channel") => text(),
+        ("/products/{product_id}", "group") | ("/products", "group") => id(),
+        ("/products", "at") => json!({"type": "string", "format": "date-time"}),
+        ("/products", "status") => json!({"type": "string", "enum": ["draft", "active", "archived"]}),
+        ("/products", "offset") => json!({"type": "integer", "minimum": 0, "maximum": u32::MAX}),
+        ("/products", "limit") => int(1, 200),
         ("/orders", "after") => json!({"type": "string", "pattern": "~"}),
         ("/orders", "customer") => json!({"type": "string"}),
         ("/reports/sales", "from") | ("/reports/sales", "to") => {
@@ -298,6 +303,9 @@ const ID_PARAMS: &[&str] = &[
     "product_id",
     "price_list_id",
     "code",
+    "zone_id",
+    "customer_id",
+    "group",
 ];
 
 fn problem(description: &str) -> Value {
@@ -328,6 +336,11 @@ fn operation_exact(method: &str, path: &str, operation: &mut Map<String, Value>)
             if place == "path" && ID_PARAMS.contains(&name.as_str()) {
                 has_path_id = true;
                 param.insert("schema".into(), id());
+            }
+            if place == "path" && name == "region_id" {
+                has_path_id = true;
+                let pattern = orderlog_domain::tax::TAX_REGION_PATTERN;
+                param.insert("schema".into(), json!({"type": "string", "pattern": pattern}));
             }
             has_wait |= name == "wait_for";
             if place == "query" {

@@ -24,8 +24,8 @@ async fn catalog_is_managed_over_http(app: App) {
     let body = json!({"product_id": "hoodie", "title": "Hoodie", "tax_class": "standard",
                       "prices_include_tax": true, "variants": variants});
     let created = app.ok(Method::POST, "/products", &catalog, Some(body)).await;
-    // The product, its two variants, and a claim on each SKU.
-    assert_eq!(created["events_appended"], 5, "{created}");
+    // The product, its two variants, a claim on each SKU, and its place in the catalog.
+    assert_eq!(created["events_appended"], 6, "{created}");
 
     // A draft is not for sale.
     let draft = app.ok(Method::GET, "/products/hoodie?currency=EUR", &shop, None).await;
@@ -125,6 +125,22 @@ async fn catalog_is_managed_over_http(app: App) {
     assert!(reply.text.contains("ends_at"), "{}", reply.text);
     let mug = app.ok(Method::GET, "/products/mug", &shop, None).await;
     assert_eq!(mug["variants"], json!([]), "nothing of the refused variant is stored");
+
+    // The catalog lists every product in the order they were made, priced as asked, in
+    // pages; by status.
+    let all = app.ok(Method::GET, "/products?currency=EUR&limit=1", &shop, None).await;
+    assert_eq!((all["total"].as_u64(), all["next_offset"].as_u64()), (Some(2), Some(1)), "{all}");
+    assert_eq!(all["products"][0]["product_id"], "hoodie");
+    assert!(all["products"][0]["variants"][1]["not_for_sale"].as_str().unwrap().contains("archived"), "{all}");
+    let next = app.ok(Method::GET, "/products?offset=1", &shop, None).await;
+    assert_eq!(next["products"][0]["product_id"], "mug");
+    assert!(next["next_offset"].is_null(), "{next}");
+    let drafts = app.ok(Method::GET, "/products?status=draft", &shop, None).await;
+    assert_eq!(drafts["total"], 1);
+    assert_eq!(drafts["products"][0]["product_id"], "mug");
+    let odd = app.call(Method::GET, "/products?status=sold", Some(&shop), None).await;
+    assert_eq!(odd.status, StatusCode::BAD_REQUEST, "{}", odd.text);
+    assert!(odd.text.contains("status"), "{}", odd.text);
 }
 
 #[tokio::test]

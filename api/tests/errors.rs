@@ -244,7 +244,7 @@ fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
         "occurred_at",
         "principal",
         "scopes",
-        "tax_rate_bps",
+        "option_id",
     ]);
     let leaf = prop_oneof![
         Just(Value::Null),

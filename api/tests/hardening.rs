@@ -102,7 +102,14 @@ async fn extreme_events_never_make_a_read_fail(app: App) {
         discount_code: None,
         tax_rate_bps: 0,
         promotions: vec![],
-        totals: OrderTotals { subtotal: m(total), discount: m(total), shipping: m(0), tax: m(0), total: m(total), tax_included: None },
+        totals: OrderTotals {
+            subtotal: m(total),
+            discount: m(total),
+            shipping: m(0),
+            tax: m(0),
+            total: m(total),
+            tax_included: None,
+        },
         shipping_address: orderlog_domain::testing::address(),
         shipping_method: ShippingMethod { id: "dhl".into(), price: m(0) },
         shipping: None,
@@ -231,7 +238,10 @@ async fn unknown_fields_are_refused_at_every_depth() {
             json!({"sku": "tea", "quantity": 1, "unit_price": {"amount": 100, "currency": "EUR"}}),
             "unit_price",
         ),
-        (Method::PUT, "/carts/c1/shipping-method", json!({"id": "dhl", "price": eur(490), "eta": "2d"}), "eta"),
+        (Method::PUT, "/carts/c1/shipping-method", json!({"option_id": "dhl", "eta": "2d"}), "eta"),
+        // What shipping costs and the tax rate are the server's: a body naming them is refused.
+        (Method::PUT, "/carts/c1/shipping-method", json!({"option_id": "dhl", "price": eur(1)}), "price"),
+        (Method::POST, "/carts/c1/checkout", json!({"location": "berlin", "tax_rate_bps": 0}), "tax_rate_bps"),
         (Method::PUT, "/carts/c1/discount", json!({"code": "X", "cap": 1}), "cap"),
         (
             Method::POST,
@@ -352,7 +362,9 @@ async fn the_openapi_document_declares_problems_and_the_id_grammar() {
                 }
             }
             for param in op["parameters"].as_array().into_iter().flatten() {
-                if param["in"] == "path" && param["name"] != "stream_id" && param["name"] != "token_id" {
+                if param["in"] == "path" && param["name"] == "region_id" {
+                    assert_eq!(param["schema"]["pattern"], orderlog_domain::tax::TAX_REGION_PATTERN, "{method} {path}");
+                } else if param["in"] == "path" && param["name"] != "stream_id" && param["name"] != "token_id" {
                     assert_eq!(param["schema"]["pattern"], orderlog_domain::ids::ID_PATTERN, "{method} {path}");
                 }
             }

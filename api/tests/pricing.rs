@@ -17,6 +17,7 @@ async fn carts_are_priced_by_the_server(app: App) {
         "variants": [{"sku": "hoodie-m", "title": "Hoodie, M", "prices": [eur(10_000)]},
                      {"sku": "hoodie-l", "title": "Hoodie, L", "prices": [eur(10_000)]}]});
     app.ok(Method::POST, "/products", &catalog, Some(products)).await;
+    common::pricing(&app, 0).await;
     for sku in ["hoodie-m", "hoodie-l"] {
         let receipt = json!({"quantity": 10});
         app.ok(Method::POST, &format!("/stock/{sku}/berlin/receipts"), &shop, Some(receipt)).await;
@@ -65,7 +66,7 @@ async fn carts_are_priced_by_the_server(app: App) {
 
     let address = orderlog_domain::testing::address_json();
     app.ok(Method::PUT, "/carts/c1/shipping-address", &shop, Some(address)).await;
-    app.ok(Method::PUT, "/carts/c1/shipping-method", &shop, Some(json!({"id": "dhl", "price": eur(0)}))).await;
+    app.ok(Method::PUT, "/carts/c1/shipping-method", &shop, Some(json!({"option_id": "dhl"}))).await;
     let cart = app.ok(Method::GET, "/carts/c1", &shop, None).await;
     assert_eq!((cart["subtotal"].clone(), cart["total"].clone()), (eur(17_000), eur(17_000)), "{cart}");
 
@@ -119,7 +120,7 @@ async fn carts_are_priced_by_the_server(app: App) {
     app.ok(Method::POST, "/carts/c2/items", &shop, Some(json!({"sku": "hoodie-l", "quantity": 1}))).await;
     let address = orderlog_domain::testing::address_json();
     app.ok(Method::PUT, "/carts/c2/shipping-address", &shop, Some(address)).await;
-    app.ok(Method::PUT, "/carts/c2/shipping-method", &shop, Some(json!({"id": "dhl", "price": eur(0)}))).await;
+    app.ok(Method::PUT, "/carts/c2/shipping-method", &shop, Some(json!({"option_id": "dhl"}))).await;
     app.ok(Method::POST, "/products/hoodie/variants/hoodie-l/archive", &catalog, None).await;
     let head = app.store.head().await.unwrap();
     let gone = app.call(Method::POST, "/carts/c2/checkout", Some(&shop), Some(json!({"location": "berlin"}))).await;

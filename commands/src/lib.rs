@@ -16,16 +16,16 @@ use std::sync::Mutex;
 use chrono::{DateTime, Duration, Utc};
 use orderlog_domain::cart::CartCommand;
 use orderlog_domain::checkout::CheckoutCommand;
+use orderlog_domain::customer::CustomerProfileCommand;
 use orderlog_domain::deadline::DeadlineId;
 use orderlog_domain::order::{OrderCommand, ReturnedLine};
 use orderlog_domain::price_list::PriceListCommand;
 use orderlog_domain::product::ProductCommand;
-use orderlog_domain::customer::CustomerProfileCommand;
 use orderlog_domain::promotion::PromotionCommand;
-use orderlog_domain::shipping::ShippingZoneCommand;
-use orderlog_domain::tax::{TaxRegionCommand, TaxRegionId};
 use orderlog_domain::shipment::ShipmentCommand;
+use orderlog_domain::shipping::ShippingZoneCommand;
 use orderlog_domain::stock::StockCommand;
+use orderlog_domain::tax::{TaxRegionCommand, TaxRegionId};
 use orderlog_domain::{
     CartId, CustomerId, OrderId, PriceListId, ProductId, PromotionCode, Rejection, ReturnId, ShipmentId,
     ShippingZoneId, StockKey,

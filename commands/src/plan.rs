@@ -12,13 +12,8 @@ use orderlog_domain::cart::{
     add_priced, choose_shipping, pricing_of, Cart, CartCommand, CartEvent, CartState, CartStatus, Customer, Discount,
     Repriced,
 };
-use orderlog_domain::customer::{CustomerProfile, CustomerProfileAction, CustomerProfileState};
-use orderlog_domain::pricing::{self, Applied, Breakdown};
-use orderlog_domain::shipping::{
-    ShippingIndex, ShippingIndexCommand, ShippingZone, ShippingZoneCommand, ShippingZoneState,
-};
-use orderlog_domain::tax::{RateTable, TaxProvider, TaxRegion, TaxRegionId};
 use orderlog_domain::checkout::{decide_checkout, CheckoutCommand, Decision};
+use orderlog_domain::customer::{CustomerProfile, CustomerProfileAction, CustomerProfileState};
 use orderlog_domain::deadline::{Deadline, DeadlineAction, DeadlineId, DeadlineState};
 use orderlog_domain::flows::{
     decide_carrier_event, decide_create_shipment, decide_end_order, decide_receive_return, decide_ship,
@@ -28,12 +23,17 @@ use orderlog_domain::order::{Order, OrderAction, OrderState};
 use orderlog_domain::price_list::{
     quote, PriceContext, PriceIndex, PriceIndexCommand, PriceList, PriceListCommand, PriceListState, Quote,
 };
+use orderlog_domain::pricing::{self, Applied, Breakdown};
 use orderlog_domain::product::{Product, ProductCommand, ProductIndex, ProductIndexCommand, SkuOwner, SkuOwnerCommand};
 use orderlog_domain::promotion::{
     Eligibility, Promotion, PromotionAction, PromotionCommand, PromotionIndex, PromotionIndexCommand, PromotionState,
 };
 use orderlog_domain::shipment::{Shipment, ShipmentCommand, ShipmentState};
+use orderlog_domain::shipping::{
+    ShippingIndex, ShippingIndexCommand, ShippingZone, ShippingZoneCommand, ShippingZoneState,
+};
 use orderlog_domain::stock::{Stock, StockAction, StockState};
+use orderlog_domain::tax::{RateTable, TaxProvider, TaxRegion, TaxRegionId};
 use orderlog_domain::{
     AnyState, Currency, Decider, DomainEvent, Money, OrderId, PriceListId, ProductId, PromotionCode, Rejection,
     ShippingZoneId, Sku, StockKey, StreamId,
@@ -114,7 +114,9 @@ impl Loaded {
     /// The cart's customer's profile: a registered customer's groups and orders.
     fn profile(&self, cart: &CartState) -> Option<&CustomerProfileState> {
         match &cart.customer {
-            Some(Customer::Registered { customer_id, .. }) => self.get::<CustomerProfile>(&StreamId::customer(customer_id)),
+            Some(Customer::Registered { customer_id, .. }) => {
+                self.get::<CustomerProfile>(&StreamId::customer(customer_id))
+            }
             _ => None,
         }
     }
@@ -168,7 +170,8 @@ impl Loaded {
             .filter(|code| Some(*code) != own.as_ref())
             .filter_map(|code| Some((code.clone(), self.get::<Promotion>(&StreamId::promotion(code))?)))
             .filter(|(code, p)| {
-                let within = p.per_customer_limit.is_none_or(|l| p.uses_by_customer.get(&customer).copied().unwrap_or(0) < l);
+                let within =
+                    p.per_customer_limit.is_none_or(|l| p.uses_by_customer.get(&customer).copied().unwrap_or(0) < l);
                 within && p.applicable(code.as_str(), eligible).is_ok()
             })
             .collect()
@@ -182,7 +185,9 @@ impl Loaded {
         let automatic = self.automatic(cart, &eligible);
         let mut promotions: Vec<Applied> = automatic
             .iter()
-            .filter_map(|(code, p)| p.kind.as_ref().map(|kind| Applied { code: code.as_str(), kind, conditions: &p.conditions }))
+            .filter_map(|(code, p)| {
+                p.kind.as_ref().map(|kind| Applied { code: code.as_str(), kind, conditions: &p.conditions })
+            })
             .collect();
         let own = promotion_of(cart);
         if let Some(code) = &own {
@@ -194,9 +199,9 @@ impl Loaded {
         }
         let zone = self.zone(cart);
         let shipping = match (&cart.shipping_option, zone) {
-            (Some(choice), Some((zone_id, zone))) if *zone_id == choice.zone_id => zone
-                .option(&choice.option_id)
-                .map(|option| pricing::Shipping { zone_id, zone, option }),
+            (Some(choice), Some((zone_id, zone))) if *zone_id == choice.zone_id => {
+                zone.option(&choice.option_id).map(|option| pricing::Shipping { zone_id, zone, option })
+            }
             _ => None,
         };
         if let (Some(choice), None, Some(address)) = (&cart.shipping_option, &shipping, &cart.shipping_address) {
@@ -454,7 +459,8 @@ impl Command {
                 if let PromotionCommand::Create { automatic: true, .. } = command {
                     let index = StreamId::automatic_promotions();
                     let list = PromotionIndexCommand::List { code: code.clone() };
-                    decision.push(index.clone(), PromotionIndex::decide(&list, loaded.state::<PromotionIndex>(&index))?);
+                    decision
+                        .push(index.clone(), PromotionIndex::decide(&list, loaded.state::<PromotionIndex>(&index))?);
                 }
                 Ok(decision)
             }
@@ -607,10 +613,10 @@ pub(crate) fn cart_view(cart_stream: &StreamId, loaded: &Loaded, context: &Conte
     let priced = loaded.price(&cart, context);
     let mut shipping_options = Vec::new();
     if let (Some((zone_id, zone)), Ok(breakdown)) = (loaded.zone(&cart), &priced) {
-        let goods = breakdown
-            .totals
-            .subtotal
-            .checked_sub(Money::new(breakdown.lines.iter().map(|l| l.discount.amount).sum(), breakdown.totals.subtotal.currency));
+        let goods = breakdown.totals.subtotal.checked_sub(Money::new(
+            breakdown.lines.iter().map(|l| l.discount.amount).sum(),
+            breakdown.totals.subtotal.currency,
+        ));
         if let Ok(goods) = goods {
             for (option, price) in zone.offered(goods, pricing::weight_grams(&cart.lines)) {
                 shipping_options.push(OfferedShipping {

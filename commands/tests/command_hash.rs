@@ -16,8 +16,9 @@ const FIXTURES: &[(&str, &str)] = &[
         "73b903d00dfe4ca7674c05adabfcd31abf60a933b3f9647dc9103bf0c308f1d6",
     ),
     (
-        r#"{"target":"checkout","checkout":{"cart_id":"cart-1","order_id":"order-1","location":"berlin","sources":{"mug":"hamburg"},"tax_rate_bps":1900}}"#,
-        "c1fa0247f6eec9fcb92ed6e7d1bc11d125e4ecfb5172f84ebb4c95c8c3d32f19",
+        // Written since the server computes tax.
+        r#"{"target":"checkout","checkout":{"cart_id":"cart-1","order_id":"order-1","location":"berlin","sources":{"mug":"hamburg"}}}"#,
+        "d01c09e989dd0792f4ef289c92cd9caf299d3b70b3f92e4de4de661bc368dff7",
     ),
     (
         r#"{"target":"order","order_id":"order-1","command":{"type":"capture_payment","amount":{"amount":2500,"currency":"EUR"},"provider_event_id":"evt_1"}}"#,
@@ -42,12 +43,20 @@ const FIXTURES: &[(&str, &str)] = &[
 ];
 
 /// Commands earlier builds accepted that this one refuses, each with the word the refusal
-/// names: an add-item that carried its own price (the catalog prices lines now). Its stored
-/// events keep their hash; a retry of it is refused rather than matched.
-const RETIRED: &[(&str, &str)] = &[(
-    r#"{"target":"cart","cart_id":"cart-1","command":{"type":"add_item","sku":"mug","quantity":2,"unit_price":{"amount":1250,"currency":"EUR"}}}"#,
-    "unit_price",
-)];
+/// names: an add-item that carried its own price (the catalog prices lines now), and a
+/// checkout that named its tax rate (the server computes tax now; its hash was
+/// c1fa0247f6eec9fcb92ed6e7d1bc11d125e4ecfb5172f84ebb4c95c8c3d32f19). Their stored events
+/// keep their hash; a retry of one is refused rather than matched.
+const RETIRED: &[(&str, &str)] = &[
+    (
+        r#"{"target":"cart","cart_id":"cart-1","command":{"type":"add_item","sku":"mug","quantity":2,"unit_price":{"amount":1250,"currency":"EUR"}}}"#,
+        "unit_price",
+    ),
+    (
+        r#"{"target":"checkout","checkout":{"cart_id":"cart-1","order_id":"order-1","location":"berlin","sources":{"mug":"hamburg"},"tax_rate_bps":1900}}"#,
+        "tax_rate_bps",
+    ),
+];
 
 #[test]
 fn retired_commands_are_refused_by_name() {

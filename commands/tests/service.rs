@@ -97,7 +97,7 @@ impl Shop {
                 order_id: OrderId::parse(order).unwrap(),
                 location: berlin(),
                 sources: Default::default(),
-                },
+            },
         }
     }
 

@@ -8,6 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::cart::{Cart, CartEvent, CartState};
+use crate::customer::{CustomerProfile, CustomerProfileEvent, CustomerProfileState};
 use crate::deadline::{Deadline, DeadlineEvent, DeadlineId, DeadlineState};
 use crate::order::{Order, OrderEvent, OrderState};
 use crate::price_list::{PriceIndex, PriceIndexEvent, PriceIndexState, PriceList, PriceListEvent, PriceListState};
@@ -15,16 +16,15 @@ use crate::product::{
     Product, ProductEvent, ProductIndex, ProductIndexEvent, ProductIndexState, ProductState, SkuOwner, SkuOwnerEvent,
     SkuOwnerState,
 };
-use crate::customer::{CustomerProfile, CustomerProfileEvent, CustomerProfileState};
 use crate::promotion::{
     Promotion, PromotionEvent, PromotionIndex, PromotionIndexEvent, PromotionIndexState, PromotionState,
 };
+use crate::shipment::{Shipment, ShipmentEvent, ShipmentState};
 use crate::shipping::{
     ShippingIndex, ShippingIndexEvent, ShippingIndexState, ShippingZone, ShippingZoneEvent, ShippingZoneState,
 };
-use crate::tax::{TaxRegion, TaxRegionEvent, TaxRegionState};
-use crate::shipment::{Shipment, ShipmentEvent, ShipmentState};
 use crate::stock::{Stock, StockEvent, StockState};
+use crate::tax::{TaxRegion, TaxRegionEvent, TaxRegionState};
 use crate::{
     CartId, Currency, CustomerId, Decider, LocationId, OrderId, PriceListId, ProductId, PromotionCode, ShipmentId,
     ShippingZoneId, Sku, StockKey,

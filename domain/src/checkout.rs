@@ -252,7 +252,10 @@ mod tests {
         assert_eq!(order.totals.tax_included.map(|m| m.amount), Some(319 + 72 + 80));
         assert_eq!(order.totals.total.amount, 2_950);
         let tax = order.lines[0].tax.as_ref().unwrap();
-        assert_eq!((tax.rate.region.as_str(), tax.rate.rate_bps, tax.net.amount, tax.tax.amount), ("DE", 1_900, 1_681, 319));
+        assert_eq!(
+            (tax.rate.region.as_str(), tax.rate.rate_bps, tax.net.amount, tax.tax.amount),
+            ("DE", 1_900, 1_681, 319)
+        );
         assert_eq!(order.shipping.as_ref().map(|s| s.price.amount), Some(500));
     }
 

@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cart::check_text;
 use crate::{Decider, OrderId, Rejection};
 
 /// Most groups one customer may be in.
@@ -58,7 +57,7 @@ impl Decider for CustomerProfile {
         use CustomerProfileEvent as E;
         Ok(match action {
             CustomerProfileAction::Command(C::JoinGroup { group }) => {
-                check_text("group", group)?;
+                crate::ids::check_id("group", group)?;
                 if state.groups.contains(group) {
                     return Ok(vec![]);
                 }

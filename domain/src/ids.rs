@@ -14,7 +14,8 @@ pub const ID_BYTES_MAX: usize = 128;
 /// is a dot segment (`.`, `..`) that a client normalising a URL path would rewrite.
 pub const ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$";
 
-fn check_id(kind: &str, value: &str) -> Result<(), Rejection> {
+/// Checks a value against the id grammar ([`ID_PATTERN`]), naming `kind` when it fails.
+pub fn check_id(kind: &str, value: &str) -> Result<(), Rejection> {
     if value.is_empty() {
         return Err(Rejection::invalid(format!("{kind}: must not be empty")));
     }

@@ -50,8 +50,8 @@ pub mod flows;
 pub mod ids;
 pub mod money;
 pub mod order;
-pub mod pricing;
 pub mod price_list;
+pub mod pricing;
 pub mod product;
 pub mod promotion;
 pub mod shipment;
@@ -67,8 +67,8 @@ use serde::{Deserialize, Serialize};
 
 pub use aggregate::{AggregateKind, AnyState, DomainEvent, StreamId};
 pub use ids::{
-    CartId, CustomerId, LocationId, OrderId, PriceListId, ProductId, PromotionCode, ReturnId, ShipmentId, ShippingOptionId,
-    ShippingZoneId, Sku, StockKey,
+    CartId, CustomerId, LocationId, OrderId, PriceListId, ProductId, PromotionCode, ReturnId, ShipmentId,
+    ShippingOptionId, ShippingZoneId, Sku, StockKey,
 };
 pub use money::{Currency, Money};
 

@@ -65,7 +65,7 @@ impl PriceListRules {
             check_text("channel", channel)?;
         }
         if let Some(group) = &self.customer_group {
-            check_text("customer_group", group)?;
+            crate::ids::check_id("customer_group", group)?;
         }
         check_window(self.starts_at, self.ends_at)
     }
@@ -310,7 +310,9 @@ pub fn quote(
     let best = lists
         .iter()
         .filter(|(_, l)| {
-            !l.archived && l.currency == Some(context.currency) && l.rules.applies(context.at, context.channel, context.groups)
+            !l.archived
+                && l.currency == Some(context.currency)
+                && l.rules.applies(context.at, context.channel, context.groups)
         })
         .filter_map(|(id, l)| l.prices.get(sku).map(|p| (*id, *l, *p)))
         .min_by(|(a_id, a, a_price), (b_id, b, b_price)| {

@@ -200,7 +200,10 @@ pub fn price(request: &Request) -> Result<Breakdown, Rejection> {
             }
             PromotionKind::FreeShipping {} => free_shipping.push(uses.len()),
         }
-        uses.push(PromotionUse { code: promotion.code.to_string(), discount: money(discounts.iter().sum::<i128>() - before)? });
+        uses.push(PromotionUse {
+            code: promotion.code.to_string(),
+            discount: money(discounts.iter().sum::<i128>() - before)?,
+        });
     }
     let goods: i128 = (0..lines.len()).map(|i| amounts[i] - discounts[i]).sum();
     let rate = |class: Option<&str>| match request.tax {

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::cart::{check_text, CartLine, DiscountKind};
+use crate::cart::{CartLine, DiscountKind};
 use crate::{Decider, Money, OrderId, ProductId, PromotionCode, Rejection, Sku};
 
 /// Most SKUs or products a promotion's conditions may name.
@@ -147,11 +147,14 @@ impl PromotionState {
                 )));
             }
         }
-        if !(c.skus.is_empty() && c.products.is_empty())
-            && !cart.lines.iter().any(|(sku, product)| c.covers(sku, product.as_ref()))
-        {
-            let names: Vec<String> =
-                c.skus.iter().map(ToString::to_string).chain(c.products.iter().map(|p| format!("product {p}"))).collect();
+        let scoped = !(c.skus.is_empty() && c.products.is_empty());
+        if scoped && !cart.lines.iter().any(|(sku, product)| c.covers(sku, product.as_ref())) {
+            let names: Vec<String> = c
+                .skus
+                .iter()
+                .map(ToString::to_string)
+                .chain(c.products.iter().map(|p| format!("product {p}")))
+                .collect();
             return Err(Rejection::conflict(format!(
                 "promotion {code}: needs one of these in the cart: {}",
                 names.join(", ")
@@ -284,7 +287,7 @@ impl Decider for Promotion {
                     )));
                 }
                 if let Some(group) = &conditions.customer_group {
-                    check_text("conditions.customer_group", group)?;
+                    crate::ids::check_id("conditions.customer_group", group)?;
                 }
                 crate::price_list::check_window(conditions.starts_at, conditions.ends_at)?;
                 for (field, limit) in [("usage_limit", usage_limit), ("per_customer_limit", per_customer_limit)] {
@@ -374,7 +377,10 @@ impl Decider for PromotionIndex {
     type Event = PromotionIndexEvent;
     type State = PromotionIndexState;
 
-    fn decide(command: &PromotionIndexCommand, state: &PromotionIndexState) -> Result<Vec<PromotionIndexEvent>, Rejection> {
+    fn decide(
+        command: &PromotionIndexCommand,
+        state: &PromotionIndexState,
+    ) -> Result<Vec<PromotionIndexEvent>, Rejection> {
         let PromotionIndexCommand::List { code } = command;
         match state.codes.contains(code) {
             true => Ok(vec![]),

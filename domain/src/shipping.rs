@@ -246,7 +246,10 @@ impl Decider for ShippingIndex {
     type Event = ShippingIndexEvent;
     type State = ShippingIndexState;
 
-    fn decide(command: &ShippingIndexCommand, state: &ShippingIndexState) -> Result<Vec<ShippingIndexEvent>, Rejection> {
+    fn decide(
+        command: &ShippingIndexCommand,
+        state: &ShippingIndexState,
+    ) -> Result<Vec<ShippingIndexEvent>, Rejection> {
         let ShippingIndexCommand::Assign { zone_id, countries } = command;
         let taken: Vec<String> = countries
             .iter()
@@ -324,7 +327,8 @@ mod tests {
             zone_id: zone.clone(),
             countries: countries.iter().map(|c| c.to_string()).collect(),
         };
-        let index = ShippingIndex::fold(&ShippingIndex::decide(&assign(&eu, &["DE", "FR"]), &Default::default()).unwrap());
+        let index =
+            ShippingIndex::fold(&ShippingIndex::decide(&assign(&eu, &["DE", "FR"]), &Default::default()).unwrap());
         let err = ShippingIndex::decide(&assign(&de, &["DE"]), &index).unwrap_err();
         assert!(err.reason.contains("DE (zone eu)"), "{}", err.reason);
         let events = ShippingIndex::decide(&assign(&eu, &["FR", "AT"]), &index).unwrap();
@@ -343,20 +347,19 @@ mod tests {
             options,
         };
         let usd = Money::new(1, Currency::parse("USD").unwrap());
-        let err = ShippingZone::decide(&define(vec![option("x", ShippingRate::Flat { price: usd })]), &Default::default())
-            .unwrap_err();
+        let err =
+            ShippingZone::decide(&define(vec![option("x", ShippingRate::Flat { price: usd })]), &Default::default())
+                .unwrap_err();
         assert!(err.reason.contains("USD"), "{}", err.reason);
         let falling = ShippingRate::ByWeight {
-            bands: vec![
-                WeightBand { up_to_grams: 5, price: eur(1) },
-                WeightBand { up_to_grams: 5, price: eur(2) },
-            ],
+            bands: vec![WeightBand { up_to_grams: 5, price: eur(1) }, WeightBand { up_to_grams: 5, price: eur(2) }],
         };
         assert!(ShippingZone::decide(&define(vec![option("x", falling)]), &Default::default())
             .unwrap_err()
             .reason
             .contains("rise"));
-        let twice = vec![option("x", ShippingRate::Flat { price: eur(1) }), option("x", ShippingRate::Flat { price: eur(2) })];
+        let twice =
+            vec![option("x", ShippingRate::Flat { price: eur(1) }), option("x", ShippingRate::Flat { price: eur(2) })];
         assert!(ShippingZone::decide(&define(twice), &Default::default()).unwrap_err().reason.contains("twice"));
     }
 }

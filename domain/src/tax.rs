@@ -172,7 +172,7 @@ impl Decider for TaxRegion {
             return Err(Rejection::invalid(format!("exempt_groups: more than {EXEMPT_GROUPS_MAX} groups")));
         }
         for group in exempt_groups {
-            check_text("exempt_groups", group)?;
+            crate::ids::check_id("exempt_groups", group)?;
         }
         let same = state.defined
             && state.name == *name
@@ -333,16 +333,18 @@ mod tests {
     #[test]
     fn the_subdivision_wins_then_the_country_then_nothing() {
         let define = |rate: u32| {
-            TaxRegion::fold(&TaxRegion::decide(
-                &TaxRegionCommand::Define {
-                    name: "r".into(),
-                    rates: BTreeMap::from([("standard".into(), rate), ("reduced".into(), 700)]),
-                    default_class: "standard".into(),
-                    exempt_groups: BTreeSet::from(["diplomats".into()]),
-                },
-                &TaxRegionState::default(),
+            TaxRegion::fold(
+                &TaxRegion::decide(
+                    &TaxRegionCommand::Define {
+                        name: "r".into(),
+                        rates: BTreeMap::from([("standard".into(), rate), ("reduced".into(), 700)]),
+                        default_class: "standard".into(),
+                        exempt_groups: BTreeSet::from(["diplomats".into()]),
+                    },
+                    &TaxRegionState::default(),
+                )
+                .unwrap(),
             )
-            .unwrap())
         };
         let (us, ca) = (define(0), define(725));
         let table = RateTable {

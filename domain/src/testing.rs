@@ -204,10 +204,13 @@ pub fn price(
     let region = TaxRegion::fold(&TaxRegion::decide(&define, &Default::default())?);
     let table = RateTable { regions: [(region_id, &region)].into() };
     let (zone_id, define) = shipping_zone(shipping_cents);
-    let zone = crate::shipping::ShippingZone::fold(&crate::shipping::ShippingZone::decide(&define, &Default::default())?);
-    let shipping = cart.shipping_option.as_ref().and_then(|c| zone.option(&c.option_id)).map(|option| {
-        crate::pricing::Shipping { zone_id: &zone_id, zone: &zone, option }
-    });
+    let zone =
+        crate::shipping::ShippingZone::fold(&crate::shipping::ShippingZone::decide(&define, &Default::default())?);
+    let shipping = cart
+        .shipping_option
+        .as_ref()
+        .and_then(|c| zone.option(&c.option_id))
+        .map(|option| crate::pricing::Shipping { zone_id: &zone_id, zone: &zone, option });
     let groups = Default::default();
     crate::pricing::price(&crate::pricing::Request {
         currency: cart.open()?,

@@ -5,13 +5,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use orderlog_commands::Command;
+use orderlog_domain::customer::CustomerProfileCommand;
 use orderlog_domain::price_list::{PriceListCommand, PriceListRules, PRICES_PER_COMMAND_MAX};
 use orderlog_domain::product::{self, ProductCommand, OPTIONS_MAX, VARIANTS_MAX, WEIGHT_GRAMS_MAX};
-use orderlog_domain::customer::CustomerProfileCommand;
 use orderlog_domain::promotion::{Conditions, PromotionCommand, PromotionKind, SCOPE_MAX};
 use orderlog_domain::shipping::{self, ShippingZoneCommand, BANDS_MAX, COUNTRIES_MAX, OPTIONS_MAX as ZONE_OPTIONS_MAX};
 use orderlog_domain::tax::{TaxRegionCommand, TaxRegionId, EXEMPT_GROUPS_MAX, TAX_CLASSES_MAX, TAX_RATE_BPS_MAX};
-use orderlog_domain::{Currency, CustomerId, PriceListId, ProductId, PromotionCode, ShippingOptionId, ShippingZoneId, Sku};
+use orderlog_domain::{
+    Currency, CustomerId, PriceListId, ProductId, PromotionCode, ShippingOptionId, ShippingZoneId, Sku,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -166,7 +168,7 @@ body! {
         ends_at: Option<DateTime<Utc>> = opt(instant()),
         /// The customer group it is for; every customer when absent.
         #[serde(default)]
-        customer_group: Option<String> = opt(nullable(text())),
+        customer_group: Option<String> = opt(nullable(schema::id())),
     }
 }
 
@@ -287,7 +289,7 @@ body! {
                 "min_subtotal": nullable(money(0)), "starts_at": instant(), "ends_at": instant(),
                 "skus": {"type": "array", "maxItems": SCOPE_MAX, "uniqueItems": true, "items": schema::id()},
                 "products": {"type": "array", "maxItems": SCOPE_MAX, "uniqueItems": true, "items": schema::id()},
-                "customer_group": nullable(text()),
+                "customer_group": nullable(schema::id()),
                 "first_order": {"type": "boolean"},
             }),
             &[],
@@ -356,7 +358,7 @@ body! {
         /// Customer groups that pay no tax here.
         #[serde(default)]
         exempt_groups: BTreeSet<String> = opt(json!({
-            "type": "array", "maxItems": EXEMPT_GROUPS_MAX, "uniqueItems": true, "items": text(),
+            "type": "array", "maxItems": EXEMPT_GROUPS_MAX, "uniqueItems": true, "items": schema::id(),
         })),
     }
 }
@@ -418,10 +420,8 @@ impl From<ZoneOption> for shipping::ShippingOption {
 
 /// The schema of a shipping option (also a component, `ShippingOption`).
 pub(crate) fn shipping_option_schema() -> Value {
-    let band = object(
-        json!({"up_to_grams": int(1, i64::from(u32::MAX)), "price": money(0)}),
-        &["up_to_grams", "price"],
-    );
+    let band =
+        object(json!({"up_to_grams": int(1, i64::from(u32::MAX)), "price": money(0)}), &["up_to_grams", "price"]);
     object(
         json!({
             "id": schema::id(),
@@ -470,11 +470,11 @@ fn customer(path: &Params, command: CustomerProfileCommand) -> Result<Command, P
 }
 
 pub(super) fn join_group(_: NoBody, path: &Params) -> Result<Command, Problem> {
-    let group = path.id("group", |g| orderlog_domain::cart::check_text("group", &g).map(|_| g))?;
+    let group = path.id("group", |g| orderlog_domain::ids::check_id("group", &g).map(|_| g))?;
     customer(path, CustomerProfileCommand::JoinGroup { group })
 }
 
 pub(super) fn leave_group(_: NoBody, path: &Params) -> Result<Command, Problem> {
-    let group = path.id("group", |g| orderlog_domain::cart::check_text("group", &g).map(|_| g))?;
+    let group = path.id("group", |g| orderlog_domain::ids::check_id("group", &g).map(|_| g))?;
     customer(path, CustomerProfileCommand::LeaveGroup { group })
 }

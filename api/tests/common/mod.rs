@@ -221,6 +221,21 @@ pub async fn catalog(app: &App, items: &[(&str, i64)]) {
             assert!(reply.status.is_success(), "POST {path}: {} {}", reply.status, reply.text);
         }
     }
+    pricing(app, 490).await;
+}
+
+/// The test tax region (Germany: 19 % standard, 7 % reduced, `diplomats` exempt) and the
+/// shipping zone `de` with its one option `dhl` at `shipping` cents, tax included.
+pub async fn pricing(app: &App, shipping: i64) {
+    let token = app.token("catalog").await;
+    let region = json!({"name": "Germany", "rates": {"standard": 1900, "reduced": 700}, "default_class": "standard",
+                        "exempt_groups": ["diplomats"]});
+    let zone = json!({"name": "Germany", "currency": "EUR", "countries": ["DE"], "prices_include_tax": true,
+                      "options": [{"id": "dhl", "name": "DHL", "rate": {"kind": "flat", "price": eur(shipping)}}]});
+    for (path, body) in [("/tax-regions/DE", region), ("/shipping-zones/de", zone)] {
+        let reply = app.send(Method::PUT, path, Some(&token), Some(body.to_string()), &[]).await;
+        assert!(reply.status.is_success(), "PUT {path}: {} {}", reply.status, reply.text);
+    }
 }
 
 /// A cart with one line of `qty` mugs (9.00 EUR each, from the test catalog, which also
@@ -238,8 +253,8 @@ pub async fn fill_cart(app: &App, token: &str, cart: &str, qty: u32) {
     app.ok(Method::POST, &format!("/carts/{cart}/items"), token, Some(item)).await;
     let address = orderlog_domain::testing::address_json();
     app.ok(Method::PUT, &format!("/carts/{cart}/shipping-address"), token, Some(address)).await;
-    let method = json!({"id": "dhl", "price": eur(490)});
-    app.ok(Method::PUT, &format!("/carts/{cart}/shipping-method"), token, Some(method)).await;
+    let option = json!({"option_id": "dhl"});
+    app.ok(Method::PUT, &format!("/carts/{cart}/shipping-method"), token, Some(option)).await;
 }
 
 pub async fn order_when_caught_up(app: &App, token: &str, order: &str, position: u64) -> Value {
@@ -321,5 +336,12 @@ pub fn protected() -> Vec<(Method, &'static str, &'static [Scope])> {
         (Method::POST, "/promotions/SAVE10/archive", &[Catalog]),
         (Method::GET, "/promotions/SAVE10", &[Shop, Catalog]),
         (Method::GET, "/price-lists/pl1", &[Shop, Catalog]),
+        (Method::GET, "/products", &[Shop, Catalog]),
+        (Method::PUT, "/tax-regions/DE", &[Catalog]),
+        (Method::GET, "/tax-regions/DE", &[Shop, Catalog]),
+        (Method::PUT, "/shipping-zones/z1", &[Catalog]),
+        (Method::GET, "/shipping-zones/z1", &[Shop, Catalog]),
+        (Method::PUT, "/customers/cu1/groups/g1", &[Catalog]),
+        (Method::DELETE, "/customers/cu1/groups/g1", &[Catalog]),
     ]
 }
