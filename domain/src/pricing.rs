@@ -245,8 +245,9 @@ pub fn price(request: &Request) -> Result<Breakdown, Rejection> {
                 ))
             })?;
             let discount = if free_shipping.is_empty() { Money::zero(currency) } else { price };
-            for &u in &free_shipping {
-                uses[u].discount = price;
+            // The first free-shipping promotion takes the shipping off; others find none left.
+            if let Some(&first) = free_shipping.first() {
+                uses[first].discount = price;
             }
             let charged = price.checked_sub(discount)?;
             let tax_line = rate(None)?.map(|r| tax_line(charged, zone.prices_include_tax, r));
