@@ -181,7 +181,7 @@ fn query(path: &str, name: &str) -> Option<Value> {
             json!({"type": "string", "format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"})
         }
         (_, "currency") => json!({"$ref": "#/components/schemas/Currency"}),
-        ("/reports/top-skus", "limit") => int(1, 500),
+        ("/reports/top-skus", "limit") | ("/reports/top-promotions", "limit") => int(1, 500),
         ("/webhooks/{webhook_id}/deliveries", "limit") => int(1, i64::from(crate::webhooks::DELIVERIES_LIMIT_MAX)),
         ("/streams/{stream_id}", "from_version") => json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}),
         ("/proofs/inclusion", "position" | "tree_size")

@@ -255,7 +255,10 @@ async fn inventory_at_location(
 }
 
 pub(crate) fn report_routes() -> OpenApiRouter<Shared> {
-    OpenApiRouter::new().routes(routes!(sales_report)).routes(routes!(top_skus_report))
+    OpenApiRouter::new()
+        .routes(routes!(sales_report))
+        .routes(routes!(top_skus_report))
+        .routes(routes!(top_promotions_report))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -279,8 +282,8 @@ fn currency(value: Option<String>) -> Result<Option<String>, Problem> {
         .transpose()
 }
 
-/// Sales per day and currency: orders, units, gross, discounts, refunds, net, average
-/// order value, cancellation rate, median seconds from placed to shipped.
+/// Sales per day and currency: orders, units, gross, discounts, tax, shipping, refunds,
+/// net, average order value, cancellation rate, median seconds from placed to shipped.
 #[utoipa::path(get, path = "/reports/sales", tag = "reads", params(SalesParams),
     responses((status = 200, body = Vec<Object>), (status = 400, body = Problem)),
     security(("bearer" = ["analytics", "operations"])))]
@@ -319,6 +322,23 @@ async fn top_skus_report(State(api): State<Shared>, Query(p): Query<TopParams>) 
     }
     let currency = currency(p.currency)?;
     Ok(Json(api.queries.top_skus(currency.as_deref(), limit).await.map_err(query_problem)?))
+}
+
+/// The most-used promotions: orders that used each (not cancelled or expired) and the
+/// discount it gave them.
+#[utoipa::path(get, path = "/reports/top-promotions", tag = "reads", params(TopParams),
+    responses((status = 200, body = Vec<Object>), (status = 400, body = Problem)),
+    security(("bearer" = ["analytics", "operations"])))]
+async fn top_promotions_report(
+    State(api): State<Shared>,
+    Query(p): Query<TopParams>,
+) -> Result<Json<Vec<orderlog_projections::queries::TopPromotion>>, Problem> {
+    let limit = p.limit.unwrap_or(10);
+    if limit == 0 || limit > PAGE_MAX {
+        return Err(Problem::bad_request(format!("limit: must be 1 to {PAGE_MAX}")));
+    }
+    let currency = currency(p.currency)?;
+    Ok(Json(api.queries.top_promotions(currency.as_deref(), limit).await.map_err(query_problem)?))
 }
 
 // ---- history and feed ---------------------------------------------------------------------

@@ -19,9 +19,22 @@ pub struct OrderLineRow {
     pub location: String,
     pub quantity: u32,
     pub unit_price: i64,
+    /// What promotions took off the line.
+    #[serde(default)]
+    pub discount: i64,
+    /// The line's tax (included in its price or added on top).
+    #[serde(default)]
+    pub tax: i64,
     pub shipped: u32,
     pub delivered: u32,
     pub returned: u32,
+}
+
+/// A promotion an order used and what it took off.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromotionRow {
+    pub code: String,
+    pub discount: i64,
 }
 
 /// One event in an order's timeline.
@@ -57,7 +70,13 @@ pub struct OrderStatusRow {
     pub discount: i64,
     pub shipping: i64,
     pub tax: i64,
+    /// The part of `tax` that tax-inclusive prices held.
+    #[serde(default)]
+    pub tax_included: i64,
     pub total: i64,
+    /// What each promotion took off.
+    #[serde(default)]
+    pub promotions: Vec<PromotionRow>,
     pub authorized: i64,
     pub captured: i64,
     pub refunded: i64,
@@ -140,7 +159,10 @@ pub const ORDER_VIEWS_SQLITE: &[&str] = &[
               json_extract(data, '$.fulfilment_status') AS fulfilment_status, json_extract(data, '$.hold') AS hold,
               json_extract(data, '$.customer') AS customer, json_extract(data, '$.email') AS email,
               json_extract(data, '$.currency') AS currency, json_extract(data, '$.total') AS total,
-              json_extract(data, '$.discount') AS discount,
+              json_extract(data, '$.subtotal') AS subtotal, json_extract(data, '$.discount') AS discount,
+              json_extract(data, '$.shipping') AS shipping, json_extract(data, '$.tax') AS tax,
+              COALESCE(json_extract(data, '$.tax_included'), 0) AS tax_included,
+              json_extract(data, '$.promotions') AS promotions,
               json_extract(data, '$.captured') AS captured, json_extract(data, '$.refunded') AS refunded,
               json_extract(data, '$.placed_at') AS placed_at, json_extract(data, '$.confirmed_at') AS confirmed_at,
               json_extract(data, '$.shipped_at') AS shipped_at, json_extract(data, '$.delivered_at') AS delivered_at,
@@ -152,7 +174,7 @@ pub const ORDER_VIEWS_SQLITE: &[&str] = &[
     // the rows in 128 bits instead (`reports`), and PostgreSQL's views sum in NUMERIC.
     "DROP VIEW IF EXISTS sales_by_day; CREATE VIEW sales_by_day AS
        WITH o AS (
-         SELECT date(placed_at) AS day, currency, total, discount, refunded, state,
+         SELECT date(placed_at) AS day, currency, total, discount, tax, shipping, refunded, state,
                 (SELECT COALESCE(SUM(json_extract(l.value, '$.quantity')), 0) FROM json_each(lines) l) AS units,
                 CASE WHEN shipped_at IS NOT NULL
                      THEN (julianday(shipped_at) - julianday(placed_at)) * 86400.0 END AS ship_seconds
@@ -169,6 +191,8 @@ pub const ORDER_VIEWS_SQLITE: &[&str] = &[
               SUM(CASE WHEN state NOT IN ('cancelled', 'expired') THEN units ELSE 0 END) AS units,
               SUM(CASE WHEN state NOT IN ('cancelled', 'expired') THEN total ELSE 0 END) AS gross,
               SUM(CASE WHEN state NOT IN ('cancelled', 'expired') THEN discount ELSE 0 END) AS discounts,
+              SUM(CASE WHEN state NOT IN ('cancelled', 'expired') THEN tax ELSE 0 END) AS tax,
+              SUM(CASE WHEN state NOT IN ('cancelled', 'expired') THEN shipping ELSE 0 END) AS shipping,
               SUM(refunded) AS refunds,
               SUM(CASE WHEN state NOT IN ('cancelled', 'expired') THEN total ELSE 0 END) - SUM(refunded) AS net,
               SUM(CASE WHEN state NOT IN ('cancelled', 'expired') THEN total ELSE 0 END)
@@ -184,6 +208,12 @@ pub const ORDER_VIEWS_SQLITE: &[&str] = &[
          FROM order_status o, json_each(o.lines) l
         WHERE o.state NOT IN ('cancelled', 'expired')
         GROUP BY 1, 2",
+    "DROP VIEW IF EXISTS top_promotions; CREATE VIEW top_promotions AS
+       SELECT json_extract(p.value, '$.code') AS code, o.currency, count(*) AS uses,
+              SUM(json_extract(p.value, '$.discount')) AS discount
+         FROM order_status o, json_each(o.promotions) p
+        WHERE o.state NOT IN ('cancelled', 'expired')
+        GROUP BY 1, 2",
 ];
 
 /// Plain-SQL views of the order-status table for PostgreSQL readers.
@@ -192,7 +222,10 @@ pub const ORDER_VIEWS_POSTGRES: &[&str] = &[
        SELECT key AS order_id, data->>'state' AS state, data->>'payment_status' AS payment_status,
               data->>'fulfilment_status' AS fulfilment_status, data->>'hold' AS hold, data->>'customer' AS customer,
               data->>'email' AS email, data->>'currency' AS currency, (data->>'total')::bigint AS total,
-              (data->>'discount')::bigint AS discount,
+              (data->>'subtotal')::bigint AS subtotal, (data->>'discount')::bigint AS discount,
+              (data->>'shipping')::bigint AS shipping, (data->>'tax')::bigint AS tax,
+              COALESCE((data->>'tax_included')::bigint, 0) AS tax_included,
+              COALESCE(data->'promotions', '[]'::jsonb) AS promotions,
               (data->>'captured')::bigint AS captured, (data->>'refunded')::bigint AS refunded,
               (data->>'placed_at')::timestamptz AS placed_at, (data->>'confirmed_at')::timestamptz AS confirmed_at,
               (data->>'shipped_at')::timestamptz AS shipped_at, (data->>'delivered_at')::timestamptz AS delivered_at,
@@ -200,7 +233,7 @@ pub const ORDER_VIEWS_POSTGRES: &[&str] = &[
          FROM rm_order_status",
     "DROP VIEW IF EXISTS sales_by_day CASCADE; CREATE VIEW sales_by_day AS
        WITH o AS (
-         SELECT (placed_at AT TIME ZONE 'UTC')::date AS day, currency, total, discount, refunded, state,
+         SELECT (placed_at AT TIME ZONE 'UTC')::date AS day, currency, total, discount, tax, shipping, refunded, state,
                 (SELECT COALESCE(SUM((l->>'quantity')::bigint), 0) FROM jsonb_array_elements(lines) l) AS units,
                 EXTRACT(EPOCH FROM shipped_at - placed_at)::float8 AS ship_seconds,
                 state NOT IN ('cancelled', 'expired') AS kept
@@ -209,6 +242,8 @@ pub const ORDER_VIEWS_POSTGRES: &[&str] = &[
               COALESCE(SUM(units) FILTER (WHERE kept), 0)::numeric AS units,
               COALESCE(SUM(total) FILTER (WHERE kept), 0)::numeric AS gross,
               COALESCE(SUM(discount) FILTER (WHERE kept), 0)::numeric AS discounts,
+              COALESCE(SUM(tax) FILTER (WHERE kept), 0)::numeric AS tax,
+              COALESCE(SUM(shipping) FILTER (WHERE kept), 0)::numeric AS shipping,
               SUM(refunded)::numeric AS refunds,
               (COALESCE(SUM(total) FILTER (WHERE kept), 0) - SUM(refunded))::numeric AS net,
               div(COALESCE(SUM(total) FILTER (WHERE kept), 0), GREATEST(count(*) FILTER (WHERE kept), 1))
@@ -220,6 +255,12 @@ pub const ORDER_VIEWS_POSTGRES: &[&str] = &[
        SELECT l->>'sku' AS sku, o.currency, SUM((l->>'quantity')::bigint)::numeric AS units,
               SUM((l->>'quantity')::numeric * (l->>'unit_price')::numeric) AS revenue
          FROM order_status o, jsonb_array_elements(o.lines) l
+        WHERE o.state NOT IN ('cancelled', 'expired')
+        GROUP BY 1, 2",
+    "DROP VIEW IF EXISTS top_promotions CASCADE; CREATE VIEW top_promotions AS
+       SELECT p->>'code' AS code, o.currency, count(*)::bigint AS uses,
+              SUM((p->>'discount')::numeric) AS discount
+         FROM order_status o, jsonb_array_elements(o.promotions) p
         WHERE o.state NOT IN ('cancelled', 'expired')
         GROUP BY 1, 2",
 ];
@@ -262,12 +303,26 @@ impl TableModel for OrderStatusTable {
                         location: l.location.to_string(),
                         quantity: l.quantity,
                         unit_price: l.unit_price.amount,
+                        discount: l.discount.map_or(0, |d| d.amount),
+                        tax: l.tax.as_ref().map_or(0, |t| t.tax.amount),
                         ..OrderLineRow::default()
                     })
                     .collect();
                 let t = &order.totals;
                 (row.subtotal, row.discount, row.shipping, row.tax, row.total) =
                     (t.subtotal.amount, t.discount.amount, t.shipping.amount, t.tax.amount, t.total.amount);
+                row.tax_included = t.tax_included.map_or(0, |m| m.amount);
+                row.promotions = order
+                    .promotions
+                    .iter()
+                    .map(|p| PromotionRow { code: p.code.clone(), discount: p.discount.amount })
+                    .collect();
+                // An order from before promotions were the server's names its code alone.
+                if row.promotions.is_empty() {
+                    if let Some(code) = &order.discount_code {
+                        row.promotions.push(PromotionRow { code: code.clone(), discount: t.discount.amount });
+                    }
+                }
                 row.placed_at = Some(at.clone());
             }
             OrderEvent::PaymentAuthorized { amount, .. } => {

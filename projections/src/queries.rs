@@ -12,8 +12,8 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::deadlines::DeadlineRow;
 use crate::inventory::InventoryRow;
 use crate::orders::OrderStatusRow;
-pub use crate::reports::{SalesDay, TopSku};
-use crate::reports::{SalesFold, TopSkuFold};
+pub use crate::reports::{SalesDay, TopPromotion, TopSku};
+use crate::reports::{SalesFold, TopPromotionFold, TopSkuFold};
 use crate::RowsError;
 
 /// Which orders to list. Orders are listed by placement time, then id.
@@ -48,6 +48,8 @@ pub trait ReadQueries: Send + Sync {
     async fn sales(&self, from: &str, to: &str, currency: Option<&str>) -> Result<Vec<SalesDay>, RowsError>;
     /// The best-selling SKUs by units, then revenue.
     async fn top_skus(&self, currency: Option<&str>, limit: u32) -> Result<Vec<TopSku>, RowsError>;
+    /// The most-used promotions by uses, then discount given.
+    async fn top_promotions(&self, currency: Option<&str>, limit: u32) -> Result<Vec<TopPromotion>, RowsError>;
     /// Waiting deadlines due at `now_ms` (milliseconds since the epoch) or before, the
     /// earliest first.
     async fn due_deadlines(&self, now_ms: i64, limit: u32) -> Result<Vec<DeadlineRow>, RowsError>;
@@ -193,6 +195,16 @@ impl ReadQueries for SqliteQueries {
         Ok(fold.finish(limit))
     }
 
+    async fn top_promotions(&self, currency: Option<&str>, limit: u32) -> Result<Vec<TopPromotion>, RowsError> {
+        let mut fold = TopPromotionFold::default();
+        self.each_row(
+            "SELECT data FROM rm_order_status WHERE ?1 IS NULL OR json_extract(data, '$.currency') = ?1",
+            &[&currency],
+            |row| fold.add(&row, currency),
+        )?;
+        Ok(fold.finish(limit))
+    }
+
     async fn due_deadlines(&self, now_ms: i64, limit: u32) -> Result<Vec<DeadlineRow>, RowsError> {
         // The WHERE matches the partial index rm_deadlines_waiting, so only waiting rows are read.
         self.rows(
@@ -288,7 +300,8 @@ impl ReadQueries for PostgresQueries {
         let rows = client
             .query(
                 "SELECT day::text, currency, orders, units::text, gross::text, discounts::text, refunds::text,
-                        net::text, average_order_value::text, cancellation_rate, median_seconds_to_ship
+                        net::text, average_order_value::text, cancellation_rate, median_seconds_to_ship,
+                        tax::text, shipping::text
                    FROM sales_by_day WHERE day >= $1::text::date AND day <= $2::text::date AND ($3::text IS NULL OR currency = $3)
                   ORDER BY day, currency",
                 &[&from, &to, &currency],
@@ -304,6 +317,8 @@ impl ReadQueries for PostgresQueries {
                     units: numeric(r.get(3))?,
                     gross: numeric(r.get(4))?,
                     discounts: numeric(r.get(5))?,
+                    tax: numeric(r.get(11))?,
+                    shipping: numeric(r.get(12))?,
                     refunds: numeric(r.get(6))?,
                     net: numeric(r.get(7))?,
                     average_order_value: numeric(r.get(8))?,
@@ -327,6 +342,23 @@ impl ReadQueries for PostgresQueries {
         rows.iter()
             .map(|r| {
                 Ok(TopSku { sku: r.get(0), currency: r.get(1), units: numeric(r.get(2))?, revenue: numeric(r.get(3))? })
+            })
+            .collect()
+    }
+
+    async fn top_promotions(&self, currency: Option<&str>, limit: u32) -> Result<Vec<TopPromotion>, RowsError> {
+        let client = self.pool.get().await.map_err(RowsError::database)?;
+        let rows = client
+            .query(
+                "SELECT code, currency, uses, discount::text FROM top_promotions
+                  WHERE $1::text IS NULL OR currency = $1 ORDER BY uses DESC, discount DESC, code LIMIT $2",
+                &[&currency, &i64::from(limit)],
+            )
+            .await
+            .map_err(RowsError::database)?;
+        rows.iter()
+            .map(|r| {
+                Ok(TopPromotion { code: r.get(0), currency: r.get(1), uses: r.get(2), discount: numeric(r.get(3))? })
             })
             .collect()
     }

@@ -20,11 +20,26 @@ pub struct SalesDay {
     pub units: i128,
     pub gross: i128,
     pub discounts: i128,
+    /// Tax on the day's orders (inside their prices or added on top).
+    pub tax: i128,
+    /// Shipping charged before discounts.
+    pub shipping: i128,
     pub refunds: i128,
     pub net: i128,
     pub average_order_value: i128,
     pub cancellation_rate: f64,
     pub median_seconds_to_ship: Option<f64>,
+}
+
+/// Uses and discount given of one promotion in one currency.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopPromotion {
+    pub code: String,
+    pub currency: String,
+    /// Orders (not cancelled or expired) that used it.
+    pub uses: i64,
+    /// What it took off them in all.
+    pub discount: i128,
 }
 
 /// Units and revenue of one SKU in one currency.
@@ -52,6 +67,8 @@ struct DayTotals {
     units: i128,
     gross: i128,
     discounts: i128,
+    tax: i128,
+    shipping: i128,
     refunds: i128,
     ship_seconds: Vec<f64>,
 }
@@ -82,6 +99,8 @@ impl SalesFold {
             t.units += row.lines.iter().map(|l| i128::from(l.quantity)).sum::<i128>();
             t.gross += i128::from(row.total);
             t.discounts += i128::from(row.discount);
+            t.tax += i128::from(row.tax);
+            t.shipping += i128::from(row.shipping);
         }
         if let Some(shipped) = row.shipped_at.as_deref().and_then(utc) {
             t.ship_seconds.push((shipped - placed).num_milliseconds() as f64 / 1_000.0);
@@ -102,6 +121,8 @@ impl SalesFold {
                     units: t.units,
                     gross: t.gross,
                     discounts: t.discounts,
+                    tax: t.tax,
+                    shipping: t.shipping,
                     refunds: t.refunds,
                     net: t.gross - t.refunds,
                     average_order_value: t.gross / i128::from(t.kept.max(1)),
@@ -140,6 +161,38 @@ impl TopSkuFold {
             .map(|((sku, currency), (units, revenue))| TopSku { sku, currency, units, revenue })
             .collect();
         top.sort_by(|a, b| b.units.cmp(&a.units).then(b.revenue.cmp(&a.revenue)).then(a.sku.cmp(&b.sku)));
+        top.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        top
+    }
+}
+
+/// Folds order rows into uses and discount per promotion and currency, over orders not
+/// cancelled or expired.
+#[derive(Default)]
+pub struct TopPromotionFold {
+    promotions: BTreeMap<(String, String), (i64, i128)>,
+}
+
+impl TopPromotionFold {
+    pub fn add(&mut self, row: &OrderStatusRow, currency: Option<&str>) {
+        if !kept(row) || row.placed_at.is_none() || currency.is_some_and(|c| c != row.currency) {
+            return;
+        }
+        for p in &row.promotions {
+            let (uses, discount) = self.promotions.entry((p.code.clone(), row.currency.clone())).or_default();
+            *uses += 1;
+            *discount += i128::from(p.discount);
+        }
+    }
+
+    /// The first `limit` by uses, then discount, then code.
+    pub fn finish(self, limit: u32) -> Vec<TopPromotion> {
+        let mut top: Vec<TopPromotion> = self
+            .promotions
+            .into_iter()
+            .map(|((code, currency), (uses, discount))| TopPromotion { code, currency, uses, discount })
+            .collect();
+        top.sort_by(|a, b| b.uses.cmp(&a.uses).then(b.discount.cmp(&a.discount)).then(a.code.cmp(&b.code)));
         top.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         top
     }

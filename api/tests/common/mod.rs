@@ -302,6 +302,7 @@ pub fn protected() -> Vec<(Method, &'static str, &'static [Scope])> {
         (Method::GET, "/inventory/locations/berlin", OPS),
         (Method::GET, "/reports/sales?from=2026-01-01&to=2026-01-02", &[Operations, Analytics]),
         (Method::GET, "/reports/top-skus", &[Operations, Analytics]),
+        (Method::GET, "/reports/top-promotions", &[Operations, Analytics]),
         (Method::GET, "/streams/order-o1", &[Audit]),
         (Method::GET, "/events", &[Audit, Analytics]),
         (Method::GET, "/events/live", &[Audit, Analytics]),
