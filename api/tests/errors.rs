@@ -163,6 +163,13 @@ impl ReadQueries for Broken {
     async fn top_skus(&self, _: Option<&str>, _: u32) -> Result<Vec<TopSku>, RowsError> {
         Err(RowsError::Database("secret-internal-detail".into()))
     }
+    async fn top_promotions(
+        &self,
+        _: Option<&str>,
+        _: u32,
+    ) -> Result<Vec<orderlog_projections::queries::TopPromotion>, RowsError> {
+        Err(RowsError::Database("secret-internal-detail".into()))
+    }
     async fn due_deadlines(&self, _: i64, _: u32) -> Result<Vec<DeadlineRow>, RowsError> {
         Err(RowsError::Database("secret-internal-detail".into()))
     }
@@ -180,7 +187,7 @@ async fn internal_errors_are_500s_without_internals() {
     let tokens = Arc::new(SqliteTokens::open(&path).unwrap());
     let app = build(store, rows, Arc::new(Broken), tokens, Box::new(dir), None).await;
     let t = app.token("operations").await;
-    for path in ["/orders/o1", "/orders", "/inventory/skus/mug", "/reports/top-skus"] {
+    for path in ["/orders/o1", "/orders", "/inventory/skus/mug", "/reports/top-skus", "/reports/top-promotions"] {
         let reply = app.call(Method::GET, path, Some(&t), None).await;
         assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
         assert_eq!(reply.headers["content-type"], "application/problem+json");
