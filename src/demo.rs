@@ -292,14 +292,12 @@ impl Sim {
         }
         let placed =
             self.service.store().read_stream(&orderlog_domain::StreamId::order(order_id).to_string(), 1, 1).await?;
-        let lines = match DomainEvent::decode(&placed[0].event_type, placed[0].schema_version, &placed[0].payload)? {
-            DomainEvent::Order(OrderEvent::OrderPlaced { order }) => order
-                .lines
-                .iter()
-                .map(|l| LineQuantity { sku: l.sku.clone(), quantity: l.quantity })
-                .collect::<Vec<_>>(),
+        let placed = match DomainEvent::decode(&placed[0].event_type, placed[0].schema_version, &placed[0].payload)? {
+            DomainEvent::Order(OrderEvent::OrderPlaced { order }) => order,
             _ => bail!("order {order_id} does not start with OrderPlaced"),
         };
+        let lines: Vec<LineQuantity> =
+            placed.lines.iter().map(|l| LineQuantity { sku: l.sku.clone(), quantity: l.quantity }).collect();
         let shipment_id = ShipmentId::parse(format!("{order_id}-p1"))?;
         let shipment = |command| Command::Shipment { shipment_id: shipment_id.clone(), command };
         let create = ShipmentCommand::Create {
@@ -346,7 +344,11 @@ impl Sim {
                 lines: vec![ReturnedLine { sku: line.sku.clone(), quantity: 1, restock: true }],
             };
             self.must(shopper, receive).await?;
-            let price = self.catalogue.skus.iter().find(|(s, _)| *s == line.sku).map_or(0, |(_, p)| *p);
+            // One unit back: what the unit was paid (its share of the line after discounts, tax
+            // included as the demo's prices include it).
+            let paid = &placed.lines[0];
+            let discount = paid.discount.map_or(0, |d| d.amount);
+            let price = (paid.unit_price.amount * i64::from(paid.quantity) - discount) / i64::from(paid.quantity);
             let refund = OrderCommand::RefundPayment { amount: self.eur(price), provider_event_id: event("refunded") };
             self.must(shopper, order(refund)).await?;
         }
