@@ -57,6 +57,7 @@ fn main() {
                 options: Default::default(),
                 weight_grams: 300,
                 prices: vec![Money::new(1_000 + 100 * i as i64, eur)],
+                requires_shipping: true,
             };
             let create = ProductCommand::Create {
                 title: format!("Item {i}"),

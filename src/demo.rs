@@ -636,6 +636,7 @@ async fn create_catalog(sim: &Sim) -> Result<()> {
             options: Default::default(),
             weight_grams: 300,
             prices: vec![sim.eur(*price)],
+            requires_shipping: true,
         });
     }
     for (kind, variants) in products {

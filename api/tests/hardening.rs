@@ -110,8 +110,9 @@ async fn extreme_events_never_make_a_read_fail(app: App) {
             total: m(total),
             tax_included: None,
         },
-        shipping_address: orderlog_domain::testing::address(),
-        shipping_method: ShippingMethod { id: "dhl".into(), price: m(0) },
+        shipping_address: Some(orderlog_domain::testing::address()),
+        billing_address: None,
+        shipping_method: Some(ShippingMethod { id: "dhl".into(), price: m(0) }),
         shipping: None,
     };
     let order_events = |id: &str| {

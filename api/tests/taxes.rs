@@ -229,6 +229,53 @@ async fn promotions_act_on_lines_and_shipping(app: App) {
     assert!(second.text.contains("this customer has placed 1"), "{}", second.text);
 }
 
+/// A cart of what ships nothing (a gift card) needs no shipping and is taxed where its
+/// billing address is: here a subdivision's region (US-CA) over its country's.
+async fn what_ships_nothing_is_taxed_by_the_billing_address(app: App) {
+    let catalog = app.token("catalog").await;
+    let shop = app.token("shop,operations").await;
+    let gift = json!({"product_id": "gift", "title": "Gift card", "tax_class": "standard",
+                      "variants": [{"sku": "gift-50", "title": "Gift card 50", "requires_shipping": false,
+                                    "prices": [eur(5_000)]}]});
+    app.ok(Method::POST, "/products", &catalog, Some(gift)).await;
+    app.ok(Method::POST, "/products/gift/publish", &catalog, None).await;
+    app.ok(Method::POST, "/stock/gift-50/berlin/receipts", &shop, Some(json!({"quantity": 10}))).await;
+    for (region, rate) in [("US", 0), ("US-CA", 725)] {
+        let body = json!({"name": region, "rates": {"standard": rate}, "default_class": "standard"});
+        app.ok(Method::PUT, &format!("/tax-regions/{region}"), &catalog, Some(body)).await;
+    }
+    let guest = json!({"kind": "guest", "email": "ann@example.com"});
+    app.ok(Method::POST, "/carts", &shop, Some(json!({"cart_id": "g1", "currency": "EUR", "customer": guest}))).await;
+    app.ok(Method::POST, "/carts/g1/items", &shop, Some(json!({"sku": "gift-50", "quantity": 1}))).await;
+    let head = app.store.head().await.unwrap();
+    let checkout = json!({"order_id": "og1", "location": "berlin"});
+    let unbilled = app.call(Method::POST, "/carts/g1/checkout", Some(&shop), Some(checkout.clone())).await;
+    assert_eq!(unbilled.status, StatusCode::CONFLICT, "{}", unbilled.text);
+    assert!(unbilled.text.contains("billing_address"), "{}", unbilled.text);
+    assert_eq!(app.store.head().await.unwrap(), head);
+    let mut billing = address("US");
+    billing["subdivision"] = json!("CA");
+    app.ok(Method::PUT, "/carts/g1/billing-address", &shop, Some(billing)).await;
+    let cart = app.ok(Method::GET, "/carts/g1", &shop, None).await;
+    assert_eq!((cart["shipping_options"].clone(), cart["shipping_option"].clone()), (json!([]), Value::Null));
+    assert_eq!(cart["lines"][0]["tax"]["region"], "US-CA", "{cart}");
+    // 50.00 without tax, 7.25 % on top: 3.625 → 3.62 (half to even).
+    assert_eq!((cart["tax"].clone(), cart["total"].clone()), (eur(362), eur(5_362)), "{cart}");
+    let placed = app.ok(Method::POST, "/carts/g1/checkout", &shop, Some(checkout)).await;
+    let order = common::order_when_caught_up(&app, &shop, "og1", placed["position"].as_u64().unwrap()).await;
+    assert_eq!(order["total"], 5_362, "{order}");
+}
+
+#[tokio::test]
+async fn what_ships_nothing_is_taxed_by_the_billing_address_on_sqlite() {
+    what_ships_nothing_is_taxed_by_the_billing_address(App::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn what_ships_nothing_is_taxed_by_the_billing_address_on_postgres() {
+    what_ships_nothing_is_taxed_by_the_billing_address(App::postgres().await).await;
+}
+
 #[tokio::test]
 async fn taxes_and_shipping_are_the_servers_on_sqlite() {
     taxes_and_shipping_are_the_servers(App::sqlite().await).await;

@@ -64,8 +64,9 @@ pub fn order_life(n: u64) -> Vec<NewEvent> {
             total: m(2_000),
             tax_included: None,
         },
-        shipping_address: orderlog_domain::testing::address(),
-        shipping_method: ShippingMethod { id: "dhl".into(), price: m(0) },
+        shipping_address: Some(orderlog_domain::testing::address()),
+        billing_address: None,
+        shipping_method: Some(ShippingMethod { id: "dhl".into(), price: m(0) }),
         shipping: None,
     };
     let shipment = ShipmentId::parse(format!("s{n}")).unwrap();

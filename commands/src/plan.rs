@@ -137,7 +137,7 @@ impl Loaded {
         })
     }
 
-    /// The shipping zone that serves the cart's address in its currency.
+    /// The shipping zone that serves the cart's shipping address in its currency.
     fn zone(&self, cart: &CartState) -> Option<(&ShippingZoneId, &ShippingZoneState)> {
         let (currency, address) = (cart.currency?, cart.shipping_address.as_ref()?);
         let index = self.get::<ShippingIndex>(&StreamId::shipping_index(currency))?;
@@ -145,10 +145,10 @@ impl Loaded {
         Some((zone_id, self.get::<ShippingZone>(&StreamId::shipping_zone(zone_id))?))
     }
 
-    /// The tax regions that may cover the cart's address, as the built-in provider.
+    /// The tax regions that may cover the cart's tax address, as the built-in provider.
     fn rate_table(&self, cart: &CartState) -> RateTable<'_> {
         let mut regions = BTreeMap::new();
-        if let Some(address) = &cart.shipping_address {
+        if let Some(address) = cart.tax_address() {
             for id in [TaxRegionId::country(address), TaxRegionId::subdivision(address)].into_iter().flatten() {
                 if let Some(state) = self.get::<TaxRegion>(&StreamId::tax_region(&id)) {
                     regions.insert(id, state);
@@ -197,14 +197,15 @@ impl Loaded {
                 }
             }
         }
-        let zone = self.zone(cart);
+        let zone = self.zone(cart).filter(|_| cart.ships());
         let shipping = match (&cart.shipping_option, zone) {
             (Some(choice), Some((zone_id, zone))) if *zone_id == choice.zone_id => {
                 zone.option(&choice.option_id).map(|option| pricing::Shipping { zone_id, zone, option })
             }
             _ => None,
         };
-        if let (Some(choice), None, Some(address)) = (&cart.shipping_option, &shipping, &cart.shipping_address) {
+        let ships_to = cart.shipping_address.as_ref().filter(|_| cart.ships());
+        if let (Some(choice), None, Some(address)) = (&cart.shipping_option, &shipping, ships_to) {
             return Err(Rejection::conflict(format!(
                 "shipping_option {}: does not serve {} any more; choose another",
                 choice.option_id, address.country
@@ -221,7 +222,7 @@ impl Loaded {
             lines: &cart.lines,
             promotions,
             shipping,
-            tax: cart.shipping_address.as_ref().map(|a| (provider, a)),
+            tax: cart.tax_address().map(|a| (provider, a)),
             groups: &groups,
         })
     }
@@ -612,7 +613,7 @@ pub(crate) fn cart_view(cart_stream: &StreamId, loaded: &Loaded, context: &Conte
     let cart = Cart::state(&cart).cloned().unwrap_or_default();
     let priced = loaded.price(&cart, context);
     let mut shipping_options = Vec::new();
-    if let (Some((zone_id, zone)), Ok(breakdown)) = (loaded.zone(&cart), &priced) {
+    if let (Some((zone_id, zone)), Ok(breakdown), true) = (loaded.zone(&cart), &priced, cart.ships()) {
         let goods = breakdown.totals.subtotal.checked_sub(Money::new(
             breakdown.lines.iter().map(|l| l.discount.amount).sum(),
             breakdown.totals.subtotal.currency,
@@ -663,7 +664,7 @@ pub(crate) fn cart_streams(loaded: &Loaded, cart: &CartState) -> Vec<StreamId> {
         Some(state) => streams.extend(state.codes.iter().map(StreamId::promotion)),
     }
     streams.extend(shipping_streams(loaded, cart));
-    if let Some(address) = &cart.shipping_address {
+    if let Some(address) = cart.tax_address() {
         for id in [TaxRegionId::country(address), TaxRegionId::subdivision(address)].into_iter().flatten() {
             streams.push(StreamId::tax_region(&id));
         }

@@ -490,3 +490,78 @@ async fn unit_price(shop: &Shop, stream: &str) -> i64 {
     assert_eq!(line["pricing"]["source"]["kind"], "default", "{payload}");
     line["unit_price"]["amount"].as_i64().unwrap_or_else(|| panic!("{payload}"))
 }
+
+/// A tax service in place of the rate table: it answers every address and class with its
+/// own rate, and refuses Iceland (as a tax service that knows no rate there would).
+struct TaxService;
+
+impl orderlog_domain::tax::TaxProvider for TaxService {
+    fn rate(
+        &self,
+        address: &orderlog_domain::cart::Address,
+        tax_class: Option<&str>,
+        _groups: &std::collections::BTreeSet<String>,
+    ) -> Result<orderlog_domain::tax::TaxRate, orderlog_domain::Rejection> {
+        if address.country == "IS" {
+            return Err(orderlog_domain::Rejection::conflict("tax: the tax service knows no rate for IS"));
+        }
+        Ok(orderlog_domain::tax::TaxRate {
+            region: format!("taxservice:{}", address.postal_code),
+            tax_class: tax_class.unwrap_or("shipping").to_string(),
+            rate_bps: 1_000,
+            exempt: false,
+        })
+    }
+}
+
+/// The rates of a tax provider given to the service are what the order records; one that
+/// refuses refuses the checkout, and nothing is appended.
+#[tokio::test]
+async fn a_tax_provider_replaces_the_rate_table() {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap()));
+    let config = orderlog_commands::ServiceConfig {
+        tax: Some(orderlog_commands::ExternalTax(Arc::new(TaxService))),
+        ..Default::default()
+    };
+    let service =
+        CommandService::with_config(store.clone(), clock.clone(), Arc::new(SequentialIds::new("id-")), config);
+    let shop = Shop { service: Arc::new(service), store, clock, _dir: None, _db: None };
+    shop.receive("mug", 10).await;
+    shop.cart("c1", &[("mug", 1)]).await;
+    shop.checkout("c1", "o1").await.unwrap();
+    let placed = shop.store.read_stream("order-o1", 1, 1).await.unwrap();
+    let payload: serde_json::Value = serde_json::from_str(&placed[0].payload).unwrap();
+    let tax = &payload["order"]["lines"][0]["tax"];
+    // 10.00 with tax inside at the service's 10 %: 9.09 net, 0.91 tax.
+    assert_eq!(
+        (tax["region"].as_str(), tax["rate_bps"].as_u64()),
+        (Some("taxservice:10115"), Some(1_000)),
+        "{payload}"
+    );
+    assert_eq!((tax["net"]["amount"].as_i64(), tax["tax"]["amount"].as_i64()), (Some(909), Some(91)), "{payload}");
+
+    shop.cart("c2", &[("mug", 1)]).await;
+    let mut iceland = testing::address();
+    iceland.country = "IS".into();
+    let moved = Command::Cart {
+        cart_id: CartId::parse("c2").unwrap(),
+        command: CartCommand::SetShippingAddress { address: iceland },
+    };
+    shop.run("c2-iceland", moved).await.unwrap();
+    let (_, mut nordic) = testing::shipping_zone(0);
+    let orderlog_domain::shipping::ShippingZoneCommand::Define { countries, .. } = &mut nordic;
+    *countries = ["IS".to_string()].into();
+    let zone_id = orderlog_domain::ShippingZoneId::parse("nordic").unwrap();
+    shop.run("zone-nordic", Command::ShippingZone { zone_id, command: nordic }).await.unwrap();
+    let option_id = orderlog_domain::ShippingOptionId::parse("dhl").unwrap();
+    let select = Command::Cart {
+        cart_id: CartId::parse("c2").unwrap(),
+        command: CartCommand::SelectShippingOption { option_id },
+    };
+    shop.run("c2-nordic", select).await.unwrap();
+    let head = shop.store.head().await.unwrap();
+    let refused = shop.checkout("c2", "o2").await.unwrap_err();
+    assert!(refused.to_string().contains("knows no rate for IS"), "{refused}");
+    assert_eq!(shop.store.head().await.unwrap(), head);
+}

@@ -173,6 +173,18 @@ pub struct LinePricing {
     /// The variant's weight, for shipping rates by weight.
     #[serde(default)]
     pub weight_grams: u32,
+    /// Whether the line is shipped (absent on lines from before: they are).
+    #[serde(default = "ships", skip_serializing_if = "is_shipped")]
+    pub requires_shipping: bool,
+}
+
+/// A line is shipped unless its variant says otherwise.
+pub fn ships() -> bool {
+    true
+}
+
+fn is_shipped(requires_shipping: &bool) -> bool {
+    *requires_shipping
 }
 
 /// One line of a cart.
@@ -222,6 +234,8 @@ pub struct CartState {
     /// shipping); a checkout needs a [`ShippingChoice`] instead.
     pub shipping_method: Option<ShippingMethod>,
     pub shipping_option: Option<ShippingChoice>,
+    /// Where the buyer is billed: where a cart that ships nothing is taxed.
+    pub billing_address: Option<Address>,
 }
 
 /// A cart's totals before tax. Every amount is ≥ 0.
@@ -266,6 +280,20 @@ impl CartState {
         };
         let shipping = self.shipping_method.as_ref().map_or(Money::zero(currency), |m| m.price);
         Ok(CartTotals { subtotal, discount, shipping })
+    }
+
+    /// Whether any line is shipped (a cart of gift cards or downloads ships nothing).
+    pub fn ships(&self) -> bool {
+        self.lines.values().any(|l| l.pricing.as_ref().is_none_or(|p| p.requires_shipping))
+    }
+
+    /// The address tax is computed for: the shipping address when the cart ships
+    /// something, the billing address when it ships nothing.
+    pub fn tax_address(&self) -> Option<&Address> {
+        match self.ships() {
+            true => self.shipping_address.as_ref(),
+            false => self.billing_address.as_ref(),
+        }
     }
 
     /// The email an order confirmation goes to.
@@ -327,6 +355,9 @@ pub enum CartCommand {
     SetShippingAddress {
         address: Address,
     },
+    SetBillingAddress {
+        address: Address,
+    },
     /// Names a shipping price: refused since the server prices shipping (kept so that the
     /// refusal names the command).
     SelectShippingMethod {
@@ -364,6 +395,7 @@ pub enum CartEvent {
     DiscountRemoved { code: String },
     ContactSet { email: String },
     ShippingAddressSet { address: Address },
+    BillingAddressSet { address: Address },
     ShippingMethodSelected { method: ShippingMethod },
     ShippingOptionSelected { choice: ShippingChoice },
     CartCheckedOut { order_id: OrderId },
@@ -456,6 +488,10 @@ impl Decider for Cart {
                 address.check()?;
                 E::ShippingAddressSet { address: address.clone() }
             }
+            C::SetBillingAddress { address } => {
+                address.check()?;
+                E::BillingAddressSet { address: address.clone() }
+            }
             C::SelectShippingMethod { method } => {
                 check_text("shipping_method.id", &method.id)?;
                 check_price(currency, method.price, "shipping_method.price")?;
@@ -511,6 +547,7 @@ impl Decider for Cart {
             E::DiscountRemoved { .. } => state.discount = None,
             E::ContactSet { email } => state.contact_email = Some(email.clone()),
             E::ShippingAddressSet { address } => state.shipping_address = Some(address.clone()),
+            E::BillingAddressSet { address } => state.billing_address = Some(address.clone()),
             E::ShippingMethodSelected { method } => state.shipping_method = Some(method.clone()),
             E::ShippingOptionSelected { choice } => state.shipping_option = Some(choice.clone()),
             E::CartCheckedOut { order_id } => state.status = CartStatus::CheckedOut { order_id: order_id.clone() },
@@ -594,6 +631,7 @@ pub fn pricing_of(quote: &Quote, product_id: &ProductId, guaranteed_until: DateT
         tax_class: quote.tax_class.clone(),
         guaranteed_until,
         weight_grams: quote.weight_grams,
+        requires_shipping: quote.requires_shipping,
     }
 }
 

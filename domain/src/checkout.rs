@@ -94,18 +94,24 @@ pub fn decide_checkout(
         return Err(Rejection::conflict("cart: has no lines to check out"));
     }
     let email = cart.email().ok_or_else(|| Rejection::conflict("email: the cart has no contact email"))?.to_string();
-    let shipping_address = cart
-        .shipping_address
-        .clone()
-        .ok_or_else(|| Rejection::conflict("shipping_address: the cart has no shipping address"))?;
-    if cart.shipping_option.is_none() {
-        return Err(Rejection::conflict("shipping_option: the cart has no shipping option"));
+    let ships = cart.ships();
+    if ships {
+        if cart.shipping_address.is_none() {
+            return Err(Rejection::conflict("shipping_address: the cart has no shipping address"));
+        }
+        if cart.shipping_option.is_none() {
+            return Err(Rejection::conflict("shipping_option: the cart has no shipping option"));
+        }
+    } else if cart.billing_address.is_none() {
+        return Err(Rejection::conflict(
+            "billing_address: the cart ships nothing, so its tax follows its billing address, and it has none",
+        ));
     }
     let priced = price(cart)?;
-    let shipping = priced
-        .shipping
-        .clone()
-        .ok_or_else(|| Rejection::conflict("shipping_option: the cart has no shipping option"))?;
+    if ships && priced.shipping.is_none() {
+        return Err(Rejection::conflict("shipping_option: the cart has no shipping option"));
+    }
+    let shipping = priced.shipping.clone();
     let currency = priced.totals.subtotal.currency;
 
     let mut decision = Decision { order_id: Some(command.order_id.clone()), ..Decision::default() };
@@ -163,9 +169,10 @@ pub fn decide_checkout(
             total: t.total,
             tax_included: Some(t.tax_included),
         },
-        shipping_address,
-        shipping_method: ShippingMethod { id: shipping.option_id.to_string(), price: shipping.price },
-        shipping: Some(shipping),
+        shipping_address: cart.shipping_address.clone().filter(|_| ships),
+        shipping_method: shipping.as_ref().map(|s| ShippingMethod { id: s.option_id.to_string(), price: s.price }),
+        billing_address: cart.billing_address.clone(),
+        shipping,
     };
     let order_events = Order::decide(&OrderAction::Place { order: Box::new(placed) }, order)?;
     let cart_events = vec![CartEvent::CartCheckedOut { order_id: command.order_id.clone() }];

@@ -285,6 +285,9 @@ pub struct Quote {
     /// The variant's weight.
     #[serde(default)]
     pub weight_grams: u32,
+    /// Whether the variant is shipped.
+    #[serde(default = "crate::cart::ships")]
+    pub requires_shipping: bool,
 }
 
 /// Who is buying, in what, when: what a price depends on.
@@ -335,5 +338,6 @@ pub fn quote(
         tax_class: product.tax_class.clone(),
         source,
         weight_grams: variant.weight_grams,
+        requires_shipping: variant.requires_shipping,
     })
 }

@@ -44,6 +44,18 @@ pub struct Variant {
     /// Default prices, at most one per currency.
     #[serde(default)]
     pub prices: Vec<Money>,
+    /// Whether it is shipped (a gift card or a download is not): a cart of lines that ship
+    /// nothing needs no shipping, and is taxed where its billing address is.
+    #[serde(default = "ships", skip_serializing_if = "is_shipped")]
+    pub requires_shipping: bool,
+}
+
+fn ships() -> bool {
+    true
+}
+
+fn is_shipped(requires_shipping: &bool) -> bool {
+    *requires_shipping
 }
 
 impl Variant {

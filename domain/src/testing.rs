@@ -86,6 +86,7 @@ pub fn catalog_commands(lines: &[(&str, u32, i64)]) -> Vec<(String, ProductId, P
             options: Default::default(),
             weight_grams: 500,
             prices: vec![Money::new(*cents, eur)],
+            requires_shipping: true,
         };
         let create = ProductCommand::Create {
             title: format!("The {sku}"),
@@ -114,6 +115,7 @@ pub fn quote(sku: &str, cents: i64) -> crate::price_list::Quote {
         tax_class: "standard".into(),
         source: crate::price_list::PriceSource::Default,
         weight_grams: 500,
+        requires_shipping: true,
     }
 }
 

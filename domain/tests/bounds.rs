@@ -74,8 +74,9 @@ fn placed(total: i64, line_quantity: u32) -> PlacedOrder {
             total: m(total),
             tax_included: None,
         },
-        shipping_address: address(),
-        shipping_method: ShippingMethod { id: "dhl".into(), price: m(0) },
+        shipping_address: Some(address()),
+        billing_address: None,
+        shipping_method: Some(ShippingMethod { id: "dhl".into(), price: m(0) }),
         shipping: None,
     }
 }

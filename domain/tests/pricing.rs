@@ -36,6 +36,7 @@ fn product(status: u8, default_prices: [Option<i64>; 3], archived: [bool; 3]) ->
             options: BTreeMap::new(),
             weight_grams: 100,
             prices: default_prices[i as usize].map(|a| Money::new(a, currency(0))).into_iter().collect(),
+            requires_shipping: true,
         })
         .collect();
     let create = ProductCommand::Create {
@@ -359,6 +360,7 @@ mod cart_totals {
                     tax_class: CLASSES[*class].into(),
                     source: orderlog_domain::price_list::PriceSource::Default,
                     weight_grams: *grams,
+                    requires_shipping: true,
                 };
                 let product = ProductId::parse(format!("p{s}")).unwrap();
                 if let Ok(events) = add_priced(&cart, *quantity, &quote, &product, until) {

@@ -129,8 +129,9 @@ fn placed_order() -> PlacedOrder {
             total: m(2_000),
             tax_included: None,
         },
-        shipping_address: address(),
-        shipping_method: ShippingMethod { id: "dhl".into(), price: m(0) },
+        shipping_address: Some(address()),
+        billing_address: None,
+        shipping_method: Some(ShippingMethod { id: "dhl".into(), price: m(0) }),
         shipping: None,
     }
 }

@@ -94,6 +94,10 @@ pub(super) fn set_shipping_address(address: Address, path: &Params) -> Result<Co
     cart(path, CartCommand::SetShippingAddress { address: address.into() })
 }
 
+pub(super) fn set_billing_address(address: Address, path: &Params) -> Result<Command, Problem> {
+    cart(path, CartCommand::SetBillingAddress { address: address.into() })
+}
+
 body! {
     /// One of the options `GET /carts/{cart_id}` offers for the cart's address: its price
     /// is the zone's, so a body that names one is refused (422, naming the field).

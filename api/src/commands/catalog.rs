@@ -42,6 +42,12 @@ pub struct Variant {
     weight_grams: u32,
     #[serde(default)]
     prices: Vec<Price>,
+    #[serde(default = "yes")]
+    requires_shipping: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl From<Variant> for product::Variant {
@@ -52,6 +58,7 @@ impl From<Variant> for product::Variant {
             options: v.options,
             weight_grams: v.weight_grams,
             prices: v.prices.into_iter().map(Into::into).collect(),
+            requires_shipping: v.requires_shipping,
         }
     }
 }
@@ -69,6 +76,7 @@ pub(crate) fn variant_schema() -> Value {
             "options": {"type": "object", "maxProperties": OPTIONS_MAX, "propertyNames": text(), "additionalProperties": text()},
             "weight_grams": int(0, i64::from(WEIGHT_GRAMS_MAX)),
             "prices": prices(),
+            "requires_shipping": {"type": "boolean"},
         }),
         &["sku", "title"],
     )

@@ -134,6 +134,7 @@ pub(crate) fn routes(api: &Shared) -> OpenApiRouter<Shared> {
         Delete "/carts/{cart_id}/discount"                      "cart.remove_discount"        Shop       carts::remove_discount, "Removes a cart's discount.";
         Put    "/carts/{cart_id}/contact"                       "cart.set_contact"            Shop       carts::set_contact, "Sets a cart's contact e-mail.";
         Put    "/carts/{cart_id}/shipping-address"              "cart.set_shipping_address"   Shop       carts::set_shipping_address, "Sets a cart's shipping address.";
+        Put    "/carts/{cart_id}/billing-address"               "cart.set_billing_address"    Shop       carts::set_billing_address, "Sets a cart's billing address (where a cart that ships nothing is taxed).";
         Put    "/carts/{cart_id}/shipping-method"               "cart.select_shipping_method" Shop       carts::select_shipping_option, "Selects one of the shipping options the zone serving the cart's address offers (listed by GET /carts/{cart_id}); its price is the zone's.";
         Post   "/carts/{cart_id}/checkout"                      "checkout"                    Shop       carts::checkout, "Checks a cart out: reserves stock for every line and places the order, or refuses with 409 and the lines that are short.";
         Post   "/orders/{order_id}/cancel"                      "order.cancel"                Operations orders::cancel, "Cancels an order and releases its reservations.";

@@ -275,6 +275,7 @@ pub fn protected() -> Vec<(Method, &'static str, &'static [Scope])> {
         (Method::DELETE, "/carts/c1/discount", SHOP),
         (Method::PUT, "/carts/c1/contact", SHOP),
         (Method::PUT, "/carts/c1/shipping-address", SHOP),
+        (Method::PUT, "/carts/c1/billing-address", SHOP),
         (Method::PUT, "/carts/c1/shipping-method", SHOP),
         (Method::POST, "/carts/c1/checkout", SHOP),
         (Method::POST, "/orders/o1/cancel", OPS),

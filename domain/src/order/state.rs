@@ -108,8 +108,14 @@ pub struct PlacedOrder {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub tax_rate_bps: u32,
     pub totals: OrderTotals,
-    pub shipping_address: Address,
-    pub shipping_method: ShippingMethod,
+    /// Where it ships; absent when it ships nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping_address: Option<Address>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping_method: Option<ShippingMethod>,
+    /// Where the buyer is billed, when the cart named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_address: Option<Address>,
     /// The shipping option as priced: zone, option, price, discount and tax.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shipping: Option<crate::pricing::PricedShipping>,

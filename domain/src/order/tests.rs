@@ -49,8 +49,9 @@ pub fn placed_order(total: i64) -> PlacedOrder {
             total: m(total),
             tax_included: None,
         },
-        shipping_address: crate::testing::address(),
-        shipping_method: ShippingMethod { id: "dhl".into(), price: m(0) },
+        shipping_address: Some(crate::testing::address()),
+        billing_address: None,
+        shipping_method: Some(ShippingMethod { id: "dhl".into(), price: m(0) }),
         shipping: None,
     }
 }
