@@ -49,7 +49,7 @@ fn main() {
             let cart_id = CartId::parse(format!("c{n}")).unwrap();
             let cart = |command| Command::Cart { cart_id: cart_id.clone(), command };
             let customer = Customer::Guest { email: format!("g{n}@example.com") };
-            let mut commands = vec![CartCommand::Create { currency: eur, customer, channel: None }];
+            let mut commands = vec![CartCommand::Create { currency: eur, customer }];
             for i in [n % SKUS, (n * 7 + 3) % SKUS] {
                 commands.push(CartCommand::AddItem { sku: sku(i), quantity: 1 + (n % 3) as u32, unit_price: price(i) });
             }
