@@ -490,7 +490,14 @@ impl Command {
                         customer: cart.customer_key(),
                         cart: Box::new(eligible.clone()),
                     };
-                    decision.push(stream.clone(), Promotion::decide(&redeem, loaded.state::<Promotion>(&stream))?);
+                    let promotion = loaded.state::<Promotion>(&stream);
+                    decision.push(stream.clone(), Promotion::decide(&redeem, promotion)?);
+                    // A use of a promotion without limits takes nothing another checkout
+                    // could want: it is recorded without a version check, so a coupon every
+                    // cart carries is not a hot stream.
+                    if promotion.usage_limit.is_none() && promotion.per_customer_limit.is_none() {
+                        decision.unguarded.insert(stream);
+                    }
                 }
                 if let Some(Customer::Registered { customer_id, .. }) = &cart.customer {
                     let stream = StreamId::customer(customer_id);

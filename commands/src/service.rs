@@ -296,9 +296,12 @@ impl CommandService {
             .iter()
             .map(|(stream_id, events)| StreamAppend {
                 stream_id: stream_id.to_string(),
-                expected: ExpectedVersion::Exact(
-                    loaded.streams.get(stream_id).expect("every decided stream was loaded").1,
-                ),
+                expected: match decision.unguarded.contains(stream_id) {
+                    true => ExpectedVersion::Any,
+                    false => ExpectedVersion::Exact(
+                        loaded.streams.get(stream_id).expect("every decided stream was loaded").1,
+                    ),
+                },
                 events: events
                     .iter()
                     .map(|event| {

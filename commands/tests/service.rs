@@ -565,3 +565,52 @@ async fn a_tax_provider_replaces_the_rate_table() {
     assert!(refused.to_string().contains("knows no rate for IS"), "{refused}");
     assert_eq!(shop.store.head().await.unwrap(), head);
 }
+
+orderlog_store::each_backend! {
+    #[tokio::test]
+    fn a_coupon_without_limits_is_no_hot_stream(Shop) on [sqlite, postgres];
+}
+
+/// Every cart carries the same coupon, which has no limits: its uses are appended without a
+/// version check, so concurrent checkouts do not conflict over it, and every use is counted.
+async fn a_coupon_without_limits_is_no_hot_stream(shop: Shop) {
+    use orderlog_domain::promotion::{PromotionCommand, PromotionKind};
+    let code = orderlog_domain::PromotionCode::parse("ALL10").unwrap();
+    let create = PromotionCommand::Create {
+        kind: PromotionKind::Percentage { basis_points: 1_000 },
+        conditions: Default::default(),
+        usage_limit: None,
+        per_customer_limit: None,
+        automatic: false,
+    };
+    shop.run("promo", Command::Promotion { code: code.clone(), command: create }).await.unwrap();
+    let carts = 24;
+    for n in 0..carts {
+        // Each cart its own SKU: the coupon is all the checkouts share.
+        let sku = format!("mug{n}");
+        shop.receive(&sku, 1).await;
+        let cart = format!("c{n}");
+        shop.cart(&cart, &[(sku.as_str(), 1)]).await;
+        let apply = CartCommand::ApplyCode { code: code.clone() };
+        shop.run(&format!("{cart}-code"), Command::Cart { cart_id: CartId::parse(&cart).unwrap(), command: apply })
+            .await
+            .unwrap();
+    }
+    let service = Arc::clone(&shop.service);
+    let tasks: Vec<_> = (0..carts)
+        .map(|n| {
+            let service = Arc::clone(&service);
+            tokio::spawn(async move {
+                let command = Shop::checkout_command(&format!("c{n}"), &format!("o{n}"));
+                service.execute(CommandEnvelope::new(format!("checkout-{n}"), "tester", command)).await
+            })
+        })
+        .collect();
+    let mut retries = 0;
+    for task in tasks {
+        retries += task.await.unwrap().unwrap().retries;
+    }
+    let uses = shop.store.read_stream("promotion-ALL10", 1, 1_000).await.unwrap();
+    assert_eq!(uses.iter().filter(|e| e.event_type == "PromotionRedeemed").count(), carts, "every use is counted");
+    assert_eq!(retries, 0, "no checkout conflicted over the coupon");
+}
