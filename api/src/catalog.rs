@@ -37,8 +37,9 @@ pub struct PromotionView {
     conditions: orderlog_domain::promotion::Conditions,
     usage_limit: Option<u32>,
     per_customer_limit: Option<u32>,
-    /// Orders that used it so far.
-    uses: u32,
+    /// Orders that used it so far, for a promotion with limits; absent for one without,
+    /// whose uses are in the orders alone (`GET /reports/top-promotions`).
+    uses: Option<u32>,
     archived: bool,
 }
 
@@ -60,7 +61,7 @@ async fn get_promotion(State(api): State<Shared>, Path(code): Path<String>) -> R
         conditions: p.conditions,
         usage_limit: p.usage_limit,
         per_customer_limit: p.per_customer_limit,
-        uses: p.uses,
+        uses: (p.usage_limit.is_some() || p.per_customer_limit.is_some()).then_some(p.uses),
         archived: p.archived,
     }))
 }

@@ -491,13 +491,14 @@ impl Command {
                         cart: Box::new(eligible.clone()),
                     };
                     let promotion = loaded.state::<Promotion>(&stream);
-                    decision.push(stream.clone(), Promotion::decide(&redeem, promotion)?);
-                    // A use of a promotion without limits takes nothing another checkout
-                    // could want: it is recorded without a version check, so a coupon every
-                    // cart carries is not a hot stream.
+                    // A promotion without limits has no last use to contend for: its use is
+                    // recorded in the order alone (`PlacedOrder::promotions`), so a coupon
+                    // every cart carries is no hot stream. It must still apply now.
                     if promotion.usage_limit.is_none() && promotion.per_customer_limit.is_none() {
-                        decision.unguarded.insert(stream);
+                        promotion.applicable(code.as_str(), &eligible)?;
+                        continue;
                     }
+                    decision.push(stream.clone(), Promotion::decide(&redeem, promotion)?);
                 }
                 if let Some(Customer::Registered { customer_id, .. }) = &cart.customer {
                     let stream = StreamId::customer(customer_id);

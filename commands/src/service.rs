@@ -296,12 +296,9 @@ impl CommandService {
             .iter()
             .map(|(stream_id, events)| StreamAppend {
                 stream_id: stream_id.to_string(),
-                expected: match decision.unguarded.contains(stream_id) {
-                    true => ExpectedVersion::Any,
-                    false => ExpectedVersion::Exact(
-                        loaded.streams.get(stream_id).expect("every decided stream was loaded").1,
-                    ),
-                },
+                expected: ExpectedVersion::Exact(
+                    loaded.streams.get(stream_id).expect("every decided stream was loaded").1,
+                ),
                 events: events
                     .iter()
                     .map(|event| {
@@ -329,15 +326,19 @@ impl CommandService {
         Ok((decision, loaded))
     }
 
+    /// Loads the streams not loaded yet, all at once: the streams of one round do not
+    /// depend on each other, so their reads overlap instead of queueing.
     async fn load(&self, streams: Vec<StreamId>, loaded: &mut Loaded) -> Result<(), CommandError> {
-        for stream in streams {
-            if let std::collections::btree_map::Entry::Vacant(entry) = loaded.streams.entry(stream) {
-                let (state, version, touched) = self.cache.load(&*self.store, entry.key()).await?;
-                if let Some(at) = touched {
-                    loaded.touched.insert(entry.key().clone(), at);
-                }
-                entry.insert((state, version));
+        let mut wanted: Vec<StreamId> = streams.into_iter().filter(|s| !loaded.streams.contains_key(s)).collect();
+        wanted.sort();
+        wanted.dedup();
+        let reads = wanted.iter().map(|stream| self.cache.load(&*self.store, stream));
+        let states = futures_util::future::try_join_all(reads).await?;
+        for (stream, (state, version, touched)) in wanted.into_iter().zip(states) {
+            if let Some(at) = touched {
+                loaded.touched.insert(stream.clone(), at);
             }
+            loaded.streams.insert(stream, (state, version));
         }
         Ok(())
     }

@@ -49,10 +49,6 @@ pub struct Decision {
     /// A refusal that still appends the events (a checkout whose lines were priced again:
     /// the cart keeps the new prices, and the caller is told).
     pub refusal: Option<Rejection>,
-    /// Streams appended to without a version check: what the decision adds to them does
-    /// not depend on their state having stayed as read (a use of a promotion without
-    /// limits), so a concurrent append there is no conflict.
-    pub unguarded: std::collections::BTreeSet<StreamId>,
 }
 
 impl Decision {

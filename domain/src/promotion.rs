@@ -115,6 +115,8 @@ pub struct PromotionState {
     /// Applied to every cart it fits, without a code.
     pub automatic: bool,
     pub archived: bool,
+    /// Uses counted against the limits: a promotion without limits records its uses in
+    /// the orders alone.
     pub uses: u32,
     pub uses_by_customer: BTreeMap<String, u32>,
     pub orders: BTreeSet<OrderId>,

@@ -334,7 +334,7 @@ impl ReadQueries for PostgresQueries {
         let rows = client
             .query(
                 "SELECT sku, currency, units::text, revenue::text FROM top_skus WHERE $1::text IS NULL OR currency = $1
-                  ORDER BY units DESC, revenue DESC, sku LIMIT $2",
+                  ORDER BY top_skus.units DESC, top_skus.revenue DESC, sku LIMIT $2",
                 &[&currency, &i64::from(limit)],
             )
             .await
@@ -351,7 +351,7 @@ impl ReadQueries for PostgresQueries {
         let rows = client
             .query(
                 "SELECT code, currency, uses, discount::text FROM top_promotions
-                  WHERE $1::text IS NULL OR currency = $1 ORDER BY uses DESC, discount DESC, code LIMIT $2",
+                  WHERE $1::text IS NULL OR currency = $1 ORDER BY top_promotions.uses DESC, top_promotions.discount DESC, code LIMIT $2",
                 &[&currency, &i64::from(limit)],
             )
             .await
