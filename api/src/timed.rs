@@ -38,6 +38,14 @@ impl EventStore for TimedStore {
         self.inner.read_stream(stream_id, from_version, limit).await
     }
 
+    async fn read_streams(
+        &self,
+        requests: &[(String, u64)],
+        limit: u32,
+    ) -> Result<Vec<Vec<RecordedEvent>>, StoreError> {
+        self.inner.read_streams(requests, limit).await
+    }
+
     async fn read_all(&self, after: LogCursor, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
         self.inner.read_all(after, limit).await
     }

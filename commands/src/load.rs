@@ -68,6 +68,56 @@ impl StateCache {
     }
 }
 
+impl StateCache {
+    /// [`StateCache::load`] of several distinct streams, their new events read in one
+    /// `read_streams` call; a stream with more new events than one page holds is read on
+    /// by itself.
+    pub async fn load_many(
+        &self,
+        store: &dyn EventStore,
+        streams: &[StreamId],
+    ) -> Result<Vec<(AnyState, u64, Option<DateTime<Utc>>)>, CommandError> {
+        let cached: Vec<Cached> = {
+            let cache = self.streams.lock().expect("cache lock");
+            streams
+                .iter()
+                .map(|s| cache.get(s).cloned().unwrap_or_else(|| (0, AnyState::initial(s.kind()), None)))
+                .collect()
+        };
+        let requests: Vec<(String, u64)> =
+            streams.iter().zip(&cached).map(|(s, (version, _, _))| (s.to_string(), version + 1)).collect();
+        let pages = store.read_streams(&requests, READ_EVENTS_MAX).await?;
+        let mut loaded = Vec::with_capacity(streams.len());
+        for ((stream, (mut version, mut state, mut touched)), page) in streams.iter().zip(cached).zip(pages) {
+            if page.len() == READ_EVENTS_MAX as usize {
+                loaded.push(self.load(store, stream).await?);
+                continue;
+            }
+            let start = version;
+            for recorded in &page {
+                let event = decode(recorded)?;
+                let kind = event.kind();
+                state = state
+                    .evolve(event)
+                    .map_err(|_| unreadable(recorded, format!("a {kind:?} event does not belong in this stream")))?;
+                version = recorded.version;
+                touched = Some(recorded.recorded_at);
+            }
+            if version > start {
+                let mut cache = self.streams.lock().expect("cache lock");
+                if cache.len() >= CACHE_STREAMS_MAX && !cache.contains_key(stream) {
+                    cache.clear();
+                }
+                if cache.get(stream).is_none_or(|(v, _, _)| *v < version) {
+                    cache.insert(stream.clone(), (version, state.clone(), touched));
+                }
+            }
+            loaded.push((state, version, touched));
+        }
+        Ok(loaded)
+    }
+}
+
 fn unreadable(recorded: &RecordedEvent, detail: String) -> CommandError {
     CommandError::UnreadableEvent {
         position: recorded.position,

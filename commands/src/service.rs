@@ -326,14 +326,13 @@ impl CommandService {
         Ok((decision, loaded))
     }
 
-    /// Loads the streams not loaded yet, all at once: the streams of one round do not
-    /// depend on each other, so their reads overlap instead of queueing.
+    /// Loads the streams not loaded yet, in one read: the streams of one round do not depend
+    /// on each other.
     async fn load(&self, streams: Vec<StreamId>, loaded: &mut Loaded) -> Result<(), CommandError> {
         let mut wanted: Vec<StreamId> = streams.into_iter().filter(|s| !loaded.streams.contains_key(s)).collect();
         wanted.sort();
         wanted.dedup();
-        let reads = wanted.iter().map(|stream| self.cache.load(&*self.store, stream));
-        let states = futures_util::future::try_join_all(reads).await?;
+        let states = self.cache.load_many(&*self.store, &wanted).await?;
         for (stream, (state, version, touched)) in wanted.into_iter().zip(states) {
             if let Some(at) = touched {
                 loaded.touched.insert(stream.clone(), at);

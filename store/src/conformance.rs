@@ -22,6 +22,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@each $make;
             appends_and_reads_back_in_order,
             reads_the_log_in_pages,
+            reads_several_streams_as_one_by_one,
             a_wrong_expected_version_names_both_and_appends_nothing,
             expected_any_and_no_stream,
             a_conflict_in_one_stream_appends_to_none,
@@ -153,6 +154,32 @@ pub async fn reads_the_log_in_pages<S: EventStore>(store: &S) {
     assert!(store.read_all(LogCursor::after(&whole[29]), 10).await.unwrap().is_empty());
     let rest = store.read_all(LogCursor::after(&whole[9]), 100).await.unwrap();
     assert_eq!(rest, whole[10..]);
+}
+
+/// `read_streams` answers what `read_stream` answers for each request, in the order asked:
+/// each from its own version, at most `limit` each, a missing stream or a version past its
+/// end as an empty page.
+pub async fn reads_several_streams_as_one_by_one<S: EventStore>(store: &S) {
+    store.append(one("r-a", ExpectedVersion::NoStream, numbered(5))).await.unwrap();
+    store.append(one("r-b", ExpectedVersion::NoStream, numbered(2))).await.unwrap();
+    store.append(one("r-c", ExpectedVersion::NoStream, numbered(1))).await.unwrap();
+    let requests: Vec<(String, u64)> = [("r-b", 2), ("missing", 1), ("r-a", 2), ("r-c", 2), ("r-a-not", 1)]
+        .iter()
+        .map(|(s, v)| (s.to_string(), *v))
+        .collect();
+    for limit in [1, 3, 100] {
+        let pages = store.read_streams(&requests, limit).await.unwrap();
+        assert_eq!(pages.len(), requests.len());
+        for ((stream, from), page) in requests.iter().zip(&pages) {
+            assert_eq!(*page, store.read_stream(stream, *from, limit).await.unwrap(), "{stream} from {from}, {limit}");
+        }
+        assert_eq!(pages[2].iter().map(|e| e.version).collect::<Vec<_>>(), [2, 3, 4, 5][..limit.min(4) as usize]);
+    }
+    assert!(store.read_streams(&[], 10).await.unwrap().is_empty());
+    let huge = vec![("r-a".to_string(), u64::MAX), ("r-b".to_string(), 1)];
+    let pages = store.read_streams(&huge, 10).await.unwrap();
+    assert!(pages[0].is_empty());
+    assert_eq!(pages[1].len(), 2);
 }
 
 pub async fn a_wrong_expected_version_names_both_and_appends_nothing<S: EventStore>(store: &S) {

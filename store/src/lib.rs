@@ -360,6 +360,21 @@ pub trait EventStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
+    /// `read_stream` of several streams, each from its own version, at most `limit` events
+    /// each: one answer per request, in the order asked. A backend may answer them all in
+    /// one round trip (PostgreSQL does); this default reads them one by one.
+    async fn read_streams(
+        &self,
+        requests: &[(String, u64)],
+        limit: u32,
+    ) -> Result<Vec<Vec<RecordedEvent>>, StoreError> {
+        let mut pages = Vec::with_capacity(requests.len());
+        for (stream_id, from_version) in requests {
+            pages.push(self.read_stream(stream_id, *from_version, limit).await?);
+        }
+        Ok(pages)
+    }
+
     /// Events of the global log after `after`, in `(commit, position)` order, at most
     /// `limit`. Only committed events, and never one that a later read could see before an
     /// event this read returned: a reader that passes back the cursor of the last event it

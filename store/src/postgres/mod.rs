@@ -178,6 +178,54 @@ impl EventStore for PostgresStore {
         Ok(events)
     }
 
+    async fn read_streams(
+        &self,
+        requests: &[(String, u64)],
+        limit: u32,
+    ) -> Result<Vec<Vec<RecordedEvent>>, StoreError> {
+        if requests.len() < 2 {
+            let mut pages = Vec::new();
+            for (stream_id, from_version) in requests {
+                pages.push(self.read_stream(stream_id, *from_version, limit).await?);
+            }
+            return Ok(pages);
+        }
+        let client = self.client().await?;
+        // Each stream's page by the same index scan `read_stream` makes, all in one query.
+        let stmt = client
+            .prepare_cached(
+                "SELECT e.position, e.commit_text, e.stream_id, e.version, e.event_id, e.event_type,
+                        e.schema_version, e.payload, e.metadata, e.recorded_at, e.hash
+                   FROM unnest($1::text[], $2::int8[]) WITH ORDINALITY AS want(stream_id, from_version, n)
+                   CROSS JOIN LATERAL (
+                     SELECT position, tx_id::text AS commit_text, stream_id, version, event_id, event_type,
+                            schema_version, payload, metadata::text AS metadata, recorded_at, hash
+                       FROM orderlog_events
+                      WHERE stream_id = want.stream_id AND version >= want.from_version
+                      ORDER BY version LIMIT $3) e
+                  ORDER BY want.n, e.version",
+            )
+            .await
+            .map_err(pg)?;
+        let limit = limit.min(READ_EVENTS_MAX);
+        let streams: Vec<&str> = requests.iter().map(|(s, _)| s.as_str()).collect();
+        let froms: Vec<i64> = requests.iter().map(|(_, v)| i64::try_from(*v).unwrap_or(i64::MAX)).collect();
+        let rows = client.query(&stmt, &[&streams, &froms, &i64::from(limit)]).await.map_err(pg)?;
+        let mut by_stream: std::collections::HashMap<String, Vec<RecordedEvent>> = std::collections::HashMap::new();
+        for row in &rows {
+            let event = event_from_row(row)?;
+            by_stream.entry(event.stream_id.clone()).or_default().push(event);
+        }
+        let pages: Vec<Vec<RecordedEvent>> =
+            requests.iter().map(|(s, _)| by_stream.get(s).cloned().unwrap_or_default()).collect();
+        for page in &pages {
+            if let Some(last) = page.last().filter(|_| page.len() < limit as usize) {
+                self.remember([(last.stream_id.as_str(), last.version, last.hash.as_str())]);
+            }
+        }
+        Ok(pages)
+    }
+
     async fn read_all(&self, after: LogCursor, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
         let client = self.client().await?;
         let stmt = client
