@@ -56,7 +56,10 @@ pub struct DemoArgs {
 }
 
 const CHECKOUT_SHARE: f64 = 0.3;
-const SKUS: usize = 24;
+/// Products (eight kinds, three models each) and their sizes: 72 SKUs.
+const PRODUCTS: usize = 24;
+const SIZES: [&str; 3] = ["s", "m", "l"];
+const SKUS: usize = PRODUCTS * SIZES.len();
 const LOCATIONS: [&str; 2] = ["berlin", "hamburg"];
 const FLASH_SKU: &str = "flash-sneaker";
 /// The flash-sale sneaker's price, in cents.
@@ -359,10 +362,13 @@ impl Sim {
 fn catalogue(seed: u64) -> Catalogue {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let names = ["tshirt", "hoodie", "mug", "cap", "socks", "tote", "poster", "sticker"];
-    let skus = (0..SKUS)
-        .map(|i| {
-            let sku = Sku::parse(format!("{}-{}", names[i % names.len()], i / names.len() + 1)).expect("valid sku");
-            (sku, rng.random_range(5..90) * 100 - 1)
+    let skus = (0..PRODUCTS)
+        .flat_map(|p| {
+            let price = rng.random_range(5..90) * 100 - 1;
+            SIZES.iter().map(move |size| {
+                let sku = format!("{}-{}-{size}", names[p % names.len()], p / names.len() + 1);
+                (Sku::parse(sku).expect("valid sku"), price)
+            })
         })
         .collect();
     Catalogue { skus }
@@ -621,33 +627,39 @@ async fn let_time_pass(
     Ok(passed)
 }
 
-/// The shop's catalog, made through the catalog commands: one product per kind of item
-/// (t-shirt, hoodie, …) with a variant per SKU at its price, and the flash-sale sneaker;
+/// The shop's catalog, made through the catalog commands: 24 products (three models of each
+/// kind of item: t-shirt, hoodie, …) with a variant per size, and the flash-sale sneaker;
 /// all published.
 async fn create_catalog(sim: &Sim) -> Result<()> {
     let mut shopper = Shopper { index: 0, rng: ChaCha8Rng::seed_from_u64(0xCA7A), next_command: 2_000_000 };
     let mut products: std::collections::BTreeMap<String, Vec<Variant>> = Default::default();
     let flash = [(Sku::parse(FLASH_SKU)?, FLASH_PRICE)];
     for (sku, price) in sim.catalogue.skus.iter().chain(flash.iter()) {
-        let kind = sku.as_str().rsplit_once('-').map_or(sku.as_str(), |(kind, _)| kind).to_string();
-        products.entry(kind).or_default().push(Variant {
+        // `tshirt-1-m` is size M of the product `tshirt-1`; the sneaker comes in one size.
+        let (model, options) = match sku.as_str().rsplit_once('-') {
+            Some((model, size)) if sku.as_str() != FLASH_SKU => {
+                (model.to_string(), [("size".to_string(), size.to_uppercase())].into())
+            }
+            _ => (sku.to_string(), Default::default()),
+        };
+        products.entry(model).or_default().push(Variant {
             sku: sku.clone(),
             title: sku.as_str().replace('-', " "),
-            options: Default::default(),
+            options,
             weight_grams: 300,
             prices: vec![sim.eur(*price)],
             requires_shipping: true,
         });
     }
-    for (kind, variants) in products {
-        let product_id = ProductId::parse(format!("product-{kind}"))?;
+    for (model, variants) in products {
+        let product_id = ProductId::parse(format!("product-{model}"))?;
         let product = |command| Command::Product { product_id: product_id.clone(), command };
         // A shop that ran before (or runs beside this one) has the product: this run's
         // prices are set on it instead.
         let (state, _) = sim.service.state(&orderlog_domain::StreamId::product(&product_id)).await?;
         let exists = orderlog_domain::product::Product::state(&state).is_some_and(|p| p.created);
         let created = !exists && {
-            let title = kind.clone();
+            let title = model.replace('-', " ");
             let create = ProductCommand::Create {
                 title,
                 tax_class: "standard".into(),
@@ -800,7 +812,9 @@ async fn create_pricing(sim: &Sim, shopper: &mut Shopper) -> Result<()> {
             .collect();
         sim.must(shopper, list(PriceListCommand::SetPrices { prices })).await?;
     }
-    let mugs = Conditions { products: [ProductId::parse("product-mug")?].into(), ..Conditions::default() };
+    let mugs =
+        (1..=PRODUCTS / 8).map(|model| ProductId::parse(format!("product-mug-{model}"))).collect::<Result<_, _>>()?;
+    let mugs = Conditions { products: mugs, ..Conditions::default() };
     let command = PromotionCommand::Create {
         kind: PromotionKind::BuyXGetY { buy: 2, get: 1 },
         conditions: mugs,

@@ -26,6 +26,12 @@ pub struct LogReport {
     pub placed_by_currency: BTreeMap<String, i64>,
     pub captured_by_currency: BTreeMap<String, i64>,
     pub refunded_by_currency: BTreeMap<String, i64>,
+    /// What placed orders' promotions took off, their tax and their shipping.
+    pub discount_by_currency: BTreeMap<String, i64>,
+    pub tax_by_currency: BTreeMap<String, i64>,
+    pub shipping_by_currency: BTreeMap<String, i64>,
+    /// Orders that used each promotion.
+    pub promotion_uses: BTreeMap<String, u64>,
     pub orders_cancelled: u64,
     pub orders_expired: u64,
     pub orders_completed: u64,
@@ -55,6 +61,12 @@ impl Projection for LogReport {
                 self.orders_placed += 1;
                 self.orders_placed_since += u64::from(new);
                 add(&mut self.placed_by_currency, &order.totals.total);
+                add(&mut self.discount_by_currency, &order.totals.discount);
+                add(&mut self.tax_by_currency, &order.totals.tax);
+                add(&mut self.shipping_by_currency, &order.totals.shipping);
+                for promotion in &order.promotions {
+                    *self.promotion_uses.entry(promotion.code.clone()).or_default() += 1;
+                }
             }
             OrderEvent::PaymentCaptured { amount, .. } => add(&mut self.captured_by_currency, amount),
             OrderEvent::PaymentRefunded { amount, .. } => add(&mut self.refunded_by_currency, amount),

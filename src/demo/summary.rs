@@ -162,7 +162,16 @@ pub(super) fn print_summary(s: &DemoSummary) {
             money(captured),
             money(refunded)
         );
+        let of = |sums: &std::collections::BTreeMap<String, i64>| money(sums.get(currency).copied().unwrap_or(0));
+        println!(
+            "  {currency}: discounts {} | shipping {} | tax {} (the server's prices, promotions, zones and regions)",
+            of(&s.log.discount_by_currency),
+            of(&s.log.shipping_by_currency),
+            of(&s.log.tax_by_currency)
+        );
     }
+    let uses: Vec<String> = s.log.promotion_uses.iter().map(|(code, n)| format!("{code} {n}")).collect();
+    println!("  promotions used: {}", if uses.is_empty() { "none".to_string() } else { uses.join(", ") });
     for model in &s.read_models {
         println!(
             "Read model {}: {} events folded, {} the fold of the log",
