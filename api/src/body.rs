@@ -41,6 +41,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let mut json: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| Problem::bad_request(format!("the body is not valid JSON: {e}")))?;
+    // Every body the API takes is an object; serde would also read a struct of optional
+    // fields from an array (`[null, null]`).
+    if !json.is_object() {
+        return Err(Problem::unprocessable("the body must be a JSON object"));
+    }
     integers(&mut json);
     serde_path_to_error::deserialize(json).map_err(|e| {
         let path = e.path().to_string();
@@ -92,6 +97,9 @@ mod tests {
         assert_eq!(e.status, 400);
         let e = parse::<Line>(br#"{"sku":"mug","quantity":1} x"#).unwrap_err();
         assert_eq!(e.status, 400);
+        let e = parse::<Line>(br#"["mug", 1]"#).unwrap_err();
+        assert_eq!(e.status, 422);
+        assert!(e.detail.contains("must be a JSON object"), "{}", e.detail);
     }
 
     #[test]

@@ -256,10 +256,11 @@ impl Pricing {
             .map(Currency::parse)
             .transpose()
             .map_err(|r| Problem::bad_request(format!("currency: {}", r.reason)))?;
-        for (field, value) in [("channel", &p.channel), ("group", &p.group)] {
-            if let Some(value) = value {
-                orderlog_domain::cart::check_text(field, value).map_err(|r| Problem::bad_request(r.reason))?;
-            }
+        if let Some(channel) = &p.channel {
+            orderlog_domain::cart::check_text("channel", channel).map_err(|r| Problem::bad_request(r.reason))?;
+        }
+        if let Some(group) = &p.group {
+            orderlog_domain::ids::check_id("group", group).map_err(|r| Problem::bad_request(r.reason))?;
         }
         let lists = match currency {
             Some(currency) => lists_of(api, currency).await?,
@@ -421,7 +422,8 @@ async fn list_products(State(api): State<Shared>, Query(p): Query<ListParams>) -
         let variants = pricing.variants(&api, &product).await?;
         products.push(product_view(id, product, version, variants));
     }
-    let next_offset = (offset.saturating_add(limit) < total).then_some(offset + limit);
+    let next = offset.saturating_add(limit);
+    let next_offset = (next < total).then_some(next);
     Ok(Json(ProductList { products, total, next_offset }))
 }
 

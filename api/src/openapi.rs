@@ -173,7 +173,7 @@ fn query(path: &str, name: &str) -> Option<Value> {
         ("/products/{product_id}", "group") | ("/products", "group") => id(),
         ("/products", "at") => json!({"type": "string", "format": "date-time"}),
         ("/products", "status") => json!({"type": "string", "enum": ["draft", "active", "archived"]}),
-        ("/products", "offset") => json!({"type": "integer", "minimum": 0, "maximum": u32::MAX}),
+        ("/products", "offset") => json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}),
         ("/products", "limit") => int(1, 200),
         ("/orders", "after") => json!({"type": "string", "pattern": "~"}),
         ("/orders", "customer") => json!({"type": "string"}),

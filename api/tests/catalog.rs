@@ -6,7 +6,7 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use common::{eur, App};
-use serde_json::json;
+use serde_json::{json, Value};
 
 async fn catalog_is_managed_over_http(app: App) {
     let catalog = app.token("catalog").await;
@@ -138,6 +138,9 @@ async fn catalog_is_managed_over_http(app: App) {
     let drafts = app.ok(Method::GET, "/products?status=draft", &shop, None).await;
     assert_eq!(drafts["total"], 1);
     assert_eq!(drafts["products"][0]["product_id"], "mug");
+    // An offset past any catalog is an empty page (it overflowed once: the fuzzer found it).
+    let far = app.ok(Method::GET, "/products?offset=18446744073709551615&limit=1", &shop, None).await;
+    assert_eq!((far["products"].clone(), far["next_offset"].clone()), (json!([]), Value::Null), "{far}");
     let odd = app.call(Method::GET, "/products?status=sold", Some(&shop), None).await;
     assert_eq!(odd.status, StatusCode::BAD_REQUEST, "{}", odd.text);
     assert!(odd.text.contains("status"), "{}", odd.text);

@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::cart::{CartLine, DiscountKind};
 use crate::{Decider, Money, OrderId, ProductId, PromotionCode, Rejection, Sku};
 
-/// Most SKUs or products a promotion's conditions may name.
-pub const SCOPE_MAX: usize = 1_000;
+/// Most SKUs, and most products, a promotion's conditions may name (a request naming the
+/// most of both stays under the API's body limit).
+pub const SCOPE_MAX: usize = 200;
 
 /// What a promotion takes off.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -283,9 +284,9 @@ impl Decider for Promotion {
                     }
                     _ => {}
                 }
-                if conditions.skus.len() + conditions.products.len() > SCOPE_MAX {
+                if conditions.skus.len() > SCOPE_MAX || conditions.products.len() > SCOPE_MAX {
                     return Err(Rejection::invalid(format!(
-                        "conditions: at most {SCOPE_MAX} SKUs and products together"
+                        "conditions: at most {SCOPE_MAX} SKUs and {SCOPE_MAX} products"
                     )));
                 }
                 if let Some(group) = &conditions.customer_group {

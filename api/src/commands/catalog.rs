@@ -272,13 +272,28 @@ pub struct PromotionConditions {
     #[serde(default)]
     ends_at: Option<DateTime<Utc>>,
     #[serde(default)]
-    skus: BTreeSet<Sku>,
+    skus: Vec<Sku>,
     #[serde(default)]
-    products: BTreeSet<ProductId>,
+    products: Vec<ProductId>,
     #[serde(default)]
     customer_group: Option<String>,
     #[serde(default)]
     first_order: bool,
+}
+
+/// A list the document declares with `uniqueItems` and `maxItems`, as a set: a repeated
+/// item or one too many is a 422 naming the field (the request breaks the schema).
+fn unique<T: Ord + std::fmt::Debug>(field: &str, items: Vec<T>, max: usize) -> Result<BTreeSet<T>, Problem> {
+    if items.len() > max {
+        return Err(Problem::unprocessable(format!("{field}: more than {max} items")));
+    }
+    let mut set = BTreeSet::new();
+    for item in items {
+        if let Some(again) = set.replace(item) {
+            return Err(Problem::unprocessable(format!("{field}: {again:?} appears twice")));
+        }
+    }
+    Ok(set)
 }
 
 fn limit() -> Value {
@@ -324,17 +339,14 @@ pub(super) fn create_promotion(body: NewPromotion, _: &Params) -> Result<Command
     };
     let c: PromotionConditions = serde_json::from_value(Value::Object(body.conditions))
         .map_err(|e| Problem::unprocessable(format!("conditions: {e}")))?;
-    if c.skus.len() + c.products.len() > SCOPE_MAX {
-        // Each list is valid alone; together they pass the limit.
-        let detail = format!("conditions: at most {SCOPE_MAX} SKUs and products together");
-        return Err(Problem::new(axum::http::StatusCode::CONFLICT, detail));
-    }
+    let skus = unique("conditions.skus", c.skus, SCOPE_MAX)?;
+    let products = unique("conditions.products", c.products, SCOPE_MAX)?;
     let conditions = Conditions {
         min_subtotal: c.min_subtotal.map(Into::into),
         starts_at: c.starts_at,
         ends_at: c.ends_at,
-        skus: c.skus,
-        products: c.products,
+        skus,
+        products,
         customer_group: c.customer_group,
         first_order: c.first_order,
     };
@@ -365,7 +377,7 @@ body! {
         default_class: String = req(text()),
         /// Customer groups that pay no tax here.
         #[serde(default)]
-        exempt_groups: BTreeSet<String> = opt(json!({
+        exempt_groups: Vec<String> = opt(json!({
             "type": "array", "maxItems": EXEMPT_GROUPS_MAX, "uniqueItems": true, "items": schema::id(),
         })),
     }
@@ -377,7 +389,7 @@ pub(super) fn define_tax_region(body: TaxRegionRates, path: &Params) -> Result<C
         name: body.name,
         rates: body.rates,
         default_class: body.default_class,
-        exempt_groups: body.exempt_groups,
+        exempt_groups: unique("exempt_groups", body.exempt_groups, EXEMPT_GROUPS_MAX)?,
     };
     Ok(Command::TaxRegion { region_id, command })
 }
@@ -449,7 +461,7 @@ body! {
         name: String = req(text()),
         currency: Currency = req(reference("Currency")),
         /// ISO 3166-1 alpha-2 codes.
-        countries: BTreeSet<String> = req(json!({
+        countries: Vec<String> = req(json!({
             "type": "array", "minItems": 1, "maxItems": COUNTRIES_MAX, "uniqueItems": true,
             "items": {"type": "string", "pattern": "^[A-Z]{2}$"},
         })),
@@ -466,7 +478,7 @@ pub(super) fn define_shipping_zone(body: ZoneDefinition, path: &Params) -> Resul
     let command = ShippingZoneCommand::Define {
         name: body.name,
         currency: body.currency,
-        countries: body.countries,
+        countries: unique("countries", body.countries, COUNTRIES_MAX)?,
         prices_include_tax: body.prices_include_tax,
         options: body.options.into_iter().map(Into::into).collect(),
     };
