@@ -23,99 +23,86 @@ pub(crate) struct StateCache {
 /// A folded state, the version it is folded up to, and when its last event was recorded.
 type Cached = (u64, AnyState, Option<DateTime<Utc>>);
 
+/// A stream's folded state, the version it is folded up to, and when its last event was
+/// recorded.
+pub(crate) type Folded = (AnyState, u64, Option<DateTime<Utc>>);
+
 impl StateCache {
+    /// The cached fold of `stream`, or its initial state.
+    fn cached(&self, stream: &StreamId) -> Folded {
+        match self.streams.lock().expect("cache lock").get(stream).cloned() {
+            Some((version, state, touched)) => (state, version, touched),
+            None => (AnyState::initial(stream.kind()), 0, None),
+        }
+    }
+
+    /// Keeps a fold that went past what the cache holds.
+    fn keep(&self, stream: &StreamId, (state, version, touched): &Folded) {
+        let mut streams = self.streams.lock().expect("cache lock");
+        if streams.len() >= CACHE_STREAMS_MAX && !streams.contains_key(stream) {
+            streams.clear();
+        }
+        if streams.get(stream).is_none_or(|(v, _, _)| v < version) {
+            streams.insert(stream.clone(), (*version, state.clone(), *touched));
+        }
+    }
+
     /// The state of `stream`, the version it was folded up to, and when its last event was
     /// recorded.
-    pub async fn load(
-        &self,
-        store: &dyn EventStore,
-        stream: &StreamId,
-    ) -> Result<(AnyState, u64, Option<DateTime<Utc>>), CommandError> {
-        let cached = self.streams.lock().expect("cache lock").get(stream).cloned();
-        let (mut state, mut version, mut touched) = match cached {
-            Some((v, s, t)) => (s, v, t),
-            None => (AnyState::initial(stream.kind()), 0, None),
-        };
-        let start = version;
+    pub async fn load(&self, store: &dyn EventStore, stream: &StreamId) -> Result<Folded, CommandError> {
+        let mut folded = self.cached(stream);
+        let start = folded.1;
         let name = stream.to_string();
         loop {
-            let page = store.read_stream(&name, version + 1, READ_EVENTS_MAX).await?;
-            let full = page.len() == READ_EVENTS_MAX as usize;
-            for recorded in &page {
-                let event = decode(recorded)?;
-                let kind = event.kind();
-                state = state
-                    .evolve(event)
-                    .map_err(|_| unreadable(recorded, format!("a {kind:?} event does not belong in this stream")))?;
-                version = recorded.version;
-                touched = Some(recorded.recorded_at);
-            }
-            if !full {
+            let page = store.read_stream(&name, folded.1 + 1, READ_EVENTS_MAX).await?;
+            folded = fold(folded, &page)?;
+            if page.len() < READ_EVENTS_MAX as usize {
                 break;
             }
         }
-        if version > start {
-            let mut streams = self.streams.lock().expect("cache lock");
-            if streams.len() >= CACHE_STREAMS_MAX && !streams.contains_key(stream) {
-                streams.clear();
-            }
-            let newer = streams.get(stream).is_none_or(|(v, _, _)| *v < version);
-            if newer {
-                streams.insert(stream.clone(), (version, state.clone(), touched));
-            }
+        if folded.1 > start {
+            self.keep(stream, &folded);
         }
-        Ok((state, version, touched))
+        Ok(folded)
     }
-}
 
-impl StateCache {
     /// [`StateCache::load`] of several distinct streams, their new events read in one
     /// `read_streams` call; a stream with more new events than one page holds is read on
     /// by itself.
-    pub async fn load_many(
-        &self,
-        store: &dyn EventStore,
-        streams: &[StreamId],
-    ) -> Result<Vec<(AnyState, u64, Option<DateTime<Utc>>)>, CommandError> {
-        let cached: Vec<Cached> = {
-            let cache = self.streams.lock().expect("cache lock");
-            streams
-                .iter()
-                .map(|s| cache.get(s).cloned().unwrap_or_else(|| (0, AnyState::initial(s.kind()), None)))
-                .collect()
-        };
+    pub async fn load_many(&self, store: &dyn EventStore, streams: &[StreamId]) -> Result<Vec<Folded>, CommandError> {
+        let cached: Vec<Folded> = streams.iter().map(|s| self.cached(s)).collect();
         let requests: Vec<(String, u64)> =
-            streams.iter().zip(&cached).map(|(s, (version, _, _))| (s.to_string(), version + 1)).collect();
+            streams.iter().zip(&cached).map(|(s, (_, version, _))| (s.to_string(), version + 1)).collect();
         let pages = store.read_streams(&requests, READ_EVENTS_MAX).await?;
         let mut loaded = Vec::with_capacity(streams.len());
-        for ((stream, (mut version, mut state, mut touched)), page) in streams.iter().zip(cached).zip(pages) {
+        for ((stream, folded), page) in streams.iter().zip(cached).zip(pages) {
             if page.len() == READ_EVENTS_MAX as usize {
                 loaded.push(self.load(store, stream).await?);
                 continue;
             }
-            let start = version;
-            for recorded in &page {
-                let event = decode(recorded)?;
-                let kind = event.kind();
-                state = state
-                    .evolve(event)
-                    .map_err(|_| unreadable(recorded, format!("a {kind:?} event does not belong in this stream")))?;
-                version = recorded.version;
-                touched = Some(recorded.recorded_at);
+            let start = folded.1;
+            let folded = fold(folded, &page)?;
+            if folded.1 > start {
+                self.keep(stream, &folded);
             }
-            if version > start {
-                let mut cache = self.streams.lock().expect("cache lock");
-                if cache.len() >= CACHE_STREAMS_MAX && !cache.contains_key(stream) {
-                    cache.clear();
-                }
-                if cache.get(stream).is_none_or(|(v, _, _)| *v < version) {
-                    cache.insert(stream.clone(), (version, state.clone(), touched));
-                }
-            }
-            loaded.push((state, version, touched));
+            loaded.push(folded);
         }
         Ok(loaded)
     }
+}
+
+/// A fold carried on over a page of the stream's events.
+fn fold((mut state, mut version, mut touched): Folded, page: &[RecordedEvent]) -> Result<Folded, CommandError> {
+    for recorded in page {
+        let event = decode(recorded)?;
+        let kind = event.kind();
+        state = state
+            .evolve(event)
+            .map_err(|_| unreadable(recorded, format!("a {kind:?} event does not belong in this stream")))?;
+        version = recorded.version;
+        touched = Some(recorded.recorded_at);
+    }
+    Ok((state, version, touched))
 }
 
 fn unreadable(recorded: &RecordedEvent, detail: String) -> CommandError {
