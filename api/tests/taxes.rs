@@ -236,6 +236,22 @@ async fn promotions_act_on_lines_and_shipping(app: App) {
     let second = cart(&app, &shop, "c6", r2, &[("book-1", 1)], Some("FIRST")).await;
     assert_eq!(second.status, StatusCode::CONFLICT, "{}", second.text);
     assert!(second.text.contains("this customer has placed 1"), "{}", second.text);
+
+    // A price list for a customer group prices its members' lines, and no one else's.
+    let members = json!({"price_list_id": "vip-prices", "name": "VIP", "currency": "EUR", "tax_inclusive": true,
+                         "customer_group": "vip"});
+    app.ok(Method::POST, "/price-lists", &catalog, Some(members)).await;
+    let prices = json!({"prices": [{"sku": "tee-m", "price": eur(1_500)}]});
+    app.ok(Method::PUT, "/price-lists/vip-prices/prices", &catalog, Some(prices)).await;
+    let r1 = json!({"kind": "registered", "customer_id": "r1", "email": "r1@example.com"});
+    let member = cart(&app, &shop, "c7", r1, &[("tee-m", 1)], None).await;
+    assert_eq!(member.body["lines"][0]["unit_price"], eur(1_500), "{}", member.text);
+    assert_eq!(member.body["lines"][0]["pricing"]["source"]["price_list_id"], "vip-prices", "{}", member.text);
+    let stranger =
+        cart(&app, &shop, "c8", json!({"kind": "guest", "email": "x@example.com"}), &[("tee-m", 1)], None).await;
+    assert_eq!(stranger.body["lines"][0]["unit_price"], eur(2_000), "{}", stranger.text);
+    let quoted = app.ok(Method::GET, "/products/tee?currency=EUR&group=vip", &shop, None).await;
+    assert_eq!(quoted["variants"][0]["price"]["unit_price"], eur(1_500), "{quoted}");
 }
 
 /// A cart of what ships nothing (a gift card) needs no shipping and is taxed where its
