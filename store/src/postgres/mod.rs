@@ -237,7 +237,13 @@ impl EventStore for PostgresStore {
         let rows = client
             .query(
                 &stmt,
-                &[&after.commit.to_string(), &(after.position as i64), &i64::from(limit.min(READ_EVENTS_MAX))],
+                // A position past any an event can have reads nothing (a cast would wrap to a
+                // negative one and read from the start).
+                &[
+                    &after.commit.to_string(),
+                    &i64::try_from(after.position).unwrap_or(i64::MAX),
+                    &i64::from(limit.min(READ_EVENTS_MAX)),
+                ],
             )
             .await
             .map_err(pg)?;
@@ -261,7 +267,11 @@ impl EventStore for PostgresStore {
         let rows = client
             .query(
                 &stmt,
-                &[&after.commit.to_string(), &(after.position as i64), &i64::from(limit.min(READ_EVENTS_MAX))],
+                &[
+                    &after.commit.to_string(),
+                    &i64::try_from(after.position).unwrap_or(i64::MAX),
+                    &i64::from(limit.min(READ_EVENTS_MAX)),
+                ],
             )
             .await
             .map_err(pg)?;
@@ -349,7 +359,7 @@ impl EventStore for PostgresStore {
                 .await
                 .map_err(pg)?;
             let readable: bool = client
-                .query_one(&stmt, &[&after.commit.to_string(), &(after.position as i64)])
+                .query_one(&stmt, &[&after.commit.to_string(), &i64::try_from(after.position).unwrap_or(i64::MAX)])
                 .await
                 .map_err(pg)?
                 .get(0);

@@ -191,7 +191,8 @@ impl EventStore for SqliteStore {
     }
 
     async fn read_all(&self, after: LogCursor, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
-        let after = after.position;
+        // A position past any an event can have (SQLite's integers are i64) reads nothing.
+        let after = i64::try_from(after.position).unwrap_or(i64::MAX);
         let limit = limit.min(READ_EVENTS_MAX);
         self.with_reader(move |conn| {
             query_events(
@@ -264,10 +265,13 @@ impl EventStore for SqliteStore {
                 )
                 .map_err(backend)?;
             let rows = stmt
-                .query_map(params![after.position, limit.min(READ_EVENTS_MAX)], |r| {
-                    let first: u64 = r.get(0)?;
-                    Ok(CommitRecord { commit: first, first_position: first, events: r.get(1)?, digest: r.get(2)? })
-                })
+                .query_map(
+                    params![i64::try_from(after.position).unwrap_or(i64::MAX), limit.min(READ_EVENTS_MAX)],
+                    |r| {
+                        let first: u64 = r.get(0)?;
+                        Ok(CommitRecord { commit: first, first_position: first, events: r.get(1)?, digest: r.get(2)? })
+                    },
+                )
                 .map_err(backend)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(backend)
         })
