@@ -35,7 +35,7 @@ use orderlog_domain::shipping::{
 use orderlog_domain::stock::{Stock, StockAction, StockState};
 use orderlog_domain::tax::{RateTable, TaxProvider, TaxRegion, TaxRegionId};
 use orderlog_domain::{
-    AnyState, Currency, Decider, DomainEvent, Money, OrderId, PriceListId, ProductId, PromotionCode, Rejection,
+    AnyState, Currency, Decider, DomainEvent, OrderId, PriceListId, ProductId, PromotionCode, Rejection,
     ShippingZoneId, Sku, StockKey, StreamId,
 };
 use orderlog_store::RecordedEvent;
@@ -178,8 +178,9 @@ impl Loaded {
     }
 
     /// Prices the cart (see `pricing`): the automatic promotions it meets, then its own
-    /// code, the zone's shipping price, and the tax of its address.
-    pub(crate) fn price(&self, cart: &CartState, context: &Context) -> Result<Breakdown, Rejection> {
+    /// code, the zone's shipping price, and the tax of its address; with what the
+    /// promotions' conditions were checked against.
+    pub(crate) fn price(&self, cart: &CartState, context: &Context) -> Result<(Breakdown, Eligibility), Rejection> {
         let currency = cart.open()?;
         let eligible = self.eligibility(cart, context.now)?;
         let automatic = self.automatic(cart, &eligible);
@@ -216,15 +217,15 @@ impl Loaded {
             Some(external) => &*external.0,
             None => &table,
         };
-        let groups = eligible.groups.clone();
-        pricing::price(&pricing::Request {
+        let breakdown = pricing::price(&pricing::Request {
             currency,
             lines: &cart.lines,
             promotions,
             shipping,
             tax: cart.tax_address().map(|a| (provider, a)),
-            groups: &groups,
-        })
+            groups: &eligible.groups,
+        })?;
+        Ok((breakdown, eligible))
     }
 
     fn stocks(&self, keys: Vec<StockKey>) -> BTreeMap<StockKey, StockState> {
@@ -472,16 +473,27 @@ impl Command {
                 let cart = loaded.state::<Cart>(&StreamId::cart(&checkout.cart_id));
                 let stocks = loaded.stocks(checkout.stock_keys(cart));
                 let order = loaded.order(&checkout.order_id);
-                let mut decision = decide_checkout(checkout, cart, order, &stocks, |c| loaded.price(c, context))?;
-                if cart.status != CartStatus::Open {
+                let mut priced = None;
+                let mut decision = decide_checkout(checkout, cart, order, &stocks, |c| {
+                    let (breakdown, eligible) = loaded.price(c, context)?;
+                    priced = Some((breakdown.promotions.clone(), eligible));
+                    Ok(breakdown)
+                })?;
+                // Priced only when an open cart was checked out (not a repeat).
+                let Some((used, eligible)) = priced.filter(|_| cart.status == CartStatus::Open) else {
                     return Ok(decision);
-                }
+                };
                 // Every promotion's use is decided in the same append as the order, at the
-                // version read: its last use goes to one checkout only.
-                let eligible = loaded.eligibility(cart, context.now)?;
-                let mut codes: Vec<PromotionCode> =
-                    loaded.automatic(cart, &eligible).into_iter().map(|(code, _)| code).collect();
-                codes.extend(promotion_of(cart));
+                // version read: its last use goes to one checkout only. The cart's own code
+                // is redeemed even if pricing left it out, so that a code that no longer
+                // applies refuses the checkout, naming why.
+                let own = promotion_of(cart);
+                let mut codes: Vec<PromotionCode> = used
+                    .iter()
+                    .filter_map(|p| PromotionCode::parse(&p.code).ok())
+                    .filter(|code| Some(code) != own.as_ref())
+                    .collect();
+                codes.extend(own);
                 for code in codes {
                     let stream = StreamId::promotion(&code);
                     let redeem = PromotionAction::Redeem {
@@ -617,24 +629,17 @@ pub struct OfferedShipping {
 /// The view of a cart whose streams ([`cart_streams`]) are loaded.
 pub(crate) fn cart_view(cart_stream: &StreamId, loaded: &Loaded, context: &Context) -> CartView {
     let (state, version) = loaded.streams.get(cart_stream).expect("the cart was loaded");
-    let cart = AnyState::clone(state);
-    let cart = Cart::state(&cart).cloned().unwrap_or_default();
-    let priced = loaded.price(&cart, context);
+    let cart = Cart::state(state).cloned().unwrap_or_default();
+    let priced = loaded.price(&cart, context).map(|(breakdown, _)| breakdown);
     let mut shipping_options = Vec::new();
     if let (Some((zone_id, zone)), Ok(breakdown), true) = (loaded.zone(&cart), &priced, cart.ships()) {
-        let goods = breakdown.totals.subtotal.checked_sub(Money::new(
-            breakdown.lines.iter().map(|l| l.discount.amount).sum(),
-            breakdown.totals.subtotal.currency,
-        ));
-        if let Ok(goods) = goods {
-            for (option, price) in zone.offered(goods, pricing::weight_grams(&cart.lines)) {
-                shipping_options.push(OfferedShipping {
-                    zone_id: zone_id.clone(),
-                    option_id: option.id.clone(),
-                    name: option.name.clone(),
-                    price,
-                });
-            }
+        for (option, price) in zone.offered(breakdown.goods, pricing::weight_grams(&cart.lines)) {
+            shipping_options.push(OfferedShipping {
+                zone_id: zone_id.clone(),
+                option_id: option.id.clone(),
+                name: option.name.clone(),
+                price,
+            });
         }
     }
     CartView { cart, version: *version, priced, shipping_options }

@@ -113,6 +113,8 @@ pub struct Totals {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Breakdown {
     pub lines: Vec<PricedLine>,
+    /// The lines after their discounts: what a shipping threshold is measured against.
+    pub goods: Money,
     pub promotions: Vec<PromotionUse>,
     pub shipping: Option<PricedShipping>,
     pub totals: Totals,
@@ -205,7 +207,7 @@ pub fn price(request: &Request) -> Result<Breakdown, Rejection> {
             discount: money(discounts.iter().sum::<i128>() - before)?,
         });
     }
-    let goods: i128 = (0..lines.len()).map(|i| amounts[i] - discounts[i]).sum();
+    let goods = money((0..lines.len()).map(|i| amounts[i] - discounts[i]).sum())?;
     let rate = |class: Option<&str>| match request.tax {
         Some((provider, address)) => provider.rate(address, class, request.groups).map(Some),
         None => Ok(None),
@@ -237,7 +239,7 @@ pub fn price(request: &Request) -> Result<Breakdown, Rejection> {
     let shipping = match request.shipping {
         None => None,
         Some(Shipping { zone_id, zone, option }) => {
-            let price = option.price(money(goods)?, weight_grams(request.lines)).ok_or_else(|| {
+            let price = option.price(goods, weight_grams(request.lines)).ok_or_else(|| {
                 Rejection::conflict(format!(
                     "shipping_option {}: does not take a cart of {} g",
                     option.id,
@@ -279,5 +281,5 @@ pub fn price(request: &Request) -> Result<Breakdown, Rejection> {
         tax_included: money(included)?,
         total: money(subtotal - discount + shipping_price + tax - included)?,
     };
-    Ok(Breakdown { lines: priced, promotions: uses, shipping, totals, tax_computed: request.tax.is_some() })
+    Ok(Breakdown { lines: priced, goods, promotions: uses, shipping, totals, tax_computed: request.tax.is_some() })
 }
