@@ -11,6 +11,7 @@ use crate::cart::{Cart, CartEvent, CartState};
 use crate::customer::{CustomerProfile, CustomerProfileEvent, CustomerProfileState};
 use crate::deadline::{Deadline, DeadlineEvent, DeadlineId, DeadlineState};
 use crate::order::{Order, OrderEvent, OrderState};
+use crate::payment::{Payment, PaymentEvent, PaymentState};
 use crate::price_list::{PriceIndex, PriceIndexEvent, PriceIndexState, PriceList, PriceListEvent, PriceListState};
 use crate::product::{
     Product, ProductEvent, ProductIndex, ProductIndexEvent, ProductIndexState, ProductState, SkuOwner, SkuOwnerEvent,
@@ -179,6 +180,7 @@ aggregates! {
     ShippingZone: ShippingZone, ShippingZoneEvent, ShippingZoneState, "shippingzone";
     ShippingIndex: ShippingIndex, ShippingIndexEvent, ShippingIndexState, "shipping";
     CustomerProfile: CustomerProfile, CustomerProfileEvent, CustomerProfileState, "customer";
+    Payment: Payment, PaymentEvent, PaymentState, "payment";
 }
 
 /// A stream's id: the aggregate it belongs to and that aggregate's id, written
@@ -255,6 +257,10 @@ impl StreamId {
         StreamId { kind: AggregateKind::ShippingIndex, id: currency.code().to_string() }
     }
 
+    pub fn payment(id: &crate::PaymentId) -> StreamId {
+        StreamId { kind: AggregateKind::Payment, id: id.to_string() }
+    }
+
     pub fn customer(id: &CustomerId) -> StreamId {
         StreamId { kind: AggregateKind::CustomerProfile, id: id.to_string() }
     }
@@ -281,6 +287,7 @@ impl StreamId {
             AggregateKind::ShippingZone => ShippingZoneId::parse(id).is_ok(),
             AggregateKind::ShippingIndex => Currency::parse(id).is_ok(),
             AggregateKind::CustomerProfile => CustomerId::parse(id).is_ok(),
+            AggregateKind::Payment => crate::PaymentId::parse(id).is_ok(),
         };
         valid.then_some(stream)
     }

@@ -132,6 +132,11 @@ id_type!(
     "option_id"
 );
 id_type!(
+    /// A payment intent's id; its stream is `payment-{id}`.
+    PaymentId,
+    "payment_id"
+);
+id_type!(
     /// A return (RMA) within an order.
     ReturnId,
     "return_id"

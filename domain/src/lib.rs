@@ -50,6 +50,7 @@ pub mod flows;
 pub mod ids;
 pub mod money;
 pub mod order;
+pub mod payment;
 pub mod price_list;
 pub mod pricing;
 pub mod product;
@@ -67,7 +68,7 @@ use serde::{Deserialize, Serialize};
 
 pub use aggregate::{AggregateKind, AnyState, DomainEvent, StreamId};
 pub use ids::{
-    CartId, CustomerId, LocationId, OrderId, PriceListId, ProductId, PromotionCode, ReturnId, ShipmentId,
+    CartId, CustomerId, LocationId, OrderId, PaymentId, PriceListId, ProductId, PromotionCode, ReturnId, ShipmentId,
     ShippingOptionId, ShippingZoneId, Sku, StockKey,
 };
 pub use money::{Currency, Money};
