@@ -19,6 +19,7 @@ use orderlog_domain::checkout::CheckoutCommand;
 use orderlog_domain::customer::CustomerProfileCommand;
 use orderlog_domain::deadline::DeadlineId;
 use orderlog_domain::order::{OrderCommand, ReturnedLine};
+use orderlog_domain::payment::PaymentAction;
 use orderlog_domain::price_list::PriceListCommand;
 use orderlog_domain::product::ProductCommand;
 use orderlog_domain::promotion::PromotionCommand;
@@ -27,7 +28,7 @@ use orderlog_domain::shipping::ShippingZoneCommand;
 use orderlog_domain::stock::StockCommand;
 use orderlog_domain::tax::{TaxRegionCommand, TaxRegionId};
 use orderlog_domain::{
-    CartId, CustomerId, OrderId, PriceListId, ProductId, PromotionCode, Rejection, ReturnId, ShipmentId,
+    CartId, CustomerId, OrderId, PaymentId, PriceListId, ProductId, PromotionCode, Rejection, ReturnId, ShipmentId,
     ShippingZoneId, StockKey,
 };
 use orderlog_store::{StoreError, StreamVersion};
@@ -110,6 +111,20 @@ pub enum Command {
     Customer {
         customer_id: CustomerId,
         command: CustomerProfileCommand,
+    },
+    /// Pays for a placed order through a provider: starts the order's next payment intent
+    /// for the order's total and requests its authorization.
+    Pay {
+        order_id: OrderId,
+        payment_method: String,
+        provider: String,
+    },
+    /// A request to a payment intent (capture, void, refund) or a provider's answer; an
+    /// answer that changes what the order knows of its payment changes the order in the
+    /// same append.
+    Payment {
+        payment_id: PaymentId,
+        action: PaymentAction,
     },
 }
 

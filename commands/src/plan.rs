@@ -43,6 +43,7 @@ use orderlog_store::RecordedEvent;
 use crate::{Command, CommandError, DeadlinePolicy};
 
 mod deadlines;
+mod payments;
 
 use deadlines::deadline_command;
 
@@ -67,7 +68,7 @@ pub(crate) struct Context {
 
 impl Loaded {
     /// The state of a stream the plan named; loading it is the plan's promise.
-    fn state<A: Aggregate>(&self, stream: &StreamId) -> &A::State {
+    pub(super) fn state<A: Aggregate>(&self, stream: &StreamId) -> &A::State {
         self.streams.get(stream).and_then(|(s, _)| A::state(s)).expect("the plan names every stream it reads")
     }
 
@@ -107,7 +108,7 @@ impl Loaded {
 
     /// The state of a stream the plan may have named (it names some only when another
     /// state says they exist).
-    fn get<A: Aggregate>(&self, stream: &StreamId) -> Option<&A::State> {
+    pub(super) fn get<A: Aggregate>(&self, stream: &StreamId) -> Option<&A::State> {
         self.streams.get(stream).and_then(|(s, _)| A::state(s))
     }
 
@@ -268,6 +269,8 @@ impl Command {
                 vec![StreamId::shipping_zone(zone_id), StreamId::shipping_index(*currency)]
             }
             Command::Customer { customer_id, .. } => vec![StreamId::customer(customer_id)],
+            Command::Pay { order_id, .. } => vec![StreamId::order(order_id)],
+            Command::Payment { payment_id, .. } => vec![StreamId::payment(payment_id)],
             Command::PriceList { price_list_id, command } => match command {
                 PriceListCommand::Create { currency, .. } => {
                     vec![StreamId::price_list(price_list_id), StreamId::price_index(*currency)]
@@ -326,6 +329,8 @@ impl Command {
                 }
                 streams
             }
+            Command::Pay { order_id, .. } => payments::pay_streams(order_id, loaded.order(order_id)),
+            Command::Payment { payment_id, .. } => payments::payment_streams(loaded, payment_id),
             Command::FireDeadline { deadline_id } => {
                 let Ok(Some(inner)) = deadline_command(loaded.deadline(deadline_id)) else { return vec![] };
                 let mut streams = inner.streams();
@@ -520,6 +525,10 @@ impl Command {
                 }
                 Ok(decision)
             }
+            Command::Pay { order_id, payment_method, provider } => {
+                payments::decide_pay(order_id, payment_method, provider, loaded)
+            }
+            Command::Payment { payment_id, action } => payments::decide_payment(payment_id, action, loaded),
             Command::Order { order_id, command } => {
                 let events = Order::decide(&OrderAction::from(command.clone()), loaded.order(order_id))?;
                 let mut decision = single(StreamId::order(order_id), events);
@@ -781,7 +790,7 @@ pub(crate) fn recorded_refusal(events: &[RecordedEvent]) -> Result<Option<Reject
     Ok(Some(repricing_refusal(repriced)))
 }
 
-fn single<E: Into<DomainEvent>>(stream: StreamId, events: Vec<E>) -> Decision {
+pub(super) fn single<E: Into<DomainEvent>>(stream: StreamId, events: Vec<E>) -> Decision {
     let mut decision = Decision::default();
     decision.push(stream, events);
     decision

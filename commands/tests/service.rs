@@ -10,10 +10,13 @@ use orderlog_commands::{
 use orderlog_domain::cart::CartCommand;
 use orderlog_domain::checkout::CheckoutCommand;
 use orderlog_domain::order::{LineQuantity, OrderCommand};
+use orderlog_domain::payment::{PaymentAction, PaymentOutcome};
 use orderlog_domain::shipment::{CarrierEventKind, ShipmentCommand};
 use orderlog_domain::stock::StockCommand;
 use orderlog_domain::testing;
-use orderlog_domain::{CartId, Currency, LocationId, Money, OrderId, RejectionKind, ShipmentId, Sku, StockKey};
+use orderlog_domain::{
+    CartId, Currency, LocationId, Money, OrderId, PaymentId, RejectionKind, ShipmentId, Sku, StockKey,
+};
 use orderlog_store::postgres::testing::TestDatabase;
 use orderlog_store::{
     EventStore, ExpectedVersion, MemoryStore, Metadata, NewEvent, PostgresStore, SqliteStore, StreamAppend,
@@ -618,4 +621,101 @@ async fn a_coupon_without_limits_is_no_hot_stream(shop: Shop) {
         assert_eq!(payload["order"]["promotions"][0]["code"], "ALL10", "{payload}");
         assert_eq!(payload["order"]["promotions"][0]["discount"]["amount"], 100, "{payload}");
     }
+}
+
+fn pay(order: &str) -> Command {
+    Command::Pay {
+        order_id: OrderId::parse(order).unwrap(),
+        payment_method: "pm_card_visa".into(),
+        provider: "sim".into(),
+    }
+}
+
+fn outcome(payment: &str, outcome: PaymentOutcome, provider_event: Option<&str>) -> Command {
+    Command::Payment {
+        payment_id: PaymentId::parse(payment).unwrap(),
+        action: PaymentAction::Record { outcome, provider_event_id: provider_event.map(str::to_string) },
+    }
+}
+
+fn authorized(amount: i64) -> PaymentOutcome {
+    PaymentOutcome::Authorized { provider_ref: "pi_1".into(), amount: eur(amount), capture_before: None }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paying_authorizes_and_confirms_once_whichever_answer_comes_first() {
+    for shop in [Shop::sqlite().await, Shop::postgres().await] {
+        shop.receive("mug", 5).await;
+        shop.cart("c1", &[("mug", 1)]).await;
+        shop.checkout("c1", "o1").await.unwrap();
+        let paid = shop.run("pay-o1", pay("o1")).await.unwrap();
+        let names: Vec<&str> = paid.streams.iter().map(|s| s.stream_id.as_str()).collect();
+        assert!(names.contains(&"payment-o1.p1") && names.contains(&"order-o1"), "{names:?}");
+        let again = shop.run("pay-o1-again", pay("o1")).await.unwrap_err();
+        assert!(again.to_string().contains("payment o1.p1: is still authorizing"), "{again}");
+        // The API's answer and two deliveries of the provider's webhook, all at once.
+        let (a, b, c) = tokio::join!(
+            shop.run("answer", outcome("o1.p1", authorized(1_000), None)),
+            shop.run("hook-1", outcome("o1.p1", authorized(1_000), Some("evt_1"))),
+            shop.run("hook-1-again", outcome("o1.p1", authorized(1_000), Some("evt_1"))),
+        );
+        for result in [a, b, c] {
+            result.unwrap();
+        }
+        let order = shop.store.read_stream("order-o1", 1, 100).await.unwrap();
+        let count = |t: &str| order.iter().filter(|e| e.event_type == t).count();
+        assert_eq!((count("PaymentAuthorized"), count("OrderConfirmed")), (1, 1));
+        let payment = shop.store.read_stream("payment-o1.p1", 1, 100).await.unwrap();
+        assert_eq!(payment.iter().filter(|e| e.event_type == "IntentAuthorized").count(), 1);
+        let paid_again = shop.run("pay-o1-paid", pay("o1")).await.unwrap_err();
+        assert!(paid_again.to_string().contains("order o1: is confirmed"), "{paid_again}");
+    }
+}
+
+#[tokio::test]
+async fn an_authorization_for_an_order_that_ended_is_voided_in_the_same_append() {
+    let shop = Shop::memory().await;
+    shop.receive("mug", 5).await;
+    shop.cart("c1", &[("mug", 1)]).await;
+    shop.checkout("c1", "o1").await.unwrap();
+    shop.run("pay-o1", pay("o1")).await.unwrap();
+    shop.run("expire-o1", Command::ExpireOrder { order_id: OrderId::parse("o1").unwrap() }).await.unwrap();
+    let late = shop.run("answer", outcome("o1.p1", authorized(1_000), None)).await.unwrap();
+    assert_eq!(late.events_appended, 2, "authorized and void requested; the order unchanged");
+    let payment = shop.store.read_stream("payment-o1.p1", 1, 100).await.unwrap();
+    let last = payment.last().unwrap();
+    assert_eq!(last.event_type, "VoidRequested");
+    assert!(last.payload.contains("order o1: is Expired"), "{}", last.payload);
+    let voided = shop.run("voided", outcome("o1.p1", PaymentOutcome::Voided {}, Some("evt_void"))).await.unwrap();
+    assert_eq!(voided.events_appended, 2, "voided, and the webhook recorded");
+    let order = shop.store.read_stream("order-o1", 1, 100).await.unwrap();
+    assert!(order.iter().all(|e| e.event_type != "PaymentAuthorized"));
+}
+
+#[tokio::test]
+async fn a_declined_payment_is_recorded_on_the_order_and_another_attempt_may_follow() {
+    let shop = Shop::memory().await;
+    shop.receive("mug", 5).await;
+    shop.cart("c1", &[("mug", 1)]).await;
+    shop.checkout("c1", "o1").await.unwrap();
+    shop.run("pay-o1", pay("o1")).await.unwrap();
+    let declined =
+        PaymentOutcome::AuthorizationFailed { code: "card_declined".into(), reason: "insufficient_funds".into() };
+    shop.run("declined", outcome("o1.p1", declined, None)).await.unwrap();
+    let order = shop.store.read_stream("order-o1", 1, 100).await.unwrap();
+    assert!(order.iter().any(|e| e.event_type == "PaymentFailed" && e.payload.contains("card_declined")));
+    let second = shop.run("pay-o1-2", pay("o1")).await.unwrap();
+    assert!(second.streams.iter().any(|s| s.stream_id == "payment-o1.p2"));
+    let initiate = Command::Payment {
+        payment_id: PaymentId::parse("o1.p9").unwrap(),
+        action: PaymentAction::Initiate {
+            payment_id: PaymentId::parse("o1.p9").unwrap(),
+            order_id: OrderId::parse("o1").unwrap(),
+            amount: eur(1),
+            payment_method: "pm".into(),
+            provider: "sim".into(),
+        },
+    };
+    let refused = shop.run("forged-initiate", initiate).await.unwrap_err();
+    assert!(refused.to_string().contains("initiated only by paying"), "{refused}");
 }

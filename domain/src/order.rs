@@ -133,6 +133,10 @@ pub enum OrderAction {
     },
     /// Through the return-window deadline: returns requested afterwards are refused.
     CloseReturnWindow {},
+    /// Through paying for the order, which starts the payment intent in the same append.
+    StartPayment {
+        payment_id: crate::PaymentId,
+    },
 }
 
 events! {
@@ -155,6 +159,7 @@ pub enum OrderEvent {
     ReturnRequested { return_id: ReturnId, lines: Vec<LineQuantity>, reason: String },
     ReturnReceived { return_id: ReturnId, lines: Vec<ReturnedLine> },
     ReturnWindowClosed {},
+    OrderPaymentStarted { payment_id: crate::PaymentId },
 }
 }
 
@@ -378,6 +383,18 @@ impl Decider for Order {
                 }
                 vec![E::ReturnWindowClosed {}]
             }
+            C::StartPayment { payment_id } => {
+                if state.status != OrderStatus::Placed {
+                    return Err(Rejection::conflict(format!(
+                        "order: is {}; only a placed order awaiting payment can be paid",
+                        state.status.as_str()
+                    )));
+                }
+                if state.payment.authorized > 0 && !state.payment.voided {
+                    return Err(Rejection::conflict("order: its payment is already authorized"));
+                }
+                vec![E::OrderPaymentStarted { payment_id: payment_id.clone() }]
+            }
         };
         Ok(events)
     }
@@ -457,6 +474,7 @@ impl Decider for Order {
                 }
             }
             E::ReturnWindowClosed {} => state.return_window_closed = true,
+            E::OrderPaymentStarted { payment_id } => state.payments.push(payment_id.clone()),
         }
         state
     }

@@ -372,6 +372,8 @@ impl TableModel for OrderStatusTable {
             }
             OrderEvent::OrderExpired {} => row.state = state_name(OrderStatus::Expired),
             OrderEvent::ReturnWindowClosed {} => row.return_window_closed_at = Some(at.clone()),
+            // The intent's own stream tells how it goes; the row shows the order's payment.
+            OrderEvent::OrderPaymentStarted { .. } => {}
             OrderEvent::ReturnRequested { .. } => {}
             OrderEvent::ReturnReceived { lines, .. } => {
                 for l in lines {

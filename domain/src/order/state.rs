@@ -183,6 +183,9 @@ pub struct OrderState {
     /// Set when the return window after delivery has closed.
     #[serde(default)]
     pub return_window_closed: bool,
+    /// The order's payment intents through a provider, in the order they were started.
+    #[serde(default)]
+    pub payments: Vec<crate::PaymentId>,
 }
 
 impl OrderState {
