@@ -643,3 +643,22 @@ fn sequence_of(key: &str) -> u32 {
 
 #[cfg(test)]
 mod tests;
+
+/// What `quantity` units of an order's line cost the buyer: the line's price less its
+/// discount plus any tax added on top, in proportion, rounded down (the last capture or a
+/// whole-order refund takes what rounding leaves). Shipping belongs to no line.
+pub fn lines_value(order: &crate::order::PlacedOrder, lines: &[(crate::Sku, u32)]) -> i64 {
+    let mut value: i128 = 0;
+    for (sku, quantity) in lines {
+        let Some(line) = order.lines.iter().find(|l| &l.sku == sku) else { continue };
+        if line.quantity == 0 {
+            continue;
+        }
+        let gross = i128::from(line.unit_price.amount) * i128::from(line.quantity);
+        let discount = line.discount.map_or(0, |d| i128::from(d.amount));
+        let on_top = line.tax.as_ref().filter(|t| !t.included).map_or(0, |t| i128::from(t.tax.amount));
+        let total = gross - discount + on_top;
+        value += total * i128::from((*quantity).min(line.quantity)) / i128::from(line.quantity);
+    }
+    i64::try_from(value).unwrap_or(i64::MAX)
+}

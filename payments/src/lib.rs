@@ -5,6 +5,8 @@
 //! [`process::PaymentProcess`] (the reactor that makes the calls the log asks for).
 
 pub mod gateway;
+pub mod process;
 pub mod signature;
 pub mod sim;
 pub mod stripe;
+pub mod webhook;

@@ -268,3 +268,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_lines_value_is_its_share_of_price_less_discount_plus_tax_on_top() {
+    use crate::order::{OrderLine, PlacedOrder};
+    let mut order: PlacedOrder = crate::order::tests::placed_order(0);
+    let line = |sku: &str, quantity, unit, discount: Option<i64>| OrderLine {
+        sku: crate::Sku::parse(sku).unwrap(),
+        location: crate::LocationId::parse("berlin").unwrap(),
+        quantity,
+        unit_price: eur(unit),
+        pricing: None,
+        discount: discount.map(eur),
+        tax: None,
+    };
+    order.lines = vec![line("mug", 3, 1_000, Some(100)), line("tea", 1, 500, None)];
+    let sku = |s: &str| crate::Sku::parse(s).unwrap();
+    assert_eq!(lines_value(&order, &[(sku("mug"), 1)]), 966, "(3000 - 100) / 3, rounded down");
+    assert_eq!(lines_value(&order, &[(sku("mug"), 3), (sku("tea"), 1)]), 3_400);
+    assert_eq!(lines_value(&order, &[(sku("mug"), 9)]), 2_900, "no more than the line");
+    assert_eq!(lines_value(&order, &[(sku("nope"), 1)]), 0);
+}
