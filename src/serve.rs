@@ -286,6 +286,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         proofs,
         checkpoints,
         webhooks: Some(webhooks),
+        payments: None,
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

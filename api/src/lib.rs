@@ -16,6 +16,7 @@ pub mod database;
 pub mod listener;
 pub mod metrics;
 mod openapi;
+pub mod payments;
 pub mod problem;
 mod proofs;
 mod reads;
@@ -73,6 +74,8 @@ pub struct Api {
     pub checkpoints: Option<Arc<checkpoints::Signer>>,
     /// Webhook subscriptions and their delivery logs, when this server delivers webhooks.
     pub webhooks: Option<orderlog_processes::webhooks::Webhooks>,
+    /// How this server takes payments from a provider, when it does.
+    pub payments: Option<Arc<payments::Payments>>,
 }
 
 impl Api {
@@ -103,6 +106,7 @@ pub type Shared = Arc<Api>;
         (name = "proofs", description = "Merkle proofs over the log, RFC 9162 (scope `audit`)"),
         (name = "tokens", description = "API tokens (scope `admin`)"),
         (name = "webhooks", description = "Subscriptions to integration events (scope `integrations`)"),
+        (name = "payments", description = "Payment intents and the payment provider's webhooks"),
         (name = "operations", description = "Health, readiness and metrics (no token)")
     )
 )]
@@ -143,6 +147,8 @@ pub fn router_and_doc(api: Shared) -> (Router, utoipa::openapi::OpenApi) {
         .merge(guarded(&api, &[Audit], checkpoints::routes()))
         .merge(guarded(&api, &[Admin], admin::token_routes()))
         .merge(guarded(&api, &[Integrations], webhooks::routes()))
+        .merge(guarded(&api, &[Shop, Operations, Audit], payments::routes()))
+        .merge(payments::webhook_routes())
         .merge(admin::operation_routes())
         .split_for_parts();
     let served = openapi::exact(&doc);

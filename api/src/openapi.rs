@@ -306,6 +306,8 @@ const ID_PARAMS: &[&str] = &[
     "zone_id",
     "customer_id",
     "group",
+    "payment_id",
+    "provider",
 ];
 
 fn problem(description: &str) -> Value {

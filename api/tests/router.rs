@@ -362,6 +362,7 @@ async fn the_openapi_document_lists_every_route() {
             out.push(match part {
                 "c1" => "{cart_id}",
                 "o1" => "{order_id}",
+                "o1.p1" => "{payment_id}",
                 "r1" => "{return_id}",
                 "s1" => "{shipment_id}",
                 "abc" => "{token_id}",
@@ -387,6 +388,7 @@ async fn the_openapi_document_lists_every_route() {
     for open in ["/health", "/ready", "/metrics"] {
         routes.insert(("GET".into(), open.into()));
     }
+    routes.insert(("POST".into(), "/payments/webhooks/{provider}".into()));
     assert_eq!(documented, routes, "the document and the routes are the same set");
     assert_eq!(app.doc.paths.paths.len(), paths.len());
     // Each command route documents its problem responses and its scopes.

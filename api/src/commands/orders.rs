@@ -28,6 +28,30 @@ pub(super) fn cancel(body: Reason, path: &Params) -> Result<Command, Problem> {
     Ok(Command::CancelOrder { order_id: order_id(path)?, reason: body.reason })
 }
 
+body! {
+    /// `{"payment_method": …}`: the provider's id of how the shopper pays (Stripe's `pm_…`).
+    Pay { pub payment_method: String = req(text()) }
+}
+
+/// The protocol the server's payment provider speaks (Stripe's, also the simulator's).
+pub const PROVIDER: &str = "stripe";
+
+pub(super) fn pay(body: Pay, path: &Params) -> Result<Command, Problem> {
+    Ok(Command::Pay { order_id: order_id(path)?, payment_method: body.payment_method, provider: PROVIDER.into() })
+}
+
+body! {
+    /// `{"amount": …, "reason": …}`: a refund of a payment intent.
+    Refund { pub amount: Price = req(money(1)), pub reason: String = req(text()) }
+}
+
+pub(super) fn refund(body: Refund, path: &Params) -> Result<Command, Problem> {
+    let payment_id = path.id("payment_id", orderlog_domain::PaymentId::parse)?;
+    let command =
+        orderlog_domain::payment::PaymentCommand::RequestRefund { amount: body.amount.into(), reason: body.reason };
+    Ok(Command::Payment { payment_id, action: orderlog_domain::payment::PaymentAction::Command(command) })
+}
+
 /// A payment event reported by the payment provider.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]

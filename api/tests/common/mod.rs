@@ -106,10 +106,14 @@ pub async fn build_with_webhooks(
         proofs: Arc::new(orderlog_replay::checkpoint::TreeFollower::new(tree.clone())),
         checkpoints,
         webhooks,
+        payments: Some(Arc::new(orderlog_api::payments::Payments::new("stripe", vec![STRIPE_WEBHOOK_SECRET.into()]))),
     });
     let (router, doc) = router_and_doc(api);
     App { router, doc, tokens, store, order_cache, _stop: stop, _keep: keep }
 }
+
+/// The secret Stripe-format webhooks to the test app are signed with.
+pub const STRIPE_WEBHOOK_SECRET: &str = "whsec_api_tests";
 
 impl App {
     pub async fn sqlite() -> App {
@@ -281,6 +285,9 @@ pub fn protected() -> Vec<(Method, &'static str, &'static [Scope])> {
         (Method::POST, "/orders/o1/cancel", OPS),
         (Method::POST, "/orders/o1/payments", OPS),
         (Method::POST, "/orders/o1/complete", OPS),
+        (Method::POST, "/orders/o1/pay", SHOP),
+        (Method::POST, "/payments/o1.p1/refunds", OPS),
+        (Method::GET, "/orders/o1/payments", &[Shop, Operations, Audit]),
         (Method::POST, "/orders/o1/hold", OPS),
         (Method::POST, "/orders/o1/release-hold", OPS),
         (Method::POST, "/orders/o1/returns", OPS),
