@@ -54,6 +54,21 @@ enum Commands {
     },
     /// Serve the HTTP API (commands, read models, event feed); runs the projectors too.
     Serve(serve::ServeArgs),
+    /// A payment provider simulator speaking Stripe's PaymentIntents protocol, with a
+    /// ledger, idempotency keys, test cards, faults (POST /_sim/faults) and signed webhooks.
+    GatewaySim {
+        #[arg(long, default_value = "127.0.0.1:12111")]
+        listen: std::net::SocketAddr,
+        /// The API key clients must send (Authorization: Bearer …).
+        #[arg(long, default_value = "sk_test_orderlog")]
+        secret_key: String,
+        /// Where webhooks go, e.g. http://127.0.0.1:8080/payments/webhooks/stripe.
+        #[arg(long)]
+        webhook_url: Option<String>,
+        /// The secret webhooks are signed with (give the same to `serve --payment-webhook-secret`).
+        #[arg(long, default_value = "whsec_orderlog_sim")]
+        webhook_secret: String,
+    },
     /// Create, list and revoke API tokens.
     Token {
         #[command(subcommand)]
@@ -300,6 +315,17 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Commands::Demo(args) => demo::run(args).await,
         Commands::Serve(args) => serve::serve(args).await,
+        Commands::GatewaySim { listen, secret_key, webhook_url, webhook_secret } => {
+            use orderlog_payments::sim::{Simulator, WebhookTarget};
+            let target = webhook_url.map(|url| WebhookTarget { url, secret: webhook_secret });
+            let sim = Simulator::new(&secret_key, target);
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("--listen: cannot listen on {listen}"))?;
+            println!("gateway simulator listening on http://{}", listener.local_addr()?);
+            sim.serve(listener).await?;
+            Ok(())
+        }
         Commands::Token { command } => serve::token(command).await,
         Commands::Rebuild { projection, all, database } => rebuild(&database, projection, all).await,
         Commands::Export { database, from, to, category, gzip, checkpoint_key } => {

@@ -64,6 +64,29 @@ pub struct ServeArgs {
     /// fires once however many timers run).
     #[arg(long)]
     no_timer: bool,
+    #[command(flatten)]
+    payments: PaymentArgs,
+}
+
+/// The payment provider: its API (Stripe's protocol) and its webhooks' signing secrets.
+#[derive(Args, Clone, Debug)]
+pub struct PaymentArgs {
+    /// The provider's API: https://api.stripe.com, or a simulator's http://127.0.0.1:PORT
+    /// (`orderlog gateway-sim`). With it, this process runs the payment process.
+    #[arg(long, env = "ORDERLOG_PAYMENT_API", requires = "payment_secret_key")]
+    pub payment_api: Option<String>,
+    /// The provider's secret API key (sk_…).
+    #[arg(long, env = "ORDERLOG_PAYMENT_SECRET_KEY", hide_env_values = true)]
+    pub payment_secret_key: Option<String>,
+    /// The signing secret (whsec_…) of the webhooks the provider sends to
+    /// POST /payments/webhooks/stripe; several, comma-separated, while a secret is rolled.
+    #[arg(
+        long = "payment-webhook-secret",
+        env = "ORDERLOG_PAYMENT_WEBHOOK_SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub payment_webhook_secrets: Vec<String>,
 }
 
 /// When the deadlines that commands schedule fall due.
@@ -272,7 +295,18 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         reactors.push(tokio::spawn(runner.run(leases.clone(), stop.subscribe())));
         let dispatcher = orderlog_processes::webhooks::Dispatcher::new(webhooks.clone());
         reactors.push(tokio::spawn(dispatcher.run(leases.clone(), stop.subscribe())));
+        if let (Some(base), Some(key)) = (&args.payments.payment_api, &args.payments.payment_secret_key) {
+            let gateway = Arc::new(orderlog_payments::stripe::StripeGateway::new(base, key));
+            let process = Arc::new(orderlog_payments::process::PaymentProcess::new(service.clone(), gateway));
+            let runner =
+                orderlog_processes::reactor::ReactorRunner::new(process, opened.store.clone(), process_db.clone());
+            reactors.push(tokio::spawn(runner.run(leases.clone(), stop.subscribe())));
+            tracing::info!(api = %base, "payments through the provider");
+        }
     }
+    let payments = (!args.payments.payment_webhook_secrets.is_empty()).then(|| {
+        Arc::new(orderlog_api::payments::Payments::new("stripe", args.payments.payment_webhook_secrets.clone()))
+    });
     let api = Arc::new(Api {
         service,
         store,
@@ -286,7 +320,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         proofs,
         checkpoints,
         webhooks: Some(webhooks),
-        payments: None,
+        payments,
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

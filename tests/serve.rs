@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Stdio;
 
 use common::{orderlog, serve, Server};
@@ -15,21 +13,7 @@ use serde_json::{json, Value};
 
 /// One HTTP/1.1 request; returns the status and the JSON body.
 fn http(server: &Server, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let mut stream = TcpStream::connect(server.address).unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        server.address,
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let (_, payload) = response.split_once("\r\n\r\n").unwrap();
-    (status, serde_json::from_str(payload).unwrap_or(Value::Null))
+    common::http(server.address, method, path, token, body)
 }
 
 fn ok(server: &Server, method: &str, path: &str, token: &str, body: Option<Value>) -> Value {

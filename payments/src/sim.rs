@@ -15,7 +15,7 @@
 //!
 //! Faults (`POST /_sim/faults`, see [`Faults`]): slow answers, answers that never come in
 //! time, failures before or after doing the work, and webhooks late, twice, out of order or
-//! with a stale timestamp. `GET /_sim/ledger` shows the ledger; `POST /_sim/disputes` opens a
+//! with a stale timestamp. `POST /_sim/webhook` says where webhooks go. `GET /_sim/ledger` shows the ledger; `POST /_sim/disputes` opens a
 //! dispute and `POST /_sim/payment_intents/{id}/expire` lets an authorization run out.
 
 use std::collections::{BTreeMap, HashMap};
@@ -167,6 +167,7 @@ impl Simulator {
             .route("/v1/payment_intents/{id}/cancel", post(cancel_intent))
             .route("/v1/refunds", post(create_refund))
             .route("/_sim/faults", post(set_faults).get(get_faults))
+            .route("/_sim/webhook", post(set_webhook))
             .route("/_sim/ledger", get(ledger))
             .route("/_sim/payment_intents/{id}/authenticate", post(authenticate))
             .route("/_sim/payment_intents/{id}/expire", post(expire))
@@ -649,6 +650,19 @@ async fn set_faults(State(sim): State<Arc<Simulator>>, Json(faults): Json<Faults
         sim.flush_held();
     }
     Json(faults)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Target {
+    url: String,
+    secret: String,
+}
+
+/// Points the webhooks at an endpoint (a server whose port is known only once it runs).
+async fn set_webhook(State(sim): State<Arc<Simulator>>, Json(target): Json<Target>) -> StatusCode {
+    sim.set_webhook(Some(WebhookTarget { url: target.url, secret: target.secret }));
+    StatusCode::NO_CONTENT
 }
 
 async fn get_faults(State(sim): State<Arc<Simulator>>) -> Json<Faults> {

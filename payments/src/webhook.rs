@@ -79,7 +79,9 @@ pub async fn receive(
     let envelope =
         CommandEnvelope::new(format!("webhook:{provider}:{event_id}"), format!("provider:{provider}"), command);
     match service.execute(envelope).await {
-        Ok(outcome) if outcome.events_appended == 0 => Ok(receipt(Some(&payment_id), "duplicate", None)),
+        Ok(outcome) if outcome.repeated || outcome.events_appended == 0 => {
+            Ok(receipt(Some(&payment_id), "duplicate", None))
+        }
         Ok(_) => Ok(receipt(Some(&payment_id), "recorded", None)),
         // Acknowledged so that the provider stops retrying, and kept in the answer: a
         // payment orderlog does not know, or an outcome its intent refuses.
