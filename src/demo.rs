@@ -30,6 +30,7 @@ use serde::Serialize;
 
 use crate::report::{fold_log, LogReport};
 
+mod payments;
 mod summary;
 mod webhook_receiver;
 
@@ -99,6 +100,7 @@ struct Sim {
     eur: Currency,
     catalogue: Catalogue,
     counters: Counters,
+    payments: std::sync::OnceLock<payments::Payments>,
 }
 
 /// One shopper: its own random stream and command numbering.
@@ -219,16 +221,6 @@ impl Sim {
         self.cart_op(shopper, cart_id, CartCommand::SelectShippingOption { option_id }).await
     }
 
-    async fn order_total(&self, order_id: &OrderId) -> Result<Money> {
-        let events =
-            self.service.store().read_stream(&orderlog_domain::StreamId::order(order_id).to_string(), 1, 1).await?;
-        let first = events.first().ok_or_else(|| anyhow::anyhow!("order {order_id} has no events"))?;
-        match DomainEvent::decode(&first.event_type, first.schema_version, &first.payload)? {
-            DomainEvent::Order(OrderEvent::OrderPlaced { order }) => Ok(order.totals.total),
-            other => bail!("order {order_id} starts with {}", other.event_type()),
-        }
-    }
-
     /// One shopper's visit: a cart, and for about 30 % of carts, an order and its life.
     async fn visit(&self, shopper: &mut Shopper, n: u64) -> Result<()> {
         let items = self.pick_items(&mut shopper.rng);
@@ -269,28 +261,24 @@ impl Sim {
 
     async fn order_life(&self, shopper: &mut Shopper, order_id: &OrderId, location: &str) -> Result<()> {
         let order = |command| Command::Order { order_id: order_id.clone(), command };
-        let provider_ref = format!("pi_{order_id}");
-        let event = |kind: &str| format!("evt_{kind}_{order_id}");
-        if shopper.rng.random_bool(0.04) {
+        // Most pay by card; some cards decline, some ask for 3-D Secure, which the shopper
+        // completes.
+        let card = match shopper.rng.random_range(0..100) {
+            0..4 => "pm_card_chargeDeclined",
+            4..9 => "pm_card_threeDSecure2Required",
+            _ => "pm_card_visa",
+        };
+        if !self.pay(shopper, order_id, card).await? {
             bump(&self.counters.payment_failures);
-            let fail = OrderCommand::RecordPaymentFailure {
-                reason: "card declined".into(),
-                provider_event_id: event("failed"),
-            };
-            self.must(shopper, order(fail)).await?;
             self.must(shopper, Command::ExpireOrder { order_id: order_id.clone() }).await?;
             return Ok(());
         }
-        let total = self.order_total(order_id).await?;
-        let authorize =
-            OrderCommand::AuthorizePayment { amount: total, provider_ref, provider_event_id: event("authorized") };
-        self.must(shopper, order(authorize)).await?;
         if shopper.rng.random_bool(0.05) {
+            // Cancelled before it ships: the payment process voids the authorization.
             bump(&self.counters.cancellations);
             let cancel =
                 Command::CancelOrder { order_id: order_id.clone(), reason: "customer changed their mind".into() };
             self.must(shopper, cancel).await?;
-            self.must(shopper, order(OrderCommand::VoidPayment { provider_event_id: event("voided") })).await?;
             return Ok(());
         }
         let placed =
@@ -312,9 +300,8 @@ impl Sim {
         self.must(shopper, shipment(ShipmentCommand::Pack {})).await?;
         let tracking_number = format!("TRK{:010}", shopper.rng.random_range(0..9_999_999_999u64));
         self.must(shopper, shipment(ShipmentCommand::Ship { carrier: "DHL".into(), tracking_number })).await?;
+        // Shipped: the payment process captures.
         bump(&self.counters.shipments);
-        self.must(shopper, order(OrderCommand::CapturePayment { amount: total, provider_event_id: event("captured") }))
-            .await?;
         let now = self.clock.now();
         if shopper.rng.random_bool(0.1) {
             let failed = ShipmentCommand::RecordCarrierEvent {
@@ -346,14 +333,8 @@ impl Sim {
                 return_id,
                 lines: vec![ReturnedLine { sku: line.sku.clone(), quantity: 1, restock: true }],
             };
+            // Received: the payment process refunds the unit.
             self.must(shopper, receive).await?;
-            // One unit back: what the unit was paid (its share of the line after discounts, tax
-            // included as the demo's prices include it).
-            let paid = &placed.lines[0];
-            let discount = paid.discount.map_or(0, |d| d.amount);
-            let price = (paid.unit_price.amount * i64::from(paid.quantity) - discount) / i64::from(paid.quantity);
-            let refund = OrderCommand::RefundPayment { amount: self.eur(price), provider_event_id: event("refunded") };
-            self.must(shopper, order(refund)).await?;
         }
         Ok(())
     }
@@ -420,7 +401,12 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         eur: Currency::parse("EUR")?,
         catalogue: catalogue(args.seed),
         counters: Counters::default(),
+        payments: std::sync::OnceLock::new(),
     });
+    let paying = payments::start(sim.service.clone(), store.clone(), &opened.db).await?;
+    if sim.payments.set(paying).is_err() {
+        bail!("payments started twice");
+    }
 
     // Another system subscribes to the shop's integration events: a receiver on loopback
     // that checks every signature.
@@ -457,6 +443,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         task.await??;
     }
     let flash_shoppers = flash_sale(&sim, args.orders, args.seed).await?;
+    let payments = sim.payments.get().expect("payments started").settle(&sim, &*store).await?;
     let time_passed = let_time_pass(&sim, &opened.db, &models).await?;
     let webhooks = deliver_webhooks(&opened.db, &leases, &receiver, &subscription).await?;
 
@@ -500,6 +487,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             winners: load(&c.flash_winners),
             rejected_out_of_stock: load(&c.flash_rejected),
         },
+        payments,
         log: report,
         read_models,
         elapsed_ms: elapsed.as_millis() as u64,
@@ -511,6 +499,15 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
     if summary.oversold_units != 0 {
         bail!("the log shows {} units oversold", summary.oversold_units);
+    }
+    let p = &summary.payments;
+    if p.charged_without_order + p.double_charged + p.ledger_mismatches != 0 {
+        bail!(
+            "payments: {} charged without an order, {} charged twice, {} differing from the provider's ledger",
+            p.charged_without_order,
+            p.double_charged,
+            p.ledger_mismatches
+        );
     }
     if let Some(model) = summary.read_models.iter().find(|m| !m.matches_log) {
         bail!("read model {} differs from the fold of the log", model.name);
@@ -885,13 +882,18 @@ async fn flash_sale(sim: &Arc<Sim>, orders: u32, seed: u64) -> Result<u64> {
             let order_id = OrderId::parse(format!("{}-flash-{}", sim.tag, shopper.index))?;
             let checkout = CheckoutCommand {
                 cart_id,
-                order_id,
+                order_id: order_id.clone(),
                 location: LocationId::parse(FLASH_LOCATION)?,
                 sources: Default::default(),
             };
             barrier.wait().await;
             match sim.run(&mut shopper, Command::Checkout { checkout }).await? {
-                Ok(_) => bump(&sim.counters.flash_winners),
+                Ok(_) => {
+                    bump(&sim.counters.flash_winners);
+                    if !sim.pay(&mut shopper, &order_id, "pm_card_visa").await? {
+                        bail!("flash-sale order {order_id}: the payment was not authorized");
+                    }
+                }
                 Err(r) if r.kind == RejectionKind::OutOfStock => bump(&sim.counters.flash_rejected),
                 Err(r) => bail!("flash-sale checkout rejected: {}", r.reason),
             }

@@ -124,9 +124,30 @@ impl PaymentState {
         self.authorized - self.captured - self.pending_sum(OperationKind::Capture)
     }
 
-    /// Captured and neither refunded nor being refunded.
+    /// Captured or being captured, and neither refunded nor being refunded. A refund asked
+    /// while its capture is under way waits for the capture before it goes to the provider.
     pub fn refundable(&self) -> i64 {
-        self.captured - self.refunded - self.pending_sum(OperationKind::Refund)
+        self.captured + self.pending_sum(OperationKind::Capture)
+            - self.refunded
+            - self.pending_sum(OperationKind::Refund)
+    }
+
+    /// Pending refunds that what is captured now covers, in the order they were asked: what
+    /// may go to the provider.
+    pub fn sendable_refunds(&self) -> Vec<(String, i64)> {
+        let mut refunds: Vec<(&String, &Pending)> =
+            self.pending.iter().filter(|(_, p)| p.kind == OperationKind::Refund).collect();
+        refunds.sort_by_key(|(key, _)| sequence_of(key));
+        let mut room = self.captured - self.refunded;
+        let mut out = vec![];
+        for (key, p) in refunds {
+            if p.amount > room {
+                break;
+            }
+            room -= p.amount;
+            out.push((key.clone(), p.amount));
+        }
+        out
     }
 
     pub fn void_pending(&self) -> bool {
@@ -603,6 +624,12 @@ fn record(outcome: &PaymentOutcome, state: &PaymentState) -> Result<Vec<PaymentE
                 return Err(Rejection::conflict(format!(
                     "amount: the provider refunded {amount} for {key}, which asked for {}",
                     money(state, p.amount)
+                )));
+            }
+            if state.refunded + amount.amount > state.captured {
+                return Err(Rejection::conflict(format!(
+                    "amount: a refund of {amount} is more than the {} captured and not refunded",
+                    money(state, state.captured - state.refunded)
                 )));
             }
             vec![E::IntentRefunded { key: key.clone(), amount: *amount, refund_ref: refund_ref.clone() }]

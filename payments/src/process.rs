@@ -46,6 +46,7 @@ pub struct PaymentProcess {
 
 const WANTED: &[&str] = &[
     "AuthorizationRequested",
+    "IntentCaptured",
     "CaptureRequested",
     "VoidRequested",
     "RefundRequested",
@@ -128,6 +129,15 @@ impl PaymentProcess {
     }
 
     async fn on_payment(&self, event: &RecordedEvent, id: &PaymentId, e: &PaymentEvent) -> Result<(), ReactError> {
+        if let PaymentEvent::IntentCaptured { .. } = e {
+            // Refunds asked while this capture was under way may go now.
+            let state = self.payment(id).await?;
+            for (key, amount) in state.sendable_refunds() {
+                let currency = state.currency().ok_or_else(|| ReactError("payment: no currency".into()))?;
+                self.refund(event, id, &state, &key, Money::new(amount, currency)).await?;
+            }
+            return Ok(());
+        }
         let key = match e {
             PaymentEvent::AuthorizationRequested { key }
             | PaymentEvent::CaptureRequested { key, .. }
@@ -186,27 +196,46 @@ impl PaymentProcess {
                 }
             }
             PaymentEvent::RefundRequested { amount, .. } => {
-                let provider_ref = provider_ref(&state)?;
-                match self.gateway.refund(key, &provider_ref, *amount).await {
-                    Ok(refund) if refund.status == "succeeded" => PaymentOutcome::Refunded {
-                        key: key.clone(),
-                        amount: Money::new(refund.amount, currency),
-                        refund_ref: refund.refund_ref,
-                    },
-                    Ok(refund) if refund.status == "failed" || refund.status == "canceled" => {
-                        PaymentOutcome::RefundFailed { key: key.clone(), reason: format!("refund {}", refund.status) }
-                    }
-                    // Pending: its webhook will say how it ended.
-                    Ok(_) => return Ok(()),
-                    Err(GatewayError::Refused { code, message }) => {
-                        PaymentOutcome::RefundFailed { key: key.clone(), reason: format!("{code}: {message}") }
-                    }
-                    Err(e) => return Err(fail(e)),
+                if !state.sendable_refunds().iter().any(|(k, _)| k == key) {
+                    // Its capture is still under way: the capture's answer sends it.
+                    return Ok(());
                 }
+                return self.refund(event, id, &state, key, *amount).await;
             }
             _ => return Ok(()),
         };
         self.answer(event, id, outcome).await
+    }
+
+    /// Sends a pending refund and records the answer (a pending refund's webhook says how
+    /// it ended).
+    async fn refund(
+        &self,
+        event: &RecordedEvent,
+        id: &PaymentId,
+        state: &PaymentState,
+        key: &str,
+        amount: Money,
+    ) -> Result<(), ReactError> {
+        let provider_ref = provider_ref(state)?;
+        let key = key.to_string();
+        let outcome = match self.gateway.refund(&key, &provider_ref, amount).await {
+            Ok(refund) if refund.status == "succeeded" => PaymentOutcome::Refunded {
+                key: key.clone(),
+                amount: Money::new(refund.amount, amount.currency),
+                refund_ref: refund.refund_ref,
+            },
+            Ok(refund) if refund.status == "failed" || refund.status == "canceled" => {
+                PaymentOutcome::RefundFailed { key: key.clone(), reason: format!("refund {}", refund.status) }
+            }
+            Ok(_) => return Ok(()),
+            Err(GatewayError::Refused { code, message }) => {
+                PaymentOutcome::RefundFailed { key: key.clone(), reason: format!("{code}: {message}") }
+            }
+            Err(e) => return Err(fail(e)),
+        };
+        let action = PaymentAction::Record { outcome, provider_event_id: None };
+        self.send(event, &format!("answer:{key}"), id, action).await
     }
 
     async fn on_order(&self, event: &RecordedEvent, order_id: &OrderId, e: &OrderEvent) -> Result<(), ReactError> {
@@ -238,7 +267,7 @@ impl PaymentProcess {
                     let payment = self.payment(id).await?;
                     let command = if payment.status.is_terminal() || payment.void_pending() {
                         continue;
-                    } else if payment.captured > 0 {
+                    } else if payment.refundable() > 0 || payment.captured > 0 {
                         if payment.refundable() <= 0 {
                             continue;
                         }
@@ -252,7 +281,7 @@ impl PaymentProcess {
                 Ok(())
             }
             OrderEvent::ReturnReceived { return_id, lines } => {
-                let Some((id, payment)) = self.captured_payment(&order).await? else { return Ok(()) };
+                let Some((id, payment)) = self.paid_payment(&order).await? else { return Ok(()) };
                 let all_returned = order.lines.values().all(|l| l.returned >= l.ordered);
                 let value = lines_value(placed, &lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect::<Vec<_>>());
                 let amount = if all_returned { payment.refundable() } else { value.min(payment.refundable()) };
@@ -283,10 +312,11 @@ impl PaymentProcess {
         Ok(None)
     }
 
-    async fn captured_payment(&self, order: &OrderState) -> Result<Option<(PaymentId, PaymentState)>, ReactError> {
+    /// The order's intent that is captured or being captured.
+    async fn paid_payment(&self, order: &OrderState) -> Result<Option<(PaymentId, PaymentState)>, ReactError> {
         for id in order.payments.iter().rev() {
             let payment = self.payment(id).await?;
-            if payment.captured > 0 {
+            if payment.refundable() > 0 || payment.captured > 0 {
                 return Ok(Some((id.clone(), payment)));
             }
         }

@@ -66,6 +66,11 @@ pub struct Faults {
     pub webhook_stale_secs: i64,
     /// Webhooks are not sent at all.
     pub webhook_off: bool,
+    /// This share of webhooks (in percent, at random) is delivered twice.
+    pub webhook_twice_percent: u8,
+    /// This share of webhooks (in percent, at random) is sent `webhook_delay_ms` late; the
+    /// rest at once. 0 with a delay: every webhook is late.
+    pub webhook_late_percent: u8,
 }
 
 /// Where webhooks go.
@@ -326,14 +331,17 @@ impl Simulator {
         } else {
             vec![event]
         };
+        let chance = |percent: u8| percent > 0 && rand::random_range(0..100u8) < percent;
         for event in to_send {
-            let copies = if faults.webhook_twice { 2 } else { 1 };
-            for _ in 0..copies {
+            let twice = faults.webhook_twice || chance(faults.webhook_twice_percent);
+            let late = faults.webhook_late_percent == 0 || chance(faults.webhook_late_percent);
+            let delay = if late { faults.webhook_delay_ms } else { 0 };
+            for _ in 0..if twice { 2 } else { 1 } {
                 let sim = self.clone();
                 let event = event.clone();
                 tokio::spawn(async move {
-                    if faults.webhook_delay_ms > 0 {
-                        tokio::time::sleep(Duration::from_millis(faults.webhook_delay_ms)).await;
+                    if delay > 0 {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
                     }
                     sim.deliver(&event, faults.webhook_stale_secs).await;
                 });
@@ -684,31 +692,31 @@ async fn authenticate(
     Path(id): Path<String>,
     Json(request): Json<Authenticate>,
 ) -> Response {
-    let mut ledger = sim.ledger.lock().expect("ledger");
-    let Some(intent) = ledger.intents.get_mut(&id) else { return reply(no_intent(&id), false) };
-    if intent.status != "requires_action" {
-        return reply(
-            error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "payment_intent_unexpected_state",
-                "no action is required",
-            ),
-            false,
-        );
+    reply(sim.authenticate(&id, request.succeed), false)
+}
+
+impl Simulator {
+    /// The shopper completes (or fails) 3-D Secure for intent `id`.
+    pub fn authenticate(self: &Arc<Simulator>, id: &str, succeed: bool) -> (u16, Value) {
+        let mut ledger = self.ledger.lock().expect("ledger");
+        let Some(intent) = ledger.intents.get_mut(id) else { return no_intent(id) };
+        if intent.status != "requires_action" {
+            let code = "payment_intent_unexpected_state";
+            return error(StatusCode::BAD_REQUEST, "invalid_request_error", code, "no action is required");
+        }
+        let event = if succeed {
+            intent.status = "requires_capture".into();
+            intent.amount_capturable = intent.amount;
+            "payment_intent.amount_capturable_updated"
+        } else {
+            intent.status = "requires_payment_method".into();
+            "payment_intent.payment_failed"
+        };
+        let body = Simulator::intent_json(intent);
+        drop(ledger);
+        self.emit(event, body.clone());
+        (200, body)
     }
-    let event = if request.succeed {
-        intent.status = "requires_capture".into();
-        intent.amount_capturable = intent.amount;
-        "payment_intent.amount_capturable_updated"
-    } else {
-        intent.status = "requires_payment_method".into();
-        "payment_intent.payment_failed"
-    };
-    let body = Simulator::intent_json(intent);
-    drop(ledger);
-    sim.emit(event, body.clone());
-    reply((200, body), false)
 }
 
 async fn expire(State(sim): State<Arc<Simulator>>, Path(id): Path<String>) -> Response {

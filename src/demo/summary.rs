@@ -27,6 +27,7 @@ pub(super) struct DemoSummary {
     pub(super) flash_sale: FlashSale,
     pub(super) time_passed: TimePassed,
     pub(super) webhooks: WebhookDeliveries,
+    pub(super) payments: super::payments::PaymentOutcomes,
     pub(super) log: LogReport,
     pub(super) read_models: Vec<ReadModelCheck>,
     pub(super) elapsed_ms: u64,
@@ -117,6 +118,17 @@ pub(super) fn print_summary(s: &DemoSummary) {
     println!("  orders placed       {:>10}", s.orders_placed);
     println!("  out of stock        {:>10}   checkouts rejected", s.checkouts_rejected_out_of_stock);
     println!("  payment failures    {:>10}", s.payment_failures);
+    let p = &s.payments;
+    println!(
+        "  payments            {:>10}   intents through the simulator: {} authorized, {} declined, {} voided, {} with 3-D Secure; \
+         captured {}, refunded {} (cents); webhooks {} delivered, {} recorded",
+        p.intents, p.authorized, p.declined, p.voided, p.three_d_secure, p.captured_cents, p.refunded_cents,
+        p.webhooks_delivered, p.webhooks_recorded
+    );
+    println!(
+        "  payments checked    {:>10}   charged without an order, {} charged twice, {} differing from the provider's ledger",
+        p.charged_without_order, p.double_charged, p.ledger_mismatches
+    );
     println!("  cancellations       {:>10}", s.cancellations);
     println!("  shipments           {:>10}", s.shipments);
     println!("  returns             {:>10}", s.returns);
