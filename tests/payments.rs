@@ -18,6 +18,7 @@ struct Shop {
     server: Server,
     sim: Server,
     token: String,
+    database: String,
     _dir: tempfile::TempDir,
 }
 
@@ -50,6 +51,25 @@ impl Shop {
                           "options": [{"id": "dhl", "name": "DHL", "rate": {"kind": "flat", "price": price}}]});
         shop.ok("PUT", "/shipping-zones/de", Some(zone));
         shop
+    }
+
+    /// `orderlog serve` paying through the simulator, which sends its webhooks to it.
+    fn serve(database: &str, sim: SocketAddr) -> Server {
+        let api = format!("http://{sim}");
+        let extra = ["--payment-api", &api, "--payment-secret-key", "sk_test_orderlog", "--payment-webhook-secret", WHSEC];
+        let server = serve(database, &extra, Stdio::null());
+        let url = format!("http://{}/payments/webhooks/stripe", server.address);
+        let (status, _) = http(sim, "POST", "/_sim/webhook", "", Some(json!({"url": url, "secret": WHSEC})));
+        assert_eq!(status, 204);
+        server
+    }
+
+    /// Kills the server (SIGKILL: no shutdown of any kind) and starts another on the same
+    /// database.
+    fn kill_and_restart(&mut self) {
+        self.server.child.kill().unwrap();
+        self.server.child.wait().unwrap();
+        self.server = Shop::serve(&self.database, self.sim.address);
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -272,4 +292,61 @@ fn forged_webhooks_are_refused_and_change_nothing() {
     assert_eq!((status, receipt["result"].as_str()), (200, Some("recorded")), "{receipt}");
     let (_, again) = deliver(server, WHSEC, now, &body, &body);
     assert_eq!(again["result"], "duplicate", "{again}");
+}
+
+/// Waits until `check` holds of the simulator's ledger.
+fn wait_ledger(shop: &Shop, what: &str, check: impl Fn(&[Value]) -> bool) {
+    let started = Instant::now();
+    while !check(&shop.ledger()) {
+        assert!(started.elapsed() < Duration::from_secs(20), "the provider never saw {what}: {:#?}", shop.ledger());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn killed_after_the_provider_did_the_work_the_payment_ends_as_the_provider_says() {
+    let mut shop = Shop::start();
+    // Only the process's own calls tell orderlog what happened: no webhooks.
+    let hang = json!({"hang": 1, "hang_ms": 8_000, "webhook_off": true});
+    shop.faults(json!({"webhook_off": true}));
+    shop.order("o1", 2);
+    shop.order("o2", 1);
+    // Authorize: the provider authorizes, its answer hangs, orderlog is killed.
+    shop.faults(hang.clone());
+    shop.pay("o1", "pm_card_visa");
+    wait_ledger(&shop, "the authorization", |l| l.len() == 1);
+    assert_eq!(shop.payments("o1")["payments"][0]["status"], "authorizing");
+    shop.kill_and_restart();
+    shop.wait("o1", "authorized after the restart", status_is("authorized"));
+    // Capture.
+    shop.faults(hang.clone());
+    shop.ship("o1", "s1", 2);
+    wait_ledger(&shop, "the capture", |l| l[0]["captures"].as_array().unwrap().len() == 1);
+    shop.kill_and_restart();
+    let total = 2 * 900 + 342 + 900;
+    shop.wait("o1", "captured after the restart", |p| p["captured"].as_i64() == Some(total));
+    // Refund of a returned mug.
+    shop.ok("POST", "/shipments/s1/deliver", Some(json!({})));
+    let returned = json!({"return_id": "r1", "lines": [{"sku": "mug", "quantity": 1}], "reason": "chipped"});
+    shop.ok("POST", "/orders/o1/returns", Some(returned));
+    shop.faults(hang.clone());
+    let lines = json!([{"sku": "mug", "quantity": 1, "restock": true}]);
+    shop.ok("POST", "/orders/o1/returns/r1/receive", Some(json!({"lines": lines})));
+    wait_ledger(&shop, "the refund", |l| l[0]["refunds"].as_array().unwrap().len() == 1);
+    shop.kill_and_restart();
+    shop.wait("o1", "refunded after the restart", |p| p["refunded"].as_i64() == Some(900 + 171));
+    // Void of a cancelled order's authorization.
+    shop.faults(json!({"webhook_off": true}));
+    shop.pay("o2", "pm_card_visa");
+    shop.wait("o2", "authorized", status_is("authorized"));
+    shop.faults(hang);
+    shop.ok("POST", "/orders/o2/cancel", Some(json!({"reason": "changed mind"})));
+    wait_ledger(&shop, "the void", |l| l.iter().any(|i| i["status"] == "canceled"));
+    shop.kill_and_restart();
+    shop.wait("o2", "voided after the restart", status_is("voided"));
+    let ledger = shop.ledger();
+    let o1 = ledger.iter().find(|i| i["metadata"]["order_id"] == "o1").unwrap();
+    assert_eq!((o1["captures"].as_array().unwrap().len(), o1["refunds"].as_array().unwrap().len()), (1, 1), "{o1}");
+    assert_eq!(ledger.len(), 2, "one intent per order");
+    shop.ledger_matches_the_log(&["o1", "o2"]);
 }
