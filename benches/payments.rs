@@ -130,7 +130,13 @@ async fn run(orders: usize, shoppers: usize, latency_ms: u64) -> (f64, Vec<f64>)
                 client
                     .ok(M::POST, "/carts", Some(json!({"cart_id": cart, "currency": "EUR", "customer": customer})))
                     .await;
-                client.ok(M::POST, &format!("/carts/{cart}/items"), Some(json!({"sku": format!("mug-{s}"), "quantity": 1}))).await;
+                client
+                    .ok(
+                        M::POST,
+                        &format!("/carts/{cart}/items"),
+                        Some(json!({"sku": format!("mug-{s}"), "quantity": 1})),
+                    )
+                    .await;
                 let address = orderlog_domain::testing::address_json();
                 client.ok(M::PUT, &format!("/carts/{cart}/shipping-address"), Some(address)).await;
                 client.ok(M::PUT, &format!("/carts/{cart}/shipping-method"), Some(json!({"option_id": "dhl"}))).await;

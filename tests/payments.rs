@@ -31,14 +31,8 @@ impl Shop {
         assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
         let token = String::from_utf8(made.stdout).unwrap().trim().to_string();
         let sim = gateway_sim();
-        let api = format!("http://{}", sim.address);
-        let extra =
-            ["--payment-api", &api, "--payment-secret-key", "sk_test_orderlog", "--payment-webhook-secret", WHSEC];
-        let server = serve(&database, &extra, Stdio::null());
-        let url = format!("http://{}/payments/webhooks/stripe", server.address);
-        let (status, _) = http(sim.address, "POST", "/_sim/webhook", "", Some(json!({"url": url, "secret": WHSEC})));
-        assert_eq!(status, 204);
-        let shop = Shop { server, sim, token, _dir: dir };
+        let server = Shop::serve(&database, sim.address);
+        let shop = Shop { server, sim, token, database, _dir: dir };
         shop.ok("POST", "/stock/mug/berlin/receipts", Some(json!({"quantity": 100})));
         let price = json!({"amount": 900, "currency": "EUR"});
         let product = json!({"product_id": "mug", "title": "Mug", "tax_class": "standard",
@@ -56,7 +50,8 @@ impl Shop {
     /// `orderlog serve` paying through the simulator, which sends its webhooks to it.
     fn serve(database: &str, sim: SocketAddr) -> Server {
         let api = format!("http://{sim}");
-        let extra = ["--payment-api", &api, "--payment-secret-key", "sk_test_orderlog", "--payment-webhook-secret", WHSEC];
+        let extra =
+            ["--payment-api", &api, "--payment-secret-key", "sk_test_orderlog", "--payment-webhook-secret", WHSEC];
         let server = serve(database, &extra, Stdio::null());
         let url = format!("http://{}/payments/webhooks/stripe", server.address);
         let (status, _) = http(sim, "POST", "/_sim/webhook", "", Some(json!({"url": url, "secret": WHSEC})));
