@@ -289,3 +289,23 @@ fn a_lines_value_is_its_share_of_price_less_discount_plus_tax_on_top() {
     assert_eq!(lines_value(&order, &[(sku("mug"), 9)]), 2_900, "no more than the line");
     assert_eq!(lines_value(&order, &[(sku("nope"), 1)]), 0);
 }
+
+#[test]
+fn a_refund_asked_while_its_capture_is_under_way_waits_for_the_capture() {
+    let (state, events) = run(
+        authorized(1000),
+        &command(PaymentCommand::RequestCapture { amount: eur(1000), final_capture: true, reason: "shipped".into() }),
+    )
+    .unwrap();
+    let PaymentEvent::CaptureRequested { key: capture, .. } = &events[0] else { panic!("{events:?}") };
+    let refund = command(PaymentCommand::RequestRefund { amount: eur(300), reason: "return".into() });
+    let (state, events) = run(state, &refund).unwrap();
+    let PaymentEvent::RefundRequested { key, .. } = &events[0] else { panic!("{events:?}") };
+    assert!(state.sendable_refunds().is_empty(), "nothing is captured yet");
+    let early = PaymentOutcome::Refunded { key: key.clone(), amount: eur(300), refund_ref: "re_1".into() };
+    assert!(run(state.clone(), &record(early.clone())).unwrap_err().reason.contains("more than the 0.00 EUR captured"));
+    let (state, _) = run(state, &record(PaymentOutcome::Captured { key: capture.clone(), amount: eur(1000) })).unwrap();
+    assert_eq!(state.sendable_refunds(), vec![(key.clone(), 300)]);
+    let (state, _) = run(state, &record(early)).unwrap();
+    assert_eq!((state.captured, state.refunded), (1000, 300));
+}
