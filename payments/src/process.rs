@@ -30,7 +30,7 @@ use orderlog_domain::order::{OrderEvent, OrderState};
 use orderlog_domain::payment::{
     lines_value, PaymentAction, PaymentCommand, PaymentEvent, PaymentOutcome, PaymentState, PaymentStatus,
 };
-use orderlog_domain::{AnyState, DomainEvent, Money, OrderId, PaymentId, StreamId};
+use orderlog_domain::{AnyState, Decider, DomainEvent, Money, OrderId, PaymentId, StreamId};
 use orderlog_processes::reactor::{OnPark, ReactError, Reactor};
 use orderlog_store::RecordedEvent;
 
@@ -238,8 +238,37 @@ impl PaymentProcess {
         self.send(event, &format!("answer:{key}"), id, action).await
     }
 
+    /// The order as it was just after `version`: whether a shipment or a return completed
+    /// the order is judged at its own event, not by what happened since.
+    async fn order_at(&self, id: &OrderId, version: u64) -> Result<OrderState, ReactError> {
+        let stream = StreamId::order(id).to_string();
+        let mut state = OrderState::default();
+        let mut from = 1;
+        while from <= version {
+            let limit = u32::try_from(version - from + 1).unwrap_or(u32::MAX).min(orderlog_store::READ_EVENTS_MAX);
+            let page = self.service.store().read_stream(&stream, from, limit).await.map_err(fail)?;
+            if page.is_empty() {
+                break;
+            }
+            for recorded in &page {
+                match DomainEvent::decode(&recorded.event_type, recorded.schema_version, &recorded.payload) {
+                    Ok(DomainEvent::Order(e)) => state = orderlog_domain::order::Order::evolve(state, &e),
+                    Ok(_) => return Err(ReactError(format!("{stream} holds an event that is not an order's"))),
+                    Err(e) => return Err(fail(e)),
+                }
+                from = recorded.version + 1;
+            }
+        }
+        Ok(state)
+    }
+
     async fn on_order(&self, event: &RecordedEvent, order_id: &OrderId, e: &OrderEvent) -> Result<(), ReactError> {
-        let order = self.order(order_id).await?;
+        let order = match e {
+            OrderEvent::LinesShipped { .. } | OrderEvent::ReturnReceived { .. } => {
+                self.order_at(order_id, event.version).await?
+            }
+            _ => self.order(order_id).await?,
+        };
         let Some(placed) = &order.placed else { return Ok(()) };
         let currency = placed.currency;
         match e {
