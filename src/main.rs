@@ -259,6 +259,7 @@ pub async fn read_models_cached(
     let runners = vec![
         projector::runner::<InventoryTable>(log.clone(), watched.clone()),
         projector::runner::<OrderStatusTable>(log.clone(), watched.clone()),
+        projector::runner::<orderlog_projections::payments::PaymentStatusTable>(log.clone(), watched.clone()),
         projector::runner::<orderlog_projections::deadlines::DeadlineTable>(log, watched),
     ];
     Ok(ReadModels { rows, runners })

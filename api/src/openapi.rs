@@ -177,7 +177,7 @@ fn query(path: &str, name: &str) -> Option<Value> {
         ("/products", "limit") => int(1, 200),
         ("/orders", "after") => json!({"type": "string", "pattern": "~"}),
         ("/orders", "customer") => json!({"type": "string"}),
-        ("/reports/sales", "from") | ("/reports/sales", "to") => {
+        ("/reports/sales" | "/reports/payments", "from" | "to") => {
             json!({"type": "string", "format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"})
         }
         (_, "currency") => json!({"$ref": "#/components/schemas/Currency"}),

@@ -257,6 +257,7 @@ async fn inventory_at_location(
 pub(crate) fn report_routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
         .routes(routes!(sales_report))
+        .routes(routes!(payments_report))
         .routes(routes!(top_skus_report))
         .routes(routes!(top_promotions_report))
 }
@@ -282,22 +283,43 @@ fn currency(value: Option<String>) -> Result<Option<String>, Problem> {
         .transpose()
 }
 
-/// Sales per day and currency: orders, units, gross, discounts, tax, shipping, refunds,
-/// net, average order value, cancellation rate, median seconds from placed to shipped.
-#[utoipa::path(get, path = "/reports/sales", tag = "reads", params(SalesParams),
-    responses((status = 200, body = Vec<Object>), (status = 400, body = Problem)),
-    security(("bearer" = ["analytics", "operations"])))]
-async fn sales_report(State(api): State<Shared>, Query(p): Query<SalesParams>) -> Result<Json<Vec<SalesDay>>, Problem> {
+/// The report's first and last day, and its currency; `None` for a range whose first day
+/// is after its last (it holds no days).
+type ReportRange = Option<(chrono::NaiveDate, chrono::NaiveDate, Option<String>)>;
+
+fn report_range(p: SalesParams) -> Result<ReportRange, Problem> {
     let day = |name: &str, v: &str| {
         chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
             .map_err(|_| Problem::bad_request(format!("{name}: '{v}' is not a date (YYYY-MM-DD)")))
     };
     let (from, to) = (day("from", &p.from)?, day("to", &p.to)?);
     let currency = currency(p.currency)?;
-    // A range whose first day is after its last holds no days.
-    if from > to {
-        return Ok(Json(Vec::new()));
-    }
+    Ok((from <= to).then_some((from, to, currency)))
+}
+
+/// Payments per day their intents were started, and currency: intents, how many were
+/// authorized (and for how much), captured, refunded, voided, failed and disputed, and
+/// the authorization success rate (authorized / (authorized + failed)).
+#[utoipa::path(get, path = "/reports/payments", tag = "reads", params(SalesParams),
+    responses((status = 200, body = Vec<Object>), (status = 400, body = Problem)),
+    security(("bearer" = ["analytics", "operations"])))]
+async fn payments_report(
+    State(api): State<Shared>,
+    Query(p): Query<SalesParams>,
+) -> Result<Json<Vec<orderlog_projections::queries::PaymentsDay>>, Problem> {
+    let Some((from, to, currency)) = report_range(p)? else { return Ok(Json(Vec::new())) };
+    let days =
+        api.queries.payments(&from.to_string(), &to.to_string(), currency.as_deref()).await.map_err(query_problem)?;
+    Ok(Json(days))
+}
+
+/// Sales per day and currency: orders, units, gross, discounts, tax, shipping, refunds,
+/// net, average order value, cancellation rate, median seconds from placed to shipped.
+#[utoipa::path(get, path = "/reports/sales", tag = "reads", params(SalesParams),
+    responses((status = 200, body = Vec<Object>), (status = 400, body = Problem)),
+    security(("bearer" = ["analytics", "operations"])))]
+async fn sales_report(State(api): State<Shared>, Query(p): Query<SalesParams>) -> Result<Json<Vec<SalesDay>>, Problem> {
+    let Some((from, to, currency)) = report_range(p)? else { return Ok(Json(Vec::new())) };
     let days =
         api.queries.sales(&from.to_string(), &to.to_string(), currency.as_deref()).await.map_err(query_problem)?;
     Ok(Json(days))

@@ -170,6 +170,14 @@ impl ReadQueries for Broken {
     ) -> Result<Vec<orderlog_projections::queries::TopPromotion>, RowsError> {
         Err(RowsError::Database("secret-internal-detail".into()))
     }
+    async fn payments(
+        &self,
+        _: &str,
+        _: &str,
+        _: Option<&str>,
+    ) -> Result<Vec<orderlog_projections::queries::PaymentsDay>, RowsError> {
+        Err(RowsError::Database("secret-internal-detail".into()))
+    }
     async fn due_deadlines(&self, _: i64, _: u32) -> Result<Vec<DeadlineRow>, RowsError> {
         Err(RowsError::Database("secret-internal-detail".into()))
     }

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod deadlines;
 pub mod inventory;
 pub mod orders;
+pub mod payments;
 pub mod postgres;
 pub mod projector;
 pub mod queries;

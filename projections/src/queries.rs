@@ -12,6 +12,8 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::deadlines::DeadlineRow;
 use crate::inventory::InventoryRow;
 use crate::orders::OrderStatusRow;
+pub use crate::payments::PaymentsDay;
+use crate::payments::{PaymentRow, PaymentsFold};
 pub use crate::reports::{SalesDay, TopPromotion, TopSku};
 use crate::reports::{SalesFold, TopPromotionFold, TopSkuFold};
 use crate::RowsError;
@@ -50,6 +52,8 @@ pub trait ReadQueries: Send + Sync {
     async fn top_skus(&self, currency: Option<&str>, limit: u32) -> Result<Vec<TopSku>, RowsError>;
     /// The most-used promotions by uses, then discount given.
     async fn top_promotions(&self, currency: Option<&str>, limit: u32) -> Result<Vec<TopPromotion>, RowsError>;
+    /// Payments per day their intents were started (`from` to `to` inclusive) and currency.
+    async fn payments(&self, from: &str, to: &str, currency: Option<&str>) -> Result<Vec<PaymentsDay>, RowsError>;
     /// Waiting deadlines due at `now_ms` (milliseconds since the epoch) or before, the
     /// earliest first.
     async fn due_deadlines(&self, now_ms: i64, limit: u32) -> Result<Vec<DeadlineRow>, RowsError>;
@@ -203,6 +207,18 @@ impl ReadQueries for SqliteQueries {
             |row| fold.add(&row, currency),
         )?;
         Ok(fold.finish(limit))
+    }
+
+    async fn payments(&self, from: &str, to: &str, currency: Option<&str>) -> Result<Vec<PaymentsDay>, RowsError> {
+        let (first, last, after) = report_days(from, to)?;
+        let mut fold = PaymentsFold::default();
+        self.each_row(
+            "SELECT data FROM rm_payment_status WHERE json_extract(data, '$.initiated_at') >= ?1
+                AND json_extract(data, '$.initiated_at') < ?2",
+            &[&first.to_string(), &after],
+            |row| fold.add(&row, first, last, currency),
+        )?;
+        Ok(fold.finish())
     }
 
     async fn due_deadlines(&self, now_ms: i64, limit: u32) -> Result<Vec<DeadlineRow>, RowsError> {
@@ -361,6 +377,21 @@ impl ReadQueries for PostgresQueries {
                 Ok(TopPromotion { code: r.get(0), currency: r.get(1), uses: r.get(2), discount: numeric(r.get(3))? })
             })
             .collect()
+    }
+
+    async fn payments(&self, from: &str, to: &str, currency: Option<&str>) -> Result<Vec<PaymentsDay>, RowsError> {
+        let (first, last, after) = report_days(from, to)?;
+        let rows: Vec<PaymentRow> = self
+            .json_rows(
+                "SELECT data::text FROM rm_payment_status WHERE data->>'initiated_at' >= $1 AND data->>'initiated_at' < $2",
+                &[&first.to_string(), &after],
+            )
+            .await?;
+        let mut fold = PaymentsFold::default();
+        for row in &rows {
+            fold.add(row, first, last, currency);
+        }
+        Ok(fold.finish())
     }
 
     async fn due_deadlines(&self, now_ms: i64, limit: u32) -> Result<Vec<DeadlineRow>, RowsError> {

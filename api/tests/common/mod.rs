@@ -77,7 +77,8 @@ pub async fn build_with_webhooks(
     let watched: Arc<dyn RowStore> = Arc::new(WatchedRows::new(rows.clone(), vec![order_cache.clone()]));
     let runners: Vec<Arc<dyn AnyRunner>> = vec![
         projector::runner::<InventoryTable>(store.clone(), watched.clone()),
-        projector::runner::<OrderStatusTable>(store.clone(), watched),
+        projector::runner::<OrderStatusTable>(store.clone(), watched.clone()),
+        projector::runner::<orderlog_projections::payments::PaymentStatusTable>(store.clone(), watched),
     ];
     // As `orderlog serve` does: the read models' tables exist before the first request.
     for runner in &runners {
@@ -309,6 +310,7 @@ pub fn protected() -> Vec<(Method, &'static str, &'static [Scope])> {
         (Method::GET, "/inventory/skus/mug", &[Shop, Operations]),
         (Method::GET, "/inventory/locations/berlin", OPS),
         (Method::GET, "/reports/sales?from=2026-01-01&to=2026-01-02", &[Operations, Analytics]),
+        (Method::GET, "/reports/payments?from=2026-01-01&to=2026-01-02", &[Operations, Analytics]),
         (Method::GET, "/reports/top-skus", &[Operations, Analytics]),
         (Method::GET, "/reports/top-promotions", &[Operations, Analytics]),
         (Method::GET, "/streams/order-o1", &[Audit]),
