@@ -146,8 +146,9 @@ async fn check(
     let (status, body) = request(server, "GET", Some(("/checkpoints/latest", token)), None).await?;
     // A server that refuses to sign because its own log no longer extends a checkpoint it
     // signed has had its history rewritten (an insider who covers up while the server
-    // signs can leave it there): that is the finding, not a failure to check.
-    if status == 409 && body.contains("does not extend the checkpoint") {
+    // signs can leave it there), and one that finds its stored tree altered under it has
+    // had its tables rewritten: that is the finding, not a failure to check.
+    if status == 409 && (body.contains("does not extend the checkpoint") || body.contains("its tables were altered")) {
         let detail = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
             .and_then(|p| p["detail"].as_str().map(str::to_string))
