@@ -391,6 +391,14 @@ fn form(method: &str, path: &str, body: &Bytes) -> (BTreeMap<String, String>, St
     (pairs.into_iter().collect(), fingerprint)
 }
 
+/// The `metadata[key]=value` pairs of a form.
+fn metadata_of(params: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    params
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("metadata[")?.strip_suffix(']')?.to_string(), v.clone())))
+        .collect()
+}
+
 fn missing(param: &str) -> (u16, Value) {
     error(
         StatusCode::BAD_REQUEST,
@@ -435,10 +443,7 @@ async fn create_intent(State(sim): State<Arc<Simulator>>, headers: HeaderMap, bo
             };
             let Some(currency) = params.get("currency") else { return missing("currency") };
             let Some(method) = params.get("payment_method") else { return missing("payment_method") };
-            let metadata: BTreeMap<String, String> = params
-                .iter()
-                .filter_map(|(k, v)| Some((k.strip_prefix("metadata[")?.strip_suffix(']')?.to_string(), v.clone())))
-                .collect();
+            let metadata = metadata_of(&params);
             let outcome = match method.as_str() {
                 "pm_card_visa" | "pm_card_mastercard" => Ok("requires_capture"),
                 "pm_card_authenticationRequired" | "pm_card_threeDSecure2Required" => Ok("requires_action"),
@@ -626,10 +631,7 @@ async fn create_refund(State(sim): State<Arc<Simulator>>, headers: HeaderMap, bo
             }
             intent.amount_refunded += amount;
             intent.refunds.push((refund_id.clone(), amount));
-            let metadata: BTreeMap<String, String> = params
-                .iter()
-                .filter_map(|(k, v)| Some((k.strip_prefix("metadata[")?.strip_suffix(']')?.to_string(), v.clone())))
-                .collect();
+            let metadata = metadata_of(&params);
             let refund = json!({
                 "id": refund_id,
                 "object": "refund",
