@@ -156,3 +156,95 @@ async fn webhooks_are_signed_and_delivered_until_accepted() {
     assert_eq!(event["type"], "payment_intent.amount_capturable_updated");
     assert_eq!(event["data"]["object"]["metadata"]["payment_id"], "o1.p1");
 }
+
+/// Stripe's own library's verdict on each (secret, signature header, body).
+fn stripe_verdicts(checks: &[(String, String, String)]) -> Vec<String> {
+    use std::io::Write;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/stripe_webhook_verify.py");
+    let mut child = std::process::Command::new(stripe_python())
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = String::new();
+    for (secret, signature, body) in checks {
+        input.push_str(&serde_json::json!({"secret": secret, "signature": signature, "body": body}).to_string());
+        input.push('\n');
+    }
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+}
+
+/// A Python with Stripe's library (pinned), in a venv under `target/`.
+fn stripe_python() -> std::path::PathBuf {
+    let venv = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/stripe-venv"));
+    let python = venv.join("bin/python3");
+    std::fs::create_dir_all(venv.parent().unwrap()).unwrap();
+    let lock = std::fs::File::create(venv.with_extension("lock")).unwrap();
+    lock.lock().unwrap();
+    let has =
+        std::process::Command::new(&python).args(["-c", "import stripe"]).output().is_ok_and(|o| o.status.success());
+    if !has {
+        let made = std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv).status();
+        assert!(made.is_ok_and(|s| s.success()));
+        let pip =
+            std::process::Command::new(venv.join("bin/pip")).args(["install", "--quiet", "stripe==16.1.0"]).status();
+        assert!(pip.is_ok_and(|s| s.success()), "pip install stripe");
+    }
+    python
+}
+
+#[tokio::test]
+async fn stripes_own_library_verifies_the_simulators_webhooks_and_refuses_altered_ones() {
+    let received: Arc<Mutex<Vec<Delivery>>> = Arc::default();
+    let r = received.clone();
+    let endpoint = axum::Router::new().route(
+        "/hooks",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let r = r.clone();
+            async move {
+                let sig = headers.get("stripe-signature").map(|v| v.to_str().unwrap().to_string());
+                r.lock().unwrap().push((sig, body));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let url = format!("{}/hooks", listen(endpoint).await);
+    let (_sim, gateway, _) = provider(Some(WebhookTarget { url, secret: WHSEC.into() })).await;
+    let intent = gateway.authorize(&request("k1", "pm_card_visa", 700)).await.unwrap();
+    gateway.capture("k1:capture:1", &intent.provider_ref, eur(700), true).await.unwrap();
+    gateway.refund("k1:refund:1", &intent.provider_ref, eur(100)).await.unwrap();
+    for _ in 0..200 {
+        if received.lock().unwrap().len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = received.lock().unwrap().clone();
+    assert!(got.len() >= 4, "authorized, charge captured, succeeded, refund created: {}", got.len());
+    let mut checks = vec![];
+    for (sig, body) in &got {
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        checks.push((WHSEC.to_string(), sig.clone().unwrap(), body.clone()));
+        checks.push((
+            WHSEC.to_string(),
+            sig.clone().unwrap(),
+            body.replacen("\"livemode\":false", "\"livemode\":true", 1),
+        ));
+        checks.push(("whsec_other".to_string(), sig.clone().unwrap(), body));
+    }
+    let now = chrono::Utc::now().timestamp();
+    let ours = signature::header(WHSEC, now, br#"{"id":"evt_x","object":"event","type":"ours"}"#);
+    checks.push((WHSEC.into(), ours, r#"{"id":"evt_x","object":"event","type":"ours"}"#.into()));
+    let verdicts = stripe_verdicts(&checks);
+    assert_eq!(verdicts.len(), checks.len());
+    for (i, chunk) in verdicts[..verdicts.len() - 1].chunks(3).enumerate() {
+        assert!(chunk[0].starts_with("ok "), "delivery {i}: {chunk:?}");
+        assert!(chunk[1].starts_with("bad"), "delivery {i} altered: {chunk:?}");
+        assert!(chunk[2].starts_with("bad"), "delivery {i} under another secret: {chunk:?}");
+    }
+    assert_eq!(verdicts.last().unwrap(), "ok ours", "orderlog's own signing verifies too");
+}
