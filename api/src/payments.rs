@@ -27,22 +27,30 @@ pub const WEBHOOKS_PER_SECOND_MAX: u32 = 500;
 pub struct Payments {
     pub provider: String,
     pub webhook_secrets: Vec<String>,
-    limiter: Mutex<(Instant, u32)>,
+    per_second: u32,
+    /// The window's first delivery, and the deliveries in it.
+    limiter: Mutex<(Option<Instant>, u32)>,
 }
 
 impl Payments {
     pub fn new(provider: &str, webhook_secrets: Vec<String>) -> Payments {
-        Payments { provider: provider.to_string(), webhook_secrets, limiter: Mutex::new((Instant::now(), 0)) }
+        Payments::with_limit(provider, webhook_secrets, WEBHOOKS_PER_SECOND_MAX)
+    }
+
+    /// With another limit of deliveries per second.
+    pub fn with_limit(provider: &str, webhook_secrets: Vec<String>, per_second: u32) -> Payments {
+        let limiter = Mutex::new((None, 0));
+        Payments { provider: provider.to_string(), webhook_secrets, per_second, limiter }
     }
 
     /// Whether one more delivery fits this second.
     fn admit(&self) -> bool {
         let mut window = self.limiter.lock().expect("limiter");
-        if window.0.elapsed().as_secs() >= 1 {
-            *window = (Instant::now(), 0);
+        if window.0.is_none_or(|start| start.elapsed().as_secs() >= 1) {
+            *window = (Some(Instant::now()), 0);
         }
         window.1 += 1;
-        window.1 <= WEBHOOKS_PER_SECOND_MAX
+        window.1 <= self.per_second
     }
 }
 

@@ -100,3 +100,18 @@ async fn webhooks_and_report(app: App) {
     let bad = app.call(Method::GET, "/reports/payments?from=2026-13-01&to=2026-12-01", Some(&t), None).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn webhook_deliveries_past_the_rate_limit_get_429() {
+    let app = App::sqlite().await;
+    let limit = common::WEBHOOKS_PER_SECOND as usize;
+    let body = webhook("evt_1", "payment_intent.amount_capturable_updated", "zz.p1", 100, "requires_capture");
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..limit + 5 {
+        *statuses.entry(deliver(&app, "whsec_wrong", &body).await.status.as_u16()).or_insert(0) += 1;
+    }
+    // Within one second: the limit's worth refused for their signature, the rest for the rate.
+    assert_eq!((statuses.get(&400), statuses.get(&429)), (Some(&limit), Some(&5)), "{statuses:?}");
+    let limited = deliver(&app, STRIPE_WEBHOOK_SECRET, &body).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{}", limited.text);
+}

@@ -107,11 +107,18 @@ pub async fn build_with_webhooks(
         proofs: Arc::new(orderlog_replay::checkpoint::TreeFollower::new(tree.clone())),
         checkpoints,
         webhooks,
-        payments: Some(Arc::new(orderlog_api::payments::Payments::new("stripe", vec![STRIPE_WEBHOOK_SECRET.into()]))),
+        payments: Some(Arc::new(orderlog_api::payments::Payments::with_limit(
+            "stripe",
+            vec![STRIPE_WEBHOOK_SECRET.into()],
+            WEBHOOKS_PER_SECOND,
+        ))),
     });
     let (router, doc) = router_and_doc(api);
     App { router, doc, tokens, store, order_cache, _stop: stop, _keep: keep }
 }
+
+/// The test app's limit of webhook deliveries per second.
+pub const WEBHOOKS_PER_SECOND: u32 = 40;
 
 /// The secret Stripe-format webhooks to the test app are signed with.
 pub const STRIPE_WEBHOOK_SECRET: &str = "whsec_api_tests";
