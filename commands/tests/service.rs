@@ -719,3 +719,29 @@ async fn a_declined_payment_is_recorded_on_the_order_and_another_attempt_may_fol
     let refused = shop.run("forged-initiate", initiate).await.unwrap_err();
     assert!(refused.to_string().contains("initiated only by paying"), "{refused}");
 }
+
+/// The API's answer and a webhook delivered twice, in every order one after another: one
+/// authorization and one confirmation, whatever comes first.
+#[tokio::test]
+async fn every_arrival_order_of_answer_and_webhooks_confirms_once() {
+    let arrivals = [("answer", None), ("hook", Some("evt_1")), ("hook-again", Some("evt_1"))];
+    let orders = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+    for order in orders {
+        let shop = Shop::memory().await;
+        shop.receive("mug", 5).await;
+        shop.cart("c1", &[("mug", 1)]).await;
+        shop.checkout("c1", "o1").await.unwrap();
+        shop.run("pay-o1", pay("o1")).await.unwrap();
+        let mut appended = vec![];
+        for i in order {
+            let (id, event) = arrivals[i];
+            appended.push(shop.run(id, outcome("o1.p1", authorized(1_000), event)).await.unwrap().events_appended);
+        }
+        let first = appended[0];
+        assert_eq!(first, if order[0] == 0 { 3 } else { 4 }, "{order:?}: authorized, confirmed (and the webhook)");
+        assert!(appended[1..].iter().all(|n| *n == 0), "{order:?}: {appended:?}");
+        let events = shop.store.read_stream("order-o1", 1, 100).await.unwrap();
+        let count = |t: &str| events.iter().filter(|e| e.event_type == t).count();
+        assert_eq!((count("PaymentAuthorized"), count("OrderConfirmed")), (1, 1), "{order:?}");
+    }
+}
