@@ -95,6 +95,8 @@ pub(super) struct FlashSale {
     pub(super) units: u32,
     pub(super) shoppers: u64,
     pub(super) winners: u64,
+    /// Winners who paid (every other one); the others' orders expire unpaid.
+    pub(super) paid: u64,
     pub(super) rejected_out_of_stock: u64,
 }
 
@@ -133,12 +135,13 @@ pub(super) fn print_summary(s: &DemoSummary) {
     println!("  shipments           {:>10}", s.shipments);
     println!("  returns             {:>10}", s.returns);
     println!(
-        "  flash sale          {:>10}   shoppers raced for {} units of {} at {}: {} won, {} were told it sold out",
+        "  flash sale          {:>10}   shoppers raced for {} units of {} at {}: {} won ({} paid), {} were told it sold out",
         s.flash_sale.shoppers,
         s.flash_sale.units,
         s.flash_sale.sku,
         s.flash_sale.location,
         s.flash_sale.winners,
+        s.flash_sale.paid,
         s.flash_sale.rejected_out_of_stock
     );
     println!(
