@@ -894,7 +894,7 @@ async fn flash_sale(sim: &Arc<Sim>, orders: u32, seed: u64) -> Result<u64> {
                     // Every other winner pays through the provider; the rest never pay, and
                     // their orders expire when time passes, giving the units back.
                     let nth = sim.counters.flash_winners.fetch_add(1, Ordering::Relaxed);
-                    if nth % 2 == 0 {
+                    if nth.is_multiple_of(2) {
                         if !sim.pay(&mut shopper, &order_id, "pm_card_visa").await? {
                             bail!("flash-sale order {order_id}: the payment was not authorized");
                         }
