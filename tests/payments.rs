@@ -248,6 +248,21 @@ fn a_capture_whose_answer_is_lost_is_captured_once_and_a_refund_follows_a_return
     let refunded = shop.wait("o1", "refunded", |p| p["refunded"].as_i64() > Some(0));
     assert_eq!(refunded["refunded"], 900 + 171);
     shop.ledger_matches_the_log(&["o1"]);
+    // The cardholder disputes the charge: the provider's webhook names only its intent, and
+    // the read model of payments finds the payment.
+    let pi = shop.ledger()[0]["id"].as_str().unwrap().to_string();
+    let (status, _) = http(
+        shop.sim.address,
+        "POST",
+        "/_sim/disputes",
+        "",
+        Some(json!({"payment_intent": pi, "reason": "fraudulent"})),
+    );
+    assert_eq!(status, 200);
+    let disputed =
+        shop.wait("o1", "disputed", |p| p["payments"][0]["disputes"].as_object().is_some_and(|d| !d.is_empty()));
+    let disputes = disputed["payments"][0]["disputes"].as_object().unwrap();
+    assert_eq!(disputes.values().next().unwrap(), "open", "{disputed}");
 }
 
 /// A webhook delivery signed `t={timestamp},v1=…` under `secret`.

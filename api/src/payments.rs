@@ -54,6 +54,17 @@ impl Payments {
     }
 }
 
+/// Payments by their provider reference, from the read model `payment_status`.
+struct Refs(std::sync::Arc<dyn orderlog_projections::queries::ReadQueries>);
+
+#[async_trait::async_trait]
+impl webhook::ProviderRefs for Refs {
+    async fn payment_of(&self, provider_ref: &str) -> Result<Option<String>, String> {
+        let row = self.0.payment_by_provider_ref(provider_ref).await.map_err(|e| e.to_string())?;
+        Ok(row.map(|r| r.payment_id))
+    }
+}
+
 pub(crate) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new().routes(routes!(order_payments))
 }
@@ -151,7 +162,8 @@ async fn receive_webhook(
     let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
     let secrets: Vec<&str> = payments.webhook_secrets.iter().map(String::as_str).collect();
     let now = chrono::Utc::now().timestamp();
-    match webhook::receive(&api.service, &provider, &secrets, signature, &body, now).await {
+    let refs = Refs(api.queries.clone());
+    match webhook::receive(&api.service, Some(&refs), &provider, &secrets, signature, &body, now).await {
         Ok(receipt) => {
             tracing::info!(provider, event = %receipt.event_id, kind = %receipt.event_type, result = %receipt.result, "payment webhook");
             Ok(Json(receipt).into_response())

@@ -178,6 +178,12 @@ impl ReadQueries for Broken {
     ) -> Result<Vec<orderlog_projections::queries::PaymentsDay>, RowsError> {
         Err(RowsError::Database("secret-internal-detail".into()))
     }
+    async fn payment_by_provider_ref(
+        &self,
+        _: &str,
+    ) -> Result<Option<orderlog_projections::queries::PaymentRow>, RowsError> {
+        Err(RowsError::Database("secret-internal-detail".into()))
+    }
     async fn due_deadlines(&self, _: i64, _: u32) -> Result<Vec<DeadlineRow>, RowsError> {
         Err(RowsError::Database("secret-internal-detail".into()))
     }

@@ -643,12 +643,8 @@ async fn create_refund(State(sim): State<Arc<Simulator>>, headers: HeaderMap, bo
                 "metadata": metadata,
                 "created": now(),
             });
-            let mut charge = Simulator::intent_json(intent)["latest_charge"].clone();
-            charge["payment_intent_metadata"] = json!(intent.metadata);
             drop(ledger);
-            let mut event = refund.clone();
-            event["payment_intent_metadata"] = charge["payment_intent_metadata"].clone();
-            sim.emit("refund.created", event);
+            sim.emit("refund.created", refund.clone());
             (200, refund)
         })
         .await
@@ -746,7 +742,6 @@ async fn dispute(State(sim): State<Arc<Simulator>>, Json(request): Json<OpenDisp
         "payment_intent": intent.id,
         "reason": request.reason,
         "status": "needs_response",
-        "payment_intent_metadata": intent.metadata,
     });
     drop(ledger);
     sim.emit("charge.dispute.created", dispute.clone());

@@ -8,7 +8,8 @@
 //! `payment_intent.requires_action`, `payment_intent.payment_failed`,
 //! `payment_intent.succeeded` (the amount received so far: captures it covers succeeded),
 //! `payment_intent.canceled` (voided, or expired when orderlog asked no void),
-//! `refund.created` / `refund.updated`, `charge.dispute.created` / `charge.dispute.closed`.
+//! `refund.created` / `refund.updated`, `charge.dispute.created` / `charge.dispute.closed`
+//! (a dispute names only the PaymentIntent: [`ProviderRefs`] finds its payment).
 //! Others are acknowledged and ignored, as a provider expects.
 
 use orderlog_commands::{Command, CommandEnvelope, CommandError, CommandService};
@@ -46,9 +47,25 @@ pub enum WebhookError {
     Unavailable(String),
 }
 
+/// Finds the payment a provider's reference (its intent id, `pi_…`) belongs to, for the
+/// events that name only that (a dispute): orderlog's read model of payments.
+#[async_trait::async_trait]
+pub trait ProviderRefs: Send + Sync {
+    async fn payment_of(&self, provider_ref: &str) -> Result<Option<String>, String>;
+}
+
+/// The payment an event is about: named by the metadata orderlog sent, or by the provider's
+/// reference only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PaymentRef {
+    Id(PaymentId),
+    Provider(String),
+}
+
 /// Verifies and records one delivery.
 pub async fn receive(
     service: &CommandService,
+    refs: Option<&dyn ProviderRefs>,
     provider: &str,
     secrets: &[&str],
     signature_header: Option<&str>,
@@ -67,12 +84,28 @@ pub async fn receive(
         result: result.to_string(),
         detail,
     };
-    let (payment_id, outcome) = match outcome_of(&event_type, object) {
+    let (payment, outcome) = match outcome_of(&event_type, object) {
         Ok(Some(found)) => found,
         Ok(None) => {
             return Ok(receipt(None, "ignored", Some(format!("{event_type} is not an event orderlog acts on"))))
         }
         Err(why) => return Ok(receipt(None, "ignored", Some(why))),
+    };
+    let payment_id = match payment {
+        PaymentRef::Id(id) => id,
+        PaymentRef::Provider(provider_ref) => {
+            let found = match refs {
+                Some(refs) => refs.payment_of(&provider_ref).await.map_err(WebhookError::Unavailable)?,
+                None => None,
+            };
+            match found.map(PaymentId::parse) {
+                Some(Ok(id)) => id,
+                _ => {
+                    let why = format!("no payment of this server's has the provider reference {provider_ref}");
+                    return Ok(receipt(None, "ignored", Some(why)));
+                }
+            }
+        }
     };
     let action = PaymentAction::Record { outcome, provider_event_id: Some(event_id.clone()) };
     let command = Command::Payment { payment_id: payment_id.clone(), action };
@@ -109,7 +142,7 @@ fn payment_of(metadata: &Value) -> Result<PaymentId, String> {
 }
 
 /// The payment and outcome an event reports; `None` for an event orderlog does not act on.
-pub fn outcome_of(event_type: &str, object: &Value) -> Result<Option<(PaymentId, PaymentOutcome)>, String> {
+pub fn outcome_of(event_type: &str, object: &Value) -> Result<Option<(PaymentRef, PaymentOutcome)>, String> {
     let intent_outcome = |object: &Value| -> Result<PaymentOutcome, String> {
         let amount = money(object, "amount")?;
         let intent = Intent {
@@ -131,25 +164,25 @@ pub fn outcome_of(event_type: &str, object: &Value) -> Result<Option<(PaymentId,
             if object["amount_received"].as_i64().unwrap_or(0) > 0 {
                 return Ok(None);
             }
-            (payment_of(&object["metadata"])?, outcome)
+            (PaymentRef::Id(payment_of(&object["metadata"])?), outcome)
         }
         "payment_intent.payment_failed" => {
             let error = &object["last_payment_error"];
             let code = error["decline_code"].as_str().or(error["code"].as_str()).unwrap_or("payment_failed");
             let reason = error["message"].as_str().unwrap_or("the provider reported the payment failed");
             let outcome = PaymentOutcome::AuthorizationFailed { code: code.to_string(), reason: reason.to_string() };
-            (payment_of(&object["metadata"])?, outcome)
+            (PaymentRef::Id(payment_of(&object["metadata"])?), outcome)
         }
         "payment_intent.succeeded" => {
             let total = money(object, "amount_received")?;
-            (payment_of(&object["metadata"])?, PaymentOutcome::CapturedTotal { total })
+            (PaymentRef::Id(payment_of(&object["metadata"])?), PaymentOutcome::CapturedTotal { total })
         }
         "payment_intent.canceled" => {
             let outcome = match object["cancellation_reason"].as_str() {
                 Some("automatic") => PaymentOutcome::AuthorizationExpired {},
                 _ => PaymentOutcome::Voided {},
             };
-            (payment_of(&object["metadata"])?, outcome)
+            (PaymentRef::Id(payment_of(&object["metadata"])?), outcome)
         }
         "refund.created" | "refund.updated" => {
             let key = object["metadata"]["idempotency_key"].as_str().ok_or("no metadata.idempotency_key")?;
@@ -167,7 +200,7 @@ pub fn outcome_of(event_type: &str, object: &Value) -> Result<Option<(PaymentId,
                 },
                 _ => return Ok(None),
             };
-            (payment, outcome)
+            (PaymentRef::Id(payment), outcome)
         }
         "charge.dispute.created" => {
             let outcome = PaymentOutcome::DisputeOpened {
@@ -175,12 +208,12 @@ pub fn outcome_of(event_type: &str, object: &Value) -> Result<Option<(PaymentId,
                 amount: money(object, "amount")?,
                 reason: text(object, "reason")?,
             };
-            (payment_of(&object["payment_intent_metadata"])?, outcome)
+            (PaymentRef::Provider(text(object, "payment_intent")?), outcome)
         }
         "charge.dispute.closed" => {
             let outcome =
                 PaymentOutcome::DisputeClosed { dispute_ref: text(object, "id")?, status: text(object, "status")? };
-            (payment_of(&object["payment_intent_metadata"])?, outcome)
+            (PaymentRef::Provider(text(object, "payment_intent")?), outcome)
         }
         _ => return Ok(None),
     };

@@ -22,6 +22,9 @@ pub struct PaymentRow {
     pub amount: i64,
     /// `authorizing`, `requires_action`, `authorized`, `failed`, `voided` or `expired`.
     pub status: String,
+    /// The provider's id of the intent (`pi_…`), once it answered.
+    #[serde(default)]
+    pub provider_ref: Option<String>,
     pub authorized: i64,
     pub captured: i64,
     pub refunded: i64,
@@ -60,8 +63,12 @@ impl TableModel for PaymentStatusTable {
                 row.initiated_at = event.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true);
                 row.status = "authorizing".into();
             }
-            PaymentEvent::PaymentActionRequired { .. } => row.status = "requires_action".into(),
-            PaymentEvent::IntentAuthorized { amount, .. } => {
+            PaymentEvent::PaymentActionRequired { provider_ref, .. } => {
+                row.provider_ref = Some(provider_ref.clone());
+                row.status = "requires_action".into();
+            }
+            PaymentEvent::IntentAuthorized { amount, provider_ref, .. } => {
+                row.provider_ref = Some(provider_ref.clone());
                 row.authorized = amount.amount;
                 row.status = "authorized".into();
             }

@@ -12,8 +12,9 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::deadlines::DeadlineRow;
 use crate::inventory::InventoryRow;
 use crate::orders::OrderStatusRow;
+pub use crate::payments::PaymentRow;
 pub use crate::payments::PaymentsDay;
-use crate::payments::{PaymentRow, PaymentsFold};
+use crate::payments::PaymentsFold;
 pub use crate::reports::{SalesDay, TopPromotion, TopSku};
 use crate::reports::{SalesFold, TopPromotionFold, TopSkuFold};
 use crate::RowsError;
@@ -54,6 +55,8 @@ pub trait ReadQueries: Send + Sync {
     async fn top_promotions(&self, currency: Option<&str>, limit: u32) -> Result<Vec<TopPromotion>, RowsError>;
     /// Payments per day their intents were started (`from` to `to` inclusive) and currency.
     async fn payments(&self, from: &str, to: &str, currency: Option<&str>) -> Result<Vec<PaymentsDay>, RowsError>;
+    /// The payment whose provider reference (`pi_…`) this is.
+    async fn payment_by_provider_ref(&self, provider_ref: &str) -> Result<Option<PaymentRow>, RowsError>;
     /// Waiting deadlines due at `now_ms` (milliseconds since the epoch) or before, the
     /// earliest first.
     async fn due_deadlines(&self, now_ms: i64, limit: u32) -> Result<Vec<DeadlineRow>, RowsError>;
@@ -219,6 +222,11 @@ impl ReadQueries for SqliteQueries {
             |row| fold.add(&row, first, last, currency),
         )?;
         Ok(fold.finish())
+    }
+
+    async fn payment_by_provider_ref(&self, provider_ref: &str) -> Result<Option<PaymentRow>, RowsError> {
+        let sql = "SELECT data FROM rm_payment_status WHERE json_extract(data, '$.provider_ref') = ?1 LIMIT 1";
+        Ok(self.rows(sql, &[&provider_ref])?.pop())
     }
 
     async fn due_deadlines(&self, now_ms: i64, limit: u32) -> Result<Vec<DeadlineRow>, RowsError> {
@@ -392,6 +400,11 @@ impl ReadQueries for PostgresQueries {
             fold.add(row, first, last, currency);
         }
         Ok(fold.finish())
+    }
+
+    async fn payment_by_provider_ref(&self, provider_ref: &str) -> Result<Option<PaymentRow>, RowsError> {
+        let sql = "SELECT data::text FROM rm_payment_status WHERE data->>'provider_ref' = $1 LIMIT 1";
+        Ok(self.json_rows(sql, &[&provider_ref]).await?.pop())
     }
 
     async fn due_deadlines(&self, now_ms: i64, limit: u32) -> Result<Vec<DeadlineRow>, RowsError> {

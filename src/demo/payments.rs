@@ -64,8 +64,16 @@ pub(super) async fn start(
             async move {
                 let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
                 let now = chrono::Utc::now().timestamp();
-                match orderlog_payments::webhook::receive(&service, "stripe", &[WEBHOOK_SECRET], signature, &body, now)
-                    .await
+                match orderlog_payments::webhook::receive(
+                    &service,
+                    None,
+                    "stripe",
+                    &[WEBHOOK_SECRET],
+                    signature,
+                    &body,
+                    now,
+                )
+                .await
                 {
                     Ok(_) => StatusCode::OK,
                     Err(orderlog_payments::webhook::WebhookError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
