@@ -404,7 +404,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         counters: Counters::default(),
         payments: std::sync::OnceLock::new(),
     });
-    let paying = payments::start(sim.service.clone(), store.clone(), &opened.db).await?;
+    let paying = payments::start(&tag, sim.service.clone(), store.clone(), &opened.db).await?;
     if sim.payments.set(paying).is_err() {
         bail!("payments started twice");
     }

@@ -42,6 +42,10 @@ pub const ACTOR: &str = "process:payments";
 pub struct PaymentProcess {
     service: Arc<CommandService>,
     gateway: Arc<dyn PaymentGateway>,
+    name: &'static str,
+    /// Only streams whose ids contain this (a shop sharing its log with others, each with
+    /// its own provider: the demo's runs).
+    only: Option<String>,
 }
 
 const WANTED: &[&str] = &[
@@ -64,7 +68,18 @@ impl PaymentProcess {
     pub const NAME: &'static str = "payments";
 
     pub fn new(service: Arc<CommandService>, gateway: Arc<dyn PaymentGateway>) -> PaymentProcess {
-        PaymentProcess { service, gateway }
+        PaymentProcess { service, gateway, name: PaymentProcess::NAME, only: None }
+    }
+
+    /// A process of its own name (its own checkpoint) that acts only on the streams whose
+    /// ids contain `only`.
+    pub fn scoped(
+        service: Arc<CommandService>,
+        gateway: Arc<dyn PaymentGateway>,
+        name: &'static str,
+        only: String,
+    ) -> PaymentProcess {
+        PaymentProcess { service, gateway, name, only: Some(only) }
     }
 
     async fn payment(&self, id: &PaymentId) -> Result<PaymentState, ReactError> {
@@ -379,7 +394,7 @@ pub fn intent_outcome(intent: &Intent, currency: orderlog_domain::Currency) -> P
 #[async_trait]
 impl Reactor for PaymentProcess {
     fn name(&self) -> &'static str {
-        PaymentProcess::NAME
+        self.name
     }
 
     fn on_park(&self) -> OnPark {
@@ -387,7 +402,7 @@ impl Reactor for PaymentProcess {
     }
 
     fn wants(&self, event: &RecordedEvent) -> bool {
-        WANTED.contains(&event.event_type.as_str())
+        WANTED.contains(&event.event_type.as_str()) && self.only.as_ref().is_none_or(|o| event.stream_id.contains(o))
     }
 
     async fn react(&self, event: &RecordedEvent, decoded: &DomainEvent) -> Result<(), ReactError> {

@@ -48,6 +48,7 @@ pub(super) struct PaymentOutcomes {
 }
 
 pub(super) async fn start(
+    tag: &str,
     service: Arc<CommandService>,
     store: Arc<dyn orderlog_store::EventStore>,
     db: &orderlog_api::database::Database,
@@ -94,7 +95,12 @@ pub(super) async fn start(
         ..Faults::default()
     });
     let gateway = Arc::new(orderlog_payments::stripe::StripeGateway::new(&base, SECRET_KEY));
-    let process = Arc::new(orderlog_payments::process::PaymentProcess::new(service, gateway));
+    // This run's provider knows only this run's payments: the process is this run's own (its
+    // own checkpoint), acting on the streams its ids tag, so demos sharing a database do not
+    // send each other's payments to the wrong provider.
+    let name: &'static str = Box::leak(format!("payments:demo:{tag}").into_boxed_str());
+    let process = orderlog_payments::process::PaymentProcess::scoped(service, gateway, name, tag.to_string());
+    let process = Arc::new(process);
     let runner = Arc::new(ReactorRunner::new(process, store, db.processes().await?));
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let stepping = runner.clone();
