@@ -360,3 +360,27 @@ fn killed_after_the_provider_did_the_work_the_payment_ends_as_the_provider_says(
     assert_eq!(ledger.len(), 2, "one intent per order");
     shop.ledger_matches_the_log(&["o1", "o2"]);
 }
+
+#[test]
+fn an_authorization_that_expires_before_shipping_cancels_the_order_and_releases_its_stock() {
+    let shop = Shop::start();
+    shop.order("o1", 2);
+    shop.pay("o1", "pm_card_visa");
+    shop.wait("o1", "authorized", status_is("authorized"));
+    let pi = shop.ledger()[0]["id"].as_str().unwrap().to_string();
+    let (status, _) = http(shop.sim.address, "POST", &format!("/_sim/payment_intents/{pi}/expire"), "", None);
+    assert_eq!(status, 200);
+    shop.wait("o1", "expired", status_is("expired"));
+    let started = Instant::now();
+    while shop.ok("GET", "/orders/o1", None)["state"] != "cancelled" {
+        assert!(started.elapsed() < Duration::from_secs(20), "the order is never cancelled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    while shop.ok("GET", "/inventory/skus/mug", None)["reserved"] != 0 {
+        assert!(started.elapsed() < Duration::from_secs(20), "the stock is never released");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let events = shop.order_stream("o1");
+    assert!(events.contains(&"OrderCancelled".to_string()), "{events:?}");
+    shop.ledger_matches_the_log(&["o1"]);
+}

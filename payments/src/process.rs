@@ -18,6 +18,9 @@
 //!   unless the return makes every unit of the order returned: then all that is left of the
 //!   capture is refunded.
 //!
+//! - An authorization the provider let lapse (it expired) → the order is cancelled if it
+//!   shipped nothing, or held if it shipped part, so nothing ships unpaid.
+//!
 //! Unrelated payments do not wait for each other: a batch's events are acted on
 //! concurrently, stream by stream, each stream's events in log order.
 
@@ -51,6 +54,7 @@ pub struct PaymentProcess {
 const WANTED: &[&str] = &[
     "AuthorizationRequested",
     "IntentCaptured",
+    "AuthorizationExpired",
     "CaptureRequested",
     "VoidRequested",
     "RefundRequested",
@@ -144,6 +148,9 @@ impl PaymentProcess {
     }
 
     async fn on_payment(&self, event: &RecordedEvent, id: &PaymentId, e: &PaymentEvent) -> Result<(), ReactError> {
+        if let PaymentEvent::AuthorizationExpired {} = e {
+            return self.expired(event, id).await;
+        }
         if let PaymentEvent::IntentCaptured { .. } = e {
             // Refunds asked while this capture was under way may go now.
             let state = self.payment(id).await?;
@@ -220,6 +227,41 @@ impl PaymentProcess {
             _ => return Ok(()),
         };
         self.answer(event, id, outcome).await
+    }
+
+    /// The provider let the authorization lapse: an order that has shipped nothing is
+    /// cancelled (its stock released), one that has shipped part is put on hold, so that
+    /// nothing more ships unpaid.
+    async fn expired(&self, event: &RecordedEvent, id: &PaymentId) -> Result<(), ReactError> {
+        let payment = self.payment(id).await?;
+        let Some(order_id) = payment.order_id.clone() else { return Ok(()) };
+        let order = self.order(&order_id).await?;
+        // Only the intent the order was paid with matters, and only while the order waits to ship.
+        if !order.payment.provider_refs.contains(id.as_str()) || order.status.is_terminal() || order.hold.is_some() {
+            return Ok(());
+        }
+        let unshipped = order.lines.values().any(|l| l.shipped < l.ordered);
+        if !unshipped {
+            return Ok(());
+        }
+        let reason = format!("payment {id}: its authorization expired before the order shipped");
+        let nothing_shipped = order.lines.values().all(|l| l.shipped == 0);
+        let command = if nothing_shipped {
+            Command::CancelOrder { order_id: order_id.clone(), reason }
+        } else {
+            Command::Order {
+                order_id: order_id.clone(),
+                command: orderlog_domain::order::OrderCommand::PlaceHold { reason },
+            }
+        };
+        let mut envelope = CommandEnvelope::new(format!("{}:expired:{order_id}", event.event_id), ACTOR, command)
+            .correlated(event.metadata.correlation_id.clone());
+        envelope.causation_id = Some(event.event_id.to_string());
+        match self.service.execute(envelope).await {
+            Ok(_) => Ok(()),
+            Err(CommandError::Rejected(r)) => Err(ReactError(format!("order {order_id}: {}", r.reason))),
+            Err(e) => Err(fail(e)),
+        }
     }
 
     /// Sends a pending refund and records the answer (a pending refund's webhook says how
