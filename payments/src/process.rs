@@ -109,14 +109,19 @@ impl PaymentProcess {
         action: PaymentAction,
     ) -> Result<(), ReactError> {
         let command = Command::Payment { payment_id: payment_id.clone(), action };
-        let mut envelope = CommandEnvelope::new(format!("{}:{step}:{payment_id}", event.event_id), ACTOR, command)
+        let what = format!("payment {payment_id}: {step} was refused");
+        self.execute(event, &format!("{step}:{payment_id}"), command, &what).await
+    }
+
+    /// Runs `command` caused by `event`, under the command id `{event id}:{step}` (a replay
+    /// of the event runs it once); a refusal fails the reaction, prefixed with `what`.
+    async fn execute(&self, event: &RecordedEvent, step: &str, command: Command, what: &str) -> Result<(), ReactError> {
+        let mut envelope = CommandEnvelope::new(format!("{}:{step}", event.event_id), ACTOR, command)
             .correlated(event.metadata.correlation_id.clone());
         envelope.causation_id = Some(event.event_id.to_string());
         match self.service.execute(envelope).await {
             Ok(_) => Ok(()),
-            Err(CommandError::Rejected(r)) => {
-                Err(ReactError(format!("payment {payment_id}: {step} was refused: {}", r.reason)))
-            }
+            Err(CommandError::Rejected(r)) => Err(ReactError(format!("{what}: {}", r.reason))),
             Err(e) => Err(fail(e)),
         }
     }
@@ -254,14 +259,7 @@ impl PaymentProcess {
                 command: orderlog_domain::order::OrderCommand::PlaceHold { reason },
             }
         };
-        let mut envelope = CommandEnvelope::new(format!("{}:expired:{order_id}", event.event_id), ACTOR, command)
-            .correlated(event.metadata.correlation_id.clone());
-        envelope.causation_id = Some(event.event_id.to_string());
-        match self.service.execute(envelope).await {
-            Ok(_) => Ok(()),
-            Err(CommandError::Rejected(r)) => Err(ReactError(format!("order {order_id}: {}", r.reason))),
-            Err(e) => Err(fail(e)),
-        }
+        self.execute(event, &format!("expired:{order_id}"), command, &format!("order {order_id}")).await
     }
 
     /// Sends a pending refund and records the answer (a pending refund's webhook says how

@@ -191,7 +191,8 @@ impl Payments {
         }
         let mut outcomes = PaymentOutcomes::default();
         let ledger = self.sim.intents();
-        let mut charged_by_order: BTreeMap<String, (u64, i64)> = BTreeMap::new();
+        // Per order: intents that took money, what they took, and the order's total.
+        let mut charged_by_order: BTreeMap<String, (u64, i64, i64)> = BTreeMap::new();
         for intent in &ledger {
             let (Some(payment), Some(order)) = (intent.metadata.get("payment_id"), intent.metadata.get("order_id"))
             else {
@@ -222,15 +223,13 @@ impl Payments {
                 outcomes.charged_without_order += 1;
             }
             let total = order_state.placed.as_ref().map_or(0, |p| p.totals.total.amount);
-            let entry = charged_by_order.entry(order.clone()).or_default();
-            if intent.amount_received > 0 {
-                entry.0 += 1;
-            }
+            let entry = charged_by_order.entry(order.clone()).or_insert((0, 0, total));
+            entry.0 += u64::from(intent.amount_received > 0);
             entry.1 += intent.amount_received;
-            if entry.0 > 1 || entry.1 > total {
-                outcomes.double_charged += 1;
-            }
         }
+        outcomes.double_charged =
+            charged_by_order.values().filter(|(intents, received, total)| *intents > 1 || received > total).count()
+                as u64;
         outcomes.webhooks_delivered = self.sim.delivered().len() as u64;
 
         Ok(outcomes)
